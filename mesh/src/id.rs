@@ -1,0 +1,138 @@
+//! Who a peer is: a node id kept for life in the data dir, and the foca identity that adds
+//! where to reach it and which incarnation of the process it is.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// A node's permanent id: 128 random bits, written as 32 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct NodeId([u8; 16]);
+
+impl NodeId {
+    /// A node id from its bytes.
+    pub const fn from_bytes(bytes: [u8; 16]) -> Self {
+        Self(bytes)
+    }
+
+    /// A fresh random node id.
+    pub fn random(rng: &mut impl rand::Rng) -> Self {
+        let mut bytes = [0u8; 16];
+        rng.fill_bytes(&mut bytes);
+        Self(bytes)
+    }
+
+    /// The id's bytes.
+    pub const fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+
+    /// The first 12 hex digits, as `node ls` shows it (like Docker's short ids).
+    pub fn short(&self) -> String {
+        let mut s = self.to_string();
+        s.truncate(12);
+        s
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NodeId({})", self.short())
+    }
+}
+
+/// A node id could not be read from text.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid node id {0:?}: expected 32 hex digits")]
+pub struct ParseNodeIdError(String);
+
+impl FromStr for NodeId {
+    type Err = ParseNodeIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut bytes = [0u8; 16];
+        hex::decode_to_slice(s.trim(), &mut bytes).map_err(|_| ParseNodeIdError(s.to_owned()))?;
+        Ok(Self(bytes))
+    }
+}
+
+/// The identity foca gossips: the node id, where to reach it, and its epoch.
+///
+/// Two identities with the same node id are the same member (foca's `Addr` is the node id);
+/// the one with the higher epoch wins, so a restarted node, or one wrongly declared down,
+/// comes back as itself and never as a phantom second member.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PeerId {
+    /// The permanent node id.
+    pub node: NodeId,
+    /// The address peers dial to reach this node (QUIC, UDP).
+    pub addr: SocketAddr,
+    /// Bumped on every start and on every rejoin after being declared down.
+    pub epoch: u64,
+}
+
+impl fmt::Debug for PeerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}#{}", self.node.short(), self.addr, self.epoch)
+    }
+}
+
+impl foca::Identity for PeerId {
+    type Addr = NodeId;
+
+    fn renew(&self) -> Option<Self> {
+        Some(Self {
+            epoch: self.epoch + 1,
+            ..*self
+        })
+    }
+
+    fn addr(&self) -> NodeId {
+        self.node
+    }
+
+    fn win_addr_conflict(&self, adversary: &Self) -> bool {
+        self.epoch > adversary.epoch
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use foca::Identity;
+
+    fn peer(byte: u8, epoch: u64) -> PeerId {
+        PeerId {
+            node: NodeId::from_bytes([byte; 16]),
+            addr: "127.0.0.1:7946".parse().unwrap(),
+            epoch,
+        }
+    }
+
+    #[test]
+    fn node_id_round_trips_through_text() {
+        let id = NodeId::from_bytes([0xab; 16]);
+        assert_eq!(id.to_string().len(), 32);
+        assert_eq!(id.to_string().parse::<NodeId>().unwrap(), id);
+        assert_eq!(id.short(), "abababababab");
+        assert!("xyz".parse::<NodeId>().is_err());
+    }
+
+    #[test]
+    fn renew_bumps_epoch_and_higher_epoch_wins() {
+        let old = peer(1, 4);
+        let new = old.renew().unwrap();
+        assert_eq!(new.epoch, 5);
+        assert_eq!(new.addr(), old.addr());
+        assert!(new.win_addr_conflict(&old));
+        assert!(!old.win_addr_conflict(&new));
+    }
+}

@@ -1,0 +1,28 @@
+//! knit's mesh: who is in the cluster, and how peers talk.
+//!
+//! - [`id`]: node ids and the identity foca gossips (node id, address, epoch).
+//! - [`membership`]: the SWIM core (foca), sans-IO: inputs through `handle_*`, outputs
+//!   through `poll_output`, time as an argument. The peer and the simulator drive it alike.
+//! - [`codec`]: the bincode wire codec; every decoder returns an error on bad bytes.
+//! - [`token`]: the join token, `KNIT-1-<CA digest>-<secret>`.
+//! - `quic` (feature `quic`): the QUIC transport with mutual TLS against the cluster CA, the
+//!   join handshake, and the task that owns the membership core.
+//!
+//! It does not hold Docker, HTTP or CLI code, nor placement: it moves values it does not
+//! interpret.
+#![warn(missing_docs)]
+
+pub mod codec;
+pub mod id;
+pub mod membership;
+pub mod profile;
+pub mod rumor;
+pub mod store;
+pub mod token;
+
+#[cfg(feature = "quic")]
+pub mod quic;
+
+pub use id::{NodeId, PeerId};
+pub use membership::{Connection, MemberRecord, MemberState, Membership, Output};
+pub use profile::Profile;

@@ -1,0 +1,359 @@
+//! The membership core: one foca instance, driven without IO.
+//!
+//! Inputs arrive through `handle_*` calls with the current time as an argument; what the
+//! core wants done (packets to send, timers to set, member changes) comes back through
+//! [`Membership::poll_output`]. The QUIC transport and the simulator drive the same core.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use bytes::Bytes;
+use foca::{AccumulatingRuntime, Foca, OwnedNotification, State, Timer};
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{self, WireCodec};
+use crate::id::{NodeId, PeerId};
+use crate::profile::Profile;
+use crate::rumor::{Rumor, RumorBox};
+use crate::store::Delta;
+
+/// Rumors larger than this are left to anti-entropy, so that a packet still has room for
+/// membership updates.
+pub const RUMOR_MAX_BYTES: usize = 700;
+
+/// What one member is, as this node sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberState {
+    /// Answers probes.
+    Alive,
+    /// Missed a probe; declared down unless it refutes in time.
+    Suspect,
+    /// Declared dead by the failure detector.
+    Down,
+    /// Left on purpose (SIGTERM, `knit down`).
+    Left,
+}
+
+impl MemberState {
+    /// `alive` or `suspect`: still a member that placement may count on.
+    pub fn is_active(self) -> bool {
+        matches!(self, MemberState::Alive | MemberState::Suspect)
+    }
+}
+
+/// One member as this node sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    /// Its newest known identity (node id, address, epoch).
+    pub peer: PeerId,
+    /// What the failure detector says of it.
+    pub state: MemberState,
+    /// When (caller's clock, ms) the state last changed.
+    pub since_ms: u64,
+}
+
+/// Whether this node is part of a cluster, as foca sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Connection {
+    /// Knows at least one other active member.
+    Active,
+    /// Knows no active member (alone, or not yet joined).
+    Idle,
+    /// Declared down by the others, or left; no longer takes part.
+    Defunct,
+}
+
+/// Something the core wants its driver to do or know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Send this packet to that member (unreliably: a datagram).
+    Send {
+        /// The destination.
+        to: PeerId,
+        /// foca's packet.
+        packet: Bytes,
+    },
+    /// Hand this timer back through [`Membership::handle_timer`] after the delay.
+    Timer {
+        /// How long from now.
+        after: Duration,
+        /// The timer to hand back.
+        timer: Timer<PeerId>,
+    },
+    /// A member's record changed.
+    Changed(MemberRecord),
+    /// A write to the replicated store arrived as a rumor: merge it.
+    Delta(Delta),
+    /// This node's own identity changed (it rejoined after being declared down); persist
+    /// the epoch so the next start is newer still.
+    Renewed(PeerId),
+}
+
+/// foca refused an input.
+#[derive(Debug, thiserror::Error)]
+#[error("membership: {0}")]
+pub struct MembershipError(#[from] foca::Error);
+
+/// One node's view of the cluster, and the SWIM protocol that keeps it current.
+pub struct Membership {
+    foca: Foca<PeerId, WireCodec, SmallRng, RumorBox>,
+    /// The same box foca's handler writes into.
+    rumors: RumorBox,
+    runtime: AccumulatingRuntime<PeerId>,
+    /// Every member ever seen, self included, in node id order.
+    members: BTreeMap<NodeId, MemberRecord>,
+    /// Changes waiting to be polled, after the runtime's sends and timers.
+    changes: VecDeque<Output>,
+    profile: Profile,
+    /// The cluster size foca's configuration was last derived for.
+    configured_size: usize,
+    connection: Connection,
+    /// Bumped on every change of `members`, so drivers can tell when to republish.
+    version: u64,
+}
+
+impl std::fmt::Debug for Membership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Membership")
+            .field("identity", self.foca.identity())
+            .field("members", &self.members.len())
+            .field("connection", &self.connection)
+            .finish()
+    }
+}
+
+impl Membership {
+    /// A core for `identity`, alone until it announces itself or is announced to.
+    pub fn new(identity: PeerId, profile: Profile, seed: u64, now_ms: u64) -> Self {
+        let rumors = RumorBox::default();
+        let foca = Foca::with_custom_broadcast(
+            identity,
+            profile.config(1),
+            SmallRng::seed_from_u64(seed),
+            WireCodec,
+            rumors.clone(),
+        );
+        let mut members = BTreeMap::new();
+        members.insert(
+            identity.node,
+            MemberRecord {
+                peer: identity,
+                state: MemberState::Alive,
+                since_ms: now_ms,
+            },
+        );
+        Self {
+            foca,
+            rumors,
+            runtime: AccumulatingRuntime::new(),
+            members,
+            changes: VecDeque::new(),
+            profile,
+            configured_size: 1,
+            connection: Connection::Idle,
+            version: 0,
+        }
+    }
+
+    /// This node's current identity.
+    pub fn identity(&self) -> &PeerId {
+        self.foca.identity()
+    }
+
+    /// The timing profile.
+    pub fn profile(&self) -> Profile {
+        self.profile
+    }
+
+    /// Whether this node is in a cluster.
+    pub fn connection(&self) -> Connection {
+        self.connection
+    }
+
+    /// Every member ever seen (self included), in node id order.
+    pub fn members(&self) -> impl Iterator<Item = &MemberRecord> {
+        self.members.values()
+    }
+
+    /// One member's record.
+    pub fn member(&self, node: &NodeId) -> Option<&MemberRecord> {
+        self.members.get(node)
+    }
+
+    /// Counts changes to the member table; equal values mean an equal table.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Asks a known member (a seed) to let this node in.
+    pub fn announce(&mut self, seed: PeerId, now_ms: u64) -> Result<(), MembershipError> {
+        let result = self.foca.announce(seed, &mut self.runtime);
+        self.absorb(now_ms);
+        Ok(result?)
+    }
+
+    /// Feeds a packet that arrived from the network.
+    pub fn handle_packet(&mut self, packet: &[u8], now_ms: u64) -> Result<(), MembershipError> {
+        let result = self.foca.handle_data(packet, &mut self.runtime);
+        self.absorb(now_ms);
+        Ok(result?)
+    }
+
+    /// Hands back a timer that [`Output::Timer`] asked for, once it is due.
+    pub fn handle_timer(&mut self, timer: Timer<PeerId>, now_ms: u64) -> Result<(), MembershipError> {
+        let result = self.foca.handle_timer(timer, &mut self.runtime);
+        self.absorb(now_ms);
+        Ok(result?)
+    }
+
+    /// Leaves the cluster: peers see this node `left` at once instead of `down` later.
+    pub fn leave(&mut self, now_ms: u64) -> Result<(), MembershipError> {
+        let rumor = codec::encode(&Rumor::Leave(*self.identity()))
+            .map_err(|e| foca::Error::CustomBroadcast(Box::new(e)))?;
+        self.foca.add_broadcast(&rumor)?;
+        let result = self.foca.leave_cluster(&mut self.runtime);
+        self.absorb(now_ms);
+        Ok(result?)
+    }
+
+    /// Spreads a store write by piggybacking it on membership traffic. Returns `false`
+    /// (and spreads nothing) when it is too big to ride along: anti-entropy carries it.
+    pub fn spread(&mut self, delta: &Delta) -> bool {
+        let Ok(rumor) = codec::encode(&Rumor::Delta(delta.clone())) else {
+            return false;
+        };
+        if rumor.len() > RUMOR_MAX_BYTES {
+            return false;
+        }
+        self.foca.add_broadcast(&rumor).unwrap_or(false)
+    }
+
+    /// Re-derives every member's state from foca's full membership (so a missed
+    /// notification cannot leave a stale record) and re-tunes foca for the cluster's size.
+    /// Drivers call it periodically, every few hundred milliseconds.
+    pub fn sync(&mut self, now_ms: u64) -> Result<(), MembershipError> {
+        let seen: Vec<(PeerId, MemberState)> = self
+            .foca
+            .iter_membership_state()
+            .map(|m| (*m.id(), from_foca(m.state())))
+            .collect();
+        for (peer, state) in &seen {
+            self.observe(*peer, *state, now_ms);
+        }
+        let me = self.identity().node;
+        let forgotten: Vec<PeerId> = self
+            .members
+            .values()
+            .filter(|r| r.peer.node != me && r.state.is_active())
+            .filter(|r| !seen.iter().any(|(p, _)| p.node == r.peer.node))
+            .map(|r| r.peer)
+            .collect();
+        for peer in forgotten {
+            self.observe(peer, MemberState::Down, now_ms);
+        }
+        self.retune()?;
+        self.absorb(now_ms);
+        Ok(())
+    }
+
+    fn retune(&mut self) -> Result<(), MembershipError> {
+        let size = self.foca.num_members() + 1;
+        let wanted = self.profile.config(size);
+        let current = self.profile.config(self.configured_size);
+        if wanted.suspect_to_down_after != current.suspect_to_down_after
+            || wanted.max_transmissions != current.max_transmissions
+        {
+            self.foca.set_config(wanted)?;
+            self.configured_size = size;
+        }
+        Ok(())
+    }
+
+    /// The next thing to do, or `None` when the core is drained. Drain it after every input.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        if let Some((to, packet)) = self.runtime.to_send() {
+            return Some(Output::Send { to, packet });
+        }
+        if let Some((after, timer)) = self.runtime.to_schedule() {
+            return Some(Output::Timer { after, timer });
+        }
+        self.changes.pop_front()
+    }
+
+    /// Applies foca's notifications and the rumors that arrived with the last input.
+    fn absorb(&mut self, now_ms: u64) {
+        while let Some(notification) = self.runtime.to_notify() {
+            match notification {
+                OwnedNotification::MemberUp(peer) => self.observe(peer, MemberState::Alive, now_ms),
+                OwnedNotification::MemberDown(peer) => self.observe(peer, MemberState::Down, now_ms),
+                OwnedNotification::Rename(_, peer) => self.observe(peer, MemberState::Alive, now_ms),
+                OwnedNotification::Rejoin(me) => {
+                    self.observe(me, MemberState::Alive, now_ms);
+                    self.changes.push_back(Output::Renewed(me));
+                }
+                OwnedNotification::Active => self.connection = Connection::Active,
+                OwnedNotification::Idle => self.connection = Connection::Idle,
+                OwnedNotification::Defunct => self.connection = Connection::Defunct,
+            }
+        }
+        for rumor in self.rumors.drain() {
+            match rumor {
+                Rumor::Leave(peer) => self.observe(peer, MemberState::Left, now_ms),
+                Rumor::Delta(delta) => self.changes.push_back(Output::Delta(delta)),
+            }
+        }
+    }
+
+    /// Records what was learnt of `peer`. Knowledge of an older incarnation never
+    /// overrides a newer one, and `left` is not turned into `down`.
+    fn observe(&mut self, peer: PeerId, state: MemberState, now_ms: u64) {
+        let mut inserted = false;
+        let record = self.members.entry(peer.node).or_insert_with(|| {
+            inserted = true;
+            MemberRecord {
+                peer,
+                state,
+                since_ms: now_ms,
+            }
+        });
+        let changed = if inserted {
+            true
+        } else if peer.epoch < record.peer.epoch {
+            false
+        } else if peer.epoch > record.peer.epoch {
+            record.peer = peer;
+            record.state = state;
+            true
+        } else if record.state == state || (record.state == MemberState::Left && state == MemberState::Down) {
+            record.peer = peer;
+            false
+        } else if record.state == MemberState::Left && state.is_active() {
+            // A leave is final for its epoch; foca may still count the leaver for a moment.
+            false
+        } else {
+            record.state = state;
+            true
+        };
+        if changed {
+            record.since_ms = now_ms;
+            let record = *record;
+            if state.is_active() {
+                self.rumors.forget_leave(&peer.node, peer.epoch);
+            }
+            self.version += 1;
+            self.changes.push_back(Output::Changed(record));
+        }
+    }
+}
+
+fn from_foca(state: State) -> MemberState {
+    match state {
+        State::Alive => MemberState::Alive,
+        State::Suspect => MemberState::Suspect,
+        State::Down => MemberState::Down,
+    }
+}

@@ -1,0 +1,123 @@
+//! Timing profiles for failure detection: `lan` (foca's LAN preset), `wan`, and `fast`.
+
+use std::fmt;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// foca's largest packet. A QUIC datagram holds 1,162 bytes before path-MTU discovery
+/// raises the limit; the transport adds a one-byte envelope.
+pub const MAX_PACKET_BYTES: usize = 1100;
+
+/// How quickly the mesh probes and how long it suspects before it declares a member down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// foca's LAN preset: probe every 1 s, suspect for `4 * max(1, log10 n)` s.
+    #[default]
+    Lan,
+    /// foca's WAN preset: probe every 5 s, suspect for `6 * 5 * max(1, log10 n)` s.
+    Wan,
+    /// For one rack or one host: probe every 500 ms, suspect for `1 * max(1, log10 n)` s.
+    /// Measured on loopback with no false positive (see BENCHMARKS.md).
+    Fast,
+}
+
+impl Profile {
+    /// foca's configuration for a cluster of `cluster_size` members under this profile.
+    pub fn config(self, cluster_size: usize) -> foca::Config {
+        let size = NonZeroU32::new(u32::try_from(cluster_size.max(1)).unwrap_or(u32::MAX))
+            .unwrap_or(NonZeroU32::MIN);
+        let (mut config, announce_down_every) = match self {
+            Profile::Lan => (foca::Config::new_lan(size), Duration::from_secs(10)),
+            Profile::Wan => (foca::Config::new_wan(size), Duration::from_secs(60)),
+            Profile::Fast => {
+                let mut config = foca::Config::new_lan(size);
+                config.probe_period = Duration::from_millis(500);
+                config.probe_rtt = Duration::from_millis(200);
+                config.suspect_to_down_after = Duration::from_secs_f64(log10_at_least_one(cluster_size));
+                if let Some(gossip) = config.periodic_gossip.as_mut() {
+                    gossip.frequency = Duration::from_millis(100);
+                }
+                (config, Duration::from_secs(5))
+            }
+        };
+        config.max_packet_size = NonZeroUsize::new(MAX_PACKET_BYTES).unwrap_or(NonZeroUsize::MIN);
+        config.periodic_announce_to_down_members = Some(foca::PeriodicParams {
+            frequency: announce_down_every,
+            num_members: NonZeroUsize::new(2).unwrap_or(NonZeroUsize::MIN),
+        });
+        // Down members are forgotten by foca after an hour; `node ls` keeps them as `down`.
+        config.remove_down_after = Some(Duration::from_secs(3600));
+        config
+    }
+
+    /// The longest time from a member's death to every survivor seeing it `down`, in a
+    /// quiet cluster of `cluster_size`: up to two probe periods to be probed and found
+    /// silent, the suspicion, and a few gossip rounds to spread the verdict.
+    pub fn detection_bound(self, cluster_size: usize) -> Duration {
+        let config = self.config(cluster_size);
+        let gossip = config.periodic_gossip.map(|g| g.frequency).unwrap_or(config.probe_period);
+        config.probe_period * 2 + config.suspect_to_down_after + gossip * 5
+    }
+}
+
+fn log10_at_least_one(n: usize) -> f64 {
+    // Cluster sizes are far below 2^52, so the conversion is exact.
+    #[allow(clippy::cast_precision_loss)]
+    let n = n as f64;
+    n.log10().max(1.0)
+}
+
+impl fmt::Display for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Profile::Lan => "lan",
+            Profile::Wan => "wan",
+            Profile::Fast => "fast",
+        })
+    }
+}
+
+/// A profile name that is not `lan`, `wan` or `fast`.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown profile {0:?}: use lan, wan or fast")]
+pub struct ParseProfileError(String);
+
+impl FromStr for Profile {
+    type Err = ParseProfileError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "lan" => Ok(Profile::Lan),
+            "wan" => Ok(Profile::Wan),
+            "fast" => Ok(Profile::Fast),
+            other => Err(ParseProfileError(other.to_owned())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profiles_fit_a_quic_datagram_and_scale_suspicion() {
+        for profile in [Profile::Lan, Profile::Wan, Profile::Fast] {
+            let config = profile.config(5);
+            assert_eq!(config.max_packet_size.get(), MAX_PACKET_BYTES);
+            assert!(profile.config(1000).suspect_to_down_after > config.suspect_to_down_after);
+        }
+        assert_eq!(Profile::Fast.config(5).probe_period, Duration::from_millis(500));
+        assert!(Profile::Fast.detection_bound(5) < Profile::Lan.detection_bound(5));
+    }
+
+    #[test]
+    fn profile_names_parse() {
+        assert_eq!("fast".parse::<Profile>().unwrap(), Profile::Fast);
+        let err = "quick".parse::<Profile>().unwrap_err().to_string();
+        assert!(err.contains("lan, wan or fast"), "{err}");
+    }
+}

@@ -1,0 +1,357 @@
+//! Connections to other members: one cached QUIC connection per peer, dialed on demand,
+//! read by one task each. Sending never waits: a packet for a peer whose connection is
+//! still being dialed waits in a short queue, and is dropped (as UDP would) past it.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::credentials::Credentials;
+use super::mesh::{Input, View};
+use super::sync;
+use super::tls::{self, GOSSIP_ALPN, JOIN_ALPN};
+use super::{frame, join};
+use crate::codec;
+use crate::id::{NodeId, PeerId};
+
+/// How long a dial to a member may take.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Packets queued per peer while its connection is being dialed.
+const PENDING_MAX: usize = 16;
+/// Stream exchanges (anti-entropy, join) served at once, per node.
+const STREAMS_MAX: usize = 32;
+/// After a failed dial, packets to that peer are dropped for this long.
+const REDIAL_AFTER: Duration = Duration::from_millis(250);
+
+/// Counters of the transport, read by `/metrics`.
+#[derive(Debug, Default)]
+pub struct MeshMetrics {
+    /// Gossip packets sent.
+    pub packets_out: AtomicU64,
+    /// Gossip bytes sent.
+    pub bytes_out: AtomicU64,
+    /// Gossip packets received and accepted.
+    pub packets_in: AtomicU64,
+    /// Gossip bytes received and accepted.
+    pub bytes_in: AtomicU64,
+    /// Packets dropped: queue full, no connection, or the core busy.
+    pub packets_dropped: AtomicU64,
+    /// Packets whose claimed sender did not match the connection's certificate.
+    pub packets_rejected: AtomicU64,
+    /// Anti-entropy exchanges completed (as initiator).
+    pub sync_rounds: AtomicU64,
+    /// Store deltas received through anti-entropy.
+    pub sync_deltas_in: AtomicU64,
+    /// Store deltas sent through anti-entropy.
+    pub sync_deltas_out: AtomicU64,
+    /// Store bytes sent and received through anti-entropy.
+    pub sync_bytes: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64, by: u64) {
+    counter.fetch_add(by, Ordering::Relaxed);
+}
+
+#[derive(Default)]
+struct Link {
+    addr: Option<SocketAddr>,
+    /// The epoch of the peer the connection was made for; a newer epoch is a new process.
+    epoch: u64,
+    conn: Option<quinn::Connection>,
+    pending: VecDeque<Bytes>,
+    dialing: bool,
+    retry_at: Option<tokio::time::Instant>,
+}
+
+/// What every transport task shares.
+pub(crate) struct Links {
+    pub(crate) endpoint: quinn::Endpoint,
+    gossip_client: quinn::ClientConfig,
+    pub(crate) creds: Credentials,
+    pub(crate) core: mpsc::Sender<Input>,
+    pub(crate) view: tokio::sync::watch::Receiver<Arc<View>>,
+    pub(crate) metrics: Arc<MeshMetrics>,
+    pub(crate) shutdown: CancellationToken,
+    links: Mutex<HashMap<NodeId, Link>>,
+    streams: Arc<Semaphore>,
+}
+
+impl Links {
+    pub(crate) fn new(
+        endpoint: quinn::Endpoint,
+        creds: Credentials,
+        core: mpsc::Sender<Input>,
+        view: tokio::sync::watch::Receiver<Arc<View>>,
+        metrics: Arc<MeshMetrics>,
+        shutdown: CancellationToken,
+    ) -> Result<Self, tls::TlsError> {
+        let crypto = creds.member_tls().client_config(GOSSIP_ALPN)?;
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(crypto).map_err(|e| tls::TlsError::Invalid {
+            what: "client TLS configuration",
+            detail: e.to_string(),
+        })?;
+        let mut gossip_client = quinn::ClientConfig::new(Arc::new(crypto));
+        gossip_client.transport_config(Arc::new(transport_config()));
+        Ok(Self {
+            endpoint,
+            gossip_client,
+            creds,
+            core,
+            view,
+            metrics,
+            shutdown,
+            links: Mutex::new(HashMap::new()),
+            streams: Arc::new(Semaphore::new(STREAMS_MAX)),
+        })
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut HashMap<NodeId, Link>) -> R) -> R {
+        f(&mut self.links.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Sends a gossip packet to `to` without waiting; dials if needed.
+    pub(crate) fn send(self: &Arc<Self>, to: PeerId, packet: Bytes) {
+        let len = packet.len() as u64;
+        let dial = self.with(|links| {
+            let link = links.entry(to.node).or_default();
+            if link.addr != Some(to.addr) || link.epoch < to.epoch {
+                link.addr = Some(to.addr);
+                link.epoch = to.epoch;
+                link.conn = None;
+            }
+            if let Some(conn) = link.conn.as_ref().filter(|c| c.close_reason().is_none()) {
+                if conn.send_datagram(packet).is_ok() {
+                    bump(&self.metrics.packets_out, 1);
+                    bump(&self.metrics.bytes_out, len);
+                    return false;
+                }
+                link.conn = None;
+                return false;
+            }
+            link.conn = None;
+            if link.retry_at.is_some_and(|t| t > tokio::time::Instant::now()) {
+                bump(&self.metrics.packets_dropped, 1);
+                return false;
+            }
+            if link.pending.len() >= PENDING_MAX {
+                link.pending.pop_front();
+                bump(&self.metrics.packets_dropped, 1);
+            }
+            link.pending.push_back(packet);
+            !std::mem::replace(&mut link.dialing, true)
+        });
+        if dial {
+            let links = Arc::clone(self);
+            tokio::spawn(async move { links.dial(to).await });
+        }
+    }
+
+    /// The live connection to `peer`, dialing it if there is none.
+    pub(crate) async fn connection(self: &Arc<Self>, peer: PeerId) -> Option<quinn::Connection> {
+        let cached = self.with(|links| {
+            links
+                .get(&peer.node)
+                .filter(|l| l.addr == Some(peer.addr) && l.epoch >= peer.epoch)
+                .and_then(|l| l.conn.clone())
+                .filter(|c| c.close_reason().is_none())
+        });
+        if cached.is_some() {
+            return cached;
+        }
+        let conn = self.connect(peer).await?;
+        self.adopt(peer, conn.clone());
+        Some(conn)
+    }
+
+    async fn connect(self: &Arc<Self>, peer: PeerId) -> Option<quinn::Connection> {
+        let name = tls::node_name(&peer.node);
+        let connecting = self
+            .endpoint
+            .connect_with(self.gossip_client.clone(), peer.addr, &name)
+            .ok()?;
+        match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+            Ok(Ok(conn)) => {
+                let links = Arc::clone(self);
+                let reader = conn.clone();
+                tokio::spawn(async move { links.serve(reader, Some(peer.node)).await });
+                Some(conn)
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(peer = ?peer, error = %e, "dial failed");
+                None
+            }
+            Err(_) => {
+                tracing::debug!(peer = ?peer, "dial timed out");
+                None
+            }
+        }
+    }
+
+    async fn dial(self: Arc<Self>, peer: PeerId) {
+        let conn = self.connect(peer).await;
+        let pending = self.with(|links| {
+            let link = links.entry(peer.node).or_default();
+            link.dialing = false;
+            match &conn {
+                Some(conn) if link.addr == Some(peer.addr) && link.epoch <= peer.epoch => {
+                    link.epoch = peer.epoch;
+                    link.conn = Some(conn.clone());
+                    link.retry_at = None;
+                    std::mem::take(&mut link.pending)
+                }
+                _ => {
+                    link.pending.clear();
+                    link.retry_at = Some(tokio::time::Instant::now() + REDIAL_AFTER);
+                    VecDeque::new()
+                }
+            }
+        });
+        if let Some(conn) = conn {
+            for packet in pending {
+                let len = packet.len() as u64;
+                if conn.send_datagram(packet).is_ok() {
+                    bump(&self.metrics.packets_out, 1);
+                    bump(&self.metrics.bytes_out, len);
+                }
+            }
+        }
+    }
+
+    /// Caches `conn` as the link to `peer`: the peer just proved it uses this connection,
+    /// so it replaces any older one (which may lead to a process that has died).
+    fn adopt(&self, peer: PeerId, conn: quinn::Connection) {
+        self.with(|links| {
+            let link = links.entry(peer.node).or_default();
+            if link.epoch <= peer.epoch {
+                link.addr = Some(peer.addr);
+                link.epoch = peer.epoch;
+                link.conn = Some(conn);
+                link.retry_at = None;
+            }
+        });
+    }
+
+    /// Accepts connections until shutdown.
+    pub(crate) async fn accept(self: Arc<Self>) {
+        loop {
+            let incoming = tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                incoming = self.endpoint.accept() => match incoming {
+                    Some(incoming) => incoming,
+                    None => return,
+                },
+            };
+            let links = Arc::clone(&self);
+            tokio::spawn(async move {
+                match tokio::time::timeout(CONNECT_TIMEOUT, incoming).await {
+                    Ok(Ok(conn)) => links.serve_incoming(conn).await,
+                    Ok(Err(e)) => tracing::debug!(error = %e, "incoming handshake failed"),
+                    Err(_) => tracing::debug!("incoming handshake timed out"),
+                }
+            });
+        }
+    }
+
+    async fn serve_incoming(self: Arc<Self>, conn: quinn::Connection) {
+        let alpn = conn
+            .handshake_data()
+            .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+            .and_then(|d| d.protocol);
+        match alpn.as_deref() {
+            Some(GOSSIP_ALPN) if tls::peer_cert(conn.peer_identity()).is_some() => self.serve(conn, None).await,
+            Some(JOIN_ALPN) => self.serve_join(conn).await,
+            _ => conn.close(1u32.into(), b"gossip needs a member certificate"),
+        }
+    }
+
+    async fn serve_join(self: Arc<Self>, conn: quinn::Connection) {
+        let Ok(Ok((mut send, mut recv))) = tokio::time::timeout(frame::FRAME_TIMEOUT, conn.accept_bi()).await else {
+            return;
+        };
+        let Ok(_permit) = self.streams.try_acquire() else {
+            return;
+        };
+        let Ok(request) = frame::read(&mut recv).await else {
+            return;
+        };
+        let me = self.view.borrow().me;
+        let response = join::answer(&conn, &self.creds, me, request);
+        if frame::write(&mut send, &response).await.is_ok() {
+            let _ = send.finish();
+            let _ = tokio::time::timeout(frame::FRAME_TIMEOUT, conn.closed()).await;
+        }
+    }
+
+    /// Reads datagrams and serves streams on one gossip connection until it closes.
+    /// `known` is the node dialed; for an accepted connection it is learnt from the first
+    /// packet, whose claimed sender must match the client certificate.
+    async fn serve(self: Arc<Self>, conn: quinn::Connection, mut known: Option<NodeId>) {
+        let cert = tls::peer_cert(conn.peer_identity());
+        loop {
+            tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                datagram = conn.read_datagram() => {
+                    let Ok(packet) = datagram else { return };
+                    if !self.check_source(&conn, &packet, &mut known, cert.as_deref()) {
+                        bump(&self.metrics.packets_rejected, 1);
+                        continue;
+                    }
+                    let len = packet.len() as u64;
+                    if self.core.try_send(Input::Packet(packet)).is_ok() {
+                        bump(&self.metrics.packets_in, 1);
+                        bump(&self.metrics.bytes_in, len);
+                    } else {
+                        bump(&self.metrics.packets_dropped, 1);
+                    }
+                }
+                stream = conn.accept_bi() => {
+                    let Ok((send, recv)) = stream else { return };
+                    let Ok(permit) = self.streams.clone().try_acquire_owned() else {
+                        continue;
+                    };
+                    let links = Arc::clone(&self);
+                    tokio::spawn(async move {
+                        let _permit = permit;
+                        if let Err(e) = sync::respond(&links, send, recv).await {
+                            tracing::debug!(error = %e, "anti-entropy exchange failed");
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    fn check_source(&self, conn: &quinn::Connection, packet: &[u8], known: &mut Option<NodeId>, cert: Option<&[u8]>) -> bool {
+        let Ok(source) = codec::packet_source(packet) else {
+            return false;
+        };
+        match known {
+            Some(node) => *node == source.node,
+            None => {
+                let Some(cert) = cert else { return false };
+                if !tls::cert_names_node(cert, &source.node) {
+                    return false;
+                }
+                *known = Some(source.node);
+                self.adopt(source, conn.clone());
+                true
+            }
+        }
+    }
+}
+
+/// QUIC transport settings for gossip: keep connections alive, notice dead ones.
+pub(crate) fn transport_config() -> quinn::TransportConfig {
+    let mut config = quinn::TransportConfig::default();
+    config.keep_alive_interval(Some(Duration::from_secs(1)));
+    config.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(5_000))));
+    config.datagram_receive_buffer_size(Some(256 * 1024));
+    config.datagram_send_buffer_size(256 * 1024);
+    config
+}

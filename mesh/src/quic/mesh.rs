@@ -1,0 +1,471 @@
+//! The running mesh: one task owns the membership core and the store, fed a fixed set of
+//! inputs over a bounded channel; its timers come from one min-heap in the same task; all
+//! IO happens in the transport tasks around it.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use foca::Timer;
+use rand::RngExt;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::credentials::Credentials;
+use super::join;
+use super::links::{Links, MeshMetrics, transport_config};
+use super::sync;
+use super::tls::TlsError;
+use crate::id::PeerId;
+use crate::membership::{Connection, MemberRecord, Membership, Output};
+use crate::profile::Profile;
+use crate::store::{Delta, Digest, Stamp, Store};
+
+/// Inputs of the mesh task.
+pub(crate) enum Input {
+    /// A gossip packet whose sender was checked against its connection.
+    Packet(bytes::Bytes),
+    /// A local write to the store.
+    Put {
+        key: String,
+        value: Option<Vec<u8>>,
+        reply: oneshot::Sender<Stamp>,
+    },
+    /// Deltas from anti-entropy.
+    Merge(Vec<Delta>),
+    /// This node's digest, to start an exchange.
+    Digest(oneshot::Sender<Digest>),
+    /// What a peer with `digest` lacks, and this node's digest.
+    Exchange {
+        digest: Digest,
+        reply: oneshot::Sender<(Vec<Delta>, Digest)>,
+    },
+    /// What a peer with `digest` lacks.
+    Missing {
+        digest: Digest,
+        reply: oneshot::Sender<Vec<Delta>>,
+    },
+    /// Announce this node to a seed.
+    Announce(PeerId),
+    /// Leave the cluster.
+    Leave(oneshot::Sender<()>),
+}
+
+/// Inputs queued for the mesh task at most; packets past it are dropped like UDP's.
+const INPUT_QUEUE_MAX: usize = 4096;
+/// How often member states are re-derived from foca.
+const SYNC_PERIOD: Duration = Duration::from_millis(200);
+
+/// What the mesh knows of the cluster, republished on every change.
+#[derive(Debug, Clone)]
+pub struct View {
+    /// This node's identity.
+    pub me: PeerId,
+    /// Whether it is in a cluster.
+    pub connection: Connection,
+    /// The timing profile.
+    pub profile: Profile,
+    /// Every member ever seen, self included, in node id order.
+    pub members: Vec<MemberRecord>,
+}
+
+/// How to run the mesh.
+#[derive(Debug, Clone)]
+pub struct MeshConfig {
+    /// This node's identity (node id, advertised address, epoch of this start).
+    pub identity: PeerId,
+    /// Failure-detection timing.
+    pub profile: Profile,
+    /// Seeds to announce to while not in a cluster.
+    pub seeds: Vec<SocketAddr>,
+    /// The store as persisted.
+    pub store: Store,
+    /// How often to run anti-entropy with one random member.
+    pub sync_period: Duration,
+}
+
+/// The mesh could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum MeshError {
+    /// The UDP socket could not be bound.
+    #[error("cannot listen on {addr} (is another knit running there? pick another with --listen)")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TLS material is unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// Binds the mesh's QUIC endpoint, client-only until [`Mesh::start`] makes it a server.
+pub fn bind(addr: SocketAddr) -> Result<quinn::Endpoint, MeshError> {
+    quinn::Endpoint::client(addr).map_err(|source| MeshError::Bind { addr, source })
+}
+
+/// A handle on the running mesh; cheap to clone.
+#[derive(Clone)]
+pub struct Mesh {
+    core: mpsc::Sender<Input>,
+    view: watch::Receiver<Arc<View>>,
+    store: watch::Receiver<Arc<Store>>,
+    metrics: Arc<MeshMetrics>,
+    endpoint: quinn::Endpoint,
+    shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for Mesh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mesh").field("me", &self.view.borrow().me).finish_non_exhaustive()
+    }
+}
+
+/// The mesh stopped before answering.
+#[derive(Debug, thiserror::Error)]
+#[error("the mesh has stopped")]
+pub struct Stopped;
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+impl Mesh {
+    /// Starts the mesh on `endpoint` (from [`bind`]) with `creds`; runs until `shutdown`.
+    pub fn start(
+        endpoint: quinn::Endpoint,
+        creds: Credentials,
+        config: MeshConfig,
+        shutdown: CancellationToken,
+    ) -> Result<Self, MeshError> {
+        let server_crypto = creds.member_tls().server_config()?;
+        let server_crypto = quinn::crypto::rustls::QuicServerConfig::try_from(server_crypto).map_err(|e| TlsError::Invalid {
+            what: "server TLS configuration",
+            detail: e.to_string(),
+        })?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
+        server.transport_config(Arc::new(transport_config()));
+        endpoint.set_server_config(Some(server));
+
+        let membership = Membership::new(config.identity, config.profile, rand::rng().random(), now_ms());
+        let (view_tx, view) = watch::channel(Arc::new(view_of(&membership)));
+        let (store_tx, store) = watch::channel(Arc::new(config.store.clone()));
+        let (core, inputs) = mpsc::channel(INPUT_QUEUE_MAX);
+        let metrics = Arc::new(MeshMetrics::default());
+        let links = Arc::new(Links::new(
+            endpoint.clone(),
+            creds,
+            core.clone(),
+            view.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        )?);
+        let task = CoreTask {
+            membership,
+            store: config.store,
+            timers: BinaryHeap::new(),
+            timer_seq: 0,
+            links: links.clone(),
+            view_tx,
+            store_tx,
+        };
+        tokio::spawn(task.run(inputs, config.sync_period, shutdown.clone()));
+        tokio::spawn(links.clone().accept());
+        tokio::spawn(seed(links, config.seeds));
+        Ok(Self {
+            core,
+            view,
+            store,
+            metrics,
+            endpoint,
+            shutdown,
+        })
+    }
+
+    /// The current view; `changed()` on the receiver wakes on every change.
+    pub fn view(&self) -> watch::Receiver<Arc<View>> {
+        self.view.clone()
+    }
+
+    /// The store as of now; `changed()` on the receiver wakes on every change.
+    pub fn store(&self) -> watch::Receiver<Arc<Store>> {
+        self.store.clone()
+    }
+
+    /// The transport's counters.
+    pub fn metrics(&self) -> &MeshMetrics {
+        &self.metrics
+    }
+
+    /// Writes `key` (or deletes it with `None`) and spreads the write.
+    pub async fn put(&self, key: &str, value: Option<Vec<u8>>) -> Result<Stamp, Stopped> {
+        let (reply, rx) = oneshot::channel();
+        let input = Input::Put {
+            key: key.to_owned(),
+            value,
+            reply,
+        };
+        self.core.send(input).await.map_err(|_| Stopped)?;
+        rx.await.map_err(|_| Stopped)
+    }
+
+    /// Leaves the cluster, lets the goodbye go out, and stops the transport (at most ~1 s).
+    pub async fn leave(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.core.send(Input::Leave(reply)).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_millis(500), rx).await;
+            // The goodbye is a handful of datagrams; give quinn a moment to send them.
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        self.shutdown.cancel();
+        self.endpoint.close(0u32.into(), b"left");
+        let _ = tokio::time::timeout(Duration::from_millis(300), self.endpoint.wait_idle()).await;
+    }
+}
+
+fn view_of(membership: &Membership) -> View {
+    View {
+        me: *membership.identity(),
+        connection: membership.connection(),
+        profile: membership.profile(),
+        members: membership.members().copied().collect(),
+    }
+}
+
+struct TimerEntry {
+    due: Instant,
+    seq: u64,
+    timer: Timer<PeerId>,
+}
+
+impl PartialEq for TimerEntry {
+    fn eq(&self, other: &Self) -> bool {
+        (self.due, self.seq) == (other.due, other.seq)
+    }
+}
+impl Eq for TimerEntry {}
+impl PartialOrd for TimerEntry {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for TimerEntry {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.due, self.seq).cmp(&(other.due, other.seq))
+    }
+}
+
+struct CoreTask {
+    membership: Membership,
+    store: Store,
+    /// foca's timers, earliest first; equal deadlines fire in submission order.
+    timers: BinaryHeap<Reverse<TimerEntry>>,
+    timer_seq: u64,
+    links: Arc<Links>,
+    view_tx: watch::Sender<Arc<View>>,
+    store_tx: watch::Sender<Arc<Store>>,
+}
+
+impl CoreTask {
+    async fn run(mut self, mut inputs: mpsc::Receiver<Input>, sync_period: Duration, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(SYNC_PERIOD);
+        let mut anti_entropy = tokio::time::interval(sync_period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        anti_entropy.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let before = self.versions();
+            let next_timer = self.timers.peek().map(|Reverse(t)| t.due);
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                input = inputs.recv() => match input {
+                    Some(input) => self.handle(input),
+                    None => return,
+                },
+                () = sleep_until(next_timer) => self.fire_timers(),
+                _ = tick.tick() => {
+                    if let Err(e) = self.membership.sync(now_ms()) {
+                        tracing::warn!(error = %e, "membership sync");
+                    }
+                }
+                _ = anti_entropy.tick() => self.start_anti_entropy(),
+            }
+            self.drain();
+            self.publish(before);
+        }
+    }
+
+    /// What tells whether the view or the store changed.
+    fn versions(&self) -> (u64, Connection, PeerId, u64) {
+        (
+            self.membership.version(),
+            self.membership.connection(),
+            *self.membership.identity(),
+            self.store.version(),
+        )
+    }
+
+    /// Republishes the view and the store if they changed since `before`.
+    fn publish(&self, before: (u64, Connection, PeerId, u64)) {
+        let now = self.versions();
+        if (now.0, now.1, now.2) != (before.0, before.1, before.2) {
+            self.view_tx.send_replace(Arc::new(view_of(&self.membership)));
+        }
+        if now.3 != before.3 {
+            self.store_tx.send_replace(Arc::new(self.store.clone()));
+        }
+    }
+
+    fn handle(&mut self, input: Input) {
+        let now = now_ms();
+        match input {
+            Input::Packet(packet) => {
+                if let Err(e) = self.membership.handle_packet(&packet, now) {
+                    tracing::trace!(error = %e, "packet refused");
+                }
+            }
+            Input::Put { key, value, reply } => {
+                let delta = self.store.put(&key, value, now);
+                let _ = reply.send(delta.stamp);
+                self.membership.spread(&delta);
+            }
+            Input::Merge(deltas) => {
+                for delta in deltas {
+                    self.merge(delta);
+                }
+            }
+            Input::Digest(reply) => {
+                let _ = reply.send(self.store.digest());
+            }
+            Input::Exchange { digest, reply } => {
+                let _ = reply.send((self.store.missing_for(&digest), self.store.digest()));
+            }
+            Input::Missing { digest, reply } => {
+                let _ = reply.send(self.store.missing_for(&digest));
+            }
+            Input::Announce(seed) => {
+                if let Err(e) = self.membership.announce(seed, now) {
+                    tracing::warn!(error = %e, "announce");
+                }
+            }
+            Input::Leave(reply) => {
+                if let Err(e) = self.membership.leave(now) {
+                    tracing::warn!(error = %e, "leave");
+                }
+                self.drain();
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    fn merge(&mut self, delta: Delta) {
+        if let Err(e) = self.store.merge(delta) {
+            tracing::warn!(error = %e, "refused a store write");
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        while self.timers.peek().is_some_and(|Reverse(t)| t.due <= now) {
+            let Some(Reverse(entry)) = self.timers.pop() else { break };
+            if let Err(e) = self.membership.handle_timer(entry.timer, now_ms()) {
+                tracing::debug!(error = %e, "timer");
+            }
+            self.drain();
+        }
+    }
+
+    fn start_anti_entropy(&mut self) {
+        let me = self.membership.identity().node;
+        let candidates: Vec<PeerId> = self
+            .membership
+            .members()
+            .filter(|m| m.peer.node != me && m.state.is_active())
+            .map(|m| m.peer)
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        let peer = candidates[rand::rng().random_range(0..candidates.len())];
+        let links = self.links.clone();
+        tokio::spawn(async move {
+            if let Err(e) = sync::initiate(&links, peer).await {
+                tracing::debug!(peer = ?peer, error = %e, "anti-entropy");
+            }
+        });
+    }
+
+    /// Carries out everything the core asked for.
+    fn drain(&mut self) {
+        while let Some(output) = self.membership.poll_output() {
+            match output {
+                Output::Send { to, packet } => self.links.send(to, packet),
+                Output::Timer { after, timer } => {
+                    self.timer_seq += 1;
+                    self.timers.push(Reverse(TimerEntry {
+                        due: Instant::now() + after,
+                        seq: self.timer_seq,
+                        timer,
+                    }));
+                }
+                Output::Changed(record) => {
+                    tracing::info!(node = %record.peer.node.short(), addr = %record.peer.addr,
+                        epoch = record.peer.epoch, state = ?record.state, "member");
+                }
+                Output::Delta(delta) => self.merge(delta),
+                Output::Renewed(peer) => tracing::warn!(epoch = peer.epoch, "rejoined after being declared down"),
+            }
+        }
+    }
+}
+
+async fn sleep_until(due: Option<Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// While this node is alone, asks the seeds who they are and announces itself to them,
+/// backing off from 1 s to 10 s; then pulls the store from the seed that answered.
+async fn seed(links: Arc<Links>, seeds: Vec<SocketAddr>) {
+    let mut view = links.view.clone();
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let alone = view.borrow().connection != Connection::Active;
+        if alone && !seeds.is_empty() {
+            for addr in &seeds {
+                match join::hello(&links.endpoint, &links.creds, *addr).await {
+                    Ok(peer) if peer.node != view.borrow().me.node => {
+                        let _ = links.core.send(Input::Announce(peer)).await;
+                        let links = links.clone();
+                        tokio::spawn(async move {
+                            // Let the announce land first, so the seed knows this node.
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            if let Err(e) = sync::initiate(&links, peer).await {
+                                tracing::debug!(error = %e, "first anti-entropy with the seed");
+                            }
+                        });
+                    }
+                    Ok(_) => {}
+                    Err(_) if links.shutdown.is_cancelled() => return,
+                    Err(e) => tracing::warn!(seed = %addr, error = %e, "seed did not answer"),
+                }
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(10));
+        } else {
+            backoff = Duration::from_secs(1);
+        }
+        tokio::select! {
+            () = links.shutdown.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
+            _ = view.changed() => {}
+        }
+    }
+}

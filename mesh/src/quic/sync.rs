@@ -1,0 +1,99 @@
+//! Anti-entropy over a QUIC stream: the initiator sends its digest, the responder answers
+//! with what the initiator lacks and its own digest, and the initiator sends back what the
+//! responder lacks. Whatever rumors missed is repaired; a new member is filled in one round.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use super::frame::{self, FrameError};
+use super::links::Links;
+use super::mesh::Input;
+use crate::codec;
+use crate::id::PeerId;
+use crate::store::{Delta, Digest};
+
+#[derive(Debug, Serialize, Deserialize)]
+enum SyncMessage {
+    Digest(Digest),
+    Reply { deltas: Vec<Delta>, digest: Digest },
+    Deltas(Vec<Delta>),
+}
+
+async fn ask<T>(links: &Links, make: impl FnOnce(oneshot::Sender<T>) -> Input) -> Result<T, FrameError> {
+    let (tx, rx) = oneshot::channel();
+    links
+        .core
+        .send(make(tx))
+        .await
+        .map_err(|_| FrameError::Stream("mesh stopped".into()))?;
+    tokio::time::timeout(frame::FRAME_TIMEOUT, rx)
+        .await
+        .map_err(|_| FrameError::Timeout(frame::FRAME_TIMEOUT))?
+        .map_err(|_| FrameError::Stream("mesh stopped".into()))
+}
+
+fn count(links: &Links, deltas: &[Delta], incoming: bool) {
+    let m = &links.metrics;
+    let bytes: usize = deltas.iter().map(|d| d.key.len() + d.value.as_ref().map_or(0, Vec::len) + 32).sum();
+    m.sync_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    let counter = if incoming { &m.sync_deltas_in } else { &m.sync_deltas_out };
+    counter.fetch_add(deltas.len() as u64, Ordering::Relaxed);
+}
+
+async fn merge(links: &Links, deltas: Vec<Delta>) -> Result<(), FrameError> {
+    if deltas.is_empty() {
+        return Ok(());
+    }
+    count(links, &deltas, true);
+    links
+        .core
+        .send(Input::Merge(deltas))
+        .await
+        .map_err(|_| FrameError::Stream("mesh stopped".into()))
+}
+
+fn unexpected() -> FrameError {
+    FrameError::Codec(codec::CodecError::Trailing(0))
+}
+
+/// Runs one exchange with `peer`, as the initiator.
+pub(crate) async fn initiate(links: &Arc<Links>, peer: PeerId) -> Result<(), FrameError> {
+    let conn = links
+        .connection(peer)
+        .await
+        .ok_or_else(|| FrameError::Stream(format!("cannot reach {peer:?}")))?;
+    let digest = ask(links, Input::Digest).await?;
+    let (mut send, mut recv) = tokio::time::timeout(frame::FRAME_TIMEOUT, conn.open_bi())
+        .await
+        .map_err(|_| FrameError::Timeout(frame::FRAME_TIMEOUT))?
+        .map_err(|e| FrameError::Stream(e.to_string()))?;
+    frame::write(&mut send, &SyncMessage::Digest(digest)).await?;
+    let SyncMessage::Reply { deltas, digest } = frame::read(&mut recv).await? else {
+        return Err(unexpected());
+    };
+    merge(links, deltas).await?;
+    let theirs = ask(links, |reply| Input::Missing { digest, reply }).await?;
+    count(links, &theirs, false);
+    frame::write(&mut send, &SyncMessage::Deltas(theirs)).await?;
+    let _ = send.finish();
+    links.metrics.sync_rounds.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Serves one exchange that a peer started.
+pub(crate) async fn respond(links: &Links, mut send: quinn::SendStream, mut recv: quinn::RecvStream) -> Result<(), FrameError> {
+    let SyncMessage::Digest(digest) = frame::read(&mut recv).await? else {
+        return Err(unexpected());
+    };
+    let (deltas, mine) = ask(links, |reply| Input::Exchange { digest, reply }).await?;
+    count(links, &deltas, false);
+    frame::write(&mut send, &SyncMessage::Reply { deltas, digest: mine }).await?;
+    let SyncMessage::Deltas(deltas) = frame::read(&mut recv).await? else {
+        return Err(unexpected());
+    };
+    let _ = send.finish();
+    merge(links, deltas).await
+}

@@ -1,0 +1,113 @@
+//! Rumors: small facts that ride on foca's packets as custom broadcasts.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{self, CodecError};
+use crate::id::{NodeId, PeerId};
+use crate::store::{Delta, Stamp};
+
+/// A fact spread by piggybacking on membership traffic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Rumor {
+    /// This incarnation of the node left on purpose: show it `left`, not `down`.
+    Leave(PeerId),
+    /// A write to the replicated store, small enough to ride along.
+    Delta(Delta),
+}
+
+/// What identifies a rumor for foca, so that a newer one replaces an older one in flight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RumorKey {
+    /// A leave of this node at this epoch.
+    Leave(NodeId, u64),
+    /// A write of this key with this stamp.
+    Delta(String, Stamp),
+}
+
+impl foca::Invalidates for RumorKey {
+    fn invalidates(&self, other: &Self) -> bool {
+        match (self, other) {
+            (RumorKey::Leave(a, epoch_a), RumorKey::Leave(b, epoch_b)) => a == b && epoch_a >= epoch_b,
+            (RumorKey::Delta(a, stamp_a), RumorKey::Delta(b, stamp_b)) => a == b && stamp_a >= stamp_b,
+            _ => false,
+        }
+    }
+}
+
+/// foca's broadcast handler: decodes rumors, says which are news, and queues them for
+/// the membership core to act on after foca returns. foca owns the handler and gives no
+/// access to it, so the core keeps a second handle on the same box.
+#[derive(Debug, Default, Clone)]
+pub struct RumorBox {
+    inner: Arc<Mutex<Rumors>>,
+}
+
+#[derive(Debug, Default)]
+struct Rumors {
+    /// The newest epoch at which each node is known to have left; news is anything newer.
+    left: BTreeMap<NodeId, u64>,
+    /// The newest stamp seen in a rumor for each key: older writes are not news.
+    seen: BTreeMap<String, Stamp>,
+    /// Rumors received since the core last drained them.
+    fresh: Vec<Rumor>,
+}
+
+/// At most this many rumors wait to be acted on; foca hands them over one packet at a time
+/// and the core drains them after every packet, so the bound is never reached in practice.
+const FRESH_MAX: usize = 1024;
+
+impl RumorBox {
+    fn with<R>(&self, f: impl FnOnce(&mut Rumors) -> R) -> R {
+        // The lock is held only inside these short, non-panicking sections.
+        f(&mut self.inner.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Takes the rumors that arrived since the last call.
+    pub fn drain(&self) -> Vec<Rumor> {
+        self.with(|r| std::mem::take(&mut r.fresh))
+    }
+
+    /// Forgets that a node left, once a newer incarnation of it is alive.
+    pub fn forget_leave(&self, node: &NodeId, alive_epoch: u64) {
+        self.with(|r| {
+            if r.left.get(node).is_some_and(|&epoch| epoch < alive_epoch) {
+                r.left.remove(node);
+            }
+        });
+    }
+}
+
+impl foca::BroadcastHandler<PeerId> for RumorBox {
+    type Key = RumorKey;
+    type Error = CodecError;
+
+    fn receive_item(&mut self, data: &[u8], _sender: Option<&PeerId>) -> Result<Option<RumorKey>, CodecError> {
+        let (rumor, _used): (Rumor, usize) = codec::decode(data)?;
+        Ok(self.with(|r| match rumor {
+            Rumor::Leave(peer) => {
+                if r.left.get(&peer.node).is_some_and(|&epoch| epoch >= peer.epoch) {
+                    return None;
+                }
+                r.left.insert(peer.node, peer.epoch);
+                if r.fresh.len() < FRESH_MAX {
+                    r.fresh.push(rumor);
+                }
+                Some(RumorKey::Leave(peer.node, peer.epoch))
+            }
+            Rumor::Delta(ref delta) => {
+                if r.seen.get(&delta.key).is_some_and(|&stamp| stamp >= delta.stamp) {
+                    return None;
+                }
+                r.seen.insert(delta.key.clone(), delta.stamp);
+                let key = RumorKey::Delta(delta.key.clone(), delta.stamp);
+                if r.fresh.len() < FRESH_MAX {
+                    r.fresh.push(rumor);
+                }
+                Some(key)
+            }
+        }))
+    }
+}

@@ -1,0 +1,297 @@
+//! The replicated store: a last-writer-wins map that every member holds in full.
+//!
+//! Each entry carries a [`Stamp`]: a hybrid logical clock reading plus the writer's node id,
+//! so that every member orders two writes of one key the same way. Deletes are tombstones.
+//! Keys under `owned/<node id>/` are node-owned: only that node may write them (checked on
+//! every merge), which gives the scuttlebutt-style "each node writes its own record, highest
+//! version wins" with the same machinery.
+//!
+//! The store is sans-IO: writes and merges return the deltas to spread; the driver sends
+//! small ones as rumors and repairs the rest by anti-entropy ([`Store::digest`], then
+//! [`Store::missing_for`]).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::id::NodeId;
+
+/// A write's place in the total order of writes to a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Stamp {
+    /// Hybrid logical clock: physical milliseconds shifted left 16 bits, plus a counter.
+    pub clock: u64,
+    /// Breaks ties between writers.
+    pub writer: NodeId,
+}
+
+impl Stamp {
+    /// The wall-clock milliseconds inside the clock reading.
+    pub fn millis(&self) -> u64 {
+        self.clock >> 16
+    }
+}
+
+/// One write: a value, or a tombstone when `value` is `None`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delta {
+    /// The key.
+    pub key: String,
+    /// The write's stamp.
+    pub stamp: Stamp,
+    /// The value; `None` deletes.
+    pub value: Option<Vec<u8>>,
+}
+
+/// The keys and stamps a member holds: what anti-entropy compares.
+pub type Digest = Vec<(String, Stamp)>;
+
+/// A merge was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MergeError {
+    /// A node-owned key written by another node.
+    #[error("key {key} is owned by another node than writer {writer}")]
+    NotOwner {
+        /// The key.
+        key: String,
+        /// Who claimed to write it.
+        writer: NodeId,
+    },
+}
+
+const OWNED_PREFIX: &str = "owned/";
+
+/// The key of `node`'s own record `name`.
+pub fn owned_key(node: &NodeId, name: &str) -> String {
+    format!("{OWNED_PREFIX}{node}/{name}")
+}
+
+/// The owner of a node-owned key.
+pub fn key_owner(key: &str) -> Option<NodeId> {
+    let rest = key.strip_prefix(OWNED_PREFIX)?;
+    let (id, _) = rest.split_once('/')?;
+    id.parse().ok()
+}
+
+/// Tombstones older than this are dropped. A member that was away longer may bring a
+/// deleted key back; the operator's guide says to remove its data dir instead.
+pub const TOMBSTONE_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
+
+/// One member's copy of the replicated map.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Store {
+    me: NodeId,
+    entries: BTreeMap<String, Entry>,
+    /// The last clock reading issued or seen: the hybrid logical clock.
+    clock: u64,
+    /// Counts changes, so drivers know when to persist or republish.
+    #[serde(skip)]
+    version: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Entry {
+    stamp: Stamp,
+    value: Option<Vec<u8>>,
+}
+
+impl Store {
+    /// An empty store for node `me`.
+    pub fn new(me: NodeId) -> Self {
+        Self {
+            me,
+            entries: BTreeMap::new(),
+            clock: 0,
+            version: 0,
+        }
+    }
+
+    /// The node this copy belongs to.
+    pub fn me(&self) -> &NodeId {
+        &self.me
+    }
+
+    /// Counts changes; equal values mean equal contents.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The number of entries, tombstones included.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the store is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn tick(&mut self, now_ms: u64) -> u64 {
+        self.clock = (self.clock + 1).max(now_ms << 16);
+        self.clock
+    }
+
+    /// Writes (or with `None`, deletes) `key` locally; returns the delta to spread.
+    pub fn put(&mut self, key: &str, value: Option<Vec<u8>>, now_ms: u64) -> Delta {
+        let stamp = Stamp {
+            clock: self.tick(now_ms),
+            writer: self.me,
+        };
+        let delta = Delta {
+            key: key.to_owned(),
+            stamp,
+            value,
+        };
+        self.entries.insert(
+            delta.key.clone(),
+            Entry {
+                stamp,
+                value: delta.value.clone(),
+            },
+        );
+        self.version += 1;
+        delta
+    }
+
+    /// Merges a delta from another member; `Ok(true)` when it was news.
+    pub fn merge(&mut self, delta: Delta) -> Result<bool, MergeError> {
+        if let Some(owner) = key_owner(&delta.key) {
+            if owner != delta.stamp.writer {
+                return Err(MergeError::NotOwner {
+                    key: delta.key,
+                    writer: delta.stamp.writer,
+                });
+            }
+        }
+        self.clock = self.clock.max(delta.stamp.clock);
+        if self.entries.get(&delta.key).is_some_and(|e| e.stamp >= delta.stamp) {
+            return Ok(false);
+        }
+        self.entries.insert(
+            delta.key,
+            Entry {
+                stamp: delta.stamp,
+                value: delta.value,
+            },
+        );
+        self.version += 1;
+        Ok(true)
+    }
+
+    /// The live value of `key`.
+    pub fn get(&self, key: &str) -> Option<&[u8]> {
+        self.entries.get(key)?.value.as_deref()
+    }
+
+    /// The stamp of `key`'s last write, tombstones included.
+    pub fn stamp(&self, key: &str) -> Option<Stamp> {
+        self.entries.get(key).map(|e| e.stamp)
+    }
+
+    /// Live entries whose key starts with `prefix`, in key order.
+    pub fn scan<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a str, &'a [u8], Stamp)> + 'a {
+        self.entries
+            .range(prefix.to_owned()..)
+            .take_while(move |(k, _)| k.starts_with(prefix))
+            .filter_map(|(k, e)| e.value.as_deref().map(|v| (k.as_str(), v, e.stamp)))
+    }
+
+    /// Every key and stamp held, for anti-entropy.
+    pub fn digest(&self) -> Digest {
+        self.entries.iter().map(|(k, e)| (k.clone(), e.stamp)).collect()
+    }
+
+    /// The deltas a member with `digest` lacks (absent there, or older there).
+    pub fn missing_for(&self, digest: &Digest) -> Vec<Delta> {
+        let theirs: BTreeMap<&str, Stamp> = digest.iter().map(|(k, s)| (k.as_str(), *s)).collect();
+        self.entries
+            .iter()
+            .filter(|(k, e)| theirs.get(k.as_str()).is_none_or(|s| *s < e.stamp))
+            .map(|(k, e)| Delta {
+                key: k.clone(),
+                stamp: e.stamp,
+                value: e.value.clone(),
+            })
+            .collect()
+    }
+
+    /// Drops tombstones older than [`TOMBSTONE_TTL_MS`].
+    pub fn collect_tombstones(&mut self, now_ms: u64) {
+        let before = self.entries.len();
+        self.entries
+            .retain(|_, e| e.value.is_some() || e.stamp.millis() + TOMBSTONE_TTL_MS > now_ms);
+        if self.entries.len() != before {
+            self.version += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn node(b: u8) -> NodeId {
+        NodeId::from_bytes([b; 16])
+    }
+
+    #[test]
+    fn last_writer_wins_and_ties_break_by_writer() {
+        let mut a = Store::new(node(1));
+        let mut b = Store::new(node(2));
+        let da = a.put("svc/web", Some(b"a".to_vec()), 1000);
+        let db = b.put("svc/web", Some(b"b".to_vec()), 1000);
+        assert_eq!(da.stamp.clock, db.stamp.clock);
+        a.merge(db.clone()).unwrap();
+        b.merge(da.clone()).unwrap();
+        assert_eq!(a.get("svc/web"), Some(&b"b"[..]));
+        assert_eq!(b.get("svc/web"), Some(&b"b"[..]));
+        // A later write on a wins everywhere, even with a slower wall clock: the HLC moved.
+        let later = a.put("svc/web", None, 10);
+        assert!(b.merge(later).unwrap());
+        assert_eq!(b.get("svc/web"), None);
+    }
+
+    #[test]
+    fn owned_keys_take_only_their_owner() {
+        let mut a = Store::new(node(1));
+        let mut forged = Store::new(node(2));
+        let delta = forged.put(&owned_key(&node(1), "info"), Some(vec![1]), 5);
+        assert!(matches!(a.merge(delta), Err(MergeError::NotOwner { .. })));
+        assert_eq!(key_owner(&owned_key(&node(3), "x")), Some(node(3)));
+    }
+
+    #[test]
+    fn anti_entropy_fills_both_sides() {
+        let mut a = Store::new(node(1));
+        let mut b = Store::new(node(2));
+        a.put("k1", Some(vec![1]), 1);
+        b.put("k2", Some(vec![2]), 2);
+        for d in b.missing_for(&a.digest()) {
+            a.merge(d).unwrap();
+        }
+        for d in a.missing_for(&b.digest()) {
+            b.merge(d).unwrap();
+        }
+        assert_eq!(a.digest(), b.digest());
+        assert!(a.missing_for(&b.digest()).is_empty());
+    }
+
+    proptest! {
+        /// Any order of merging the same writes gives the same store.
+        #[test]
+        fn merge_order_does_not_matter(writes in proptest::collection::vec((0u8..3, 0u8..4, 0u64..50, any::<bool>()), 1..30)) {
+            let mut deltas = Vec::new();
+            let mut writers: Vec<Store> = (0..3).map(|i| Store::new(node(i))).collect();
+            for (w, k, t, del) in writes {
+                let value = if del { None } else { Some(vec![k, w]) };
+                deltas.push(writers[w as usize].put(&format!("k{k}"), value, t));
+            }
+            let mut forward = Store::new(node(9));
+            let mut backward = Store::new(node(9));
+            for d in deltas.iter().cloned() { forward.merge(d).unwrap(); }
+            for d in deltas.iter().rev().cloned() { backward.merge(d).unwrap(); }
+            prop_assert_eq!(forward.digest(), backward.digest());
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! The command line, in Docker's vocabulary. Every flag can also be set by a `KNIT_*`
+//! environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use knit_mesh::Profile;
+
+/// knit: a self-healing container mesh with no manager.
+#[derive(Debug, Parser)]
+#[command(name = "knit", version, about, propagate_version = true)]
+pub(crate) struct Cli {
+    /// The admin API: where `knit up` serves it (loopback unless you mean otherwise), and
+    /// where client commands find it.
+    #[arg(long, global = true, env = "KNIT_API", default_value = "127.0.0.1:7947")]
+    pub(crate) api: String,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run a peer: create a cluster, or join one with --join and --token.
+    Up(UpArgs),
+    /// Print the join token of the cluster.
+    Token,
+    /// Manage nodes.
+    #[command(subcommand)]
+    Node(NodeCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum NodeCommand {
+    /// List the nodes of the cluster.
+    #[command(alias = "list")]
+    Ls(ListArgs),
+    /// Show one node in detail (JSON).
+    Inspect {
+        /// Node id (or a unique prefix of it) or name.
+        node: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ListArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub(crate) format: Format,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct UpArgs {
+    /// Where this peer keeps its identity, credentials and state.
+    #[arg(long, env = "KNIT_DATA_DIR", default_value_os_t = default_data_dir())]
+    pub(crate) data_dir: PathBuf,
+    /// The UDP address the mesh (QUIC) listens on.
+    #[arg(long, env = "KNIT_LISTEN", default_value = "127.0.0.1:7946")]
+    pub(crate) listen: SocketAddr,
+    /// The address other peers reach this one at (default: --listen, when it is specific).
+    #[arg(long, env = "KNIT_ADVERTISE")]
+    pub(crate) advertise: Option<SocketAddr>,
+    /// A member to join through (repeat for several).
+    #[arg(long, env = "KNIT_JOIN", value_delimiter = ',')]
+    pub(crate) join: Vec<SocketAddr>,
+    /// The cluster's join token (from `knit token` on a member); needed on first join only.
+    #[arg(long, env = "KNIT_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+    /// This node's name (default: the host name).
+    #[arg(long, env = "KNIT_NAME")]
+    pub(crate) name: Option<String>,
+    /// A label, key=value (repeat for several).
+    #[arg(long = "label", env = "KNIT_LABELS", value_delimiter = ',')]
+    pub(crate) labels: Vec<String>,
+    /// Failure-detection timing: lan, wan or fast.
+    #[arg(long, env = "KNIT_PROFILE", default_value = "lan")]
+    pub(crate) profile: Profile,
+    /// Log format.
+    #[arg(long, env = "KNIT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    pub(crate) log_format: LogFormat,
+}
+
+fn default_data_dir() -> PathBuf {
+    match std::env::var_os("HOME") {
+        Some(home) if !home.is_empty() => PathBuf::from(home).join(".knit"),
+        _ => PathBuf::from("/var/lib/knit"),
+    }
+}

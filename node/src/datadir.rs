@@ -1,0 +1,108 @@
+//! The data dir: this node's id, the epoch of its last start, its credentials (written by
+//! the mesh crate), and the replicated state it knows. Every file is replaced by an atomic
+//! rename, so a crash leaves either the old or the new version.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use knit_mesh::NodeId;
+use knit_mesh::quic::credentials::write_atomic;
+use knit_mesh::store::Store;
+
+/// A data dir, locked for the life of the peer so two peers cannot share it.
+pub(crate) struct DataDir {
+    path: PathBuf,
+    /// Holds the lock.
+    _lock: fs::File,
+}
+
+impl DataDir {
+    /// Opens (creating) and locks `path`.
+    pub(crate) fn open(path: &Path) -> Result<Self> {
+        fs::create_dir_all(path).with_context(|| format!("cannot create the data dir {}", path.display()))?;
+        let lock_path = path.join("lock");
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .with_context(|| format!("cannot open {}", lock_path.display()))?;
+        if lock.try_lock().is_err() {
+            bail!(
+                "the data dir {} is in use by another knit peer; stop it, or give this one its own --data-dir",
+                path.display()
+            );
+        }
+        Ok(Self {
+            path: path.to_owned(),
+            _lock: lock,
+        })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The stored node id, if this data dir has one.
+    pub(crate) fn node_id(&self) -> Result<Option<NodeId>> {
+        let path = self.path.join("node-id");
+        match fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(text.parse().with_context(|| format!("{} is corrupt", path.display()))?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+
+    pub(crate) fn store_node_id(&self, id: &NodeId) -> Result<()> {
+        Ok(write_atomic(&self.path, "node-id", format!("{id}\n").as_bytes())?)
+    }
+
+    /// The epoch for this start: one more than any epoch used before, recorded at once.
+    pub(crate) fn next_epoch(&self) -> Result<u64> {
+        let epoch = self.stored_epoch()? + 1;
+        self.store_epoch(epoch)?;
+        Ok(epoch)
+    }
+
+    fn stored_epoch(&self) -> Result<u64> {
+        let path = self.path.join("epoch");
+        match fs::read_to_string(&path) {
+            Ok(text) => text.trim().parse().with_context(|| format!("{} is corrupt", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+
+    /// Records an epoch the mesh moved to (after a rejoin), if it is newer.
+    pub(crate) fn store_epoch(&self, epoch: u64) -> Result<()> {
+        if self.stored_epoch().unwrap_or(0) >= epoch {
+            return Ok(());
+        }
+        Ok(write_atomic(&self.path, "epoch", format!("{epoch}\n").as_bytes())?)
+    }
+
+    /// The replicated state as last persisted, or an empty store.
+    pub(crate) fn load_store(&self, me: NodeId) -> Result<Store> {
+        let path = self.path.join("state.bin");
+        match fs::read(&path) {
+            Ok(bytes) => {
+                let store: Store = knit_mesh::codec::decode_large(&bytes).with_context(|| {
+                    format!("{} is corrupt; move it aside and restart: the cluster will send the state again", path.display())
+                })?;
+                if store.me() != &me {
+                    bail!("{} belongs to another node id; the data dir is mixed up", path.display());
+                }
+                Ok(store)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Store::new(me)),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+
+    /// Persists the replicated state.
+    pub(crate) fn save_store(&self, store: &Store) -> Result<()> {
+        let bytes = knit_mesh::codec::encode_large(store)?;
+        Ok(write_atomic(&self.path, "state.bin", &bytes)?)
+    }
+}

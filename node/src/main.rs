@@ -1,0 +1,45 @@
+//! `knit`: the peer of a self-healing container mesh, and the client that talks to it.
+//!
+//! `knit up` runs a peer (creating a cluster, or joining one through a seed); every other
+//! command is a client of the local peer's admin API. This crate wires the mesh and the
+//! scheduler to the outside world; it holds no protocol or placement logic.
+
+mod api;
+mod cli;
+mod client;
+mod datadir;
+mod logging;
+mod peer;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            cli::Command::Up(args) => {
+                logging::init(args.log_format);
+                peer::up(args, &cli.api).await
+            }
+            command => client::run(&cli.api, command).await,
+        }
+    });
+    // Tasks still running (readers, dials) are dropped without waiting.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

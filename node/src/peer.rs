@@ -1,0 +1,235 @@
+//! `knit up`: one peer. It creates a cluster or joins one, starts the mesh and the admin
+//! API, publishes what it is in its node-owned record, persists the state it learns, and on
+//! SIGTERM or SIGINT leaves the cluster and exits.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use knit_mesh::quic::{Credentials, Mesh, MeshConfig, join};
+use knit_mesh::store::owned_key;
+use knit_mesh::token::JoinToken;
+use knit_mesh::{NodeId, PeerId};
+use rand::RngExt;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::api;
+use crate::cli::UpArgs;
+use crate::datadir::DataDir;
+
+/// What a node says about itself, in its node-owned record `info`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct NodeInfo {
+    pub(crate) name: String,
+    pub(crate) addr: SocketAddr,
+    pub(crate) labels: BTreeMap<String, String>,
+    pub(crate) version: String,
+    pub(crate) started_at_ms: u64,
+}
+
+/// The key of a node's `info` record.
+pub(crate) fn info_key(node: &NodeId) -> String {
+    owned_key(node, "info")
+}
+
+fn parse_labels(labels: &[String]) -> Result<BTreeMap<String, String>> {
+    labels
+        .iter()
+        .filter(|l| !l.is_empty())
+        .map(|label| match label.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+            _ => bail!("invalid label {label:?}: write it as key=value, e.g. --label zone=a"),
+        })
+        .collect()
+}
+
+fn advertise_addr(args: &UpArgs, bound: SocketAddr) -> Result<SocketAddr> {
+    let addr = match args.advertise {
+        Some(addr) => addr,
+        None if bound.ip().is_unspecified() => bail!(
+            "--listen {} listens on every interface: say which address peers should dial with --advertise <this host's IP>:{}",
+            args.listen,
+            bound.port()
+        ),
+        None => bound,
+    };
+    if addr.ip().is_unspecified() || addr.port() == 0 {
+        bail!("--advertise {addr} is not an address peers can dial: give a specific IP and port");
+    }
+    Ok(addr)
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "knit-node".to_owned())
+}
+
+/// Loads this node's identity and credentials, or creates a cluster, or joins one.
+/// Returns the node id, credentials, and whether a new cluster was created.
+async fn credentials(dir: &DataDir, args: &UpArgs, endpoint: &knit_mesh::quic::Endpoint) -> Result<(NodeId, Credentials, bool)> {
+    let stored_id = dir.node_id()?;
+    if let Some(creds) = Credentials::load(dir.path())? {
+        let Some(node) = stored_id else {
+            bail!("{} has credentials but no node-id; the data dir is damaged", dir.path().display());
+        };
+        if args.token.is_some() {
+            tracing::info!("this node is already a member; --token is not needed and was ignored");
+        }
+        return Ok((node, creds, false));
+    }
+    let node = stored_id.unwrap_or_else(|| NodeId::random(&mut rand::rng()));
+    if args.join.is_empty() {
+        let creds = Credentials::create_cluster(&node, rand::rng().random())?;
+        dir.store_node_id(&node)?;
+        creds.store(dir.path())?;
+        return Ok((node, creds, true));
+    }
+    let Some(token) = &args.token else {
+        bail!("joining a cluster needs its token: run `knit token` on a member, then pass --token <token>");
+    };
+    let token: JoinToken = token.parse()?;
+    let mut errors = Vec::new();
+    for seed in &args.join {
+        match join::join(endpoint, *seed, &token, &node).await {
+            Ok((creds, seed_peer)) => {
+                tracing::info!(seed = ?seed_peer, "admitted to the cluster");
+                dir.store_node_id(&node)?;
+                creds.store(dir.path())?;
+                return Ok((node, creds, false));
+            }
+            Err(e @ join::JoinError::Refused { .. }) => bail!(e),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    bail!("could not join: {}", errors.join("; "))
+}
+
+/// Runs a peer until SIGTERM or SIGINT.
+pub(crate) async fn up(args: UpArgs, api: &str) -> Result<()> {
+    let api_addr: SocketAddr = api
+        .parse()
+        .with_context(|| format!("--api {api:?} is not an address to listen on; write it as IP:PORT, e.g. 127.0.0.1:7947"))?;
+    let labels = parse_labels(&args.labels)?;
+    let dir = DataDir::open(&args.data_dir)?;
+    let endpoint = knit_mesh::quic::bind(args.listen)?;
+    let bound = endpoint.local_addr().context("cannot read the bound address")?;
+    let advertise = advertise_addr(&args, bound)?;
+    let api_listener = tokio::net::TcpListener::bind(api_addr).await.with_context(|| {
+        format!("cannot listen for the admin API on {}; is another knit running? pick another with --api", api_addr)
+    })?;
+    let (node, creds, created) = credentials(&dir, &args, &endpoint).await?;
+    let epoch = dir.next_epoch()?;
+    let store = dir.load_store(node)?;
+    let mut seeds = args.join.clone();
+    seeds.extend(known_addrs(&store, &node).into_iter().filter(|a| !args.join.contains(a)));
+    let identity = PeerId {
+        node,
+        addr: advertise,
+        epoch,
+    };
+    let shutdown = CancellationToken::new();
+    let config = MeshConfig {
+        identity,
+        profile: args.profile,
+        seeds,
+        store,
+        sync_period: match args.profile {
+            knit_mesh::Profile::Fast => Duration::from_secs(1),
+            _ => Duration::from_secs(2),
+        },
+    };
+    let token = creds.token().to_string();
+    let mesh = Mesh::start(endpoint, creds, config, shutdown.clone())?;
+    let info = NodeInfo {
+        name: args.name.clone().unwrap_or_else(host_name),
+        addr: advertise,
+        labels,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        started_at_ms: now_ms(),
+    };
+    mesh.put(&info_key(&node), Some(serde_json::to_vec(&info)?)).await?;
+    tracing::info!(node = %node, name = %info.name, addr = %advertise, epoch, api = %api_addr, profile = %args.profile, "peer up");
+    if created {
+        println!("Cluster created. This node is {node}.");
+        println!("To add a peer, run on another host:\n    knit up --join {advertise} --token {token}");
+    }
+    let dir = Arc::new(dir);
+    tokio::spawn(persist(mesh.clone(), dir.clone(), shutdown.clone()));
+    let state = api::ApiState::new(mesh.clone(), token);
+    let server = tokio::spawn(api::serve(api_listener, state, shutdown.clone()));
+
+    wait_for_signal().await;
+    tracing::info!("leaving the cluster");
+    mesh.leave().await;
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_millis(300), server).await;
+    let store = mesh.store().borrow().clone();
+    dir.save_store(&store)?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Addresses of members this node knew before, to find the cluster again after a restart.
+fn known_addrs(store: &knit_mesh::store::Store, me: &NodeId) -> Vec<SocketAddr> {
+    store
+        .scan("owned/")
+        .filter(|(key, _, _)| key.ends_with("/info"))
+        .filter(|(key, _, _)| knit_mesh::store::key_owner(key).is_some_and(|n| n != *me))
+        .filter_map(|(_, value, _)| serde_json::from_slice::<NodeInfo>(value).ok())
+        .map(|info| info.addr)
+        .collect()
+}
+
+/// Writes the state to the data dir whenever it changes (at most every 100 ms), and the
+/// epoch whenever the mesh moves to a newer one.
+async fn persist(mesh: Mesh, dir: Arc<DataDir>, shutdown: CancellationToken) {
+    let mut store = mesh.store();
+    let mut view = mesh.view();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            changed = store.changed() => {
+                if changed.is_err() { return; }
+                let snapshot = store.borrow_and_update().clone();
+                let dir = dir.clone();
+                let saved = tokio::task::spawn_blocking(move || dir.save_store(&snapshot)).await;
+                if let Ok(Err(e)) = saved {
+                    tracing::error!(error = %e, "cannot persist the state");
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            changed = view.changed() => {
+                if changed.is_err() { return; }
+                let epoch = view.borrow_and_update().me.epoch;
+                if let Err(e) = dir.store_epoch(epoch) {
+                    tracing::error!(error = %e, "cannot persist the epoch");
+                }
+            }
+        }
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
