@@ -1,1 +1,360 @@
-//! placeholder
+//! knit's end-to-end harness: starts real `knit` processes on loopback addresses, kills
+//! them with real signals, and reads what they say through the real CLI.
+//!
+//! Every peer gets its own loopback address (`127.A.B.C`, with `A` derived from the test
+//! process id so that concurrent runs cannot collide) and its own data dir under a
+//! temporary folder. A [`Cluster`] kills its processes and removes its folders when dropped,
+//! also when a test panics, and then prints the tail of each peer's log.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde::Deserialize;
+
+/// Tests that start clusters hold this, so that they run one at a time: on two cores,
+/// parallel clusters starve each other into false "down"s.
+pub fn cluster_lock() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The `knit` binary: `$KNIT_BIN`, or the workspace's debug build (built if missing).
+pub fn knit_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("KNIT_BIN") {
+            return PathBuf::from(bin);
+        }
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default();
+        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace.join("target"));
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "-q", "-p", "knit", "--bin", "knit"])
+            .current_dir(&workspace)
+            .status();
+        assert!(status.is_ok_and(|s| s.success()), "cannot build the knit binary");
+        target.join("debug").join("knit")
+    })
+    .clone()
+}
+
+/// One node as `knit node ls --format json` prints it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct NodeRow {
+    /// Node id.
+    pub id: String,
+    /// Node name.
+    pub name: String,
+    /// Mesh address.
+    pub addr: String,
+    /// alive | suspect | down | left.
+    pub state: String,
+    /// Epoch of the incarnation seen.
+    pub epoch: u64,
+    /// Labels.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Whether this row is the answering node.
+    #[serde(rename = "self")]
+    pub is_self: bool,
+}
+
+fn unique_block() -> u8 {
+    // 127.<20..=219>.x.y: a block per test process.
+    u8::try_from(20 + std::process::id() % 200).unwrap_or(20)
+}
+
+fn next_cluster() -> u8 {
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    u8::try_from(NEXT.fetch_add(1, Ordering::Relaxed) % 250 + 1).unwrap_or(1)
+}
+
+/// A `knit` peer process.
+pub struct Peer {
+    /// Its name (also `--name`).
+    pub name: String,
+    /// Its data dir.
+    pub data_dir: PathBuf,
+    /// Its mesh address.
+    pub listen: SocketAddr,
+    /// Its admin API address.
+    pub api: SocketAddr,
+    profile: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Peer {
+    fn new(root: &Path, name: &str, ip: [u8; 4], profile: &str) -> Self {
+        let ip = std::net::Ipv4Addr::from(ip);
+        let data_dir = root.join(name);
+        Self {
+            name: name.to_owned(),
+            log: root.join(format!("{name}.log")),
+            data_dir,
+            listen: SocketAddr::from((ip, 7946)),
+            api: SocketAddr::from((ip, 7947)),
+            profile: profile.to_owned(),
+            child: None,
+        }
+    }
+
+    /// Starts `knit up`, joining through `join` with `token` when given.
+    pub fn start(&mut self, join: Option<SocketAddr>, token: Option<&str>) -> Result<()> {
+        self.start_with(join, token, &[])
+    }
+
+    /// Starts `knit up` with extra arguments.
+    pub fn start_with(&mut self, join: Option<SocketAddr>, token: Option<&str>, extra: &[&str]) -> Result<()> {
+        if self.child.is_some() {
+            bail!("{} is already running", self.name);
+        }
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let mut cmd = Command::new(knit_bin());
+        cmd.arg("--api").arg(self.api.to_string()).arg("up");
+        cmd.arg("--data-dir").arg(&self.data_dir);
+        cmd.arg("--listen").arg(self.listen.to_string());
+        cmd.args(["--name", &self.name, "--profile", &self.profile]);
+        if let Some(join) = join {
+            cmd.arg("--join").arg(join.to_string());
+        }
+        if let Some(token) = token {
+            cmd.args(["--token", token]);
+        }
+        cmd.args(extra);
+        cmd.env_remove("KNIT_API").env("RUST_LOG", "info");
+        cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        self.child = Some(cmd.spawn().context("cannot start knit")?);
+        Ok(())
+    }
+
+    /// Whether the process runs.
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM; returns how long the process took to exit (bounded by `limit`).
+    pub fn terminate(&mut self, limit: Duration) -> Result<Duration> {
+        let Some(mut child) = self.child.take() else {
+            bail!("{} is not running", self.name);
+        };
+        let started = Instant::now();
+        let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status()?;
+        if !status.success() {
+            bail!("kill -TERM failed");
+        }
+        while started.elapsed() < limit {
+            if child.try_wait()?.is_some() {
+                return Ok(started.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!("{} did not exit within {limit:?} of SIGTERM", self.name)
+    }
+
+    /// Runs a client command against this peer's API.
+    pub fn cli(&self, args: &[&str]) -> Result<Output> {
+        run_bounded(
+            Command::new(knit_bin()).arg("--api").arg(self.api.to_string()).args(args),
+            Duration::from_secs(20),
+        )
+    }
+
+    /// `node ls --format json`.
+    pub fn nodes(&self) -> Result<Vec<NodeRow>> {
+        let out = self.cli(&["node", "ls", "--format", "json"])?;
+        if !out.status.success() {
+            bail!("node ls on {}: {}", self.name, String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+
+    /// This peer's node id (from its data dir).
+    pub fn node_id(&self) -> Result<String> {
+        Ok(std::fs::read_to_string(self.data_dir.join("node-id"))?.trim().to_owned())
+    }
+
+    /// The last lines of its log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+/// Runs a command with a time limit; kills it past the limit.
+pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Result<Output> {
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let started = Instant::now();
+    loop {
+        if child.try_wait()?.is_some() {
+            return Ok(child.wait_with_output()?);
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output()?;
+            bail!("command timed out after {limit:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Polls `probe` every 100 ms until it returns `Some`, or fails after `limit`.
+pub fn wait_until<T>(limit: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> Result<(T, Duration)> {
+    let started = Instant::now();
+    loop {
+        if let Some(value) = probe() {
+            return Ok((value, started.elapsed()));
+        }
+        if started.elapsed() > limit {
+            return Err(anyhow!("timed out after {limit:?} waiting for {what}"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A set of peers on their own loopback addresses, cleaned up on drop.
+pub struct Cluster {
+    /// The peers, `p0` first (the one that created the cluster).
+    pub peers: Vec<Peer>,
+    root: PathBuf,
+    block: [u8; 3],
+    profile: String,
+    token: Option<String>,
+}
+
+impl Cluster {
+    /// An empty cluster layout (nothing started) with `profile`.
+    pub fn new(profile: &str) -> Result<Self> {
+        let block = [127, unique_block(), next_cluster()];
+        let root = std::env::temp_dir().join(format!("knit-e2e-{}-{}", std::process::id(), block[2]));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root)?;
+        Ok(Self {
+            peers: Vec::new(),
+            root,
+            block,
+            profile: profile.to_owned(),
+            token: None,
+        })
+    }
+
+    /// Starts `n` peers: the first creates the cluster, the others join through it.
+    pub fn start(n: usize, profile: &str) -> Result<Self> {
+        let mut cluster = Self::new(profile)?;
+        for _ in 0..n {
+            cluster.add_peer()?;
+        }
+        cluster.wait_all_alive(Duration::from_secs(30))?;
+        Ok(cluster)
+    }
+
+    /// Adds a peer (not started).
+    pub fn add_unstarted(&mut self) -> usize {
+        let i = self.peers.len();
+        let ip = [self.block[0], self.block[1], self.block[2], u8::try_from(i + 1).unwrap_or(250)];
+        let peer = Peer::new(&self.root, &format!("p{i}"), ip, &self.profile);
+        self.peers.push(peer);
+        i
+    }
+
+    /// Adds and starts a peer: the first creates the cluster, later ones join `p0`.
+    pub fn add_peer(&mut self) -> Result<usize> {
+        let i = self.add_unstarted();
+        if i == 0 {
+            self.peers[0].start(None, None)?;
+            let token_file = self.peers[0].data_dir.join("join-token");
+            let (token, _) = wait_until(Duration::from_secs(20), "the join token", || {
+                std::fs::read_to_string(&token_file).ok().map(|t| t.trim().to_owned())
+            })?;
+            self.token = Some(token);
+        } else {
+            let seed = self.peers[0].listen;
+            let token = self.token.clone();
+            self.peers[i].start(Some(seed), token.as_deref())?;
+        }
+        Ok(i)
+    }
+
+    /// The join token.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    /// The root folder of the cluster's data dirs and logs.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Waits until every running peer lists every running peer as alive.
+    pub fn wait_all_alive(&mut self, limit: Duration) -> Result<Duration> {
+        let running: Vec<usize> = (0..self.peers.len()).filter(|&i| self.peers[i].is_running()).collect();
+        let ids: Vec<String> = running.iter().map(|&i| self.wait_node_id(i)).collect::<Result<_>>()?;
+        let peers = &self.peers;
+        let (_, took) = wait_until(limit, "every peer to see every peer alive", || {
+            running
+                .iter()
+                .all(|&i| {
+                    peers[i].nodes().is_ok_and(|rows| {
+                        ids.iter().all(|id| rows.iter().any(|r| &r.id == id && r.state == "alive"))
+                    })
+                })
+                .then_some(())
+        })?;
+        Ok(took)
+    }
+
+    fn wait_node_id(&self, i: usize) -> Result<String> {
+        let peer = &self.peers[i];
+        wait_until(Duration::from_secs(20), "a node id", || peer.node_id().ok()).map(|(id, _)| id)
+    }
+
+    /// Waits until every running peer other than `subject` sees `subject` in `state`.
+    pub fn wait_seen_as(&mut self, subject: &str, state: &str, limit: Duration) -> Result<Duration> {
+        let observers: Vec<usize> = (0..self.peers.len()).filter(|&i| self.peers[i].is_running()).collect();
+        let peers = &self.peers;
+        let (_, took) = wait_until(limit, &format!("{subject} to be {state} everywhere"), || {
+            observers
+                .iter()
+                .all(|&i| {
+                    peers[i]
+                        .nodes()
+                        .is_ok_and(|rows| rows.iter().any(|r| r.id == subject && r.state == state))
+                })
+                .then_some(())
+        })?;
+        Ok(took)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for peer in &mut self.peers {
+            peer.kill9();
+        }
+        if std::thread::panicking() {
+            for peer in &self.peers {
+                eprintln!("---- log of {} ----\n{}", peer.name, peer.log_tail(40));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}

@@ -1,0 +1,151 @@
+//! Membership end to end: real `knit` processes on loopback, killed with real signals.
+
+use std::net::UdpSocket;
+use std::time::Duration;
+
+use knit_tests::{Cluster, cluster_lock, wait_until};
+
+/// How long a peer may take to be seen `down` under the fast profile: its detection bound
+/// (probe, suspicion, spread) with room for a loaded two-core machine.
+fn fast_down_limit() -> Duration {
+    Duration::from_secs(10)
+}
+
+#[test]
+fn five_peers_detect_a_kill_and_take_the_node_back_without_a_phantom() {
+    let _lock = cluster_lock();
+    let mut cluster = Cluster::start(5, "fast").expect("5 peers form a cluster");
+    for peer in &cluster.peers {
+        let rows = peer.nodes().unwrap();
+        assert_eq!(rows.len(), 5, "{} sees {rows:?}", peer.name);
+        assert!(rows.iter().all(|r| r.state == "alive"), "{rows:?}");
+        assert_eq!(rows.iter().filter(|r| r.is_self).count(), 1);
+    }
+    let victim = cluster.peers[3].node_id().unwrap();
+    let epoch_before = cluster.peers[0].nodes().unwrap().iter().find(|r| r.id == victim).unwrap().epoch;
+
+    cluster.peers[3].kill9();
+    let took = cluster.wait_seen_as(&victim, "down", fast_down_limit()).unwrap();
+    eprintln!("kill -9 seen as down everywhere after {took:?}");
+
+    cluster.peers[3].start(None, None).unwrap();
+    cluster.wait_all_alive(Duration::from_secs(20)).unwrap();
+    for peer in &cluster.peers {
+        let rows = peer.nodes().unwrap();
+        assert_eq!(rows.len(), 5, "no phantom member on {}: {rows:?}", peer.name);
+        let back = rows.iter().find(|r| r.id == victim).unwrap();
+        assert!(back.epoch > epoch_before, "restarted with a higher epoch: {back:?}");
+    }
+}
+
+#[test]
+fn sigterm_leaves_at_once_and_exits_fast() {
+    let _lock = cluster_lock();
+    let mut cluster = Cluster::start(3, "lan").expect("3 peers");
+    let leaver = cluster.peers[2].node_id().unwrap();
+    let exit = cluster.peers[2].terminate(Duration::from_secs(5)).unwrap();
+    assert!(exit < Duration::from_secs(2), "exited {exit:?} after SIGTERM");
+    // Under the lan profile a silent member takes over 5 s to be declared down; `left`
+    // within 2 s can only come from the goodbye.
+    let seen = cluster.wait_seen_as(&leaver, "left", Duration::from_secs(2)).unwrap();
+    eprintln!("SIGTERM: exit after {exit:?}, left everywhere after {seen:?}");
+}
+
+#[test]
+fn a_wrong_token_is_refused_and_nothing_is_written() {
+    let _lock = cluster_lock();
+    let mut cluster = Cluster::start(1, "fast").unwrap();
+    let token = cluster.token().unwrap().to_owned();
+    // Same CA digest, wrong secret.
+    let mut wrong = token.clone();
+    let last = wrong.pop().unwrap();
+    wrong.push(if last == '0' { '1' } else { '0' });
+    let seed = cluster.peers[0].listen;
+    let i = cluster.add_unstarted();
+    cluster.peers[i].start(Some(seed), Some(&wrong)).unwrap();
+    let (_, _) = wait_until(Duration::from_secs(15), "the joiner to exit", || (!cluster.peers[i].is_running()).then_some(())).unwrap();
+    let log = cluster.peers[i].log_tail(5);
+    assert!(log.contains("wrong join token"), "{log}");
+    assert!(!cluster.peers[i].data_dir.join("credentials.json").exists());
+    assert!(!cluster.peers[i].data_dir.join("node-id").exists());
+
+    // A malformed token says what a token looks like.
+    let mut bad = cluster.add_unstarted();
+    cluster.peers[bad].start(Some(seed), Some("SWMTKN-1-abc")).unwrap();
+    wait_until(Duration::from_secs(15), "the joiner to exit", || (!cluster.peers[bad].is_running()).then_some(())).unwrap();
+    assert!(cluster.peers[bad].log_tail(5).contains("KNIT-1-"));
+
+    // No seed at that address: a clear error, in bounded time.
+    bad = cluster.add_unstarted();
+    let nowhere = std::net::SocketAddr::from(([127, 0, 0, 1], 9));
+    cluster.peers[bad].start(Some(nowhere), Some(&token)).unwrap();
+    wait_until(Duration::from_secs(20), "the joiner to exit", || (!cluster.peers[bad].is_running()).then_some(())).unwrap();
+    assert!(cluster.peers[bad].log_tail(5).contains("cannot reach the seed"), "{}", cluster.peers[bad].log_tail(5));
+    assert_eq!(cluster.peers[0].nodes().unwrap().len(), 1);
+}
+
+#[test]
+fn another_clusters_peer_cannot_join_or_gossip() {
+    let _lock = cluster_lock();
+    let mut ours = Cluster::start(2, "fast").unwrap();
+    let mut theirs = Cluster::start(1, "fast").unwrap();
+    let seed = ours.peers[0].listen;
+
+    // Their token names their CA: our seed's certificate does not match it.
+    let j = theirs.add_unstarted();
+    let their_token = theirs.token().unwrap().to_owned();
+    theirs.peers[j].start(Some(seed), Some(&their_token)).unwrap();
+    wait_until(Duration::from_secs(15), "the joiner to exit", || (!theirs.peers[j].is_running()).then_some(())).unwrap();
+    let log = theirs.peers[j].log_tail(5);
+    assert!(log.contains("not from the cluster named by the join token"), "{log}");
+
+    // Their member, with its own CA, pointed at our seed: it cannot get in.
+    theirs.peers[0].terminate(Duration::from_secs(5)).unwrap();
+    theirs.peers[0].start(Some(seed), None).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    for peer in &ours.peers {
+        let rows = peer.nodes().unwrap();
+        assert_eq!(rows.len(), 2, "a foreign peer got into {}: {rows:?}", peer.name);
+    }
+    assert!(theirs.peers[0].nodes().unwrap().len() == 1);
+    ours.wait_all_alive(Duration::from_secs(5)).unwrap();
+}
+
+#[test]
+fn garbage_on_the_quic_port_changes_nothing() {
+    let _lock = cluster_lock();
+    let mut cluster = Cluster::start(3, "fast").unwrap();
+    let target = cluster.peers[1].listen;
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in 0..2000usize {
+        let len = 1 + i % 1300;
+        let packet: Vec<u8> = (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed.to_le_bytes()[0]
+            })
+            .collect();
+        let _ = socket.send_to(&packet, target);
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(cluster.peers[1].is_running(), "the peer survived");
+    cluster.wait_all_alive(Duration::from_secs(10)).unwrap();
+    for peer in &cluster.peers {
+        assert_eq!(peer.nodes().unwrap().len(), 3);
+    }
+}
+
+#[test]
+fn client_commands_say_when_no_peer_answers() {
+    let out = knit_tests::run_bounded(
+        std::process::Command::new(knit_tests::knit_bin()).args(["--api", "127.0.0.1:9", "node", "ls"]),
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no knit peer answers there"), "{err}");
+}
