@@ -92,7 +92,11 @@ pub struct WireCodec;
 impl foca::Codec<PeerId> for WireCodec {
     type Error = CodecError;
 
-    fn encode_header(&mut self, header: &Header<PeerId>, buf: impl BufMut) -> Result<(), Self::Error> {
+    fn encode_header(
+        &mut self,
+        header: &Header<PeerId>,
+        buf: impl BufMut,
+    ) -> Result<(), Self::Error> {
         encode_into(header, buf)
     }
 
@@ -100,7 +104,11 @@ impl foca::Codec<PeerId> for WireCodec {
         decode_from(buf)
     }
 
-    fn encode_member(&mut self, member: &Member<PeerId>, buf: impl BufMut) -> Result<(), Self::Error> {
+    fn encode_member(
+        &mut self,
+        member: &Member<PeerId>,
+        buf: impl BufMut,
+    ) -> Result<(), Self::Error> {
         encode_into(member, buf)
     }
 

@@ -204,7 +204,11 @@ impl Membership {
     }
 
     /// Hands back a timer that [`Output::Timer`] asked for, once it is due.
-    pub fn handle_timer(&mut self, timer: Timer<PeerId>, now_ms: u64) -> Result<(), MembershipError> {
+    pub fn handle_timer(
+        &mut self,
+        timer: Timer<PeerId>,
+        now_ms: u64,
+    ) -> Result<(), MembershipError> {
         let result = self.foca.handle_timer(timer, &mut self.runtime);
         self.absorb(now_ms);
         Ok(result?)
@@ -289,8 +293,12 @@ impl Membership {
         while let Some(notification) = self.runtime.to_notify() {
             match notification {
                 OwnedNotification::MemberUp(peer) => self.observe(peer, MemberState::Alive, now_ms),
-                OwnedNotification::MemberDown(peer) => self.observe(peer, MemberState::Down, now_ms),
-                OwnedNotification::Rename(_, peer) => self.observe(peer, MemberState::Alive, now_ms),
+                OwnedNotification::MemberDown(peer) => {
+                    self.observe(peer, MemberState::Down, now_ms)
+                }
+                OwnedNotification::Rename(_, peer) => {
+                    self.observe(peer, MemberState::Alive, now_ms)
+                }
                 OwnedNotification::Rejoin(me) => {
                     self.observe(me, MemberState::Alive, now_ms);
                     self.changes.push_back(Output::Renewed(me));
@@ -328,7 +336,9 @@ impl Membership {
             record.peer = peer;
             record.state = state;
             true
-        } else if record.state == state || (record.state == MemberState::Left && state == MemberState::Down) {
+        } else if record.state == state
+            || (record.state == MemberState::Left && state == MemberState::Down)
+        {
             record.peer = peer;
             false
         } else if record.state == MemberState::Left && state.is_active() {
@@ -357,3 +367,7 @@ fn from_foca(state: State) -> MemberState {
         State::Down => MemberState::Down,
     }
 }
+
+#[cfg(test)]
+#[path = "membership_tests.rs"]
+mod tests;

@@ -37,7 +37,8 @@ impl Profile {
                 let mut config = foca::Config::new_lan(size);
                 config.probe_period = Duration::from_millis(500);
                 config.probe_rtt = Duration::from_millis(200);
-                config.suspect_to_down_after = Duration::from_secs_f64(log10_at_least_one(cluster_size));
+                config.suspect_to_down_after =
+                    Duration::from_secs_f64(log10_at_least_one(cluster_size));
                 if let Some(gossip) = config.periodic_gossip.as_mut() {
                     gossip.frequency = Duration::from_millis(100);
                 }
@@ -59,7 +60,10 @@ impl Profile {
     /// silent, the suspicion, and a few gossip rounds to spread the verdict.
     pub fn detection_bound(self, cluster_size: usize) -> Duration {
         let config = self.config(cluster_size);
-        let gossip = config.periodic_gossip.map(|g| g.frequency).unwrap_or(config.probe_period);
+        let gossip = config
+            .periodic_gossip
+            .map(|g| g.frequency)
+            .unwrap_or(config.probe_period);
         config.probe_period * 2 + config.suspect_to_down_after + gossip * 5
     }
 }
@@ -110,7 +114,10 @@ mod tests {
             assert_eq!(config.max_packet_size.get(), MAX_PACKET_BYTES);
             assert!(profile.config(1000).suspect_to_down_after > config.suspect_to_down_after);
         }
-        assert_eq!(Profile::Fast.config(5).probe_period, Duration::from_millis(500));
+        assert_eq!(
+            Profile::Fast.config(5).probe_period,
+            Duration::from_millis(500)
+        );
         assert!(Profile::Fast.detection_bound(5) < Profile::Lan.detection_bound(5));
     }
 

@@ -30,8 +30,12 @@ pub enum RumorKey {
 impl foca::Invalidates for RumorKey {
     fn invalidates(&self, other: &Self) -> bool {
         match (self, other) {
-            (RumorKey::Leave(a, epoch_a), RumorKey::Leave(b, epoch_b)) => a == b && epoch_a >= epoch_b,
-            (RumorKey::Delta(a, stamp_a), RumorKey::Delta(b, stamp_b)) => a == b && stamp_a >= stamp_b,
+            (RumorKey::Leave(a, epoch_a), RumorKey::Leave(b, epoch_b)) => {
+                a == b && epoch_a >= epoch_b
+            }
+            (RumorKey::Delta(a, stamp_a), RumorKey::Delta(b, stamp_b)) => {
+                a == b && stamp_a >= stamp_b
+            }
             _ => false,
         }
     }
@@ -84,11 +88,18 @@ impl foca::BroadcastHandler<PeerId> for RumorBox {
     type Key = RumorKey;
     type Error = CodecError;
 
-    fn receive_item(&mut self, data: &[u8], _sender: Option<&PeerId>) -> Result<Option<RumorKey>, CodecError> {
+    fn receive_item(
+        &mut self,
+        data: &[u8],
+        _sender: Option<&PeerId>,
+    ) -> Result<Option<RumorKey>, CodecError> {
         let (rumor, _used): (Rumor, usize) = codec::decode(data)?;
         Ok(self.with(|r| match rumor {
             Rumor::Leave(peer) => {
-                if r.left.get(&peer.node).is_some_and(|&epoch| epoch >= peer.epoch) {
+                if r.left
+                    .get(&peer.node)
+                    .is_some_and(|&epoch| epoch >= peer.epoch)
+                {
                     return None;
                 }
                 r.left.insert(peer.node, peer.epoch);
@@ -98,7 +109,10 @@ impl foca::BroadcastHandler<PeerId> for RumorBox {
                 Some(RumorKey::Leave(peer.node, peer.epoch))
             }
             Rumor::Delta(ref delta) => {
-                if r.seen.get(&delta.key).is_some_and(|&stamp| stamp >= delta.stamp) {
+                if r.seen
+                    .get(&delta.key)
+                    .is_some_and(|&stamp| stamp >= delta.stamp)
+                {
                     return None;
                 }
                 r.seen.insert(delta.key.clone(), delta.stamp);

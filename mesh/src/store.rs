@@ -155,16 +155,18 @@ impl Store {
 
     /// Merges a delta from another member; `Ok(true)` when it was news.
     pub fn merge(&mut self, delta: Delta) -> Result<bool, MergeError> {
-        if let Some(owner) = key_owner(&delta.key) {
-            if owner != delta.stamp.writer {
-                return Err(MergeError::NotOwner {
-                    key: delta.key,
-                    writer: delta.stamp.writer,
-                });
-            }
+        if key_owner(&delta.key).is_some_and(|owner| owner != delta.stamp.writer) {
+            return Err(MergeError::NotOwner {
+                key: delta.key,
+                writer: delta.stamp.writer,
+            });
         }
         self.clock = self.clock.max(delta.stamp.clock);
-        if self.entries.get(&delta.key).is_some_and(|e| e.stamp >= delta.stamp) {
+        if self
+            .entries
+            .get(&delta.key)
+            .is_some_and(|e| e.stamp >= delta.stamp)
+        {
             return Ok(false);
         }
         self.entries.insert(
@@ -189,7 +191,10 @@ impl Store {
     }
 
     /// Live entries whose key starts with `prefix`, in key order.
-    pub fn scan<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a str, &'a [u8], Stamp)> + 'a {
+    pub fn scan<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a [u8], Stamp)> + 'a {
         self.entries
             .range(prefix.to_owned()..)
             .take_while(move |(k, _)| k.starts_with(prefix))
@@ -198,7 +203,10 @@ impl Store {
 
     /// Every key and stamp held, for anti-entropy.
     pub fn digest(&self) -> Digest {
-        self.entries.iter().map(|(k, e)| (k.clone(), e.stamp)).collect()
+        self.entries
+            .iter()
+            .map(|(k, e)| (k.clone(), e.stamp))
+            .collect()
     }
 
     /// The deltas a member with `digest` lacks (absent there, or older there).

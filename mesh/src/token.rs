@@ -19,7 +19,12 @@ const PREFIX: &str = "KNIT-1-";
 
 impl fmt::Display for JoinToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{PREFIX}{}-{}", hex::encode(self.ca_digest), hex::encode(self.secret))
+        write!(
+            f,
+            "{PREFIX}{}-{}",
+            hex::encode(self.ca_digest),
+            hex::encode(self.secret)
+        )
     }
 }
 
@@ -46,9 +51,9 @@ impl FromStr for JoinToken {
             .trim()
             .strip_prefix(PREFIX)
             .ok_or(ParseTokenError("it does not start with KNIT-1-"))?;
-        let (digest, secret) = rest
-            .split_once('-')
-            .ok_or(ParseTokenError("the digest and the secret are not separated by '-'"))?;
+        let (digest, secret) = rest.split_once('-').ok_or(ParseTokenError(
+            "the digest and the secret are not separated by '-'",
+        ))?;
         let mut token = JoinToken {
             ca_digest: [0; 32],
             secret: [0; 16],
@@ -82,7 +87,10 @@ mod tests {
     fn bad_tokens_say_what_is_wrong() {
         let err = "SWMTKN-1-abc".parse::<JoinToken>().unwrap_err().to_string();
         assert!(err.contains("KNIT-1-"), "{err}");
-        let err = "KNIT-1-abc-def".parse::<JoinToken>().unwrap_err().to_string();
+        let err = "KNIT-1-abc-def"
+            .parse::<JoinToken>()
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("64 hex digits"), "{err}");
     }
 

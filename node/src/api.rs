@@ -68,7 +68,11 @@ pub(crate) fn router(state: ApiState) -> Router {
 }
 
 /// Serves until `shutdown`.
-pub(crate) async fn serve(listener: tokio::net::TcpListener, state: ApiState, shutdown: CancellationToken) {
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    shutdown: CancellationToken,
+) {
     let app = router(state);
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -107,11 +111,16 @@ async fn list_nodes(State(state): State<ApiState>) -> Json<Vec<NodeSummary>> {
 }
 
 /// Finds a node by full id, unique id prefix, or name.
-pub(crate) fn find_node<'a>(nodes: &'a [NodeSummary], key: &str) -> Result<&'a NodeSummary, ApiError> {
-    if let Ok(id) = key.parse::<NodeId>() {
-        if let Some(n) = nodes.iter().find(|n| n.id == id.to_string()) {
-            return Ok(n);
-        }
+pub(crate) fn find_node<'a>(
+    nodes: &'a [NodeSummary],
+    key: &str,
+) -> Result<&'a NodeSummary, ApiError> {
+    if let Some(n) = key
+        .parse::<NodeId>()
+        .ok()
+        .and_then(|id| nodes.iter().find(|n| n.id == id.to_string()))
+    {
+        return Ok(n);
     }
     let matches: Vec<&NodeSummary> = nodes
         .iter()
@@ -119,7 +128,10 @@ pub(crate) fn find_node<'a>(nodes: &'a [NodeSummary], key: &str) -> Result<&'a N
         .collect();
     match matches.as_slice() {
         [one] => Ok(one),
-        [] => Err(ApiError(StatusCode::NOT_FOUND, format!("no such node: {key}; `knit node ls` lists them"))),
+        [] => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no such node: {key}; `knit node ls` lists them"),
+        )),
         _ => Err(ApiError(
             StatusCode::CONFLICT,
             format!("{key} matches {} nodes; give more of the id", matches.len()),
@@ -127,7 +139,10 @@ pub(crate) fn find_node<'a>(nodes: &'a [NodeSummary], key: &str) -> Result<&'a N
     }
 }
 
-async fn inspect_node(State(state): State<ApiState>, Path(node): Path<String>) -> Result<Json<NodeSummary>, ApiError> {
+async fn inspect_node(
+    State(state): State<ApiState>,
+    Path(node): Path<String>,
+) -> Result<Json<NodeSummary>, ApiError> {
     let nodes = summaries(&state.mesh);
     find_node(&nodes, &node).map(|n| Json(n.clone()))
 }
@@ -147,28 +162,80 @@ async fn metrics(State(state): State<ApiState>) -> Response {
     let counters = [
         ("gossip_packets_sent", "Gossip packets sent", &m.packets_out),
         ("gossip_bytes_sent", "Gossip bytes sent", &m.bytes_out),
-        ("gossip_packets_received", "Gossip packets received", &m.packets_in),
-        ("gossip_bytes_received", "Gossip bytes received", &m.bytes_in),
-        ("gossip_packets_dropped", "Gossip packets dropped (queue full or no connection)", &m.packets_dropped),
-        ("gossip_packets_rejected", "Gossip packets whose sender did not match its certificate", &m.packets_rejected),
-        ("state_sync_rounds", "Anti-entropy rounds completed", &m.sync_rounds),
-        ("state_sync_deltas_received", "State deltas received by anti-entropy", &m.sync_deltas_in),
-        ("state_sync_deltas_sent", "State deltas sent by anti-entropy", &m.sync_deltas_out),
+        (
+            "gossip_packets_received",
+            "Gossip packets received",
+            &m.packets_in,
+        ),
+        (
+            "gossip_bytes_received",
+            "Gossip bytes received",
+            &m.bytes_in,
+        ),
+        (
+            "gossip_packets_dropped",
+            "Gossip packets dropped (queue full or no connection)",
+            &m.packets_dropped,
+        ),
+        (
+            "gossip_packets_rejected",
+            "Gossip packets whose sender did not match its certificate",
+            &m.packets_rejected,
+        ),
+        (
+            "state_sync_rounds",
+            "Anti-entropy rounds completed",
+            &m.sync_rounds,
+        ),
+        (
+            "state_sync_deltas_received",
+            "State deltas received by anti-entropy",
+            &m.sync_deltas_in,
+        ),
+        (
+            "state_sync_deltas_sent",
+            "State deltas sent by anti-entropy",
+            &m.sync_deltas_out,
+        ),
     ];
     for (name, help, counter) in counters {
-        registry.register(name, help, ConstCounter::new(counter.load(Ordering::Relaxed)));
+        registry.register(
+            name,
+            help,
+            ConstCounter::new(counter.load(Ordering::Relaxed)),
+        );
     }
     let view = state.mesh.view().borrow().clone();
-    for wanted in [MemberState::Alive, MemberState::Suspect, MemberState::Down, MemberState::Left] {
+    for wanted in [
+        MemberState::Alive,
+        MemberState::Suspect,
+        MemberState::Down,
+        MemberState::Left,
+    ] {
         let count = view.members.iter().filter(|m| m.state == wanted).count();
         let name = format!("members_{}", format!("{wanted:?}").to_lowercase());
-        registry.register(name, "Members in this state", ConstGauge::new(i64::try_from(count).unwrap_or(i64::MAX)));
+        registry.register(
+            name,
+            "Members in this state",
+            ConstGauge::new(i64::try_from(count).unwrap_or(i64::MAX)),
+        );
     }
     let entries = state.mesh.store().borrow().len();
-    registry.register("state_entries", "Entries in the replicated state", ConstGauge::new(i64::try_from(entries).unwrap_or(i64::MAX)));
+    registry.register(
+        "state_entries",
+        "Entries in the replicated state",
+        ConstGauge::new(i64::try_from(entries).unwrap_or(i64::MAX)),
+    );
     let mut body = String::new();
     if encode(&mut body, &registry).is_err() {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }

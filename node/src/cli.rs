@@ -13,7 +13,12 @@ use knit_mesh::Profile;
 pub(crate) struct Cli {
     /// The admin API: where `knit up` serves it (loopback unless you mean otherwise), and
     /// where client commands find it.
-    #[arg(long, global = true, env = "KNIT_API", default_value = "127.0.0.1:7947")]
+    #[arg(
+        long,
+        global = true,
+        env = "KNIT_API",
+        default_value = "127.0.0.1:7947"
+    )]
     pub(crate) api: String,
     #[command(subcommand)]
     pub(crate) command: Command,
@@ -23,6 +28,8 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Run a peer: create a cluster, or join one with --join and --token.
     Up(UpArgs),
+    /// Run a local cluster of N peers on loopback addresses, to try knit.
+    Lab(LabArgs),
     /// Print the join token of the cluster.
     Token,
     /// Manage nodes.
@@ -40,6 +47,22 @@ pub(crate) enum NodeCommand {
         /// Node id (or a unique prefix of it) or name.
         node: String,
     },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LabArgs {
+    /// How many peers.
+    #[arg(long, env = "KNIT_LAB_NODES", default_value_t = 3)]
+    pub(crate) nodes: usize,
+    /// Failure-detection timing for every peer.
+    #[arg(long, env = "KNIT_PROFILE", default_value = "fast")]
+    pub(crate) profile: Profile,
+    /// Keep data dirs and logs here (kept after the lab stops).
+    #[arg(long, env = "KNIT_LAB_DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// Keep the temporary data dirs and logs after the lab stops.
+    #[arg(long)]
+    pub(crate) keep: bool,
 }
 
 #[derive(Debug, Args)]

@@ -62,7 +62,7 @@ impl Client {
 pub(crate) async fn run(api: &str, command: Command) -> Result<()> {
     let client = Client::new(api)?;
     match command {
-        Command::Up(_) => unreachable!("`up` is not a client command"),
+        Command::Up(_) | Command::Lab(_) => bail!("`up` and `lab` run peers; they are not client commands"),
         Command::Token => {
             let answer: serde_json::Value = client.get("/v1/token").await?;
             println!("{}", answer["token"].as_str().unwrap_or_default());
@@ -83,14 +83,29 @@ pub(crate) async fn run(api: &str, command: Command) -> Result<()> {
 }
 
 fn print_nodes(nodes: &[NodeSummary]) {
-    println!("{:<14} {:<16} {:<22} {:<8} {:>6}  LABELS", "ID", "NAME", "ADDR", "STATE", "EPOCH");
+    println!(
+        "{:<14} {:<16} {:<22} {:<8} {:>6}  LABELS",
+        "ID", "NAME", "ADDR", "STATE", "EPOCH"
+    );
     for n in nodes {
-        let id = format!("{}{}", &n.id[..12.min(n.id.len())], if n.is_self { " *" } else { "" });
+        let id = format!(
+            "{}{}",
+            &n.id[..12.min(n.id.len())],
+            if n.is_self { " *" } else { "" }
+        );
         let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let state = serde_json::to_value(n.state)
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
-        println!("{:<14} {:<16} {:<22} {:<8} {:>6}  {}", id, n.name, n.addr, state, n.epoch, labels.join(","));
+        println!(
+            "{:<14} {:<16} {:<22} {:<8} {:>6}  {}",
+            id,
+            n.name,
+            n.addr,
+            state,
+            n.epoch,
+            labels.join(",")
+        );
     }
 }

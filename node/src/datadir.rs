@@ -20,7 +20,8 @@ pub(crate) struct DataDir {
 impl DataDir {
     /// Opens (creating) and locks `path`.
     pub(crate) fn open(path: &Path) -> Result<Self> {
-        fs::create_dir_all(path).with_context(|| format!("cannot create the data dir {}", path.display()))?;
+        fs::create_dir_all(path)
+            .with_context(|| format!("cannot create the data dir {}", path.display()))?;
         let lock_path = path.join("lock");
         let lock = fs::OpenOptions::new()
             .create(true)
@@ -48,14 +49,22 @@ impl DataDir {
     pub(crate) fn node_id(&self) -> Result<Option<NodeId>> {
         let path = self.path.join("node-id");
         match fs::read_to_string(&path) {
-            Ok(text) => Ok(Some(text.parse().with_context(|| format!("{} is corrupt", path.display()))?)),
+            Ok(text) => {
+                Ok(Some(text.parse().with_context(|| {
+                    format!("{} is corrupt", path.display())
+                })?))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
         }
     }
 
     pub(crate) fn store_node_id(&self, id: &NodeId) -> Result<()> {
-        Ok(write_atomic(&self.path, "node-id", format!("{id}\n").as_bytes())?)
+        Ok(write_atomic(
+            &self.path,
+            "node-id",
+            format!("{id}\n").as_bytes(),
+        )?)
     }
 
     /// The epoch for this start: one more than any epoch used before, recorded at once.
@@ -68,7 +77,10 @@ impl DataDir {
     fn stored_epoch(&self) -> Result<u64> {
         let path = self.path.join("epoch");
         match fs::read_to_string(&path) {
-            Ok(text) => text.trim().parse().with_context(|| format!("{} is corrupt", path.display())),
+            Ok(text) => text
+                .trim()
+                .parse()
+                .with_context(|| format!("{} is corrupt", path.display())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
             Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
         }
@@ -79,7 +91,11 @@ impl DataDir {
         if self.stored_epoch().unwrap_or(0) >= epoch {
             return Ok(());
         }
-        Ok(write_atomic(&self.path, "epoch", format!("{epoch}\n").as_bytes())?)
+        Ok(write_atomic(
+            &self.path,
+            "epoch",
+            format!("{epoch}\n").as_bytes(),
+        )?)
     }
 
     /// The replicated state as last persisted, or an empty store.
@@ -91,7 +107,10 @@ impl DataDir {
                     format!("{} is corrupt; move it aside and restart: the cluster will send the state again", path.display())
                 })?;
                 if store.me() != &me {
-                    bail!("{} belongs to another node id; the data dir is mixed up", path.display());
+                    bail!(
+                        "{} belongs to another node id; the data dir is mixed up",
+                        path.display()
+                    );
                 }
                 Ok(store)
             }

@@ -8,6 +8,7 @@ mod api;
 mod cli;
 mod client;
 mod datadir;
+mod lab;
 mod logging;
 mod peer;
 
@@ -17,7 +18,10 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -30,6 +34,7 @@ fn main() -> ExitCode {
                 logging::init(args.log_format);
                 peer::up(args, &cli.api).await
             }
+            cli::Command::Lab(args) => lab::run(args).await,
             command => client::run(&cli.api, command).await,
         }
     });

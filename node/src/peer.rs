@@ -72,11 +72,18 @@ fn host_name() -> String {
 
 /// Loads this node's identity and credentials, or creates a cluster, or joins one.
 /// Returns the node id, credentials, and whether a new cluster was created.
-async fn credentials(dir: &DataDir, args: &UpArgs, endpoint: &knit_mesh::quic::Endpoint) -> Result<(NodeId, Credentials, bool)> {
+async fn credentials(
+    dir: &DataDir,
+    args: &UpArgs,
+    endpoint: &knit_mesh::quic::Endpoint,
+) -> Result<(NodeId, Credentials, bool)> {
     let stored_id = dir.node_id()?;
     if let Some(creds) = Credentials::load(dir.path())? {
         let Some(node) = stored_id else {
-            bail!("{} has credentials but no node-id; the data dir is damaged", dir.path().display());
+            bail!(
+                "{} has credentials but no node-id; the data dir is damaged",
+                dir.path().display()
+            );
         };
         if args.token.is_some() {
             tracing::info!("this node is already a member; --token is not needed and was ignored");
@@ -91,7 +98,9 @@ async fn credentials(dir: &DataDir, args: &UpArgs, endpoint: &knit_mesh::quic::E
         return Ok((node, creds, true));
     }
     let Some(token) = &args.token else {
-        bail!("joining a cluster needs its token: run `knit token` on a member, then pass --token <token>");
+        bail!(
+            "joining a cluster needs its token: run `knit token` on a member, then pass --token <token>"
+        );
     };
     let token: JoinToken = token.parse()?;
     let mut errors = Vec::new();
@@ -112,13 +121,17 @@ async fn credentials(dir: &DataDir, args: &UpArgs, endpoint: &knit_mesh::quic::E
 
 /// Runs a peer until SIGTERM or SIGINT.
 pub(crate) async fn up(args: UpArgs, api: &str) -> Result<()> {
-    let api_addr: SocketAddr = api
-        .parse()
-        .with_context(|| format!("--api {api:?} is not an address to listen on; write it as IP:PORT, e.g. 127.0.0.1:7947"))?;
+    let api_addr: SocketAddr = api.parse().with_context(|| {
+        format!(
+            "--api {api:?} is not an address to listen on; write it as IP:PORT, e.g. 127.0.0.1:7947"
+        )
+    })?;
     let labels = parse_labels(&args.labels)?;
     let dir = DataDir::open(&args.data_dir)?;
     let endpoint = knit_mesh::quic::bind(args.listen)?;
-    let bound = endpoint.local_addr().context("cannot read the bound address")?;
+    let bound = endpoint
+        .local_addr()
+        .context("cannot read the bound address")?;
     let advertise = advertise_addr(&args, bound)?;
     let api_listener = tokio::net::TcpListener::bind(api_addr).await.with_context(|| {
         format!("cannot listen for the admin API on {}; is another knit running? pick another with --api", api_addr)
@@ -127,7 +140,11 @@ pub(crate) async fn up(args: UpArgs, api: &str) -> Result<()> {
     let epoch = dir.next_epoch()?;
     let store = dir.load_store(node)?;
     let mut seeds = args.join.clone();
-    seeds.extend(known_addrs(&store, &node).into_iter().filter(|a| !args.join.contains(a)));
+    seeds.extend(
+        known_addrs(&store, &node)
+            .into_iter()
+            .filter(|a| !args.join.contains(a)),
+    );
     let identity = PeerId {
         node,
         addr: advertise,
@@ -153,11 +170,14 @@ pub(crate) async fn up(args: UpArgs, api: &str) -> Result<()> {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         started_at_ms: now_ms(),
     };
-    mesh.put(&info_key(&node), Some(serde_json::to_vec(&info)?)).await?;
+    mesh.put(&info_key(&node), Some(serde_json::to_vec(&info)?))
+        .await?;
     tracing::info!(node = %node, name = %info.name, addr = %advertise, epoch, api = %api_addr, profile = %args.profile, "peer up");
     if created {
         println!("Cluster created. This node is {node}.");
-        println!("To add a peer, run on another host:\n    knit up --join {advertise} --token {token}");
+        println!(
+            "To add a peer, run on another host:\n    knit up --join {advertise} --token {token}"
+        );
     }
     let dir = Arc::new(dir);
     tokio::spawn(persist(mesh.clone(), dir.clone(), shutdown.clone()));
@@ -222,7 +242,7 @@ pub(crate) fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut term) = signal(SignalKind::terminate()) else {
         let _ = tokio::signal::ctrl_c().await;

@@ -38,7 +38,9 @@ pub struct Credentials {
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials").field("cluster_id", &self.cluster_id).finish_non_exhaustive()
+        f.debug_struct("Credentials")
+            .field("cluster_id", &self.cluster_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -67,7 +69,9 @@ pub enum CredentialsError {
         source: io::Error,
     },
     /// The stored file does not parse.
-    #[error("{path} is corrupt ({detail}); restore it from a backup, or remove the data dir and join again")]
+    #[error(
+        "{path} is corrupt ({detail}); restore it from a backup, or remove the data dir and join again"
+    )]
     Corrupt {
         /// The file.
         path: String,
@@ -127,10 +131,12 @@ impl Credentials {
                 });
             }
         };
-        serde_json::from_str(&text).map(Some).map_err(|e| CredentialsError::Corrupt {
-            path: path.display().to_string(),
-            detail: e.to_string(),
-        })
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| CredentialsError::Corrupt {
+                path: path.display().to_string(),
+                detail: e.to_string(),
+            })
     }
 
     /// Stores the credentials in `dir` atomically (temporary file, fsync, rename), readable

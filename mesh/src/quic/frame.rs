@@ -36,15 +36,22 @@ async fn timed<T>(fut: impl Future<Output = Result<T, FrameError>>) -> Result<T,
 }
 
 /// Writes one frame.
-pub async fn write<T: Serialize>(send: &mut quinn::SendStream, value: &T) -> Result<(), FrameError> {
+pub async fn write<T: Serialize>(
+    send: &mut quinn::SendStream,
+    value: &T,
+) -> Result<(), FrameError> {
     let bytes = codec::encode_large(value)?;
     if bytes.len() > FRAME_MAX_BYTES {
         return Err(FrameError::TooBig(bytes.len()));
     }
     let len = u32::try_from(bytes.len()).map_err(|_| FrameError::TooBig(bytes.len()))?;
     timed(async {
-        send.write_all(&len.to_be_bytes()).await.map_err(|e| FrameError::Stream(e.to_string()))?;
-        send.write_all(&bytes).await.map_err(|e| FrameError::Stream(e.to_string()))
+        send.write_all(&len.to_be_bytes())
+            .await
+            .map_err(|e| FrameError::Stream(e.to_string()))?;
+        send.write_all(&bytes)
+            .await
+            .map_err(|e| FrameError::Stream(e.to_string()))
     })
     .await
 }
@@ -53,13 +60,17 @@ pub async fn write<T: Serialize>(send: &mut quinn::SendStream, value: &T) -> Res
 pub async fn read<T: DeserializeOwned>(recv: &mut quinn::RecvStream) -> Result<T, FrameError> {
     timed(async {
         let mut len = [0u8; 4];
-        recv.read_exact(&mut len).await.map_err(|e| FrameError::Stream(e.to_string()))?;
+        recv.read_exact(&mut len)
+            .await
+            .map_err(|e| FrameError::Stream(e.to_string()))?;
         let len = u32::from_be_bytes(len) as usize;
         if len > FRAME_MAX_BYTES {
             return Err(FrameError::TooBig(len));
         }
         let mut bytes = vec![0u8; len];
-        recv.read_exact(&mut bytes).await.map_err(|e| FrameError::Stream(e.to_string()))?;
+        recv.read_exact(&mut bytes)
+            .await
+            .map_err(|e| FrameError::Stream(e.to_string()))?;
         Ok(codec::decode_large(&bytes)?)
     })
     .await

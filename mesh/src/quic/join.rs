@@ -56,7 +56,9 @@ pub(crate) enum JoinResponse {
 #[derive(Debug, thiserror::Error)]
 pub enum JoinError {
     /// No QUIC connection to the seed.
-    #[error("cannot reach the seed at {addr}: {detail}; check the address and that `knit up` runs there")]
+    #[error(
+        "cannot reach the seed at {addr}: {detail}; check the address and that `knit up` runs there"
+    )]
     Unreachable {
         /// The seed's address.
         addr: SocketAddr,
@@ -94,7 +96,8 @@ pub enum JoinError {
 
 fn keying_material(conn: &quinn::Connection, node: &NodeId) -> Option<[u8; 32]> {
     let mut material = [0u8; 32];
-    conn.export_keying_material(&mut material, PROOF_LABEL, node.as_bytes()).ok()?;
+    conn.export_keying_material(&mut material, PROOF_LABEL, node.as_bytes())
+        .ok()?;
     Some(material)
 }
 
@@ -112,9 +115,11 @@ async fn dial(
     config: rustls::ClientConfig,
     addr: SocketAddr,
 ) -> Result<quinn::Connection, JoinError> {
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(config).map_err(|e| JoinError::Handshake {
-        addr,
-        detail: e.to_string(),
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(config).map_err(|e| {
+        JoinError::Handshake {
+            addr,
+            detail: e.to_string(),
+        }
     })?;
     let client = quinn::ClientConfig::new(std::sync::Arc::new(crypto));
     let connecting = endpoint
@@ -140,7 +145,11 @@ async fn dial(
     }
 }
 
-async fn exchange(conn: &quinn::Connection, addr: SocketAddr, request: &JoinRequest) -> Result<JoinResponse, JoinError> {
+async fn exchange(
+    conn: &quinn::Connection,
+    addr: SocketAddr,
+    request: &JoinRequest,
+) -> Result<JoinResponse, JoinError> {
     let fail = |source| JoinError::Exchange { addr, source };
     let (mut send, mut recv) = conn
         .open_bi()
@@ -200,8 +209,17 @@ pub async fn join(
 }
 
 /// Asks the member at `addr` who it is, as a member of the same cluster.
-pub async fn hello(endpoint: &quinn::Endpoint, creds: &Credentials, addr: SocketAddr) -> Result<PeerId, JoinError> {
-    let conn = dial(endpoint, creds.member_tls().client_config(tls::JOIN_ALPN)?, addr).await?;
+pub async fn hello(
+    endpoint: &quinn::Endpoint,
+    creds: &Credentials,
+    addr: SocketAddr,
+) -> Result<PeerId, JoinError> {
+    let conn = dial(
+        endpoint,
+        creds.member_tls().client_config(tls::JOIN_ALPN)?,
+        addr,
+    )
+    .await?;
     let response = exchange(&conn, addr, &JoinRequest::Hello).await;
     conn.close(0u32.into(), b"hello");
     match response? {
@@ -215,7 +233,12 @@ pub async fn hello(endpoint: &quinn::Endpoint, creds: &Credentials, addr: Socket
 }
 
 /// Answers one request on the join service, as member `me` holding `creds`.
-pub(crate) fn answer(conn: &quinn::Connection, creds: &Credentials, me: PeerId, request: JoinRequest) -> JoinResponse {
+pub(crate) fn answer(
+    conn: &quinn::Connection,
+    creds: &Credentials,
+    me: PeerId,
+    request: JoinRequest,
+) -> JoinResponse {
     match request {
         JoinRequest::Hello => JoinResponse::Hello(me),
         JoinRequest::Join {
@@ -224,7 +247,8 @@ pub(crate) fn answer(conn: &quinn::Connection, creds: &Credentials, me: PeerId, 
             proof: claimed,
         } => {
             let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &creds.secret);
-            let valid = keying_material(conn, &node).is_some_and(|m| ring::hmac::verify(&key, &m, &claimed).is_ok());
+            let valid = keying_material(conn, &node)
+                .is_some_and(|m| ring::hmac::verify(&key, &m, &claimed).is_ok());
             if !valid {
                 return JoinResponse::Refused(
                     "wrong join token: get the current one with `knit token` on a member".into(),

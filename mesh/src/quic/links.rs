@@ -92,9 +92,11 @@ impl Links {
         shutdown: CancellationToken,
     ) -> Result<Self, tls::TlsError> {
         let crypto = creds.member_tls().client_config(GOSSIP_ALPN)?;
-        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(crypto).map_err(|e| tls::TlsError::Invalid {
-            what: "client TLS configuration",
-            detail: e.to_string(),
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(crypto).map_err(|e| {
+            tls::TlsError::Invalid {
+                what: "client TLS configuration",
+                detail: e.to_string(),
+            }
         })?;
         let mut gossip_client = quinn::ClientConfig::new(Arc::new(crypto));
         gossip_client.transport_config(Arc::new(transport_config()));
@@ -135,7 +137,10 @@ impl Links {
                 return false;
             }
             link.conn = None;
-            if link.retry_at.is_some_and(|t| t > tokio::time::Instant::now()) {
+            if link
+                .retry_at
+                .is_some_and(|t| t > tokio::time::Instant::now())
+            {
                 bump(&self.metrics.packets_dropped, 1);
                 return false;
             }
@@ -264,14 +269,18 @@ impl Links {
             .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
             .and_then(|d| d.protocol);
         match alpn.as_deref() {
-            Some(GOSSIP_ALPN) if tls::peer_cert(conn.peer_identity()).is_some() => self.serve(conn, None).await,
+            Some(GOSSIP_ALPN) if tls::peer_cert(conn.peer_identity()).is_some() => {
+                self.serve(conn, None).await
+            }
             Some(JOIN_ALPN) => self.serve_join(conn).await,
             _ => conn.close(1u32.into(), b"gossip needs a member certificate"),
         }
     }
 
     async fn serve_join(self: Arc<Self>, conn: quinn::Connection) {
-        let Ok(Ok((mut send, mut recv))) = tokio::time::timeout(frame::FRAME_TIMEOUT, conn.accept_bi()).await else {
+        let Ok(Ok((mut send, mut recv))) =
+            tokio::time::timeout(frame::FRAME_TIMEOUT, conn.accept_bi()).await
+        else {
             return;
         };
         let Ok(_permit) = self.streams.try_acquire() else {
@@ -327,7 +336,13 @@ impl Links {
         }
     }
 
-    fn check_source(&self, conn: &quinn::Connection, packet: &[u8], known: &mut Option<NodeId>, cert: Option<&[u8]>) -> bool {
+    fn check_source(
+        &self,
+        conn: &quinn::Connection,
+        packet: &[u8],
+        known: &mut Option<NodeId>,
+        cert: Option<&[u8]>,
+    ) -> bool {
         let Ok(source) = codec::packet_source(packet) else {
             return false;
         };
@@ -350,7 +365,9 @@ impl Links {
 pub(crate) fn transport_config() -> quinn::TransportConfig {
     let mut config = quinn::TransportConfig::default();
     config.keep_alive_interval(Some(Duration::from_secs(1)));
-    config.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(5_000))));
+    config.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
+        5_000,
+    ))));
     config.datagram_receive_buffer_size(Some(256 * 1024));
     config.datagram_send_buffer_size(256 * 1024);
     config

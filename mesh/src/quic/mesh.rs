@@ -121,7 +121,9 @@ pub struct Mesh {
 
 impl std::fmt::Debug for Mesh {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mesh").field("me", &self.view.borrow().me).finish_non_exhaustive()
+        f.debug_struct("Mesh")
+            .field("me", &self.view.borrow().me)
+            .finish_non_exhaustive()
     }
 }
 
@@ -146,15 +148,21 @@ impl Mesh {
         shutdown: CancellationToken,
     ) -> Result<Self, MeshError> {
         let server_crypto = creds.member_tls().server_config()?;
-        let server_crypto = quinn::crypto::rustls::QuicServerConfig::try_from(server_crypto).map_err(|e| TlsError::Invalid {
-            what: "server TLS configuration",
-            detail: e.to_string(),
-        })?;
+        let server_crypto = quinn::crypto::rustls::QuicServerConfig::try_from(server_crypto)
+            .map_err(|e| TlsError::Invalid {
+                what: "server TLS configuration",
+                detail: e.to_string(),
+            })?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
         server.transport_config(Arc::new(transport_config()));
         endpoint.set_server_config(Some(server));
 
-        let membership = Membership::new(config.identity, config.profile, rand::rng().random(), now_ms());
+        let membership = Membership::new(
+            config.identity,
+            config.profile,
+            rand::rng().random(),
+            now_ms(),
+        );
         let (view_tx, view) = watch::channel(Arc::new(view_of(&membership)));
         let (store_tx, store) = watch::channel(Arc::new(config.store.clone()));
         let (core, inputs) = mpsc::channel(INPUT_QUEUE_MAX);
@@ -274,7 +282,12 @@ struct CoreTask {
 }
 
 impl CoreTask {
-    async fn run(mut self, mut inputs: mpsc::Receiver<Input>, sync_period: Duration, shutdown: CancellationToken) {
+    async fn run(
+        mut self,
+        mut inputs: mpsc::Receiver<Input>,
+        sync_period: Duration,
+        shutdown: CancellationToken,
+    ) {
         let mut tick = tokio::time::interval(SYNC_PERIOD);
         let mut anti_entropy = tokio::time::interval(sync_period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -315,7 +328,8 @@ impl CoreTask {
     fn publish(&self, before: (u64, Connection, PeerId, u64)) {
         let now = self.versions();
         if (now.0, now.1, now.2) != (before.0, before.1, before.2) {
-            self.view_tx.send_replace(Arc::new(view_of(&self.membership)));
+            self.view_tx
+                .send_replace(Arc::new(view_of(&self.membership)));
         }
         if now.3 != before.3 {
             self.store_tx.send_replace(Arc::new(self.store.clone()));
@@ -373,7 +387,9 @@ impl CoreTask {
     fn fire_timers(&mut self) {
         let now = Instant::now();
         while self.timers.peek().is_some_and(|Reverse(t)| t.due <= now) {
-            let Some(Reverse(entry)) = self.timers.pop() else { break };
+            let Some(Reverse(entry)) = self.timers.pop() else {
+                break;
+            };
             if let Err(e) = self.membership.handle_timer(entry.timer, now_ms()) {
                 tracing::debug!(error = %e, "timer");
             }
@@ -419,7 +435,9 @@ impl CoreTask {
                         epoch = record.peer.epoch, state = ?record.state, "member");
                 }
                 Output::Delta(delta) => self.merge(delta),
-                Output::Renewed(peer) => tracing::warn!(epoch = peer.epoch, "rejoined after being declared down"),
+                Output::Renewed(peer) => {
+                    tracing::warn!(epoch = peer.epoch, "rejoined after being declared down")
+                }
             }
         }
     }

@@ -22,7 +22,10 @@ enum SyncMessage {
     Deltas(Vec<Delta>),
 }
 
-async fn ask<T>(links: &Links, make: impl FnOnce(oneshot::Sender<T>) -> Input) -> Result<T, FrameError> {
+async fn ask<T>(
+    links: &Links,
+    make: impl FnOnce(oneshot::Sender<T>) -> Input,
+) -> Result<T, FrameError> {
     let (tx, rx) = oneshot::channel();
     links
         .core
@@ -37,9 +40,16 @@ async fn ask<T>(links: &Links, make: impl FnOnce(oneshot::Sender<T>) -> Input) -
 
 fn count(links: &Links, deltas: &[Delta], incoming: bool) {
     let m = &links.metrics;
-    let bytes: usize = deltas.iter().map(|d| d.key.len() + d.value.as_ref().map_or(0, Vec::len) + 32).sum();
+    let bytes: usize = deltas
+        .iter()
+        .map(|d| d.key.len() + d.value.as_ref().map_or(0, Vec::len) + 32)
+        .sum();
     m.sync_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
-    let counter = if incoming { &m.sync_deltas_in } else { &m.sync_deltas_out };
+    let counter = if incoming {
+        &m.sync_deltas_in
+    } else {
+        &m.sync_deltas_out
+    };
     counter.fetch_add(deltas.len() as u64, Ordering::Relaxed);
 }
 
@@ -84,13 +94,24 @@ pub(crate) async fn initiate(links: &Arc<Links>, peer: PeerId) -> Result<(), Fra
 }
 
 /// Serves one exchange that a peer started.
-pub(crate) async fn respond(links: &Links, mut send: quinn::SendStream, mut recv: quinn::RecvStream) -> Result<(), FrameError> {
+pub(crate) async fn respond(
+    links: &Links,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) -> Result<(), FrameError> {
     let SyncMessage::Digest(digest) = frame::read(&mut recv).await? else {
         return Err(unexpected());
     };
     let (deltas, mine) = ask(links, |reply| Input::Exchange { digest, reply }).await?;
     count(links, &deltas, false);
-    frame::write(&mut send, &SyncMessage::Reply { deltas, digest: mine }).await?;
+    frame::write(
+        &mut send,
+        &SyncMessage::Reply {
+            deltas,
+            digest: mine,
+        },
+    )
+    .await?;
     let SyncMessage::Deltas(deltas) = frame::read(&mut recv).await? else {
         return Err(unexpected());
     };

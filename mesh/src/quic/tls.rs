@@ -8,7 +8,10 @@
 
 use std::sync::Arc;
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, PublicKeyData};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    PublicKeyData,
+};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
@@ -62,9 +65,15 @@ pub fn cert_digest(der: &[u8]) -> [u8; 32] {
 
 fn ca_params(cluster_id: &str) -> Result<CertificateParams, TlsError> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
-    params.distinguished_name.push(DnType::CommonName, format!("knit cluster {cluster_id}"));
+    params
+        .distinguished_name
+        .push(DnType::CommonName, format!("knit cluster {cluster_id}"));
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     params.not_before = rcgen::date_time_ymd(2024, 1, 1);
     params.not_after = rcgen::date_time_ymd(2124, 1, 1);
     Ok(params)
@@ -97,7 +106,12 @@ impl PublicKeyData for RemoteKey {
 }
 
 /// Signs a node certificate for `node`'s public key with the cluster CA.
-pub fn issue_node_cert(cluster_id: &str, ca_key_pem: &str, node: &NodeId, public_key: &[u8]) -> Result<Vec<u8>, TlsError> {
+pub fn issue_node_cert(
+    cluster_id: &str,
+    ca_key_pem: &str,
+    node: &NodeId,
+    public_key: &[u8],
+) -> Result<Vec<u8>, TlsError> {
     if public_key.len() != 65 || public_key[0] != 4 {
         return Err(TlsError::Invalid {
             what: "public key",
@@ -110,7 +124,9 @@ pub fn issue_node_cert(cluster_id: &str, ca_key_pem: &str, node: &NodeId, public
     })?;
     let issuer = Issuer::new(ca_params(cluster_id)?, ca_key);
     let mut params = CertificateParams::new(vec![node_name(node), ANY_MEMBER_NAME.to_owned()])?;
-    params.distinguished_name.push(DnType::CommonName, node.to_string());
+    params
+        .distinguished_name
+        .push(DnType::CommonName, node.to_string());
     params.not_before = rcgen::date_time_ymd(2024, 1, 1);
     params.not_after = rcgen::date_time_ymd(2124, 1, 1);
     let cert = params.signed_by(&RemoteKey(public_key.to_vec()), &issuer)?;
@@ -122,15 +138,19 @@ fn private_key(pem: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
         what: "node key",
         detail: e.to_string(),
     })?;
-    Ok(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())))
+    Ok(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+        key.serialize_der(),
+    )))
 }
 
 fn roots(ca_der: &[u8]) -> Result<Arc<RootCertStore>, TlsError> {
     let mut roots = RootCertStore::empty();
-    roots.add(CertificateDer::from(ca_der.to_vec())).map_err(|e| TlsError::Invalid {
-        what: "CA certificate",
-        detail: e.to_string(),
-    })?;
+    roots
+        .add(CertificateDer::from(ca_der.to_vec()))
+        .map_err(|e| TlsError::Invalid {
+            what: "CA certificate",
+            detail: e.to_string(),
+        })?;
     Ok(Arc::new(roots))
 }
 
@@ -153,7 +173,10 @@ impl MemberTls {
     pub fn new(ca_der: &[u8], node_cert_der: &[u8], node_key_pem: &str) -> Self {
         Self {
             ca_der: ca_der.to_vec(),
-            chain: vec![CertificateDer::from(node_cert_der.to_vec()), CertificateDer::from(ca_der.to_vec())],
+            chain: vec![
+                CertificateDer::from(node_cert_der.to_vec()),
+                CertificateDer::from(ca_der.to_vec()),
+            ],
             key_pem: node_key_pem.to_owned(),
         }
     }
@@ -162,13 +185,14 @@ impl MemberTls {
     /// again per connection); the join service accepts clients without one.
     pub fn server_config(&self) -> Result<rustls::ServerConfig, TlsError> {
         let provider = provider();
-        let verifier = WebPkiClientVerifier::builder_with_provider(roots(&self.ca_der)?, provider.clone())
-            .allow_unauthenticated()
-            .build()
-            .map_err(|e| TlsError::Invalid {
-                what: "CA certificate",
-                detail: e.to_string(),
-            })?;
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(roots(&self.ca_der)?, provider.clone())
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| TlsError::Invalid {
+                    what: "CA certificate",
+                    detail: e.to_string(),
+                })?;
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(verifier)
@@ -195,7 +219,10 @@ pub fn token_client_config(ca_digest: [u8; 32]) -> Result<rustls::ClientConfig, 
     let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(PinnedCaVerifier { ca_digest, provider }))
+        .with_custom_certificate_verifier(Arc::new(PinnedCaVerifier {
+            ca_digest,
+            provider,
+        }))
         .with_no_client_auth();
     config.alpn_protocols = vec![JOIN_ALPN.to_vec()];
     Ok(config)
@@ -227,9 +254,12 @@ impl ServerCertVerifier for PinnedCaVerifier {
                 )
             })?;
         let roots = roots(ca).map_err(|e| rustls::Error::General(e.to_string()))?;
-        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, self.provider.clone())
-            .build()
-            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            roots,
+            self.provider.clone(),
+        )
+        .build()
+        .map_err(|e| rustls::Error::General(e.to_string()))?;
         verifier.verify_server_cert(end_entity, &[], server_name, ocsp_response, now)
     }
 
@@ -239,7 +269,12 @@ impl ServerCertVerifier for PinnedCaVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -248,11 +283,18 @@ impl ServerCertVerifier for PinnedCaVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 

@@ -1,0 +1,222 @@
+//! The membership core in a tiny virtual network: no sockets, no clocks, one seed.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+
+use super::*;
+
+enum Event {
+    Packet { to: NodeId, bytes: Bytes },
+    Timer { node: NodeId, timer: Timer<PeerId> },
+}
+
+struct Net {
+    nodes: BTreeMap<NodeId, Membership>,
+    queue: BinaryHeap<Reverse<(u64, u64)>>,
+    events: BTreeMap<u64, Event>,
+    seq: u64,
+    now_ms: u64,
+    dead: BTreeSet<NodeId>,
+}
+
+fn peer(i: u8) -> PeerId {
+    PeerId {
+        node: NodeId::from_bytes([i; 16]),
+        addr: format!("127.0.0.{i}:7946").parse().unwrap(),
+        epoch: 1,
+    }
+}
+
+impl Net {
+    fn new(n: u8, profile: Profile) -> Self {
+        let nodes = (1..=n)
+            .map(|i| {
+                (
+                    peer(i).node,
+                    Membership::new(peer(i), profile, u64::from(i), 0),
+                )
+            })
+            .collect();
+        Self {
+            nodes,
+            queue: BinaryHeap::new(),
+            events: BTreeMap::new(),
+            seq: 0,
+            now_ms: 0,
+            dead: BTreeSet::new(),
+        }
+    }
+
+    fn push(&mut self, at_ms: u64, event: Event) {
+        self.seq += 1;
+        self.queue.push(Reverse((at_ms, self.seq)));
+        self.events.insert(self.seq, event);
+    }
+
+    fn drain(&mut self, node: NodeId) {
+        let mut outputs = Vec::new();
+        let core = self.nodes.get_mut(&node).unwrap();
+        while let Some(out) = core.poll_output() {
+            outputs.push(out);
+        }
+        for out in outputs {
+            match out {
+                Output::Send { to, packet } => self.push(
+                    self.now_ms + 1,
+                    Event::Packet {
+                        to: to.node,
+                        bytes: packet,
+                    },
+                ),
+                Output::Timer { after, timer } => {
+                    let at = self.now_ms + u64::try_from(after.as_millis()).unwrap();
+                    self.push(at, Event::Timer { node, timer });
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn run_until(&mut self, end_ms: u64) {
+        while let Some(Reverse((at, seq))) = self.queue.peek().copied() {
+            if at > end_ms {
+                break;
+            }
+            self.queue.pop();
+            self.now_ms = at;
+            let event = self.events.remove(&seq).unwrap();
+            let node = match &event {
+                Event::Packet { to, .. } => *to,
+                Event::Timer { node, .. } => *node,
+            };
+            if self.dead.contains(&node) {
+                continue;
+            }
+            let now = self.now_ms;
+            let core = self.nodes.get_mut(&node).unwrap();
+            match event {
+                Event::Packet { bytes, .. } => {
+                    let _ = core.handle_packet(&bytes, now);
+                }
+                Event::Timer { timer, .. } => {
+                    let _ = core.handle_timer(timer, now);
+                }
+            }
+            self.drain(node);
+            if at % 200 == 0 {
+                let _ = self.nodes.get_mut(&node).unwrap().sync(now);
+            }
+        }
+        self.now_ms = end_ms;
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for id in ids {
+            if !self.dead.contains(&id) {
+                let _ = self.nodes.get_mut(&id).unwrap().sync(end_ms);
+                self.drain(id);
+            }
+        }
+    }
+
+    fn state_of(&self, observer: u8, subject: u8) -> Option<MemberState> {
+        self.nodes[&peer(observer).node]
+            .member(&peer(subject).node)
+            .map(|r| r.state)
+    }
+}
+
+fn joined(n: u8, profile: Profile) -> Net {
+    let mut net = Net::new(n, profile);
+    for i in 2..=n {
+        let node = peer(i).node;
+        net.nodes
+            .get_mut(&node)
+            .unwrap()
+            .announce(peer(1), 0)
+            .unwrap();
+        net.drain(node);
+    }
+    net.run_until(5_000);
+    net
+}
+
+#[test]
+fn peers_join_through_one_seed() {
+    let net = joined(5, Profile::Fast);
+    for observer in 1..=5 {
+        for subject in 1..=5 {
+            assert_eq!(
+                net.state_of(observer, subject),
+                Some(MemberState::Alive),
+                "{observer} sees {subject}"
+            );
+        }
+        assert_eq!(
+            net.nodes[&peer(observer).node].connection(),
+            Connection::Active
+        );
+    }
+}
+
+#[test]
+fn a_silent_member_is_declared_down_within_the_profile_bound() {
+    let mut net = joined(5, Profile::Fast);
+    net.dead.insert(peer(4).node);
+    let killed_at = net.now_ms;
+    let bound = u64::try_from(Profile::Fast.detection_bound(5).as_millis()).unwrap();
+    net.run_until(killed_at + bound);
+    for observer in [1, 2, 3, 5] {
+        assert_eq!(
+            net.state_of(observer, 4),
+            Some(MemberState::Down),
+            "{observer} sees 4"
+        );
+    }
+}
+
+#[test]
+fn a_leaver_is_left_not_down() {
+    let mut net = joined(4, Profile::Lan);
+    let node = peer(2).node;
+    let now = net.now_ms;
+    net.nodes.get_mut(&node).unwrap().leave(now).unwrap();
+    net.drain(node);
+    net.run_until(now + 1_000);
+    for observer in [1, 3, 4] {
+        assert_eq!(
+            net.state_of(observer, 2),
+            Some(MemberState::Left),
+            "{observer} sees 2"
+        );
+    }
+}
+
+#[test]
+fn a_restarted_member_replaces_its_old_incarnation() {
+    let mut net = joined(3, Profile::Fast);
+    let node = peer(3).node;
+    let restarted = PeerId {
+        epoch: 2,
+        ..peer(3)
+    };
+    net.nodes.insert(
+        node,
+        Membership::new(restarted, Profile::Fast, 99, net.now_ms),
+    );
+    let now = net.now_ms;
+    net.nodes
+        .get_mut(&node)
+        .unwrap()
+        .announce(peer(1), now)
+        .unwrap();
+    net.drain(node);
+    net.run_until(now + 3_000);
+    for observer in [1, 2] {
+        let record = net.nodes[&peer(observer).node]
+            .member(&node)
+            .copied()
+            .unwrap();
+        assert_eq!(record.peer.epoch, 2);
+        assert_eq!(record.state, MemberState::Alive);
+        assert_eq!(net.nodes[&peer(observer).node].members().count(), 3);
+    }
+}

@@ -1,0 +1,109 @@
+//! `knit lab`: a local cluster of N peers on loopback addresses, to try knit on one machine.
+//! The peers are real `knit up` processes (this same binary); Ctrl-C stops them (they leave
+//! the cluster) and removes their data dirs unless `--keep` was given.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use tokio::process::{Child, Command};
+
+use crate::cli::LabArgs;
+
+struct LabPeer {
+    name: String,
+    listen: SocketAddr,
+    api: SocketAddr,
+    child: Child,
+}
+
+fn addr(i: usize, port: u16) -> SocketAddr {
+    let host = u8::try_from(11 + i).unwrap_or(250);
+    SocketAddr::from((Ipv4Addr::new(127, 0, 0, host), port))
+}
+
+async fn spawn(exe: &Path, root: &Path, args: &LabArgs, i: usize, join: Option<(SocketAddr, &str)>) -> Result<LabPeer> {
+    let name = format!("lab-{}", i + 1);
+    let (listen, api) = (addr(i, 7946), addr(i, 7947));
+    let log = std::fs::File::create(root.join(format!("{name}.log")))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("--api").arg(api.to_string()).arg("up");
+    cmd.arg("--data-dir").arg(root.join(&name));
+    cmd.arg("--listen").arg(listen.to_string());
+    cmd.args(["--name", &name, "--profile", &args.profile.to_string()]);
+    if let Some((seed, token)) = join {
+        cmd.arg("--join").arg(seed.to_string()).args(["--token", token]);
+    }
+    for var in ["KNIT_API", "KNIT_DATA_DIR", "KNIT_LISTEN", "KNIT_ADVERTISE", "KNIT_JOIN", "KNIT_TOKEN", "KNIT_NAME"] {
+        cmd.env_remove(var);
+    }
+    cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).kill_on_drop(true);
+    let child = cmd.spawn().with_context(|| format!("cannot start {}", exe.display()))?;
+    Ok(LabPeer { name, listen, api, child })
+}
+
+async fn wait_for_file(path: &Path, limit: Duration) -> Result<String> {
+    let started = Instant::now();
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            return Ok(text.trim().to_owned());
+        }
+        if started.elapsed() > limit {
+            bail!("the first peer did not create the cluster within {limit:?}; see the logs in {}", path.display());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs the lab until Ctrl-C or SIGTERM.
+pub(crate) async fn run(args: LabArgs) -> Result<()> {
+    if !(1..=50).contains(&args.nodes) {
+        bail!("--nodes {} is out of range: give 1 to 50", args.nodes);
+    }
+    let exe = std::env::current_exe().context("cannot find the knit binary")?;
+    let root: PathBuf = match &args.data_dir {
+        Some(dir) => dir.clone(),
+        None => std::env::temp_dir().join(format!("knit-lab-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
+    let mut peers = vec![spawn(&exe, &root, &args, 0, None).await?];
+    let token = wait_for_file(&root.join("lab-1").join("join-token"), Duration::from_secs(20)).await?;
+    for i in 1..args.nodes {
+        peers.push(spawn(&exe, &root, &args, i, Some((peers[0].listen, &token))).await?);
+    }
+    println!("knit lab: {} peers on loopback ({} profile); logs and data in {}", args.nodes, args.profile, root.display());
+    for peer in &peers {
+        println!("  {:<8} mesh {}  api {}", peer.name, peer.listen, peer.api);
+    }
+    let api = peers[0].api;
+    println!("\nTry:");
+    println!("  knit --api {api} node ls");
+    println!("  kill -9 <pid of a peer> and watch it go down:  watch knit --api {api} node ls");
+    println!("  knit --api {api} token");
+    println!("\nCtrl-C stops the lab.");
+    for peer in &peers {
+        if let Some(pid) = peer.child.id() {
+            println!("  {} pid {pid}", peer.name);
+        }
+    }
+    crate::peer::wait_for_signal().await;
+    println!("stopping the lab");
+    for peer in &peers {
+        if let Some(pid) = peer.child.id() {
+            let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status().await;
+        }
+    }
+    for peer in &mut peers {
+        if tokio::time::timeout(Duration::from_secs(3), peer.child.wait()).await.is_err() {
+            let _ = peer.child.kill().await;
+        }
+    }
+    if args.keep || args.data_dir.is_some() {
+        println!("data and logs kept in {}", root.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&root);
+    }
+    Ok(())
+}
