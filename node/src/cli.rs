@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use knit_mesh::Profile;
 
+use crate::flags::{CreateArgs, UpdateArgs};
+
 /// knit: a self-healing container mesh with no manager.
 #[derive(Debug, Parser)]
 #[command(name = "knit", version, about, propagate_version = true)]
@@ -35,6 +37,51 @@ pub(crate) enum Command {
     /// Manage nodes.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// Manage services.
+    #[command(subcommand)]
+    Service(ServiceCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ServiceCommand {
+    /// Create a service.
+    Create(Box<CreateArgs>),
+    /// List services.
+    #[command(alias = "list")]
+    Ls(ListArgs),
+    /// List the tasks (slots and replicas) of a service.
+    Ps {
+        /// The service.
+        name: String,
+        #[command(flatten)]
+        list: ListArgs,
+    },
+    /// Show a service's spec (JSON).
+    Inspect {
+        /// The services.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Scale replicated services: NAME=REPLICAS...
+    Scale {
+        /// NAME=REPLICAS pairs.
+        #[arg(required = true)]
+        targets: Vec<String>,
+    },
+    /// Update a service.
+    Update(Box<UpdateArgs>),
+    /// Revert a service to its previous spec.
+    Rollback {
+        /// The service.
+        name: String,
+    },
+    /// Remove services.
+    #[command(alias = "remove")]
+    Rm {
+        /// The services.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -44,6 +91,20 @@ pub(crate) enum NodeCommand {
     Ls(ListArgs),
     /// Show one node in detail (JSON).
     Inspect {
+        /// Node id (or a unique prefix of it) or name.
+        node: String,
+    },
+    /// Change a node's availability or labels.
+    Update {
+        /// active, pause or drain.
+        #[arg(long)]
+        availability: Option<String>,
+        /// Add or change a label: KEY=VALUE.
+        #[arg(long)]
+        label_add: Vec<String>,
+        /// Remove a label.
+        #[arg(long)]
+        label_rm: Vec<String>,
         /// Node id (or a unique prefix of it) or name.
         node: String,
     },

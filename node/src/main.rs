@@ -7,7 +7,9 @@
 mod api;
 mod cli;
 mod client;
+mod cluster;
 mod datadir;
+mod flags;
 mod lab;
 mod logging;
 mod peer;

@@ -9,31 +9,15 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use knit_mesh::quic::{Credentials, Mesh, MeshConfig, join};
-use knit_mesh::store::owned_key;
 use knit_mesh::token::JoinToken;
 use knit_mesh::{NodeId, PeerId};
 use rand::RngExt;
-use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::api;
+use crate::cluster::{NodeInfo, host_capacity, info_key};
 use crate::cli::UpArgs;
 use crate::datadir::DataDir;
-
-/// What a node says about itself, in its node-owned record `info`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct NodeInfo {
-    pub(crate) name: String,
-    pub(crate) addr: SocketAddr,
-    pub(crate) labels: BTreeMap<String, String>,
-    pub(crate) version: String,
-    pub(crate) started_at_ms: u64,
-}
-
-/// The key of a node's `info` record.
-pub(crate) fn info_key(node: &NodeId) -> String {
-    owned_key(node, "info")
-}
 
 fn parse_labels(labels: &[String]) -> Result<BTreeMap<String, String>> {
     labels
@@ -169,6 +153,7 @@ pub(crate) async fn up(args: UpArgs, api: &str) -> Result<()> {
         labels,
         version: env!("CARGO_PKG_VERSION").to_owned(),
         started_at_ms: now_ms(),
+        capacity: host_capacity(),
     };
     mesh.put(&info_key(&node), Some(serde_json::to_vec(&info)?))
         .await?;
@@ -180,8 +165,9 @@ pub(crate) async fn up(args: UpArgs, api: &str) -> Result<()> {
         );
     }
     let dir = Arc::new(dir);
-    tokio::spawn(persist(mesh.clone(), dir.clone(), shutdown.clone()));
-    let state = api::ApiState::new(mesh.clone(), token);
+    let (saved_tx, saved) = tokio::sync::watch::channel(0);
+    tokio::spawn(persist(mesh.clone(), dir.clone(), saved_tx, shutdown.clone()));
+    let state = api::ApiState::new(mesh.clone(), token, saved);
     let server = tokio::spawn(api::serve(api_listener, state, shutdown.clone()));
 
     wait_for_signal().await;
@@ -206,9 +192,9 @@ fn known_addrs(store: &knit_mesh::store::Store, me: &NodeId) -> Vec<SocketAddr> 
         .collect()
 }
 
-/// Writes the state to the data dir whenever it changes (at most every 100 ms), and the
-/// epoch whenever the mesh moves to a newer one.
-async fn persist(mesh: Mesh, dir: Arc<DataDir>, shutdown: CancellationToken) {
+/// Writes the state to the data dir whenever it changes, publishing the version saved
+/// (acknowledged writes wait for it), and the epoch whenever the mesh moves to a newer one.
+async fn persist(mesh: Mesh, dir: Arc<DataDir>, saved: tokio::sync::watch::Sender<u64>, shutdown: CancellationToken) {
     let mut store = mesh.store();
     let mut view = mesh.view();
     loop {
@@ -217,12 +203,17 @@ async fn persist(mesh: Mesh, dir: Arc<DataDir>, shutdown: CancellationToken) {
             changed = store.changed() => {
                 if changed.is_err() { return; }
                 let snapshot = store.borrow_and_update().clone();
+                let version = snapshot.version();
                 let dir = dir.clone();
-                let saved = tokio::task::spawn_blocking(move || dir.save_store(&snapshot)).await;
-                if let Ok(Err(e)) = saved {
-                    tracing::error!(error = %e, "cannot persist the state");
+                match tokio::task::spawn_blocking(move || dir.save_store(&snapshot)).await {
+                    Ok(Ok(())) => {
+                        saved.send_replace(version);
+                    }
+                    Ok(Err(e)) => tracing::error!(error = %e, "cannot persist the state"),
+                    Err(e) => tracing::error!(error = %e, "persisting the state panicked"),
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                // Coalesce bursts of changes into one write.
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
             changed = view.changed() => {
                 if changed.is_err() { return; }

@@ -1,20 +1,32 @@
 //! The client commands: they talk to the local peer's admin API and print what it says.
 
+mod nodes;
+mod services;
+
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::api::NodeSummary;
-use crate::cli::{Command, Format, NodeCommand};
+use crate::cli::Command;
 
 /// How long the client waits for the peer.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
-struct Client {
+/// An HTTP client for one peer's admin API.
+pub(crate) struct Client {
     http: reqwest::Client,
     base: String,
     api: String,
+}
+
+/// The API answered with an error status.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub(crate) struct ApiRefusal {
+    pub(crate) status: u16,
+    pub(crate) message: String,
 }
 
 impl Client {
@@ -36,9 +48,8 @@ impl Client {
         })
     }
 
-    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        let url = format!("{}{path}", self.base);
-        let response = self.http.get(&url).send().await.map_err(|e| {
+    async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T> {
+        let response = request.send().await.map_err(|e| {
             let why = if e.is_connect() || e.is_timeout() { "no knit peer answers there" } else { "request failed" };
             anyhow::anyhow!(
                 "cannot reach the knit API at {}: {why} ({e}); start a peer with `knit up`, or point --api / KNIT_API at one",
@@ -52,9 +63,25 @@ impl Client {
                 .ok()
                 .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
                 .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-            bail!("{message}");
+            return Err(ApiRefusal {
+                status: status.as_u16(),
+                message,
+            }
+            .into());
         }
-        serde_json::from_slice(&body).with_context(|| format!("unexpected answer from {url}"))
+        serde_json::from_slice(&body).context("unexpected answer from the knit API")
+    }
+
+    pub(crate) async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.send(self.http.get(format!("{}{path}", self.base))).await
+    }
+
+    pub(crate) async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        self.send(self.http.post(format!("{}{path}", self.base)).json(body)).await
+    }
+
+    pub(crate) async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.send(self.http.delete(format!("{}{path}", self.base))).await
     }
 }
 
@@ -66,46 +93,17 @@ pub(crate) async fn run(api: &str, command: Command) -> Result<()> {
         Command::Token => {
             let answer: serde_json::Value = client.get("/v1/token").await?;
             println!("{}", answer["token"].as_str().unwrap_or_default());
+            Ok(())
         }
-        Command::Node(NodeCommand::Ls(args)) => {
-            let nodes: Vec<NodeSummary> = client.get("/v1/nodes").await?;
-            match args.format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&nodes)?),
-                Format::Table => print_nodes(&nodes),
-            }
-        }
-        Command::Node(NodeCommand::Inspect { node }) => {
-            let node: NodeSummary = client.get(&format!("/v1/nodes/{node}")).await?;
-            println!("{}", serde_json::to_string_pretty(&node)?);
-        }
+        Command::Node(command) => nodes::run(&client, command).await,
+        Command::Service(command) => services::run(&client, command).await,
     }
-    Ok(())
 }
 
-fn print_nodes(nodes: &[NodeSummary]) {
-    println!(
-        "{:<14} {:<16} {:<22} {:<8} {:>6}  LABELS",
-        "ID", "NAME", "ADDR", "STATE", "EPOCH"
-    );
-    for n in nodes {
-        let id = format!(
-            "{}{}",
-            &n.id[..12.min(n.id.len())],
-            if n.is_self { " *" } else { "" }
-        );
-        let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let state = serde_json::to_value(n.state)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
-        println!(
-            "{:<14} {:<16} {:<22} {:<8} {:>6}  {}",
-            id,
-            n.name,
-            n.addr,
-            state,
-            n.epoch,
-            labels.join(",")
-        );
-    }
+/// A value's serde name (`"alive"`, `"on_failure"`), for tables.
+pub(crate) fn word<T: Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }

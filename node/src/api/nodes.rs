@@ -1,0 +1,108 @@
+//! `/v1/nodes`: the members, their records, and operators' overrides.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use knit_mesh::{MemberState, NodeId};
+use knit_scheduler::{Availability, Resources};
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, ApiState};
+use crate::cluster::{NodeSpec, Snapshot, node_spec_key};
+
+/// One node as `node ls` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct NodeSummary {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) addr: String,
+    pub(crate) state: MemberState,
+    pub(crate) availability: Availability,
+    pub(crate) epoch: u64,
+    pub(crate) labels: BTreeMap<String, String>,
+    /// This is the node that answered.
+    #[serde(rename = "self")]
+    pub(crate) is_self: bool,
+    /// When the state last changed, in ms since the Unix epoch, as the answering node saw it.
+    pub(crate) since_ms: u64,
+    pub(crate) version: Option<String>,
+    pub(crate) capacity: Resources,
+    /// Replicas the node reports running.
+    pub(crate) replicas: usize,
+}
+
+fn summaries(snapshot: &Snapshot) -> Vec<NodeSummary> {
+    snapshot
+        .view
+        .members
+        .iter()
+        .map(|m| {
+            let info = snapshot.info(&m.peer.node);
+            NodeSummary {
+                id: m.peer.node.to_string(),
+                name: info.as_ref().map(|i| i.name.clone()).unwrap_or_default(),
+                addr: m.peer.addr.to_string(),
+                state: m.state,
+                availability: snapshot.node_spec(&m.peer.node).availability,
+                epoch: m.peer.epoch,
+                labels: snapshot.labels(&m.peer.node),
+                is_self: m.peer.node == snapshot.view.me.node,
+                since_ms: m.since_ms,
+                version: info.as_ref().map(|i| i.version.clone()),
+                capacity: info.map(|i| i.capacity).unwrap_or_default(),
+                replicas: snapshot.reports(&m.peer.node).len(),
+            }
+        })
+        .collect()
+}
+
+pub(super) async fn list(State(state): State<ApiState>) -> Json<Vec<NodeSummary>> {
+    Json(summaries(&Snapshot::of(&state.mesh)))
+}
+
+/// Finds a node by full id, unique id prefix, or name.
+fn find<'a>(nodes: &'a [NodeSummary], key: &str) -> Result<&'a NodeSummary, ApiError> {
+    if let Some(n) = key
+        .parse::<NodeId>()
+        .ok()
+        .and_then(|id| nodes.iter().find(|n| n.id == id.to_string()))
+    {
+        return Ok(n);
+    }
+    let matches: Vec<&NodeSummary> = nodes
+        .iter()
+        .filter(|n| n.name == key || (!key.is_empty() && n.id.starts_with(key)))
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok(one),
+        [] => Err(ApiError::new(StatusCode::NOT_FOUND, format!("no such node: {key}; `knit node ls` lists them"))),
+        _ => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("{key} matches {} nodes; give more of the id", matches.len()),
+        )),
+    }
+}
+
+pub(super) async fn inspect(State(state): State<ApiState>, Path(node): Path<String>) -> Result<Json<NodeSummary>, ApiError> {
+    let nodes = summaries(&Snapshot::of(&state.mesh));
+    find(&nodes, &node).map(|n| Json(n.clone()))
+}
+
+/// Replaces a node's availability and labels (the client merges `--label-add/--label-rm`).
+pub(super) async fn update(
+    State(state): State<ApiState>,
+    Path(node): Path<String>,
+    Json(spec): Json<NodeSpec>,
+) -> Result<Json<NodeSummary>, ApiError> {
+    let nodes = summaries(&Snapshot::of(&state.mesh));
+    let id: NodeId = find(&nodes, &node)?
+        .id
+        .parse()
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "bad node id"))?;
+    let bytes = serde_json::to_vec(&spec).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    state.write(&node_spec_key(&id), Some(bytes)).await?;
+    let nodes = summaries(&Snapshot::of(&state.mesh));
+    find(&nodes, &id.to_string()).map(|n| Json(n.clone()))
+}

@@ -1,0 +1,232 @@
+//! `/v1/services`: create, list, inspect, update, roll back, remove, and the tasks (`ps`).
+//!
+//! Writes are last-writer-wins in the replicated store. An update names the version it was
+//! made from, so two clients racing on one peer get a clear conflict instead of a silent
+//! overwrite; across peers, concurrent updates converge to the same winner everywhere.
+
+use std::collections::BTreeSet;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use knit_scheduler::placement::Assignment;
+use knit_scheduler::spec::Mode;
+use knit_scheduler::{Health, ReplicaState, ServiceSpec, SlotId};
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, ApiState};
+use crate::cluster::{Snapshot, service_key};
+
+/// One service as `service ls` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ServiceSummary {
+    pub(crate) name: String,
+    pub(crate) mode: String,
+    /// Desired replicas (for a global service, the number of eligible nodes).
+    pub(crate) replicas: u32,
+    /// Slots with a running replica.
+    pub(crate) running: u32,
+    pub(crate) image: String,
+    pub(crate) ports: Vec<String>,
+    pub(crate) version: u64,
+}
+
+/// One task (a slot, or a replica being handed off) as `service ps` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct TaskRow {
+    pub(crate) slot: String,
+    /// The node's name (its short id if it has not published one).
+    pub(crate) node: String,
+    pub(crate) node_id: String,
+    /// `running` for the slot's owner, `shutdown` for a replica being moved away.
+    pub(crate) desired_state: String,
+    /// `pending` (no node can take it), `assigned` (its node has not reported it yet), or
+    /// the replica's state as its node reports it.
+    pub(crate) state: String,
+    pub(crate) health: String,
+    pub(crate) spec_version: u64,
+    pub(crate) host_port: Option<u16>,
+    pub(crate) error: Option<String>,
+}
+
+/// An update: the new spec and the version it was made from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct UpdateRequest {
+    pub(crate) spec: ServiceSpec,
+    pub(crate) from_version: u64,
+}
+
+fn lower<T: Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_lowercase))
+        .unwrap_or_default()
+}
+
+fn not_found(name: &str) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, format!("no such service: {name}; `knit service ls` lists them"))
+}
+
+fn invalid(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, e.to_string())
+}
+
+async fn store_spec(state: &ApiState, spec: &ServiceSpec) -> Result<(), ApiError> {
+    let bytes = serde_json::to_vec(spec).map_err(invalid)?;
+    state.write(&service_key(&spec.name), Some(bytes)).await
+}
+
+pub(super) async fn create(State(state): State<ApiState>, Json(mut spec): Json<ServiceSpec>) -> Result<Json<ServiceSpec>, ApiError> {
+    spec.validate().map_err(invalid)?;
+    let snapshot = Snapshot::of(&state.mesh);
+    if snapshot.spec(&spec.name).is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("service {} already exists; change it with `knit service update`", spec.name),
+        ));
+    }
+    spec.version = 1;
+    spec.previous = None;
+    store_spec(&state, &spec).await?;
+    Ok(Json(spec))
+}
+
+pub(super) async fn inspect(State(state): State<ApiState>, Path(name): Path<String>) -> Result<Json<ServiceSpec>, ApiError> {
+    Snapshot::of(&state.mesh).spec(&name).map(Json).ok_or_else(|| not_found(&name))
+}
+
+fn next_version(current: &ServiceSpec, mut next: ServiceSpec) -> ServiceSpec {
+    let mut previous = current.clone();
+    previous.previous = None;
+    next.name = current.name.clone();
+    next.version = current.version + 1;
+    next.previous = Some(Box::new(previous));
+    next
+}
+
+pub(super) async fn update(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    Json(request): Json<UpdateRequest>,
+) -> Result<Json<ServiceSpec>, ApiError> {
+    let current = Snapshot::of(&state.mesh).spec(&name).ok_or_else(|| not_found(&name))?;
+    if request.from_version != current.version {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "service {name} changed meanwhile (version {} is now {}); run the command again",
+                request.from_version, current.version
+            ),
+        ));
+    }
+    if request.spec.name != name {
+        return Err(invalid(format!("a service cannot be renamed ({name} -> {})", request.spec.name)));
+    }
+    request.spec.validate().map_err(invalid)?;
+    let next = next_version(&current, request.spec);
+    store_spec(&state, &next).await?;
+    Ok(Json(next))
+}
+
+pub(super) async fn rollback(State(state): State<ApiState>, Path(name): Path<String>) -> Result<Json<ServiceSpec>, ApiError> {
+    let current = Snapshot::of(&state.mesh).spec(&name).ok_or_else(|| not_found(&name))?;
+    let Some(previous) = current.previous.clone() else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("service {name} has no previous spec to roll back to"),
+        ));
+    };
+    let next = next_version(&current, *previous);
+    store_spec(&state, &next).await?;
+    Ok(Json(next))
+}
+
+pub(super) async fn remove(State(state): State<ApiState>, Path(name): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+    if Snapshot::of(&state.mesh).spec(&name).is_none() {
+        return Err(not_found(&name));
+    }
+    state.write(&service_key(&name), None).await?;
+    Ok(Json(serde_json::json!({ "removed": name })))
+}
+
+pub(super) async fn list(State(state): State<ApiState>) -> Json<Vec<ServiceSummary>> {
+    let snapshot = Snapshot::of(&state.mesh);
+    let placement = snapshot.placement();
+    let observed = snapshot.observed();
+    let rows = snapshot
+        .specs()
+        .into_values()
+        .map(|spec| {
+            let slots: Vec<SlotId> = placement.iter().filter(|(s, _)| s.service == spec.name).map(|(s, _)| s).collect();
+            let running: BTreeSet<&SlotId> = observed
+                .values()
+                .flatten()
+                .filter(|r| r.slot.service == spec.name && r.state == ReplicaState::Running)
+                .map(|r| &r.slot)
+                .collect();
+            ServiceSummary {
+                mode: match spec.mode {
+                    Mode::Replicated { .. } => "replicated".into(),
+                    Mode::Global => "global".into(),
+                },
+                replicas: u32::try_from(slots.len()).unwrap_or(u32::MAX),
+                running: u32::try_from(running.len()).unwrap_or(u32::MAX),
+                image: spec.image.clone().unwrap_or_else(|| spec.command.join(" ")),
+                ports: spec.ports.iter().map(|p| format!("*:{}->{}/{}", p.published, p.target, p.protocol)).collect(),
+                version: spec.version,
+                name: spec.name,
+            }
+        })
+        .collect();
+    Json(rows)
+}
+
+pub(super) async fn ps(State(state): State<ApiState>, Path(name): Path<String>) -> Result<Json<Vec<TaskRow>>, ApiError> {
+    let snapshot = Snapshot::of(&state.mesh);
+    if snapshot.spec(&name).is_none() {
+        return Err(not_found(&name));
+    }
+    let placement = snapshot.placement();
+    let observed = snapshot.observed();
+    let names = snapshot.names();
+    let mut rows = Vec::new();
+    for (slot, assignment) in placement.iter().filter(|(s, _)| s.service == name) {
+        let (node_id, pending) = match assignment {
+            Assignment::Assigned(node) => (node.to_string(), None),
+            Assignment::Pending(reason) => (String::new(), Some(reason.to_string())),
+        };
+        let owner = node_id.clone();
+        let report = observed.iter().find(|(n, _)| n.as_str() == node_id).and_then(|(_, reports)| reports.iter().find(|r| r.slot == slot));
+        rows.push(TaskRow {
+            slot: slot.to_string(),
+            node: names.get(&node_id).cloned().unwrap_or_default(),
+            desired_state: "running".into(),
+            state: match (&pending, report) {
+                (Some(_), _) => "pending".into(),
+                (None, Some(r)) => lower(&r.state),
+                (None, None) => "assigned".into(),
+            },
+            health: report.map_or_else(|| lower(&Health::None), |r| lower(&r.health)),
+            spec_version: report.map_or(0, |r| r.spec_version),
+            host_port: report.and_then(|r| r.host_ports.values().next().copied()),
+            error: pending.or_else(|| report.and_then(|r| r.error.clone())),
+            node_id,
+        });
+        for (other, reports) in observed.iter().filter(|(n, _)| n.as_str() != owner) {
+            for r in reports.iter().filter(|r| r.slot == slot) {
+                rows.push(TaskRow {
+                    slot: slot.to_string(),
+                    node: names.get(other.as_str()).cloned().unwrap_or_default(),
+                    node_id: other.to_string(),
+                    desired_state: "shutdown".into(),
+                    state: lower(&r.state),
+                    health: lower(&r.health),
+                    spec_version: r.spec_version,
+                    host_port: r.host_ports.values().next().copied(),
+                    error: r.error.clone(),
+                });
+            }
+        }
+    }
+    Ok(Json(rows))
+}

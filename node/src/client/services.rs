@@ -1,0 +1,209 @@
+//! `knit service ...`.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use knit_scheduler::ServiceSpec;
+use knit_scheduler::spec::Mode;
+
+use super::{ApiRefusal, Client};
+use crate::api::{ServiceSummary, TaskRow, UpdateRequest};
+use crate::cli::{Format, ServiceCommand};
+
+/// How long `--detach=false` waits for the replicas.
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Attempts at an update that keeps losing a race with another writer.
+const UPDATE_ATTEMPTS: usize = 3;
+
+pub(super) async fn run(client: &Client, command: ServiceCommand) -> Result<()> {
+    match command {
+        ServiceCommand::Create(args) => {
+            let spec = args.to_spec()?;
+            let created: ServiceSpec = client.post("/v1/services", &spec).await?;
+            println!("{}", created.name);
+            if !args.detach {
+                converge(client, &created.name, created.version).await?;
+            }
+        }
+        ServiceCommand::Ls(args) => {
+            let services: Vec<ServiceSummary> = client.get("/v1/services").await?;
+            match args.format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&services)?),
+                Format::Table => print_services(&services),
+            }
+        }
+        ServiceCommand::Ps { name, list } => {
+            let tasks: Vec<TaskRow> = client.get(&format!("/v1/services/{name}/ps")).await?;
+            match list.format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&tasks)?),
+                Format::Table => print_tasks(&tasks),
+            }
+        }
+        ServiceCommand::Inspect { names } => {
+            let mut specs = Vec::new();
+            for name in names {
+                specs.push(client.get::<ServiceSpec>(&format!("/v1/services/{name}")).await?);
+            }
+            println!("{}", serde_json::to_string_pretty(&specs)?);
+        }
+        ServiceCommand::Scale { targets } => scale(client, &targets).await?,
+        ServiceCommand::Update(args) => {
+            let updated = update(client, &args.name, |current| {
+                let next = args.apply(current)?;
+                if !args.force && same(current, &next) { Ok(None) } else { Ok(Some(next)) }
+            })
+            .await?;
+            match updated {
+                Some(spec) => {
+                    println!("{}", spec.name);
+                    if !args.detach {
+                        converge(client, &spec.name, spec.version).await?;
+                    }
+                }
+                None => println!("{}: nothing to change (use --force to redeploy)", args.name),
+            }
+        }
+        ServiceCommand::Rollback { name } => {
+            let spec: ServiceSpec = client.post(&format!("/v1/services/{name}/rollback"), &()).await?;
+            println!("{} rolled back to the previous spec (now version {})", spec.name, spec.version);
+        }
+        ServiceCommand::Rm { names } => {
+            let mut failed = 0;
+            for name in names {
+                match client.delete::<serde_json::Value>(&format!("/v1/services/{name}")).await {
+                    Ok(_) => println!("{name}"),
+                    Err(e) => {
+                        eprintln!("error: {e:#}");
+                        failed += 1;
+                    }
+                }
+            }
+            if failed > 0 {
+                bail!("{failed} service(s) could not be removed");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether two specs differ only in their bookkeeping (version, previous).
+fn same(a: &ServiceSpec, b: &ServiceSpec) -> bool {
+    let strip = |s: &ServiceSpec| ServiceSpec {
+        version: 0,
+        previous: None,
+        ..s.clone()
+    };
+    strip(a) == strip(b)
+}
+
+/// Reads the spec, changes it with `change` (`None`: nothing to do), and writes it back
+/// naming the version it read; retries when another writer got there first.
+async fn update(
+    client: &Client,
+    name: &str,
+    change: impl Fn(&ServiceSpec) -> Result<Option<ServiceSpec>>,
+) -> Result<Option<ServiceSpec>> {
+    for attempt in 1..=UPDATE_ATTEMPTS {
+        let current: ServiceSpec = client.get(&format!("/v1/services/{name}")).await?;
+        let Some(next) = change(&current)? else {
+            return Ok(None);
+        };
+        let request = UpdateRequest {
+            spec: next,
+            from_version: current.version,
+        };
+        match client.post::<_, ServiceSpec>(&format!("/v1/services/{name}"), &request).await {
+            Ok(spec) => return Ok(Some(spec)),
+            Err(e) if attempt < UPDATE_ATTEMPTS && e.downcast_ref::<ApiRefusal>().is_some_and(|r| r.status == 409) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    bail!("service {name} keeps changing under this update; try again")
+}
+
+async fn scale(client: &Client, targets: &[String]) -> Result<()> {
+    let mut parsed = Vec::new();
+    for target in targets {
+        let (name, replicas) = target
+            .split_once('=')
+            .with_context(|| format!("{target:?}: write it as SERVICE=REPLICAS, e.g. blog=12"))?;
+        let replicas: u32 = replicas
+            .parse()
+            .with_context(|| format!("{target:?}: the replica count must be a whole number from 0 up"))?;
+        parsed.push((name.to_owned(), replicas));
+    }
+    for (name, replicas) in parsed {
+        update(client, &name, |current| {
+            if current.mode == Mode::Global {
+                bail!("{name} is a global service: it runs one replica per node and cannot be scaled");
+            }
+            let mut next = current.clone();
+            next.mode = Mode::Replicated { replicas };
+            Ok((next != *current).then_some(next))
+        })
+        .await?;
+        println!("{name} scaled to {replicas}");
+    }
+    Ok(())
+}
+
+/// Waits until every slot of `name` runs `version`, printing progress.
+async fn converge(client: &Client, name: &str, version: u64) -> Result<()> {
+    let started = Instant::now();
+    let mut last = String::new();
+    loop {
+        let tasks: Vec<TaskRow> = client.get(&format!("/v1/services/{name}/ps")).await?;
+        let wanted: Vec<&TaskRow> = tasks.iter().filter(|t| t.desired_state == "running").collect();
+        let done = wanted
+            .iter()
+            .filter(|t| t.state == "running" && t.spec_version == version && matches!(t.health.as_str(), "none" | "healthy"))
+            .count();
+        let line = format!("{name}: {done}/{} running at version {version}", wanted.len());
+        if line != last {
+            println!("{line}");
+            last = line;
+        }
+        if done == wanted.len() && tasks.iter().all(|t| t.desired_state == "running") {
+            println!("{name}: converged");
+            return Ok(());
+        }
+        if started.elapsed() > CONVERGE_TIMEOUT {
+            bail!("{name} did not converge within {CONVERGE_TIMEOUT:?}; see `knit service ps {name}`");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn print_services(services: &[ServiceSummary]) {
+    println!("{:<20} {:<11} {:<9} {:<30} PORTS", "NAME", "MODE", "REPLICAS", "IMAGE");
+    for s in services {
+        println!(
+            "{:<20} {:<11} {:<9} {:<30} {}",
+            s.name,
+            s.mode,
+            format!("{}/{}", s.running, s.replicas),
+            s.image,
+            s.ports.join(",")
+        );
+    }
+}
+
+fn print_tasks(tasks: &[TaskRow]) {
+    println!(
+        "{:<24} {:<16} {:<8} {:<10} {:<9} {:<8} {:<6} ERROR",
+        "SLOT", "NODE", "DESIRED", "STATE", "HEALTH", "VERSION", "PORT"
+    );
+    for t in tasks {
+        println!(
+            "{:<24} {:<16} {:<8} {:<10} {:<9} {:<8} {:<6} {}",
+            t.slot,
+            t.node,
+            t.desired_state,
+            t.state,
+            t.health,
+            t.spec_version,
+            t.host_port.map(|p| p.to_string()).unwrap_or_default(),
+            t.error.clone().unwrap_or_default()
+        );
+    }
+}

@@ -1,0 +1,186 @@
+//! The cluster as this peer knows it, read from the mesh's view and replicated store: the
+//! keys knit writes, node records, service specs, and the placement every peer computes.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use knit_mesh::quic::{Mesh, View};
+use knit_mesh::store::{Store, owned_key};
+use knit_mesh::{MemberState, NodeId};
+use knit_scheduler::{Availability, NodeView, Placement, PlacementConfig, ReplicaReport, Resources, ServiceSpec};
+use serde::{Deserialize, Serialize};
+
+/// Service specs live under `svc/<name>`; last writer wins.
+pub(crate) fn service_key(name: &str) -> String {
+    format!("svc/{name}")
+}
+
+const SERVICE_PREFIX: &str = "svc/";
+
+/// An operator's override of a node's availability and labels (`knit node update`),
+/// written by any peer; last writer wins.
+pub(crate) fn node_spec_key(node: &NodeId) -> String {
+    format!("node/{node}/spec")
+}
+
+/// The key of a node's `info` record, written by that node alone.
+pub(crate) fn info_key(node: &NodeId) -> String {
+    owned_key(node, "info")
+}
+
+/// The key of a node's replica reports, written by that node alone.
+pub(crate) fn replicas_key(node: &NodeId) -> String {
+    owned_key(node, "replicas")
+}
+
+/// What a node says about itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct NodeInfo {
+    pub(crate) name: String,
+    pub(crate) addr: SocketAddr,
+    pub(crate) labels: BTreeMap<String, String>,
+    pub(crate) version: String,
+    pub(crate) started_at_ms: u64,
+    #[serde(default)]
+    pub(crate) capacity: Resources,
+}
+
+/// What `knit node update` sets.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct NodeSpec {
+    pub(crate) availability: Availability,
+    /// The node's labels in full, replacing those given to `knit up --label`.
+    pub(crate) labels: Option<BTreeMap<String, String>>,
+}
+
+/// This host's capacity: its CPUs and memory (0 = unknown, not checked by placement).
+pub(crate) fn host_capacity() -> Resources {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get() as u64);
+    let memory_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    Resources {
+        cpu_millis: cpus * 1000,
+        memory_bytes: memory_kib * 1024,
+    }
+}
+
+/// One consistent reading of the view and the store.
+#[derive(Clone)]
+pub(crate) struct Snapshot {
+    pub(crate) view: Arc<View>,
+    pub(crate) store: Arc<Store>,
+}
+
+impl Snapshot {
+    pub(crate) fn of(mesh: &Mesh) -> Self {
+        Self {
+            view: mesh.view().borrow().clone(),
+            store: mesh.store().borrow().clone(),
+        }
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(&self, key: &str) -> Option<T> {
+        let bytes = self.store.get(key)?;
+        match serde_json::from_slice(bytes) {
+            Ok(value) => Some(value),
+            Err(e) => {
+                tracing::warn!(key, error = %e, "unreadable record in the replicated state");
+                None
+            }
+        }
+    }
+
+    /// Every service spec, by name.
+    pub(crate) fn specs(&self) -> BTreeMap<String, ServiceSpec> {
+        self.store
+            .scan(SERVICE_PREFIX)
+            .filter_map(|(key, _, _)| self.decode::<ServiceSpec>(key))
+            .map(|spec| (spec.name.clone(), spec))
+            .collect()
+    }
+
+    /// One service's spec.
+    pub(crate) fn spec(&self, name: &str) -> Option<ServiceSpec> {
+        self.decode(&service_key(name))
+    }
+
+    pub(crate) fn info(&self, node: &NodeId) -> Option<NodeInfo> {
+        self.decode(&info_key(node))
+    }
+
+    pub(crate) fn node_spec(&self, node: &NodeId) -> NodeSpec {
+        self.decode(&node_spec_key(node)).unwrap_or_default()
+    }
+
+    /// What a replica report list says for a node (empty when it has not reported).
+    pub(crate) fn reports(&self, node: &NodeId) -> Vec<ReplicaReport> {
+        self.decode(&replicas_key(node)).unwrap_or_default()
+    }
+
+    /// A node's labels: the override if an operator set one, else what it started with.
+    pub(crate) fn labels(&self, node: &NodeId) -> BTreeMap<String, String> {
+        self.node_spec(node)
+            .labels
+            .or_else(|| self.info(node).map(|i| i.labels))
+            .unwrap_or_default()
+    }
+
+    /// The scheduler's view of every active member (alive or suspect).
+    pub(crate) fn node_views(&self) -> Vec<NodeView> {
+        self.view
+            .members
+            .iter()
+            .filter(|m| m.state.is_active())
+            .filter_map(|m| {
+                let id = knit_scheduler::NodeId::new(m.peer.node.to_string()).ok()?;
+                let info = self.info(&m.peer.node);
+                Some(NodeView {
+                    id,
+                    name: info.as_ref().map(|i| i.name.clone()).unwrap_or_default(),
+                    availability: self.node_spec(&m.peer.node).availability,
+                    labels: self.labels(&m.peer.node),
+                    capacity: info.map(|i| i.capacity).unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    /// The placement every peer with this reading computes.
+    pub(crate) fn placement(&self) -> Placement {
+        let specs: Vec<ServiceSpec> = self.specs().into_values().collect();
+        knit_scheduler::place(&self.node_views(), &specs, &PlacementConfig::default())
+    }
+
+    /// Names of members by node id, for display.
+    pub(crate) fn names(&self) -> BTreeMap<String, String> {
+        self.view
+            .members
+            .iter()
+            .map(|m| {
+                let name = self.info(&m.peer.node).map(|i| i.name).unwrap_or_else(|| m.peer.node.short());
+                (m.peer.node.to_string(), name)
+            })
+            .collect()
+    }
+
+    /// Each active member's replica reports, by scheduler node id.
+    pub(crate) fn observed(&self) -> BTreeMap<knit_scheduler::NodeId, Vec<ReplicaReport>> {
+        self.view
+            .members
+            .iter()
+            .filter(|m| m.state != MemberState::Left)
+            .filter_map(|m| {
+                let id = knit_scheduler::NodeId::new(m.peer.node.to_string()).ok()?;
+                Some((id, self.reports(&m.peer.node)))
+            })
+            .collect()
+    }
+}
