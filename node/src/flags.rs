@@ -336,7 +336,7 @@ pub(crate) struct CreateArgs {
     #[command(flatten)]
     pub(crate) spec: SpecFlags,
     /// IMAGE [COMMAND] [ARG...] (docker), or COMMAND [ARG...] (process).
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    #[arg(required = true, trailing_var_arg = true)]
     pub(crate) image_and_command: Vec<String>,
 }
 

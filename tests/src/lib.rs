@@ -20,26 +20,45 @@ use serde::Deserialize;
 /// parallel clusters starve each other into false "down"s.
 pub fn cluster_lock() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The binary [`knit_bin`] returns, fixed on first use.
+static KNIT_BIN: OnceLock<PathBuf> = OnceLock::new();
+
+/// Makes [`knit_bin`] return `path` (a harness that built its own `knit`, e.g. a release
+/// build), unless [`knit_bin`] has already been fixed. Returns whether `path` is the binary
+/// in use. Safe code cannot set `$KNIT_BIN` for its own process; this is the way to do it.
+pub fn use_knit_bin(path: PathBuf) -> bool {
+    KNIT_BIN.set(path.clone()).is_ok() || KNIT_BIN.get() == Some(&path)
 }
 
 /// The `knit` binary: `$KNIT_BIN`, or the workspace's debug build (built if missing).
 pub fn knit_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(bin) = std::env::var_os("KNIT_BIN") {
-            return PathBuf::from(bin);
-        }
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default();
-        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace.join("target"));
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "-q", "-p", "knit", "--bin", "knit"])
-            .current_dir(&workspace)
-            .status();
-        assert!(status.is_ok_and(|s| s.success()), "cannot build the knit binary");
-        target.join("debug").join("knit")
-    })
-    .clone()
+    KNIT_BIN
+        .get_or_init(|| {
+            if let Some(bin) = std::env::var_os("KNIT_BIN") {
+                return PathBuf::from(bin);
+            }
+            let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| workspace.join("target"));
+            let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                .args(["build", "-q", "-p", "knit", "--bin", "knit"])
+                .current_dir(&workspace)
+                .status();
+            assert!(
+                status.is_ok_and(|s| s.success()),
+                "cannot build the knit binary"
+            );
+            target.join("debug").join("knit")
+        })
+        .clone()
 }
 
 /// One node as `knit node ls --format json` prints it.
@@ -108,11 +127,19 @@ impl Peer {
     }
 
     /// Starts `knit up` with extra arguments.
-    pub fn start_with(&mut self, join: Option<SocketAddr>, token: Option<&str>, extra: &[&str]) -> Result<()> {
+    pub fn start_with(
+        &mut self,
+        join: Option<SocketAddr>,
+        token: Option<&str>,
+        extra: &[&str],
+    ) -> Result<()> {
         if self.child.is_some() {
             bail!("{} is already running", self.name);
         }
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
         let mut cmd = Command::new(knit_bin());
         cmd.arg("--api").arg(self.api.to_string()).arg("up");
         cmd.arg("--data-dir").arg(&self.data_dir);
@@ -126,14 +153,18 @@ impl Peer {
         }
         cmd.args(extra);
         cmd.env_remove("KNIT_API").env("RUST_LOG", "info");
-        cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
         self.child = Some(cmd.spawn().context("cannot start knit")?);
         Ok(())
     }
 
     /// Whether the process runs.
     pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// The process id, while it runs.
@@ -155,7 +186,9 @@ impl Peer {
             bail!("{} is not running", self.name);
         };
         let started = Instant::now();
-        let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status()?;
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()?;
         if !status.success() {
             bail!("kill -TERM failed");
         }
@@ -173,7 +206,10 @@ impl Peer {
     /// Runs a client command against this peer's API.
     pub fn cli(&self, args: &[&str]) -> Result<Output> {
         run_bounded(
-            Command::new(knit_bin()).arg("--api").arg(self.api.to_string()).args(args),
+            Command::new(knit_bin())
+                .arg("--api")
+                .arg(self.api.to_string())
+                .args(args),
             Duration::from_secs(20),
         )
     }
@@ -182,14 +218,66 @@ impl Peer {
     pub fn nodes(&self) -> Result<Vec<NodeRow>> {
         let out = self.cli(&["node", "ls", "--format", "json"])?;
         if !out.status.success() {
-            bail!("node ls on {}: {}", self.name, String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "node ls on {}: {}",
+                self.name,
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(serde_json::from_slice(&out.stdout)?)
     }
 
+    /// The same rows as [`Peer::nodes`], read straight from the admin API (`/v1/nodes`)
+    /// instead of through a CLI process: cheap enough to poll many peers often.
+    pub fn nodes_http(&self) -> Result<Vec<NodeRow>> {
+        let body = http_get(self.api, "/v1/nodes", Duration::from_secs(2))?;
+        Ok(serde_json::from_str(&body)?)
+    }
+
+    /// The resident set size of the process, in KiB (`VmRSS` in `/proc/<pid>/status`),
+    /// while it runs.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// Runs a client command that must succeed; returns its standard output.
+    pub fn cli_ok(&self, args: &[&str]) -> Result<String> {
+        let out = self.cli(args)?;
+        if !out.status.success() {
+            bail!("knit {} on {} failed: {}", args.join(" "), self.name, String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Runs a client command with `--format json` appended and parses its output.
+    pub fn cli_json<T: serde::de::DeserializeOwned>(&self, args: &[&str]) -> Result<T> {
+        let mut args = args.to_vec();
+        args.extend(["--format", "json"]);
+        Ok(serde_json::from_str(&self.cli_ok(&args)?)?)
+    }
+
+    /// `service ls --format json`, as JSON values.
+    pub fn services(&self) -> Result<Vec<serde_json::Value>> {
+        self.cli_json(&["service", "ls"])
+    }
+
+    /// `service inspect NAME`: the spec as JSON, or `None` when there is no such service.
+    pub fn spec(&self, name: &str) -> Result<Option<serde_json::Value>> {
+        let out = self.cli(&["service", "inspect", name])?;
+        if !out.status.success() {
+            return Ok(None);
+        }
+        let specs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)?;
+        Ok(specs.into_iter().next())
+    }
+
     /// This peer's node id (from its data dir).
     pub fn node_id(&self) -> Result<String> {
-        Ok(std::fs::read_to_string(self.data_dir.join("node-id"))?.trim().to_owned())
+        Ok(std::fs::read_to_string(self.data_dir.join("node-id"))?
+            .trim()
+            .to_owned())
     }
 
     /// The last lines of its log.
@@ -202,7 +290,11 @@ impl Peer {
 
 /// Runs a command with a time limit; kills it past the limit.
 pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Result<Output> {
-    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
     let started = Instant::now();
     loop {
         if child.try_wait()?.is_some() {
@@ -211,14 +303,63 @@ pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Result<Output> {
         if started.elapsed() > limit {
             let _ = child.kill();
             let out = child.wait_with_output()?;
-            bail!("command timed out after {limit:?}: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "command timed out after {limit:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         std::thread::sleep(Duration::from_millis(10));
     }
 }
 
+/// The most [`http_get`] reads of one response.
+const HTTP_RESPONSE_MAX_BYTES: usize = 4 << 20;
+
+/// A plain HTTP/1.0 GET of `path` on `addr` (the admin API), without a client library;
+/// `limit` bounds the connect and the whole read. Returns the body of a `200` response.
+pub fn http_get(addr: SocketAddr, path: &str, limit: Duration) -> Result<String> {
+    use std::io::{Read, Write};
+
+    let started = Instant::now();
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, limit)?;
+    stream.set_read_timeout(Some(limit))?;
+    stream.set_write_timeout(Some(limit))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    let mut chunk = [0_u8; 16 * 1024];
+    loop {
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&chunk[..n]);
+        if raw.len() > HTTP_RESPONSE_MAX_BYTES {
+            bail!("GET {path} on {addr}: response over {HTTP_RESPONSE_MAX_BYTES} bytes");
+        }
+        if started.elapsed() > limit {
+            bail!("GET {path} on {addr}: no full response within {limit:?}");
+        }
+    }
+    let text = String::from_utf8(raw).context("response is not UTF-8")?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow!("GET {path} on {addr}: no HTTP header"))?;
+    let status = head.split_whitespace().nth(1).unwrap_or_default();
+    if status != "200" {
+        bail!("GET {path} on {addr}: status {status}: {body}");
+    }
+    Ok(body.to_owned())
+}
+
 /// Polls `probe` every 100 ms until it returns `Some`, or fails after `limit`.
-pub fn wait_until<T>(limit: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> Result<(T, Duration)> {
+pub fn wait_until<T>(
+    limit: Duration,
+    what: &str,
+    mut probe: impl FnMut() -> Option<T>,
+) -> Result<(T, Duration)> {
     let started = Instant::now();
     loop {
         if let Some(value) = probe() {
@@ -228,6 +369,56 @@ pub fn wait_until<T>(limit: Duration, what: &str, mut probe: impl FnMut() -> Opt
             return Err(anyhow!("timed out after {limit:?} waiting for {what}"));
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Drops traffic between two sets of loopback addresses with iptables (both directions),
+/// until healed or dropped. Needs root; the rules carry a comment naming this process.
+pub struct Partition {
+    rules: Vec<Vec<String>>,
+}
+
+impl Partition {
+    /// Cuts `a` off from `b`.
+    pub fn new(a: &[std::net::IpAddr], b: &[std::net::IpAddr]) -> Result<Self> {
+        let comment = format!("knit-e2e-{}", std::process::id());
+        let mut partition = Self { rules: Vec::new() };
+        for x in a {
+            for y in b {
+                for (src, dst) in [(x, y), (y, x)] {
+                    let rule: Vec<String> = [
+                        "INPUT", "-s", &src.to_string(), "-d", &dst.to_string(), "-m", "comment", "--comment", &comment, "-j",
+                        "DROP",
+                    ]
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .collect();
+                    let out = run_bounded(Command::new("iptables").arg("-I").args(&rule), Duration::from_secs(10))?;
+                    if !out.status.success() {
+                        bail!("iptables failed (root needed): {}", String::from_utf8_lossy(&out.stderr));
+                    }
+                    partition.rules.push(rule);
+                }
+            }
+        }
+        Ok(partition)
+    }
+
+    /// Removes the rules.
+    pub fn heal(mut self) {
+        self.remove();
+    }
+
+    fn remove(&mut self) {
+        for rule in self.rules.drain(..) {
+            let _ = run_bounded(Command::new("iptables").arg("-D").args(&rule), Duration::from_secs(10));
+        }
+    }
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        self.remove();
     }
 }
 
@@ -245,7 +436,8 @@ impl Cluster {
     /// An empty cluster layout (nothing started) with `profile`.
     pub fn new(profile: &str) -> Result<Self> {
         let block = [127, unique_block(), next_cluster()];
-        let root = std::env::temp_dir().join(format!("knit-e2e-{}-{}", std::process::id(), block[2]));
+        let root =
+            std::env::temp_dir().join(format!("knit-e2e-{}-{}", std::process::id(), block[2]));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root)?;
         Ok(Self {
@@ -270,7 +462,12 @@ impl Cluster {
     /// Adds a peer (not started).
     pub fn add_unstarted(&mut self) -> usize {
         let i = self.peers.len();
-        let ip = [self.block[0], self.block[1], self.block[2], u8::try_from(i + 1).unwrap_or(250)];
+        let ip = [
+            self.block[0],
+            self.block[1],
+            self.block[2],
+            u8::try_from(i + 1).unwrap_or(250),
+        ];
         let peer = Peer::new(&self.root, &format!("p{i}"), ip, &self.profile);
         self.peers.push(peer);
         i
@@ -283,7 +480,9 @@ impl Cluster {
             self.peers[0].start(None, None)?;
             let token_file = self.peers[0].data_dir.join("join-token");
             let (token, _) = wait_until(Duration::from_secs(20), "the join token", || {
-                std::fs::read_to_string(&token_file).ok().map(|t| t.trim().to_owned())
+                std::fs::read_to_string(&token_file)
+                    .ok()
+                    .map(|t| t.trim().to_owned())
             })?;
             self.token = Some(token);
         } else {
@@ -306,15 +505,21 @@ impl Cluster {
 
     /// Waits until every running peer lists every running peer as alive.
     pub fn wait_all_alive(&mut self, limit: Duration) -> Result<Duration> {
-        let running: Vec<usize> = (0..self.peers.len()).filter(|&i| self.peers[i].is_running()).collect();
-        let ids: Vec<String> = running.iter().map(|&i| self.wait_node_id(i)).collect::<Result<_>>()?;
+        let running: Vec<usize> = (0..self.peers.len())
+            .filter(|&i| self.peers[i].is_running())
+            .collect();
+        let ids: Vec<String> = running
+            .iter()
+            .map(|&i| self.wait_node_id(i))
+            .collect::<Result<_>>()?;
         let peers = &self.peers;
         let (_, took) = wait_until(limit, "every peer to see every peer alive", || {
             running
                 .iter()
                 .all(|&i| {
                     peers[i].nodes().is_ok_and(|rows| {
-                        ids.iter().all(|id| rows.iter().any(|r| &r.id == id && r.state == "alive"))
+                        ids.iter()
+                            .all(|id| rows.iter().any(|r| &r.id == id && r.state == "alive"))
                     })
                 })
                 .then_some(())
@@ -328,19 +533,30 @@ impl Cluster {
     }
 
     /// Waits until every running peer other than `subject` sees `subject` in `state`.
-    pub fn wait_seen_as(&mut self, subject: &str, state: &str, limit: Duration) -> Result<Duration> {
-        let observers: Vec<usize> = (0..self.peers.len()).filter(|&i| self.peers[i].is_running()).collect();
+    pub fn wait_seen_as(
+        &mut self,
+        subject: &str,
+        state: &str,
+        limit: Duration,
+    ) -> Result<Duration> {
+        let observers: Vec<usize> = (0..self.peers.len())
+            .filter(|&i| self.peers[i].is_running())
+            .collect();
         let peers = &self.peers;
-        let (_, took) = wait_until(limit, &format!("{subject} to be {state} everywhere"), || {
-            observers
-                .iter()
-                .all(|&i| {
-                    peers[i]
-                        .nodes()
-                        .is_ok_and(|rows| rows.iter().any(|r| r.id == subject && r.state == state))
-                })
-                .then_some(())
-        })?;
+        let (_, took) = wait_until(
+            limit,
+            &format!("{subject} to be {state} everywhere"),
+            || {
+                observers
+                    .iter()
+                    .all(|&i| {
+                        peers[i].nodes().is_ok_and(|rows| {
+                            rows.iter().any(|r| r.id == subject && r.state == state)
+                        })
+                    })
+                    .then_some(())
+            },
+        )?;
         Ok(took)
     }
 }

@@ -22,19 +22,35 @@ fn five_peers_detect_a_kill_and_take_the_node_back_without_a_phantom() {
         assert_eq!(rows.iter().filter(|r| r.is_self).count(), 1);
     }
     let victim = cluster.peers[3].node_id().unwrap();
-    let epoch_before = cluster.peers[0].nodes().unwrap().iter().find(|r| r.id == victim).unwrap().epoch;
+    let epoch_before = cluster.peers[0]
+        .nodes()
+        .unwrap()
+        .iter()
+        .find(|r| r.id == victim)
+        .unwrap()
+        .epoch;
 
     cluster.peers[3].kill9();
-    let took = cluster.wait_seen_as(&victim, "down", fast_down_limit()).unwrap();
+    let took = cluster
+        .wait_seen_as(&victim, "down", fast_down_limit())
+        .unwrap();
     eprintln!("kill -9 seen as down everywhere after {took:?}");
 
     cluster.peers[3].start(None, None).unwrap();
     cluster.wait_all_alive(Duration::from_secs(20)).unwrap();
     for peer in &cluster.peers {
         let rows = peer.nodes().unwrap();
-        assert_eq!(rows.len(), 5, "no phantom member on {}: {rows:?}", peer.name);
+        assert_eq!(
+            rows.len(),
+            5,
+            "no phantom member on {}: {rows:?}",
+            peer.name
+        );
         let back = rows.iter().find(|r| r.id == victim).unwrap();
-        assert!(back.epoch > epoch_before, "restarted with a higher epoch: {back:?}");
+        assert!(
+            back.epoch > epoch_before,
+            "restarted with a higher epoch: {back:?}"
+        );
     }
 }
 
@@ -44,10 +60,15 @@ fn sigterm_leaves_at_once_and_exits_fast() {
     let mut cluster = Cluster::start(3, "lan").expect("3 peers");
     let leaver = cluster.peers[2].node_id().unwrap();
     let exit = cluster.peers[2].terminate(Duration::from_secs(5)).unwrap();
-    assert!(exit < Duration::from_secs(2), "exited {exit:?} after SIGTERM");
+    assert!(
+        exit < Duration::from_secs(2),
+        "exited {exit:?} after SIGTERM"
+    );
     // Under the lan profile a silent member takes over 5 s to be declared down; `left`
     // within 2 s can only come from the goodbye.
-    let seen = cluster.wait_seen_as(&leaver, "left", Duration::from_secs(2)).unwrap();
+    let seen = cluster
+        .wait_seen_as(&leaver, "left", Duration::from_secs(2))
+        .unwrap();
     eprintln!("SIGTERM: exit after {exit:?}, left everywhere after {seen:?}");
 }
 
@@ -63,7 +84,10 @@ fn a_wrong_token_is_refused_and_nothing_is_written() {
     let seed = cluster.peers[0].listen;
     let i = cluster.add_unstarted();
     cluster.peers[i].start(Some(seed), Some(&wrong)).unwrap();
-    let (_, _) = wait_until(Duration::from_secs(15), "the joiner to exit", || (!cluster.peers[i].is_running()).then_some(())).unwrap();
+    let (_, _) = wait_until(Duration::from_secs(15), "the joiner to exit", || {
+        (!cluster.peers[i].is_running()).then_some(())
+    })
+    .unwrap();
     let log = cluster.peers[i].log_tail(5);
     assert!(log.contains("wrong join token"), "{log}");
     assert!(!cluster.peers[i].data_dir.join("credentials.json").exists());
@@ -71,16 +95,32 @@ fn a_wrong_token_is_refused_and_nothing_is_written() {
 
     // A malformed token says what a token looks like.
     let mut bad = cluster.add_unstarted();
-    cluster.peers[bad].start(Some(seed), Some("SWMTKN-1-abc")).unwrap();
-    wait_until(Duration::from_secs(15), "the joiner to exit", || (!cluster.peers[bad].is_running()).then_some(())).unwrap();
+    cluster.peers[bad]
+        .start(Some(seed), Some("SWMTKN-1-abc"))
+        .unwrap();
+    wait_until(Duration::from_secs(15), "the joiner to exit", || {
+        (!cluster.peers[bad].is_running()).then_some(())
+    })
+    .unwrap();
     assert!(cluster.peers[bad].log_tail(5).contains("KNIT-1-"));
 
     // No seed at that address: a clear error, in bounded time.
     bad = cluster.add_unstarted();
     let nowhere = std::net::SocketAddr::from(([127, 0, 0, 1], 9));
-    cluster.peers[bad].start(Some(nowhere), Some(&token)).unwrap();
-    wait_until(Duration::from_secs(20), "the joiner to exit", || (!cluster.peers[bad].is_running()).then_some(())).unwrap();
-    assert!(cluster.peers[bad].log_tail(5).contains("cannot reach the seed"), "{}", cluster.peers[bad].log_tail(5));
+    cluster.peers[bad]
+        .start(Some(nowhere), Some(&token))
+        .unwrap();
+    wait_until(Duration::from_secs(20), "the joiner to exit", || {
+        (!cluster.peers[bad].is_running()).then_some(())
+    })
+    .unwrap();
+    assert!(
+        cluster.peers[bad]
+            .log_tail(5)
+            .contains("cannot reach the seed"),
+        "{}",
+        cluster.peers[bad].log_tail(5)
+    );
     assert_eq!(cluster.peers[0].nodes().unwrap().len(), 1);
 }
 
@@ -94,10 +134,18 @@ fn another_clusters_peer_cannot_join_or_gossip() {
     // Their token names their CA: our seed's certificate does not match it.
     let j = theirs.add_unstarted();
     let their_token = theirs.token().unwrap().to_owned();
-    theirs.peers[j].start(Some(seed), Some(&their_token)).unwrap();
-    wait_until(Duration::from_secs(15), "the joiner to exit", || (!theirs.peers[j].is_running()).then_some(())).unwrap();
+    theirs.peers[j]
+        .start(Some(seed), Some(&their_token))
+        .unwrap();
+    wait_until(Duration::from_secs(15), "the joiner to exit", || {
+        (!theirs.peers[j].is_running()).then_some(())
+    })
+    .unwrap();
     let log = theirs.peers[j].log_tail(5);
-    assert!(log.contains("not from the cluster named by the join token"), "{log}");
+    assert!(
+        log.contains("not from the cluster named by the join token"),
+        "{log}"
+    );
 
     // Their member, with its own CA, pointed at our seed: it cannot get in.
     theirs.peers[0].terminate(Duration::from_secs(5)).unwrap();
@@ -105,7 +153,12 @@ fn another_clusters_peer_cannot_join_or_gossip() {
     std::thread::sleep(Duration::from_secs(3));
     for peer in &ours.peers {
         let rows = peer.nodes().unwrap();
-        assert_eq!(rows.len(), 2, "a foreign peer got into {}: {rows:?}", peer.name);
+        assert_eq!(
+            rows.len(),
+            2,
+            "a foreign peer got into {}: {rows:?}",
+            peer.name
+        );
     }
     assert!(theirs.peers[0].nodes().unwrap().len() == 1);
     ours.wait_all_alive(Duration::from_secs(5)).unwrap();
@@ -141,7 +194,12 @@ fn garbage_on_the_quic_port_changes_nothing() {
 #[test]
 fn client_commands_say_when_no_peer_answers() {
     let out = knit_tests::run_bounded(
-        std::process::Command::new(knit_tests::knit_bin()).args(["--api", "127.0.0.1:9", "node", "ls"]),
+        std::process::Command::new(knit_tests::knit_bin()).args([
+            "--api",
+            "127.0.0.1:9",
+            "node",
+            "ls",
+        ]),
         Duration::from_secs(20),
     )
     .unwrap();

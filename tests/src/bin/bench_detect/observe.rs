@@ -1,0 +1,220 @@
+//! What the benchmark reads from running peers, over their admin API directly (no CLI
+//! process per read): node lists with the time each state was entered, gossip counters,
+//! and resident memory.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Result, bail};
+use knit_tests::{Cluster, Peer, http_get};
+use serde::Deserialize;
+
+/// How long one read of one peer's API may take.
+const READ_LIMIT: Duration = Duration::from_secs(2);
+
+/// Pause between two sweeps over the peers while waiting for a state: keeps the polling's
+/// CPU small next to 20 peers on two cores.
+pub(crate) const POLL_PAUSE: Duration = Duration::from_millis(50);
+
+/// One row of `/v1/nodes`, with what the harness's `NodeRow` leaves out.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct Row {
+    pub(crate) id: String,
+    pub(crate) state: String,
+    /// When the answering peer saw this state begin, ms since the Unix epoch.
+    #[serde(default)]
+    pub(crate) since_ms: u64,
+}
+
+/// Milliseconds since the Unix epoch: the clock `since_ms` is on.
+pub(crate) fn wall_ms() -> u64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(now.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// `peer`'s node list.
+pub(crate) fn rows(peer: &Peer) -> Result<Vec<Row>> {
+    Ok(serde_json::from_str(&http_get(
+        peer.api,
+        "/v1/nodes",
+        READ_LIMIT,
+    )?)?)
+}
+
+/// The indices of the running peers.
+pub(crate) fn running(cluster: &mut Cluster) -> Vec<usize> {
+    (0..cluster.peers.len())
+        .filter(|&i| cluster.peers[i].is_running())
+        .collect()
+}
+
+/// The node ids of `peers`, waiting (bounded) for a fresh peer to write its id.
+pub(crate) fn node_ids(cluster: &Cluster, peers: &[usize]) -> Result<Vec<String>> {
+    peers
+        .iter()
+        .map(|&i| {
+            let peer = &cluster.peers[i];
+            knit_tests::wait_until(Duration::from_secs(30), "a node id", || peer.node_id().ok())
+                .map(|(id, _)| id)
+        })
+        .collect()
+}
+
+/// Waits until every running peer sees every running peer `alive`; returns how long that took.
+pub(crate) fn wait_all_alive(cluster: &mut Cluster, limit: Duration) -> Result<Duration> {
+    let started = Instant::now();
+    let live = running(cluster);
+    let ids = node_ids(cluster, &live)?;
+    loop {
+        let all = live.iter().all(|&i| {
+            rows(&cluster.peers[i]).is_ok_and(|rows| {
+                ids.iter()
+                    .all(|id| rows.iter().any(|r| &r.id == id && r.state == "alive"))
+            })
+        });
+        if all {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > limit {
+            bail!("not every peer saw every peer alive within {limit:?}");
+        }
+        std::thread::sleep(POLL_PAUSE * 2);
+    }
+}
+
+/// Waits until each of `observers` sees `subject` in `state`. Returns, per observer, when it
+/// says that state began (`since_ms`), or when this poll first saw it if the peer's stamp
+/// is not plausible (before `not_before_ms`).
+pub(crate) fn wait_seen(
+    cluster: &Cluster,
+    observers: &[usize],
+    subject: &str,
+    state: &str,
+    not_before_ms: u64,
+    limit: Duration,
+    alarms: &mut FalseAlarms,
+) -> Result<Vec<u64>> {
+    let started = Instant::now();
+    let mut pending: BTreeSet<usize> = observers.iter().copied().collect();
+    let mut seen_ms = Vec::with_capacity(observers.len());
+    while !pending.is_empty() {
+        if started.elapsed() > limit {
+            let names: Vec<&str> = pending
+                .iter()
+                .map(|&i| cluster.peers[i].name.as_str())
+                .collect();
+            bail!(
+                "{} of {} peers did not see it {state} within {limit:?}: {names:?}",
+                pending.len(),
+                observers.len()
+            );
+        }
+        let mut done = Vec::new();
+        for &i in &pending {
+            let Ok(rows) = rows(&cluster.peers[i]) else {
+                continue;
+            };
+            alarms.note(i, &rows, subject);
+            if let Some(row) = rows.iter().find(|r| r.id == subject && r.state == state) {
+                let polled_ms = wall_ms();
+                let stamp = if (not_before_ms..=polled_ms).contains(&row.since_ms) {
+                    row.since_ms
+                } else {
+                    polled_ms
+                };
+                seen_ms.push(stamp);
+                done.push(i);
+            }
+        }
+        for i in done {
+            pending.remove(&i);
+        }
+        if !pending.is_empty() {
+            std::thread::sleep(POLL_PAUSE);
+        }
+    }
+    Ok(seen_ms)
+}
+
+/// Members that were running but that some peer saw `suspect` or `down` outside a trial's
+/// victim: false alarms of the failure detector (or the cost of a starved machine).
+#[derive(Debug, Default)]
+pub(crate) struct FalseAlarms {
+    /// The ids of members known to be running.
+    pub(crate) live_ids: BTreeSet<String>,
+    /// Distinct (observer, subject) pairs seen `suspect`.
+    pub(crate) suspect: BTreeSet<(usize, String)>,
+    /// Distinct (observer, subject) pairs seen `down`.
+    pub(crate) down: BTreeSet<(usize, String)>,
+}
+
+impl FalseAlarms {
+    /// Notes what observer `i` says of running members other than `except`.
+    pub(crate) fn note(&mut self, i: usize, rows: &[Row], except: &str) {
+        for row in rows
+            .iter()
+            .filter(|r| r.id != except && self.live_ids.contains(&r.id))
+        {
+            match row.state.as_str() {
+                "suspect" => {
+                    self.suspect.insert((i, row.id.clone()));
+                }
+                "down" => {
+                    self.down.insert((i, row.id.clone()));
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Gossip counters of one peer, from `/metrics`.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Gossip {
+    pub(crate) bytes_sent: u64,
+    pub(crate) bytes_received: u64,
+    pub(crate) packets_sent: u64,
+}
+
+impl Gossip {
+    /// Reads `peer`'s counters.
+    pub(crate) fn read(peer: &Peer) -> Result<Self> {
+        let text = http_get(peer.api, "/metrics", READ_LIMIT)?;
+        Ok(Self {
+            bytes_sent: counter(&text, "knit_gossip_bytes_sent_total")?,
+            bytes_received: counter(&text, "knit_gossip_bytes_received_total")?,
+            packets_sent: counter(&text, "knit_gossip_packets_sent_total")?,
+        })
+    }
+}
+
+/// The value of the sample named `name` in Prometheus/OpenMetrics text.
+fn counter(text: &str, name: &str) -> Result<u64> {
+    for line in text.lines() {
+        let mut parts = line.split_whitespace();
+        if parts.next() == Some(name)
+            && let Some(value) = parts.next()
+        {
+            // Counters may be written as floats ("12.0").
+            let value: f64 = value.parse()?;
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            return Ok(value as u64);
+        }
+    }
+    bail!("no {name} in /metrics")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::counter;
+
+    #[test]
+    fn counters_are_read_as_integers_or_floats() {
+        let text = "# TYPE knit_gossip_bytes_sent counter\nknit_gossip_bytes_sent_total 1234\nknit_x_total 5.0\n# EOF\n";
+        assert_eq!(counter(text, "knit_gossip_bytes_sent_total").unwrap(), 1234);
+        assert_eq!(counter(text, "knit_x_total").unwrap(), 5);
+        assert!(counter(text, "knit_missing_total").is_err());
+    }
+}

@@ -1,0 +1,104 @@
+//! Percentiles and the markdown table the benchmark prints.
+
+use std::fmt::Write as _;
+
+use crate::scenario::{Figures, Setup};
+
+/// The nearest-rank percentile `q` (0..=1) of `values`, if any.
+pub(crate) fn percentile(values: &[u64], q: f64) -> Option<u64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    // Lengths far below 2^52: the conversions are exact.
+    #[allow(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss
+    )]
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+fn secs(ms: Option<u64>) -> String {
+    // Milliseconds far below 2^52.
+    #[allow(clippy::cast_precision_loss)]
+    ms.map_or_else(|| "–".to_owned(), |ms| format!("{:.2}", ms as f64 / 1000.0))
+}
+
+fn mib(kib: Option<u64>) -> String {
+    #[allow(clippy::cast_precision_loss)]
+    kib.map_or_else(
+        || "–".to_owned(),
+        |kib| format!("{:.1}", kib as f64 / 1024.0),
+    )
+}
+
+/// The markdown table, one row per configuration, then one line per failure.
+pub(crate) fn table(results: &[(Setup, Figures)]) -> String {
+    let mut out = String::new();
+    out.push_str(
+        "| peers | profile | detect p50 (s) | detect p99 (s) | detect max (s) | trials ok | join p50 (s) \
+         | rejoin p50 (s) | idle gossip (B/s/node) | idle packets (/s/node) | RSS mean (MiB) | RSS max (MiB) \
+         | false suspect / down |\n",
+    );
+    out.push_str("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for (setup, f) in results {
+        let rss_mean =
+            (!f.rss_kib.is_empty()).then(|| f.rss_kib.iter().sum::<u64>() / f.rss_kib.len() as u64);
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {}/{} | {} | {} | {} | {} | {} | {} | {} / {} |",
+            setup.size,
+            setup.profile,
+            secs(percentile(&f.detect_ms, 0.50)),
+            secs(percentile(&f.detect_ms, 0.99)),
+            secs(f.detect_ms.iter().max().copied()),
+            f.detect_ms.len(),
+            setup.trials,
+            secs(percentile(&f.join_ms, 0.50)),
+            secs(percentile(&f.rejoin_ms, 0.50)),
+            f.idle_bytes_per_s
+                .map_or_else(|| "–".to_owned(), |b| format!("{b:.0}")),
+            f.idle_packets_per_s
+                .map_or_else(|| "–".to_owned(), |p| format!("{p:.1}")),
+            mib(rss_mean),
+            mib(f.rss_kib.iter().max().copied()),
+            f.alarms.suspect.len(),
+            f.alarms.down.len(),
+        );
+    }
+    let mut notes = String::new();
+    for (setup, f) in results {
+        let label = format!("{} peers, {}", setup.size, setup.profile);
+        if let Some(formed) = f.formed {
+            let _ = writeln!(notes, "- {label}: formed in {:.1} s", formed.as_secs_f64());
+        }
+        for failure in &f.failures {
+            let _ = writeln!(notes, "- {label}: failed: {failure}");
+        }
+        if let Some(why) = &f.aborted {
+            let _ = writeln!(notes, "- {label}: stopped early: {why}");
+        }
+    }
+    if !notes.is_empty() {
+        out.push('\n');
+        out.push_str(&notes);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentile;
+
+    #[test]
+    fn nearest_rank() {
+        let v: Vec<u64> = (1..=10).collect();
+        assert_eq!(percentile(&v, 0.5), Some(5));
+        assert_eq!(percentile(&v, 0.99), Some(10));
+        assert_eq!(percentile(&[7], 0.5), Some(7));
+        assert_eq!(percentile(&[], 0.5), None);
+    }
+}
