@@ -8,7 +8,9 @@ use std::sync::Arc;
 use knit_mesh::quic::{Mesh, View};
 use knit_mesh::store::{Store, owned_key};
 use knit_mesh::{MemberState, NodeId};
-use knit_scheduler::{Availability, NodeView, Placement, PlacementConfig, ReplicaReport, Resources, ServiceSpec};
+use knit_scheduler::{
+    Availability, NodeView, Placement, PlacementConfig, ReplicaReport, Resources, ServiceSpec,
+};
 use serde::{Deserialize, Serialize};
 
 /// Service specs live under `svc/<name>`; last writer wins.
@@ -17,6 +19,12 @@ pub(crate) fn service_key(name: &str) -> String {
 }
 
 const SERVICE_PREFIX: &str = "svc/";
+
+/// The last spec version a service name used, kept after `service rm` so that a service
+/// created again under the same name never reuses a version its old replicas carry.
+pub(crate) fn service_version_key(name: &str) -> String {
+    format!("svc-version/{name}")
+}
 
 /// An operator's override of a node's availability and labels (`knit node update`),
 /// written by any peer; last writer wins.
@@ -29,10 +37,18 @@ pub(crate) fn info_key(node: &NodeId) -> String {
     owned_key(node, "info")
 }
 
-/// The key of a node's replica reports, written by that node alone.
-pub(crate) fn replicas_key(node: &NodeId) -> String {
-    owned_key(node, "replicas")
+/// The key of one replica's report, written by its node alone. One key per replica keeps
+/// each write small enough to spread as a rumor.
+pub(crate) fn report_key(node: &NodeId, runtime_id: &str) -> String {
+    owned_key(node, &format!("r/{runtime_id}"))
 }
+
+fn reports_prefix(node: &NodeId) -> String {
+    owned_key(node, "r/")
+}
+
+/// The label that marks nodes with a Docker engine; docker services are placed on them only.
+pub(crate) const DOCKER_LABEL: &str = "knit.driver.docker";
 
 /// What a node says about itself.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -44,6 +60,9 @@ pub(crate) struct NodeInfo {
     pub(crate) started_at_ms: u64,
     #[serde(default)]
     pub(crate) capacity: Resources,
+    /// The drivers this node can run: `docker`, `process`.
+    #[serde(default)]
+    pub(crate) drivers: Vec<String>,
 }
 
 /// What `knit node update` sets.
@@ -107,6 +126,11 @@ impl Snapshot {
             .collect()
     }
 
+    /// The last spec version used under `name`, removed or not.
+    pub(crate) fn last_version(&self, name: &str) -> u64 {
+        self.decode(&service_version_key(name)).unwrap_or(0)
+    }
+
     /// One service's spec.
     pub(crate) fn spec(&self, name: &str) -> Option<ServiceSpec> {
         self.decode(&service_key(name))
@@ -120,9 +144,13 @@ impl Snapshot {
         self.decode(&node_spec_key(node)).unwrap_or_default()
     }
 
-    /// What a replica report list says for a node (empty when it has not reported).
+    /// The replicas a node reports (empty when it has not reported).
     pub(crate) fn reports(&self, node: &NodeId) -> Vec<ReplicaReport> {
-        self.decode(&replicas_key(node)).unwrap_or_default()
+        let prefix = reports_prefix(node);
+        self.store
+            .scan(&prefix)
+            .filter_map(|(key, _, _)| self.decode::<ReplicaReport>(key))
+            .collect()
     }
 
     /// A node's labels: the override if an operator set one, else what it started with.
@@ -142,20 +170,28 @@ impl Snapshot {
             .filter_map(|m| {
                 let id = knit_scheduler::NodeId::new(m.peer.node.to_string()).ok()?;
                 let info = self.info(&m.peer.node);
+                let mut labels = self.labels(&m.peer.node);
+                if info
+                    .as_ref()
+                    .is_some_and(|i| i.drivers.iter().any(|d| d == "docker"))
+                {
+                    labels.insert(DOCKER_LABEL.to_owned(), "true".to_owned());
+                }
                 Some(NodeView {
                     id,
                     name: info.as_ref().map(|i| i.name.clone()).unwrap_or_default(),
                     availability: self.node_spec(&m.peer.node).availability,
-                    labels: self.labels(&m.peer.node),
+                    labels,
                     capacity: info.map(|i| i.capacity).unwrap_or_default(),
                 })
             })
             .collect()
     }
 
-    /// The placement every peer with this reading computes.
+    /// The placement every peer with this reading computes. Docker services go to nodes
+    /// with a Docker engine only.
     pub(crate) fn placement(&self) -> Placement {
-        let specs: Vec<ServiceSpec> = self.specs().into_values().collect();
+        let specs: Vec<ServiceSpec> = self.specs().into_values().map(placeable).collect();
         knit_scheduler::place(&self.node_views(), &specs, &PlacementConfig::default())
     }
 
@@ -165,7 +201,10 @@ impl Snapshot {
             .members
             .iter()
             .map(|m| {
-                let name = self.info(&m.peer.node).map(|i| i.name).unwrap_or_else(|| m.peer.node.short());
+                let name = self
+                    .info(&m.peer.node)
+                    .map(|i| i.name)
+                    .unwrap_or_else(|| m.peer.node.short());
                 (m.peer.node.to_string(), name)
             })
             .collect()
@@ -183,4 +222,14 @@ impl Snapshot {
             })
             .collect()
     }
+}
+
+/// `spec` with the constraints placement adds: a docker service needs a Docker engine.
+fn placeable(mut spec: ServiceSpec) -> ServiceSpec {
+    if spec.driver == knit_scheduler::spec::Driver::Docker {
+        if let Ok(c) = format!("node.labels.{DOCKER_LABEL}==true").parse() {
+            spec.constraints.push(c);
+        }
+    }
+    spec
 }

@@ -8,8 +8,8 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use knit_scheduler::ServiceSpec;
 use knit_scheduler::spec::{
-    Autoscale, Constraint, Driver, HealthCheck, Mode, PortSpec, Probe, UpdateConfig, parse_cpu_millis, parse_duration_ms,
-    parse_memory_bytes,
+    Autoscale, Constraint, Driver, HealthCheck, Mode, PortSpec, Probe, UpdateConfig,
+    parse_cpu_millis, parse_duration_ms, parse_memory_bytes,
 };
 use serde::de::DeserializeOwned;
 
@@ -132,14 +132,20 @@ pub(crate) fn pairs(flag: &str, items: &[String]) -> Result<BTreeMap<String, Str
 pub(crate) fn ports(flag: &str, items: &[String]) -> Result<Vec<PortSpec>> {
     items
         .iter()
-        .map(|p| p.parse::<PortSpec>().with_context(|| format!("--{flag} {p:?}")))
+        .map(|p| {
+            p.parse::<PortSpec>()
+                .with_context(|| format!("--{flag} {p:?}"))
+        })
         .collect()
 }
 
 pub(crate) fn constraints(flag: &str, items: &[String]) -> Result<Vec<Constraint>> {
     items
         .iter()
-        .map(|c| c.parse::<Constraint>().with_context(|| format!("--{flag} {c:?}")))
+        .map(|c| {
+            c.parse::<Constraint>()
+                .with_context(|| format!("--{flag} {c:?}"))
+        })
         .collect()
 }
 
@@ -210,7 +216,11 @@ impl SpecFlags {
         }
         let probe = match (&self.health_cmd, &self.health_http) {
             (Some(_), Some(_)) => bail!("give --health-cmd or --health-http, not both"),
-            (Some(cmd), None) => Some(Probe::Command(vec!["/bin/sh".into(), "-c".into(), cmd.clone()])),
+            (Some(cmd), None) => Some(Probe::Command(vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                cmd.clone(),
+            ])),
             (None, Some(path)) => Some(Probe::Http {
                 path: path.clone(),
                 port: None,
@@ -218,7 +228,10 @@ impl SpecFlags {
             (None, None) => None,
         };
         if let Some(probe) = probe {
-            let mut health = spec.health.take().unwrap_or_else(|| HealthCheck::new(probe.clone()));
+            let mut health = spec
+                .health
+                .take()
+                .unwrap_or_else(|| HealthCheck::new(probe.clone()));
             health.probe = probe;
             spec.health = Some(health);
         }
@@ -262,7 +275,8 @@ impl SpecFlags {
             update.monitor_ms = duration(&format!("{prefix}-monitor"), v)?;
         }
         if let Some(v) = &self.update_failure_action {
-            update.failure_action = choice("update-failure-action", v, "pause, continue or rollback")?;
+            update.failure_action =
+                choice("update-failure-action", v, "pause, continue or rollback")?;
         }
         if let Some(v) = self.update_max_failure_ratio {
             update.max_failure_ratio = v;
@@ -287,7 +301,10 @@ impl SpecFlags {
     }
 
     fn apply_autoscale(&self, spec: &mut ServiceSpec) {
-        if self.autoscale_min.is_none() && self.autoscale_max.is_none() && self.autoscale_cpu_target.is_none() {
+        if self.autoscale_min.is_none()
+            && self.autoscale_max.is_none()
+            && self.autoscale_cpu_target.is_none()
+        {
             return;
         }
         let current = spec.replicas().max(1);
@@ -426,11 +443,15 @@ impl UpdateArgs {
         }
         for rm in &self.publish_rm {
             let (port, proto) = rm.split_once('/').unwrap_or((rm, "tcp"));
-            let port: u16 = port.parse().with_context(|| format!("--publish-rm {rm:?}: give PUBLISHED[/tcp|udp]"))?;
-            spec.ports.retain(|p| !(p.published == port && p.protocol.to_string() == proto));
+            let port: u16 = port
+                .parse()
+                .with_context(|| format!("--publish-rm {rm:?}: give PUBLISHED[/tcp|udp]"))?;
+            spec.ports
+                .retain(|p| !(p.published == port && p.protocol.to_string() == proto));
         }
         for add in ports("publish-add", &self.publish_add)? {
-            spec.ports.retain(|p| !(p.published == add.published && p.protocol == add.protocol));
+            spec.ports
+                .retain(|p| !(p.published == add.published && p.protocol == add.protocol));
             spec.ports.push(add);
         }
         for key in &self.env_rm {

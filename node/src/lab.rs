@@ -24,7 +24,13 @@ fn addr(i: usize, port: u16) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::new(127, 0, 0, host), port))
 }
 
-async fn spawn(exe: &Path, root: &Path, args: &LabArgs, i: usize, join: Option<(SocketAddr, &str)>) -> Result<LabPeer> {
+async fn spawn(
+    exe: &Path,
+    root: &Path,
+    args: &LabArgs,
+    i: usize,
+    join: Option<(SocketAddr, &str)>,
+) -> Result<LabPeer> {
     let name = format!("lab-{}", i + 1);
     let (listen, api) = (addr(i, 7946), addr(i, 7947));
     let log = std::fs::File::create(root.join(format!("{name}.log")))?;
@@ -34,14 +40,34 @@ async fn spawn(exe: &Path, root: &Path, args: &LabArgs, i: usize, join: Option<(
     cmd.arg("--listen").arg(listen.to_string());
     cmd.args(["--name", &name, "--profile", &args.profile.to_string()]);
     if let Some((seed, token)) = join {
-        cmd.arg("--join").arg(seed.to_string()).args(["--token", token]);
+        cmd.arg("--join")
+            .arg(seed.to_string())
+            .args(["--token", token]);
     }
-    for var in ["KNIT_API", "KNIT_DATA_DIR", "KNIT_LISTEN", "KNIT_ADVERTISE", "KNIT_JOIN", "KNIT_TOKEN", "KNIT_NAME"] {
+    for var in [
+        "KNIT_API",
+        "KNIT_DATA_DIR",
+        "KNIT_LISTEN",
+        "KNIT_ADVERTISE",
+        "KNIT_JOIN",
+        "KNIT_TOKEN",
+        "KNIT_NAME",
+    ] {
         cmd.env_remove(var);
     }
-    cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).kill_on_drop(true);
-    let child = cmd.spawn().with_context(|| format!("cannot start {}", exe.display()))?;
-    Ok(LabPeer { name, listen, api, child })
+    cmd.stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true);
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {}", exe.display()))?;
+    Ok(LabPeer {
+        name,
+        listen,
+        api,
+        child,
+    })
 }
 
 async fn wait_for_file(path: &Path, limit: Duration) -> Result<String> {
@@ -51,7 +77,10 @@ async fn wait_for_file(path: &Path, limit: Duration) -> Result<String> {
             return Ok(text.trim().to_owned());
         }
         if started.elapsed() > limit {
-            bail!("the first peer did not create the cluster within {limit:?}; see the logs in {}", path.display());
+            bail!(
+                "the first peer did not create the cluster within {limit:?}; see the logs in {}",
+                path.display()
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -69,11 +98,20 @@ pub(crate) async fn run(args: LabArgs) -> Result<()> {
     };
     std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
     let mut peers = vec![spawn(&exe, &root, &args, 0, None).await?];
-    let token = wait_for_file(&root.join("lab-1").join("join-token"), Duration::from_secs(20)).await?;
+    let token = wait_for_file(
+        &root.join("lab-1").join("join-token"),
+        Duration::from_secs(20),
+    )
+    .await?;
     for i in 1..args.nodes {
         peers.push(spawn(&exe, &root, &args, i, Some((peers[0].listen, &token))).await?);
     }
-    println!("knit lab: {} peers on loopback ({} profile); logs and data in {}", args.nodes, args.profile, root.display());
+    println!(
+        "knit lab: {} peers on loopback ({} profile); logs and data in {}",
+        args.nodes,
+        args.profile,
+        root.display()
+    );
     for peer in &peers {
         println!("  {:<8} mesh {}  api {}", peer.name, peer.listen, peer.api);
     }
@@ -92,11 +130,17 @@ pub(crate) async fn run(args: LabArgs) -> Result<()> {
     println!("stopping the lab");
     for peer in &peers {
         if let Some(pid) = peer.child.id() {
-            let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status().await;
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .await;
         }
     }
     for peer in &mut peers {
-        if tokio::time::timeout(Duration::from_secs(3), peer.child.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(3), peer.child.wait())
+            .await
+            .is_err()
+        {
             let _ = peer.child.kill().await;
         }
     }

@@ -4,11 +4,13 @@
 //! command is a client of the local peer's admin API. This crate wires the mesh and the
 //! scheduler to the outside world; it holds no protocol or placement logic.
 
+mod agent;
 mod api;
 mod cli;
 mod client;
 mod cluster;
 mod datadir;
+mod driver;
 mod flags;
 mod lab;
 mod logging;

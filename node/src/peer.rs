@@ -14,10 +14,12 @@ use knit_mesh::{NodeId, PeerId};
 use rand::RngExt;
 use tokio_util::sync::CancellationToken;
 
+use crate::agent::Agent;
 use crate::api;
-use crate::cluster::{NodeInfo, host_capacity, info_key};
 use crate::cli::UpArgs;
+use crate::cluster::{NodeInfo, host_capacity, info_key};
 use crate::datadir::DataDir;
+use crate::driver::{Drivers, docker::DockerDriver, process::ProcessDriver};
 
 fn parse_labels(labels: &[String]) -> Result<BTreeMap<String, String>> {
     labels
@@ -147,6 +149,11 @@ pub(crate) async fn up(args: UpArgs, api: &str) -> Result<()> {
     };
     let token = creds.token().to_string();
     let mesh = Mesh::start(endpoint, creds, config, shutdown.clone())?;
+    let drivers = Arc::new(drivers(dir.path()).await?);
+    let mut driver_names = vec!["process".to_owned()];
+    if drivers.docker.is_some() {
+        driver_names.insert(0, "docker".to_owned());
+    }
     let info = NodeInfo {
         name: args.name.clone().unwrap_or_else(host_name),
         addr: advertise,
@@ -154,6 +161,7 @@ pub(crate) async fn up(args: UpArgs, api: &str) -> Result<()> {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         started_at_ms: now_ms(),
         capacity: host_capacity(),
+        drivers: driver_names,
     };
     mesh.put(&info_key(&node), Some(serde_json::to_vec(&info)?))
         .await?;
@@ -165,8 +173,15 @@ pub(crate) async fn up(args: UpArgs, api: &str) -> Result<()> {
         );
     }
     let dir = Arc::new(dir);
+    let (agent, events) = Agent::new(mesh.clone(), drivers, node)?;
+    tokio::spawn(agent.run(events, shutdown.clone()));
     let (saved_tx, saved) = tokio::sync::watch::channel(0);
-    tokio::spawn(persist(mesh.clone(), dir.clone(), saved_tx, shutdown.clone()));
+    tokio::spawn(persist(
+        mesh.clone(),
+        dir.clone(),
+        saved_tx,
+        shutdown.clone(),
+    ));
     let state = api::ApiState::new(mesh.clone(), token, saved);
     let server = tokio::spawn(api::serve(api_listener, state, shutdown.clone()));
 
@@ -179,6 +194,19 @@ pub(crate) async fn up(args: UpArgs, api: &str) -> Result<()> {
     dir.save_store(&store)?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The drivers this host has: always `process`; `docker` when an engine answers.
+async fn drivers(data_dir: &std::path::Path) -> Result<Drivers> {
+    let process = ProcessDriver::new(&data_dir.join("processes"))?;
+    let docker = match DockerDriver::connect().await {
+        Ok(docker) => Some(docker),
+        Err(e) => {
+            tracing::info!(reason = %e, "no Docker engine: docker services will not be placed on this node");
+            None
+        }
+    };
+    Ok(Drivers { docker, process })
 }
 
 /// Addresses of members this node knew before, to find the cluster again after a restart.
@@ -194,7 +222,12 @@ fn known_addrs(store: &knit_mesh::store::Store, me: &NodeId) -> Vec<SocketAddr> 
 
 /// Writes the state to the data dir whenever it changes, publishing the version saved
 /// (acknowledged writes wait for it), and the epoch whenever the mesh moves to a newer one.
-async fn persist(mesh: Mesh, dir: Arc<DataDir>, saved: tokio::sync::watch::Sender<u64>, shutdown: CancellationToken) {
+async fn persist(
+    mesh: Mesh,
+    dir: Arc<DataDir>,
+    saved: tokio::sync::watch::Sender<u64>,
+    shutdown: CancellationToken,
+) {
     let mut store = mesh.store();
     let mut view = mesh.view();
     loop {

@@ -1,1 +1,46 @@
-//! placeholder
+//! knit's scheduler: the domain (service specs, node views, replica reports) and the pure
+//! functions every peer runs over it — who runs which slot, and what one node should do.
+//!
+//! What it is: deterministic functions of their arguments. Every peer that sees the same
+//! nodes and specs computes the same [`placement::Placement`], whatever order the inputs
+//! came in and whichever peer computes it. Collections in results are `BTreeMap`s or
+//! sorted `Vec`s; no `HashMap` order leaks out.
+//!
+//! What it is not: there is no IO, no clock, no async and no randomness here. Time enters
+//! as numbers in reports and specs; the runtime that starts containers, waits out restart
+//! delays and gossips state lives in `knit` (node) and `knit-sim` (simulator).
+//!
+//! Modules:
+//! - [`spec`]: service specs in Docker Swarm's vocabulary, their parsers and `validate`.
+//! - [`node`]: [`node::NodeId`], [`node::NodeView`], availability.
+//! - [`replica`]: slots (`blog.3`) and replica reports.
+//! - [`placement`]: who runs which slot (rendezvous hashing with bounded loads), in full
+//!   ([`placement::place`]) or incrementally ([`placement::Placer`]).
+//! - [`reconcile`]: what one node should start, stop or replace ([`reconcile::plan`]).
+//!
+//! Laws (tested with proptest beside the code):
+//! - every slot of every service is either assigned to a node or pending with a reason;
+//! - only active nodes receive slots (a paused node may keep the slots it holds);
+//! - no node holds more than the load bound `ceil(load_factor * slots / active nodes)`;
+//! - reservations never exceed a node's known capacity; constraints always hold;
+//! - the result does not depend on input order, and [`placement::Placer`]'s incremental
+//!   result equals a full [`placement::place`] on the same inputs;
+//! - losing a node moves only that node's slots, and a join moves slots only to the new
+//!   node, whenever no load bound binds (with bounds binding, see [`placement`]);
+//! - a handoff is make-before-break: the old owner stops only once the new owner serves.
+
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod node;
+pub mod placement;
+pub mod reconcile;
+pub mod replica;
+pub mod spec;
+
+pub use error::SpecError;
+pub use node::{Availability, NodeId, NodeView};
+pub use placement::{Placement, PlacementConfig, Placer, place, place_keeping};
+pub use reconcile::{Action, ReconcileConfig, StartCause, StopReason, plan};
+pub use replica::{Health, ReplicaReport, ReplicaState, SlotId, SlotKey};
+pub use spec::{Resources, ServiceSpec};

@@ -44,13 +44,20 @@ impl ApiState {
     /// Writes `key` and returns once the write is in this peer's data dir: a write the API
     /// acknowledged survives a crash of this peer.
     async fn write(&self, key: &str, value: Option<Vec<u8>>) -> Result<(), ApiError> {
-        let stamp = self.mesh.put(key, value).await.map_err(|_| ApiError::unavailable())?;
-        let mut store = self.mesh.store();
-        let applied = tokio::time::timeout(WRITE_TIMEOUT, store.wait_for(|s| s.stamp(key).is_some_and(|s| s >= stamp)))
+        let stamp = self
+            .mesh
+            .put(key, value)
             .await
-            .map_err(|_| ApiError::unavailable())?
-            .map_err(|_| ApiError::unavailable())?
-            .version();
+            .map_err(|_| ApiError::unavailable())?;
+        let mut store = self.mesh.store();
+        let applied = tokio::time::timeout(
+            WRITE_TIMEOUT,
+            store.wait_for(|s| s.stamp(key).is_some_and(|s| s >= stamp)),
+        )
+        .await
+        .map_err(|_| ApiError::unavailable())?
+        .map_err(|_| ApiError::unavailable())?
+        .version();
         let mut saved = self.saved.clone();
         tokio::time::timeout(WRITE_TIMEOUT, saved.wait_for(|v| *v >= applied))
             .await
@@ -89,7 +96,12 @@ pub(crate) fn router(state: ApiState) -> Router {
         .route("/v1/nodes/{node}", get(nodes::inspect))
         .route("/v1/nodes/{node}/spec", post(nodes::update))
         .route("/v1/services", get(services::list).post(services::create))
-        .route("/v1/services/{name}", get(services::inspect).post(services::update).delete(services::remove))
+        .route(
+            "/v1/services/{name}",
+            get(services::inspect)
+                .post(services::update)
+                .delete(services::remove),
+        )
         .route("/v1/services/{name}/rollback", post(services::rollback))
         .route("/v1/services/{name}/ps", get(services::ps))
         .route("/v1/token", get(token))
@@ -98,7 +110,11 @@ pub(crate) fn router(state: ApiState) -> Router {
 }
 
 /// Serves until `shutdown`.
-pub(crate) async fn serve(listener: tokio::net::TcpListener, state: ApiState, shutdown: CancellationToken) {
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    shutdown: CancellationToken,
+) {
     let app = router(state);
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })

@@ -77,7 +77,10 @@ fn find<'a>(nodes: &'a [NodeSummary], key: &str) -> Result<&'a NodeSummary, ApiE
         .collect();
     match matches.as_slice() {
         [one] => Ok(one),
-        [] => Err(ApiError::new(StatusCode::NOT_FOUND, format!("no such node: {key}; `knit node ls` lists them"))),
+        [] => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no such node: {key}; `knit node ls` lists them"),
+        )),
         _ => Err(ApiError::new(
             StatusCode::CONFLICT,
             format!("{key} matches {} nodes; give more of the id", matches.len()),
@@ -85,7 +88,10 @@ fn find<'a>(nodes: &'a [NodeSummary], key: &str) -> Result<&'a NodeSummary, ApiE
     }
 }
 
-pub(super) async fn inspect(State(state): State<ApiState>, Path(node): Path<String>) -> Result<Json<NodeSummary>, ApiError> {
+pub(super) async fn inspect(
+    State(state): State<ApiState>,
+    Path(node): Path<String>,
+) -> Result<Json<NodeSummary>, ApiError> {
     let nodes = summaries(&Snapshot::of(&state.mesh));
     find(&nodes, &node).map(|n| Json(n.clone()))
 }
@@ -101,7 +107,8 @@ pub(super) async fn update(
         .id
         .parse()
         .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "bad node id"))?;
-    let bytes = serde_json::to_vec(&spec).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let bytes = serde_json::to_vec(&spec)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
     state.write(&node_spec_key(&id), Some(bytes)).await?;
     let nodes = summaries(&Snapshot::of(&state.mesh));
     find(&nodes, &id.to_string()).map(|n| Json(n.clone()))

@@ -15,7 +15,7 @@ use knit_scheduler::{Health, ReplicaState, ServiceSpec, SlotId};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, ApiState};
-use crate::cluster::{Snapshot, service_key};
+use crate::cluster::{Snapshot, service_key, service_version_key};
 
 /// One service as `service ls` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -64,7 +64,10 @@ fn lower<T: Serialize>(value: &T) -> String {
 }
 
 fn not_found(name: &str) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, format!("no such service: {name}; `knit service ls` lists them"))
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no such service: {name}; `knit service ls` lists them"),
+    )
 }
 
 fn invalid(e: impl std::fmt::Display) -> ApiError {
@@ -72,27 +75,41 @@ fn invalid(e: impl std::fmt::Display) -> ApiError {
 }
 
 async fn store_spec(state: &ApiState, spec: &ServiceSpec) -> Result<(), ApiError> {
+    let version = serde_json::to_vec(&spec.version).map_err(invalid)?;
+    state.write(&service_version_key(&spec.name), Some(version)).await?;
     let bytes = serde_json::to_vec(spec).map_err(invalid)?;
     state.write(&service_key(&spec.name), Some(bytes)).await
 }
 
-pub(super) async fn create(State(state): State<ApiState>, Json(mut spec): Json<ServiceSpec>) -> Result<Json<ServiceSpec>, ApiError> {
+pub(super) async fn create(
+    State(state): State<ApiState>,
+    Json(mut spec): Json<ServiceSpec>,
+) -> Result<Json<ServiceSpec>, ApiError> {
     spec.validate().map_err(invalid)?;
     let snapshot = Snapshot::of(&state.mesh);
     if snapshot.spec(&spec.name).is_some() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            format!("service {} already exists; change it with `knit service update`", spec.name),
+            format!(
+                "service {} already exists; change it with `knit service update`",
+                spec.name
+            ),
         ));
     }
-    spec.version = 1;
+    spec.version = snapshot.last_version(&spec.name) + 1;
     spec.previous = None;
     store_spec(&state, &spec).await?;
     Ok(Json(spec))
 }
 
-pub(super) async fn inspect(State(state): State<ApiState>, Path(name): Path<String>) -> Result<Json<ServiceSpec>, ApiError> {
-    Snapshot::of(&state.mesh).spec(&name).map(Json).ok_or_else(|| not_found(&name))
+pub(super) async fn inspect(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<ServiceSpec>, ApiError> {
+    Snapshot::of(&state.mesh)
+        .spec(&name)
+        .map(Json)
+        .ok_or_else(|| not_found(&name))
 }
 
 fn next_version(current: &ServiceSpec, mut next: ServiceSpec) -> ServiceSpec {
@@ -109,7 +126,9 @@ pub(super) async fn update(
     Path(name): Path<String>,
     Json(request): Json<UpdateRequest>,
 ) -> Result<Json<ServiceSpec>, ApiError> {
-    let current = Snapshot::of(&state.mesh).spec(&name).ok_or_else(|| not_found(&name))?;
+    let current = Snapshot::of(&state.mesh)
+        .spec(&name)
+        .ok_or_else(|| not_found(&name))?;
     if request.from_version != current.version {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -120,7 +139,10 @@ pub(super) async fn update(
         ));
     }
     if request.spec.name != name {
-        return Err(invalid(format!("a service cannot be renamed ({name} -> {})", request.spec.name)));
+        return Err(invalid(format!(
+            "a service cannot be renamed ({name} -> {})",
+            request.spec.name
+        )));
     }
     request.spec.validate().map_err(invalid)?;
     let next = next_version(&current, request.spec);
@@ -128,8 +150,13 @@ pub(super) async fn update(
     Ok(Json(next))
 }
 
-pub(super) async fn rollback(State(state): State<ApiState>, Path(name): Path<String>) -> Result<Json<ServiceSpec>, ApiError> {
-    let current = Snapshot::of(&state.mesh).spec(&name).ok_or_else(|| not_found(&name))?;
+pub(super) async fn rollback(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<ServiceSpec>, ApiError> {
+    let current = Snapshot::of(&state.mesh)
+        .spec(&name)
+        .ok_or_else(|| not_found(&name))?;
     let Some(previous) = current.previous.clone() else {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -141,7 +168,10 @@ pub(super) async fn rollback(State(state): State<ApiState>, Path(name): Path<Str
     Ok(Json(next))
 }
 
-pub(super) async fn remove(State(state): State<ApiState>, Path(name): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+pub(super) async fn remove(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     if Snapshot::of(&state.mesh).spec(&name).is_none() {
         return Err(not_found(&name));
     }
@@ -157,7 +187,11 @@ pub(super) async fn list(State(state): State<ApiState>) -> Json<Vec<ServiceSumma
         .specs()
         .into_values()
         .map(|spec| {
-            let slots: Vec<SlotId> = placement.iter().filter(|(s, _)| s.service == spec.name).map(|(s, _)| s).collect();
+            let slots: Vec<SlotId> = placement
+                .iter()
+                .filter(|(s, _)| s.service == spec.name)
+                .map(|(s, _)| s)
+                .collect();
             let running: BTreeSet<&SlotId> = observed
                 .values()
                 .flatten()
@@ -172,7 +206,11 @@ pub(super) async fn list(State(state): State<ApiState>) -> Json<Vec<ServiceSumma
                 replicas: u32::try_from(slots.len()).unwrap_or(u32::MAX),
                 running: u32::try_from(running.len()).unwrap_or(u32::MAX),
                 image: spec.image.clone().unwrap_or_else(|| spec.command.join(" ")),
-                ports: spec.ports.iter().map(|p| format!("*:{}->{}/{}", p.published, p.target, p.protocol)).collect(),
+                ports: spec
+                    .ports
+                    .iter()
+                    .map(|p| format!("*:{}->{}/{}", p.published, p.target, p.protocol))
+                    .collect(),
                 version: spec.version,
                 name: spec.name,
             }
@@ -181,7 +219,10 @@ pub(super) async fn list(State(state): State<ApiState>) -> Json<Vec<ServiceSumma
     Json(rows)
 }
 
-pub(super) async fn ps(State(state): State<ApiState>, Path(name): Path<String>) -> Result<Json<Vec<TaskRow>>, ApiError> {
+pub(super) async fn ps(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<TaskRow>>, ApiError> {
     let snapshot = Snapshot::of(&state.mesh);
     if snapshot.spec(&name).is_none() {
         return Err(not_found(&name));
@@ -189,6 +230,13 @@ pub(super) async fn ps(State(state): State<ApiState>, Path(name): Path<String>) 
     let placement = snapshot.placement();
     let observed = snapshot.observed();
     let names = snapshot.names();
+    let active: BTreeSet<String> = snapshot
+        .view
+        .members
+        .iter()
+        .filter(|m| m.state.is_active())
+        .map(|m| m.peer.node.to_string())
+        .collect();
     let mut rows = Vec::new();
     for (slot, assignment) in placement.iter().filter(|(s, _)| s.service == name) {
         let (node_id, pending) = match assignment {
@@ -196,7 +244,10 @@ pub(super) async fn ps(State(state): State<ApiState>, Path(name): Path<String>) 
             Assignment::Pending(reason) => (String::new(), Some(reason.to_string())),
         };
         let owner = node_id.clone();
-        let report = observed.iter().find(|(n, _)| n.as_str() == node_id).and_then(|(_, reports)| reports.iter().find(|r| r.slot == slot));
+        let report = observed
+            .iter()
+            .find(|(n, _)| n.as_str() == node_id)
+            .and_then(|(_, reports)| reports.iter().find(|r| r.slot == slot));
         rows.push(TaskRow {
             slot: slot.to_string(),
             node: names.get(&node_id).cloned().unwrap_or_default(),
@@ -213,13 +264,15 @@ pub(super) async fn ps(State(state): State<ApiState>, Path(name): Path<String>) 
             node_id,
         });
         for (other, reports) in observed.iter().filter(|(n, _)| n.as_str() != owner) {
+            let reachable = active.contains(other.as_str());
             for r in reports.iter().filter(|r| r.slot == slot) {
                 rows.push(TaskRow {
                     slot: slot.to_string(),
                     node: names.get(other.as_str()).cloned().unwrap_or_default(),
                     node_id: other.to_string(),
                     desired_state: "shutdown".into(),
-                    state: lower(&r.state),
+                    // A node that is down cannot say what became of its replicas.
+                    state: if reachable { lower(&r.state) } else { "lost".into() },
                     health: lower(&r.health),
                     spec_version: r.spec_version,
                     host_port: r.host_ports.values().next().copied(),

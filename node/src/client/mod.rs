@@ -73,15 +73,22 @@ impl Client {
     }
 
     pub(crate) async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        self.send(self.http.get(format!("{}{path}", self.base))).await
+        self.send(self.http.get(format!("{}{path}", self.base)))
+            .await
     }
 
-    pub(crate) async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
-        self.send(self.http.post(format!("{}{path}", self.base)).json(body)).await
+    pub(crate) async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
+        self.send(self.http.post(format!("{}{path}", self.base)).json(body))
+            .await
     }
 
     pub(crate) async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        self.send(self.http.delete(format!("{}{path}", self.base))).await
+        self.send(self.http.delete(format!("{}{path}", self.base)))
+            .await
     }
 }
 
@@ -89,7 +96,9 @@ impl Client {
 pub(crate) async fn run(api: &str, command: Command) -> Result<()> {
     let client = Client::new(api)?;
     match command {
-        Command::Up(_) | Command::Lab(_) => bail!("`up` and `lab` run peers; they are not client commands"),
+        Command::Up(_) | Command::Lab(_) => {
+            bail!("`up` and `lab` run peers; they are not client commands")
+        }
         Command::Token => {
             let answer: serde_json::Value = client.get("/v1/token").await?;
             println!("{}", answer["token"].as_str().unwrap_or_default());

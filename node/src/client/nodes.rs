@@ -34,7 +34,9 @@ pub(super) async fn run(client: &Client, command: NodeCommand) -> Result<()> {
                 Some("active") => Availability::Active,
                 Some("pause") => Availability::Pause,
                 Some("drain") => Availability::Drain,
-                Some(other) => bail!("--availability {other:?} is not valid: use active, pause or drain"),
+                Some(other) => {
+                    bail!("--availability {other:?} is not valid: use active, pause or drain")
+                }
             };
             let mut labels = current.labels.clone();
             for key in &label_rm {
@@ -45,7 +47,9 @@ pub(super) async fn run(client: &Client, command: NodeCommand) -> Result<()> {
                 availability,
                 labels: Some(labels),
             };
-            let updated: NodeSummary = client.post(&format!("/v1/nodes/{}/spec", current.id), &spec).await?;
+            let updated: NodeSummary = client
+                .post(&format!("/v1/nodes/{}/spec", current.id), &spec)
+                .await?;
             println!("{}", updated.id);
         }
     }
@@ -58,7 +62,11 @@ fn print(nodes: &[NodeSummary]) {
         "ID", "NAME", "ADDR", "STATE", "AVAILABILITY", "EPOCH"
     );
     for n in nodes {
-        let id = format!("{}{}", &n.id[..12.min(n.id.len())], if n.is_self { " *" } else { "" });
+        let id = format!(
+            "{}{}",
+            &n.id[..12.min(n.id.len())],
+            if n.is_self { " *" } else { "" }
+        );
         let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!(
             "{:<14} {:<16} {:<22} {:<8} {:<12} {:>6}  {}",

@@ -42,7 +42,11 @@ pub(super) async fn run(client: &Client, command: ServiceCommand) -> Result<()> 
         ServiceCommand::Inspect { names } => {
             let mut specs = Vec::new();
             for name in names {
-                specs.push(client.get::<ServiceSpec>(&format!("/v1/services/{name}")).await?);
+                specs.push(
+                    client
+                        .get::<ServiceSpec>(&format!("/v1/services/{name}"))
+                        .await?,
+                );
             }
             println!("{}", serde_json::to_string_pretty(&specs)?);
         }
@@ -50,7 +54,11 @@ pub(super) async fn run(client: &Client, command: ServiceCommand) -> Result<()> 
         ServiceCommand::Update(args) => {
             let updated = update(client, &args.name, |current| {
                 let next = args.apply(current)?;
-                if !args.force && same(current, &next) { Ok(None) } else { Ok(Some(next)) }
+                if !args.force && same(current, &next) {
+                    Ok(None)
+                } else {
+                    Ok(Some(next))
+                }
             })
             .await?;
             match updated {
@@ -64,13 +72,21 @@ pub(super) async fn run(client: &Client, command: ServiceCommand) -> Result<()> 
             }
         }
         ServiceCommand::Rollback { name } => {
-            let spec: ServiceSpec = client.post(&format!("/v1/services/{name}/rollback"), &()).await?;
-            println!("{} rolled back to the previous spec (now version {})", spec.name, spec.version);
+            let spec: ServiceSpec = client
+                .post(&format!("/v1/services/{name}/rollback"), &())
+                .await?;
+            println!(
+                "{} rolled back to the previous spec (now version {})",
+                spec.name, spec.version
+            );
         }
         ServiceCommand::Rm { names } => {
             let mut failed = 0;
             for name in names {
-                match client.delete::<serde_json::Value>(&format!("/v1/services/{name}")).await {
+                match client
+                    .delete::<serde_json::Value>(&format!("/v1/services/{name}"))
+                    .await
+                {
                     Ok(_) => println!("{name}"),
                     Err(e) => {
                         eprintln!("error: {e:#}");
@@ -112,9 +128,15 @@ async fn update(
             spec: next,
             from_version: current.version,
         };
-        match client.post::<_, ServiceSpec>(&format!("/v1/services/{name}"), &request).await {
+        match client
+            .post::<_, ServiceSpec>(&format!("/v1/services/{name}"), &request)
+            .await
+        {
             Ok(spec) => return Ok(Some(spec)),
-            Err(e) if attempt < UPDATE_ATTEMPTS && e.downcast_ref::<ApiRefusal>().is_some_and(|r| r.status == 409) => {}
+            Err(e)
+                if attempt < UPDATE_ATTEMPTS
+                    && e.downcast_ref::<ApiRefusal>()
+                        .is_some_and(|r| r.status == 409) => {}
             Err(e) => return Err(e),
         }
     }
@@ -127,15 +149,17 @@ async fn scale(client: &Client, targets: &[String]) -> Result<()> {
         let (name, replicas) = target
             .split_once('=')
             .with_context(|| format!("{target:?}: write it as SERVICE=REPLICAS, e.g. blog=12"))?;
-        let replicas: u32 = replicas
-            .parse()
-            .with_context(|| format!("{target:?}: the replica count must be a whole number from 0 up"))?;
+        let replicas: u32 = replicas.parse().with_context(|| {
+            format!("{target:?}: the replica count must be a whole number from 0 up")
+        })?;
         parsed.push((name.to_owned(), replicas));
     }
     for (name, replicas) in parsed {
         update(client, &name, |current| {
             if current.mode == Mode::Global {
-                bail!("{name} is a global service: it runs one replica per node and cannot be scaled");
+                bail!(
+                    "{name} is a global service: it runs one replica per node and cannot be scaled"
+                );
             }
             let mut next = current.clone();
             next.mode = Mode::Replicated { replicas };
@@ -153,12 +177,22 @@ async fn converge(client: &Client, name: &str, version: u64) -> Result<()> {
     let mut last = String::new();
     loop {
         let tasks: Vec<TaskRow> = client.get(&format!("/v1/services/{name}/ps")).await?;
-        let wanted: Vec<&TaskRow> = tasks.iter().filter(|t| t.desired_state == "running").collect();
+        let wanted: Vec<&TaskRow> = tasks
+            .iter()
+            .filter(|t| t.desired_state == "running")
+            .collect();
         let done = wanted
             .iter()
-            .filter(|t| t.state == "running" && t.spec_version == version && matches!(t.health.as_str(), "none" | "healthy"))
+            .filter(|t| {
+                t.state == "running"
+                    && t.spec_version == version
+                    && matches!(t.health.as_str(), "none" | "healthy")
+            })
             .count();
-        let line = format!("{name}: {done}/{} running at version {version}", wanted.len());
+        let line = format!(
+            "{name}: {done}/{} running at version {version}",
+            wanted.len()
+        );
         if line != last {
             println!("{line}");
             last = line;
@@ -168,14 +202,19 @@ async fn converge(client: &Client, name: &str, version: u64) -> Result<()> {
             return Ok(());
         }
         if started.elapsed() > CONVERGE_TIMEOUT {
-            bail!("{name} did not converge within {CONVERGE_TIMEOUT:?}; see `knit service ps {name}`");
+            bail!(
+                "{name} did not converge within {CONVERGE_TIMEOUT:?}; see `knit service ps {name}`"
+            );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
 fn print_services(services: &[ServiceSummary]) {
-    println!("{:<20} {:<11} {:<9} {:<30} PORTS", "NAME", "MODE", "REPLICAS", "IMAGE");
+    println!(
+        "{:<20} {:<11} {:<9} {:<30} PORTS",
+        "NAME", "MODE", "REPLICAS", "IMAGE"
+    );
     for s in services {
         println!(
             "{:<20} {:<11} {:<9} {:<30} {}",

@@ -1,0 +1,410 @@
+//! The agent: makes this host run what placement gives it. Each round it lists what the
+//! drivers run, probes health, publishes a report per replica in its node-owned records,
+//! asks the scheduler for this node's plan, and carries the plan out — one operation per
+//! slot at a time, each in its own task, so a slow image pull never holds up healing.
+
+mod health;
+mod ops;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use knit_mesh::quic::Mesh;
+use knit_scheduler::spec::Driver as DriverKind;
+use knit_scheduler::{Health, ReconcileConfig, ReplicaReport, ReplicaState, ServiceSpec, SlotId};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster::{Snapshot, report_key};
+use crate::driver::{Drivers, Replica};
+
+/// Rounds happen at least this often, and at most every `ROUND_MIN`.
+const ROUND_EVERY: Duration = Duration::from_millis(500);
+const ROUND_MIN: Duration = Duration::from_millis(100);
+/// Operations (start, stop, replace) in flight at once on this host.
+const OPS_MAX: usize = 8;
+/// Events waiting for the agent.
+const EVENTS_MAX: usize = 1024;
+
+/// One replica the agent knows of.
+struct Tracked {
+    replica: Replica,
+    kind: DriverKind,
+    health: health::Tracker,
+    /// When the agent first saw it stopped, for the restart delay.
+    stopped_at: Option<Instant>,
+}
+
+/// A start that failed, reported like a failed replica so `service ps` shows why.
+struct FailedStart {
+    spec_version: u64,
+    error: String,
+    at: Instant,
+}
+
+/// What finished while the agent waited.
+pub(crate) enum Event {
+    /// An operation on this slot ended.
+    Done {
+        slot: SlotId,
+        failed_start: Option<(u64, String)>,
+    },
+    /// A health probe of this replica ended.
+    Probed {
+        runtime_id: String,
+        outcome: health::Outcome,
+    },
+}
+
+/// The agent of one peer.
+pub(crate) struct Agent {
+    mesh: Mesh,
+    drivers: Arc<Drivers>,
+    me: knit_mesh::NodeId,
+    node: knit_scheduler::NodeId,
+    replicas: BTreeMap<String, Tracked>,
+    /// Slots with an operation in flight.
+    busy: BTreeSet<SlotId>,
+    failed_starts: BTreeMap<SlotId, FailedStart>,
+    /// Restart times per slot, for the restart policy's window.
+    restarts: BTreeMap<SlotId, Vec<Instant>>,
+    /// Report keys and values this node wrote.
+    published: BTreeMap<String, Vec<u8>>,
+    events: mpsc::Sender<Event>,
+    config: ReconcileConfig,
+}
+
+impl Agent {
+    pub(crate) fn new(
+        mesh: Mesh,
+        drivers: Arc<Drivers>,
+        me: knit_mesh::NodeId,
+    ) -> anyhow::Result<(Self, mpsc::Receiver<Event>)> {
+        let (events, rx) = mpsc::channel(EVENTS_MAX);
+        let node = knit_scheduler::NodeId::new(me.to_string())?;
+        let agent = Self {
+            mesh,
+            drivers,
+            me,
+            node,
+            replicas: BTreeMap::new(),
+            busy: BTreeSet::new(),
+            failed_starts: BTreeMap::new(),
+            restarts: BTreeMap::new(),
+            published: BTreeMap::new(),
+            events,
+            config: ReconcileConfig::default(),
+        };
+        Ok((agent, rx))
+    }
+
+    /// Runs rounds until `shutdown`.
+    pub(crate) async fn run(
+        mut self,
+        mut events: mpsc::Receiver<Event>,
+        shutdown: CancellationToken,
+    ) {
+        let mut view = self.mesh.view();
+        let mut store = self.mesh.store();
+        let mut last_round = Instant::now() - ROUND_EVERY;
+        loop {
+            let wait = ROUND_EVERY.saturating_sub(last_round.elapsed());
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
+                _ = view.changed() => {}
+                _ = store.changed() => {}
+                Some(event) = events.recv() => self.absorb(event),
+            }
+            while let Ok(event) = events.try_recv() {
+                self.absorb(event);
+            }
+            let since = last_round.elapsed();
+            if since < ROUND_MIN {
+                tokio::time::sleep(ROUND_MIN - since).await;
+            }
+            last_round = Instant::now();
+            self.round().await;
+        }
+    }
+
+    fn absorb(&mut self, event: Event) {
+        match event {
+            Event::Done { slot, failed_start } => {
+                self.busy.remove(&slot);
+                match failed_start {
+                    Some((spec_version, error)) => {
+                        tracing::warn!(slot = %slot, error = %error, "start failed");
+                        self.failed_starts.insert(
+                            slot,
+                            FailedStart {
+                                spec_version,
+                                error,
+                                at: Instant::now(),
+                            },
+                        );
+                    }
+                    None => {
+                        self.failed_starts.remove(&slot);
+                    }
+                }
+            }
+            Event::Probed {
+                runtime_id,
+                outcome,
+            } => {
+                if let Some(t) = self.replicas.get_mut(&runtime_id) {
+                    t.health.record(outcome);
+                }
+            }
+        }
+    }
+
+    async fn round(&mut self) {
+        self.observe().await;
+        let snapshot = Snapshot::of(&self.mesh);
+        let specs = snapshot.specs();
+        self.probe(&specs);
+        let reports = self.reports(&specs);
+        self.publish(&snapshot, &reports).await;
+        self.act(&snapshot, specs, reports);
+    }
+
+    /// Lists what the drivers run and updates the tracked replicas.
+    async fn observe(&mut self) {
+        let mut listed: Vec<(Replica, DriverKind)> = Vec::new();
+        match self.drivers.process.list().await {
+            Ok(replicas) => listed.extend(replicas.into_iter().map(|r| (r, DriverKind::Process))),
+            Err(e) => tracing::warn!(error = %e, "cannot list processes"),
+        }
+        if let Some(docker) = &self.drivers.docker {
+            match docker.list(&self.me.to_string()).await {
+                Ok(replicas) => {
+                    listed.extend(replicas.into_iter().map(|r| (r, DriverKind::Docker)))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list containers; keeping the last known");
+                    return;
+                }
+            }
+        }
+        let ids: BTreeSet<String> = listed.iter().map(|(r, _)| r.runtime_id.clone()).collect();
+        self.replicas.retain(|id, _| ids.contains(id));
+        for (replica, kind) in listed {
+            let live = replica.state.is_live();
+            let tracked = self
+                .replicas
+                .entry(replica.runtime_id.clone())
+                .or_insert_with(|| Tracked {
+                    replica: replica.clone(),
+                    kind,
+                    health: health::Tracker::default(),
+                    stopped_at: None,
+                });
+            if !live && tracked.stopped_at.is_none() {
+                tracing::info!(slot = %replica.slot, runtime_id = %replica.runtime_id, state = ?replica.state, error = ?replica.error, "replica stopped");
+                tracked.stopped_at = Some(Instant::now());
+            }
+            tracked.replica = replica;
+        }
+    }
+
+    /// Starts the health probes that are due.
+    fn probe(&mut self, specs: &BTreeMap<String, ServiceSpec>) {
+        let now = Instant::now();
+        for (id, t) in &mut self.replicas {
+            let Some(check) = specs
+                .get(&t.replica.slot.service)
+                .and_then(|s| s.health.clone())
+            else {
+                continue;
+            };
+            if t.replica.state != ReplicaState::Running || !t.health.due(&check, now) {
+                continue;
+            }
+            t.health.probing = true;
+            let task = ops::ProbeTask {
+                drivers: self.drivers.clone(),
+                kind: t.kind,
+                runtime_id: id.clone(),
+                host_ports: t.replica.host_ports.clone(),
+                check,
+                events: self.events.clone(),
+            };
+            tokio::spawn(task.run());
+        }
+    }
+
+    fn health_of(t: &Tracked, spec: Option<&ServiceSpec>) -> Health {
+        match spec.and_then(|s| s.health.as_ref()) {
+            Some(check) if t.replica.state == ReplicaState::Running => {
+                let age = Duration::from_millis(
+                    crate::peer::now_ms().saturating_sub(t.replica.started_at_ms),
+                );
+                t.health.health(check, age)
+            }
+            Some(_) => Health::Unknown,
+            None => t.replica.driver_health.unwrap_or(Health::None),
+        }
+    }
+
+    /// This node's replica reports, as the scheduler reads them.
+    fn reports(&self, specs: &BTreeMap<String, ServiceSpec>) -> Vec<ReplicaReport> {
+        let mut reports: Vec<ReplicaReport> = self
+            .replicas
+            .values()
+            .map(|t| ReplicaReport {
+                slot: t.replica.slot.clone(),
+                spec_version: t.replica.spec_version,
+                state: t.replica.state,
+                health: Self::health_of(t, specs.get(&t.replica.slot.service)),
+                host_ports: t.replica.host_ports.clone(),
+                error: t.replica.error.clone(),
+                runtime_id: t.replica.runtime_id.clone(),
+                started_at_ms: t.replica.started_at_ms,
+                restarts: self.restarts_in_window(&t.replica.slot, specs),
+            })
+            .collect();
+        for (slot, failed) in &self.failed_starts {
+            if reports.iter().any(|r| &r.slot == slot && r.state.is_live()) {
+                continue;
+            }
+            reports.push(ReplicaReport {
+                slot: slot.clone(),
+                spec_version: failed.spec_version,
+                state: ReplicaState::Failed,
+                health: Health::None,
+                host_ports: BTreeMap::new(),
+                error: Some(failed.error.clone()),
+                runtime_id: ops::failed_start_id(slot),
+                started_at_ms: 0,
+                restarts: self.restarts_in_window(slot, specs),
+            });
+        }
+        reports
+    }
+
+    fn restarts_in_window(&self, slot: &SlotId, specs: &BTreeMap<String, ServiceSpec>) -> u32 {
+        let window = specs.get(&slot.service).map_or(0, |s| s.restart.window_ms);
+        let times = self.restarts.get(slot).map_or(&[][..], Vec::as_slice);
+        let count = times
+            .iter()
+            .filter(|t| window == 0 || t.elapsed() < Duration::from_millis(window))
+            .count();
+        u32::try_from(count).unwrap_or(u32::MAX)
+    }
+
+    /// Writes changed reports and deletes those of replicas that are gone.
+    async fn publish(&mut self, snapshot: &Snapshot, reports: &[ReplicaReport]) {
+        let mut wanted: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        for r in reports {
+            if let Ok(bytes) = serde_json::to_vec(r) {
+                wanted.insert(report_key(&self.me, &r.runtime_id), bytes);
+            }
+        }
+        if self.published.is_empty() {
+            // After a restart: what the store still holds from the last run.
+            for r in snapshot.reports(&self.me) {
+                self.published
+                    .insert(report_key(&self.me, &r.runtime_id), Vec::new());
+            }
+        }
+        let gone: Vec<String> = self
+            .published
+            .keys()
+            .filter(|k| !wanted.contains_key(*k))
+            .cloned()
+            .collect();
+        for key in gone {
+            if self.mesh.put(&key, None).await.is_ok() {
+                self.published.remove(&key);
+            }
+        }
+        for (key, value) in wanted {
+            if self.published.get(&key) != Some(&value)
+                && self.mesh.put(&key, Some(value.clone())).await.is_ok()
+            {
+                self.published.insert(key, value);
+            }
+        }
+    }
+
+    /// Plans this node's actions and starts the ones whose slot is free.
+    fn act(
+        &mut self,
+        snapshot: &Snapshot,
+        specs: BTreeMap<String, ServiceSpec>,
+        reports: Vec<ReplicaReport>,
+    ) {
+        let placement = snapshot.placement();
+        let mut observed = snapshot.observed();
+        observed.insert(self.node.clone(), reports);
+        let alive: BTreeSet<knit_scheduler::NodeId> = snapshot
+            .view
+            .members
+            .iter()
+            .filter(|m| m.state.is_active())
+            .filter_map(|m| knit_scheduler::NodeId::new(m.peer.node.to_string()).ok())
+            .collect();
+        let actions = knit_scheduler::plan(
+            &self.node,
+            &placement,
+            &specs,
+            &observed,
+            &alive,
+            &self.config,
+        );
+        let specs = Arc::new(specs);
+        for action in actions {
+            if self.busy.len() >= OPS_MAX {
+                break;
+            }
+            let slot = action.slot().clone();
+            if self.busy.contains(&slot) || self.backing_off(&slot, &specs) {
+                continue;
+            }
+            if let knit_scheduler::Action::Start {
+                cause: knit_scheduler::StartCause::Restart { .. },
+                ..
+            } = &action
+            {
+                self.restarts
+                    .entry(slot.clone())
+                    .or_default()
+                    .push(Instant::now());
+            }
+            let old: Vec<(String, DriverKind)> = self
+                .replicas
+                .values()
+                .filter(|t| t.replica.slot == slot)
+                .map(|t| (t.replica.runtime_id.clone(), t.kind))
+                .collect();
+            self.busy.insert(slot.clone());
+            let op = ops::Op {
+                action,
+                specs: specs.clone(),
+                drivers: self.drivers.clone(),
+                node: self.me.to_string(),
+                old,
+                stopped_at: self
+                    .replicas
+                    .values()
+                    .filter(|t| t.replica.slot == slot)
+                    .find_map(|t| t.stopped_at),
+                events: self.events.clone(),
+            };
+            tokio::spawn(op.run());
+        }
+    }
+
+    /// A slot whose last start failed waits out the restart delay before trying again.
+    fn backing_off(&self, slot: &SlotId, specs: &BTreeMap<String, ServiceSpec>) -> bool {
+        let delay = specs
+            .get(&slot.service)
+            .map_or(5_000, |s| s.restart.delay_ms);
+        self.failed_starts
+            .get(slot)
+            .is_some_and(|f| f.at.elapsed() < Duration::from_millis(delay))
+    }
+}

@@ -1,0 +1,184 @@
+//! Carrying out one action of the plan, and one health probe, each in its own task.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use knit_scheduler::spec::{Driver as DriverKind, HealthCheck, Probe, UpdateOrder};
+use knit_scheduler::{Action, ServiceSpec, SlotId, StartCause};
+use tokio::sync::mpsc;
+
+use super::Event;
+use super::health::{self, Outcome};
+use crate::driver::{DriverError, Drivers, Launch};
+
+/// The runtime id a failed start is reported under.
+pub(crate) fn failed_start_id(slot: &SlotId) -> String {
+    format!("failed-start-{slot}")
+}
+
+/// One action, with what it needs.
+pub(crate) struct Op {
+    pub(crate) action: Action,
+    pub(crate) specs: Arc<BTreeMap<String, ServiceSpec>>,
+    pub(crate) drivers: Arc<Drivers>,
+    pub(crate) node: String,
+    /// Replicas of the slot on this node before the action.
+    pub(crate) old: Vec<(String, DriverKind)>,
+    /// When the slot's replica was seen stopped, for the restart delay.
+    pub(crate) stopped_at: Option<Instant>,
+    pub(crate) events: mpsc::Sender<Event>,
+}
+
+impl Op {
+    pub(crate) async fn run(self) {
+        let slot = self.action.slot().clone();
+        let failed_start = match self.execute().await {
+            Ok(()) => None,
+            Err((version, e)) => Some((version, e.to_string())),
+        };
+        let _ = self.events.send(Event::Done { slot, failed_start }).await;
+    }
+
+    async fn execute(&self) -> Result<(), (u64, DriverError)> {
+        match &self.action {
+            Action::Start {
+                slot,
+                spec_version,
+                cause,
+            } => {
+                if let StartCause::Restart { delay_ms, attempt } = cause {
+                    let waited = self.stopped_at.map_or(Duration::ZERO, |t| t.elapsed());
+                    let delay = Duration::from_millis(*delay_ms).saturating_sub(waited);
+                    tracing::info!(slot = %slot, attempt, delay_ms = delay.as_millis() as u64, "restarting");
+                    tokio::time::sleep(delay).await;
+                    self.stop_all().await;
+                }
+                self.start(slot, *spec_version).await
+            }
+            Action::Stop {
+                slot,
+                runtime_id,
+                reason,
+            } => {
+                tracing::info!(slot = %slot, runtime_id = %runtime_id, reason = ?reason, "stopping");
+                self.stop(runtime_id).await;
+                Ok(())
+            }
+            Action::Replace {
+                slot,
+                runtime_id,
+                to_version,
+                reason,
+                ..
+            } => {
+                tracing::info!(slot = %slot, runtime_id = %runtime_id, to_version, reason = ?reason, "replacing");
+                let order = self
+                    .specs
+                    .get(&slot.service)
+                    .map_or(UpdateOrder::StopFirst, |s| s.update.order);
+                if order == UpdateOrder::StartFirst {
+                    self.start(slot, *to_version).await?;
+                    self.stop(runtime_id).await;
+                } else {
+                    self.stop(runtime_id).await;
+                    self.start(slot, *to_version).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn start(&self, slot: &SlotId, version: u64) -> Result<(), (u64, DriverError)> {
+        let Some(spec) = self
+            .specs
+            .get(&slot.service)
+            .filter(|s| s.version == version)
+        else {
+            return Ok(());
+        };
+        let driver = self
+            .drivers
+            .for_kind(spec.driver)
+            .map_err(|e| (version, e))?;
+        let launch = Launch {
+            slot: slot.clone(),
+            spec: Arc::new(spec.clone()),
+            node: self.node.clone(),
+        };
+        let replica = driver.start(&launch).await.map_err(|e| (version, e))?;
+        tracing::info!(slot = %slot, runtime_id = %replica.runtime_id, version, ports = ?replica.host_ports, "started");
+        Ok(())
+    }
+
+    async fn stop(&self, runtime_id: &str) {
+        let Some((_, kind)) = self.old.iter().find(|(id, _)| id == runtime_id) else {
+            return;
+        };
+        let Ok(driver) = self.drivers.for_kind(*kind) else {
+            return;
+        };
+        if let Err(e) = driver.stop(runtime_id).await {
+            tracing::warn!(runtime_id, error = %e, "stop failed");
+        }
+    }
+
+    /// Removes every old replica of the slot (before a restart).
+    async fn stop_all(&self) {
+        for (id, _) in &self.old {
+            self.stop(id).await;
+        }
+    }
+}
+
+/// One health probe.
+pub(crate) struct ProbeTask {
+    pub(crate) drivers: Arc<Drivers>,
+    pub(crate) kind: DriverKind,
+    pub(crate) runtime_id: String,
+    pub(crate) host_ports: BTreeMap<u16, u16>,
+    pub(crate) check: HealthCheck,
+    pub(crate) events: mpsc::Sender<Event>,
+}
+
+impl ProbeTask {
+    pub(crate) async fn run(self) {
+        let outcome = match &self.check.probe {
+            Probe::Http { path, .. } => match health::probe_port(&self.check, &self.host_ports) {
+                Some(port) => {
+                    let (path, check) = (path.clone(), self.check.clone());
+                    tokio::task::spawn_blocking(move || health::http_probe(port, &path, &check))
+                        .await
+                        .unwrap_or(Outcome::Fail)
+                }
+                None => Outcome::Fail,
+            },
+            Probe::Command(command) => {
+                let timeout = Duration::from_millis(self.check.timeout_ms.max(1));
+                let passed = match (self.kind, &self.drivers.docker) {
+                    (DriverKind::Docker, Some(docker)) => {
+                        docker.exec_probe(&self.runtime_id, command, timeout).await
+                    }
+                    _ => {
+                        self.drivers
+                            .process
+                            .exec_probe(&self.runtime_id, command, timeout)
+                            .await
+                    }
+                };
+                if passed.unwrap_or(false) {
+                    Outcome::Pass
+                } else {
+                    Outcome::Fail
+                }
+            }
+        };
+        let _ = self
+            .events
+            .send(Event::Probed {
+                runtime_id: self.runtime_id,
+                outcome,
+            })
+            .await;
+    }
+}

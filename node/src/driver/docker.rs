@@ -1,0 +1,528 @@
+//! The `docker` driver: each replica is a container run by the local Docker Engine, through
+//! its API on the Unix socket (bollard).
+//!
+//! Containers carry the labels of [`super::labels`], so that [`DockerDriver::list`] finds
+//! what this node runs after a restart of the peer, and are named
+//! `knit-<slot>-<random>` (`knit-blog.3-1f2e3d4c`). Docker never restarts them itself
+//! (restart policy `no`): knit's reconcile loop decides. Each target port is published on a
+//! host port Docker picks; the forwarder reads the mapping from [`Replica::host_ports`].
+//!
+//! An image is taken from the local store when present, else pulled (with credentials from
+//! `KNIT_REGISTRY_USER` / `KNIT_REGISTRY_PASSWORD` when set). Every API call is bounded by a
+//! timeout. This module does not decide anything: it starts, stops, lists and probes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::auth::DockerCredentials;
+use bollard::errors::Error as DockerError;
+use bollard::exec::{CreateExecOptions, StartExecResults};
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, ContainerState, ContainerStateStatusEnum,
+    HealthStatusEnum, HostConfig, PortBinding, PortMap, RestartPolicy, RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
+use futures_util::{StreamExt, TryStreamExt};
+use knit_scheduler::{Health, NodeId, ReplicaState, SlotId};
+
+use super::{DriverError, Launch, Replica, labels};
+
+/// The limit on reaching the engine when connecting.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// The limit on one ordinary API call (create, start, inspect, list, remove, exec).
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// The limit on pulling one image.
+const PULL_TIMEOUT: Duration = Duration::from_secs(600);
+/// Containers inspected at once by [`DockerDriver::list`].
+const INSPECTS_IN_FLIGHT_MAX: usize = 8;
+/// The most [`DockerDriver::logs`] returns; older output is cut.
+const LOGS_BYTES_MAX: usize = 1 << 20;
+
+/// Runs replicas as Docker containers.
+pub(crate) struct DockerDriver {
+    /// The API client, its version negotiated with the engine.
+    docker: Docker,
+}
+
+/// Runs `call`, turning a timeout into bollard's own timeout error.
+async fn within<T>(
+    limit: Duration,
+    call: impl Future<Output = Result<T, DockerError>>,
+) -> Result<T, DockerError> {
+    tokio::time::timeout(limit, call)
+        .await
+        .unwrap_or(Err(DockerError::RequestTimeoutError))
+}
+
+/// The engine's own words for an error, without bollard's wrapping.
+fn reason(e: &DockerError) -> String {
+    match e {
+        DockerError::DockerResponseServerError { message, .. } => message.clone(),
+        DockerError::RequestTimeoutError => "the Docker engine did not answer in time".into(),
+        other => other.to_string(),
+    }
+}
+
+fn failed(what: &str, e: &DockerError) -> DriverError {
+    DriverError::Failed(format!("docker {what}: {}", reason(e)))
+}
+
+fn status_code(e: &DockerError) -> Option<u16> {
+    match e {
+        DockerError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+fn is_not_found(e: &DockerError) -> bool {
+    status_code(e) == Some(404)
+}
+
+impl DockerDriver {
+    /// Connects to the engine on its Unix socket; `Unavailable` when there is none.
+    pub(crate) async fn connect() -> Result<Self, DriverError> {
+        let unavailable = |e: &DockerError| {
+            DriverError::Unavailable(format!(
+                "no Docker engine on /var/run/docker.sock ({}); start Docker, or run \
+                 services with the process driver",
+                reason(e)
+            ))
+        };
+        let docker = Docker::connect_with_socket_defaults().map_err(|e| unavailable(&e))?;
+        let docker = within(CONNECT_TIMEOUT, docker.negotiate_version())
+            .await
+            .map_err(|e| unavailable(&e))?;
+        within(CONNECT_TIMEOUT, docker.ping())
+            .await
+            .map_err(|e| unavailable(&e))?;
+        Ok(Self { docker })
+    }
+
+    /// Starts one replica: makes sure the image is here, creates the container, starts it
+    /// and reads back the host ports. A container that cannot start is removed.
+    pub(crate) async fn start(&self, launch: &Launch) -> Result<Replica, DriverError> {
+        let image = launch.spec.image.as_deref().ok_or_else(|| {
+            DriverError::Failed(format!(
+                "service {} has no image; the docker driver needs one",
+                launch.spec.name
+            ))
+        })?;
+        self.ensure_image(image).await?;
+        let options = CreateContainerOptionsBuilder::default()
+            .name(&container_name(&launch.slot))
+            .build();
+        let body = container_body(launch, image);
+        let created = within(
+            CALL_TIMEOUT,
+            self.docker.create_container(Some(options), body),
+        )
+        .await
+        .map_err(|e| failed("create", &e))?;
+        let id = created.id;
+        if let Err(e) = within(CALL_TIMEOUT, self.docker.start_container(&id, None)).await {
+            self.remove(&id).await.ok();
+            return Err(failed(&format!("start of {image}"), &e));
+        }
+        let inspect = within(CALL_TIMEOUT, self.docker.inspect_container(&id, None))
+            .await
+            .map_err(|e| failed("inspect", &e))?;
+        replica_from(&inspect)
+            .map_err(|why| DriverError::Failed(format!("container {id} just started: {why}")))
+    }
+
+    /// Stops a container (SIGTERM, then SIGKILL after `grace`) and removes it. A container
+    /// that no longer exists is stopped already.
+    pub(crate) async fn stop(&self, runtime_id: &str, grace: Duration) -> Result<(), DriverError> {
+        let grace_s = grace.as_secs() + u64::from(grace.subsec_nanos() > 0);
+        let grace_s = i32::try_from(grace_s).unwrap_or(i32::MAX);
+        let options = StopContainerOptionsBuilder::default().t(grace_s).build();
+        let stopped = within(
+            grace + CALL_TIMEOUT,
+            self.docker.stop_container(runtime_id, Some(options)),
+        )
+        .await;
+        match stopped {
+            Err(e) if is_not_found(&e) => return Ok(()),
+            // The forced remove below kills what the stop could not.
+            Err(e) => tracing::warn!(runtime_id, error = %reason(&e), "docker stop failed"),
+            Ok(()) => {}
+        }
+        self.remove(runtime_id).await
+    }
+
+    /// Removes a container, killing it if it runs; a missing one is success.
+    async fn remove(&self, runtime_id: &str) -> Result<(), DriverError> {
+        let options = RemoveContainerOptionsBuilder::default().force(true).build();
+        match within(
+            CALL_TIMEOUT,
+            self.docker.remove_container(runtime_id, Some(options)),
+        )
+        .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            // 409: a removal is already in progress.
+            Err(e) if status_code(&e) == Some(409) && reason(&e).contains("in progress") => Ok(()),
+            Err(e) => Err(failed(&format!("remove {runtime_id}"), &e)),
+        }
+    }
+
+    /// Every container labelled with `node`, running or not. Containers whose labels do not
+    /// read as a knit replica are skipped (and logged).
+    pub(crate) async fn list(&self, node: &str) -> Result<Vec<Replica>, DriverError> {
+        let filters = HashMap::from([("label", vec![format!("{}={node}", labels::NODE)])]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let summaries = within(CALL_TIMEOUT, self.docker.list_containers(Some(options)))
+            .await
+            .map_err(|e| failed("list", &e))?;
+        let ids: Vec<String> = summaries.into_iter().filter_map(|c| c.id).collect();
+        let inspects: Vec<_> = futures_util::stream::iter(ids)
+            .map(|id| async move {
+                let result = within(CALL_TIMEOUT, self.docker.inspect_container(&id, None)).await;
+                (id, result)
+            })
+            .buffered(INSPECTS_IN_FLIGHT_MAX)
+            .collect()
+            .await;
+        let mut replicas = Vec::new();
+        for (id, inspect) in inspects {
+            match inspect {
+                // Removed between the list and the inspect.
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(failed(&format!("inspect {id}"), &e)),
+                Ok(inspect) => match replica_from(&inspect) {
+                    Ok(replica) => replicas.push(replica),
+                    Err(why) => tracing::warn!(container = %id, %why, "skipping container"),
+                },
+            }
+        }
+        replicas.sort_by(|a, b| (&a.slot, &a.runtime_id).cmp(&(&b.slot, &b.runtime_id)));
+        Ok(replicas)
+    }
+
+    /// The last `tail` lines of the container's stdout and stderr, interleaved as written.
+    pub(crate) async fn logs(&self, runtime_id: &str, tail: usize) -> Result<String, DriverError> {
+        let options = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .tail(&tail.to_string())
+            .build();
+        let read = self.docker.logs(runtime_id, Some(options)).try_fold(
+            Vec::new(),
+            |mut bytes, chunk| async move {
+                bytes.extend_from_slice(&chunk.into_bytes());
+                if bytes.len() > LOGS_BYTES_MAX {
+                    bytes.drain(..bytes.len() - LOGS_BYTES_MAX);
+                }
+                Ok(bytes)
+            },
+        );
+        let bytes = within(CALL_TIMEOUT, read)
+            .await
+            .map_err(|e| failed(&format!("logs of {runtime_id}"), &e))?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// Runs `command` inside the container (docker exec): true when it exits 0 within
+    /// `timeout`. A command still running at the timeout is left to finish on its own (the
+    /// API cannot kill an exec) and counts as a failure.
+    pub(crate) async fn exec_probe(
+        &self,
+        runtime_id: &str,
+        command: &[String],
+        timeout: Duration,
+    ) -> Result<bool, DriverError> {
+        let options = CreateExecOptions {
+            cmd: Some(command.to_vec()),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..Default::default()
+        };
+        let exec = within(CALL_TIMEOUT, self.docker.create_exec(runtime_id, options))
+            .await
+            .map_err(|e| failed(&format!("exec in {runtime_id}"), &e))?;
+        let run = async {
+            if let StartExecResults::Attached { mut output, .. } =
+                self.docker.start_exec(&exec.id, None).await?
+            {
+                // Output is discarded; the stream ends when the command does.
+                while output.try_next().await?.is_some() {}
+            }
+            self.docker.inspect_exec(&exec.id).await
+        };
+        match tokio::time::timeout(timeout, run).await {
+            Err(_) => Ok(false),
+            Ok(Ok(inspect)) => Ok(inspect.exit_code == Some(0)),
+            Ok(Err(e)) => Err(failed(&format!("exec in {runtime_id}"), &e)),
+        }
+    }
+
+    /// Makes sure `image` is in the local store: inspects it, else pulls it.
+    async fn ensure_image(&self, image: &str) -> Result<(), DriverError> {
+        match within(CALL_TIMEOUT, self.docker.inspect_image(image)).await {
+            Ok(_) => return Ok(()),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(failed(&format!("inspect image {image}"), &e)),
+        }
+        tracing::info!(image, "image not found locally; pulling");
+        let options = CreateImageOptionsBuilder::default()
+            .from_image(&image_reference(image))
+            .build();
+        let pull = self
+            .docker
+            .create_image(Some(options), None, registry_credentials())
+            .try_for_each(|_progress| async { Ok(()) });
+        within(PULL_TIMEOUT, pull)
+            .await
+            .map_err(|e| DriverError::Image {
+                image: image.to_owned(),
+                detail: format!(
+                    "not found locally and cannot be pulled: {}; build or load it on this \
+                     host (docker build / docker load)",
+                    reason(&e)
+                ),
+            })
+    }
+}
+
+/// Credentials for pulls, from `KNIT_REGISTRY_USER` and `KNIT_REGISTRY_PASSWORD`.
+fn registry_credentials() -> Option<DockerCredentials> {
+    let username = std::env::var("KNIT_REGISTRY_USER").ok()?;
+    Some(DockerCredentials {
+        username: Some(username),
+        password: std::env::var("KNIT_REGISTRY_PASSWORD").ok(),
+        ..Default::default()
+    })
+}
+
+/// `image` with `:latest` when it names neither a tag nor a digest: a pull without a tag
+/// would fetch every tag of the repository.
+fn image_reference(image: &str) -> String {
+    let last = image.rsplit('/').next().unwrap_or(image);
+    if image.contains('@') || last.contains(':') {
+        image.to_owned()
+    } else {
+        format!("{image}:latest")
+    }
+}
+
+/// `knit-<slot>-<random>`, with characters Docker refuses in names replaced.
+fn container_name(slot: &SlotId) -> String {
+    let slot: String = slot
+        .to_string()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("knit-{slot}-{:08x}", rand::random::<u32>())
+}
+
+/// What Docker is asked to create for `launch`.
+fn container_body(launch: &Launch, image: &str) -> ContainerCreateBody {
+    let spec = &launch.spec;
+    let mut tags: HashMap<String, String> = spec.labels.clone().into_iter().collect();
+    tags.insert(labels::SERVICE.into(), spec.name.clone());
+    tags.insert(labels::SLOT.into(), launch.slot.to_string());
+    tags.insert(labels::SPEC_VERSION.into(), spec.version.to_string());
+    tags.insert(labels::NODE.into(), launch.node.clone());
+    let mut env = spec.env.clone();
+    if let Some(port) = spec.ports.first() {
+        env.entry("PORT".into())
+            .or_insert_with(|| port.target.to_string());
+    }
+    env.insert("KNIT_SERVICE".into(), spec.name.clone());
+    env.insert("KNIT_SLOT".into(), launch.slot.to_string());
+    let cmd: Vec<String> = spec.command.iter().chain(&spec.args).cloned().collect();
+    let mut port_bindings = PortMap::new();
+    for port in &spec.ports {
+        let binding = PortBinding {
+            host_ip: Some("0.0.0.0".into()),
+            host_port: Some(String::new()),
+        };
+        port_bindings.insert(
+            format!("{}/{}", port.target, port.protocol),
+            Some(vec![binding]),
+        );
+    }
+    let limit = |v: u64| (v > 0).then(|| i64::try_from(v).unwrap_or(i64::MAX));
+    let host_config = HostConfig {
+        port_bindings: Some(port_bindings.clone()),
+        memory: limit(spec.limits.memory_bytes),
+        nano_cpus: limit(spec.limits.cpu_millis.saturating_mul(1_000_000)),
+        restart_policy: Some(RestartPolicy {
+            name: Some(RestartPolicyNameEnum::NO),
+            maximum_retry_count: None,
+        }),
+        ..Default::default()
+    };
+    ContainerCreateBody {
+        image: Some(image.to_owned()),
+        cmd: (!cmd.is_empty()).then_some(cmd),
+        env: Some(env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        labels: Some(tags),
+        exposed_ports: Some(port_bindings.into_keys().collect()),
+        host_config: Some(host_config),
+        ..Default::default()
+    }
+}
+
+/// The slot a container fills, from its service and slot labels.
+fn slot_from(tags: &HashMap<String, String>) -> Result<SlotId, String> {
+    let label = |key: &str| tags.get(key).ok_or_else(|| format!("no {key} label"));
+    let service = label(labels::SERVICE)?;
+    let slot = label(labels::SLOT)?;
+    let key = slot
+        .strip_prefix(service.as_str())
+        .and_then(|rest| rest.strip_prefix('.'))
+        .filter(|key| !key.is_empty())
+        .ok_or_else(|| format!("slot {slot:?} is not of service {service:?}"))?;
+    // A replicated slot is a number; anything else is the node of a global slot.
+    match key.parse::<u32>() {
+        Ok(index) => Ok(SlotId::replica(service, index)),
+        Err(_) => NodeId::new(key)
+            .map(|node| SlotId::global(service, node))
+            .map_err(|e| e.to_string()),
+    }
+}
+
+/// A container as the replica it runs.
+fn replica_from(inspect: &ContainerInspectResponse) -> Result<Replica, String> {
+    let id = inspect.id.clone().ok_or("no container id")?;
+    let no_labels = HashMap::new();
+    let tags = inspect
+        .config
+        .as_ref()
+        .and_then(|c| c.labels.as_ref())
+        .unwrap_or(&no_labels);
+    let slot = slot_from(tags)?;
+    let version = tags
+        .get(labels::SPEC_VERSION)
+        .ok_or("no spec version label")?;
+    let spec_version = version
+        .parse()
+        .map_err(|_| format!("spec version {version:?} is not a number"))?;
+    let default_state = ContainerState::default();
+    let state = inspect.state.as_ref().unwrap_or(&default_state);
+    let (replica_state, exit_code, error) = state_of(state);
+    let ports = inspect
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.ports.as_ref());
+    Ok(Replica {
+        runtime_id: id,
+        slot,
+        spec_version,
+        state: replica_state,
+        exit_code,
+        host_ports: ports.map(host_ports).unwrap_or_default(),
+        started_at_ms: state
+            .started_at
+            .as_deref()
+            .and_then(rfc3339_ms)
+            .unwrap_or(0),
+        driver_health: health_of(state),
+        error,
+    })
+}
+
+/// The replica state, exit code (once stopped) and failure of a container state.
+fn state_of(state: &ContainerState) -> (ReplicaState, Option<i64>, Option<String>) {
+    use ContainerStateStatusEnum as S;
+    let code = state.exit_code.unwrap_or(0);
+    let docker_error = state.error.clone().filter(|e| !e.is_empty());
+    match state.status {
+        Some(S::RUNNING | S::PAUSED) => (ReplicaState::Running, None, None),
+        // A container whose start failed stays "created", with the reason in its error.
+        Some(S::CREATED) if docker_error.is_some() => {
+            (ReplicaState::Failed, Some(code), docker_error)
+        }
+        Some(S::CREATED | S::RESTARTING) | None | Some(S::EMPTY) => {
+            (ReplicaState::Starting, None, None)
+        }
+        Some(S::EXITED | S::REMOVING | S::STOPPING) if state.oom_killed == Some(true) => (
+            ReplicaState::Failed,
+            Some(code),
+            Some(format!("out of memory (OOM killed), exit code {code}")),
+        ),
+        Some(S::EXITED | S::REMOVING | S::STOPPING) if code == 0 => {
+            (ReplicaState::Exited, Some(0), None)
+        }
+        Some(S::EXITED | S::REMOVING | S::STOPPING) => (
+            ReplicaState::Failed,
+            Some(code),
+            Some(docker_error.unwrap_or_else(|| format!("exit code {code}"))),
+        ),
+        Some(S::DEAD) => (
+            ReplicaState::Failed,
+            Some(code),
+            Some(format!(
+                "container is dead: {}",
+                docker_error.unwrap_or_default()
+            )),
+        ),
+    }
+}
+
+/// Docker's HEALTHCHECK status; `None` for an image without one.
+fn health_of(state: &ContainerState) -> Option<Health> {
+    match state.health.as_ref()?.status? {
+        HealthStatusEnum::HEALTHY => Some(Health::Healthy),
+        HealthStatusEnum::UNHEALTHY => Some(Health::Unhealthy),
+        HealthStatusEnum::STARTING => Some(Health::Starting),
+        HealthStatusEnum::NONE | HealthStatusEnum::EMPTY => None,
+    }
+}
+
+/// Target port -> host port, from `"8080/tcp": [{HostIp, HostPort}]`.
+fn host_ports(ports: &PortMap) -> BTreeMap<u16, u16> {
+    let mut out = BTreeMap::new();
+    for (key, bindings) in ports {
+        let target = key.split('/').next().and_then(|p| p.parse().ok());
+        let host = bindings
+            .iter()
+            .flatten()
+            .find_map(|b| b.host_port.as_deref()?.parse().ok());
+        if let (Some(target), Some(host)) = (target, host) {
+            out.entry(target).or_insert(host);
+        }
+    }
+    out
+}
+
+/// Milliseconds since the epoch of an RFC 3339 UTC time as Docker writes it
+/// (`2024-05-07T21:09:36.123456789Z`); `None` before the epoch (Docker's zero time) or
+/// when it does not parse.
+fn rfc3339_ms(text: &str) -> Option<u64> {
+    let (date, time) = text.strip_suffix('Z')?.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|s| s.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, fraction) = time.split_once('.').unwrap_or((time, ""));
+    let mut t = hms.splitn(3, ':').map(|s| s.parse::<i64>().ok());
+    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
+    let ms: i64 = format!("{fraction:0<3}").get(..3)?.parse().ok()?;
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let total = ((days * 24 + hh) * 60 + mm) * 60 + ss;
+    u64::try_from(total * 1000 + ms).ok()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,115 @@
+//! Drivers run replicas: `docker` (containers through the Docker Engine API) and `process`
+//! (plain child processes, for hosts without Docker and for tests). Both label what they run
+//! with the service, slot, spec version and node, so that a restarted peer adopts what it
+//! already runs instead of starting it twice.
+
+pub(crate) mod docker;
+pub(crate) mod process;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use knit_scheduler::spec::Driver as DriverKind;
+use knit_scheduler::{Health, ReplicaState, ServiceSpec, SlotId};
+
+/// What a driver needs to start one replica.
+#[derive(Debug, Clone)]
+pub(crate) struct Launch {
+    /// The slot the replica fills.
+    pub(crate) slot: SlotId,
+    /// The spec to run (its `version` is the replica's spec version).
+    pub(crate) spec: Arc<ServiceSpec>,
+    /// This node's id, for the `knit.node` label.
+    pub(crate) node: String,
+}
+
+/// One replica as its driver sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Replica {
+    /// Container id or process id: what `stop` takes.
+    pub(crate) runtime_id: String,
+    pub(crate) slot: SlotId,
+    pub(crate) spec_version: u64,
+    /// Starting, Running, Exited or Failed (Stopping is the agent's own).
+    pub(crate) state: ReplicaState,
+    /// The exit code, once it stopped.
+    pub(crate) exit_code: Option<i64>,
+    /// Host port bound for each target port.
+    pub(crate) host_ports: BTreeMap<u16, u16>,
+    /// Milliseconds since the Unix epoch.
+    pub(crate) started_at_ms: u64,
+    /// Health as the driver itself knows it (Docker's HEALTHCHECK status); `None` when the
+    /// driver does not check health (the agent probes instead).
+    pub(crate) driver_health: Option<Health>,
+    /// Why it failed, in the driver's words.
+    pub(crate) error: Option<String>,
+}
+
+/// A driver operation failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DriverError {
+    /// The driver is not available on this host (no Docker engine, say).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The image cannot be had: not present locally and the pull failed.
+    #[error("image {image}: {detail}")]
+    Image { image: String, detail: String },
+    /// Anything else the driver reported.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// How long a replica gets to stop after SIGTERM before SIGKILL.
+pub(crate) const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// The labels every replica carries.
+pub(crate) mod labels {
+    pub(crate) const SERVICE: &str = "knit.service";
+    pub(crate) const SLOT: &str = "knit.slot";
+    pub(crate) const SPEC_VERSION: &str = "knit.spec-version";
+    pub(crate) const NODE: &str = "knit.node";
+}
+
+/// The drivers this host has.
+pub(crate) struct Drivers {
+    pub(crate) docker: Option<docker::DockerDriver>,
+    pub(crate) process: process::ProcessDriver,
+}
+
+impl Drivers {
+    /// Which driver runs `kind`, or why none can.
+    pub(crate) fn for_kind(&self, kind: DriverKind) -> Result<Driver<'_>, DriverError> {
+        match kind {
+            DriverKind::Process => Ok(Driver::Process(&self.process)),
+            DriverKind::Docker => self.docker.as_ref().map(Driver::Docker).ok_or_else(|| {
+                DriverError::Unavailable(
+                    "this host has no Docker engine; the service needs --driver docker hosts"
+                        .into(),
+                )
+            }),
+        }
+    }
+}
+
+/// One driver, chosen per service.
+pub(crate) enum Driver<'a> {
+    Docker(&'a docker::DockerDriver),
+    Process(&'a process::ProcessDriver),
+}
+
+impl Driver<'_> {
+    pub(crate) async fn start(&self, launch: &Launch) -> Result<Replica, DriverError> {
+        match self {
+            Driver::Docker(d) => d.start(launch).await,
+            Driver::Process(d) => d.start(launch).await,
+        }
+    }
+
+    pub(crate) async fn stop(&self, runtime_id: &str) -> Result<(), DriverError> {
+        match self {
+            Driver::Docker(d) => d.stop(runtime_id, STOP_GRACE).await,
+            Driver::Process(d) => d.stop(runtime_id, STOP_GRACE).await,
+        }
+    }
+}

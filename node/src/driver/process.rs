@@ -1,0 +1,277 @@
+//! The `process` driver: each replica is a plain child process in its own process group,
+//! with `PORT` set to a free host port. A record per replica in
+//! `<data dir>/processes/` (pid, start time, slot, spec version, ports) lets a restarted
+//! peer adopt the processes it left running: they live on with the host, not with the peer.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use knit_scheduler::{ReplicaState, SlotId};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+use super::{DriverError, Launch, Replica};
+
+/// What is kept on disk about one replica.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    runtime_id: String,
+    pid: u32,
+    /// The process's start time in clock ticks since boot (/proc/PID/stat field 22), so a
+    /// recycled pid is not taken for the replica.
+    start_ticks: u64,
+    slot: SlotId,
+    spec_version: u64,
+    host_ports: BTreeMap<u16, u16>,
+    started_at_ms: u64,
+    /// Set once this peer saw the process exit.
+    exit_code: Option<i32>,
+}
+
+/// Runs replicas as processes.
+pub(crate) struct ProcessDriver {
+    dir: PathBuf,
+    /// Exit codes of children this peer spawned, reaped by their waiter tasks.
+    exits: Arc<Mutex<BTreeMap<String, i32>>>,
+}
+
+fn failed(e: impl std::fmt::Display) -> DriverError {
+    DriverError::Failed(e.to_string())
+}
+
+/// The start time (field 22) and state (field 3) of a live process.
+fn proc_stat(pid: u32) -> Option<(u64, char)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: split after it.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let state = fields.first()?.chars().next()?;
+    let start = fields.get(19)?.parse().ok()?;
+    Some((start, state))
+}
+
+fn free_port() -> Result<u16, DriverError> {
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").map_err(failed)?;
+    Ok(listener.local_addr().map_err(failed)?.port())
+}
+
+fn now_ms() -> u64 {
+    crate::peer::now_ms()
+}
+
+impl ProcessDriver {
+    /// A driver keeping its records under `dir`.
+    pub(crate) fn new(dir: &Path) -> Result<Self, DriverError> {
+        std::fs::create_dir_all(dir).map_err(failed)?;
+        Ok(Self {
+            dir: dir.to_owned(),
+            exits: Arc::default(),
+        })
+    }
+
+    fn record_path(&self, runtime_id: &str) -> PathBuf {
+        self.dir.join(format!("{runtime_id}.json"))
+    }
+
+    fn log_path(&self, runtime_id: &str) -> PathBuf {
+        self.dir.join(format!("{runtime_id}.log"))
+    }
+
+    fn save(&self, record: &Record) -> Result<(), DriverError> {
+        let bytes = serde_json::to_vec(record).map_err(failed)?;
+        knit_mesh::quic::credentials::write_atomic(
+            &self.dir,
+            &format!("{}.json", record.runtime_id),
+            &bytes,
+        )
+        .map_err(failed)
+    }
+
+    /// Starts one replica.
+    pub(crate) async fn start(&self, launch: &Launch) -> Result<Replica, DriverError> {
+        let spec = &launch.spec;
+        let mut words = spec.command.iter().chain(spec.args.iter());
+        let program = words
+            .next()
+            .ok_or_else(|| DriverError::Failed("the service has no command to run".into()))?;
+        let runtime_id = format!("{}-{:08x}", launch.slot, rand::random::<u32>());
+        let mut host_ports = BTreeMap::new();
+        for port in &spec.ports {
+            host_ports.insert(port.target, free_port()?);
+        }
+        let log = std::fs::File::create(self.log_path(&runtime_id)).map_err(failed)?;
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(words).envs(&spec.env);
+        if let Some(port) = host_ports.values().next() {
+            cmd.env("PORT", port.to_string());
+        }
+        cmd.env("KNIT_SERVICE", &spec.name)
+            .env("KNIT_SLOT", launch.slot.to_string());
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().map_err(failed)?)
+            .stderr(log)
+            .process_group(0)
+            .kill_on_drop(false);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| DriverError::Failed(format!("cannot run {program}: {e}")))?;
+        let pid = child
+            .id()
+            .ok_or_else(|| failed("the process exited at once"))?;
+        let (start_ticks, _) = proc_stat(pid).unwrap_or((0, 'R'));
+        let record = Record {
+            runtime_id: runtime_id.clone(),
+            pid,
+            start_ticks,
+            slot: launch.slot.clone(),
+            spec_version: spec.version,
+            host_ports,
+            started_at_ms: now_ms(),
+            exit_code: None,
+        };
+        self.save(&record)?;
+        let exits = self.exits.clone();
+        let id = runtime_id.clone();
+        tokio::spawn(async move {
+            let code = match child.wait().await {
+                Ok(status) => status.code().unwrap_or(128 + status_signal(&status)),
+                Err(_) => -1,
+            };
+            exits
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(id, code);
+        });
+        Ok(self.replica(&record))
+    }
+
+    fn replica(&self, record: &Record) -> Replica {
+        let reaped = self
+            .exits
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&record.runtime_id)
+            .copied();
+        let exit_code = record.exit_code.or(reaped);
+        let alive = exit_code.is_none()
+            && proc_stat(record.pid).is_some_and(|(ticks, state)| {
+                state != 'Z' && (record.start_ticks == 0 || ticks == record.start_ticks)
+            });
+        let (state, error) = match (alive, exit_code) {
+            (true, _) => (ReplicaState::Running, None),
+            (false, Some(0)) => (ReplicaState::Exited, None),
+            (false, Some(code)) => (ReplicaState::Failed, Some(format!("exit code {code}"))),
+            (false, None) => (
+                ReplicaState::Failed,
+                Some("exited while the peer was down (exit code unknown)".into()),
+            ),
+        };
+        Replica {
+            runtime_id: record.runtime_id.clone(),
+            slot: record.slot.clone(),
+            spec_version: record.spec_version,
+            state,
+            exit_code: exit_code.map(i64::from),
+            host_ports: record.host_ports.clone(),
+            started_at_ms: record.started_at_ms,
+            driver_health: None,
+            error,
+        }
+    }
+
+    fn records(&self) -> Vec<Record> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut records: Vec<Record> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .filter_map(|e| std::fs::read(e.path()).ok())
+            .filter_map(|bytes| serde_json::from_slice(&bytes).ok())
+            .collect();
+        records.sort_by(|a, b| a.runtime_id.cmp(&b.runtime_id));
+        records
+    }
+
+    /// Every replica this driver has a record of, running or not.
+    pub(crate) async fn list(&self) -> Result<Vec<Replica>, DriverError> {
+        Ok(self.records().iter().map(|r| self.replica(r)).collect())
+    }
+
+    /// SIGTERM to the replica's process group, SIGKILL after `grace`; forgets it.
+    pub(crate) async fn stop(&self, runtime_id: &str, grace: Duration) -> Result<(), DriverError> {
+        let Some(record) = self
+            .records()
+            .into_iter()
+            .find(|r| r.runtime_id == runtime_id)
+        else {
+            return Ok(());
+        };
+        if self.replica(&record).state == ReplicaState::Running {
+            let group = Pid::from_raw(i32::try_from(record.pid).map_err(failed)?);
+            let _ = killpg(group, Signal::SIGTERM);
+            let deadline = tokio::time::Instant::now() + grace;
+            while tokio::time::Instant::now() < deadline
+                && self.replica(&record).state == ReplicaState::Running
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            if self.replica(&record).state == ReplicaState::Running {
+                let _ = killpg(group, Signal::SIGKILL);
+            }
+        }
+        let _ = std::fs::remove_file(self.record_path(runtime_id));
+        let _ = std::fs::remove_file(self.log_path(runtime_id));
+        self.exits
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(runtime_id);
+        Ok(())
+    }
+
+    /// The last `tail` lines of the replica's output.
+    pub(crate) async fn logs(&self, runtime_id: &str, tail: usize) -> Result<String, DriverError> {
+        let text = std::fs::read_to_string(self.log_path(runtime_id)).map_err(failed)?;
+        let lines: Vec<&str> = text.lines().collect();
+        Ok(lines[lines.len().saturating_sub(tail)..].join("\n"))
+    }
+
+    /// Runs a health command on the host, with the replica's `PORT`; true on exit 0.
+    pub(crate) async fn exec_probe(
+        &self,
+        runtime_id: &str,
+        command: &[String],
+        timeout: Duration,
+    ) -> Result<bool, DriverError> {
+        let record = self
+            .records()
+            .into_iter()
+            .find(|r| r.runtime_id == runtime_id)
+            .ok_or_else(|| failed("no such replica"))?;
+        let Some((program, args)) = command.split_first() else {
+            return Ok(true);
+        };
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(args)
+            .kill_on_drop(true)
+            .stdin(std::process::Stdio::null());
+        cmd.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if let Some(port) = record.host_ports.values().next() {
+            cmd.env("PORT", port.to_string());
+        }
+        match tokio::time::timeout(timeout, cmd.status()).await {
+            Ok(Ok(status)) => Ok(status.success()),
+            Ok(Err(e)) => Err(failed(e)),
+            Err(_) => Ok(false),
+        }
+    }
+}
+
+fn status_signal(status: &std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status.signal().unwrap_or(0)
+}

@@ -1,0 +1,348 @@
+//! Service specs in Docker Swarm's vocabulary, and the text forms of their fields.
+//!
+//! Every struct decodes with missing fields filled by Docker's defaults
+//! (`#[serde(default)]`), so records written by an older knit still read.
+
+mod constraint;
+mod port;
+mod quantity;
+mod validate;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub use constraint::{Constraint, ConstraintField, ConstraintOp};
+pub use port::{PortSpec, Protocol};
+pub use quantity::{parse_cpu_millis, parse_duration_ms, parse_memory_bytes};
+
+/// CPU and memory, as reserved by a replica or offered by a node.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(default)]
+pub struct Resources {
+    /// Thousandths of a core; `--reserve-cpu 0.5` is 500. Zero: none or unknown.
+    pub cpu_millis: u64,
+    /// Bytes; `--reserve-memory 512M`. Zero: none or unknown.
+    pub memory_bytes: u64,
+}
+
+impl Resources {
+    /// Whether `self` (a reservation) fits in `room`; a zero field of `capacity` means
+    /// unknown, and that dimension is not checked.
+    pub fn fits(&self, room: &Resources, capacity: &Resources) -> bool {
+        (capacity.cpu_millis == 0 || self.cpu_millis <= room.cpu_millis)
+            && (capacity.memory_bytes == 0 || self.memory_bytes <= room.memory_bytes)
+    }
+
+    /// Field-wise sum, saturating.
+    pub fn plus(&self, other: &Resources) -> Resources {
+        Resources {
+            cpu_millis: self.cpu_millis.saturating_add(other.cpu_millis),
+            memory_bytes: self.memory_bytes.saturating_add(other.memory_bytes),
+        }
+    }
+
+    /// Field-wise difference, saturating at zero.
+    pub fn minus(&self, other: &Resources) -> Resources {
+        Resources {
+            cpu_millis: self.cpu_millis.saturating_sub(other.cpu_millis),
+            memory_bytes: self.memory_bytes.saturating_sub(other.memory_bytes),
+        }
+    }
+}
+
+/// How replicas run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Driver {
+    /// A Docker container from `image`.
+    #[default]
+    Docker,
+    /// A plain child process running `command`.
+    Process,
+}
+
+/// How many replicas and where.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// A fixed number of slots, `name.1` to `name.N`, placed by hashing.
+    Replicated {
+        /// The number of slots.
+        replicas: u32,
+    },
+    /// One slot on every active node that meets the constraints.
+    Global,
+}
+
+impl Default for Mode {
+    fn default() -> Self {
+        Self::Replicated { replicas: 1 }
+    }
+}
+
+/// When a stopped replica is started again (Docker's `--restart-*` flags).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RestartCondition {
+    /// Whatever the exit.
+    #[default]
+    Any,
+    /// Only after a non-zero exit or a failure to start.
+    OnFailure,
+    /// Never.
+    None,
+}
+
+/// Restart policy; the defaults are Docker's (any, 5 s, unlimited).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RestartPolicy {
+    /// When to restart.
+    pub condition: RestartCondition,
+    /// Wait before each restart.
+    pub delay_ms: u64,
+    /// Restarts allowed within `window_ms`; `None` is unlimited.
+    pub max_attempts: Option<u32>,
+    /// The window in which attempts count; 0 is the replica's whole life. The runtime
+    /// keeps the count (see [`crate::replica::ReplicaReport::restarts`]).
+    pub window_ms: u64,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        Self {
+            condition: RestartCondition::Any,
+            delay_ms: 5_000,
+            max_attempts: None,
+            window_ms: 0,
+        }
+    }
+}
+
+/// How a health check probes a replica.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Probe {
+    /// Run a command in the replica; exit 0 is healthy.
+    Command(Vec<String>),
+    /// GET a path; 2xx and 3xx are healthy.
+    Http {
+        /// The path, such as `/healthz`.
+        path: String,
+        /// The target port; `None` means the first published port's target.
+        #[serde(default)]
+        port: Option<u16>,
+    },
+}
+
+/// A health check; Docker's defaults (30 s, 30 s, 3 retries, no start period).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct HealthCheck {
+    /// What to run.
+    pub probe: Probe,
+    /// Time between probes.
+    #[serde(default = "HealthCheck::default_interval_ms")]
+    pub interval_ms: u64,
+    /// A probe slower than this failed.
+    #[serde(default = "HealthCheck::default_interval_ms")]
+    pub timeout_ms: u64,
+    /// Consecutive failures before unhealthy.
+    #[serde(default = "HealthCheck::default_retries")]
+    pub retries: u32,
+    /// Failures in this time after start do not count.
+    #[serde(default)]
+    pub start_period_ms: u64,
+    /// A probe that answers but slower than this counts as failed: the response-time
+    /// health check that catches a slow system.
+    #[serde(default)]
+    pub response_time_max_ms: Option<u64>,
+}
+
+impl HealthCheck {
+    fn default_interval_ms() -> u64 {
+        30_000
+    }
+
+    fn default_retries() -> u32 {
+        3
+    }
+
+    /// A check with `probe` and Docker's default timings.
+    pub fn new(probe: Probe) -> Self {
+        Self {
+            probe,
+            interval_ms: Self::default_interval_ms(),
+            timeout_ms: Self::default_interval_ms(),
+            retries: Self::default_retries(),
+            start_period_ms: 0,
+            response_time_max_ms: None,
+        }
+    }
+}
+
+/// What a rolling update does when a wave fails.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureAction {
+    /// Stop the rollout and wait for the operator.
+    #[default]
+    Pause,
+    /// Go on with the next wave.
+    Continue,
+    /// Go back to the previous spec.
+    Rollback,
+}
+
+/// Whether the old replica stops before or after its replacement starts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateOrder {
+    /// Stop, then start (Docker's default).
+    #[default]
+    StopFirst,
+    /// Start, then stop.
+    StartFirst,
+}
+
+/// A rolling update's pace (`--update-*` flags); defaults are Docker's.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UpdateConfig {
+    /// Replicas replaced per wave; 0 replaces all at once.
+    pub parallelism: u32,
+    /// Wait between waves.
+    pub delay_ms: u64,
+    /// How long a replaced replica is watched before it counts as a success.
+    pub monitor_ms: u64,
+    /// What to do when too many replicas fail.
+    pub failure_action: FailureAction,
+    /// The share of failed replicas tolerated, in `[0, 1]`.
+    pub max_failure_ratio: f64,
+    /// Stop first or start first.
+    pub order: UpdateOrder,
+}
+
+impl Default for UpdateConfig {
+    fn default() -> Self {
+        Self {
+            parallelism: 1,
+            delay_ms: 0,
+            monitor_ms: 5_000,
+            failure_action: FailureAction::Pause,
+            max_failure_ratio: 0.0,
+            order: UpdateOrder::StopFirst,
+        }
+    }
+}
+
+/// Scaling by policy: keep average CPU near a target between `min` and `max` replicas.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Autoscale {
+    /// Fewest replicas.
+    pub min: u32,
+    /// Most replicas.
+    pub max: u32,
+    /// Target average CPU use, in percent of the replicas' CPU reservation (or of one
+    /// core when none is reserved), 1-100.
+    pub cpu_target_percent: u32,
+}
+
+/// A service: what to run, how many, where, and how to heal and update it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServiceSpec {
+    /// `[a-z0-9][a-z0-9_.-]{0,62}`; names slots (`blog.3`) and containers.
+    pub name: String,
+    /// Docker or plain process.
+    pub driver: Driver,
+    /// The image, for the Docker driver.
+    pub image: Option<String>,
+    /// The command: for a process, the program and its first arguments; for Docker,
+    /// overrides the image's entrypoint when not empty.
+    pub command: Vec<String>,
+    /// Arguments after the command (Docker: the image's CMD when not empty).
+    pub args: Vec<String>,
+    /// Replicated or global.
+    pub mode: Mode,
+    /// Published ports.
+    pub ports: Vec<PortSpec>,
+    /// Environment variables.
+    pub env: BTreeMap<String, String>,
+    /// Labels on the service and its containers.
+    pub labels: BTreeMap<String, String>,
+    /// What each replica reserves on its node; placement makes sure it fits.
+    pub reservations: Resources,
+    /// The most a replica may use; enforced by the driver. Zero is no limit.
+    pub limits: Resources,
+    /// Where replicas may go; all must hold.
+    pub constraints: Vec<Constraint>,
+    /// When to restart a stopped replica.
+    pub restart: RestartPolicy,
+    /// How to tell a healthy replica; `None` trusts a running one.
+    pub health: Option<HealthCheck>,
+    /// How a new spec rolls out.
+    pub update: UpdateConfig,
+    /// How a rollback rolls out.
+    pub rollback: UpdateConfig,
+    /// Scaling by policy, for replicated services.
+    pub autoscale: Option<Autoscale>,
+    /// Bumped by whoever writes a change; replicas report the version they run.
+    pub version: u64,
+    /// The spec before the last update, for `knit service rollback`; one level only.
+    pub previous: Option<Box<ServiceSpec>>,
+}
+
+impl Default for ServiceSpec {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            driver: Driver::Docker,
+            image: None,
+            command: Vec::new(),
+            args: Vec::new(),
+            mode: Mode::default(),
+            ports: Vec::new(),
+            env: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            reservations: Resources::default(),
+            limits: Resources::default(),
+            constraints: Vec::new(),
+            restart: RestartPolicy::default(),
+            health: None,
+            update: UpdateConfig::default(),
+            rollback: UpdateConfig::default(),
+            autoscale: None,
+            version: 0,
+            previous: None,
+        }
+    }
+}
+
+impl ServiceSpec {
+    /// A Docker service of one replica with every other field at its default.
+    pub fn docker(name: &str, image: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            image: Some(image.to_owned()),
+            ..Self::default()
+        }
+    }
+
+    /// The number of replicated slots (0 for a global service).
+    pub fn replicas(&self) -> u32 {
+        match self.mode {
+            Mode::Replicated { replicas } => replicas,
+            Mode::Global => 0,
+        }
+    }
+
+    /// Whether the fields placement reads (mode, constraints, reservations) are equal.
+    pub fn same_placement(&self, other: &ServiceSpec) -> bool {
+        self.mode == other.mode
+            && self.constraints == other.constraints
+            && self.reservations == other.reservations
+    }
+}
