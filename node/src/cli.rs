@@ -70,6 +70,14 @@ pub(crate) enum ServiceCommand {
     },
     /// Update a service.
     Update(Box<UpdateArgs>),
+    /// Show the output of a service's replicas on this peer's host.
+    Logs {
+        /// The service.
+        name: String,
+        /// Lines per replica.
+        #[arg(long, short = 'n', default_value_t = 100)]
+        tail: usize,
+    },
     /// Revert a service to its previous spec.
     Rollback {
         /// The service.

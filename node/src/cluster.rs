@@ -226,10 +226,10 @@ impl Snapshot {
 
 /// `spec` with the constraints placement adds: a docker service needs a Docker engine.
 fn placeable(mut spec: ServiceSpec) -> ServiceSpec {
-    if spec.driver == knit_scheduler::spec::Driver::Docker {
-        if let Ok(c) = format!("node.labels.{DOCKER_LABEL}==true").parse() {
-            spec.constraints.push(c);
-        }
+    if spec.driver == knit_scheduler::spec::Driver::Docker
+        && let Ok(c) = format!("node.labels.{DOCKER_LABEL}==true").parse()
+    {
+        spec.constraints.push(c);
     }
     spec
 }

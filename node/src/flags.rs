@@ -176,11 +176,10 @@ impl SpecFlags {
     fn apply_mode(&self, spec: &mut ServiceSpec) -> Result<()> {
         match self.mode.as_deref() {
             None => {}
-            Some("replicated") => {
-                if spec.mode == Mode::Global {
-                    spec.mode = Mode::Replicated { replicas: 1 };
-                }
+            Some("replicated") if spec.mode == Mode::Global => {
+                spec.mode = Mode::Replicated { replicas: 1 }
             }
+            Some("replicated") => {}
             Some("global") => spec.mode = Mode::Global,
             Some(other) => bail!("--mode {other:?} is not valid: use replicated or global"),
         }
@@ -308,7 +307,7 @@ impl SpecFlags {
             return;
         }
         let current = spec.replicas().max(1);
-        let mut autoscale = spec.autoscale.clone().unwrap_or(Autoscale {
+        let mut autoscale = spec.autoscale.unwrap_or(Autoscale {
             min: current,
             max: current,
             cpu_target_percent: 70,

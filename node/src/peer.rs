@@ -173,7 +173,7 @@ pub(crate) async fn up(args: UpArgs, api: &str) -> Result<()> {
         );
     }
     let dir = Arc::new(dir);
-    let (agent, events) = Agent::new(mesh.clone(), drivers, node)?;
+    let (agent, events) = Agent::new(mesh.clone(), drivers.clone(), node)?;
     tokio::spawn(agent.run(events, shutdown.clone()));
     let (saved_tx, saved) = tokio::sync::watch::channel(0);
     tokio::spawn(persist(
@@ -182,7 +182,7 @@ pub(crate) async fn up(args: UpArgs, api: &str) -> Result<()> {
         saved_tx,
         shutdown.clone(),
     ));
-    let state = api::ApiState::new(mesh.clone(), token, saved);
+    let state = api::ApiState::new(mesh.clone(), token, saved, drivers);
     let server = tokio::spawn(api::serve(api_listener, state, shutdown.clone()));
 
     wait_for_signal().await;

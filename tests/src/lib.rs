@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
+pub mod images;
+
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Deserialize;
 
@@ -246,7 +248,12 @@ impl Peer {
     pub fn cli_ok(&self, args: &[&str]) -> Result<String> {
         let out = self.cli(args)?;
         if !out.status.success() {
-            bail!("knit {} on {} failed: {}", args.join(" "), self.name, String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "knit {} on {} failed: {}",
+                args.join(" "),
+                self.name,
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -280,11 +287,66 @@ impl Peer {
             .to_owned())
     }
 
+    /// The process groups of the replicas this peer's `process` driver started (from its
+    /// records in the data dir).
+    pub fn replica_pids(&self) -> Vec<u32> {
+        let Ok(entries) = std::fs::read_dir(self.data_dir.join("processes")) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .filter_map(|e| std::fs::read(e.path()).ok())
+            .filter_map(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .filter_map(|v| v["pid"].as_u64().and_then(|p| u32::try_from(p).ok()))
+            .collect()
+    }
+
+    /// SIGKILLs the process groups of this peer's process replicas, and removes the Docker
+    /// containers labelled with its node id: what losing the host does to them.
+    pub fn kill_replicas(&self) {
+        for pid in self.replica_pids() {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .stderr(Stdio::null())
+                .status();
+        }
+        if let Ok(id) = self.node_id() {
+            remove_containers(&format!("knit.node={id}"));
+        }
+    }
+
+    /// Host loss: the peer is SIGKILLed and its replicas with it.
+    pub fn lose_host(&mut self) {
+        self.kill9();
+        self.kill_replicas();
+    }
+
     /// The last lines of its log.
     pub fn log_tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+/// Force-removes the Docker containers with this label filter (`key=value`), if Docker runs.
+pub fn remove_containers(label: &str) {
+    let Ok(out) = run_bounded(
+        Command::new("docker").args(["ps", "-aq", "--filter", &format!("label={label}")]),
+        Duration::from_secs(20),
+    ) else {
+        return;
+    };
+    let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    if !ids.is_empty() {
+        let _ = run_bounded(
+            Command::new("docker").args(["rm", "-f"]).args(&ids),
+            Duration::from_secs(60),
+        );
     }
 }
 
@@ -387,15 +449,30 @@ impl Partition {
             for y in b {
                 for (src, dst) in [(x, y), (y, x)] {
                     let rule: Vec<String> = [
-                        "INPUT", "-s", &src.to_string(), "-d", &dst.to_string(), "-m", "comment", "--comment", &comment, "-j",
+                        "INPUT",
+                        "-s",
+                        &src.to_string(),
+                        "-d",
+                        &dst.to_string(),
+                        "-m",
+                        "comment",
+                        "--comment",
+                        &comment,
+                        "-j",
                         "DROP",
                     ]
                     .iter()
                     .map(|s| (*s).to_owned())
                     .collect();
-                    let out = run_bounded(Command::new("iptables").arg("-I").args(&rule), Duration::from_secs(10))?;
+                    let out = run_bounded(
+                        Command::new("iptables").arg("-I").args(&rule),
+                        Duration::from_secs(10),
+                    )?;
                     if !out.status.success() {
-                        bail!("iptables failed (root needed): {}", String::from_utf8_lossy(&out.stderr));
+                        bail!(
+                            "iptables failed (root needed): {}",
+                            String::from_utf8_lossy(&out.stderr)
+                        );
                     }
                     partition.rules.push(rule);
                 }
@@ -411,7 +488,10 @@ impl Partition {
 
     fn remove(&mut self) {
         for rule in self.rules.drain(..) {
-            let _ = run_bounded(Command::new("iptables").arg("-D").args(&rule), Duration::from_secs(10));
+            let _ = run_bounded(
+                Command::new("iptables").arg("-D").args(&rule),
+                Duration::from_secs(10),
+            );
         }
     }
 }
@@ -565,10 +645,17 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         for peer in &mut self.peers {
             peer.kill9();
+            peer.kill_replicas();
         }
         if std::thread::panicking() {
             for peer in &self.peers {
                 eprintln!("---- log of {} ----\n{}", peer.name, peer.log_tail(40));
+                if std::env::var_os("KNIT_KEEP_LOGS").is_some() {
+                    let _ = std::fs::copy(
+                        &peer.log,
+                        std::env::temp_dir().join(format!("knit-failed-{}.log", peer.name)),
+                    );
+                }
             }
         }
         let _ = std::fs::remove_dir_all(&self.root);

@@ -8,7 +8,17 @@ use serde_json::Value;
 
 fn create(cluster: &Cluster, on: usize, name: &str, image: &str) {
     cluster.peers[on]
-        .cli_ok(&["service", "create", "--name", name, "--replicas", "3", "-p", "8080:80", image])
+        .cli_ok(&[
+            "service",
+            "create",
+            "--name",
+            name,
+            "--replicas",
+            "3",
+            "-p",
+            "8080:80",
+            image,
+        ])
         .unwrap();
 }
 
@@ -17,9 +27,15 @@ fn image_everywhere(cluster: &Cluster, name: &str, limit: Duration) -> Duration 
         let images: Vec<Option<String>> = cluster
             .peers
             .iter()
-            .map(|p| p.spec(name).ok().flatten().and_then(|s| s["image"].as_str().map(str::to_owned)))
+            .map(|p| {
+                p.spec(name)
+                    .ok()
+                    .flatten()
+                    .and_then(|s| s["image"].as_str().map(str::to_owned))
+            })
             .collect();
-        (images.iter().all(Option::is_some) && images.windows(2).all(|w| w[0] == w[1])).then_some(())
+        (images.iter().all(Option::is_some) && images.windows(2).all(|w| w[0] == w[1]))
+            .then_some(())
     })
     .unwrap();
     took
@@ -47,7 +63,9 @@ fn a_service_created_on_one_peer_is_listed_by_all_and_ps_agrees() {
             .iter()
             .map(|p| {
                 let rows: Vec<Value> = p.cli_json(&["service", "ps", "blog"]).unwrap_or_default();
-                rows.iter().map(|r| (r["slot"].to_string(), r["node_id"].to_string())).collect()
+                rows.iter()
+                    .map(|r| (r["slot"].to_string(), r["node_id"].to_string()))
+                    .collect()
             })
             .collect();
         (views[0].len() == 3 && views.windows(2).all(|w| w[0] == w[1])).then_some(())
@@ -63,14 +81,28 @@ fn concurrent_updates_on_two_peers_converge_to_one_spec() {
     image_everywhere(&cluster, "api", Duration::from_secs(10));
     let (a, b) = (&cluster.peers[1], &cluster.peers[3]);
     std::thread::scope(|s| {
-        s.spawn(|| a.cli_ok(&["service", "update", "--image", "api:left", "api"]).unwrap());
-        s.spawn(|| b.cli_ok(&["service", "update", "--image", "api:right", "api"]).unwrap());
+        s.spawn(|| {
+            a.cli_ok(&["service", "update", "--image", "api:left", "api"])
+                .unwrap()
+        });
+        s.spawn(|| {
+            b.cli_ok(&["service", "update", "--image", "api:right", "api"])
+                .unwrap()
+        });
     });
     image_everywhere(&cluster, "api", Duration::from_secs(10));
     let winner = cluster.peers[0].spec("api").unwrap().unwrap();
-    assert!(["api:left", "api:right"].contains(&winner["image"].as_str().unwrap()), "{winner}");
+    assert!(
+        ["api:left", "api:right"].contains(&winner["image"].as_str().unwrap()),
+        "{winner}"
+    );
     for peer in &cluster.peers {
-        assert_eq!(peer.spec("api").unwrap().unwrap(), winner, "{} differs", peer.name);
+        assert_eq!(
+            peer.spec("api").unwrap().unwrap(),
+            winner,
+            "{} differs",
+            peer.name
+        );
     }
 }
 
@@ -84,17 +116,23 @@ fn a_stopped_peer_catches_up_and_a_full_restart_loses_nothing() {
     cluster.peers[4].terminate(Duration::from_secs(5)).unwrap();
 
     create(&cluster, 1, "new", "new:v1");
-    cluster.peers[2].cli_ok(&["service", "update", "--image", "keep:v2", "keep"]).unwrap();
+    cluster.peers[2]
+        .cli_ok(&["service", "update", "--image", "keep:v2", "keep"])
+        .unwrap();
     cluster.peers[3].cli_ok(&["service", "rm", "gone"]).unwrap();
 
     cluster.peers[4].start(None, None).unwrap();
     cluster.wait_all_alive(Duration::from_secs(20)).unwrap();
     image_everywhere(&cluster, "new", Duration::from_secs(10));
-    let (_, _) = wait_until(Duration::from_secs(10), "the returning peer to catch up", || {
-        let p = &cluster.peers[4];
-        let keep = p.spec("keep").ok().flatten()?;
-        (keep["image"] == "keep:v2" && p.spec("gone").ok()?.is_none()).then_some(())
-    })
+    let (_, _) = wait_until(
+        Duration::from_secs(10),
+        "the returning peer to catch up",
+        || {
+            let p = &cluster.peers[4];
+            let keep = p.spec("keep").ok().flatten()?;
+            (keep["image"] == "keep:v2" && p.spec("gone").ok()?.is_none()).then_some(())
+        },
+    )
     .unwrap();
 
     // Write on p1 and kill it at once: the acknowledged write was persisted.
@@ -113,7 +151,12 @@ fn a_stopped_peer_catches_up_and_a_full_restart_loses_nothing() {
         image_everywhere(&cluster, name, Duration::from_secs(15));
     }
     for peer in &cluster.peers {
-        let names: Vec<String> = peer.services().unwrap().iter().map(|s| s["name"].as_str().unwrap().to_owned()).collect();
+        let names: Vec<String> = peer
+            .services()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap().to_owned())
+            .collect();
         assert_eq!(names, ["keep", "last", "new"], "on {}", peer.name);
     }
 }
@@ -126,14 +169,26 @@ fn writes_on_both_sides_of_a_partition_converge_after_the_heal() {
     let partition = Partition::new(&ips[..3], &ips[3..]).unwrap();
     // Both sides see the other side go down, and keep taking writes.
     let far = cluster.peers[4].node_id().unwrap();
-    wait_until(Duration::from_secs(15), "the majority to see the minority down", || {
-        cluster.peers[0].nodes().ok()?.iter().any(|r| r.id == far && r.state == "down").then_some(())
-    })
+    wait_until(
+        Duration::from_secs(15),
+        "the majority to see the minority down",
+        || {
+            cluster.peers[0]
+                .nodes()
+                .ok()?
+                .iter()
+                .any(|r| r.id == far && r.state == "down")
+                .then_some(())
+        },
+    )
     .unwrap();
     create(&cluster, 0, "left-side", "l:v1");
     create(&cluster, 4, "right-side", "r:v1");
     std::thread::sleep(Duration::from_secs(1));
-    assert!(cluster.peers[4].spec("left-side").unwrap().is_none(), "the partition leaked");
+    assert!(
+        cluster.peers[4].spec("left-side").unwrap().is_none(),
+        "the partition leaked"
+    );
     partition.heal();
     let took = image_everywhere(&cluster, "left-side", Duration::from_secs(30));
     image_everywhere(&cluster, "right-side", Duration::from_secs(30));
@@ -155,20 +210,53 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
         (&["service", "scale", "ok=-1"], "whole number"),
         (&["service", "scale", "ok"], "SERVICE=REPLICAS"),
         (&["service", "create", "--name", "Bad_Name!", "img"], "name"),
-        (&["service", "create", "--name", "x", "-p", "80:x", "img"], "PUBLISHED:TARGET"),
-        (&["service", "create", "--name", "x", "--replicas", "-1", "img"], "-1"),
-        (&["service", "create", "--name", "x", "--bogus", "img"], "--bogus"),
-        (&["service", "create", "--name", "ok", "img"], "already exists"),
-        (&["service", "update", "--update-delay", "soon", "ok"], "--update-delay"),
-        (&["node", "update", "--availability", "sleep", "p0"], "active, pause or drain"),
+        (
+            &["service", "create", "--name", "x", "-p", "80:x", "img"],
+            "PUBLISHED:TARGET",
+        ),
+        (
+            &[
+                "service",
+                "create",
+                "--name",
+                "x",
+                "--replicas",
+                "-1",
+                "img",
+            ],
+            "-1",
+        ),
+        (
+            &["service", "create", "--name", "x", "--bogus", "img"],
+            "--bogus",
+        ),
+        (
+            &["service", "create", "--name", "ok", "img"],
+            "already exists",
+        ),
+        (
+            &["service", "update", "--update-delay", "soon", "ok"],
+            "--update-delay",
+        ),
+        (
+            &["node", "update", "--availability", "sleep", "p0"],
+            "active, pause or drain",
+        ),
     ];
     for (args, expected) in cases {
         let out = p.cli(args).unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "knit {args:?} succeeded");
-        assert!(err.contains(expected), "knit {args:?} said {err:?}, expected {expected:?}");
+        assert!(
+            err.contains(expected),
+            "knit {args:?} said {err:?}, expected {expected:?}"
+        );
     }
     let services = p.services().unwrap();
     assert_eq!(services.len(), 1);
-    assert_eq!(p.spec("ok").unwrap().unwrap()["version"], 1, "nothing was half-applied");
+    assert_eq!(
+        p.spec("ok").unwrap().unwrap()["version"],
+        1,
+        "nothing was half-applied"
+    );
 }

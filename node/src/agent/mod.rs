@@ -26,6 +26,12 @@ const ROUND_MIN: Duration = Duration::from_millis(100);
 const OPS_MAX: usize = 8;
 /// Events waiting for the agent.
 const EVENTS_MAX: usize = 1024;
+/// After a member joins or returns, views differ between peers for a moment; the agent
+/// waits this long for them to agree before it moves anything.
+const SETTLE: Duration = Duration::from_millis(1500);
+/// A restarted peer that knew other members waits at most this long to find them again
+/// before it acts alone on what it knows.
+const REJOIN_WAIT: Duration = Duration::from_secs(10);
 
 /// One replica the agent knows of.
 struct Tracked {
@@ -73,6 +79,11 @@ pub(crate) struct Agent {
     published: BTreeMap<String, Vec<u8>>,
     events: mpsc::Sender<Event>,
     config: ReconcileConfig,
+    /// Active members and epochs at the last round, to notice joins and returns.
+    members: BTreeMap<knit_mesh::NodeId, u64>,
+    /// No action before this instant (see [`SETTLE`]).
+    settle_until: Instant,
+    started: Instant,
 }
 
 impl Agent {
@@ -95,6 +106,9 @@ impl Agent {
             published: BTreeMap::new(),
             events,
             config: ReconcileConfig::default(),
+            members: BTreeMap::new(),
+            settle_until: Instant::now() + SETTLE,
+            started: Instant::now(),
         };
         Ok((agent, rx))
     }
@@ -168,27 +182,45 @@ impl Agent {
         self.probe(&specs);
         let reports = self.reports(&specs);
         self.publish(&snapshot, &reports).await;
-        self.act(&snapshot, specs, reports);
+        if self.settled(&snapshot) {
+            self.act(&snapshot, specs, reports);
+        }
+    }
+
+    /// Whether views have had time to agree: no member joined or returned within
+    /// [`SETTLE`], and a restarted peer has found the cluster it knew (or gave up waiting).
+    fn settled(&mut self, snapshot: &Snapshot) -> bool {
+        let now: BTreeMap<knit_mesh::NodeId, u64> = snapshot
+            .view
+            .members
+            .iter()
+            .filter(|m| m.state.is_active())
+            .map(|m| (m.peer.node, m.peer.epoch))
+            .collect();
+        if now
+            .iter()
+            .any(|(node, epoch)| self.members.get(node) != Some(epoch))
+        {
+            self.settle_until = Instant::now() + SETTLE;
+        }
+        self.members = now;
+        let knows_others = snapshot.view.members.iter().any(|m| m.peer.node != self.me);
+        let alone = snapshot.view.connection != knit_mesh::Connection::Active;
+        if knows_others && alone && self.started.elapsed() < REJOIN_WAIT {
+            return false;
+        }
+        Instant::now() >= self.settle_until
     }
 
     /// Lists what the drivers run and updates the tracked replicas.
     async fn observe(&mut self) {
-        let mut listed: Vec<(Replica, DriverKind)> = Vec::new();
-        match self.drivers.process.list().await {
-            Ok(replicas) => listed.extend(replicas.into_iter().map(|r| (r, DriverKind::Process))),
-            Err(e) => tracing::warn!(error = %e, "cannot list processes"),
-        }
-        if let Some(docker) = &self.drivers.docker {
-            match docker.list(&self.me.to_string()).await {
-                Ok(replicas) => {
-                    listed.extend(replicas.into_iter().map(|r| (r, DriverKind::Docker)))
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot list containers; keeping the last known");
-                    return;
-                }
+        let listed = match self.drivers.list(&self.me.to_string()).await {
+            Ok(listed) => listed,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list replicas; keeping the last known");
+                return;
             }
-        }
+        };
         let ids: BTreeSet<String> = listed.iter().map(|(r, _)| r.runtime_id.clone()).collect();
         self.replicas.retain(|id, _| ids.contains(id));
         for (replica, kind) in listed {

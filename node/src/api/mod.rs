@@ -30,14 +30,22 @@ pub(crate) struct ApiState {
     token: Arc<str>,
     /// The store version last written to the data dir.
     saved: watch::Receiver<u64>,
+    /// This host's drivers, for logs.
+    drivers: Arc<crate::driver::Drivers>,
 }
 
 impl ApiState {
-    pub(crate) fn new(mesh: Mesh, token: String, saved: watch::Receiver<u64>) -> Self {
+    pub(crate) fn new(
+        mesh: Mesh,
+        token: String,
+        saved: watch::Receiver<u64>,
+        drivers: Arc<crate::driver::Drivers>,
+    ) -> Self {
         Self {
             mesh,
             token: token.into(),
             saved,
+            drivers,
         }
     }
 
@@ -104,6 +112,7 @@ pub(crate) fn router(state: ApiState) -> Router {
         )
         .route("/v1/services/{name}/rollback", post(services::rollback))
         .route("/v1/services/{name}/ps", get(services::ps))
+        .route("/v1/services/{name}/logs", get(services::logs))
         .route("/v1/token", get(token))
         .route("/metrics", get(metrics::metrics))
         .with_state(state)

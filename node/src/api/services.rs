@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use knit_scheduler::placement::Assignment;
 use knit_scheduler::spec::Mode;
@@ -76,7 +76,9 @@ fn invalid(e: impl std::fmt::Display) -> ApiError {
 
 async fn store_spec(state: &ApiState, spec: &ServiceSpec) -> Result<(), ApiError> {
     let version = serde_json::to_vec(&spec.version).map_err(invalid)?;
-    state.write(&service_version_key(&spec.name), Some(version)).await?;
+    state
+        .write(&service_version_key(&spec.name), Some(version))
+        .await?;
     let bytes = serde_json::to_vec(spec).map_err(invalid)?;
     state.write(&service_key(&spec.name), Some(bytes)).await
 }
@@ -272,7 +274,11 @@ pub(super) async fn ps(
                     node_id: other.to_string(),
                     desired_state: "shutdown".into(),
                     // A node that is down cannot say what became of its replicas.
-                    state: if reachable { lower(&r.state) } else { "lost".into() },
+                    state: if reachable {
+                        lower(&r.state)
+                    } else {
+                        "lost".into()
+                    },
                     health: lower(&r.health),
                     spec_version: r.spec_version,
                     host_port: r.host_ports.values().next().copied(),
@@ -282,4 +288,61 @@ pub(super) async fn ps(
         }
     }
     Ok(Json(rows))
+}
+
+/// `?tail=N` for logs.
+#[derive(Debug, Deserialize)]
+pub(super) struct LogsQuery {
+    #[serde(default = "default_tail")]
+    tail: usize,
+}
+
+fn default_tail() -> usize {
+    100
+}
+
+/// The output of the service's replicas on this peer's host, prefixed with their slot, and a
+/// note naming the nodes that run the others (logs stay on the host that made them).
+pub(super) async fn logs(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    Query(query): Query<LogsQuery>,
+) -> Result<String, ApiError> {
+    let snapshot = Snapshot::of(&state.mesh);
+    if snapshot.spec(&name).is_none() {
+        return Err(not_found(&name));
+    }
+    let me = snapshot.view.me.node;
+    let local = state
+        .drivers
+        .list(&me.to_string())
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let mut out = String::new();
+    for (replica, kind) in local.iter().filter(|(r, _)| r.slot.service == name) {
+        let Ok(driver) = state.drivers.for_kind(*kind) else {
+            continue;
+        };
+        let text = driver
+            .logs(&replica.runtime_id, query.tail.min(10_000))
+            .await
+            .unwrap_or_else(|e| format!("(no logs: {e})"));
+        for line in text.lines() {
+            out.push_str(&format!(
+                "{}@{} | {line}\n",
+                replica.slot, replica.runtime_id
+            ));
+        }
+    }
+    let names = snapshot.names();
+    for (node, reports) in snapshot.observed() {
+        if node.as_str() == me.to_string() {
+            continue;
+        }
+        for r in reports.iter().filter(|r| r.slot.service == name) {
+            let node_name = names.get(node.as_str()).cloned().unwrap_or_default();
+            out.push_str(&format!("# {} runs on {node_name}: its logs are on that host (knit --api <its API> service logs {name})\n", r.slot));
+        }
+    }
+    Ok(out)
 }

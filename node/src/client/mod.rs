@@ -49,6 +49,11 @@ impl Client {
     }
 
     async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T> {
+        let body = self.send_raw(request).await?;
+        serde_json::from_slice(&body).context("unexpected answer from the knit API")
+    }
+
+    async fn send_raw(&self, request: reqwest::RequestBuilder) -> Result<Vec<u8>> {
         let response = request.send().await.map_err(|e| {
             let why = if e.is_connect() || e.is_timeout() { "no knit peer answers there" } else { "request failed" };
             anyhow::anyhow!(
@@ -69,7 +74,15 @@ impl Client {
             }
             .into());
         }
-        serde_json::from_slice(&body).context("unexpected answer from the knit API")
+        Ok(body.to_vec())
+    }
+
+    /// GETs a plain-text answer.
+    pub(crate) async fn get_text(&self, path: &str) -> Result<String> {
+        let body = self
+            .send_raw(self.http.get(format!("{}{path}", self.base)))
+            .await?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
     }
 
     pub(crate) async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {

@@ -71,6 +71,12 @@ pub(super) async fn run(client: &Client, command: ServiceCommand) -> Result<()> 
                 None => println!("{}: nothing to change (use --force to redeploy)", args.name),
             }
         }
+        ServiceCommand::Logs { name, tail } => {
+            let text = client
+                .get_text(&format!("/v1/services/{name}/logs?tail={tail}"))
+                .await?;
+            print!("{text}");
+        }
         ServiceCommand::Rollback { name } => {
             let spec: ServiceSpec = client
                 .post(&format!("/v1/services/{name}/rollback"), &())

@@ -92,6 +92,29 @@ impl Drivers {
     }
 }
 
+impl Drivers {
+    /// Every replica this node runs, with the kind of driver that runs it.
+    pub(crate) async fn list(&self, node: &str) -> Result<Vec<(Replica, DriverKind)>, DriverError> {
+        let mut all: Vec<(Replica, DriverKind)> = self
+            .process
+            .list()
+            .await?
+            .into_iter()
+            .map(|r| (r, DriverKind::Process))
+            .collect();
+        if let Some(docker) = &self.docker {
+            all.extend(
+                docker
+                    .list(node)
+                    .await?
+                    .into_iter()
+                    .map(|r| (r, DriverKind::Docker)),
+            );
+        }
+        Ok(all)
+    }
+}
+
 /// One driver, chosen per service.
 pub(crate) enum Driver<'a> {
     Docker(&'a docker::DockerDriver),
@@ -103,6 +126,14 @@ impl Driver<'_> {
         match self {
             Driver::Docker(d) => d.start(launch).await,
             Driver::Process(d) => d.start(launch).await,
+        }
+    }
+
+    /// The last `tail` lines of a replica's output.
+    pub(crate) async fn logs(&self, runtime_id: &str, tail: usize) -> Result<String, DriverError> {
+        match self {
+            Driver::Docker(d) => d.logs(runtime_id, tail).await,
+            Driver::Process(d) => d.logs(runtime_id, tail).await,
         }
     }
 

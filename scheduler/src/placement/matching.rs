@@ -90,6 +90,11 @@ pub(super) struct Slot {
     /// Kept by a paused node; outside the matching and the load bound.
     pub(super) pinned: bool,
     pub(super) live: bool,
+    /// Known to be on its top-ranked node, so it prefers no other node and need not be
+    /// looked at when a node has room. False is always safe.
+    pub(super) settled: bool,
+    /// In `Model::unsettled`.
+    pub(super) listed: bool,
 }
 
 impl Slot {
@@ -121,6 +126,9 @@ pub(super) struct Model {
     pub(super) ranked: Vec<(u64, u64, u32)>,
     /// Some reservation did not fit somewhere: incremental repair would be unsound.
     pub(super) resource_bound: bool,
+    /// Every matchable slot that is not settled (and maybe some stale entries): the only
+    /// slots that can prefer another node to their own.
+    pub(super) unsettled: Vec<u32>,
 }
 
 impl Model {
@@ -140,6 +148,7 @@ impl Model {
             caps: Vec::new(),
             ranked: Vec::new(),
             resource_bound: false,
+            unsettled: Vec::new(),
         }
     }
 
@@ -258,11 +267,15 @@ impl Model {
             score: 0,
             pinned: false,
             live: true,
+            settled: false,
+            listed: false,
         };
         self.matchable += 1;
         match self.free_slots.pop() {
             Some(i) => {
-                self.slots[i as usize] = slot;
+                // Keep `listed`: the index may still sit in `unsettled`.
+                let listed = self.slots[i as usize].listed;
+                self.slots[i as usize] = Slot { listed, ..slot };
                 i
             }
             None => {
@@ -334,9 +347,13 @@ impl Model {
     /// pair-greedy matching.
     pub(super) fn solve(&mut self) {
         self.resource_bound = false;
+        self.unsettled.clear();
         for n in &mut self.nodes {
             n.used = Resources::default();
             n.held.clear();
+        }
+        for s in &mut self.slots {
+            (s.settled, s.listed) = (false, false);
         }
         for s in self.slots.iter_mut().filter(|s| s.live) {
             if s.pinned {
@@ -437,6 +454,7 @@ impl Model {
             }
         }
         let mut full: Vec<bool> = self.caps.iter().map(|&c| c == 0).collect();
+        let mut moved = vec![false; picks.len()];
         while let Some((score, _, _, entry)) = heap.pop() {
             let (slot, p, at) = picks[entry as usize];
             let s = self.slots[slot as usize];
@@ -449,10 +467,12 @@ impl Model {
                 self.resource_bound = true;
             } else {
                 self.assign(slot, node, score);
+                self.slots[slot as usize].settled = !moved[entry as usize];
                 full[node as usize] =
                     self.nodes[node as usize].held.len() >= self.caps[node as usize] as usize;
                 continue;
             }
+            moved[entry as usize] = true;
             let next = if usize::from(at) + 1 < usize::from(p.len) {
                 picks[entry as usize].2 = at + 1;
                 Some(p.best[usize::from(at) + 1])
@@ -470,6 +490,30 @@ impl Model {
             if let Some(n) = next {
                 heap.push((n.score, s.hash, n.hash, entry));
             }
+        }
+        for (slot, _, _) in picks {
+            if !self.slots[slot as usize].settled {
+                self.mark_unsettled(slot);
+            }
+        }
+    }
+
+    /// Notes that `slot` may prefer another node to its own (or has none).
+    pub(super) fn mark_unsettled(&mut self, slot: u32) {
+        let s = &mut self.slots[slot as usize];
+        s.settled = false;
+        if !s.listed {
+            s.listed = true;
+            self.unsettled.push(slot);
+        }
+    }
+
+    /// Records whether `slot`, just placed, is known to be on its top node.
+    pub(super) fn set_settled(&mut self, slot: u32, settled: bool) {
+        if settled {
+            self.slots[slot as usize].settled = true;
+        } else {
+            self.mark_unsettled(slot);
         }
     }
 }

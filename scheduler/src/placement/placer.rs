@@ -3,6 +3,7 @@
 
 use super::PlacementConfig;
 use super::matching::{Model, NONE};
+use super::repair::Proposal;
 use super::table::Placement;
 use crate::node::{Availability, NodeId, NodeView};
 use crate::replica::SlotId;
@@ -139,7 +140,7 @@ impl Model {
     /// matchable slots once `gone` is dropped. False: rebuild instead.
     fn rebalance(
         &mut self,
-        mut queue: Vec<(u32, Option<(u64, u64)>)>,
+        mut queue: Vec<Proposal>,
         gone: Vec<u32>,
         joined: Option<u32>,
         slots: u32,
@@ -155,7 +156,7 @@ impl Model {
             while self.nodes[n as usize].held.len() > self.caps[n as usize] as usize {
                 let (worst, key) = self.worst_held(n).expect("holds more than its bound");
                 self.unassign(worst);
-                queue.push((worst, Some((key.0, self.nodes[n as usize].hash))));
+                queue.push((worst, Some((key.0, self.nodes[n as usize].hash)), false));
             }
         }
         let mut touched = Vec::new();
@@ -198,13 +199,13 @@ impl Model {
         for s in held {
             let slot = &mut self.slots[s as usize];
             slot.owner = NONE;
-            queue.push((s, Some((slot.score, hash))));
+            queue.push((s, Some((slot.score, hash)), slot.settled));
         }
         for s in pinned {
             let slot = &mut self.slots[s as usize];
             (slot.owner, slot.pinned) = (NONE, false);
             self.matchable += 1;
-            queue.push((s, None));
+            queue.push((s, None, true));
         }
         if was_active {
             self.active -= 1;
@@ -259,7 +260,7 @@ impl Model {
         self.insert_service(spec);
         let svc = &self.services[&name];
         if svc.spec.mode != Mode::Global {
-            let queue = svc.slots.iter().map(|&s| (s, None)).collect();
+            let queue = svc.slots.iter().map(|&s| (s, None, true)).collect();
             return self.rebalance(queue, Vec::new(), None, self.matchable);
         }
         let members = self.groups[svc.group as usize].members.clone();
@@ -283,11 +284,11 @@ impl Model {
         let (group, need, name) = (svc.group, spec.reservations, spec.name.clone());
         let mut queue = Vec::new();
         for index in old + 1..=new {
-            queue.push((self.new_slot(&name, index, group, need), None));
+            queue.push((self.new_slot(&name, index, group, need), None, true));
         }
         let svc = self.services.get_mut(&name).expect("service exists");
         let gone = svc.slots.split_off((new as usize).min(svc.slots.len()));
-        svc.slots.extend(queue.iter().map(|&(s, _)| s));
+        svc.slots.extend(queue.iter().map(|&(s, _, _)| s));
         svc.spec = spec;
         let gone_matchable = gone
             .iter()

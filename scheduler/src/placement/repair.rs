@@ -9,6 +9,9 @@
 //! then fills in turn.
 
 use super::matching::{GlobalCell, Model, NONE};
+
+/// A slot asking for a node: (slot, ceiling, may settle); see [`Model::propose`].
+pub(super) type Proposal = (u32, Option<(u64, u64)>, bool);
 use super::score::{best_below, score};
 
 impl Model {
@@ -35,23 +38,24 @@ impl Model {
             .min_by_key(|&(_, key)| key)
     }
 
-    /// Deferred acceptance for `queue`: (slot, ceiling) pairs, the ceiling being the key of
-    /// the node it last left (`None`: from the top). Nodes that gain a slot go to `touched`.
-    pub(super) fn propose(
-        &mut self,
-        mut queue: Vec<(u32, Option<(u64, u64)>)>,
-        touched: &mut Vec<u32>,
-    ) {
-        while let Some((slot, ceiling)) = queue.pop() {
+    /// Deferred acceptance for `queue`: (slot, ceiling, may settle) triples, the ceiling
+    /// being the key of the node the slot last left (`None`: from the top), and "may
+    /// settle" true when the best node below the ceiling is the slot's top node (it starts
+    /// from the top, or it left its top node because that node is gone). Nodes that gain a
+    /// slot go to `touched`.
+    pub(super) fn propose(&mut self, mut queue: Vec<Proposal>, touched: &mut Vec<u32>) {
+        while let Some((slot, ceiling, may_settle)) = queue.pop() {
             let s = self.slots[slot as usize];
             let group = &self.groups[s.group as usize];
             let Some(pick) = best_below(s.hash, &group.hashes, ceiling) else {
-                continue; // nothing left below: pending
+                self.mark_unsettled(slot); // nothing left below: pending
+                continue;
             };
             let node = group.members[pick.pos as usize];
             let cap = self.caps[node as usize] as usize;
             if self.nodes[node as usize].held.len() < cap {
                 self.assign(slot, node, pick.score);
+                self.set_settled(slot, may_settle);
                 touched.push(node);
                 continue;
             }
@@ -59,10 +63,11 @@ impl Model {
             if let Some((worst, worst_key)) = worst.filter(|&(_, w)| s.key_at(pick.score) > w) {
                 self.unassign(worst);
                 self.assign(slot, node, pick.score);
+                self.set_settled(slot, may_settle);
                 touched.push(node);
-                queue.push((worst, Some((worst_key.0, pick.hash))));
+                queue.push((worst, Some((worst_key.0, pick.hash)), false));
             } else {
-                queue.push((slot, Some(pick.key())));
+                queue.push((slot, Some(pick.key()), false));
             }
         }
     }
@@ -71,8 +76,10 @@ impl Model {
     fn best_suitor(&self, node: u32) -> Option<(u32, u64)> {
         let n = &self.nodes[node as usize];
         let mut best: Option<(u32, (u64, u64))> = None;
-        for (i, s) in self.slots.iter().enumerate() {
+        for &i in &self.unsettled {
+            let s = &self.slots[i as usize];
             if !s.live
+                || s.settled
                 || s.pinned
                 || s.owner == node
                 || !self.groups[s.group as usize].is_member[node as usize]
@@ -84,7 +91,7 @@ impl Model {
                 s.owner == NONE || (here, n.hash) > (s.score, self.nodes[s.owner as usize].hash);
             let key = s.key_at(here);
             if prefers && best.is_none_or(|(_, b)| key > b) {
-                best = Some((i as u32, key));
+                best = Some((i, key));
             }
         }
         best.map(|(slot, key)| (slot, key.0))
@@ -92,6 +99,12 @@ impl Model {
 
     /// Fills the nodes in `work` up to the bound with the slots that prefer them.
     pub(super) fn fill(&mut self, mut work: Vec<u32>, touched: &mut Vec<u32>) {
+        let slots = &mut self.slots;
+        self.unsettled.retain(|&i| {
+            let s = &mut slots[i as usize];
+            s.listed = s.live && !s.settled && !s.pinned;
+            s.listed
+        });
         while let Some(node) = work.pop() {
             while self.nodes[node as usize].is_active()
                 && self.nodes[node as usize].held.len() < self.caps[node as usize] as usize
@@ -105,6 +118,7 @@ impl Model {
                     work.push(old);
                 }
                 self.assign(slot, node, here);
+                self.mark_unsettled(slot); // moved up; maybe to its top, maybe not
                 touched.push(node);
             }
         }
@@ -125,15 +139,21 @@ impl Model {
             }
         }
         suitors.sort_unstable_by(|a, b| b.cmp(a));
-        suitors.truncate(self.caps[node as usize] as usize);
+        let taken = suitors.len().min(self.caps[node as usize] as usize);
+        for &(_, slot) in &suitors[taken..] {
+            self.mark_unsettled(slot); // prefers the new node, which is full
+        }
         let mut work = Vec::new();
-        for ((here, _), slot) in suitors {
+        for &((here, _), slot) in &suitors[..taken] {
+            // A slot on its top node that prefers the new node has it as its new top.
+            let settled = self.slots[slot as usize].settled;
             let old = self.slots[slot as usize].owner;
             if old != NONE {
                 self.unassign(slot);
                 work.push(old);
             }
             self.assign(slot, node, here);
+            self.set_settled(slot, settled && old != NONE);
         }
         touched.push(node);
         work.push(node);

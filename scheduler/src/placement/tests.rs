@@ -190,6 +190,40 @@ fn incremental_loss_and_join_take_the_fast_path() {
 }
 
 #[test]
+fn a_long_churn_stays_equal_to_full() {
+    let mut ns = nodes(100);
+    let mut ss = services(100, 10);
+    let cfg = PlacementConfig::default();
+    let mut placer = Placer::new(&ns, &ss, &cfg);
+    for step in 0..60u32 {
+        match step % 4 {
+            0 | 2 => {
+                let gone = ns.remove((step as usize * 37) % ns.len());
+                placer.node_lost(&gone.id);
+            }
+            1 => {
+                let v = active(&format!("joiner-{step}"));
+                ns.push(v.clone());
+                placer.node_joined(v);
+            }
+            _ => {
+                let i = (step as usize * 13) % ss.len();
+                ss[i].mode = Mode::Replicated {
+                    replicas: 5 + step % 11,
+                };
+                placer.service_changed(ss[i].clone());
+            }
+        }
+        assert_eq!(placer.placement(), place(&ns, &ss, &cfg), "step {step}");
+    }
+    assert!(
+        placer.full_recomputes() < 30,
+        "{}",
+        placer.full_recomputes()
+    );
+}
+
+#[test]
 fn movement_is_near_the_optimum_when_bounds_bind() {
     let ns = nodes(200);
     let svc = services(200, 10);

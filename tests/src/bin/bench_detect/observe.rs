@@ -2,7 +2,7 @@
 //! process per read): node lists with the time each state was entered, gossip counters,
 //! and resident memory.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Result, bail};
@@ -84,26 +84,39 @@ pub(crate) fn wait_all_alive(cluster: &mut Cluster, limit: Duration) -> Result<D
     }
 }
 
-/// Waits until each of `observers` sees `subject` in `state`. Returns, per observer, when it
-/// says that state began (`since_ms`), or when this poll first saw it if the peer's stamp
-/// is not plausible (before `not_before_ms`).
+/// How long after an event every observer saw its outcome.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Seen {
+    /// By the observers' own stamps (`since_ms`, the moment each recorded the state; a
+    /// poll's time where a stamp is implausible): the figure the benchmark reports.
+    pub(crate) stamped_ms: u64,
+    /// By this poll, which lags by up to a sweep over the observers: a cross-check.
+    pub(crate) polled_ms: u64,
+}
+
+/// Waits until each of `observers` sees `subject` in `state`, counting from `from_ms`
+/// (wall clock, just before the event).
 pub(crate) fn wait_seen(
     cluster: &Cluster,
     observers: &[usize],
     subject: &str,
     state: &str,
-    not_before_ms: u64,
+    from_ms: u64,
     limit: Duration,
     alarms: &mut FalseAlarms,
-) -> Result<Vec<u64>> {
+) -> Result<Seen> {
     let started = Instant::now();
     let mut pending: BTreeSet<usize> = observers.iter().copied().collect();
-    let mut seen_ms = Vec::with_capacity(observers.len());
+    let mut last_stamp_ms = from_ms;
+    let mut last_seen: BTreeMap<usize, String> = BTreeMap::new();
     while !pending.is_empty() {
         if started.elapsed() > limit {
-            let names: Vec<&str> = pending
+            let names: Vec<String> = pending
                 .iter()
-                .map(|&i| cluster.peers[i].name.as_str())
+                .map(|&i| {
+                    let seen = last_seen.get(&i).map_or("no answer", String::as_str);
+                    format!("{} sees it {seen}", cluster.peers[i].name)
+                })
                 .collect();
             bail!(
                 "{} of {} peers did not see it {state} within {limit:?}: {names:?}",
@@ -117,14 +130,19 @@ pub(crate) fn wait_seen(
                 continue;
             };
             alarms.note(i, &rows, subject);
+            let row = rows.iter().find(|r| r.id == subject);
+            last_seen.insert(
+                i,
+                row.map_or_else(|| "absent".to_owned(), |r| r.state.clone()),
+            );
             if let Some(row) = rows.iter().find(|r| r.id == subject && r.state == state) {
                 let polled_ms = wall_ms();
-                let stamp = if (not_before_ms..=polled_ms).contains(&row.since_ms) {
+                let stamp = if (from_ms..=polled_ms).contains(&row.since_ms) {
                     row.since_ms
                 } else {
                     polled_ms
                 };
-                seen_ms.push(stamp);
+                last_stamp_ms = last_stamp_ms.max(stamp);
                 done.push(i);
             }
         }
@@ -135,7 +153,10 @@ pub(crate) fn wait_seen(
             std::thread::sleep(POLL_PAUSE);
         }
     }
-    Ok(seen_ms)
+    Ok(Seen {
+        stamped_ms: last_stamp_ms - from_ms,
+        polled_ms: wall_ms().saturating_sub(from_ms),
+    })
 }
 
 /// Members that were running but that some peer saw `suspect` or `down` outside a trial's

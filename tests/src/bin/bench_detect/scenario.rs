@@ -170,10 +170,12 @@ fn detect(cluster: &mut Cluster, setup: &Setup, trial: usize, figures: &mut Figu
     );
     let name = cluster.peers[victim].name.clone();
     match seen {
-        Ok(stamps) => {
-            let took = stamps.iter().max().copied().unwrap_or(kill_ms) - kill_ms;
-            figures.detect_ms.push(took);
-            eprint!("  trial {trial}: kill -9 {name}: down everywhere after {took} ms");
+        Ok(seen) => {
+            figures.detect_ms.push(seen.stamped_ms);
+            eprint!(
+                "  trial {trial}: kill -9 {name}: down everywhere after {} ms (polled {} ms)",
+                seen.stamped_ms, seen.polled_ms
+            );
         }
         Err(e) => {
             eprint!("  trial {trial}: kill -9 {name}: FAILED: {e:#}");
@@ -184,7 +186,7 @@ fn detect(cluster: &mut Cluster, setup: &Setup, trial: usize, figures: &mut Figu
     }
     let restart_ms = wall_ms();
     cluster.peers[victim].start(None, None)?;
-    let stamps = observe::wait_seen(
+    let seen = observe::wait_seen(
         cluster,
         &observers,
         &id,
@@ -194,9 +196,11 @@ fn detect(cluster: &mut Cluster, setup: &Setup, trial: usize, figures: &mut Figu
         &mut figures.alarms,
     )
     .with_context(|| format!("{name} restarted after trial {trial}"))?;
-    let took = stamps.iter().max().copied().unwrap_or(restart_ms) - restart_ms;
-    figures.rejoin_ms.push(took);
-    eprintln!("; alive again after {took} ms");
+    figures.rejoin_ms.push(seen.stamped_ms);
+    eprintln!(
+        "; alive again after {} ms (polled {} ms)",
+        seen.stamped_ms, seen.polled_ms
+    );
     observe::wait_all_alive(cluster, ALIVE_LIMIT)
         .with_context(|| format!("healing after trial {trial}"))?;
     Ok(())
@@ -212,7 +216,7 @@ fn join_one(cluster: &mut Cluster, figures: &mut Figures) -> Result<()> {
     let spawn_ms = wall_ms();
     cluster.peers[i].start(Some(seed), token.as_deref())?;
     let id = observe::node_ids(cluster, &[i])?.remove(0);
-    let stamps = observe::wait_seen(
+    let seen = observe::wait_seen(
         cluster,
         &observers,
         &id,
@@ -221,13 +225,15 @@ fn join_one(cluster: &mut Cluster, figures: &mut Figures) -> Result<()> {
         ALIVE_LIMIT,
         &mut figures.alarms,
     )?;
-    let took = stamps.iter().max().copied().unwrap_or(spawn_ms) - spawn_ms;
-    figures.join_ms.push(took);
+    figures.join_ms.push(seen.stamped_ms);
     eprintln!(
-        "  join {}: alive everywhere {took} ms after spawn",
-        cluster.peers[i].name
+        "  join {}: alive everywhere {} ms after spawn (polled {} ms)",
+        cluster.peers[i].name, seen.stamped_ms, seen.polled_ms
     );
-    cluster.peers[i].terminate(LEAVE_LIMIT)?;
+    let name = cluster.peers[i].name.clone();
+    cluster.peers[i]
+        .terminate(LEAVE_LIMIT)
+        .with_context(|| format!("{name} was let go with SIGTERM"))?;
     let mut ignored = FalseAlarms::default();
     observe::wait_seen(
         cluster,
@@ -237,6 +243,7 @@ fn join_one(cluster: &mut Cluster, figures: &mut Figures) -> Result<()> {
         spawn_ms,
         LEAVE_LIMIT,
         &mut ignored,
-    )?;
+    )
+    .with_context(|| format!("{name} left (SIGTERM)"))?;
     Ok(())
 }
