@@ -140,6 +140,10 @@ impl Snapshot {
         self.decode(&info_key(node))
     }
 
+    pub(crate) fn telemetry(&self, node: &NodeId) -> Option<crate::telemetry::Telemetry> {
+        self.decode(&crate::telemetry::telemetry_key(node))
+    }
+
     pub(crate) fn node_spec(&self, node: &NodeId) -> NodeSpec {
         self.decode(&node_spec_key(node)).unwrap_or_default()
     }

@@ -15,6 +15,7 @@ mod flags;
 mod lab;
 mod logging;
 mod peer;
+mod telemetry;
 
 use std::process::ExitCode;
 

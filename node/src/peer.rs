@@ -173,6 +173,12 @@ pub(crate) async fn up(args: UpArgs, api: &str) -> Result<()> {
         );
     }
     let dir = Arc::new(dir);
+    tokio::spawn(crate::telemetry::run(
+        mesh.clone(),
+        node,
+        dir.path().to_path_buf(),
+        shutdown.clone(),
+    ));
     let (agent, events) = Agent::new(mesh.clone(), drivers.clone(), node)?;
     tokio::spawn(agent.run(events, shutdown.clone()));
     let (saved_tx, saved) = tokio::sync::watch::channel(0);

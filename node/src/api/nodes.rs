@@ -29,8 +29,10 @@ pub(crate) struct NodeSummary {
     pub(crate) since_ms: u64,
     pub(crate) version: Option<String>,
     pub(crate) capacity: Resources,
-    /// Replicas the node reports running.
+    /// Replicas the node reports.
     pub(crate) replicas: usize,
+    /// Its last telemetry sample.
+    pub(crate) telemetry: Option<crate::telemetry::Telemetry>,
 }
 
 fn summaries(snapshot: &Snapshot) -> Vec<NodeSummary> {
@@ -53,6 +55,7 @@ fn summaries(snapshot: &Snapshot) -> Vec<NodeSummary> {
                 version: info.as_ref().map(|i| i.version.clone()),
                 capacity: info.map(|i| i.capacity).unwrap_or_default(),
                 replicas: snapshot.reports(&m.peer.node).len(),
+                telemetry: snapshot.telemetry(&m.peer.node),
             }
         })
         .collect()

@@ -56,10 +56,14 @@ pub(super) async fn run(client: &Client, command: NodeCommand) -> Result<()> {
     Ok(())
 }
 
+fn pct(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}%"))
+}
+
 fn print(nodes: &[NodeSummary]) {
     println!(
-        "{:<14} {:<16} {:<22} {:<8} {:<12} {:>6}  LABELS",
-        "ID", "NAME", "ADDR", "STATE", "AVAILABILITY", "EPOCH"
+        "{:<14} {:<16} {:<22} {:<8} {:<12} {:>6} {:>8} {:>5} {:>5} {:>5}  LABELS",
+        "ID", "NAME", "ADDR", "STATE", "AVAILABILITY", "EPOCH", "REPLICAS", "CPU", "MEM", "DISK"
     );
     for n in nodes {
         let id = format!(
@@ -68,14 +72,19 @@ fn print(nodes: &[NodeSummary]) {
             if n.is_self { " *" } else { "" }
         );
         let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let t = n.telemetry.as_ref();
         println!(
-            "{:<14} {:<16} {:<22} {:<8} {:<12} {:>6}  {}",
+            "{:<14} {:<16} {:<22} {:<8} {:<12} {:>6} {:>8} {:>5} {:>5} {:>5}  {}",
             id,
             n.name,
             n.addr,
             word(&n.state),
             word(&n.availability),
             n.epoch,
+            n.replicas,
+            pct(t.map(|t| f64::from(t.cpu_percent))),
+            pct(t.and_then(crate::telemetry::Telemetry::memory_percent)),
+            pct(t.and_then(crate::telemetry::Telemetry::disk_percent)),
             labels.join(",")
         );
     }
