@@ -182,6 +182,21 @@ pub(crate) struct UpArgs {
     /// Log format.
     #[arg(long, env = "KNIT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub(crate) log_format: LogFormat,
+    /// Drain this node itself when its data dir's disk is this full (percent).
+    #[arg(long, env = "KNIT_DRAIN_DISK_PERCENT", default_value_t = 95.0)]
+    pub(crate) drain_disk_percent: f64,
+    /// Drain this node itself when this much memory is used (percent).
+    #[arg(long, env = "KNIT_DRAIN_MEMORY_PERCENT", default_value_t = 95.0)]
+    pub(crate) drain_memory_percent: f64,
+    /// Drain this node itself when a sensor reaches this temperature (°C).
+    #[arg(long, env = "KNIT_DRAIN_TEMPERATURE", default_value_t = 90.0)]
+    pub(crate) drain_temperature: f32,
+    /// Drain this node itself after this many failed starts within 10 minutes.
+    #[arg(long, env = "KNIT_DRAIN_START_FAILURES", default_value_t = 5)]
+    pub(crate) drain_start_failures: u32,
+    /// How long a self-drained node must be healthy before it takes work again.
+    #[arg(long, env = "KNIT_RECOVER_AFTER", default_value = "5m")]
+    pub(crate) recover_after: String,
 }
 
 fn default_data_dir() -> PathBuf {

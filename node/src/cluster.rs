@@ -71,6 +71,26 @@ pub(crate) struct NodeSpec {
     pub(crate) availability: Availability,
     /// The node's labels in full, replacing those given to `knit up --label`.
     pub(crate) labels: Option<BTreeMap<String, String>>,
+    /// Set when the node drained itself (preventive healing), so that it alone undoes it;
+    /// an operator's `node update` clears it.
+    #[serde(default)]
+    pub(crate) auto_drained: bool,
+}
+
+/// What a node says of its own condition (preventive healing), in its node-owned record
+/// `condition`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Condition {
+    /// Why it wants to drain itself, while it does.
+    pub(crate) failing: Option<String>,
+    /// What it did about it, for people.
+    pub(crate) note: String,
+    pub(crate) since_ms: u64,
+}
+
+/// The key of a node's condition record.
+pub(crate) fn condition_key(node: &NodeId) -> String {
+    owned_key(node, "condition")
 }
 
 /// This host's capacity: its CPUs and memory (0 = unknown, not checked by placement).
@@ -144,6 +164,10 @@ impl Snapshot {
         self.decode(&crate::telemetry::telemetry_key(node))
     }
 
+    pub(crate) fn condition(&self, node: &NodeId) -> Option<Condition> {
+        self.decode(&condition_key(node))
+    }
+
     pub(crate) fn node_spec(&self, node: &NodeId) -> NodeSpec {
         self.decode(&node_spec_key(node)).unwrap_or_default()
     }
@@ -163,6 +187,21 @@ impl Snapshot {
             .labels
             .or_else(|| self.info(node).map(|i| i.labels))
             .unwrap_or_default()
+    }
+
+    /// The placement if the nodes in `drained` were drained too.
+    pub(crate) fn placement_without(
+        &self,
+        drained: &std::collections::BTreeSet<String>,
+    ) -> Placement {
+        let mut nodes = self.node_views();
+        for n in &mut nodes {
+            if drained.contains(n.id.as_str()) {
+                n.availability = Availability::Drain;
+            }
+        }
+        let specs: Vec<ServiceSpec> = self.specs().into_values().map(placeable).collect();
+        knit_scheduler::place(&nodes, &specs, &PlacementConfig::default())
     }
 
     /// The scheduler's view of every active member (alive or suspect).

@@ -179,7 +179,18 @@ pub(crate) async fn up(args: UpArgs, api: &str) -> Result<()> {
         dir.path().to_path_buf(),
         shutdown.clone(),
     ));
-    let (agent, events) = Agent::new(mesh.clone(), drivers.clone(), node)?;
+    let thresholds = crate::agent::prevention::Thresholds {
+        disk_percent: args.drain_disk_percent,
+        memory_percent: args.drain_memory_percent,
+        temperature_c: args.drain_temperature,
+        start_failures: args.drain_start_failures,
+        start_failure_window: Duration::from_secs(600),
+        recover_after: Duration::from_millis(
+            knit_scheduler::spec::parse_duration_ms(&args.recover_after)
+                .context("--recover-after")?,
+        ),
+    };
+    let (agent, events) = Agent::new(mesh.clone(), drivers.clone(), node, thresholds)?;
     tokio::spawn(agent.run(events, shutdown.clone()));
     let (saved_tx, saved) = tokio::sync::watch::channel(0);
     tokio::spawn(persist(

@@ -36,6 +36,7 @@ pub mod node;
 pub mod placement;
 pub mod reconcile;
 pub mod replica;
+pub mod rollout;
 pub mod spec;
 
 pub use error::SpecError;

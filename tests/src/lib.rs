@@ -380,16 +380,43 @@ const HTTP_RESPONSE_MAX_BYTES: usize = 4 << 20;
 /// A plain HTTP/1.0 GET of `path` on `addr` (the admin API), without a client library;
 /// `limit` bounds the connect and the whole read. Returns the body of a `200` response.
 pub fn http_get(addr: SocketAddr, path: &str, limit: Duration) -> Result<String> {
+    http_request(addr, "GET", path, None, limit)
+}
+
+/// A plain HTTP/1.0 POST of the JSON `body` to `path` on `addr` (the admin API), bounded
+/// like [`http_get`]. Returns the body of a `200` response.
+pub fn http_post(addr: SocketAddr, path: &str, body: &str, limit: Duration) -> Result<String> {
+    http_request(addr, "POST", path, Some(body), limit)
+}
+
+/// One HTTP/1.0 exchange with the admin API: `method` on `path`, with a JSON `body` if
+/// given; `limit` bounds the connect and the whole read. Returns the body of a `200`
+/// response; any other status is an error that carries the body.
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    limit: Duration,
+) -> Result<String> {
     use std::io::{Read, Write};
 
     let started = Instant::now();
     let mut stream = std::net::TcpStream::connect_timeout(&addr, limit)?;
     stream.set_read_timeout(Some(limit))?;
     stream.set_write_timeout(Some(limit))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
+    // One write, without Nagle: a request split over small segments can wait for a
+    // delayed ACK.
+    stream.set_nodelay(true)?;
+    let request = match body {
+        None => format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+        Some(body) => format!(
+            "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    };
+    stream.write_all(request.as_bytes())?;
     let mut raw = Vec::new();
     let mut chunk = [0_u8; 16 * 1024];
     loop {
@@ -399,21 +426,85 @@ pub fn http_get(addr: SocketAddr, path: &str, limit: Duration) -> Result<String>
         }
         raw.extend_from_slice(&chunk[..n]);
         if raw.len() > HTTP_RESPONSE_MAX_BYTES {
-            bail!("GET {path} on {addr}: response over {HTTP_RESPONSE_MAX_BYTES} bytes");
+            bail!("{method} {path} on {addr}: response over {HTTP_RESPONSE_MAX_BYTES} bytes");
         }
         if started.elapsed() > limit {
-            bail!("GET {path} on {addr}: no full response within {limit:?}");
+            bail!("{method} {path} on {addr}: no full response within {limit:?}");
         }
     }
     let text = String::from_utf8(raw).context("response is not UTF-8")?;
     let (head, body) = text
         .split_once("\r\n\r\n")
-        .ok_or_else(|| anyhow!("GET {path} on {addr}: no HTTP header"))?;
+        .ok_or_else(|| anyhow!("{method} {path} on {addr}: no HTTP header"))?;
     let status = head.split_whitespace().nth(1).unwrap_or_default();
     if status != "200" {
-        bail!("GET {path} on {addr}: status {status}: {body}");
+        bail!("{method} {path} on {addr}: status {status}: {body}");
     }
     Ok(body.to_owned())
+}
+
+/// The value of the sample named `name` in Prometheus/OpenMetrics text (as `/metrics`
+/// serves it), read as a whole number (counters may be written as floats, `12.0`).
+pub fn metric_value(text: &str, name: &str) -> Result<u64> {
+    for line in text.lines() {
+        let mut parts = line.split_whitespace();
+        if parts.next() == Some(name)
+            && let Some(value) = parts.next()
+        {
+            let value: f64 = value
+                .parse()
+                .with_context(|| format!("{name}: {value} is not a number"))?;
+            // Counters far below 2^52 and never negative.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            return Ok(value as u64);
+        }
+    }
+    bail!("no {name} in /metrics")
+}
+
+/// The nearest-rank percentile `q` (0..=1) of `values`, if there are any.
+pub fn percentile(values: &[u64], q: f64) -> Option<u64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    // Lengths far below 2^52: the conversions are exact.
+    #[allow(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss
+    )]
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+/// For benchmark programs: builds the release `knit` (into `$CARGO_TARGET_DIR`, else the
+/// workspace's `target`) and makes [`knit_bin`] return it, unless `$KNIT_BIN` names a
+/// binary already. Returns the binary in use.
+pub fn use_release_knit() -> Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("KNIT_BIN") {
+        return Ok(PathBuf::from(bin));
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("no workspace above tests/")?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace.join("target"), PathBuf::from);
+    eprintln!("building the release knit…");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "-q", "-p", "knit", "--bin", "knit"])
+        .current_dir(workspace)
+        .status()
+        .context("cannot run cargo")?;
+    if !status.success() {
+        bail!("cargo build --release -p knit failed ({status})");
+    }
+    let bin = target.join("release").join("knit");
+    if !use_knit_bin(bin.clone()) {
+        bail!("the harness already uses another knit binary");
+    }
+    Ok(bin)
 }
 
 /// Polls `probe` every 100 ms until it returns `Some`, or fails after `limit`.

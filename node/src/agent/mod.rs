@@ -5,6 +5,8 @@
 
 mod health;
 mod ops;
+pub(crate) mod prevention;
+mod rollout;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -73,14 +75,22 @@ pub(crate) struct Agent {
     /// Slots with an operation in flight.
     busy: BTreeSet<SlotId>,
     failed_starts: BTreeMap<SlotId, FailedStart>,
-    /// Restart times per slot, for the restart policy's window.
-    restarts: BTreeMap<SlotId, Vec<Instant>>,
+    /// Restart times per slot and the spec version started, for the restart policy's
+    /// window: a new spec version counts afresh.
+    restarts: BTreeMap<SlotId, Vec<(Instant, u64)>>,
     /// Report keys and values this node wrote.
     published: BTreeMap<String, Vec<u8>>,
     events: mpsc::Sender<Event>,
     config: ReconcileConfig,
     /// Active members and epochs at the last round, to notice joins and returns.
     members: BTreeMap<knit_mesh::NodeId, u64>,
+    /// The rollout progress this node published as coordinator, by service.
+    rollouts: BTreeMap<String, knit_scheduler::rollout::Progress>,
+    /// When this node drains itself.
+    thresholds: prevention::Thresholds,
+    /// Failed starts, for preventive healing.
+    start_failures: Vec<Instant>,
+    last_check: Option<Instant>,
     /// No action before this instant (see [`SETTLE`]).
     settle_until: Instant,
     started: Instant,
@@ -91,6 +101,7 @@ impl Agent {
         mesh: Mesh,
         drivers: Arc<Drivers>,
         me: knit_mesh::NodeId,
+        thresholds: prevention::Thresholds,
     ) -> anyhow::Result<(Self, mpsc::Receiver<Event>)> {
         let (events, rx) = mpsc::channel(EVENTS_MAX);
         let node = knit_scheduler::NodeId::new(me.to_string())?;
@@ -107,6 +118,10 @@ impl Agent {
             events,
             config: ReconcileConfig::default(),
             members: BTreeMap::new(),
+            rollouts: BTreeMap::new(),
+            thresholds,
+            start_failures: Vec::new(),
+            last_check: None,
             settle_until: Instant::now() + SETTLE,
             started: Instant::now(),
         };
@@ -150,6 +165,7 @@ impl Agent {
                 match failed_start {
                     Some((spec_version, error)) => {
                         tracing::warn!(slot = %slot, error = %error, "start failed");
+                        self.start_failures.push(Instant::now());
                         self.failed_starts.insert(
                             slot,
                             FailedStart {
@@ -182,9 +198,30 @@ impl Agent {
         self.probe(&specs);
         let reports = self.reports(&specs);
         self.publish(&snapshot, &reports).await;
+        self.check_condition(&snapshot).await;
         if self.settled(&snapshot) {
-            self.act(&snapshot, specs, reports);
+            self.act(&snapshot, specs, reports).await;
         }
+    }
+
+    /// Preventive healing, at most once a second.
+    async fn check_condition(&mut self, snapshot: &Snapshot) {
+        if self
+            .last_check
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.last_check = Some(Instant::now());
+        let window = self.thresholds.start_failure_window;
+        self.start_failures.retain(|t| t.elapsed() < window);
+        let failures = u32::try_from(self.start_failures.len()).unwrap_or(u32::MAX);
+        let reason = prevention::failing(
+            snapshot.telemetry(&self.me).as_ref(),
+            failures,
+            &self.thresholds,
+        );
+        prevention::check(&self.mesh, snapshot, reason, &self.thresholds).await;
     }
 
     /// Whether views have had time to agree: no member joined or returned within
@@ -295,7 +332,7 @@ impl Agent {
                 error: t.replica.error.clone(),
                 runtime_id: t.replica.runtime_id.clone(),
                 started_at_ms: t.replica.started_at_ms,
-                restarts: self.restarts_in_window(&t.replica.slot, specs),
+                restarts: self.restarts_in_window(&t.replica.slot, t.replica.spec_version, specs),
             })
             .collect();
         for (slot, failed) in &self.failed_starts {
@@ -311,18 +348,25 @@ impl Agent {
                 error: Some(failed.error.clone()),
                 runtime_id: ops::failed_start_id(slot),
                 started_at_ms: 0,
-                restarts: self.restarts_in_window(slot, specs),
+                restarts: self.restarts_in_window(slot, failed.spec_version, specs),
             });
         }
         reports
     }
 
-    fn restarts_in_window(&self, slot: &SlotId, specs: &BTreeMap<String, ServiceSpec>) -> u32 {
+    fn restarts_in_window(
+        &self,
+        slot: &SlotId,
+        version: u64,
+        specs: &BTreeMap<String, ServiceSpec>,
+    ) -> u32 {
         let window = specs.get(&slot.service).map_or(0, |s| s.restart.window_ms);
         let times = self.restarts.get(slot).map_or(&[][..], Vec::as_slice);
         let count = times
             .iter()
-            .filter(|t| window == 0 || t.elapsed() < Duration::from_millis(window))
+            .filter(|(t, v)| {
+                *v == version && (window == 0 || t.elapsed() < Duration::from_millis(window))
+            })
             .count();
         u32::try_from(count).unwrap_or(u32::MAX)
     }
@@ -362,8 +406,9 @@ impl Agent {
         }
     }
 
-    /// Plans this node's actions and starts the ones whose slot is free.
-    fn act(
+    /// Coordinates the rollouts this node leads, plans this node's actions, and starts the
+    /// ones whose slot is free.
+    async fn act(
         &mut self,
         snapshot: &Snapshot,
         specs: BTreeMap<String, ServiceSpec>,
@@ -379,6 +424,18 @@ impl Agent {
             .filter(|m| m.state.is_active())
             .filter_map(|m| knit_scheduler::NodeId::new(m.peer.node.to_string()).ok())
             .collect();
+        let round = rollout::Round {
+            mesh: &self.mesh,
+            snapshot,
+            placement: &placement,
+            specs: &specs,
+            observed: &observed,
+            alive: &alive,
+            me: &self.node,
+            me_mesh: self.me,
+        };
+        rollout::coordinate(round, &mut self.rollouts).await;
+        self.config.update_allowed = Some(rollout::gate(snapshot, &placement, &specs));
         let actions = knit_scheduler::plan(
             &self.node,
             &placement,
@@ -397,14 +454,16 @@ impl Agent {
                 continue;
             }
             if let knit_scheduler::Action::Start {
-                cause: knit_scheduler::StartCause::Restart { .. },
+                cause: knit_scheduler::StartCause::Restart { attempt, .. },
+                spec_version,
                 ..
             } = &action
             {
-                self.restarts
-                    .entry(slot.clone())
-                    .or_default()
-                    .push(Instant::now());
+                let restarts = self.restarts.entry(slot.clone()).or_default();
+                if *attempt == 1 {
+                    restarts.retain(|(_, v)| v != spec_version);
+                }
+                restarts.push((Instant::now(), *spec_version));
             }
             let old: Vec<(String, DriverKind)> = self
                 .replicas

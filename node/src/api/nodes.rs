@@ -33,6 +33,8 @@ pub(crate) struct NodeSummary {
     pub(crate) replicas: usize,
     /// Its last telemetry sample.
     pub(crate) telemetry: Option<crate::telemetry::Telemetry>,
+    /// What it says of its own condition (preventive healing).
+    pub(crate) condition: Option<crate::cluster::Condition>,
 }
 
 fn summaries(snapshot: &Snapshot) -> Vec<NodeSummary> {
@@ -56,6 +58,7 @@ fn summaries(snapshot: &Snapshot) -> Vec<NodeSummary> {
                 capacity: info.map(|i| i.capacity).unwrap_or_default(),
                 replicas: snapshot.reports(&m.peer.node).len(),
                 telemetry: snapshot.telemetry(&m.peer.node),
+                condition: snapshot.condition(&m.peer.node),
             }
         })
         .collect()

@@ -46,6 +46,7 @@ pub(super) async fn run(client: &Client, command: NodeCommand) -> Result<()> {
             let spec = NodeSpec {
                 availability,
                 labels: Some(labels),
+                auto_drained: false,
             };
             let updated: NodeSummary = client
                 .post(&format!("/v1/nodes/{}/spec", current.id), &spec)
@@ -87,5 +88,13 @@ fn print(nodes: &[NodeSummary]) {
             pct(t.and_then(crate::telemetry::Telemetry::disk_percent)),
             labels.join(",")
         );
+        if let Some(note) = n
+            .condition
+            .as_ref()
+            .map(|c| c.note.as_str())
+            .filter(|n| !n.is_empty())
+        {
+            println!("{:<14} ^ {note}", "");
+        }
     }
 }

@@ -77,7 +77,7 @@ mod check;
 mod matching;
 mod placer;
 mod repair;
-mod score;
+pub(crate) mod score;
 mod table;
 #[cfg(test)]
 mod tests;

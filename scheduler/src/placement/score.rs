@@ -17,18 +17,18 @@ pub(super) const TOP: usize = 4;
 const NODE_SALT: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// A node id's hash (salted).
-pub(super) fn node_hash(id: &NodeId) -> u64 {
+pub(crate) fn node_hash(id: &NodeId) -> u64 {
     xxh3_64(id.as_str().as_bytes()) ^ NODE_SALT
 }
 
 /// The hash of slot `index` of `service`.
-pub(super) fn slot_hash(service: &str, index: u32) -> u64 {
+pub(crate) fn slot_hash(service: &str, index: u32) -> u64 {
     xxh3_64_with_seed(service.as_bytes(), u64::from(index))
 }
 
 /// The rendezvous score of a slot on a node: higher wins.
 #[inline(always)]
-pub(super) fn score(slot: u64, node: u64) -> u64 {
+pub(crate) fn score(slot: u64, node: u64) -> u64 {
     let product = u128::from(slot) * u128::from(node);
     (product as u64) ^ ((product >> 64) as u64)
 }

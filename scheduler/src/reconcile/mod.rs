@@ -14,7 +14,9 @@
 //!   Slots no live node serves start at once, uncapped: healing comes first.
 //! - **Restart** (a `Start` with [`StartCause::Restart`]) a replica of this node's slot
 //!   that exited or failed, when the restart policy allows: condition `any`, or
-//!   `on-failure` for a failure, and fewer than `max_attempts` restarts so far.
+//!   `on-failure` for a failure, and fewer than `max_attempts` restarts so far. A stopped
+//!   replica of an older spec version starts afresh at the new one when the rollout gate
+//!   allows the slot, whatever its restarts.
 //! - **Replace** a running replica whose spec version is not the service's (if the
 //!   rollout gate allows the slot), or that is unhealthy (if the restart policy allows).
 //! - **Hand off, make-before-break**: a replica of a slot placement now gives to another
@@ -340,13 +342,13 @@ fn plan_owned(
         to_version: spec.version,
         reason,
     };
+    let may_update = config
+        .update_allowed
+        .as_ref()
+        .is_none_or(|allowed| allowed.contains(&r.slot));
     match r.state {
         ReplicaState::Starting | ReplicaState::Stopping => {}
         ReplicaState::Running => {
-            let may_update = config
-                .update_allowed
-                .as_ref()
-                .is_none_or(|allowed| allowed.contains(&r.slot));
             if r.health == Health::Unhealthy
                 && policy.condition != RestartCondition::None
                 && attempts_left
@@ -362,7 +364,17 @@ fn plan_owned(
                 RestartCondition::OnFailure => r.state == ReplicaState::Failed,
                 RestartCondition::None => false,
             };
-            if condition_holds && attempts_left {
+            if r.spec_version != spec.version && may_update {
+                // A new spec version gets a fresh start, whatever the old one's restarts.
+                actions.push(Action::Start {
+                    slot: r.slot.clone(),
+                    spec_version: spec.version,
+                    cause: StartCause::Restart {
+                        attempt: 1,
+                        delay_ms: 0,
+                    },
+                });
+            } else if condition_holds && attempts_left {
                 actions.push(Action::Start {
                     slot: r.slot.clone(),
                     spec_version: spec.version,

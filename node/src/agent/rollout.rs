@@ -1,0 +1,149 @@
+//! The agent's part in rolling updates: gate this node's replacements by the rollouts'
+//! published progress, and coordinate the services whose coordinator this node is.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use knit_mesh::quic::Mesh;
+use knit_mesh::store::owned_key;
+use knit_scheduler::rollout::{self, Progress, RolloutState};
+use knit_scheduler::{NodeId, Placement, ReplicaReport, ServiceSpec, SlotId};
+
+use crate::cluster::{Snapshot, service_key, service_version_key};
+
+/// The key under which a node publishes its progress of `service`'s rollout.
+pub(crate) fn progress_key(node: &knit_mesh::NodeId, service: &str) -> String {
+    owned_key(node, &format!("rollout/{service}"))
+}
+
+/// Every published progress of `service`, from every node.
+fn published(snapshot: &Snapshot, service: &str) -> Vec<Progress> {
+    snapshot
+        .view
+        .members
+        .iter()
+        .filter_map(|m| snapshot.store.get(&progress_key(&m.peer.node, service)))
+        .filter_map(|bytes| serde_json::from_slice(bytes).ok())
+        .collect()
+}
+
+fn slots_of(placement: &Placement, service: &str) -> Vec<SlotId> {
+    placement
+        .iter()
+        .filter(|(s, _)| s.service == service)
+        .map(|(s, _)| s)
+        .collect()
+}
+
+/// The slots whose outdated replicas may be replaced now, over all services.
+pub(crate) fn gate(
+    snapshot: &Snapshot,
+    placement: &Placement,
+    specs: &BTreeMap<String, ServiceSpec>,
+) -> BTreeSet<SlotId> {
+    let mut open = BTreeSet::new();
+    for spec in specs.values() {
+        let progress = published(snapshot, &spec.name);
+        let newest = rollout::newest(spec, &progress);
+        open.extend(rollout::allowed(
+            spec,
+            &slots_of(placement, &spec.name),
+            newest,
+        ));
+    }
+    open
+}
+
+/// What coordinating needs from the round.
+pub(crate) struct Round<'a> {
+    pub(crate) mesh: &'a Mesh,
+    pub(crate) snapshot: &'a Snapshot,
+    pub(crate) placement: &'a Placement,
+    pub(crate) specs: &'a BTreeMap<String, ServiceSpec>,
+    pub(crate) observed: &'a BTreeMap<NodeId, Vec<ReplicaReport>>,
+    pub(crate) alive: &'a BTreeSet<NodeId>,
+    pub(crate) me: &'a NodeId,
+    pub(crate) me_mesh: knit_mesh::NodeId,
+}
+
+/// Steps the rollouts this node coordinates and publishes their progress; writes the
+/// previous spec of a rollout that failed into a rollback.
+pub(crate) async fn coordinate(round: Round<'_>, mine: &mut BTreeMap<String, Progress>) {
+    for spec in round.specs.values() {
+        if rollout::coordinator(&spec.name, round.alive) != Some(round.me) {
+            continue;
+        }
+        let progress = published(round.snapshot, &spec.name);
+        let newest = rollout::newest(spec, &progress);
+        let slots = slots_of(round.placement, &spec.name);
+        let next = rollout::step(
+            spec,
+            &slots,
+            round.observed,
+            round.alive,
+            newest,
+            crate::peer::now_ms(),
+        );
+        if mine.get(&spec.name) == Some(&next) {
+            continue;
+        }
+        if next.message != newest.map(|p| p.message.clone()).unwrap_or_default()
+            && !next.message.is_empty()
+        {
+            tracing::info!(service = %spec.name, version = next.to_version, state = ?next.state, "{}", next.message);
+        }
+        if next.state == RolloutState::RollingBack
+            && newest.is_none_or(|p| p.state != RolloutState::RollingBack)
+        {
+            roll_back(round.mesh, spec).await;
+        }
+        let Ok(bytes) = serde_json::to_vec(&next) else {
+            continue;
+        };
+        if round
+            .mesh
+            .put(&progress_key(&round.me_mesh, &spec.name), Some(bytes))
+            .await
+            .is_ok()
+        {
+            mine.insert(spec.name.clone(), next);
+        }
+    }
+    // Progress of services that are gone.
+    let gone: Vec<String> = mine
+        .keys()
+        .filter(|s| !round.specs.contains_key(*s))
+        .cloned()
+        .collect();
+    for service in gone {
+        if round
+            .mesh
+            .put(&progress_key(&round.me_mesh, &service), None)
+            .await
+            .is_ok()
+        {
+            mine.remove(&service);
+        }
+    }
+}
+
+/// Writes `spec`'s previous spec as its next version.
+async fn roll_back(mesh: &Mesh, spec: &ServiceSpec) {
+    let Some(previous) = spec.previous.as_deref() else {
+        return;
+    };
+    let mut next = previous.clone();
+    let mut current = spec.clone();
+    current.previous = None;
+    next.name = spec.name.clone();
+    next.version = spec.version + 1;
+    next.previous = Some(Box::new(current));
+    let (Ok(version), Ok(bytes)) = (serde_json::to_vec(&next.version), serde_json::to_vec(&next))
+    else {
+        return;
+    };
+    tracing::warn!(service = %spec.name, from = spec.version, to = next.version, "update failed: rolling back to the previous spec");
+    let _ = mesh
+        .put(&service_version_key(&spec.name), Some(version))
+        .await;
+    let _ = mesh.put(&service_key(&spec.name), Some(bytes)).await;
+}

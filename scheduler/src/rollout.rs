@@ -1,0 +1,252 @@
+//! Rolling updates: which slots may move to a new spec version now.
+//!
+//! Each service has a coordinator: the live node that ranks first for the service on the
+//! same rendezvous hash as placement ([`coordinator`]). It alone calls [`step`], and
+//! publishes the [`Progress`] it returns in its node-owned state; every node reads that
+//! progress to gate its replacements ([`allowed`]), through
+//! [`crate::ReconcileConfig::update_allowed`]. If the coordinator dies, the next one on the
+//! hash resumes from the newest published progress, so a rollout is neither lost nor run
+//! twice.
+//!
+//! Waves follow Docker's update config: `parallelism` slots at a time (0: all), the next
+//! wave only after the last one serves the new version and has been watched for `monitor`,
+//! then `delay`. A slot of an opened wave that fails at the new version (exits, turns
+//! unhealthy, or restarts) counts as a failure; past `max_failure_ratio` the failure action
+//! applies: `pause` stops opening waves, `continue` goes on, `rollback` asks for the
+//! previous spec.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::node::NodeId;
+use crate::placement::score::{node_hash, score, slot_hash};
+use crate::replica::{Health, ReplicaReport, ReplicaState, SlotId};
+use crate::spec::{FailureAction, ServiceSpec};
+
+/// Where a rollout stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutState {
+    /// Opening waves.
+    Updating,
+    /// Stopped by failures; a new spec version starts a new rollout.
+    Paused,
+    /// Failures asked for the previous spec; the coordinator writes it as a new version.
+    RollingBack,
+    /// Every slot serves the new version.
+    Completed,
+}
+
+/// A rollout's progress, as its coordinator publishes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// The service.
+    pub service: String,
+    /// The spec version being rolled out.
+    pub to_version: u64,
+    /// Where it stands.
+    pub state: RolloutState,
+    /// Slots allowed to move to `to_version`.
+    pub opened: BTreeSet<SlotId>,
+    /// Waves opened so far.
+    pub wave: u32,
+    /// When the last opened wave came to serve the new version (ms), for monitor + delay.
+    pub wave_served_at_ms: Option<u64>,
+    /// Slots that failed at the new version.
+    pub failed: BTreeSet<SlotId>,
+    /// For people: what happened last.
+    pub message: String,
+}
+
+impl Progress {
+    fn new(spec: &ServiceSpec) -> Self {
+        Self {
+            service: spec.name.clone(),
+            to_version: spec.version,
+            state: RolloutState::Updating,
+            opened: BTreeSet::new(),
+            wave: 0,
+            wave_served_at_ms: None,
+            failed: BTreeSet::new(),
+            message: String::new(),
+        }
+    }
+}
+
+/// The hash key of a service for choosing its coordinator (not a slot's).
+const COORDINATOR_INDEX: u32 = u32::MAX;
+
+/// The node that coordinates `service`'s rollouts among `alive`: the first on the hash.
+pub fn coordinator<'a>(
+    service: &str,
+    alive: impl IntoIterator<Item = &'a NodeId>,
+) -> Option<&'a NodeId> {
+    let key = slot_hash(service, COORDINATOR_INDEX);
+    alive
+        .into_iter()
+        .max_by_key(|n| (score(key, node_hash(n)), n.as_str().to_owned()))
+}
+
+/// The newest of several published progresses for `spec`'s current version.
+pub fn newest<'a>(
+    spec: &ServiceSpec,
+    published: impl IntoIterator<Item = &'a Progress>,
+) -> Option<&'a Progress> {
+    published
+        .into_iter()
+        .filter(|p| p.service == spec.name && p.to_version == spec.version)
+        .max_by_key(|p| {
+            (
+                p.state != RolloutState::Updating,
+                p.wave,
+                p.opened.len(),
+                p.failed.len(),
+            )
+        })
+}
+
+/// The slots of `spec` that may be replaced now, given its newest progress.
+pub fn allowed(
+    spec: &ServiceSpec,
+    slots: &[SlotId],
+    progress: Option<&Progress>,
+) -> BTreeSet<SlotId> {
+    match progress {
+        Some(p) if p.to_version == spec.version && p.state == RolloutState::Completed => {
+            slots.iter().cloned().collect()
+        }
+        Some(p) if p.to_version == spec.version => p.opened.clone(),
+        _ => BTreeSet::new(),
+    }
+}
+
+/// Whether some live node serves `slot` at `version`.
+fn served(
+    slot: &SlotId,
+    version: u64,
+    observed: &BTreeMap<NodeId, Vec<ReplicaReport>>,
+    alive: &BTreeSet<NodeId>,
+) -> bool {
+    observed
+        .iter()
+        .filter(|(n, _)| alive.contains(*n))
+        .flat_map(|(_, reports)| reports)
+        .any(|r| &r.slot == slot && r.serves(version))
+}
+
+/// Whether `slot` failed at `version` on a live node.
+fn failed(
+    slot: &SlotId,
+    version: u64,
+    observed: &BTreeMap<NodeId, Vec<ReplicaReport>>,
+    alive: &BTreeSet<NodeId>,
+) -> bool {
+    observed
+        .iter()
+        .filter(|(n, _)| alive.contains(*n))
+        .flat_map(|(_, reports)| reports)
+        .filter(|r| &r.slot == slot && r.spec_version == version)
+        .any(|r| r.state == ReplicaState::Failed || r.health == Health::Unhealthy || r.restarts > 0)
+}
+
+/// One step of the coordinator: the progress to publish for `spec` now. `slots` are the
+/// service's slots in placement order; `now_ms` is the coordinator's clock.
+pub fn step(
+    spec: &ServiceSpec,
+    slots: &[SlotId],
+    observed: &BTreeMap<NodeId, Vec<ReplicaReport>>,
+    alive: &BTreeSet<NodeId>,
+    progress: Option<&Progress>,
+    now_ms: u64,
+) -> Progress {
+    let mut p = match progress {
+        Some(p) if p.to_version == spec.version => p.clone(),
+        _ => Progress::new(spec),
+    };
+    if p.state != RolloutState::Updating {
+        return p;
+    }
+    let version = spec.version;
+    for slot in p
+        .opened
+        .iter()
+        .filter(|s| failed(s, version, observed, alive))
+    {
+        p.failed.insert(slot.clone());
+    }
+    // Docker's ratio: failed replicas over all replicas.
+    #[allow(clippy::cast_precision_loss)]
+    let ratio = p.failed.len() as f64 / slots.len().max(1) as f64;
+    if !p.failed.is_empty() && ratio > spec.update.max_failure_ratio {
+        match spec.update.failure_action {
+            FailureAction::Pause => {
+                p.state = RolloutState::Paused;
+                p.message = format!(
+                    "paused: {} replica(s) failed at version {version}",
+                    p.failed.len()
+                );
+                return p;
+            }
+            FailureAction::Rollback if spec.previous.is_some() => {
+                p.state = RolloutState::RollingBack;
+                p.message = format!(
+                    "rolling back: {} replica(s) failed at version {version}",
+                    p.failed.len()
+                );
+                return p;
+            }
+            FailureAction::Rollback | FailureAction::Continue => {}
+        }
+    }
+    let outdated: Vec<&SlotId> = slots
+        .iter()
+        .filter(|s| !served(s, version, observed, alive))
+        .collect();
+    if outdated.is_empty() {
+        p.state = RolloutState::Completed;
+        p.message = format!("version {version} serves on all {} slot(s)", slots.len());
+        return p;
+    }
+    let in_flight = outdated
+        .iter()
+        .any(|s| p.opened.contains(*s) && !p.failed.contains(*s));
+    if in_flight {
+        return p;
+    }
+    if p.wave > 0 {
+        let served_at = *p.wave_served_at_ms.get_or_insert(now_ms);
+        if now_ms.saturating_sub(served_at) < spec.update.monitor_ms + spec.update.delay_ms {
+            return p;
+        }
+    }
+    let width = match spec.update.parallelism {
+        0 => usize::MAX,
+        n => n as usize,
+    };
+    let wave: Vec<SlotId> = outdated
+        .iter()
+        .filter(|s| !p.opened.contains(**s))
+        .take(width)
+        .map(|s| (*s).clone())
+        .collect();
+    if wave.is_empty() {
+        return p;
+    }
+    p.wave += 1;
+    p.wave_served_at_ms = None;
+    p.message = format!(
+        "wave {}: updating {}",
+        p.wave,
+        wave.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    p.opened.extend(wave);
+    p
+}
+
+#[cfg(test)]
+#[path = "rollout_tests.rs"]
+mod tests;

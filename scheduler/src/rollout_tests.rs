@@ -1,0 +1,200 @@
+//! Rollout waves, failures and coordinators, with tiny identities.
+
+use super::*;
+use crate::spec::Mode;
+
+fn node(s: &str) -> NodeId {
+    NodeId::new(s).unwrap()
+}
+
+fn spec(replicas: u32, parallelism: u32) -> ServiceSpec {
+    let mut spec = ServiceSpec::docker("web", "web:v2");
+    spec.mode = Mode::Replicated { replicas };
+    spec.version = 2;
+    spec.update.parallelism = parallelism;
+    spec.update.monitor_ms = 1000;
+    spec.update.delay_ms = 500;
+    spec.previous = Some(Box::new(ServiceSpec::docker("web", "web:v1")));
+    spec
+}
+
+fn slots(n: u32) -> Vec<SlotId> {
+    (1..=n).map(|i| SlotId::replica("web", i)).collect()
+}
+
+fn report(slot: &SlotId, version: u64, state: ReplicaState, health: Health) -> ReplicaReport {
+    ReplicaReport {
+        slot: slot.clone(),
+        spec_version: version,
+        state,
+        health,
+        host_ports: BTreeMap::new(),
+        error: None,
+        runtime_id: format!("{slot}-{version}"),
+        started_at_ms: 0,
+        restarts: 0,
+    }
+}
+
+/// Every slot on node "a": opened ones at `new`, the others at 1.
+fn observed(
+    slots: &[SlotId],
+    upgraded: &BTreeSet<SlotId>,
+    outcome: (ReplicaState, Health),
+) -> BTreeMap<NodeId, Vec<ReplicaReport>> {
+    let reports = slots
+        .iter()
+        .map(|s| {
+            if upgraded.contains(s) {
+                report(s, 2, outcome.0, outcome.1)
+            } else {
+                report(s, 1, ReplicaState::Running, Health::Healthy)
+            }
+        })
+        .collect();
+    BTreeMap::from([(node("a"), reports)])
+}
+
+#[test]
+fn waves_open_by_parallelism_after_monitor_and_delay() {
+    let spec = spec(5, 2);
+    let slots = slots(5);
+    let alive = BTreeSet::from([node("a")]);
+    let healthy = (ReplicaState::Running, Health::Healthy);
+    let p = step(
+        &spec,
+        &slots,
+        &observed(&slots, &BTreeSet::new(), healthy),
+        &alive,
+        None,
+        0,
+    );
+    assert_eq!(
+        (p.wave, p.opened.len()),
+        (1, 2),
+        "the first wave opens at once"
+    );
+    // While the wave is not served, nothing more opens.
+    let same = step(
+        &spec,
+        &slots,
+        &observed(&slots, &BTreeSet::new(), healthy),
+        &alive,
+        Some(&p),
+        10_000,
+    );
+    assert_eq!(same.opened, p.opened);
+    // Served at t=100: monitor 1 s + delay 0.5 s before wave 2.
+    let served = step(
+        &spec,
+        &slots,
+        &observed(&slots, &p.opened, healthy),
+        &alive,
+        Some(&p),
+        100,
+    );
+    assert_eq!(served.wave, 1);
+    let early = step(
+        &spec,
+        &slots,
+        &observed(&slots, &p.opened, healthy),
+        &alive,
+        Some(&served),
+        1_500,
+    );
+    assert_eq!(early.wave, 1);
+    let next = step(
+        &spec,
+        &slots,
+        &observed(&slots, &p.opened, healthy),
+        &alive,
+        Some(&early),
+        1_600,
+    );
+    assert_eq!((next.wave, next.opened.len()), (2, 4));
+    assert_eq!(allowed(&spec, &slots, Some(&next)).len(), 4);
+    let all: BTreeSet<SlotId> = slots.iter().cloned().collect();
+    let done = step(
+        &spec,
+        &slots,
+        &observed(&slots, &all, healthy),
+        &alive,
+        Some(&next),
+        5_000,
+    );
+    assert_eq!(done.state, RolloutState::Completed);
+    assert_eq!(allowed(&spec, &slots, Some(&done)).len(), 5);
+}
+
+#[test]
+fn a_failing_wave_pauses_or_rolls_back() {
+    let slots = slots(4);
+    let alive = BTreeSet::from([node("a")]);
+    let mut spec = spec(4, 1);
+    let p = step(
+        &spec,
+        &slots,
+        &observed(
+            &slots,
+            &BTreeSet::new(),
+            (ReplicaState::Running, Health::Healthy),
+        ),
+        &alive,
+        None,
+        0,
+    );
+    let broken = observed(&slots, &p.opened, (ReplicaState::Failed, Health::None));
+    let paused = step(&spec, &slots, &broken, &alive, Some(&p), 10);
+    assert_eq!(paused.state, RolloutState::Paused);
+    assert_eq!(
+        step(&spec, &slots, &broken, &alive, Some(&paused), 99_999).opened,
+        paused.opened,
+        "a pause holds"
+    );
+    spec.update.failure_action = FailureAction::Rollback;
+    assert_eq!(
+        step(&spec, &slots, &broken, &alive, Some(&p), 10).state,
+        RolloutState::RollingBack
+    );
+    spec.update.failure_action = FailureAction::Continue;
+    let on = step(&spec, &slots, &broken, &alive, Some(&p), 10);
+    assert_eq!(on.state, RolloutState::Updating);
+    assert_eq!(
+        on.wave, 1,
+        "monitor and delay still apply after a failed wave"
+    );
+    assert_eq!(
+        step(&spec, &slots, &broken, &alive, Some(&on), 2_000).wave,
+        2
+    );
+}
+
+#[test]
+fn the_coordinator_is_the_first_live_node_on_the_hash() {
+    let nodes: Vec<NodeId> = ["a", "b", "c", "d"].iter().map(|s| node(s)).collect();
+    let first = coordinator("web", &nodes).unwrap().clone();
+    let mut reversed = nodes.clone();
+    reversed.reverse();
+    assert_eq!(
+        coordinator("web", &reversed),
+        Some(&first),
+        "order does not matter"
+    );
+    let survivors: Vec<NodeId> = nodes.iter().filter(|n| **n != first).cloned().collect();
+    let next = coordinator("web", &survivors).unwrap();
+    assert_ne!(next, &first);
+    assert!(coordinator("web", &[]).is_none());
+}
+
+#[test]
+fn the_newest_progress_wins() {
+    let spec = spec(3, 1);
+    let mut a = Progress::new(&spec);
+    a.wave = 1;
+    let mut b = a.clone();
+    b.wave = 2;
+    let mut old = a.clone();
+    old.to_version = 1;
+    old.wave = 9;
+    assert_eq!(newest(&spec, [&a, &b, &old]), Some(&b));
+}

@@ -1,0 +1,209 @@
+//! The service the benchmark heals, per driver, and how its tasks are read and judged:
+//! over the admin API directly (`/v1/services/NAME/ps`), no CLI process per read.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use knit_tests::{Cluster, Peer, http_get, images, remove_containers};
+use serde::Deserialize;
+
+/// How long one read of one peer's API may take.
+const READ_LIMIT: Duration = Duration::from_secs(2);
+/// How long a replica may take to answer the benchmark's own HTTP check.
+const ANSWER_LIMIT: Duration = Duration::from_secs(2);
+
+/// What the replicas are.
+#[derive(Debug, Clone)]
+pub(crate) enum Workload {
+    /// Python's `http.server` under `sh -c`, with knit's HTTP health check every 250 ms.
+    Process {
+        /// The real interpreter (not a version manager's shim, which costs a start-up).
+        python: String,
+    },
+    /// The test image's busybox `httpd`, with the image's Docker `HEALTHCHECK` (every 1 s).
+    Docker {
+        /// The image reference.
+        image: String,
+    },
+}
+
+impl Workload {
+    /// The workload for `driver`; `None` (after a message) where Docker is missing.
+    pub(crate) fn new(driver: &str) -> Result<Option<Self>> {
+        match driver {
+            "process" => Ok(Some(Self::Process {
+                python: real_python()?,
+            })),
+            "docker" => Ok(images::busybox_image()?.map(|image| Self::Docker { image })),
+            other => bail!("unknown driver {other}"),
+        }
+    }
+
+    /// The driver's name.
+    pub(crate) fn driver(&self) -> &'static str {
+        match self {
+            Self::Process { .. } => "process",
+            Self::Docker { .. } => "docker",
+        }
+    }
+
+    /// A service name of this run alone, so that a concurrent test's containers (or a
+    /// previous run's) are neither counted nor removed.
+    pub(crate) fn service_name(&self) -> String {
+        format!("heal-{}-{}", self.driver(), std::process::id())
+    }
+
+    /// Creates the service of `replicas` replicas through `cluster`'s first peer.
+    pub(crate) fn create(&self, cluster: &Cluster, service: &str, replicas: usize) -> Result<()> {
+        let replicas = replicas.to_string();
+        let mut args: Vec<String> = [
+            "service",
+            "create",
+            "--name",
+            service,
+            "--replicas",
+            &replicas,
+            "-p",
+            "18080:8080",
+            "--restart-delay",
+            "200ms",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        match self {
+            Self::Process { python } => {
+                let www = cluster.root().join("www");
+                let script = format!(
+                    "mkdir -p {www} && cd {www} && exec {python} -m http.server --bind 127.0.0.1 $PORT",
+                    www = www.display()
+                );
+                args.extend(
+                    [
+                        "--driver",
+                        "process",
+                        "--health-http",
+                        "/",
+                        "--health-interval",
+                        "250ms",
+                        "--health-timeout",
+                        "1s",
+                        "--health-retries",
+                        "3",
+                        "--health-start-period",
+                        "5s",
+                        "--",
+                        "sh",
+                        "-c",
+                        &script,
+                    ]
+                    .iter()
+                    .map(|s| (*s).to_owned()),
+                );
+            }
+            Self::Docker { image } => args.push(image.clone()),
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        cluster.peers[0].cli_ok(&args)?;
+        Ok(())
+    }
+
+    /// Removes what the service left behind outside the peers' data dirs.
+    pub(crate) fn clean_up(&self, service: &str) {
+        if matches!(self, Self::Docker { .. }) {
+            remove_containers(&format!("knit.service={service}"));
+        }
+    }
+}
+
+/// The interpreter `python3` resolves to (`sys.executable`), so that each replica starts
+/// Python directly.
+fn real_python() -> Result<String> {
+    let out = knit_tests::run_bounded(
+        Command::new("python3").args(["-c", "import sys; print(sys.executable)"]),
+        Duration::from_secs(20),
+    )
+    .context("python3 is needed for the process driver's replicas")?;
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if !out.status.success() || path.is_empty() {
+        bail!("python3 did not say where it is");
+    }
+    Ok(path)
+}
+
+/// One row of `/v1/services/NAME/ps`.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct Task {
+    pub(crate) slot: String,
+    pub(crate) node_id: String,
+    pub(crate) desired_state: String,
+    pub(crate) state: String,
+    pub(crate) health: String,
+    pub(crate) host_port: Option<u16>,
+}
+
+impl Task {
+    fn serving(&self) -> bool {
+        self.desired_state == "running" && self.state == "running" && self.health == "healthy"
+    }
+}
+
+/// The tasks of `service` as `peer` sees them.
+pub(crate) fn tasks(peer: &Peer, service: &str) -> Result<Vec<Task>> {
+    let body = http_get(peer.api, &format!("/v1/services/{service}/ps"), READ_LIMIT)?;
+    Ok(serde_json::from_str(&body)?)
+}
+
+/// Slot -> node id, once all `replicas` slots run healthy on their owners and nothing else
+/// of the service runs on a reachable node (no hand-off in progress).
+pub(crate) fn converged(tasks: &[Task], replicas: usize) -> Option<BTreeMap<String, String>> {
+    let live: Vec<&Task> = tasks.iter().filter(|t| t.state != "lost").collect();
+    let placement: BTreeMap<String, String> = live
+        .iter()
+        .filter(|t| t.serving())
+        .map(|t| (t.slot.clone(), t.node_id.clone()))
+        .collect();
+    (placement.len() == replicas && live.len() == replicas).then_some(placement)
+}
+
+/// Slot -> host port, once every one of `replicas` slots has an owner other than
+/// `victim` whose replica runs healthy. Replicas being moved away are not looked at.
+pub(crate) fn healed(
+    tasks: &[Task],
+    replicas: usize,
+    victim: &str,
+) -> Option<BTreeMap<String, Option<u16>>> {
+    let owners: Vec<&Task> = tasks
+        .iter()
+        .filter(|t| t.desired_state == "running")
+        .collect();
+    let ok = owners.len() == replicas
+        && owners
+            .iter()
+            .all(|t| t.serving() && !t.node_id.is_empty() && t.node_id != victim);
+    ok.then(|| {
+        owners
+            .iter()
+            .map(|t| (t.slot.clone(), t.host_port))
+            .collect()
+    })
+}
+
+/// Whether a replica answers `GET /` with a 200 on `port`: the benchmark's own check that
+/// a slot reported healthy really serves.
+pub(crate) fn answers(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), ANSWER_LIMIT)
+    else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(ANSWER_LIMIT));
+    if stream.write_all(b"GET / HTTP/1.0\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut head = [0_u8; 12];
+    stream.read_exact(&mut head).is_ok() && &head[9..12] == b"200"
+}

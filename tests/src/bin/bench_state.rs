@@ -1,0 +1,115 @@
+//! `bench-state`: the replicated-state benchmark. For each cluster size it starts real
+//! `knit` peers on loopback and measures how long a service update written on one peer
+//! takes to be read back from every peer, and how many bytes of membership gossip and of
+//! anti-entropy each node moves per second, idle and under a steady stream of writes. It
+//! prints markdown tables. It asserts nothing: a failed trial is a line in the report.
+//!
+//! ```text
+//! cargo run --release -p knit-tests --bin bench-state -- [--sizes 5,20] [--trials 20] [--profile fast]
+//! ```
+//!
+//! It builds and runs the release `knit` (or `$KNIT_BIN` when set). The services it writes
+//! have zero replicas, so that no agent starts anything and only the state moves.
+
+#[path = "bench_state/report.rs"]
+mod report;
+#[path = "bench_state/scenario.rs"]
+mod scenario;
+#[path = "bench_state/traffic.rs"]
+mod traffic;
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::scenario::Setup;
+
+const USAGE: &str = "usage: bench-state [--sizes 5,20] [--trials N] [--profile P] [--window-secs S] [--writes-per-sec W]
+
+  --sizes LIST        cluster sizes, comma-separated (default 5,20)
+  --trials N          updates timed until every peer reads them (default 20)
+  --profile P         timing profile of every peer (default fast)
+  --window-secs S     length of the idle and the loaded traffic windows (default 15)
+  --writes-per-sec W  writes per second in the loaded window (default 10)
+
+Uses $KNIT_BIN if set, else builds the release knit first.";
+
+/// What the command line asks for.
+#[derive(Debug, Clone)]
+struct Options {
+    sizes: Vec<usize>,
+    trials: usize,
+    profile: String,
+    window_secs: u64,
+    writes_per_sec: u64,
+}
+
+impl Options {
+    fn parse(args: impl IntoIterator<Item = String>) -> Result<Self> {
+        let mut options = Self {
+            sizes: vec![5, 20],
+            trials: 20,
+            profile: "fast".to_owned(),
+            window_secs: 15,
+            writes_per_sec: 10,
+        };
+        let mut args = args.into_iter();
+        while let Some(flag) = args.next() {
+            if flag == "--help" || flag == "-h" {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            let value = args
+                .next()
+                .with_context(|| format!("{flag} needs a value\n\n{USAGE}"))?;
+            let number = |v: &str| {
+                v.trim()
+                    .parse::<usize>()
+                    .with_context(|| format!("{flag}: {v} is not a number"))
+            };
+            match flag.as_str() {
+                "--sizes" => options.sizes = value.split(',').map(number).collect::<Result<_>>()?,
+                "--trials" => options.trials = number(&value)?,
+                "--profile" => options.profile = value.trim().to_owned(),
+                "--window-secs" => options.window_secs = u64::try_from(number(&value)?)?,
+                "--writes-per-sec" => options.writes_per_sec = u64::try_from(number(&value)?)?,
+                _ => bail!("unknown argument {flag}\n\n{USAGE}"),
+            }
+        }
+        if let Some(bad) = options.sizes.iter().find(|&&n| !(2..=100).contains(&n)) {
+            bail!("--sizes: {bad} is outside 2..=100");
+        }
+        if !(1..=100).contains(&options.writes_per_sec) {
+            bail!(
+                "--writes-per-sec: {} is outside 1..=100",
+                options.writes_per_sec
+            );
+        }
+        if options.window_secs == 0 {
+            bail!("--window-secs must be at least 1");
+        }
+        Ok(options)
+    }
+}
+
+fn main() -> Result<()> {
+    let options = Options::parse(std::env::args().skip(1))?;
+    let bin = knit_tests::use_release_knit()?;
+    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    eprintln!("knit: {} ({cores} cores)", bin.display());
+    let mut results = Vec::new();
+    for &size in &options.sizes {
+        let setup = Setup {
+            size,
+            profile: options.profile.clone(),
+            trials: options.trials,
+            window: Duration::from_secs(options.window_secs),
+            writes_per_sec: options.writes_per_sec,
+        };
+        eprintln!("{size} peers, profile {}:", options.profile);
+        let figures = scenario::run(&setup);
+        results.push((setup, figures));
+    }
+    println!("{}", report::tables(&results));
+    Ok(())
+}

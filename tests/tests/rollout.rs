@@ -1,0 +1,302 @@
+//! Rolling updates, rollback and drain, end to end with the `process` driver.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use knit_tests::{Cluster, cluster_lock, wait_until};
+use serde_json::Value;
+
+fn create(cluster: &Cluster, name: &str, replicas: u32) {
+    let root = cluster.root().join("www");
+    let script = format!(
+        "test -n \"$BROKEN\" && exit 3; d={}/$KNIT_SLOT; mkdir -p $d && touch $d/ok && cd $d && exec python3 -m http.server --bind 127.0.0.1 $PORT",
+        root.display()
+    );
+    let replicas = replicas.to_string();
+    cluster.peers[0]
+        .cli_ok(&[
+            "service",
+            "create",
+            "--name",
+            name,
+            "--driver",
+            "process",
+            "--replicas",
+            &replicas,
+            "-p",
+            "8080:8080",
+            "--health-http",
+            "/ok",
+            "--health-interval",
+            "300ms",
+            "--health-retries",
+            "2",
+            "--health-start-period",
+            "5s",
+            "--restart-delay",
+            "200ms",
+            "--restart-max-attempts",
+            "2",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .unwrap();
+}
+
+fn tasks(cluster: &Cluster, name: &str) -> Vec<Value> {
+    cluster
+        .peers
+        .iter()
+        .find_map(|p| p.cli_json::<Vec<Value>>(&["service", "ps", name]).ok())
+        .unwrap_or_default()
+}
+
+/// Slot -> (spec version, host port) of the replicas serving their slot on its owner.
+fn serving(cluster: &Cluster, name: &str) -> BTreeMap<String, (u64, u16)> {
+    tasks(cluster, name)
+        .iter()
+        .filter(|t| {
+            t["desired_state"] == "running" && t["state"] == "running" && t["health"] == "healthy"
+        })
+        .filter_map(|t| {
+            Some((
+                t["slot"].as_str()?.to_owned(),
+                (
+                    t["spec_version"].as_u64()?,
+                    u16::try_from(t["host_port"].as_u64()?).ok()?,
+                ),
+            ))
+        })
+        .collect()
+}
+
+fn http_ok(port: u16) -> bool {
+    let Ok(mut stream) =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2))
+    else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut head = [0u8; 12];
+    stream.write_all(b"GET /ok HTTP/1.0\r\n\r\n").is_ok()
+        && stream.read_exact(&mut head).is_ok()
+        && &head[9..12] == b"200"
+}
+
+/// How many slots have some replica, reported running and healthy by some peer, that
+/// answers HTTP.
+fn slots_answering(cluster: &Cluster, name: &str) -> usize {
+    let mut ports: BTreeMap<String, Vec<u16>> = BTreeMap::new();
+    for peer in &cluster.peers {
+        for t in peer
+            .cli_json::<Vec<Value>>(&["service", "ps", name])
+            .unwrap_or_default()
+        {
+            if t["state"] == "running"
+                && t["health"] == "healthy"
+                && let (Some(slot), Some(port)) = (t["slot"].as_str(), t["host_port"].as_u64())
+            {
+                ports
+                    .entry(slot.to_owned())
+                    .or_default()
+                    .push(u16::try_from(port).unwrap_or(0));
+            }
+        }
+    }
+    ports
+        .values()
+        .filter(|ps| ps.iter().any(|p| http_ok(*p)))
+        .count()
+}
+
+/// Every slot answers.
+fn all_slots_answer(cluster: &Cluster, name: &str, replicas: usize) -> bool {
+    slots_answering(cluster, name) == replicas
+}
+
+/// The spec version as `peer` (the one that wrote it) has it.
+fn spec_version(cluster: &Cluster, peer: usize, name: &str) -> u64 {
+    cluster.peers[peer].spec(name).unwrap().unwrap()["version"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn a_rolling_update_goes_in_waves_and_a_broken_version_pauses_or_rolls_back() {
+    let _lock = cluster_lock();
+    let cluster = Cluster::start(3, "fast").unwrap();
+    create(&cluster, "web", 6);
+    wait_until(Duration::from_secs(60), "6 healthy replicas", || {
+        (serving(&cluster, "web").len() == 6).then_some(())
+    })
+    .unwrap();
+
+    cluster.peers[1]
+        .cli_ok(&[
+            "service",
+            "update",
+            "--env-add",
+            "V=2",
+            "--update-parallelism",
+            "2",
+            "--update-delay",
+            "2s",
+            "--update-monitor",
+            "1s",
+            "web",
+        ])
+        .unwrap();
+    let v2 = spec_version(&cluster, 1, "web");
+    // Watch the rollout: at most 2 slots move at a time, and the service answers throughout.
+    let started = Instant::now();
+    let mut updated_counts = Vec::new();
+    loop {
+        // Stop-first: the slots of the current wave may be down, never more; the service answers.
+        let answering = slots_answering(&cluster, "web");
+        assert!(
+            answering >= 4,
+            "only {answering} of 6 slots answered during the update"
+        );
+        let now = serving(&cluster, "web");
+        let updated = now.values().filter(|(v, _)| *v == v2).count();
+        if updated_counts.last() != Some(&updated) {
+            updated_counts.push(updated);
+        }
+        if updated == 6 && now.len() == 6 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "update stalled at {updated_counts:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let took = started.elapsed();
+    eprintln!("6 replicas updated in waves {updated_counts:?} in {took:?}");
+    assert!(
+        updated_counts.windows(2).all(|w| w[1] - w[0] <= 2),
+        "waves of at most 2: {updated_counts:?}"
+    );
+    assert!(
+        took >= Duration::from_secs(6),
+        "monitor 1 s and delay 2 s between three waves: {took:?}"
+    );
+
+    // A broken version (exits at start) pauses the rollout: most slots stay on v2.
+    cluster.peers[2]
+        .cli_ok(&[
+            "service",
+            "update",
+            "--env-add",
+            "BROKEN=1",
+            "--update-parallelism",
+            "1",
+            "web",
+        ])
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(8));
+    let now = serving(&cluster, "web");
+    assert!(
+        now.values().filter(|(v, _)| *v == v2).count() >= 5,
+        "the rollout paused: {now:?}"
+    );
+    assert!(all_slots_answer(&cluster, "web", 5) || now.len() >= 5);
+
+    // With rollback as the failure action, a broken version is undone.
+    cluster.peers[0]
+        .cli_ok(&[
+            "service",
+            "update",
+            "--env-rm",
+            "BROKEN",
+            "--update-parallelism",
+            "0",
+            "--force",
+            "web",
+        ])
+        .unwrap();
+    wait_until(Duration::from_secs(90), "all healthy again", || {
+        (serving(&cluster, "web").len() == 6).then_some(())
+    })
+    .unwrap();
+    let good = spec_version(&cluster, 0, "web");
+    wait_until(Duration::from_secs(90), "all on the good version", || {
+        serving(&cluster, "web")
+            .values()
+            .all(|(v, _)| *v == good)
+            .then_some(())
+    })
+    .unwrap();
+    cluster.peers[0]
+        .cli_ok(&[
+            "service",
+            "update",
+            "--env-add",
+            "BROKEN=1",
+            "--update-failure-action",
+            "rollback",
+            "web",
+        ])
+        .unwrap();
+    let broken = spec_version(&cluster, 0, "web");
+    let (_, took) = wait_until(Duration::from_secs(90), "the rollback", || {
+        let spec = cluster.peers[0].spec("web").ok()??;
+        let rolled = spec["version"].as_u64()? > broken && spec["env"].get("BROKEN").is_none();
+        let now = serving(&cluster, "web");
+        (rolled && now.len() == 6 && now.values().all(|(v, _)| *v > broken)).then_some(())
+    })
+    .unwrap();
+    eprintln!("broken version rolled back in {took:?}");
+}
+
+#[test]
+fn a_drained_node_hands_its_replicas_over_without_a_failed_request_and_takes_them_back() {
+    let _lock = cluster_lock();
+    let cluster = Cluster::start(3, "fast").unwrap();
+    create(&cluster, "api", 6);
+    wait_until(Duration::from_secs(60), "6 healthy replicas", || {
+        (serving(&cluster, "api").len() == 6).then_some(())
+    })
+    .unwrap();
+    let drained = cluster.peers[1].node_id().unwrap();
+    cluster.peers[0]
+        .cli_ok(&["node", "update", "--availability", "drain", "p1"])
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        assert!(
+            all_slots_answer(&cluster, "api", 6),
+            "a slot stopped answering during the drain"
+        );
+        let on_drained = tasks(&cluster, "api")
+            .iter()
+            .filter(|t| t["node_id"] == drained.as_str())
+            .count();
+        if on_drained == 0 && serving(&cluster, "api").len() == 6 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "drain did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("drained in {:?}", started.elapsed());
+    let rows = cluster.peers[2].nodes().unwrap();
+    assert!(rows.iter().any(|r| r.id == drained), "still a member");
+
+    cluster.peers[0]
+        .cli_ok(&["node", "update", "--availability", "active", "p1"])
+        .unwrap();
+    wait_until(Duration::from_secs(60), "p1 to take its share back", || {
+        let back = tasks(&cluster, "api")
+            .iter()
+            .any(|t| t["node_id"] == drained.as_str() && t["state"] == "running");
+        (back && serving(&cluster, "api").len() == 6).then_some(())
+    })
+    .unwrap();
+}
