@@ -182,6 +182,9 @@ pub(crate) struct UpArgs {
     /// Log format.
     #[arg(long, env = "KNIT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub(crate) log_format: LogFormat,
+    /// Where published ports listen (the ingress): every interface by default.
+    #[arg(long, env = "KNIT_INGRESS_ADDR", default_value = "0.0.0.0")]
+    pub(crate) ingress_addr: std::net::IpAddr,
     /// Drain this node itself when its data dir's disk is this full (percent).
     #[arg(long, env = "KNIT_DRAIN_DISK_PERCENT", default_value_t = 95.0)]
     pub(crate) drain_disk_percent: f64,

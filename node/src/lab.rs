@@ -38,6 +38,7 @@ async fn spawn(
     cmd.arg("--api").arg(api.to_string()).arg("up");
     cmd.arg("--data-dir").arg(root.join(&name));
     cmd.arg("--listen").arg(listen.to_string());
+    cmd.arg("--ingress-addr").arg(listen.ip().to_string());
     cmd.args(["--name", &name, "--profile", &args.profile.to_string()]);
     if let Some((seed, token)) = join {
         cmd.arg("--join")

@@ -12,6 +12,7 @@ mod cluster;
 mod datadir;
 mod driver;
 mod flags;
+mod ingress;
 mod lab;
 mod logging;
 mod peer;

@@ -192,6 +192,13 @@ pub(crate) async fn up(args: UpArgs, api: &str) -> Result<()> {
     };
     let (agent, events) = Agent::new(mesh.clone(), drivers.clone(), node, thresholds)?;
     tokio::spawn(agent.run(events, shutdown.clone()));
+    let ingress = Arc::new(crate::ingress::IngressStats::default());
+    tokio::spawn(crate::ingress::run(
+        mesh.clone(),
+        args.ingress_addr,
+        ingress.clone(),
+        shutdown.clone(),
+    ));
     let (saved_tx, saved) = tokio::sync::watch::channel(0);
     tokio::spawn(persist(
         mesh.clone(),
@@ -199,7 +206,7 @@ pub(crate) async fn up(args: UpArgs, api: &str) -> Result<()> {
         saved_tx,
         shutdown.clone(),
     ));
-    let state = api::ApiState::new(mesh.clone(), token, saved, drivers);
+    let state = api::ApiState::new(mesh.clone(), token, saved, drivers, ingress);
     let server = tokio::spawn(api::serve(api_listener, state, shutdown.clone()));
 
     wait_for_signal().await;

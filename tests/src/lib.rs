@@ -146,6 +146,7 @@ impl Peer {
         cmd.arg("--api").arg(self.api.to_string()).arg("up");
         cmd.arg("--data-dir").arg(&self.data_dir);
         cmd.arg("--listen").arg(self.listen.to_string());
+        cmd.arg("--ingress-addr").arg(self.listen.ip().to_string());
         cmd.args(["--name", &self.name, "--profile", &self.profile]);
         if let Some(join) = join {
             cmd.arg("--join").arg(join.to_string());

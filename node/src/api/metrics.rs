@@ -91,6 +91,7 @@ pub(super) async fn metrics(State(state): State<ApiState>) -> Response {
         "Entries in the replicated state, tombstones included",
         gauge(store.len()),
     );
+    register_ingress(&mut registry, &state.ingress);
     let mut body = String::new();
     if encode(&mut body, &registry).is_err() {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
@@ -103,4 +104,62 @@ pub(super) async fn metrics(State(state): State<ApiState>) -> Response {
         body,
     )
         .into_response()
+}
+
+fn register_ingress(registry: &mut Registry, stats: &crate::ingress::IngressStats) {
+    use prometheus_client::metrics::counter::Counter;
+    use prometheus_client::metrics::family::Family;
+    type Labels = Vec<(String, String)>;
+    let connections = Family::<Labels, Counter>::default();
+    let bytes = Family::<Labels, Counter>::default();
+    let retries = Family::<Labels, Counter>::default();
+    let failures = Family::<Labels, Counter>::default();
+    let ports = stats
+        .ports
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    for (port, s) in ports {
+        let service = s
+            .service
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let labels = vec![
+            ("service".to_owned(), service),
+            ("port".to_owned(), port.to_string()),
+        ];
+        connections
+            .get_or_create(&labels)
+            .inc_by(s.connections.load(Ordering::Relaxed));
+        bytes
+            .get_or_create(&labels)
+            .inc_by(s.bytes.load(Ordering::Relaxed));
+        retries
+            .get_or_create(&labels)
+            .inc_by(s.retries.load(Ordering::Relaxed));
+        failures
+            .get_or_create(&labels)
+            .inc_by(s.failures.load(Ordering::Relaxed));
+    }
+    registry.register(
+        "ingress_connections",
+        "Client connections to published ports",
+        connections,
+    );
+    registry.register(
+        "ingress_bytes",
+        "Bytes forwarded by the ingress, both ways",
+        bytes,
+    );
+    registry.register(
+        "ingress_retries",
+        "Connections retried on another replica",
+        retries,
+    );
+    registry.register(
+        "ingress_failures",
+        "Client connections no replica could take",
+        failures,
+    );
 }

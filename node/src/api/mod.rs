@@ -32,6 +32,8 @@ pub(crate) struct ApiState {
     saved: watch::Receiver<u64>,
     /// This host's drivers, for logs.
     drivers: Arc<crate::driver::Drivers>,
+    /// The ingress's counters and bind errors.
+    ingress: Arc<crate::ingress::IngressStats>,
 }
 
 impl ApiState {
@@ -40,12 +42,14 @@ impl ApiState {
         token: String,
         saved: watch::Receiver<u64>,
         drivers: Arc<crate::driver::Drivers>,
+        ingress: Arc<crate::ingress::IngressStats>,
     ) -> Self {
         Self {
             mesh,
             token: token.into(),
             saved,
             drivers,
+            ingress,
         }
     }
 

@@ -35,6 +35,9 @@ pub(crate) struct NodeSummary {
     pub(crate) telemetry: Option<crate::telemetry::Telemetry>,
     /// What it says of its own condition (preventive healing).
     pub(crate) condition: Option<crate::cluster::Condition>,
+    /// Published ports this peer's ingress could not listen on (answering peer only).
+    #[serde(default)]
+    pub(crate) ingress_errors: Vec<String>,
 }
 
 fn summaries(snapshot: &Snapshot) -> Vec<NodeSummary> {
@@ -59,13 +62,28 @@ fn summaries(snapshot: &Snapshot) -> Vec<NodeSummary> {
                 replicas: snapshot.reports(&m.peer.node).len(),
                 telemetry: snapshot.telemetry(&m.peer.node),
                 condition: snapshot.condition(&m.peer.node),
+                ingress_errors: Vec::new(),
             }
         })
         .collect()
 }
 
 pub(super) async fn list(State(state): State<ApiState>) -> Json<Vec<NodeSummary>> {
-    Json(summaries(&Snapshot::of(&state.mesh)))
+    let mut nodes = summaries(&Snapshot::of(&state.mesh));
+    // This peer's ingress problems (a published port taken by something else).
+    let errors = state
+        .ingress
+        .bind_errors
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    for n in nodes.iter_mut().filter(|n| n.is_self) {
+        n.ingress_errors = errors
+            .iter()
+            .map(|(p, e)| format!("port {p}: {e}"))
+            .collect();
+    }
+    Json(nodes)
 }
 
 /// Finds a node by full id, unique id prefix, or name.
