@@ -125,3 +125,32 @@ impl foca::BroadcastHandler<PeerId> for RumorBox {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use foca::BroadcastHandler;
+    use proptest::prelude::*;
+
+    #[test]
+    fn a_rumor_is_news_once() {
+        let mut rumors = RumorBox::default();
+        let peer = PeerId {
+            node: NodeId::from_bytes([2; 16]),
+            addr: "127.0.0.1:1".parse().unwrap(),
+            epoch: 3,
+        };
+        let bytes = codec::encode(&Rumor::Leave(peer)).unwrap();
+        assert!(rumors.receive_item(&bytes, None).unwrap().is_some());
+        assert!(rumors.receive_item(&bytes, None).unwrap().is_none());
+        assert_eq!(rumors.drain(), vec![Rumor::Leave(peer)]);
+    }
+
+    proptest! {
+        #[test]
+        fn rumor_decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..1200)) {
+            let mut rumors = RumorBox::default();
+            let _ = rumors.receive_item(&bytes, None);
+        }
+    }
+}

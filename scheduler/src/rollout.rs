@@ -121,6 +121,19 @@ pub fn allowed(
     }
 }
 
+/// The reports of `slot` on live nodes.
+fn live_reports<'a>(
+    slot: &'a SlotId,
+    observed: &'a BTreeMap<NodeId, Vec<ReplicaReport>>,
+    alive: &'a BTreeSet<NodeId>,
+) -> impl Iterator<Item = &'a ReplicaReport> {
+    observed
+        .iter()
+        .filter(|(n, _)| alive.contains(*n))
+        .flat_map(|(_, reports)| reports)
+        .filter(move |r| &r.slot == slot)
+}
+
 /// Whether some live node serves `slot` at `version`.
 fn served(
     slot: &SlotId,
@@ -128,11 +141,7 @@ fn served(
     observed: &BTreeMap<NodeId, Vec<ReplicaReport>>,
     alive: &BTreeSet<NodeId>,
 ) -> bool {
-    observed
-        .iter()
-        .filter(|(n, _)| alive.contains(*n))
-        .flat_map(|(_, reports)| reports)
-        .any(|r| &r.slot == slot && r.serves(version))
+    live_reports(slot, observed, alive).any(|r| r.serves(version))
 }
 
 /// Whether `slot` failed at `version` on a live node.
@@ -142,11 +151,8 @@ fn failed(
     observed: &BTreeMap<NodeId, Vec<ReplicaReport>>,
     alive: &BTreeSet<NodeId>,
 ) -> bool {
-    observed
-        .iter()
-        .filter(|(n, _)| alive.contains(*n))
-        .flat_map(|(_, reports)| reports)
-        .filter(|r| &r.slot == slot && r.spec_version == version)
+    live_reports(slot, observed, alive)
+        .filter(|r| r.spec_version == version)
         .any(|r| r.state == ReplicaState::Failed || r.health == Health::Unhealthy || r.restarts > 0)
 }
 

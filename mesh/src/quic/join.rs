@@ -268,3 +268,31 @@ pub(crate) fn answer(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The join service's decoders return errors on arbitrary bytes, never panic.
+        #[test]
+        fn join_decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2000)) {
+            let _ = crate::codec::decode_large::<JoinRequest>(&bytes);
+            let _ = crate::codec::decode_large::<JoinResponse>(&bytes);
+        }
+    }
+
+    #[test]
+    fn join_messages_round_trip() {
+        let request = JoinRequest::Join {
+            node: NodeId::from_bytes([1; 16]),
+            public_key: vec![4; 65],
+            proof: [7; 32],
+        };
+        let bytes = crate::codec::encode_large(&request).unwrap();
+        let back: JoinRequest = crate::codec::decode_large(&bytes).unwrap();
+        assert!(matches!(back, JoinRequest::Join { proof, .. } if proof == [7; 32]));
+        assert!(crate::codec::decode_large::<JoinRequest>(&bytes[..bytes.len() - 1]).is_err());
+    }
+}

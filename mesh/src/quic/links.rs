@@ -52,6 +52,11 @@ pub struct MeshMetrics {
     pub sync_deltas_out: AtomicU64,
     /// Store bytes sent and received through anti-entropy.
     pub sync_bytes: AtomicU64,
+    /// Store writes from other members applied here (rumors and anti-entropy).
+    pub deltas_applied: AtomicU64,
+    /// Sum over applied writes of (applied here - written there), in ms: divided by
+    /// `deltas_applied`, the mean convergence lag (clocks assumed roughly in step).
+    pub apply_lag_ms_sum: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64, by: u64) {

@@ -379,8 +379,20 @@ impl CoreTask {
     }
 
     fn merge(&mut self, delta: Delta) {
-        if let Err(e) = self.store.merge(delta) {
-            tracing::warn!(error = %e, "refused a store write");
+        let written_ms = delta.stamp.millis();
+        match self.store.merge(delta) {
+            Ok(true) => {
+                let metrics = &self.links.metrics;
+                metrics
+                    .deltas_applied
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let lag = now_ms().saturating_sub(written_ms);
+                metrics
+                    .apply_lag_ms_sum
+                    .fetch_add(lag, std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "refused a store write"),
         }
     }
 

@@ -118,3 +118,17 @@ pub(crate) async fn respond(
     let _ = send.finish();
     merge(links, deltas).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The anti-entropy decoder returns errors on arbitrary bytes, never panics.
+        #[test]
+        fn sync_decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..2000)) {
+            let _ = codec::decode_large::<SyncMessage>(&bytes);
+        }
+    }
+}
