@@ -11,7 +11,7 @@ use serde_json::Value;
 fn create(cluster: &Cluster, name: &str, replicas: u32) {
     let root = cluster.root().join("www");
     let script = format!(
-        "test -n \"$BROKEN\" && exit 3; d={}/$KNIT_SLOT; mkdir -p $d && touch $d/ok && cd $d && exec python3 -m http.server --bind 127.0.0.1 $PORT",
+        "test -n \"$BROKEN\" && exit 3; d={}/$KNIT_SLOT; mkdir -p $d && touch $d/ok && cd $d && exec python3 -m http.server $PORT",
         root.display()
     );
     let replicas = replicas.to_string();
@@ -75,9 +75,19 @@ fn serving(cluster: &Cluster, name: &str) -> BTreeMap<String, (u64, u16)> {
 }
 
 fn http_ok(port: u16) -> bool {
-    let Ok(mut stream) =
-        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2))
-    else {
+    get(([127, 0, 0, 1], port).into())
+}
+
+/// Through a peer's ingress: `GET /ok` on the published port 8080 of its address.
+fn through_ingress(cluster: &Cluster, peer: usize) -> bool {
+    get(std::net::SocketAddr::new(
+        cluster.peers[peer].listen.ip(),
+        8080,
+    ))
+}
+
+fn get(addr: std::net::SocketAddr) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
         return false;
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
@@ -154,7 +164,14 @@ fn a_rolling_update_goes_in_waves_and_a_broken_version_pauses_or_rolls_back() {
     // Watch the rollout: at most 2 slots move at a time, and the service answers throughout.
     let started = Instant::now();
     let mut updated_counts = Vec::new();
+    let (mut requests, mut failed) = (0, 0);
     loop {
+        for _ in 0..5 {
+            requests += 1;
+            if !through_ingress(&cluster, 0) {
+                failed += 1;
+            }
+        }
         // Stop-first: the slots of the current wave may be down, never more; the service answers.
         let answering = slots_answering(&cluster, "web");
         assert!(
@@ -176,7 +193,13 @@ fn a_rolling_update_goes_in_waves_and_a_broken_version_pauses_or_rolls_back() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let took = started.elapsed();
-    eprintln!("6 replicas updated in waves {updated_counts:?} in {took:?}");
+    eprintln!(
+        "6 replicas updated in waves {updated_counts:?} in {took:?}; {failed} of {requests} requests through the ingress failed"
+    );
+    assert_eq!(
+        failed, 0,
+        "no failed request through the ingress during the update"
+    );
     assert!(
         updated_counts.windows(2).all(|w| w[1] - w[0] <= 2),
         "waves of at most 2: {updated_counts:?}"
@@ -267,11 +290,18 @@ fn a_drained_node_hands_its_replicas_over_without_a_failed_request_and_takes_the
         .cli_ok(&["node", "update", "--availability", "drain", "p1"])
         .unwrap();
     let started = Instant::now();
+    let (mut requests, mut failed) = (0, 0);
     loop {
         assert!(
             all_slots_answer(&cluster, "api", 6),
             "a slot stopped answering during the drain"
         );
+        for _ in 0..5 {
+            requests += 1;
+            if !through_ingress(&cluster, 2) {
+                failed += 1;
+            }
+        }
         let on_drained = tasks(&cluster, "api")
             .iter()
             .filter(|t| t["node_id"] == drained.as_str())
@@ -285,7 +315,14 @@ fn a_drained_node_hands_its_replicas_over_without_a_failed_request_and_takes_the
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    eprintln!("drained in {:?}", started.elapsed());
+    eprintln!(
+        "drained in {:?}; {failed} of {requests} requests through the ingress failed",
+        started.elapsed()
+    );
+    assert_eq!(
+        failed, 0,
+        "no failed request through the ingress during the drain"
+    );
     let rows = cluster.peers[2].nodes().unwrap();
     assert!(rows.iter().any(|r| r.id == drained), "still a member");
 
