@@ -337,3 +337,59 @@ fn a_drained_node_hands_its_replicas_over_without_a_failed_request_and_takes_the
     })
     .unwrap();
 }
+
+#[test]
+fn a_rollout_survives_the_death_of_its_coordinator() {
+    let _lock = cluster_lock();
+    let mut cluster = Cluster::start(4, "fast").unwrap();
+    create(&cluster, "job", 6);
+    wait_until(Duration::from_secs(60), "6 healthy replicas", || {
+        (serving(&cluster, "job").len() == 6).then_some(())
+    })
+    .unwrap();
+    cluster.peers[0]
+        .cli_ok(&[
+            "service",
+            "update",
+            "--env-add",
+            "V=2",
+            "--update-parallelism",
+            "1",
+            "--update-delay",
+            "1s",
+            "--update-monitor",
+            "1s",
+            "job",
+        ])
+        .unwrap();
+    let v2 = spec_version(&cluster, 0, "job");
+    // The coordinator publishes the rollout's progress in its node-owned records; find it
+    // once the rollout is under way.
+    let (coordinator, _) = wait_until(Duration::from_secs(30), "the rollout under way", || {
+        let now = serving(&cluster, "job");
+        let updated = now.values().filter(|(v, _)| *v == v2).count();
+        if !(1..6).contains(&updated) {
+            return None;
+        }
+        (0..4).find(|&i| {
+            let out = cluster.peers[i].cli(&["node", "ls"]).ok();
+            out.is_some_and(|o| o.status.success())
+                && cluster.peers[i].log_tail(200).contains("wave 1")
+        })
+    })
+    .unwrap();
+    eprintln!(
+        "coordinator is {}; killing it mid-rollout",
+        cluster.peers[coordinator].name
+    );
+    cluster.peers[coordinator].lose_host();
+    let (_, took) = wait_until(Duration::from_secs(120), "the rollout to finish", || {
+        let now = serving(&cluster, "job");
+        (now.len() == 6 && now.values().all(|(v, _)| *v == v2)).then_some(())
+    })
+    .unwrap();
+    eprintln!("rollout finished {took:?} after its coordinator died");
+    // Once: the spec was not rolled out again (no newer version appeared).
+    let survivor = (0..4).find(|&i| i != coordinator).unwrap();
+    assert_eq!(spec_version(&cluster, survivor, "job"), v2);
+}
