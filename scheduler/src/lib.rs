@@ -31,6 +31,7 @@
 
 #![warn(missing_docs)]
 
+pub mod autoscale;
 pub mod error;
 pub mod node;
 pub mod placement;

@@ -125,6 +125,9 @@ pub struct ReplicaReport {
     /// stops asking for restarts when it reaches `max_attempts`.
     #[serde(default)]
     pub restarts: u32,
+    /// CPU it used over the last sample, in millicores (1000 = one core), when measured.
+    #[serde(default)]
+    pub cpu_millis: Option<u32>,
 }
 
 impl ReplicaReport {

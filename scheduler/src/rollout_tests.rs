@@ -33,6 +33,7 @@ fn report(slot: &SlotId, version: u64, state: ReplicaState, health: Health) -> R
         runtime_id: format!("{slot}-{version}"),
         started_at_ms: 0,
         restarts: 0,
+        cpu_millis: None,
     }
 }
 

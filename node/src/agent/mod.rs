@@ -26,6 +26,8 @@ const ROUND_EVERY: Duration = Duration::from_millis(500);
 const ROUND_MIN: Duration = Duration::from_millis(100);
 /// Operations (start, stop, replace) in flight at once on this host.
 const OPS_MAX: usize = 8;
+/// How often replicas' CPU is read (for autoscaling).
+const CPU_EVERY: Duration = Duration::from_secs(3);
 /// Events waiting for the agent.
 const EVENTS_MAX: usize = 1024;
 /// After a member joins or returns, views differ between peers for a moment; the agent
@@ -42,6 +44,9 @@ struct Tracked {
     health: health::Tracker,
     /// When the agent first saw it stopped, for the restart delay.
     stopped_at: Option<Instant>,
+    /// The last CPU time reading (when, nanoseconds), and the usage it gave, in millicores.
+    cpu: Option<(Instant, u64)>,
+    cpu_millis: Option<u32>,
 }
 
 /// A start that failed, reported like a failed replica so `service ps` shows why.
@@ -91,6 +96,7 @@ pub(crate) struct Agent {
     /// Failed starts, for preventive healing.
     start_failures: Vec<Instant>,
     last_check: Option<Instant>,
+    last_cpu: Option<Instant>,
     /// No action before this instant (see [`SETTLE`]).
     settle_until: Instant,
     started: Instant,
@@ -122,6 +128,7 @@ impl Agent {
             thresholds,
             start_failures: Vec::new(),
             last_check: None,
+            last_cpu: None,
             settle_until: Instant::now() + SETTLE,
             started: Instant::now(),
         };
@@ -193,6 +200,7 @@ impl Agent {
 
     async fn round(&mut self) {
         self.observe().await;
+        self.measure_cpu().await;
         let snapshot = Snapshot::of(&self.mesh);
         let specs = snapshot.specs();
         self.probe(&specs);
@@ -270,12 +278,42 @@ impl Agent {
                     kind,
                     health: health::Tracker::default(),
                     stopped_at: None,
+                    cpu: None,
+                    cpu_millis: None,
                 });
             if !live && tracked.stopped_at.is_none() {
                 tracing::info!(slot = %replica.slot, runtime_id = %replica.runtime_id, state = ?replica.state, error = ?replica.error, "replica stopped");
                 tracked.stopped_at = Some(Instant::now());
             }
             tracked.replica = replica;
+        }
+    }
+
+    /// Reads the CPU time of running replicas every [`CPU_EVERY`] and turns the change into
+    /// a usage in millicores.
+    async fn measure_cpu(&mut self) {
+        if self.last_cpu.is_some_and(|t| t.elapsed() < CPU_EVERY) {
+            return;
+        }
+        self.last_cpu = Some(Instant::now());
+        for t in self
+            .replicas
+            .values_mut()
+            .filter(|t| t.replica.state == ReplicaState::Running)
+        {
+            let Ok(driver) = self.drivers.for_kind(t.kind) else {
+                continue;
+            };
+            let Some(ns) = driver.cpu_time_ns(&t.replica.runtime_id).await else {
+                continue;
+            };
+            let now = Instant::now();
+            if let Some((then, before)) = t.cpu {
+                let wall = now.duration_since(then).as_nanos().max(1);
+                let used = u128::from(ns.saturating_sub(before));
+                t.cpu_millis = u32::try_from(used * 1000 / wall).ok();
+            }
+            t.cpu = Some((now, ns));
         }
     }
 
@@ -333,6 +371,7 @@ impl Agent {
                 runtime_id: t.replica.runtime_id.clone(),
                 started_at_ms: t.replica.started_at_ms,
                 restarts: self.restarts_in_window(&t.replica.slot, t.replica.spec_version, specs),
+                cpu_millis: t.cpu_millis,
             })
             .collect();
         for (slot, failed) in &self.failed_starts {
@@ -349,6 +388,7 @@ impl Agent {
                 runtime_id: ops::failed_start_id(slot),
                 started_at_ms: 0,
                 restarts: self.restarts_in_window(slot, failed.spec_version, specs),
+                cpu_millis: None,
             });
         }
         reports

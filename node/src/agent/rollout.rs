@@ -65,13 +65,38 @@ pub(crate) struct Round<'a> {
     pub(crate) me_mesh: knit_mesh::NodeId,
 }
 
+/// Applies the autoscaling policy of `spec`, as its coordinator.
+async fn autoscale(round: &Round<'_>, spec: &ServiceSpec) {
+    let reports: Vec<&ReplicaReport> = round
+        .observed
+        .iter()
+        .filter(|(n, _)| round.alive.contains(*n))
+        .flat_map(|(_, reports)| reports)
+        .collect();
+    let last_change_ms = round
+        .snapshot
+        .store
+        .stamp(&service_key(&spec.name))
+        .map_or(0, |s| s.millis());
+    let Some(replicas) =
+        knit_scheduler::autoscale::desired(spec, &reports, last_change_ms, crate::peer::now_ms())
+    else {
+        return;
+    };
+    tracing::info!(service = %spec.name, from = spec.replicas(), to = replicas, "autoscaling");
+    let mut next = spec.clone();
+    next.mode = knit_scheduler::spec::Mode::Replicated { replicas };
+    write_next(round.mesh, spec, next).await;
+}
+
 /// Steps the rollouts this node coordinates and publishes their progress; writes the
-/// previous spec of a rollout that failed into a rollback.
+/// previous spec of a rollout that failed into a rollback; applies autoscaling policies.
 pub(crate) async fn coordinate(round: Round<'_>, mine: &mut BTreeMap<String, Progress>) {
     for spec in round.specs.values() {
         if rollout::coordinator(&spec.name, round.alive) != Some(round.me) {
             continue;
         }
+        autoscale(&round, spec).await;
         let progress = published(round.snapshot, &spec.name);
         let newest = rollout::newest(spec, &progress);
         let slots = slots_of(round.placement, &spec.name);
@@ -131,19 +156,23 @@ async fn roll_back(mesh: &Mesh, spec: &ServiceSpec) {
     let Some(previous) = spec.previous.as_deref() else {
         return;
     };
-    let mut next = previous.clone();
-    let mut current = spec.clone();
-    current.previous = None;
-    next.name = spec.name.clone();
-    next.version = spec.version + 1;
-    next.previous = Some(Box::new(current));
+    tracing::warn!(service = %spec.name, from = spec.version, "update failed: rolling back to the previous spec");
+    write_next(mesh, spec, previous.clone()).await;
+}
+
+/// Writes `next` as the version after `current`, keeping `current` for rollback.
+async fn write_next(mesh: &Mesh, current: &ServiceSpec, mut next: ServiceSpec) {
+    let mut kept = current.clone();
+    kept.previous = None;
+    next.name = current.name.clone();
+    next.version = current.version + 1;
+    next.previous = Some(Box::new(kept));
     let (Ok(version), Ok(bytes)) = (serde_json::to_vec(&next.version), serde_json::to_vec(&next))
     else {
         return;
     };
-    tracing::warn!(service = %spec.name, from = spec.version, to = next.version, "update failed: rolling back to the previous spec");
     let _ = mesh
-        .put(&service_version_key(&spec.name), Some(version))
+        .put(&service_version_key(&next.name), Some(version))
         .await;
-    let _ = mesh.put(&service_key(&spec.name), Some(bytes)).await;
+    let _ = mesh.put(&service_key(&next.name), Some(bytes)).await;
 }

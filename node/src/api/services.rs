@@ -47,6 +47,9 @@ pub(crate) struct TaskRow {
     pub(crate) spec_version: u64,
     pub(crate) host_port: Option<u16>,
     pub(crate) error: Option<String>,
+    /// CPU used over the last sample, in millicores (1000 = one core).
+    #[serde(default)]
+    pub(crate) cpu_millis: Option<u32>,
 }
 
 /// An update: the new spec and the version it was made from.
@@ -263,6 +266,7 @@ pub(super) async fn ps(
             spec_version: report.map_or(0, |r| r.spec_version),
             host_port: report.and_then(|r| r.host_ports.values().next().copied()),
             error: pending.or_else(|| report.and_then(|r| r.error.clone())),
+            cpu_millis: report.and_then(|r| r.cpu_millis),
             node_id,
         });
         for (other, reports) in observed.iter().filter(|(n, _)| n.as_str() != owner) {
@@ -283,6 +287,7 @@ pub(super) async fn ps(
                     spec_version: r.spec_version,
                     host_port: r.host_ports.values().next().copied(),
                     error: r.error.clone(),
+                    cpu_millis: r.cpu_millis,
                 });
             }
         }

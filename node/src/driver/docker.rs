@@ -234,6 +234,20 @@ impl DockerDriver {
     /// Runs `command` inside the container (docker exec): true when it exits 0 within
     /// `timeout`. A command still running at the timeout is left to finish on its own (the
     /// API cannot kill an exec) and counts as a failure.
+    /// The CPU time the container has used so far, in nanoseconds.
+    pub(crate) async fn cpu_time_ns(&self, runtime_id: &str) -> Option<u64> {
+        let options = bollard::query_parameters::StatsOptions {
+            stream: false,
+            one_shot: true,
+        };
+        let mut stats = self.docker.stats(runtime_id, Some(options));
+        let sample = tokio::time::timeout(CALL_TIMEOUT, stats.next())
+            .await
+            .ok()??
+            .ok()?;
+        sample.cpu_stats?.cpu_usage?.total_usage
+    }
+
     pub(crate) async fn exec_probe(
         &self,
         runtime_id: &str,

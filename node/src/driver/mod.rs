@@ -129,6 +129,14 @@ impl Driver<'_> {
         }
     }
 
+    /// The CPU time a replica has used so far, in nanoseconds, when the driver can tell.
+    pub(crate) async fn cpu_time_ns(&self, runtime_id: &str) -> Option<u64> {
+        match self {
+            Driver::Docker(d) => d.cpu_time_ns(runtime_id).await,
+            Driver::Process(d) => d.cpu_time_ns(runtime_id).await,
+        }
+    }
+
     /// The last `tail` lines of a replica's output.
     pub(crate) async fn logs(&self, runtime_id: &str, tail: usize) -> Result<String, DriverError> {
         match self {

@@ -201,6 +201,21 @@ impl ProcessDriver {
         Ok(self.records().iter().map(|r| self.replica(r)).collect())
     }
 
+    /// The CPU time the replica's process has used so far, in nanoseconds.
+    pub(crate) async fn cpu_time_ns(&self, runtime_id: &str) -> Option<u64> {
+        let record = self
+            .records()
+            .into_iter()
+            .find(|r| r.runtime_id == runtime_id)?;
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", record.pid)).ok()?;
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // utime and stime, fields 14 and 15, in clock ticks of 10 ms (USER_HZ is 100).
+        let ticks: u64 =
+            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        Some(ticks * 10_000_000)
+    }
+
     /// SIGTERM to the replica's process group, SIGKILL after `grace`; forgets it.
     pub(crate) async fn stop(&self, runtime_id: &str, grace: Duration) -> Result<(), DriverError> {
         let Some(record) = self

@@ -42,6 +42,7 @@ fn report(slot: SlotId, version: u64, state: ReplicaState, health: Health) -> Re
         error: None,
         started_at_ms: 0,
         restarts: 0,
+        cpu_millis: None,
     }
 }
 
@@ -207,6 +208,7 @@ fn restarts_follow_the_policy() {
     let exited = report(slot(1), 1, ReplicaState::Exited, Health::None);
     let failed = ReplicaReport {
         restarts: 2,
+        cpu_millis: None,
         ..report(slot(1), 1, ReplicaState::Failed, Health::None)
     };
     let run = |spec: &ServiceSpec, r: &ReplicaReport| {
