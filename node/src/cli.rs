@@ -53,6 +53,9 @@ pub(crate) enum ServiceCommand {
     Ps {
         /// The service.
         name: String,
+        /// Also list the replicas each slot had before (the last three per slot and node).
+        #[arg(long)]
+        history: bool,
         #[command(flatten)]
         list: ListArgs,
     },

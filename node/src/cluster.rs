@@ -47,6 +47,23 @@ fn reports_prefix(node: &NodeId) -> String {
     owned_key(node, "r/")
 }
 
+/// The key of a node's recent history of `service`'s replicas, written by that node alone.
+pub(crate) fn history_key(node: &NodeId, service: &str) -> String {
+    owned_key(node, &format!("history/{service}"))
+}
+
+/// A replica that ended, as `service ps` lists it under its slot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Ended {
+    pub(crate) slot: knit_scheduler::SlotId,
+    pub(crate) runtime_id: String,
+    pub(crate) spec_version: u64,
+    /// `shutdown` (stopped by knit), `complete` (exited 0) or `failed`.
+    pub(crate) state: String,
+    pub(crate) error: Option<String>,
+    pub(crate) ended_at_ms: u64,
+}
+
 /// The label that marks nodes with a Docker engine; docker services are placed on them only.
 pub(crate) const DOCKER_LABEL: &str = "knit.driver.docker";
 
@@ -158,6 +175,11 @@ impl Snapshot {
 
     pub(crate) fn info(&self, node: &NodeId) -> Option<NodeInfo> {
         self.decode(&info_key(node))
+    }
+
+    /// The replicas of `service` that ended on `node`, newest first.
+    pub(crate) fn history(&self, node: &NodeId, service: &str) -> Vec<Ended> {
+        self.decode(&history_key(node, service)).unwrap_or_default()
     }
 
     pub(crate) fn telemetry(&self, node: &NodeId) -> Option<crate::telemetry::Telemetry> {

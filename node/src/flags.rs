@@ -393,9 +393,9 @@ pub(crate) struct UpdateArgs {
     /// A new image.
     #[arg(long)]
     pub(crate) image: Option<String>,
-    /// New command arguments (replace the old ones).
-    #[arg(long, num_args = 1.., allow_hyphen_values = true)]
-    pub(crate) args: Option<Vec<String>>,
+    /// New command arguments, as one string split at spaces (replace the old ones).
+    #[arg(long, allow_hyphen_values = true)]
+    pub(crate) args: Option<String>,
     /// Publish a port: PUBLISHED:TARGET[/tcp|udp].
     #[arg(long)]
     pub(crate) publish_add: Vec<String>,
@@ -438,7 +438,7 @@ impl UpdateArgs {
             spec.image = Some(image.clone());
         }
         if let Some(args) = &self.args {
-            spec.args = args.clone();
+            spec.args = args.split_whitespace().map(str::to_owned).collect();
         }
         for rm in &self.publish_rm {
             let (port, proto) = rm.split_once('/').unwrap_or((rm, "tcp"));

@@ -26,6 +26,8 @@ const ROUND_EVERY: Duration = Duration::from_millis(500);
 const ROUND_MIN: Duration = Duration::from_millis(100);
 /// Operations (start, stop, replace) in flight at once on this host.
 const OPS_MAX: usize = 8;
+/// Ended replicas kept per slot for `service ps`.
+const HISTORY_PER_SLOT: usize = 3;
 /// How often replicas' CPU is read (for autoscaling).
 const CPU_EVERY: Duration = Duration::from_secs(3);
 /// Events waiting for the agent.
@@ -97,6 +99,9 @@ pub(crate) struct Agent {
     start_failures: Vec<Instant>,
     last_check: Option<Instant>,
     last_cpu: Option<Instant>,
+    /// Replicas that ended here, by service, newest first; and whether it changed.
+    history: BTreeMap<String, Vec<crate::cluster::Ended>>,
+    history_dirty: BTreeSet<String>,
     /// No action before this instant (see [`SETTLE`]).
     settle_until: Instant,
     started: Instant,
@@ -129,6 +134,8 @@ impl Agent {
             start_failures: Vec::new(),
             last_check: None,
             last_cpu: None,
+            history: BTreeMap::new(),
+            history_dirty: BTreeSet::new(),
             settle_until: Instant::now() + SETTLE,
             started: Instant::now(),
         };
@@ -267,6 +274,15 @@ impl Agent {
             }
         };
         let ids: BTreeSet<String> = listed.iter().map(|(r, _)| r.runtime_id.clone()).collect();
+        let gone: Vec<Replica> = self
+            .replicas
+            .iter()
+            .filter(|(id, _)| !ids.contains(*id))
+            .map(|(_, t)| t.replica.clone())
+            .collect();
+        for replica in gone {
+            self.remember(replica);
+        }
         self.replicas.retain(|id, _| ids.contains(id));
         for (replica, kind) in listed {
             let live = replica.state.is_live();
@@ -287,6 +303,35 @@ impl Agent {
             }
             tracked.replica = replica;
         }
+    }
+
+    /// Keeps a replica that ended in its slot's history.
+    fn remember(&mut self, replica: Replica) {
+        let state = match replica.state {
+            ReplicaState::Failed => "failed",
+            ReplicaState::Exited => "complete",
+            _ => "shutdown",
+        };
+        let service = replica.slot.service.clone();
+        let entries = self.history.entry(service.clone()).or_default();
+        entries.insert(
+            0,
+            crate::cluster::Ended {
+                slot: replica.slot.clone(),
+                runtime_id: replica.runtime_id,
+                spec_version: replica.spec_version,
+                state: state.to_owned(),
+                error: replica.error,
+                ended_at_ms: crate::peer::now_ms(),
+            },
+        );
+        let mut per_slot: BTreeMap<SlotId, usize> = BTreeMap::new();
+        entries.retain(|e| {
+            let n = per_slot.entry(e.slot.clone()).or_default();
+            *n += 1;
+            *n <= HISTORY_PER_SLOT
+        });
+        self.history_dirty.insert(service);
     }
 
     /// Reads the CPU time of running replicas every [`CPU_EVERY`] and turns the change into
@@ -413,6 +458,18 @@ impl Agent {
 
     /// Writes changed reports and deletes those of replicas that are gone.
     async fn publish(&mut self, snapshot: &Snapshot, reports: &[ReplicaReport]) {
+        for service in std::mem::take(&mut self.history_dirty) {
+            let entries = self.history.get(&service).cloned().unwrap_or_default();
+            if let Ok(bytes) = serde_json::to_vec(&entries) {
+                let _ = self
+                    .mesh
+                    .put(
+                        &crate::cluster::history_key(&self.me, &service),
+                        Some(bytes),
+                    )
+                    .await;
+            }
+        }
         let mut wanted: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         for r in reports {
             if let Ok(bytes) = serde_json::to_vec(r) {

@@ -224,9 +224,17 @@ pub(super) async fn list(State(state): State<ApiState>) -> Json<Vec<ServiceSumma
     Json(rows)
 }
 
+/// `?history=true` adds the replicas each slot had before.
+#[derive(Debug, Deserialize)]
+pub(super) struct PsQuery {
+    #[serde(default)]
+    history: bool,
+}
+
 pub(super) async fn ps(
     State(state): State<ApiState>,
     Path(name): Path<String>,
+    Query(query): Query<PsQuery>,
 ) -> Result<Json<Vec<TaskRow>>, ApiError> {
     let snapshot = Snapshot::of(&state.mesh);
     if snapshot.spec(&name).is_none() {
@@ -290,6 +298,24 @@ pub(super) async fn ps(
                     cpu_millis: r.cpu_millis,
                 });
             }
+        }
+    }
+    // What each slot ran before, on every node, newest first.
+    for member in snapshot.view.members.iter().filter(|_| query.history) {
+        let node_id = member.peer.node.to_string();
+        for ended in snapshot.history(&member.peer.node, &name) {
+            rows.push(TaskRow {
+                slot: format!("\\_ {}", ended.slot),
+                node: names.get(&node_id).cloned().unwrap_or_default(),
+                node_id: node_id.clone(),
+                desired_state: "shutdown".into(),
+                state: ended.state,
+                health: lower(&Health::None),
+                spec_version: ended.spec_version,
+                host_port: None,
+                error: ended.error,
+                cpu_millis: None,
+            });
         }
     }
     Ok(Json(rows))

@@ -32,8 +32,14 @@ pub(super) async fn run(client: &Client, command: ServiceCommand) -> Result<()> 
                 Format::Table => print_services(&services),
             }
         }
-        ServiceCommand::Ps { name, list } => {
-            let tasks: Vec<TaskRow> = client.get(&format!("/v1/services/{name}/ps")).await?;
+        ServiceCommand::Ps {
+            name,
+            history,
+            list,
+        } => {
+            let tasks: Vec<TaskRow> = client
+                .get(&format!("/v1/services/{name}/ps?history={history}"))
+                .await?;
             match list.format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&tasks)?),
                 Format::Table => print_tasks(&tasks),
