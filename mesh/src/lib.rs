@@ -26,3 +26,6 @@ pub mod quic;
 pub use id::{NodeId, PeerId};
 pub use membership::{Connection, MemberRecord, MemberState, Membership, Output};
 pub use profile::Profile;
+
+/// foca's timer type, which [`Output::Timer`] hands out and drivers hand back.
+pub type Timer = foca::Timer<PeerId>;

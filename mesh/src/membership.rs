@@ -249,11 +249,12 @@ impl Membership {
             self.observe(*peer, *state, now_ms);
         }
         let me = self.identity().node;
+        let known: std::collections::BTreeSet<NodeId> = seen.iter().map(|(p, _)| p.node).collect();
         let forgotten: Vec<PeerId> = self
             .members
             .values()
             .filter(|r| r.peer.node != me && r.state.is_active())
-            .filter(|r| !seen.iter().any(|(p, _)| p.node == r.peer.node))
+            .filter(|r| !known.contains(&r.peer.node))
             .map(|r| r.peer)
             .collect();
         for peer in forgotten {

@@ -1,0 +1,775 @@
+//! The discrete-event engine: virtual milliseconds, one event heap ordered by
+//! `(time, sequence)`, one seeded RNG, and N hosts each with a real membership core.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::rc::Rc;
+
+use bytes::Bytes;
+use foca::Timer;
+use knit_mesh::{MemberRecord, MemberState, Membership, NodeId, Output, PeerId, Profile};
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
+
+use crate::healing::{Computed, Healing, empty_set, insert};
+use crate::metrics::{KillRecord, Metrics};
+use crate::network::Network;
+use crate::report::Report;
+use crate::scenario::{Churn, Fault, Scenario, ScenarioError, secs_to_ms};
+
+/// A run that could not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// The scenario is invalid.
+    #[error(transparent)]
+    Scenario(#[from] ScenarioError),
+    /// More events than `step_budget` allows: raise it or shorten the run.
+    #[error(
+        "step budget of {budget} events exhausted at {at_ms} ms of simulated time; raise step_budget or shorten duration_s"
+    )]
+    StepBudget {
+        /// The budget.
+        budget: u64,
+        /// Simulated time reached.
+        at_ms: u64,
+    },
+}
+
+enum Event {
+    Packet {
+        to: usize,
+        bytes: Bytes,
+    },
+    Timer {
+        host: usize,
+        inc: u64,
+        timer: Timer<PeerId>,
+    },
+    Tick {
+        host: usize,
+        inc: u64,
+    },
+    Started {
+        host: usize,
+        inc: u64,
+        slot: u32,
+    },
+    Fault(Fault),
+    ChurnKill,
+    Warm,
+}
+
+struct Scheduled {
+    at: u64,
+    seq: u64,
+    event: Event,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    /// Reversed, so that the max-heap pops the earliest event first.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SlotState {
+    Starting,
+    Running,
+}
+
+struct Host {
+    peer: PeerId,
+    /// `None` while the host is down.
+    core: Option<Membership>,
+    /// Bumped on every kill and restart; events of an older incarnation are dropped.
+    inc: u64,
+    /// The membership version the current plan was made for.
+    planned_version: Option<u64>,
+    /// The version seen at the last tick and when it changed (the settle window).
+    seen_version: u64,
+    seen_since_ms: u64,
+    plan: Option<Rc<Computed>>,
+    running: BTreeMap<u32, SlotState>,
+    /// Runs a slot it no longer owns, waiting for the new owner (make-before-break).
+    surplus: bool,
+    /// While not active: when to announce again, and the back-off (1 s doubling to 10 s,
+    /// as the peer's seed task does).
+    announce_at_ms: u64,
+    announce_backoff_ms: u64,
+}
+
+/// One simulation run.
+pub struct Engine {
+    now_ms: u64,
+    seq: u64,
+    queue: BinaryHeap<Scheduled>,
+    rng: SmallRng,
+    seed: u64,
+    hosts: Vec<Host>,
+    network: Network,
+    profile: Profile,
+    sync_ms: u64,
+    settle_ms: u64,
+    warmup_ms: u64,
+    end_ms: u64,
+    step_budget: u64,
+    steps: u64,
+    start_ms: (u64, u64),
+    churn: Option<Churn>,
+    healing: Healing,
+    /// Live running instances of each slot.
+    running_count: Vec<u32>,
+    metrics: Metrics,
+}
+
+/// The mesh identity of host `h`: its index in the first four bytes of the node id.
+fn peer_of(host: usize, epoch: u64) -> PeerId {
+    let index = u32::try_from(host).unwrap_or(u32::MAX);
+    let mut bytes = [0x6b; 16];
+    bytes[..4].copy_from_slice(&index.to_be_bytes());
+    let [_, a, b, c] = index.to_be_bytes();
+    PeerId {
+        node: NodeId::from_bytes(bytes),
+        addr: std::net::SocketAddr::from(([10, a, b, c], 7946)),
+        epoch,
+    }
+}
+
+fn host_of(peer: &PeerId) -> usize {
+    let b = peer.node.as_bytes();
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize
+}
+
+/// How long after the last membership change a host waits before it acts on it.
+const SETTLE_MS: u64 = 1_000;
+
+impl Engine {
+    /// Builds the cluster of `scenario` (with `seed`): every host joins through host 0, and
+    /// every slot runs where the full placement puts it.
+    pub fn new(scenario: &Scenario, seed: u64) -> Result<Self, SimError> {
+        scenario.validate()?;
+        let n = scenario.hosts.count;
+        let healing = Healing::new(scenario.specs()?, n, scenario.capacity()?);
+        let slots = healing.slots.len();
+        let capacity = scenario.capacity()?;
+        let mut engine = Self {
+            now_ms: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            rng: SmallRng::seed_from_u64(seed),
+            seed,
+            hosts: Vec::with_capacity(n),
+            network: Network::new(&scenario.network, n),
+            profile: scenario.profile,
+            sync_ms: scenario.sync_ms,
+            settle_ms: SETTLE_MS,
+            warmup_ms: secs_to_ms(scenario.warmup_s),
+            end_ms: secs_to_ms(scenario.duration_s),
+            step_budget: scenario.step_budget,
+            steps: 0,
+            start_ms: (
+                scenario.containers.start_min_ms,
+                scenario.containers.start_max_ms,
+            ),
+            churn: scenario.churn.clone(),
+            healing,
+            running_count: vec![0; slots],
+            metrics: Metrics::new((capacity.cpu_millis, capacity.memory_bytes)),
+        };
+        engine.boot(scenario);
+        Ok(engine)
+    }
+
+    fn boot(&mut self, scenario: &Scenario) {
+        let n = scenario.hosts.count;
+        for h in 0..n {
+            let peer = peer_of(h, 1);
+            let core = Membership::new(peer, self.profile, self.core_seed(h, 1), 0);
+            self.hosts.push(Host {
+                peer,
+                core: Some(core),
+                inc: 0,
+                planned_version: None,
+                seen_version: 0,
+                seen_since_ms: 0,
+                plan: None,
+                running: BTreeMap::new(),
+                surplus: false,
+                announce_at_ms: 1_000,
+                announce_backoff_ms: 2_000,
+            });
+        }
+        for h in 1..n {
+            if let Some(core) = self.hosts[h].core.as_mut() {
+                let _ = core.announce(peer_of(0, 1), 0);
+            }
+            self.drain(h);
+        }
+        let mut all = empty_set(n);
+        (0..n).for_each(|h| insert(&mut all, h));
+        let full = self.healing.placement_for(&all);
+        for (h, owned) in full.by_host.iter().enumerate() {
+            for &s in owned {
+                self.hosts[h].running.insert(s, SlotState::Running);
+                self.running_count[s as usize] += 1;
+            }
+        }
+        for h in 0..n {
+            let offset = 1 + (h as u64 * self.sync_ms) / n as u64;
+            self.push(offset, Event::Tick { host: h, inc: 0 });
+        }
+        for fault in &scenario.faults {
+            self.push(secs_to_ms(fault.at_s()), Event::Fault(fault.clone()));
+        }
+        self.push(self.warmup_ms, Event::Warm);
+        if let Some(churn) = self.churn.clone() {
+            let start = churn.start_s.map_or(self.warmup_ms, secs_to_ms);
+            let gap = self.churn_gap(&churn);
+            self.push(start + gap, Event::ChurnKill);
+        }
+    }
+
+    fn core_seed(&self, host: usize, epoch: u64) -> u64 {
+        self.seed
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .wrapping_add((host as u64) << 20)
+            .wrapping_add(epoch)
+    }
+
+    fn push(&mut self, at: u64, event: Event) {
+        self.seq += 1;
+        self.queue.push(Scheduled {
+            at,
+            seq: self.seq,
+            event,
+        });
+    }
+
+    /// Runs to the end of the scenario and reports.
+    pub fn run(mut self, scenario: &Scenario) -> Result<Report, SimError> {
+        self.advance(self.end_ms)?;
+        Ok(self.finish(scenario))
+    }
+
+    /// Processes every event up to `until_ms` (at most the scenario's end).
+    pub fn advance(&mut self, until_ms: u64) -> Result<(), SimError> {
+        let until_ms = until_ms.min(self.end_ms);
+        while let Some(next) = self.queue.peek() {
+            if next.at > until_ms {
+                break;
+            }
+            let Some(Scheduled { at, event, .. }) = self.queue.pop() else {
+                break;
+            };
+            self.steps += 1;
+            if self.steps > self.step_budget {
+                return Err(SimError::StepBudget {
+                    budget: self.step_budget,
+                    at_ms: at,
+                });
+            }
+            self.now_ms = at;
+            self.dispatch(event);
+        }
+        self.now_ms = self.now_ms.max(until_ms);
+        Ok(())
+    }
+
+    fn dispatch(&mut self, event: Event) {
+        match event {
+            Event::Packet { to, bytes } => {
+                let now = self.now_ms;
+                if let Some(core) = self.hosts[to].core.as_mut() {
+                    let _ = core.handle_packet(&bytes, now);
+                    self.drain(to);
+                }
+            }
+            Event::Timer { host, inc, timer } => {
+                let now = self.now_ms;
+                if self.hosts[host].inc == inc
+                    && let Some(core) = self.hosts[host].core.as_mut()
+                {
+                    let _ = core.handle_timer(timer, now);
+                    self.drain(host);
+                }
+            }
+            Event::Tick { host, inc } => self.tick(host, inc),
+            Event::Started { host, inc, slot } => self.started(host, inc, slot),
+            Event::Fault(fault) => self.fault(fault),
+            Event::ChurnKill => self.churn_kill(),
+            Event::Warm => self.metrics.warm(self.now_ms, self.utilisation()),
+        }
+    }
+
+    /// Hands every output of host `h`'s core to the network, the timer heap and metrics.
+    fn drain(&mut self, h: usize) {
+        let mut outputs = Vec::new();
+        if let Some(core) = self.hosts[h].core.as_mut() {
+            while let Some(out) = core.poll_output() {
+                outputs.push(out);
+            }
+        }
+        let inc = self.hosts[h].inc;
+        for out in outputs {
+            match out {
+                Output::Send { to, packet } => {
+                    let to = host_of(&to);
+                    self.metrics.sent(self.now_ms, packet.len());
+                    if to < self.hosts.len()
+                        && let Some(delay) = self.network.delivery(h, to, &mut self.rng)
+                    {
+                        self.push(self.now_ms + delay, Event::Packet { to, bytes: packet });
+                    }
+                }
+                Output::Timer { after, timer } => {
+                    let after = u64::try_from(after.as_millis()).unwrap_or(u64::MAX / 4);
+                    self.push(
+                        self.now_ms + after,
+                        Event::Timer {
+                            host: h,
+                            inc,
+                            timer,
+                        },
+                    );
+                }
+                Output::Changed(record) => self.changed(h, record),
+                Output::Delta(_) | Output::Renewed(_) => {}
+            }
+        }
+    }
+
+    /// Observer `h` learnt `record`: count false positives, and check detection.
+    fn changed(&mut self, h: usize, record: MemberRecord) {
+        if record.state.is_active() {
+            return;
+        }
+        let subject = host_of(&record.peer);
+        let Some(target) = self.hosts.get(subject) else {
+            return;
+        };
+        let alive_same = target
+            .core
+            .as_ref()
+            .is_some_and(|c| c.identity().epoch == record.peer.epoch);
+        if alive_same && record.state == MemberState::Down {
+            let reachable =
+                self.network.reachable(h, subject) && self.network.reachable(subject, h);
+            self.metrics.live_seen_down(self.now_ms, reachable);
+        }
+        self.check_detection(subject);
+    }
+
+    /// Closes the open kill record of `subject` if every live host now counts it out.
+    fn check_detection(&mut self, subject: usize) {
+        let Some(i) = self.metrics.open_detection(subject) else {
+            return;
+        };
+        let epoch = self.metrics.kills[i].epoch;
+        let node = peer_of(subject, epoch).node;
+        let all = self.hosts.iter().enumerate().all(|(o, host)| {
+            o == subject
+                || host.core.as_ref().is_none_or(|core| {
+                    core.member(&node)
+                        .is_none_or(|r| !r.state.is_active() || r.peer.epoch > epoch)
+                })
+        });
+        if all {
+            self.metrics.detected(i, self.now_ms);
+        }
+    }
+
+    fn tick(&mut self, h: usize, inc: u64) {
+        if self.hosts[h].inc != inc {
+            return;
+        }
+        let now = self.now_ms;
+        let Some(core) = self.hosts[h].core.as_mut() else {
+            return;
+        };
+        let _ = core.sync(now);
+        let version = core.version();
+        let active = core.connection() == knit_mesh::Connection::Active;
+        self.drain(h);
+        if !active && now >= self.hosts[h].announce_at_ms {
+            self.announce(h);
+        }
+        let host = &mut self.hosts[h];
+        if version != host.seen_version {
+            host.seen_version = version;
+            host.seen_since_ms = now;
+        }
+        let settled = now >= host.seen_since_ms + self.settle_ms;
+        if now >= self.warmup_ms && active && settled && host.planned_version != Some(version) {
+            host.planned_version = Some(version);
+            self.replan(h);
+        } else if host.surplus {
+            self.stop_surplus(h);
+        }
+        self.push(now + self.sync_ms, Event::Tick { host: h, inc });
+    }
+
+    /// Places over the hosts `h` counts as active and starts or stops slots accordingly.
+    /// The hosts `h`'s membership core counts as active (alive or suspect).
+    fn active_set(&self, h: usize) -> Vec<u64> {
+        let mut set = empty_set(self.hosts.len());
+        if let Some(core) = self.hosts[h].core.as_ref() {
+            for record in core.members().filter(|r| r.state.is_active()) {
+                let o = host_of(&record.peer);
+                if o < self.hosts.len() {
+                    insert(&mut set, o);
+                }
+            }
+        }
+        set
+    }
+
+    fn replan(&mut self, h: usize) {
+        let set = self.active_set(h);
+        let plan = self.healing.placement_for(&set);
+        let mut owned = vec![false; 0];
+        owned.resize(self.healing.slots.len(), false);
+        let mut to_start = Vec::new();
+        for &s in &plan.by_host[h] {
+            owned[s as usize] = true;
+            if !self.hosts[h].running.contains_key(&s) {
+                to_start.push(s);
+            }
+        }
+        let host = &mut self.hosts[h];
+        host.running
+            .retain(|s, state| owned[*s as usize] || *state == SlotState::Running);
+        for s in to_start {
+            let (lo, hi) = self.start_ms;
+            let delay = if hi > lo {
+                self.rng.random_range(lo..=hi)
+            } else {
+                lo
+            };
+            self.hosts[h].running.insert(s, SlotState::Starting);
+            self.metrics.starts += 1;
+            let inc = self.hosts[h].inc;
+            self.push(
+                self.now_ms + delay,
+                Event::Started {
+                    host: h,
+                    inc,
+                    slot: s,
+                },
+            );
+        }
+        self.hosts[h].plan = Some(plan);
+        self.stop_surplus(h);
+    }
+
+    /// Stops the slots `h` runs but no longer owns, once another instance runs.
+    fn stop_surplus(&mut self, h: usize) {
+        let Some(plan) = self.hosts[h].plan.clone() else {
+            return;
+        };
+        let me = u32::try_from(h).unwrap_or(u32::MAX);
+        let mut surplus = false;
+        let counts = &mut self.running_count;
+        self.hosts[h].running.retain(|&s, state| {
+            if *state != SlotState::Running || plan.owner[s as usize] == Some(me) {
+                return true;
+            }
+            if counts[s as usize] > 1 {
+                counts[s as usize] -= 1;
+                false
+            } else {
+                surplus = true;
+                true
+            }
+        });
+        self.hosts[h].surplus = surplus;
+    }
+
+    fn started(&mut self, h: usize, inc: u64, slot: u32) {
+        if self.hosts[h].inc != inc {
+            return;
+        }
+        if let Some(state) = self.hosts[h].running.get_mut(&slot)
+            && *state == SlotState::Starting
+        {
+            *state = SlotState::Running;
+            self.running_count[slot as usize] += 1;
+            let counts = &self.running_count;
+            self.metrics
+                .check_heal(self.now_ms, |s| counts[s as usize] > 0);
+        }
+    }
+
+    fn fault(&mut self, fault: Fault) {
+        match fault {
+            Fault::Kill { host, .. } => self.kill(host),
+            Fault::Restart { host, .. } => self.restart(host),
+            Fault::Partition { groups, .. } => self.network.partition(&groups),
+            Fault::Heal { .. } => self.network.heal(),
+            Fault::Cut { from, to, .. } => self.network.cut(from, to),
+            Fault::Restore { from, to, .. } => self.network.restore(from, to),
+        }
+    }
+
+    fn live_set(&self) -> Vec<u64> {
+        let mut set = empty_set(self.hosts.len());
+        for (h, host) in self.hosts.iter().enumerate() {
+            if host.core.is_some() {
+                insert(&mut set, h);
+            }
+        }
+        set
+    }
+
+    fn kill(&mut self, h: usize) {
+        if self.hosts[h].core.is_none() {
+            return;
+        }
+        let before = self.healing.placement_for(&self.live_set());
+        let host = &mut self.hosts[h];
+        host.core = None;
+        host.inc += 1;
+        host.plan = None;
+        host.surplus = false;
+        let mut slots = Vec::new();
+        for (s, state) in std::mem::take(&mut host.running) {
+            if state == SlotState::Running {
+                self.running_count[s as usize] -= 1;
+                slots.push(s);
+            }
+        }
+        let after = self.healing.placement_for(&self.live_set());
+        let counts = &self.running_count;
+        let healed = slots.iter().all(|&s| counts[s as usize] > 0);
+        self.metrics.killed(KillRecord {
+            host: h,
+            epoch: self.hosts[h].peer.epoch,
+            at_ms: self.now_ms,
+            moves: after.placement.moves_from(&before.placement),
+            optimum: before.by_host[h].len(),
+            detected_ms: None,
+            healed_ms: healed.then_some(self.now_ms),
+            restarted_first: false,
+            slots,
+        });
+        for subject in self.metrics.open_detections() {
+            self.check_detection(subject);
+        }
+    }
+
+    fn restart(&mut self, h: usize) {
+        if self.hosts[h].core.is_some() {
+            return;
+        }
+        self.metrics.restarted(h);
+        let epoch = self.hosts[h].peer.epoch + 1;
+        let peer = peer_of(h, epoch);
+        let core = Membership::new(peer, self.profile, self.core_seed(h, epoch), self.now_ms);
+        let host = &mut self.hosts[h];
+        host.peer = peer;
+        host.core = Some(core);
+        host.inc += 1;
+        host.planned_version = None;
+        host.seen_since_ms = self.now_ms;
+        host.announce_backoff_ms = 1_000;
+        let inc = host.inc;
+        self.announce(h);
+        self.push(self.now_ms + self.sync_ms, Event::Tick { host: h, inc });
+    }
+
+    /// Announces `h` to the first live host in index order (the seed that answers), and
+    /// backs off before the next try.
+    fn announce(&mut self, h: usize) {
+        let now = self.now_ms;
+        let seed = (0..self.hosts.len()).find(|&o| o != h && self.hosts[o].core.is_some());
+        let seed_peer = seed.map(|o| self.hosts[o].peer);
+        let host = &mut self.hosts[h];
+        host.announce_at_ms = now + host.announce_backoff_ms;
+        host.announce_backoff_ms = (host.announce_backoff_ms * 2).min(10_000);
+        if let (Some(peer), Some(core)) = (seed_peer, host.core.as_mut()) {
+            let _ = core.announce(peer, now);
+        }
+        self.drain(h);
+    }
+
+    fn churn_gap(&mut self, churn: &Churn) -> u64 {
+        let u: f64 = self.rng.random_range(f64::EPSILON..1.0);
+        secs_to_ms(-u.ln() * 60.0 / churn.kills_per_minute)
+    }
+
+    fn churn_kill(&mut self) {
+        let Some(churn) = self.churn.clone() else {
+            return;
+        };
+        let stop = churn
+            .stop_s
+            .map_or(self.end_ms.saturating_sub(30_000), secs_to_ms);
+        if self.now_ms > stop {
+            return;
+        }
+        let live: Vec<usize> = (0..self.hosts.len())
+            .filter(|&h| self.hosts[h].core.is_some())
+            .collect();
+        if live.len() > 1 {
+            let h = live[self.rng.random_range(0..live.len())];
+            self.kill(h);
+            let back = self.now_ms + secs_to_ms(churn.downtime_s);
+            self.push(back, Event::Fault(Fault::Restart { at_s: 0.0, host: h }));
+        }
+        let gap = self.churn_gap(&churn);
+        self.push(self.now_ms + gap, Event::ChurnKill);
+    }
+
+    /// Reserved cpu and memory over capacity, for each live host.
+    fn utilisation(&self) -> Vec<(usize, f64, f64)> {
+        let cap = self.metrics.capacity;
+        self.hosts
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| h.core.is_some())
+            .map(|(h, host)| {
+                let (mut cpu, mut mem) = (0u64, 0u64);
+                for &s in host.running.keys() {
+                    let r = self.healing.reservation[s as usize];
+                    cpu += r.cpu_millis;
+                    mem += r.memory_bytes;
+                }
+                (h, ratio(cpu, cap.0), ratio(mem, cap.1))
+            })
+            .collect()
+    }
+
+    /// Ends the run where it stands (after [`Engine::advance`]) and reports.
+    pub fn finish_report(mut self, scenario: &Scenario) -> Report {
+        self.now_ms = self.now_ms.min(self.end_ms);
+        self.finish(scenario)
+    }
+
+    fn finish(mut self, scenario: &Scenario) -> Report {
+        let util_after = self.utilisation();
+        let live = self.live_set();
+        let truth = self.healing.placement_for(&live);
+        let mut runs_on: Vec<Vec<usize>> = vec![Vec::new(); self.healing.slots.len()];
+        for (h, host) in self.hosts.iter().enumerate() {
+            for (&s, &state) in &host.running {
+                if state == SlotState::Running {
+                    runs_on[s as usize].push(h);
+                }
+            }
+        }
+        let mut violations = Vec::new();
+        for (s, hosts) in runs_on.iter().enumerate() {
+            let slot = &self.healing.slots[s];
+            match truth.owner[s] {
+                Some(owner) if hosts.len() != 1 || hosts[0] != owner as usize => {
+                    violations.push(format!(
+                        "{slot}: placement names {}, runs on [{}]",
+                        crate::healing::host_name(owner as usize),
+                        names(hosts)
+                    ));
+                }
+                None if hosts.len() > 1 => {
+                    violations.push(format!("{slot}: pending, runs on [{}]", names(hosts)));
+                }
+                _ => {}
+            }
+        }
+        let pending = truth
+            .placement
+            .pending()
+            .into_iter()
+            .map(|(slot, why)| (slot.to_string(), format!("{why:?}")))
+            .collect();
+        let live_hosts = self.hosts.iter().filter(|h| h.core.is_some()).count();
+        let divergent_views = (0..self.hosts.len())
+            .filter(|&h| self.hosts[h].core.is_some() && self.active_set(h) != live)
+            .count();
+        if std::env::var_os("KNIT_SIM_DEBUG").is_some() {
+            self.debug_views(&live);
+        }
+        self.metrics.report(crate::metrics::Ending {
+            scenario,
+            seed: self.seed,
+            end_ms: self.end_ms,
+            steps: self.steps,
+            queued: self.queue.len(),
+            placements_computed: self.healing.computed,
+            util_after,
+            pending,
+            violations,
+            live_hosts,
+            divergent_views,
+        })
+    }
+}
+
+impl Engine {
+    /// With `KNIT_SIM_DEBUG` set: prints, on stderr, each live host whose view differs from
+    /// the truly live hosts, and how.
+    fn debug_views(&self, live: &[u64]) {
+        for h in 0..self.hosts.len() {
+            let Some(core) = self.hosts[h].core.as_ref() else {
+                continue;
+            };
+            if self.active_set(h) == live {
+                continue;
+            }
+            eprintln!(
+                "h{h}: divergent view, knows {} members, planned {:?}, version {}",
+                core.members().count(),
+                self.hosts[h].planned_version,
+                core.version()
+            );
+            for r in core.members() {
+                let o = host_of(&r.peer);
+                let truly = self.hosts[o].core.as_ref().map(|c| c.identity().epoch);
+                if r.state.is_active() != truly.is_some() {
+                    eprintln!(
+                        "  sees h{o} {:?} epoch {}; truly {truly:?}",
+                        r.state, r.peer.epoch
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn names(hosts: &[usize]) -> String {
+    hosts
+        .iter()
+        .map(|&h| crate::healing::host_name(h))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn ratio(used: u64, capacity: u64) -> f64 {
+    if capacity == 0 {
+        0.0
+    } else {
+        // Quantities far below 2^53.
+        #[allow(clippy::cast_precision_loss)]
+        let r = used as f64 / capacity as f64;
+        r
+    }
+}
+
+/// Runs `scenario` with `seed` (or its own) and reports.
+pub fn run(scenario: &Scenario, seed: Option<u64>) -> Result<Report, SimError> {
+    let seed = seed.unwrap_or(scenario.seed);
+    Engine::new(scenario, seed)?.run(scenario)
+}
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

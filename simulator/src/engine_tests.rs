@@ -1,0 +1,154 @@
+//! The engine through its one entry point, [`run`], on the example scenarios.
+
+use super::*;
+use crate::plan::{PlanRequest, plan};
+use crate::scenario::ServiceDef;
+
+fn scenario(text: &str) -> Scenario {
+    Scenario::from_toml(text).unwrap()
+}
+
+fn kill_one() -> Scenario {
+    scenario(include_str!("../scenarios/kill-one.toml"))
+}
+
+#[test]
+fn same_seed_same_report_bit_for_bit() {
+    let s = kill_one();
+    let a = run(&s, Some(5)).unwrap().json();
+    let b = run(&s, Some(5)).unwrap().json();
+    assert_eq!(a, b);
+    let c = run(&s, Some(6)).unwrap().json();
+    assert_ne!(a, c, "a different seed should change something");
+}
+
+#[test]
+fn a_kill_is_detected_and_healed_within_the_profile_bound() {
+    let s = kill_one();
+    let report = run(&s, None).unwrap();
+    assert_eq!(report.kills, 1);
+    assert_eq!(report.detection_ms.count, 1, "{}", report.table());
+    assert!(
+        report.detection_ms.max <= report.detection_bound_ms,
+        "{}",
+        report.table()
+    );
+    // Detection, then a settle window and a sync period, then the slowest container start.
+    let heal_bound = report.detection_bound_ms + SETTLE_MS + s.sync_ms + s.containers.start_max_ms;
+    assert_eq!(report.heal_ms.count, 1);
+    assert!(report.heal_ms.max <= heal_bound, "{}", report.table());
+    assert_eq!(report.moves, report.moves_optimum);
+    assert_eq!(report.false_positives, 0);
+    assert!(report.invariant_violations.is_empty(), "{}", report.table());
+    assert_eq!(report.divergent_views_at_end, 0);
+    assert!(report.messages_per_host_s > 0.0 && report.bytes_per_host_s > 0.0);
+}
+
+#[test]
+fn partitions_heal_and_every_slot_runs_once() {
+    let s = scenario(include_str!("../scenarios/partition.toml"));
+    let report = run(&s, None).unwrap();
+    assert!(
+        report.partition_downs > 0,
+        "the split was seen: {}",
+        report.table()
+    );
+    assert_eq!(report.false_positives, 0, "{}", report.table());
+    assert_eq!(report.divergent_views_at_end, 0, "{}", report.table());
+    assert!(report.invariant_violations.is_empty(), "{}", report.table());
+    assert!(report.pending.is_empty());
+}
+
+#[test]
+fn a_restarted_host_rejoins_with_a_new_epoch_and_takes_its_share() {
+    let s = kill_one();
+    let report = run(&s, None).unwrap();
+    assert_eq!(report.live_hosts_at_end, 5);
+    assert!(report.invariant_violations.is_empty(), "{}", report.table());
+    // It took its slots back: the placement is the one the run started with.
+    assert!(report.container_starts > report.moves_optimum as u64);
+    assert_eq!(report.utilisation_after, report.utilisation_before);
+}
+
+#[test]
+fn the_step_budget_aborts_a_run() {
+    let mut s = kill_one();
+    s.step_budget = 1_000;
+    let err = run(&s, None).unwrap_err();
+    assert!(
+        matches!(err, SimError::StepBudget { budget: 1_000, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("raise step_budget"));
+}
+
+#[test]
+fn too_little_room_leaves_slots_pending_with_a_reason() {
+    let mut s = kill_one();
+    s.hosts.cpu = 1.0;
+    let report = run(&s, None).unwrap();
+    assert!(!report.pending.is_empty());
+    assert!(report.pending[0].reason.contains("InsufficientResources"));
+    assert!(report.invariant_violations.is_empty(), "{}", report.table());
+}
+
+#[test]
+fn bad_scenarios_say_what_to_fix() {
+    let mut text = include_str!("../scenarios/kill-one.toml").replace("host = 2", "host = 9");
+    let err = Scenario::from_toml(&text).unwrap_err().to_string();
+    assert!(err.contains("host 9"), "{err}");
+    text = include_str!("../scenarios/kill-one.toml").replace("count = 5", "count = 5\nbogus = 1");
+    assert!(Scenario::from_toml(&text).is_err());
+}
+
+#[test]
+fn plan_answers_a_small_catalogue() {
+    let services = vec![
+        ServiceDef {
+            name: "blog".into(),
+            replicas: 6,
+            cpu: 1.0,
+            memory: "2G".into(),
+        },
+        ServiceDef {
+            name: "api".into(),
+            replicas: 4,
+            cpu: 2.0,
+            memory: "4G".into(),
+        },
+    ];
+    let request = PlanRequest {
+        host_cpu: 4.0,
+        host_memory: "16G".into(),
+        services,
+        failures: 1,
+        target_utilisation: 0.8,
+        max_hosts: 50,
+        runs: 2,
+        seed: 1,
+        profile: Profile::Fast,
+    };
+    let answer = plan(&request).unwrap();
+    // 14 cores of reservations over hosts of 3.2 usable cores: at least 5 survivors.
+    assert!(answer.hosts >= 6, "{answer:?}");
+    assert!(
+        crate::plan::fits_after_failures(
+            &request
+                .services
+                .iter()
+                .map(|s| s.spec().unwrap())
+                .collect::<Vec<_>>(),
+            knit_scheduler::Resources {
+                cpu_millis: 3_200,
+                memory_bytes: 13_743_895_347
+            },
+            answer.hosts - 1,
+            1,
+            1,
+        )
+        .is_none(),
+        "one host fewer must not fit"
+    );
+    assert_eq!(answer.heal_ms.count, 2, "{answer:?}");
+    assert_eq!(answer.unhealed, 0);
+}

@@ -1,0 +1,334 @@
+//! Scenarios: what to simulate, read from TOML (hosts, services, network, faults).
+
+use knit_mesh::Profile;
+use knit_scheduler::spec::{Mode, parse_memory_bytes};
+use knit_scheduler::{Resources, ServiceSpec};
+use serde::{Deserialize, Serialize};
+
+/// A scenario could not be read or makes no sense; each variant says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    /// The TOML did not parse or has unknown or missing fields.
+    #[error("scenario TOML: {0}")]
+    Toml(#[from] toml::de::Error),
+    /// A memory size did not parse (write `512M`, `32G`).
+    #[error("memory size: {0}")]
+    Memory(#[from] knit_scheduler::SpecError),
+    /// A value is out of range.
+    #[error("scenario: {0}")]
+    Invalid(String),
+}
+
+/// A whole scenario, as written in a `scenarios/*.toml` file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// A name for reports.
+    #[serde(default)]
+    pub name: String,
+    /// The seed of every random choice; `--seed` overrides it.
+    #[serde(default = "one")]
+    pub seed: u64,
+    /// Simulated time to run, in seconds.
+    pub duration_s: f64,
+    /// Time for the hosts to join before replanning, faults and measurements start.
+    #[serde(default = "ten")]
+    pub warmup_s: f64,
+    /// The failure-detection profile every host runs.
+    #[serde(default)]
+    pub profile: Profile,
+    /// The hosts (all alike).
+    pub hosts: HostsSpec,
+    /// The services to place.
+    #[serde(default)]
+    pub services: Vec<ServiceDef>,
+    /// The network model.
+    #[serde(default)]
+    pub network: NetworkSpec,
+    /// Container start times.
+    #[serde(default)]
+    pub containers: ContainerSpec,
+    /// Faults at fixed times.
+    #[serde(default)]
+    pub faults: Vec<Fault>,
+    /// Random kills and restarts.
+    #[serde(default)]
+    pub churn: Option<Churn>,
+    /// How often each host calls `Membership::sync` and reconsiders placement (ms).
+    #[serde(default = "sync_default")]
+    pub sync_ms: u64,
+    /// The most events one run may process before it is aborted.
+    #[serde(default = "budget_default")]
+    pub step_budget: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+fn ten() -> f64 {
+    10.0
+}
+fn sync_default() -> u64 {
+    200
+}
+fn budget_default() -> u64 {
+    200_000_000
+}
+
+/// The hosts: `count` identical machines.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostsSpec {
+    /// How many.
+    pub count: usize,
+    /// Cores each.
+    pub cpu: f64,
+    /// Memory each, as `32G`.
+    pub memory: String,
+}
+
+/// One replicated service and its reservation per replica.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceDef {
+    /// The service name.
+    pub name: String,
+    /// Its replica count.
+    pub replicas: u32,
+    /// Cores reserved per replica.
+    #[serde(default)]
+    pub cpu: f64,
+    /// Memory reserved per replica, as `512M`.
+    #[serde(default = "zero_memory")]
+    pub memory: String,
+}
+
+fn zero_memory() -> String {
+    "0".to_owned()
+}
+
+/// Latency, jitter and loss of every link.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSpec {
+    /// One-way base latency.
+    #[serde(default = "one")]
+    pub latency_ms: u64,
+    /// Uniform jitter added to the base, `0..=jitter_ms`.
+    #[serde(default)]
+    pub jitter_ms: u64,
+    /// Probability that a packet is lost.
+    #[serde(default)]
+    pub loss: f64,
+}
+
+impl Default for NetworkSpec {
+    fn default() -> Self {
+        Self {
+            latency_ms: 1,
+            jitter_ms: 0,
+            loss: 0.0,
+        }
+    }
+}
+
+/// How long a container takes to start: uniform in `start_min_ms..=start_max_ms`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerSpec {
+    /// Shortest start.
+    pub start_min_ms: u64,
+    /// Longest start.
+    pub start_max_ms: u64,
+}
+
+impl Default for ContainerSpec {
+    fn default() -> Self {
+        Self {
+            start_min_ms: 500,
+            start_max_ms: 2_000,
+        }
+    }
+}
+
+/// One fault at a fixed simulated time (seconds from the start).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Fault {
+    /// The host stops: no packets, no timers, its containers are gone.
+    Kill {
+        /// When.
+        at_s: f64,
+        /// Host index, from 0.
+        host: usize,
+    },
+    /// The host starts again with a higher epoch and announces itself to a live host.
+    Restart {
+        /// When.
+        at_s: f64,
+        /// Host index, from 0.
+        host: usize,
+    },
+    /// Hosts in different groups cannot reach each other; unlisted hosts form one more group.
+    Partition {
+        /// When.
+        at_s: f64,
+        /// Groups of host indices.
+        groups: Vec<Vec<usize>>,
+    },
+    /// Every partition ends.
+    Heal {
+        /// When.
+        at_s: f64,
+    },
+    /// Packets from `from` to `to` are lost (one direction only).
+    Cut {
+        /// When.
+        at_s: f64,
+        /// Sender.
+        from: usize,
+        /// Receiver.
+        to: usize,
+    },
+    /// Undoes a `cut`.
+    Restore {
+        /// When.
+        at_s: f64,
+        /// Sender.
+        from: usize,
+        /// Receiver.
+        to: usize,
+    },
+}
+
+impl Fault {
+    /// When it happens, in seconds.
+    pub fn at_s(&self) -> f64 {
+        match self {
+            Fault::Kill { at_s, .. }
+            | Fault::Restart { at_s, .. }
+            | Fault::Partition { at_s, .. }
+            | Fault::Heal { at_s }
+            | Fault::Cut { at_s, .. }
+            | Fault::Restore { at_s, .. } => *at_s,
+        }
+    }
+
+    fn hosts(&self) -> Vec<usize> {
+        match self {
+            Fault::Kill { host, .. } | Fault::Restart { host, .. } => vec![*host],
+            Fault::Partition { groups, .. } => groups.iter().flatten().copied().collect(),
+            Fault::Heal { .. } => Vec::new(),
+            Fault::Cut { from, to, .. } | Fault::Restore { from, to, .. } => vec![*from, *to],
+        }
+    }
+}
+
+/// Random kills at a mean rate; each killed host restarts after `downtime_s`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Churn {
+    /// Mean kills per simulated minute (exponential gaps).
+    pub kills_per_minute: f64,
+    /// How long a killed host stays down.
+    pub downtime_s: f64,
+    /// Churn starts (default: the end of the warm-up).
+    #[serde(default)]
+    pub start_s: Option<f64>,
+    /// Churn stops, so the run can end quiet (default: 30 s before the end).
+    #[serde(default)]
+    pub stop_s: Option<f64>,
+}
+
+impl Scenario {
+    /// Reads and checks a scenario.
+    pub fn from_toml(text: &str) -> Result<Self, ScenarioError> {
+        let scenario: Scenario = toml::from_str(text)?;
+        scenario.validate()?;
+        Ok(scenario)
+    }
+
+    /// Checks ranges and host indices.
+    pub fn validate(&self) -> Result<(), ScenarioError> {
+        let bad = |why: String| Err(ScenarioError::Invalid(why));
+        if self.hosts.count == 0 || self.hosts.count > 100_000 {
+            return bad("hosts.count must be between 1 and 100000".into());
+        }
+        if !(self.duration_s > self.warmup_s && self.warmup_s >= 0.0) {
+            return bad("duration_s must be greater than warmup_s (default 10)".into());
+        }
+        if !(0.0..1.0).contains(&self.network.loss) {
+            return bad("network.loss must be in [0, 1)".into());
+        }
+        if self.containers.start_min_ms > self.containers.start_max_ms {
+            return bad("containers.start_min_ms must not exceed start_max_ms".into());
+        }
+        if self.sync_ms == 0 {
+            return bad("sync_ms must be at least 1".into());
+        }
+        for fault in &self.faults {
+            if fault.at_s() < self.warmup_s {
+                return bad(format!("fault at {} s is inside the warm-up", fault.at_s()));
+            }
+            if let Some(h) = fault.hosts().into_iter().find(|h| *h >= self.hosts.count) {
+                return bad(format!(
+                    "fault names host {h}, but hosts are 0..{}",
+                    self.hosts.count
+                ));
+            }
+        }
+        if let Some(churn) = &self.churn
+            && !(churn.kills_per_minute > 0.0 && churn.downtime_s >= 0.0)
+        {
+            return bad("churn.kills_per_minute must be positive".into());
+        }
+        self.capacity()?;
+        self.specs()?;
+        Ok(())
+    }
+
+    /// One host's capacity.
+    pub fn capacity(&self) -> Result<Resources, ScenarioError> {
+        Ok(Resources {
+            cpu_millis: cores_to_millis(self.hosts.cpu),
+            memory_bytes: parse_memory_bytes(&self.hosts.memory)?,
+        })
+    }
+
+    /// The services as the scheduler's specs.
+    pub fn specs(&self) -> Result<Vec<ServiceSpec>, ScenarioError> {
+        self.services.iter().map(ServiceDef::spec).collect()
+    }
+}
+
+impl ServiceDef {
+    /// This service as a scheduler spec.
+    pub fn spec(&self) -> Result<ServiceSpec, ScenarioError> {
+        let mut spec = ServiceSpec::docker(&self.name, "sim");
+        spec.mode = Mode::Replicated {
+            replicas: self.replicas,
+        };
+        spec.reservations = Resources {
+            cpu_millis: cores_to_millis(self.cpu),
+            memory_bytes: parse_memory_bytes(&self.memory)?,
+        };
+        Ok(spec)
+    }
+}
+
+/// Cores (`0.5`) to millicores (`500`); negative or non-finite values count as zero.
+pub fn cores_to_millis(cores: f64) -> u64 {
+    if cores.is_finite() && cores > 0.0 {
+        // Rounded and far below 2^53: exact.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let millis = (cores * 1000.0).round() as u64;
+        millis
+    } else {
+        0
+    }
+}
+
+/// Seconds to whole milliseconds.
+pub fn secs_to_ms(s: f64) -> u64 {
+    cores_to_millis(s)
+}
