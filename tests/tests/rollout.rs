@@ -393,3 +393,62 @@ fn a_rollout_survives_the_death_of_its_coordinator() {
     let survivor = (0..4).find(|&i| i != coordinator).unwrap();
     assert_eq!(spec_version(&cluster, survivor, "job"), v2);
 }
+
+#[test]
+fn scaling_up_and_down_converges_and_leaves_nothing_behind() {
+    let _lock = cluster_lock();
+    let cluster = Cluster::start(3, "fast").unwrap();
+    cluster.peers[0]
+        .cli_ok(&[
+            "service",
+            "create",
+            "--name",
+            "sc",
+            "--driver",
+            "process",
+            "--replicas",
+            "3",
+            "--",
+            "sleep",
+            "600",
+        ])
+        .unwrap();
+    let running = |n: usize| {
+        move |cluster: &Cluster| {
+            let tasks = tasks(cluster, "sc");
+            let up = tasks
+                .iter()
+                .filter(|t| t["desired_state"] == "running" && t["state"] == "running")
+                .count();
+            (up == n && tasks.len() == n).then_some(())
+        }
+    };
+    let (_, took) = wait_until(Duration::from_secs(60), "3 replicas", || {
+        running(3)(&cluster)
+    })
+    .unwrap();
+    eprintln!("3 replicas after {took:?}");
+    cluster.peers[1]
+        .cli_ok(&["service", "scale", "sc=12"])
+        .unwrap();
+    let (_, took) = wait_until(Duration::from_secs(60), "12 replicas", || {
+        running(12)(&cluster)
+    })
+    .unwrap();
+    eprintln!("scaled 3 -> 12 in {took:?}");
+    cluster.peers[2]
+        .cli_ok(&["service", "scale", "sc=2"])
+        .unwrap();
+    let (_, took) = wait_until(Duration::from_secs(60), "2 replicas", || {
+        running(2)(&cluster)
+    })
+    .unwrap();
+    eprintln!("scaled 12 -> 2 in {took:?}");
+    let processes: usize = cluster
+        .peers
+        .iter()
+        .flat_map(|p| p.replica_pids())
+        .filter(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+        .count();
+    assert_eq!(processes, 2, "nothing left running beyond 2");
+}
