@@ -13,6 +13,10 @@ use tokio_util::sync::CancellationToken;
 
 /// How often the host is sampled.
 pub(crate) const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+/// A sample is published when it differs this much (percentage points) from the last one
+/// published, or when the last one is this old: every write is gossiped to every member.
+const CHANGE_POINTS: f64 = 5.0;
+const REPUBLISH_EVERY: Duration = Duration::from_secs(60);
 
 /// One sample.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -32,6 +36,23 @@ pub(crate) struct Telemetry {
 }
 
 impl Telemetry {
+    /// Whether `self` differs enough from `published` to be worth spreading.
+    fn differs(&self, published: &Telemetry) -> bool {
+        let apart = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => (a - b).abs() >= CHANGE_POINTS,
+            (a, b) => a.is_some() != b.is_some(),
+        };
+        apart(
+            Some(f64::from(self.cpu_percent)),
+            Some(f64::from(published.cpu_percent)),
+        ) || apart(self.memory_percent(), published.memory_percent())
+            || apart(self.disk_percent(), published.disk_percent())
+            || apart(
+                self.temperature_max_c.map(f64::from),
+                published.temperature_max_c.map(f64::from),
+            )
+    }
+
     fn percent(used: u64, total: u64) -> Option<f64> {
         // Byte counts are far below 2^52: the conversion is exact enough for a percentage.
         #[allow(clippy::cast_precision_loss)]
@@ -102,6 +123,7 @@ pub(crate) async fn run(mesh: Mesh, me: NodeId, data_dir: PathBuf, shutdown: Can
         return;
     };
     let key = telemetry_key(&me);
+    let mut published: Option<(std::time::Instant, Telemetry)> = None;
     loop {
         let dir = data_dir.clone();
         let sampled = tokio::task::spawn_blocking(move || {
@@ -113,10 +135,14 @@ pub(crate) async fn run(mesh: Mesh, me: NodeId, data_dir: PathBuf, shutdown: Can
             return;
         };
         system = back;
-        if let Ok(bytes) = serde_json::to_vec(&telemetry)
-            && mesh.put(&key, Some(bytes)).await.is_err()
-        {
-            return;
+        let due = published
+            .as_ref()
+            .is_none_or(|(at, last)| at.elapsed() >= REPUBLISH_EVERY || telemetry.differs(last));
+        if due && let Ok(bytes) = serde_json::to_vec(&telemetry) {
+            if mesh.put(&key, Some(bytes)).await.is_err() {
+                return;
+            }
+            published = Some((std::time::Instant::now(), telemetry));
         }
         tokio::select! {
             () = shutdown.cancelled() => return,

@@ -753,3 +753,25 @@ impl Drop for Cluster {
         let _ = std::fs::remove_dir_all(&self.root);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{metric_value, percentile};
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let v: Vec<u64> = (1..=10).collect();
+        assert_eq!(percentile(&v, 0.5), Some(5));
+        assert_eq!(percentile(&v, 0.99), Some(10));
+        assert_eq!(percentile(&[7], 0.5), Some(7));
+        assert_eq!(percentile(&[], 0.5), None);
+    }
+
+    #[test]
+    fn metrics_are_read_as_integers_or_floats() {
+        let text = "# TYPE knit_x counter\nknit_x_total 1234\nknit_y_total 5.0\n# EOF\n";
+        assert_eq!(metric_value(text, "knit_x_total").unwrap(), 1234);
+        assert_eq!(metric_value(text, "knit_y_total").unwrap(), 5);
+        assert!(metric_value(text, "knit_z_total").is_err());
+    }
+}

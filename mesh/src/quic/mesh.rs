@@ -347,7 +347,9 @@ impl CoreTask {
             Input::Put { key, value, reply } => {
                 let delta = self.store.put(&key, value, now);
                 let _ = reply.send(delta.stamp);
-                self.membership.spread(&delta);
+                if !self.membership.spread(&delta) {
+                    self.push_to_all(delta);
+                }
             }
             Input::Merge(deltas) => {
                 for delta in deltas {
@@ -406,6 +408,24 @@ impl CoreTask {
                 tracing::debug!(error = %e, "timer");
             }
             self.drain();
+        }
+    }
+
+    /// Sends a write too big for a rumor straight to every active member, so it spreads as
+    /// fast as a small one; anti-entropy repairs any push that is lost.
+    fn push_to_all(&self, delta: Delta) {
+        let me = self.membership.identity().node;
+        for member in self
+            .membership
+            .members()
+            .filter(|m| m.peer.node != me && m.state.is_active())
+        {
+            let (links, peer, delta) = (self.links.clone(), member.peer, delta.clone());
+            tokio::spawn(async move {
+                if let Err(e) = sync::push(&links, peer, vec![delta]).await {
+                    tracing::debug!(peer = ?peer, error = %e, "push");
+                }
+            });
         }
     }
 

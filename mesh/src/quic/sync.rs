@@ -17,8 +17,13 @@ use crate::store::{Delta, Digest};
 
 #[derive(Debug, Serialize, Deserialize)]
 enum SyncMessage {
+    /// A write too big to ride on gossip, pushed by its writer; no answer.
+    Push(Vec<Delta>),
     Digest(Digest),
-    Reply { deltas: Vec<Delta>, digest: Digest },
+    Reply {
+        deltas: Vec<Delta>,
+        digest: Digest,
+    },
     Deltas(Vec<Delta>),
 }
 
@@ -53,6 +58,15 @@ fn count(links: &Links, deltas: &[Delta], incoming: bool) {
     counter.fetch_add(deltas.len() as u64, Ordering::Relaxed);
 }
 
+/// Counts a digest sent or received in the anti-entropy byte counter.
+fn count_digest(links: &Links, digest: &Digest) {
+    let bytes: usize = digest.iter().map(|(k, _)| k.len() + 24).sum();
+    links
+        .metrics
+        .sync_bytes
+        .fetch_add(bytes as u64, Ordering::Relaxed);
+}
+
 async fn merge(links: &Links, deltas: Vec<Delta>) -> Result<(), FrameError> {
     if deltas.is_empty() {
         return Ok(());
@@ -76,6 +90,7 @@ pub(crate) async fn initiate(links: &Arc<Links>, peer: PeerId) -> Result<(), Fra
         .await
         .ok_or_else(|| FrameError::Stream(format!("cannot reach {peer:?}")))?;
     let digest = ask(links, Input::Digest).await?;
+    count_digest(links, &digest);
     let (mut send, mut recv) = tokio::time::timeout(frame::FRAME_TIMEOUT, conn.open_bi())
         .await
         .map_err(|_| FrameError::Timeout(frame::FRAME_TIMEOUT))?
@@ -84,6 +99,7 @@ pub(crate) async fn initiate(links: &Arc<Links>, peer: PeerId) -> Result<(), Fra
     let SyncMessage::Reply { deltas, digest } = frame::read(&mut recv).await? else {
         return Err(unexpected());
     };
+    count_digest(links, &digest);
     merge(links, deltas).await?;
     let theirs = ask(links, |reply| Input::Missing { digest, reply }).await?;
     count(links, &theirs, false);
@@ -93,17 +109,43 @@ pub(crate) async fn initiate(links: &Arc<Links>, peer: PeerId) -> Result<(), Fra
     Ok(())
 }
 
+/// Pushes `deltas` to `peer` (writes too big for rumors go straight to every member).
+pub(crate) async fn push(
+    links: &Arc<Links>,
+    peer: PeerId,
+    deltas: Vec<Delta>,
+) -> Result<(), FrameError> {
+    let conn = links
+        .connection(peer)
+        .await
+        .ok_or_else(|| FrameError::Stream(format!("cannot reach {peer:?}")))?;
+    let (mut send, _recv) = tokio::time::timeout(frame::FRAME_TIMEOUT, conn.open_bi())
+        .await
+        .map_err(|_| FrameError::Timeout(frame::FRAME_TIMEOUT))?
+        .map_err(|e| FrameError::Stream(e.to_string()))?;
+    count(links, &deltas, false);
+    frame::write(&mut send, &SyncMessage::Push(deltas)).await?;
+    let _ = send.finish();
+    Ok(())
+}
+
 /// Serves one exchange that a peer started.
 pub(crate) async fn respond(
     links: &Links,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) -> Result<(), FrameError> {
-    let SyncMessage::Digest(digest) = frame::read(&mut recv).await? else {
-        return Err(unexpected());
+    let digest = match frame::read(&mut recv).await? {
+        SyncMessage::Digest(digest) => {
+            count_digest(links, &digest);
+            digest
+        }
+        SyncMessage::Push(deltas) => return merge(links, deltas).await,
+        _ => return Err(unexpected()),
     };
     let (deltas, mine) = ask(links, |reply| Input::Exchange { digest, reply }).await?;
     count(links, &deltas, false);
+    count_digest(links, &mine);
     frame::write(
         &mut send,
         &SyncMessage::Reply {

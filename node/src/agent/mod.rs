@@ -207,9 +207,9 @@ impl Agent {
 
     async fn round(&mut self) {
         self.observe().await;
-        self.measure_cpu().await;
         let snapshot = Snapshot::of(&self.mesh);
         let specs = snapshot.specs();
+        self.measure_cpu(&specs).await;
         self.probe(&specs);
         let reports = self.reports(&specs);
         self.publish(&snapshot, &reports).await;
@@ -334,17 +334,24 @@ impl Agent {
         self.history_dirty.insert(service);
     }
 
-    /// Reads the CPU time of running replicas every [`CPU_EVERY`] and turns the change into
-    /// a usage in millicores.
-    async fn measure_cpu(&mut self) {
+    /// Reads the CPU time of running replicas of autoscaled services every [`CPU_EVERY`]
+    /// and turns the change into a usage in millicores. Only those: every change of a
+    /// report is gossiped.
+    async fn measure_cpu(&mut self, specs: &BTreeMap<String, ServiceSpec>) {
         if self.last_cpu.is_some_and(|t| t.elapsed() < CPU_EVERY) {
             return;
         }
         self.last_cpu = Some(Instant::now());
+        let autoscaled = |t: &&mut Tracked| {
+            specs
+                .get(&t.replica.slot.service)
+                .is_some_and(|s| s.autoscale.is_some())
+        };
         for t in self
             .replicas
             .values_mut()
             .filter(|t| t.replica.state == ReplicaState::Running)
+            .filter(autoscaled)
         {
             let Ok(driver) = self.drivers.for_kind(t.kind) else {
                 continue;

@@ -301,16 +301,27 @@ pub(super) async fn ps(
         }
     }
     // Replicas of slots that no longer exist (scaled down), still stopping.
-    let slots: BTreeSet<SlotId> = placement.iter().filter(|(s, _)| s.service == name).map(|(s, _)| s).collect();
+    let slots: BTreeSet<SlotId> = placement
+        .iter()
+        .filter(|(s, _)| s.service == name)
+        .map(|(s, _)| s)
+        .collect();
     for (node, reports) in &observed {
         let reachable = active.contains(node.as_str());
-        for r in reports.iter().filter(|r| r.slot.service == name && !slots.contains(&r.slot)) {
+        for r in reports
+            .iter()
+            .filter(|r| r.slot.service == name && !slots.contains(&r.slot))
+        {
             rows.push(TaskRow {
                 slot: r.slot.to_string(),
                 node: names.get(node.as_str()).cloned().unwrap_or_default(),
                 node_id: node.to_string(),
                 desired_state: "shutdown".into(),
-                state: if reachable { lower(&r.state) } else { "lost".into() },
+                state: if reachable {
+                    lower(&r.state)
+                } else {
+                    "lost".into()
+                },
                 health: lower(&r.health),
                 spec_version: r.spec_version,
                 host_port: r.host_ports.values().next().copied(),

@@ -1,0 +1,482 @@
+//! `bench-ingress`: the ingress's cost. It starts 3 real `knit` peers (profile `fast`) on
+//! loopback, runs a `process` service of 3 replicas that serve a tiny static file
+//! (`busybox httpd`, else `python3 -m http.server`) on a published port, and drives HTTP
+//! load with `wrk --latency` at (a) one replica directly, (b) the ingress of the peer
+//! that runs that replica (the local-first path), and (c) the ingress of a peer without a
+//! replica (the remote path; when placement puts a replica on every peer, one peer is
+//! drained first). Then it prints a markdown table. It asserts nothing: it reports.
+//!
+//! ```text
+//! cargo run --release -p knit-tests --bin bench-ingress -- [--duration 10s] [--connections 32]
+//! ```
+//!
+//! It builds and runs the release `knit` (or `$KNIT_BIN` when set).
+
+#[path = "bench_ingress/load.rs"]
+mod load;
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use knit_tests::{Cluster, Peer, wait_until};
+use serde::Deserialize;
+
+use crate::load::{Figures, Tool};
+
+const USAGE: &str =
+    "usage: bench-ingress [--duration 10s] [--connections 32] [--threads 2] [--rounds 1]
+
+  --duration D     load per measurement: 10s, 1500ms or seconds (default 10s)
+  --connections N  concurrent connections (default 32)
+  --threads N      wrk threads (default 2)
+  --rounds N       times each path is measured, interleaved (default 1)
+
+Uses $KNIT_BIN if set, else builds the release knit first. Needs wrk (installed with
+apt-get if missing; else a built-in loop is used).";
+
+const SERVICE: &str = "static";
+const REPLICAS: usize = 3;
+const PEERS: usize = 3;
+
+/// What the command line asks for.
+#[derive(Debug, Clone)]
+struct Options {
+    duration: Duration,
+    connections: usize,
+    threads: usize,
+    rounds: usize,
+}
+
+fn duration(value: &str) -> Result<Duration> {
+    let v = value.trim();
+    let parsed = if let Some(ms) = v.strip_suffix("ms") {
+        ms.parse().map(Duration::from_millis)
+    } else {
+        v.strip_suffix('s')
+            .unwrap_or(v)
+            .parse()
+            .map(Duration::from_secs)
+    };
+    parsed.with_context(|| format!("{value} is not a duration (10s, 1500ms)"))
+}
+
+impl Options {
+    fn parse(args: impl IntoIterator<Item = String>) -> Result<Self> {
+        let mut options = Self {
+            duration: Duration::from_secs(10),
+            connections: 32,
+            threads: 2,
+            rounds: 1,
+        };
+        let mut args = args.into_iter();
+        while let Some(flag) = args.next() {
+            if flag == "--help" || flag == "-h" {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            let value = args
+                .next()
+                .with_context(|| format!("{flag} needs a value\n\n{USAGE}"))?;
+            let number = |v: &str| {
+                v.trim()
+                    .parse::<usize>()
+                    .with_context(|| format!("{flag}: {v} is not a number"))
+            };
+            match flag.as_str() {
+                "--duration" => options.duration = duration(&value)?,
+                "--connections" => options.connections = number(&value)?,
+                "--threads" => options.threads = number(&value)?,
+                "--rounds" => options.rounds = number(&value)?,
+                _ => bail!("unknown argument {flag}\n\n{USAGE}"),
+            }
+        }
+        if options.connections == 0 || options.rounds == 0 || options.duration.is_zero() {
+            bail!("--connections, --rounds and --duration must be above 0");
+        }
+        if options.duration > Duration::from_secs(600) {
+            bail!("--duration: at most 600s");
+        }
+        Ok(options)
+    }
+}
+
+/// Builds the release `knit` and makes the harness use it, unless `$KNIT_BIN` names one.
+fn release_knit() -> Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("KNIT_BIN") {
+        return Ok(PathBuf::from(bin));
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("no workspace above tests/")?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace.join("target"), PathBuf::from);
+    eprintln!("building the release knit…");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "-q", "-p", "knit", "--bin", "knit"])
+        .current_dir(workspace)
+        .status()
+        .context("cannot run cargo")?;
+    if !status.success() {
+        bail!("cargo build --release -p knit failed ({status})");
+    }
+    let bin = target.join("release").join("knit");
+    if !knit_tests::use_knit_bin(bin.clone()) {
+        bail!("the harness already uses another knit binary");
+    }
+    Ok(bin)
+}
+
+/// A free TCP port on this machine (bound and released).
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// The folder with the static file the replicas serve; removed on drop.
+struct Docroot(PathBuf);
+
+impl Docroot {
+    fn new() -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!("knit-bench-ingress-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        // A tiny page: the benchmark measures the path, not the payload.
+        std::fs::write(dir.join("index.html"), "<p>knit ingress benchmark</p>\n")?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for Docroot {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The shell command each replica runs, and what it is.
+fn server(docroot: &Path) -> (String, &'static str) {
+    let busybox = Command::new("busybox")
+        .args(["httpd", "--help"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stderr).contains("Usage: httpd"));
+    let dir = docroot.display();
+    if busybox {
+        (
+            format!("exec busybox httpd -f -p $PORT -h {dir}"),
+            "busybox httpd",
+        )
+    } else {
+        (
+            format!("cd {dir} && exec python3 -m http.server $PORT"),
+            "python3 -m http.server",
+        )
+    }
+}
+
+/// One row of `service ps --format json`.
+#[derive(Debug, Clone, Deserialize)]
+struct Task {
+    node_id: String,
+    desired_state: String,
+    state: String,
+    health: String,
+    host_port: Option<u16>,
+}
+
+impl Task {
+    fn serving(&self) -> bool {
+        self.desired_state == "running"
+            && self.state == "running"
+            && self.health == "healthy"
+            && self.host_port.is_some()
+    }
+}
+
+/// The tasks, once all replicas run healthy, none on `avoid`, and no hand-off is left.
+fn converged(peer: &Peer, avoid: Option<&str>) -> Option<Vec<Task>> {
+    let tasks: Vec<Task> = peer.cli_json(&["service", "ps", SERVICE]).ok()?;
+    let live: Vec<Task> = tasks.into_iter().filter(|t| t.state != "lost").collect();
+    let ok = live.len() == REPLICAS
+        && live
+            .iter()
+            .all(|t| t.serving() && Some(t.node_id.as_str()) != avoid);
+    ok.then_some(live)
+}
+
+/// Whether `GET /` on `addr` answers 200.
+fn answers(addr: SocketAddr) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(3)));
+    let mut head = [0u8; 12];
+    stream.write_all(b"GET / HTTP/1.0\r\n\r\n").is_ok()
+        && stream.read_exact(&mut head).is_ok()
+        && &head[9..12] == b"200"
+}
+
+/// One measured path.
+struct Target {
+    label: String,
+    addr: SocketAddr,
+    direct: bool,
+}
+
+/// One measurement.
+struct Row {
+    target: usize,
+    round: usize,
+    figures: Result<Figures>,
+}
+
+struct Bench<'a> {
+    options: &'a Options,
+    tool: Tool,
+    targets: Vec<Target>,
+    rows: Vec<Row>,
+}
+
+impl Bench<'_> {
+    fn add(&mut self, label: String, addr: SocketAddr, direct: bool) -> Result<usize> {
+        wait_until(
+            Duration::from_secs(30),
+            &format!("{label} ({addr}) to answer"),
+            || answers(addr).then_some(()),
+        )?;
+        self.targets.push(Target {
+            label,
+            addr,
+            direct,
+        });
+        Ok(self.targets.len() - 1)
+    }
+
+    fn measure(&mut self, target: usize, round: usize) {
+        let t = &self.targets[target];
+        eprintln!("round {round}: {} ({})…", t.label, t.addr);
+        let figures = load::run(
+            self.tool,
+            t.addr,
+            self.options.duration,
+            self.options.connections,
+            self.options.threads,
+        );
+        match &figures {
+            Ok(f) => eprintln!(
+                "  {:.0} req/s, p50 {:?} ms, p99 {:?} ms, {} errors",
+                f.per_second, f.p50_ms, f.p99_ms, f.errors
+            ),
+            Err(e) => eprintln!("  failed: {e:#}"),
+        }
+        self.rows.push(Row {
+            target,
+            round,
+            figures,
+        });
+    }
+
+    fn direct_rate(&self, round: usize) -> Option<f64> {
+        self.rows
+            .iter()
+            .filter(|r| r.round == round && self.targets[r.target].direct)
+            .find_map(|r| r.figures.as_ref().ok().map(|f| f.per_second))
+    }
+
+    fn table(&self) -> String {
+        let ms = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), |v| format!("{v:.2}"));
+        let mut out = String::from(
+            "| path | round | requests/s | p50 (ms) | p99 (ms) | requests | errors | ingress/direct (req/s) |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|\n",
+        );
+        for row in &self.rows {
+            let t = &self.targets[row.target];
+            match &row.figures {
+                Ok(f) => {
+                    let ratio = if t.direct {
+                        "1.00".to_owned()
+                    } else {
+                        self.direct_rate(row.round)
+                            .map_or_else(|| "–".to_owned(), |d| format!("{:.2}", f.per_second / d))
+                    };
+                    let _ = writeln!(
+                        out,
+                        "| {} | {} | {:.0} | {} | {} | {} | {} | {ratio} |",
+                        t.label,
+                        row.round,
+                        f.per_second,
+                        ms(f.p50_ms),
+                        ms(f.p99_ms),
+                        f.requests,
+                        f.errors,
+                    );
+                }
+                Err(e) => {
+                    let _ = writeln!(
+                        out,
+                        "| {} | {} | failed: {} | | | | | |",
+                        t.label,
+                        row.round,
+                        format!("{e:#}").replace(['\n', '|'], " ")
+                    );
+                }
+            }
+        }
+        out
+    }
+}
+
+fn main() -> Result<()> {
+    let options = Options::parse(std::env::args().skip(1))?;
+    let bin = release_knit()?;
+    let tool = load::tool();
+    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    eprintln!(
+        "knit: {} ({cores} cores); load: {}",
+        bin.display(),
+        tool.describe()
+    );
+
+    let docroot = Docroot::new()?;
+    let (command, server_name) = server(&docroot.0);
+    let cluster = Cluster::start(PEERS, "fast")?;
+    let published = free_port()?;
+    cluster.peers[0].cli_ok(&[
+        "service",
+        "create",
+        "--name",
+        SERVICE,
+        "--driver",
+        "process",
+        "--replicas",
+        &REPLICAS.to_string(),
+        "-p",
+        &format!("{published}:8080"),
+        "--health-http",
+        "/",
+        "--health-interval",
+        "300ms",
+        "--",
+        "sh",
+        "-c",
+        &command,
+    ])?;
+    let (tasks, took) = wait_until(
+        Duration::from_secs(90),
+        "3 running, healthy replicas",
+        || converged(&cluster.peers[0], None),
+    )?;
+    eprintln!("{REPLICAS} replicas of {server_name} healthy in {took:.1?}");
+
+    let ids: Vec<String> = cluster
+        .peers
+        .iter()
+        .map(Peer::node_id)
+        .collect::<Result<_>>()?;
+    let index_of = |id: &str| ids.iter().position(|i| i == id);
+    // The replica measured directly: p0's if it runs one, else the first.
+    let chosen = tasks
+        .iter()
+        .find(|t| index_of(&t.node_id) == Some(0))
+        .unwrap_or(&tasks[0]);
+    let local = index_of(&chosen.node_id).context("the replica's node is not a peer")?;
+    let host_port = chosen.host_port.context("no host port")?;
+    let spread: Vec<usize> = tasks.iter().filter_map(|t| index_of(&t.node_id)).collect();
+    let bare = (0..PEERS).find(|i| !spread.contains(i));
+
+    let mut bench = Bench {
+        options: &options,
+        tool,
+        targets: Vec::new(),
+        rows: Vec::new(),
+    };
+    let mut notes = vec![format!(
+        "replicas on {}: {server_name}, which closes every connection after one answer, \
+         so every request is a new TCP connection (and, through an ingress, a new upstream one)",
+        spread
+            .iter()
+            .map(|&i| cluster.peers[i].name.clone())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )];
+    let a = bench.add(
+        format!("(a) direct to the replica on {}", cluster.peers[local].name),
+        SocketAddr::from(([127, 0, 0, 1], host_port)),
+        true,
+    )?;
+    let b = bench.add(
+        format!(
+            "(b) ingress of {} (local replica)",
+            cluster.peers[local].name
+        ),
+        SocketAddr::new(cluster.peers[local].listen.ip(), published),
+        false,
+    )?;
+    let c = match bare {
+        Some(i) => Some(bench.add(
+            format!(
+                "(c) ingress of {} (no local replica)",
+                cluster.peers[i].name
+            ),
+            SocketAddr::new(cluster.peers[i].listen.ip(), published),
+            false,
+        )?),
+        None => None,
+    };
+    for round in 1..=options.rounds {
+        bench.measure(a, round);
+        bench.measure(b, round);
+        if let Some(c) = c {
+            bench.measure(c, round);
+        }
+    }
+    if c.is_none() {
+        // Every peer runs a replica: drain one (not the local one) so that its ingress
+        // has to forward to remote replicas only.
+        let drained = (0..PEERS).find(|&i| i != local).context("one peer only")?;
+        let name = cluster.peers[drained].name.clone();
+        notes.push(format!(
+            "placement put a replica on every peer: (c) was measured after \
+             `knit node update --availability drain {name}` (its replica moved to another peer)"
+        ));
+        cluster.peers[0].cli_ok(&["node", "update", "--availability", "drain", &name])?;
+        let (_, took) = wait_until(
+            Duration::from_secs(90),
+            &format!("3 healthy replicas off {name}"),
+            || converged(&cluster.peers[0], Some(&ids[drained])),
+        )?;
+        eprintln!("{name} drained in {took:.1?}");
+        let label = format!("(c) ingress of {name} (drained: no local replica)");
+        let addr = SocketAddr::new(cluster.peers[drained].listen.ip(), published);
+        let index = bench.add(label, addr, false)?;
+        for round in 1..=options.rounds {
+            bench.measure(index, round);
+        }
+    }
+
+    println!(
+        "{} peers (profile fast), {REPLICAS} replicas; load: {}; {} connections, {} per run, {cores} cores\n",
+        PEERS,
+        tool.describe(),
+        options.connections,
+        humantime(options.duration),
+    );
+    println!("{}", bench.table());
+    for note in notes {
+        println!("- {note}");
+    }
+    drop(cluster);
+    drop(docroot);
+    Ok(())
+}
+
+fn humantime(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
