@@ -384,6 +384,11 @@ pub fn http_get(addr: SocketAddr, path: &str, limit: Duration) -> Result<String>
     http_request(addr, "GET", path, None, limit)
 }
 
+/// Whether `GET path` on `addr` answers `200` within 3 s: a replica, or a published port.
+pub fn answers(addr: SocketAddr, path: &str) -> bool {
+    http_get(addr, path, Duration::from_secs(3)).is_ok()
+}
+
 /// A plain HTTP/1.0 POST of the JSON `body` to `path` on `addr` (the admin API), bounded
 /// like [`http_get`]. Returns the body of a `200` response.
 pub fn http_post(addr: SocketAddr, path: &str, body: &str, limit: Duration) -> Result<String> {

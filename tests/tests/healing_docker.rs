@@ -3,25 +3,13 @@
 //! Skips with a message when Docker is missing, unless `KNIT_REQUIRE_DOCKER=1`.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use knit_tests::{Cluster, cluster_lock, images, remove_containers, wait_until};
 use serde_json::Value;
 
 fn http_ok(port: u16) -> bool {
-    let Ok(mut stream) =
-        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2))
-    else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    if stream.write_all(b"GET / HTTP/1.0\r\n\r\n").is_err() {
-        return false;
-    }
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).is_ok() && &head[9..12] == b"200"
+    knit_tests::answers(([127, 0, 0, 1], port).into(), "/")
 }
 
 /// Slot -> (node id, host port), once `replicas` slots run healthy on their owners and

@@ -3,8 +3,6 @@
 //! unhealthy by removing the file its health check asks for.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
@@ -89,17 +87,7 @@ fn converged(
 }
 
 fn http_ok(port: u16) -> bool {
-    let Ok(mut stream) =
-        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2))
-    else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    if stream.write_all(b"GET /ok HTTP/1.0\r\n\r\n").is_err() {
-        return false;
-    }
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).is_ok() && &head[9..12] == b"200"
+    knit_tests::answers(([127, 0, 0, 1], port).into(), "/ok")
 }
 
 /// Every slot has a replica that some peer reports running and healthy and that answers

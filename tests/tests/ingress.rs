@@ -1,8 +1,7 @@
 //! Ingress: a published port answers on every peer's address and reaches only healthy
 //! replicas, also while a host is lost.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use knit_tests::{Cluster, cluster_lock, wait_until};
@@ -18,14 +17,7 @@ fn free_port() -> u16 {
 }
 
 fn get(addr: SocketAddr) -> bool {
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(3)));
-    let mut head = [0u8; 12];
-    stream.write_all(b"GET / HTTP/1.0\r\n\r\n").is_ok()
-        && stream.read_exact(&mut head).is_ok()
-        && &head[9..12] == b"200"
+    knit_tests::answers(addr, "/")
 }
 
 fn healthy_replicas(cluster: &Cluster, name: &str) -> usize {

@@ -1,8 +1,6 @@
 //! Rolling updates, rollback and drain, end to end with the `process` driver.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use knit_tests::{Cluster, cluster_lock, wait_until};
@@ -87,14 +85,7 @@ fn through_ingress(cluster: &Cluster, peer: usize) -> bool {
 }
 
 fn get(addr: std::net::SocketAddr) -> bool {
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let mut head = [0u8; 12];
-    stream.write_all(b"GET /ok HTTP/1.0\r\n\r\n").is_ok()
-        && stream.read_exact(&mut head).is_ok()
-        && &head[9..12] == b"200"
+    knit_tests::answers(addr, "/ok")
 }
 
 /// How many slots have some replica, reported running and healthy by some peer, that
