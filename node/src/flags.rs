@@ -423,8 +423,9 @@ pub(crate) struct UpdateArgs {
     /// Redeploy even if nothing changed.
     #[arg(long)]
     pub(crate) force: bool,
-    /// Return once the spec is accepted (default); --detach=false waits for the replicas.
-    #[arg(short = 'd', long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    /// Return once the spec is accepted, without following the rollout (by default the
+    /// command shows the rollout's progress until it converges, as Docker's does).
+    #[arg(short = 'd', long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub(crate) detach: bool,
     #[command(flatten)]
     pub(crate) spec: SpecFlags,

@@ -140,6 +140,7 @@ fn a_rolling_update_goes_in_waves_and_a_broken_version_pauses_or_rolls_back() {
         .cli_ok(&[
             "service",
             "update",
+            "--detach",
             "--env-add",
             "V=2",
             "--update-parallelism",
@@ -205,6 +206,7 @@ fn a_rolling_update_goes_in_waves_and_a_broken_version_pauses_or_rolls_back() {
         .cli_ok(&[
             "service",
             "update",
+            "--detach",
             "--env-add",
             "BROKEN=1",
             "--update-parallelism",
@@ -225,6 +227,7 @@ fn a_rolling_update_goes_in_waves_and_a_broken_version_pauses_or_rolls_back() {
         .cli_ok(&[
             "service",
             "update",
+            "--detach",
             "--env-rm",
             "BROKEN",
             "--update-parallelism",
@@ -249,6 +252,7 @@ fn a_rolling_update_goes_in_waves_and_a_broken_version_pauses_or_rolls_back() {
         .cli_ok(&[
             "service",
             "update",
+            "--detach",
             "--env-add",
             "BROKEN=1",
             "--update-failure-action",
@@ -277,6 +281,17 @@ fn a_drained_node_hands_its_replicas_over_without_a_failed_request_and_takes_the
     })
     .unwrap();
     let drained = cluster.peers[1].node_id().unwrap();
+    // Placement is a function of the members and their availability: once p1 is active
+    // again, every slot goes back where it was.
+    let before: BTreeMap<String, String> = tasks(&cluster, "api")
+        .iter()
+        .filter_map(|t| {
+            Some((
+                t["slot"].as_str()?.to_owned(),
+                t["node_id"].as_str()?.to_owned(),
+            ))
+        })
+        .collect();
     cluster.peers[0]
         .cli_ok(&["node", "update", "--availability", "drain", "p1"])
         .unwrap();
@@ -321,10 +336,17 @@ fn a_drained_node_hands_its_replicas_over_without_a_failed_request_and_takes_the
         .cli_ok(&["node", "update", "--availability", "active", "p1"])
         .unwrap();
     wait_until(Duration::from_secs(60), "p1 to take its share back", || {
-        let back = tasks(&cluster, "api")
+        let now: BTreeMap<String, String> = tasks(&cluster, "api")
             .iter()
-            .any(|t| t["node_id"] == drained.as_str() && t["state"] == "running");
-        (back && serving(&cluster, "api").len() == 6).then_some(())
+            .filter(|t| t["desired_state"] == "running" && t["state"] == "running")
+            .filter_map(|t| {
+                Some((
+                    t["slot"].as_str()?.to_owned(),
+                    t["node_id"].as_str()?.to_owned(),
+                ))
+            })
+            .collect();
+        (now == before && serving(&cluster, "api").len() == 6).then_some(())
     })
     .unwrap();
 }
@@ -342,6 +364,7 @@ fn a_rollout_survives_the_death_of_its_coordinator() {
         .cli_ok(&[
             "service",
             "update",
+            "--detach",
             "--env-add",
             "V=2",
             "--update-parallelism",

@@ -82,12 +82,21 @@ fn concurrent_updates_on_two_peers_converge_to_one_spec() {
     let (a, b) = (&cluster.peers[1], &cluster.peers[3]);
     std::thread::scope(|s| {
         s.spawn(|| {
-            a.cli_ok(&["service", "update", "--image", "api:left", "api"])
-                .unwrap()
+            a.cli_ok(&[
+                "service", "update", "--detach", "--image", "api:left", "api",
+            ])
+            .unwrap()
         });
         s.spawn(|| {
-            b.cli_ok(&["service", "update", "--image", "api:right", "api"])
-                .unwrap()
+            b.cli_ok(&[
+                "service",
+                "update",
+                "--detach",
+                "--image",
+                "api:right",
+                "api",
+            ])
+            .unwrap()
         });
     });
     image_everywhere(&cluster, "api", Duration::from_secs(10));
@@ -117,7 +126,9 @@ fn a_stopped_peer_catches_up_and_a_full_restart_loses_nothing() {
 
     create(&cluster, 1, "new", "new:v1");
     cluster.peers[2]
-        .cli_ok(&["service", "update", "--image", "keep:v2", "keep"])
+        .cli_ok(&[
+            "service", "update", "--detach", "--image", "keep:v2", "keep",
+        ])
         .unwrap();
     cluster.peers[3].cli_ok(&["service", "rm", "gone"]).unwrap();
 
@@ -235,7 +246,14 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
             "already exists",
         ),
         (
-            &["service", "update", "--update-delay", "soon", "ok"],
+            &[
+                "service",
+                "update",
+                "--detach",
+                "--update-delay",
+                "soon",
+                "ok",
+            ],
             "--update-delay",
         ),
         (

@@ -10,8 +10,10 @@ use super::{ApiRefusal, Client};
 use crate::api::{ServiceSummary, TaskRow, UpdateRequest};
 use crate::cli::{Format, ServiceCommand};
 
-/// How long `--detach=false` waits for the replicas.
+/// How long a command that follows a rollout waits for the replicas.
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(300);
+/// A rollout that makes no progress for this long is reported as stuck.
+const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Attempts at an update that keeps losing a race with another writer.
 const UPDATE_ATTEMPTS: usize = 3;
 
@@ -187,7 +189,15 @@ async fn scale(client: &Client, targets: &[String]) -> Result<()> {
 async fn converge(client: &Client, name: &str, version: u64) -> Result<()> {
     let started = Instant::now();
     let mut last = String::new();
+    let mut progressed = Instant::now();
     loop {
+        let spec: ServiceSpec = client.get(&format!("/v1/services/{name}")).await?;
+        if spec.version > version {
+            bail!(
+                "{name} changed again while this update rolled out (now version {}); if the update failed, it was rolled back: see `knit service ps {name} --history`",
+                spec.version
+            );
+        }
         let tasks: Vec<TaskRow> = client.get(&format!("/v1/services/{name}/ps")).await?;
         let wanted: Vec<&TaskRow> = tasks
             .iter()
@@ -208,6 +218,12 @@ async fn converge(client: &Client, name: &str, version: u64) -> Result<()> {
         if line != last {
             println!("{line}");
             last = line;
+            progressed = Instant::now();
+        }
+        if progressed.elapsed() > STALL_TIMEOUT {
+            bail!(
+                "{name} made no progress for {STALL_TIMEOUT:?}: a failed update pauses; see `knit service ps {name} --history`, then fix and `knit service update`, or `knit service rollback {name}`"
+            );
         }
         if done == wanted.len() && tasks.iter().all(|t| t.desired_state == "running") {
             println!("{name}: converged");

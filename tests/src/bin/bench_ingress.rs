@@ -219,11 +219,38 @@ fn answers(addr: SocketAddr) -> bool {
         && &head[9..12] == b"200"
 }
 
+/// The sum of every sample of the counter `name` (all labels) in `/metrics` text.
+fn counter_sum(text: &str, name: &str) -> u64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        // Counters far below 2^52 and never negative.
+        .map(|v| {
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let v = v as u64;
+            v
+        })
+        .sum()
+}
+
+/// The ingress retries and failures `api`'s peer has counted so far.
+fn ingress_counters(api: SocketAddr) -> Option<(u64, u64)> {
+    let text = knit_tests::http_get(api, "/metrics", Duration::from_secs(10)).ok()?;
+    Some((
+        counter_sum(&text, "knit_ingress_retries_total"),
+        counter_sum(&text, "knit_ingress_failures_total"),
+    ))
+}
+
 /// One measured path.
 struct Target {
     label: String,
     addr: SocketAddr,
-    direct: bool,
+    /// The admin API of the peer whose ingress this is; `None` for a replica itself.
+    api: Option<SocketAddr>,
 }
 
 /// One measurement.
@@ -231,6 +258,8 @@ struct Row {
     target: usize,
     round: usize,
     figures: Result<Figures>,
+    /// Ingress retries and failures during the run.
+    ingress: Option<(u64, u64)>,
 }
 
 struct Bench<'a> {
@@ -241,23 +270,20 @@ struct Bench<'a> {
 }
 
 impl Bench<'_> {
-    fn add(&mut self, label: String, addr: SocketAddr, direct: bool) -> Result<usize> {
+    fn add(&mut self, label: String, addr: SocketAddr, api: Option<SocketAddr>) -> Result<usize> {
         wait_until(
             Duration::from_secs(30),
             &format!("{label} ({addr}) to answer"),
             || answers(addr).then_some(()),
         )?;
-        self.targets.push(Target {
-            label,
-            addr,
-            direct,
-        });
+        self.targets.push(Target { label, addr, api });
         Ok(self.targets.len() - 1)
     }
 
     fn measure(&mut self, target: usize, round: usize) {
         let t = &self.targets[target];
         eprintln!("round {round}: {} ({})…", t.label, t.addr);
+        let before = t.api.and_then(ingress_counters);
         let figures = load::run(
             self.tool,
             t.addr,
@@ -265,6 +291,10 @@ impl Bench<'_> {
             self.options.connections,
             self.options.threads,
         );
+        let after = t.api.and_then(ingress_counters);
+        let ingress = before
+            .zip(after)
+            .map(|((r0, f0), (r1, f1))| (r1.saturating_sub(r0), f1.saturating_sub(f0)));
         match &figures {
             Ok(f) => eprintln!(
                 "  {:.0} req/s, p50 {:?} ms, p99 {:?} ms, {} errors",
@@ -276,27 +306,33 @@ impl Bench<'_> {
             target,
             round,
             figures,
+            ingress,
         });
     }
 
     fn direct_rate(&self, round: usize) -> Option<f64> {
         self.rows
             .iter()
-            .filter(|r| r.round == round && self.targets[r.target].direct)
+            .filter(|r| r.round == round && self.targets[r.target].api.is_none())
             .find_map(|r| r.figures.as_ref().ok().map(|f| f.per_second))
     }
 
     fn table(&self) -> String {
         let ms = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), |v| format!("{v:.2}"));
         let mut out = String::from(
-            "| path | round | requests/s | p50 (ms) | p99 (ms) | requests | errors | ingress/direct (req/s) |\n\
-             |---|---:|---:|---:|---:|---:|---:|---:|\n",
+            "| path | round | requests/s | p50 (ms) | p99 (ms) | requests | errors | ingress retries / failures | ingress/direct (req/s) |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         );
         for row in &self.rows {
             let t = &self.targets[row.target];
             match &row.figures {
                 Ok(f) => {
-                    let ratio = if t.direct {
+                    let ingress = match (t.api, row.ingress) {
+                        (None, _) => "–".to_owned(),
+                        (Some(_), None) => "?".to_owned(),
+                        (Some(_), Some((r, f))) => format!("{r} / {f}"),
+                    };
+                    let ratio = if t.api.is_none() {
                         "1.00".to_owned()
                     } else {
                         self.direct_rate(row.round)
@@ -304,7 +340,7 @@ impl Bench<'_> {
                     };
                     let _ = writeln!(
                         out,
-                        "| {} | {} | {:.0} | {} | {} | {} | {} | {ratio} |",
+                        "| {} | {} | {:.0} | {} | {} | {} | {} | {ingress} | {ratio} |",
                         t.label,
                         row.round,
                         f.per_second,
@@ -317,7 +353,7 @@ impl Bench<'_> {
                 Err(e) => {
                     let _ = writeln!(
                         out,
-                        "| {} | {} | failed: {} | | | | | |",
+                        "| {} | {} | failed: {} | | | | | | |",
                         t.label,
                         row.round,
                         format!("{e:#}").replace(['\n', '|'], " ")
@@ -377,10 +413,14 @@ fn main() -> Result<()> {
         .map(Peer::node_id)
         .collect::<Result<_>>()?;
     let index_of = |id: &str| ids.iter().position(|i| i == id);
-    // The replica measured directly: p0's if it runs one, else the first.
+    // The replica measured directly: one alone on its peer (so that the ingress of (b)
+    // has exactly that local replica), p0's if it qualifies.
+    let alone = |t: &&Task| tasks.iter().filter(|u| u.node_id == t.node_id).count() == 1;
     let chosen = tasks
         .iter()
+        .filter(alone)
         .find(|t| index_of(&t.node_id) == Some(0))
+        .or_else(|| tasks.iter().find(alone))
         .unwrap_or(&tasks[0]);
     let local = index_of(&chosen.node_id).context("the replica's node is not a peer")?;
     let host_port = chosen.host_port.context("no host port")?;
@@ -402,10 +442,16 @@ fn main() -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     )];
+    let on_local = spread.iter().filter(|&&i| i == local).count();
+    if on_local > 1 {
+        notes.push(format!(
+            "no peer runs a single replica: the ingress of (b) shares its load over {on_local} local replicas"
+        ));
+    }
     let a = bench.add(
         format!("(a) direct to the replica on {}", cluster.peers[local].name),
         SocketAddr::from(([127, 0, 0, 1], host_port)),
-        true,
+        None,
     )?;
     let b = bench.add(
         format!(
@@ -413,7 +459,7 @@ fn main() -> Result<()> {
             cluster.peers[local].name
         ),
         SocketAddr::new(cluster.peers[local].listen.ip(), published),
-        false,
+        Some(cluster.peers[local].api),
     )?;
     let c = match bare {
         Some(i) => Some(bench.add(
@@ -422,7 +468,7 @@ fn main() -> Result<()> {
                 cluster.peers[i].name
             ),
             SocketAddr::new(cluster.peers[i].listen.ip(), published),
-            false,
+            Some(cluster.peers[i].api),
         )?),
         None => None,
     };
@@ -451,7 +497,7 @@ fn main() -> Result<()> {
         eprintln!("{name} drained in {took:.1?}");
         let label = format!("(c) ingress of {name} (drained: no local replica)");
         let addr = SocketAddr::new(cluster.peers[drained].listen.ip(), published);
-        let index = bench.add(label, addr, false)?;
+        let index = bench.add(label, addr, Some(cluster.peers[drained].api))?;
         for round in 1..=options.rounds {
             bench.measure(index, round);
         }
