@@ -254,10 +254,25 @@ impl Snapshot {
     }
 
     /// The placement every peer with this reading computes. Docker services go to nodes
-    /// with a Docker engine only.
+    /// with a Docker engine only; a paused node keeps the replicas it runs.
     pub(crate) fn placement(&self) -> Placement {
         let specs: Vec<ServiceSpec> = self.specs().into_values().map(placeable).collect();
-        knit_scheduler::place(&self.node_views(), &specs, &PlacementConfig::default())
+        let running: BTreeMap<knit_scheduler::SlotId, knit_scheduler::NodeId> = self
+            .observed()
+            .into_iter()
+            .flat_map(|(node, reports)| {
+                reports
+                    .into_iter()
+                    .filter(|r| r.state.is_live())
+                    .map(move |r| (r.slot, node.clone()))
+            })
+            .collect();
+        knit_scheduler::place_running(
+            &self.node_views(),
+            &specs,
+            &running,
+            &PlacementConfig::default(),
+        )
     }
 
     /// Names of members by node id, for display.

@@ -42,7 +42,7 @@ pub mod spec;
 
 pub use error::SpecError;
 pub use node::{Availability, NodeId, NodeView};
-pub use placement::{Placement, PlacementConfig, Placer, place, place_keeping};
+pub use placement::{Placement, PlacementConfig, Placer, place, place_keeping, place_running};
 pub use reconcile::{Action, ReconcileConfig, StartCause, StopReason, plan};
 pub use replica::{Health, ReplicaReport, ReplicaState, SlotId, SlotKey};
 pub use spec::{Resources, ServiceSpec};

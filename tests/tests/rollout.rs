@@ -466,3 +466,69 @@ fn scaling_up_and_down_converges_and_leaves_nothing_behind() {
         .count();
     assert_eq!(processes, 2, "nothing left running beyond 2");
 }
+
+#[test]
+fn a_paused_node_keeps_its_replicas_but_takes_no_new_ones() {
+    let _lock = cluster_lock();
+    let cluster = Cluster::start(3, "fast").unwrap();
+    cluster.peers[0]
+        .cli_ok(&[
+            "service",
+            "create",
+            "--name",
+            "pz",
+            "--driver",
+            "process",
+            "--replicas",
+            "6",
+            "--",
+            "sleep",
+            "600",
+        ])
+        .unwrap();
+    let on = |cluster: &Cluster, node: &str| -> Option<Vec<String>> {
+        let tasks = tasks(cluster, "pz");
+        let up = tasks.iter().filter(|t| t["state"] == "running").count();
+        (up == tasks.len()).then(|| {
+            tasks
+                .iter()
+                .filter(|t| t["node_id"] == node && t["desired_state"] == "running")
+                .filter_map(|t| t["slot"].as_str().map(str::to_owned))
+                .collect()
+        })
+    };
+    // The node with the most replicas is paused.
+    let ids: Vec<String> = (0..3)
+        .map(|i| cluster.peers[i].node_id().unwrap())
+        .collect();
+    let (counts, _) = wait_until(Duration::from_secs(60), "6 replicas", || {
+        let counts: Vec<Vec<String>> = ids
+            .iter()
+            .map(|id| on(&cluster, id))
+            .collect::<Option<_>>()?;
+        (counts.iter().map(Vec::len).sum::<usize>() == 6).then_some(counts)
+    })
+    .unwrap();
+    let busiest = (0..3).max_by_key(|&i| counts[i].len()).unwrap();
+    let name = format!("p{busiest}");
+    cluster.peers[0]
+        .cli_ok(&["node", "update", "--availability", "pause", &name])
+        .unwrap();
+    cluster.peers[1]
+        .cli_ok(&["service", "scale", "pz=12"])
+        .unwrap();
+    let (_, _) = wait_until(Duration::from_secs(60), "12 replicas", || {
+        let total: usize = ids
+            .iter()
+            .map(|id| on(&cluster, id).map_or(0, |v| v.len()))
+            .sum();
+        (total == 12).then_some(())
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let kept = on(&cluster, &ids[busiest]).unwrap();
+    assert_eq!(
+        kept, counts[busiest],
+        "the paused node keeps exactly what it ran"
+    );
+}

@@ -137,6 +137,27 @@ pub fn place_keeping(
 }
 
 /// The slots `current` gives to nodes that are paused in `nodes`.
+/// Places every slot of `services` on `nodes`; a paused node keeps the slots `running`
+/// says it runs (from its replica reports), so that pause stops new placements only.
+pub fn place_running(
+    nodes: &[NodeView],
+    services: &[ServiceSpec],
+    running: &std::collections::BTreeMap<SlotId, NodeId>,
+    config: &PlacementConfig,
+) -> Placement {
+    let paused: std::collections::BTreeSet<&NodeId> = nodes
+        .iter()
+        .filter(|n| n.availability == Availability::Pause)
+        .map(|n| &n.id)
+        .collect();
+    let pins: Vec<(SlotId, NodeId)> = running
+        .iter()
+        .filter(|(_, node)| paused.contains(node))
+        .map(|(slot, node)| (slot.clone(), node.clone()))
+        .collect();
+    Placement::from_model(&Model::build(nodes, services, &pins, config))
+}
+
 fn paused_pins(nodes: &[NodeView], current: &Placement) -> Vec<(SlotId, NodeId)> {
     let paused: std::collections::BTreeSet<&NodeId> = nodes
         .iter()
