@@ -4,14 +4,14 @@
 //! made from, so two clients racing on one peer get a clear conflict instead of a silent
 //! overwrite; across peers, concurrent updates converge to the same winner everywhere.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use knit_scheduler::placement::Assignment;
 use knit_scheduler::spec::Mode;
-use knit_scheduler::{Health, ReplicaState, ServiceSpec, SlotId};
+use knit_scheduler::{Health, ReplicaReport, ReplicaState, ServiceSpec, SlotId};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, ApiState};
@@ -50,6 +50,32 @@ pub(crate) struct TaskRow {
     /// CPU used over the last sample, in millicores (1000 = one core).
     #[serde(default)]
     pub(crate) cpu_millis: Option<u32>,
+}
+
+/// A replica that runs where its slot no longer is (handed off, or scaled away): on its way
+/// out. A node that is down cannot say what became of its replicas: `lost`.
+fn leaving(
+    r: &ReplicaReport,
+    node: &str,
+    names: &BTreeMap<String, String>,
+    active: &BTreeSet<String>,
+) -> TaskRow {
+    TaskRow {
+        slot: r.slot.to_string(),
+        node: names.get(node).cloned().unwrap_or_default(),
+        node_id: node.to_owned(),
+        desired_state: "shutdown".into(),
+        state: if active.contains(node) {
+            lower(&r.state)
+        } else {
+            "lost".into()
+        },
+        health: lower(&r.health),
+        spec_version: r.spec_version,
+        host_port: r.host_ports.values().next().copied(),
+        error: r.error.clone(),
+        cpu_millis: r.cpu_millis,
+    }
 }
 
 /// An update: the new spec and the version it was made from.
@@ -278,25 +304,8 @@ pub(super) async fn ps(
             node_id,
         });
         for (other, reports) in observed.iter().filter(|(n, _)| n.as_str() != owner) {
-            let reachable = active.contains(other.as_str());
             for r in reports.iter().filter(|r| r.slot == slot) {
-                rows.push(TaskRow {
-                    slot: slot.to_string(),
-                    node: names.get(other.as_str()).cloned().unwrap_or_default(),
-                    node_id: other.to_string(),
-                    desired_state: "shutdown".into(),
-                    // A node that is down cannot say what became of its replicas.
-                    state: if reachable {
-                        lower(&r.state)
-                    } else {
-                        "lost".into()
-                    },
-                    health: lower(&r.health),
-                    spec_version: r.spec_version,
-                    host_port: r.host_ports.values().next().copied(),
-                    error: r.error.clone(),
-                    cpu_millis: r.cpu_millis,
-                });
+                rows.push(leaving(r, other.as_str(), &names, &active));
             }
         }
     }
@@ -307,27 +316,11 @@ pub(super) async fn ps(
         .map(|(s, _)| s)
         .collect();
     for (node, reports) in &observed {
-        let reachable = active.contains(node.as_str());
         for r in reports
             .iter()
             .filter(|r| r.slot.service == name && !slots.contains(&r.slot))
         {
-            rows.push(TaskRow {
-                slot: r.slot.to_string(),
-                node: names.get(node.as_str()).cloned().unwrap_or_default(),
-                node_id: node.to_string(),
-                desired_state: "shutdown".into(),
-                state: if reachable {
-                    lower(&r.state)
-                } else {
-                    "lost".into()
-                },
-                health: lower(&r.health),
-                spec_version: r.spec_version,
-                host_port: r.host_ports.values().next().copied(),
-                error: r.error.clone(),
-                cpu_millis: r.cpu_millis,
-            });
+            rows.push(leaving(r, node.as_str(), &names, &active));
         }
     }
     // What each slot ran before, on every node, newest first.
