@@ -17,8 +17,6 @@ mod report;
 #[path = "bench_detect/scenario.rs"]
 mod scenario;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -88,35 +86,9 @@ impl Options {
     }
 }
 
-/// Builds the release `knit` and makes the harness use it, unless `$KNIT_BIN` names one.
-fn release_knit() -> Result<PathBuf> {
-    if let Some(bin) = std::env::var_os("KNIT_BIN") {
-        return Ok(PathBuf::from(bin));
-    }
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("no workspace above tests/")?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| workspace.join("target"), PathBuf::from);
-    eprintln!("building the release knit…");
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "-q", "-p", "knit", "--bin", "knit"])
-        .current_dir(workspace)
-        .status()
-        .context("cannot run cargo")?;
-    if !status.success() {
-        bail!("cargo build --release -p knit failed ({status})");
-    }
-    let bin = target.join("release").join("knit");
-    if !knit_tests::use_knit_bin(bin.clone()) {
-        bail!("the harness already uses another knit binary");
-    }
-    Ok(bin)
-}
-
 fn main() -> Result<()> {
     let options = Options::parse(std::env::args().skip(1))?;
-    let bin = release_knit()?;
+    let bin = knit_tests::use_release_knit()?;
     let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
     eprintln!("knit: {} ({cores} cores)", bin.display());
     let mut results = Vec::new();

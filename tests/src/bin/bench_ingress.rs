@@ -105,32 +105,6 @@ impl Options {
     }
 }
 
-/// Builds the release `knit` and makes the harness use it, unless `$KNIT_BIN` names one.
-fn release_knit() -> Result<PathBuf> {
-    if let Some(bin) = std::env::var_os("KNIT_BIN") {
-        return Ok(PathBuf::from(bin));
-    }
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("no workspace above tests/")?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| workspace.join("target"), PathBuf::from);
-    eprintln!("building the release knit…");
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "-q", "-p", "knit", "--bin", "knit"])
-        .current_dir(workspace)
-        .status()
-        .context("cannot run cargo")?;
-    if !status.success() {
-        bail!("cargo build --release -p knit failed ({status})");
-    }
-    let bin = target.join("release").join("knit");
-    if !knit_tests::use_knit_bin(bin.clone()) {
-        bail!("the harness already uses another knit binary");
-    }
-    Ok(bin)
-}
-
 /// A free TCP port on this machine (bound and released).
 fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
@@ -367,7 +341,7 @@ impl Bench<'_> {
 
 fn main() -> Result<()> {
     let options = Options::parse(std::env::args().skip(1))?;
-    let bin = release_knit()?;
+    let bin = knit_tests::use_release_knit()?;
     let tool = load::tool();
     let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
     eprintln!(
