@@ -384,6 +384,50 @@ pub fn http_get(addr: SocketAddr, path: &str, limit: Duration) -> Result<String>
     http_request(addr, "GET", path, None, limit)
 }
 
+/// Creates, through `p0`, a `process` service of `replicas` small Python web servers with
+/// target port 8080 published as 8080, healthy while `<cluster root>/www/<slot>/ok` exists
+/// (a test removes the file to make a replica unhealthy). `prelude` runs first in each
+/// replica's shell (e.g. to fail on purpose); `extra` flags go before the command.
+pub fn create_web_service(
+    cluster: &Cluster,
+    name: &str,
+    replicas: u32,
+    prelude: &str,
+    extra: &[&str],
+) -> Result<()> {
+    let root = cluster.root().join("www");
+    let script = format!(
+        "{prelude} d={}/$KNIT_SLOT; mkdir -p $d && touch $d/ok && cd $d && exec python3 -m http.server $PORT",
+        root.display()
+    );
+    let replicas = replicas.to_string();
+    let mut args = vec![
+        "service",
+        "create",
+        "--name",
+        name,
+        "--driver",
+        "process",
+        "--replicas",
+        &replicas,
+        "-p",
+        "8080:8080",
+        "--health-http",
+        "/ok",
+        "--health-interval",
+        "300ms",
+        "--health-retries",
+        "2",
+        "--health-start-period",
+        "5s",
+        "--restart-delay",
+        "200ms",
+    ];
+    args.extend_from_slice(extra);
+    args.extend(["--", "sh", "-c", &script]);
+    cluster.peers[0].cli_ok(&args).map(|_| ())
+}
+
 /// Whether `GET path` on `addr` answers `200` within 3 s: a replica, or a published port.
 pub fn answers(addr: SocketAddr, path: &str) -> bool {
     http_get(addr, path, Duration::from_secs(3)).is_ok()

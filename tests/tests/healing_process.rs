@@ -9,44 +9,6 @@ use std::time::Duration;
 use knit_tests::{Cluster, cluster_lock, wait_until};
 use serde_json::Value;
 
-/// A service of `replicas` Python web servers, healthy while `<root>/<slot>/ok` exists.
-fn create_web(cluster: &Cluster, name: &str, replicas: u32) {
-    let root = cluster.root().join("www");
-    let script = format!(
-        "d={}/$KNIT_SLOT; mkdir -p $d && touch $d/ok && cd $d && exec python3 -m http.server --bind 127.0.0.1 $PORT",
-        root.display()
-    );
-    let replicas = replicas.to_string();
-    cluster.peers[0]
-        .cli_ok(&[
-            "service",
-            "create",
-            "--name",
-            name,
-            "--driver",
-            "process",
-            "--replicas",
-            &replicas,
-            "-p",
-            "8080:8080",
-            "--health-http",
-            "/ok",
-            "--health-interval",
-            "500ms",
-            "--health-retries",
-            "2",
-            "--health-start-period",
-            "5s",
-            "--restart-delay",
-            "200ms",
-            "--",
-            "sh",
-            "-c",
-            &script,
-        ])
-        .unwrap();
-}
-
 fn tasks(cluster: &Cluster, name: &str) -> Vec<Value> {
     let peer = cluster
         .peers
@@ -134,7 +96,7 @@ fn running_processes(cluster: &Cluster) -> usize {
 fn a_lost_host_is_healed_and_a_returning_host_takes_its_share_back() {
     let _lock = cluster_lock();
     let mut cluster = Cluster::start(5, "fast").unwrap();
-    create_web(&cluster, "web", 10);
+    knit_tests::create_web_service(&cluster, "web", 10, "", &[]).unwrap();
     let (placed, took) = wait_until(Duration::from_secs(60), "10 healthy replicas", || {
         converged(&cluster, "web", 10)
     })
@@ -205,7 +167,7 @@ fn a_lost_host_is_healed_and_a_returning_host_takes_its_share_back() {
 fn crashed_and_unhealthy_replicas_are_replaced_and_a_peer_restart_starts_nothing_twice() {
     let _lock = cluster_lock();
     let mut cluster = Cluster::start(3, "fast").unwrap();
-    create_web(&cluster, "app", 3);
+    knit_tests::create_web_service(&cluster, "app", 3, "", &[]).unwrap();
     let (placed, _) = wait_until(Duration::from_secs(60), "3 healthy replicas", || {
         converged(&cluster, "app", 3)
     })

@@ -6,42 +6,11 @@ use std::time::{Duration, Instant};
 use knit_tests::{Cluster, cluster_lock, wait_until};
 use serde_json::Value;
 
-fn create(cluster: &Cluster, name: &str, replicas: u32) {
-    let root = cluster.root().join("www");
-    let script = format!(
-        "test -n \"$BROKEN\" && exit 3; d={}/$KNIT_SLOT; mkdir -p $d && touch $d/ok && cd $d && exec python3 -m http.server $PORT",
-        root.display()
-    );
-    let replicas = replicas.to_string();
-    cluster.peers[0]
-        .cli_ok(&[
-            "service",
-            "create",
-            "--name",
-            name,
-            "--driver",
-            "process",
-            "--replicas",
-            &replicas,
-            "-p",
-            "8080:8080",
-            "--health-http",
-            "/ok",
-            "--health-interval",
-            "300ms",
-            "--health-retries",
-            "2",
-            "--health-start-period",
-            "5s",
-            "--restart-delay",
-            "200ms",
-            "--restart-max-attempts",
-            "2",
-            "--",
-            "sh",
-            "-c",
-            &script,
-        ])
+/// Six replicas that exit at once when `BROKEN` is set (a broken version), and give up
+/// after two restarts.
+fn create(cluster: &Cluster, name: &str) {
+    let prelude = "test -n \"$BROKEN\" && exit 3;";
+    knit_tests::create_web_service(cluster, name, 6, prelude, &["--restart-max-attempts", "2"])
         .unwrap();
 }
 
@@ -130,7 +99,7 @@ fn spec_version(cluster: &Cluster, peer: usize, name: &str) -> u64 {
 fn a_rolling_update_goes_in_waves_and_a_broken_version_pauses_or_rolls_back() {
     let _lock = cluster_lock();
     let cluster = Cluster::start(3, "fast").unwrap();
-    create(&cluster, "web", 6);
+    create(&cluster, "web");
     wait_until(Duration::from_secs(60), "6 healthy replicas", || {
         (serving(&cluster, "web").len() == 6).then_some(())
     })
@@ -275,7 +244,7 @@ fn a_rolling_update_goes_in_waves_and_a_broken_version_pauses_or_rolls_back() {
 fn a_drained_node_hands_its_replicas_over_without_a_failed_request_and_takes_them_back() {
     let _lock = cluster_lock();
     let cluster = Cluster::start(3, "fast").unwrap();
-    create(&cluster, "api", 6);
+    create(&cluster, "api");
     wait_until(Duration::from_secs(60), "6 healthy replicas", || {
         (serving(&cluster, "api").len() == 6).then_some(())
     })
@@ -355,7 +324,7 @@ fn a_drained_node_hands_its_replicas_over_without_a_failed_request_and_takes_the
 fn a_rollout_survives_the_death_of_its_coordinator() {
     let _lock = cluster_lock();
     let mut cluster = Cluster::start(4, "fast").unwrap();
-    create(&cluster, "job", 6);
+    create(&cluster, "job");
     wait_until(Duration::from_secs(60), "6 healthy replicas", || {
         (serving(&cluster, "job").len() == 6).then_some(())
     })
