@@ -131,12 +131,13 @@ pub struct ReplicaReport {
 }
 
 impl ReplicaReport {
-    /// Running and healthy (or without a health check) at `version`: what a handoff
-    /// waits for before the old replica stops.
-    pub fn serves(&self, version: u64) -> bool {
+    /// Running and healthy (or without a health check) from spec version `since` or later
+    /// (see [`crate::spec::ServiceSpec::current_since`]): what a handoff waits for before
+    /// the old replica stops.
+    pub fn serves(&self, since: u64) -> bool {
         self.state == ReplicaState::Running
             && matches!(self.health, Health::Healthy | Health::None)
-            && self.spec_version == version
+            && self.spec_version >= since
     }
 }
 

@@ -1,5 +1,8 @@
 //! Rolling updates: which slots may move to a new spec version now.
 //!
+//! A rollout follows the versions that change what replicas run
+//! ([`ServiceSpec::current_since`]): scaling a service or changing its policies starts none.
+//!
 //! Each service has a coordinator: the live node that ranks first for the service on the
 //! same rendezvous hash as placement ([`coordinator`]). It alone calls [`step`], and
 //! publishes the [`Progress`] it returns in its node-owned state; every node reads that
@@ -43,7 +46,7 @@ pub enum RolloutState {
 pub struct Progress {
     /// The service.
     pub service: String,
-    /// The spec version being rolled out.
+    /// The spec version being rolled out: the one that last changed what replicas run.
     pub to_version: u64,
     /// Where it stands.
     pub state: RolloutState,
@@ -63,7 +66,7 @@ impl Progress {
     fn new(spec: &ServiceSpec) -> Self {
         Self {
             service: spec.name.clone(),
-            to_version: spec.version,
+            to_version: spec.current_since(),
             state: RolloutState::Updating,
             opened: BTreeSet::new(),
             wave: 0,
@@ -95,7 +98,7 @@ pub fn newest<'a>(
 ) -> Option<&'a Progress> {
     published
         .into_iter()
-        .filter(|p| p.service == spec.name && p.to_version == spec.version)
+        .filter(|p| p.service == spec.name && p.to_version == spec.current_since())
         .max_by_key(|p| {
             (
                 p.state != RolloutState::Updating,
@@ -113,10 +116,10 @@ pub fn allowed(
     progress: Option<&Progress>,
 ) -> BTreeSet<SlotId> {
     match progress {
-        Some(p) if p.to_version == spec.version && p.state == RolloutState::Completed => {
+        Some(p) if p.to_version == spec.current_since() && p.state == RolloutState::Completed => {
             slots.iter().cloned().collect()
         }
-        Some(p) if p.to_version == spec.version => p.opened.clone(),
+        Some(p) if p.to_version == spec.current_since() => p.opened.clone(),
         _ => BTreeSet::new(),
     }
 }
@@ -134,7 +137,7 @@ fn live_reports<'a>(
         .filter(move |r| &r.slot == slot)
 }
 
-/// Whether some live node serves `slot` at `version`.
+/// Whether some live node serves `slot` from `version` on.
 fn served(
     slot: &SlotId,
     version: u64,
@@ -144,7 +147,7 @@ fn served(
     live_reports(slot, observed, alive).any(|r| r.serves(version))
 }
 
-/// Whether `slot` failed at `version` on a live node.
+/// Whether `slot` failed from `version` on, on a live node.
 fn failed(
     slot: &SlotId,
     version: u64,
@@ -152,7 +155,7 @@ fn failed(
     alive: &BTreeSet<NodeId>,
 ) -> bool {
     live_reports(slot, observed, alive)
-        .filter(|r| r.spec_version == version)
+        .filter(|r| r.spec_version >= version)
         .any(|r| r.state == ReplicaState::Failed || r.health == Health::Unhealthy || r.restarts > 0)
 }
 
@@ -167,13 +170,13 @@ pub fn step(
     now_ms: u64,
 ) -> Progress {
     let mut p = match progress {
-        Some(p) if p.to_version == spec.version => p.clone(),
+        Some(p) if p.to_version == spec.current_since() => p.clone(),
         _ => Progress::new(spec),
     };
     if p.state != RolloutState::Updating {
         return p;
     }
-    let version = spec.version;
+    let version = spec.current_since();
     for slot in p
         .opened
         .iter()

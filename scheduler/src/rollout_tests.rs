@@ -199,3 +199,39 @@ fn the_newest_progress_wins() {
     old.wave = 9;
     assert_eq!(newest(&spec, [&a, &b, &old]), Some(&b));
 }
+
+#[test]
+fn scaling_during_a_rollout_keeps_its_progress() {
+    let spec = spec(4, 1);
+    let slots = slots(4);
+    let alive = BTreeSet::from([node("a")]);
+    let healthy = (ReplicaState::Running, Health::Healthy);
+    let p = step(
+        &spec,
+        &slots,
+        &observed(&slots, &BTreeSet::new(), healthy),
+        &alive,
+        None,
+        0,
+    );
+    assert_eq!(p.opened.len(), 1);
+    let mut bigger = spec.clone();
+    bigger.mode = Mode::Replicated { replicas: 6 };
+    let scaled = spec.followed_by(bigger, false);
+    assert_eq!(scaled.version, 3);
+    assert_eq!(newest(&scaled, [&p]), Some(&p), "still the same rollout");
+    assert_eq!(allowed(&scaled, &slots, Some(&p)), p.opened);
+    // A replica started at version 3 serves the rollout of version 2.
+    let mut obs = observed(&slots, &BTreeSet::new(), healthy);
+    obs.get_mut(&node("a")).unwrap()[0] =
+        report(&slots[0], 3, ReplicaState::Running, Health::Healthy);
+    let next = step(&scaled, &slots, &obs, &alive, Some(&p), 100);
+    assert_eq!((next.to_version, next.wave), (2, 1));
+    assert!(next.failed.is_empty());
+    // A new image is a new rollout.
+    let mut image = scaled.clone();
+    image.image = Some("web:v3".into());
+    let v4 = scaled.followed_by(image, false);
+    assert_eq!(newest(&v4, [&p]), None);
+    assert!(allowed(&v4, &slots, Some(&p)).is_empty());
+}

@@ -462,7 +462,7 @@ fn a_paused_node_keeps_its_replicas_but_takes_no_new_ones() {
             tasks
                 .iter()
                 .filter(|t| t["node_id"] == node && t["desired_state"] == "running")
-                .filter_map(|t| t["slot"].as_str().map(str::to_owned))
+                .map(|t| format!("{} {}", t["slot"], t["id"]))
                 .collect()
         })
     };
@@ -498,6 +498,6 @@ fn a_paused_node_keeps_its_replicas_but_takes_no_new_ones() {
     let kept = on(&cluster, &ids[busiest]).unwrap();
     assert_eq!(
         kept, counts[busiest],
-        "the paused node keeps exactly what it ran"
+        "the paused node keeps exactly the replicas it ran: scaling restarts none"
     );
 }

@@ -86,7 +86,10 @@ async fn autoscale(round: &Round<'_>, spec: &ServiceSpec) {
     tracing::info!(service = %spec.name, from = spec.replicas(), to = replicas, "autoscaling");
     let mut next = spec.clone();
     next.mode = knit_scheduler::spec::Mode::Replicated { replicas };
-    write_next(round.mesh, spec, next).await;
+    let mut next = spec.followed_by(next, false);
+    // A rollback still goes back to the spec before the operator's last change.
+    next.previous.clone_from(&spec.previous);
+    write(round.mesh, &next).await;
 }
 
 /// Steps the rollouts this node coordinates and publishes their progress; writes the
@@ -157,16 +160,11 @@ async fn roll_back(mesh: &Mesh, spec: &ServiceSpec) {
         return;
     };
     tracing::warn!(service = %spec.name, from = spec.version, "update failed: rolling back to the previous spec");
-    write_next(mesh, spec, previous.clone()).await;
+    write(mesh, &spec.followed_by(previous.clone(), false)).await;
 }
 
-/// Writes `next` as the version after `current`, keeping `current` for rollback.
-async fn write_next(mesh: &Mesh, current: &ServiceSpec, mut next: ServiceSpec) {
-    let mut kept = current.clone();
-    kept.previous = None;
-    next.name = current.name.clone();
-    next.version = current.version + 1;
-    next.previous = Some(Box::new(kept));
+/// Writes `next` and its version.
+async fn write(mesh: &Mesh, next: &ServiceSpec) {
     let (Ok(version), Ok(bytes)) = (serde_json::to_vec(&next.version), serde_json::to_vec(&next))
     else {
         return;

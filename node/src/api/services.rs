@@ -35,6 +35,9 @@ pub(crate) struct ServiceSummary {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct TaskRow {
     pub(crate) slot: String,
+    /// The replica's runtime id (its container's name, for Docker); empty before it starts.
+    #[serde(default)]
+    pub(crate) id: String,
     /// The node's name (its short id if it has not published one).
     pub(crate) node: String,
     pub(crate) node_id: String,
@@ -62,6 +65,7 @@ fn leaving(
 ) -> TaskRow {
     TaskRow {
         slot: r.slot.to_string(),
+        id: r.runtime_id.clone(),
         node: names.get(node).cloned().unwrap_or_default(),
         node_id: node.to_owned(),
         desired_state: "shutdown".into(),
@@ -83,6 +87,9 @@ fn leaving(
 pub(crate) struct UpdateRequest {
     pub(crate) spec: ServiceSpec,
     pub(crate) from_version: u64,
+    /// Replace the replicas even if what they run did not change (`--force`).
+    #[serde(default)]
+    pub(crate) redeploy: bool,
 }
 
 fn lower<T: Serialize>(value: &T) -> String {
@@ -128,6 +135,7 @@ pub(super) async fn create(
         ));
     }
     spec.version = snapshot.last_version(&spec.name) + 1;
+    spec.template_version = spec.version;
     spec.previous = None;
     store_spec(&state, &spec).await?;
     Ok(Json(spec))
@@ -141,15 +149,6 @@ pub(super) async fn inspect(
         .spec(&name)
         .map(Json)
         .ok_or_else(|| not_found(&name))
-}
-
-fn next_version(current: &ServiceSpec, mut next: ServiceSpec) -> ServiceSpec {
-    let mut previous = current.clone();
-    previous.previous = None;
-    next.name = current.name.clone();
-    next.version = current.version + 1;
-    next.previous = Some(Box::new(previous));
-    next
 }
 
 pub(super) async fn update(
@@ -176,7 +175,7 @@ pub(super) async fn update(
         )));
     }
     request.spec.validate().map_err(invalid)?;
-    let next = next_version(&current, request.spec);
+    let next = current.followed_by(request.spec, request.redeploy);
     store_spec(&state, &next).await?;
     Ok(Json(next))
 }
@@ -194,7 +193,7 @@ pub(super) async fn rollback(
             format!("service {name} has no previous spec to roll back to"),
         ));
     };
-    let next = next_version(&current, *previous);
+    let next = current.followed_by(*previous, false);
     store_spec(&state, &next).await?;
     Ok(Json(next))
 }
@@ -289,6 +288,7 @@ pub(super) async fn ps(
             .and_then(|(_, reports)| reports.iter().find(|r| r.slot == slot));
         rows.push(TaskRow {
             slot: slot.to_string(),
+            id: report.map(|r| r.runtime_id.clone()).unwrap_or_default(),
             node: names.get(&node_id).cloned().unwrap_or_default(),
             desired_state: "running".into(),
             state: match (&pending, report) {
@@ -329,6 +329,7 @@ pub(super) async fn ps(
         for ended in snapshot.history(&member.peer.node, &name) {
             rows.push(TaskRow {
                 slot: format!("\\_ {}", ended.slot),
+                id: ended.runtime_id,
                 node: names.get(&node_id).cloned().unwrap_or_default(),
                 node_id: node_id.clone(),
                 desired_state: "shutdown".into(),

@@ -24,7 +24,7 @@ pub(super) async fn run(client: &Client, command: ServiceCommand) -> Result<()> 
             let created: ServiceSpec = client.post("/v1/services", &spec).await?;
             println!("{}", created.name);
             if !args.detach {
-                converge(client, &created.name, created.version).await?;
+                converge(client, &created).await?;
             }
         }
         ServiceCommand::Ls(args) => {
@@ -60,7 +60,7 @@ pub(super) async fn run(client: &Client, command: ServiceCommand) -> Result<()> 
         }
         ServiceCommand::Scale { targets } => scale(client, &targets).await?,
         ServiceCommand::Update(args) => {
-            let updated = update(client, &args.name, |current| {
+            let updated = update(client, &args.name, args.force, |current| {
                 let next = args.apply(current)?;
                 if !args.force && same(current, &next) {
                     Ok(None)
@@ -73,7 +73,7 @@ pub(super) async fn run(client: &Client, command: ServiceCommand) -> Result<()> 
                 Some(spec) => {
                     println!("{}", spec.name);
                     if !args.detach {
-                        converge(client, &spec.name, spec.version).await?;
+                        converge(client, &spec).await?;
                     }
                 }
                 None => println!("{}: nothing to change (use --force to redeploy)", args.name),
@@ -116,10 +116,11 @@ pub(super) async fn run(client: &Client, command: ServiceCommand) -> Result<()> 
     Ok(())
 }
 
-/// Whether two specs differ only in their bookkeeping (version, previous).
+/// Whether two specs differ only in their bookkeeping (versions, previous).
 fn same(a: &ServiceSpec, b: &ServiceSpec) -> bool {
     let strip = |s: &ServiceSpec| ServiceSpec {
         version: 0,
+        template_version: 0,
         previous: None,
         ..s.clone()
     };
@@ -127,10 +128,12 @@ fn same(a: &ServiceSpec, b: &ServiceSpec) -> bool {
 }
 
 /// Reads the spec, changes it with `change` (`None`: nothing to do), and writes it back
-/// naming the version it read; retries when another writer got there first.
+/// naming the version it read; retries when another writer got there first. `redeploy`
+/// replaces the replicas even if what they run did not change.
 async fn update(
     client: &Client,
     name: &str,
+    redeploy: bool,
     change: impl Fn(&ServiceSpec) -> Result<Option<ServiceSpec>>,
 ) -> Result<Option<ServiceSpec>> {
     for attempt in 1..=UPDATE_ATTEMPTS {
@@ -141,6 +144,7 @@ async fn update(
         let request = UpdateRequest {
             spec: next,
             from_version: current.version,
+            redeploy,
         };
         match client
             .post::<_, ServiceSpec>(&format!("/v1/services/{name}"), &request)
@@ -169,7 +173,7 @@ async fn scale(client: &Client, targets: &[String]) -> Result<()> {
         parsed.push((name.to_owned(), replicas));
     }
     for (name, replicas) in parsed {
-        update(client, &name, |current| {
+        update(client, &name, false, |current| {
             if current.mode == Mode::Global {
                 bail!(
                     "{name} is a global service: it runs one replica per node and cannot be scaled"
@@ -185,14 +189,17 @@ async fn scale(client: &Client, targets: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Waits until every slot of `name` runs `version`, printing progress.
-async fn converge(client: &Client, name: &str, version: u64) -> Result<()> {
+/// Waits until every slot of the service `written` runs what it asks for, printing
+/// progress. Scaling meanwhile (by hand or by policy) is no reason to stop waiting.
+async fn converge(client: &Client, written: &ServiceSpec) -> Result<()> {
+    let name = &written.name;
+    let version = written.current_since();
     let started = Instant::now();
     let mut last = String::new();
     let mut progressed = Instant::now();
     loop {
         let spec: ServiceSpec = client.get(&format!("/v1/services/{name}")).await?;
-        if spec.version > version {
+        if spec.current_since() != version {
             bail!(
                 "{name} changed again while this update rolled out (now version {}); if the update failed, it was rolled back: see `knit service ps {name} --history`",
                 spec.version
@@ -207,7 +214,7 @@ async fn converge(client: &Client, name: &str, version: u64) -> Result<()> {
             .iter()
             .filter(|t| {
                 t.state == "running"
-                    && t.spec_version == version
+                    && t.spec_version >= version
                     && matches!(t.health.as_str(), "none" | "healthy")
             })
             .count();

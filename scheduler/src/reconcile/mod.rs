@@ -15,13 +15,15 @@
 //! - **Restart** (a `Start` with [`StartCause::Restart`]) a replica of this node's slot
 //!   that exited or failed, when the restart policy allows: condition `any`, or
 //!   `on-failure` for a failure, and fewer than `max_attempts` restarts so far. A stopped
-//!   replica of an older spec version starts afresh at the new one when the rollout gate
-//!   allows the slot, whatever its restarts.
-//! - **Replace** a running replica whose spec version is not the service's (if the
-//!   rollout gate allows the slot), or that is unhealthy (if the restart policy allows).
+//!   replica of an outdated spec version starts afresh at the new one when the rollout
+//!   gate allows the slot, whatever its restarts.
+//! - **Replace** a running replica of an outdated spec version — older than the last one
+//!   that changed what replicas run ([`ServiceSpec::current_since`]); scaling or a new
+//!   policy outdates nothing — if the rollout gate allows the slot, or one that is
+//!   unhealthy (if the restart policy allows).
 //! - **Hand off, make-before-break**: a replica of a slot placement now gives to another
 //!   node keeps running until that node reports the slot running and healthy (or without
-//!   a health check) at the current spec version; then it stops. If the new owner is not
+//!   a health check) at a current spec version; then it stops. If the new owner is not
 //!   alive, or the slot is pending, the replica keeps running (availability first).
 //! - **Stop** replicas of removed services and slots (scaled down), replicas this node
 //!   runs twice (it keeps the best one), and, for a pending slot served by several nodes,
@@ -175,11 +177,11 @@ impl View<'_> {
             .map(|(n, _)| *n)
     }
 
-    /// Whether `node` serves `slot` at `version`.
-    fn serves(&self, node: &NodeId, slot: &SlotId, version: u64) -> bool {
+    /// Whether `node` serves `slot` from spec version `since` on.
+    fn serves(&self, node: &NodeId, slot: &SlotId, since: u64) -> bool {
         self.elsewhere
             .get(slot)
-            .is_some_and(|reps| reps.iter().any(|(n, r)| *n == node && r.serves(version)))
+            .is_some_and(|reps| reps.iter().any(|(n, r)| *n == node && r.serves(since)))
     }
 }
 
@@ -279,7 +281,7 @@ fn is_move_in_flight(
 ) -> bool {
     let Some(spec) = spec else { return false };
     r.state.is_live()
-        && !r.serves(spec.version)
+        && !r.serves(spec.current_since())
         && placement.owner(&r.slot) == Some(view.me)
         && view.server(&r.slot).is_some()
 }
@@ -310,14 +312,14 @@ fn plan_running(
         Some(Assignment::Assigned(owner)) => {
             if !r.state.is_live() {
                 actions.push(stop(StopReason::NotOwned));
-            } else if view.serves(owner, &r.slot, spec.version) {
+            } else if view.serves(owner, &r.slot, spec.current_since()) {
                 actions.push(stop(StopReason::HandedOff { to: owner.clone() }));
             }
         }
         Some(Assignment::Pending(_)) => {
             let smaller_serves = view.elsewhere.get(&r.slot).is_some_and(|reps| {
                 reps.iter()
-                    .any(|(n, other)| *n < view.me && other.serves(spec.version))
+                    .any(|(n, other)| *n < view.me && other.serves(spec.current_since()))
             });
             if r.state.is_live() && smaller_serves {
                 actions.push(stop(StopReason::Duplicate));
@@ -354,7 +356,7 @@ fn plan_owned(
                 && attempts_left
             {
                 actions.push(replace(ReplaceReason::Unhealthy));
-            } else if r.spec_version != spec.version && may_update {
+            } else if !spec.runs_current(r.spec_version) && may_update {
                 actions.push(replace(ReplaceReason::Outdated));
             }
         }
@@ -364,7 +366,7 @@ fn plan_owned(
                 RestartCondition::OnFailure => r.state == ReplicaState::Failed,
                 RestartCondition::None => false,
             };
-            if r.spec_version != spec.version && may_update {
+            if !spec.runs_current(r.spec_version) && may_update {
                 // A new spec version gets a fresh start, whatever the old one's restarts.
                 actions.push(Action::Start {
                     slot: r.slot.clone(),

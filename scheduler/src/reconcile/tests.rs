@@ -202,6 +202,62 @@ fn outdated_replicas_are_replaced_when_the_gate_allows() {
 }
 
 #[test]
+fn scaling_or_a_new_policy_replaces_no_replica() {
+    let v1 = service("blog", 2, 1);
+    let mut scaled = v1.clone();
+    scaled.mode = Mode::Replicated { replicas: 3 };
+    scaled.restart.max_attempts = Some(2);
+    let v2 = v1.followed_by(scaled, false);
+    assert_eq!((v2.version, v2.current_since()), (2, 1));
+    let p = all_on("a", std::slice::from_ref(&v2));
+    let obs = observed(vec![("a", vec![running(slot(1), 1), running(slot(2), 1)])]);
+    let acts = plan(
+        &id("a"),
+        &p,
+        &specs(std::slice::from_ref(&v2)),
+        &obs,
+        &alive(&["a"]),
+        &ReconcileConfig::default(),
+    );
+    let expected = vec![Action::Start {
+        slot: slot(3),
+        spec_version: 2,
+        cause: StartCause::Placed,
+    }];
+    assert_eq!(acts, expected, "only the new slot starts");
+    // A new image outdates both; so does a forced redeploy of the same template.
+    let mut image = v2.clone();
+    image.image = Some("img:2".into());
+    for v3 in [
+        v2.followed_by(image, false),
+        v2.followed_by(v2.clone(), true),
+    ] {
+        assert_eq!(v3.current_since(), 3);
+        let acts = plan(
+            &id("a"),
+            &p,
+            &specs(std::slice::from_ref(&v3)),
+            &obs,
+            &alive(&["a"]),
+            &ReconcileConfig::default(),
+        );
+        let replaced = acts
+            .iter()
+            .filter(|a| {
+                matches!(
+                    a,
+                    Action::Replace {
+                        reason: ReplaceReason::Outdated,
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert_eq!(replaced, 2, "{acts:?}");
+    }
+}
+
+#[test]
 fn restarts_follow_the_policy() {
     let mut spec = service("blog", 1, 1);
     let p = all_on("a", std::slice::from_ref(&spec));

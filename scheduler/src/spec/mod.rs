@@ -291,6 +291,9 @@ pub struct ServiceSpec {
     pub autoscale: Option<Autoscale>,
     /// Bumped by whoever writes a change; replicas report the version they run.
     pub version: u64,
+    /// The last version that changed what a replica runs (see [`ServiceSpec::same_template`]);
+    /// replicas started from it or later need no replacement. 0 reads as `version`.
+    pub template_version: u64,
     /// The spec before the last update, for `knit service rollback`; one level only.
     pub previous: Option<Box<ServiceSpec>>,
 }
@@ -316,6 +319,7 @@ impl Default for ServiceSpec {
             rollback: UpdateConfig::default(),
             autoscale: None,
             version: 0,
+            template_version: 0,
             previous: None,
         }
     }
@@ -344,5 +348,51 @@ impl ServiceSpec {
         self.mode == other.mode
             && self.constraints == other.constraints
             && self.reservations == other.reservations
+    }
+
+    /// Whether replicas of `self` and `other` run the same thing: what the driver starts
+    /// (driver, image, command, args, ports, env, labels, limits) and how its health is
+    /// told. Scale, placement, restart, update and autoscaling policies are not part of
+    /// it: changing them replaces no replica.
+    pub fn same_template(&self, other: &ServiceSpec) -> bool {
+        self.driver == other.driver
+            && self.image == other.image
+            && self.command == other.command
+            && self.args == other.args
+            && self.ports == other.ports
+            && self.env == other.env
+            && self.labels == other.labels
+            && self.limits == other.limits
+            && self.health == other.health
+    }
+
+    /// The oldest spec version whose replicas run what this spec asks for.
+    pub fn current_since(&self) -> u64 {
+        match self.template_version {
+            0 => self.version,
+            since => since.min(self.version),
+        }
+    }
+
+    /// Whether a replica started from spec version `version` runs what this spec asks for.
+    pub fn runs_current(&self, version: u64) -> bool {
+        version >= self.current_since()
+    }
+
+    /// `next` written as the version after `self`: same name, `self` kept (one level) for
+    /// rollback, and a new template version when what replicas run changed or `redeploy`
+    /// asks to replace them anyway.
+    pub fn followed_by(&self, mut next: ServiceSpec, redeploy: bool) -> ServiceSpec {
+        let mut kept = self.clone();
+        kept.previous = None;
+        next.name = self.name.clone();
+        next.version = self.version + 1;
+        next.template_version = if redeploy || !self.same_template(&next) {
+            next.version
+        } else {
+            self.current_since()
+        };
+        next.previous = Some(Box::new(kept));
+        next
     }
 }
