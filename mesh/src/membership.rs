@@ -114,6 +114,8 @@ pub struct Membership {
     connection: Connection,
     /// Bumped on every change of `members`, so drivers can tell when to republish.
     version: u64,
+    /// Reused by `sync` for foca's member list.
+    sync_buffer: Vec<(PeerId, MemberState)>,
 }
 
 impl std::fmt::Debug for Membership {
@@ -156,6 +158,7 @@ impl Membership {
             configured_size: 1,
             connection: Connection::Idle,
             version: 0,
+            sync_buffer: Vec::new(),
         }
     }
 
@@ -238,28 +241,45 @@ impl Membership {
 
     /// Re-derives every member's state from foca's full membership (so a missed
     /// notification cannot leave a stale record) and re-tunes foca for the cluster's size.
-    /// Drivers call it periodically, every few hundred milliseconds.
+    /// Drivers call it periodically, about once a second. One pass over the members, and
+    /// a second only when some member is missing from foca's list.
     pub fn sync(&mut self, now_ms: u64) -> Result<(), MembershipError> {
-        let seen: Vec<(PeerId, MemberState)> = self
-            .foca
-            .iter_membership_state()
-            .map(|m| (*m.id(), from_foca(m.state())))
-            .collect();
+        let mut seen = std::mem::take(&mut self.sync_buffer);
+        seen.clear();
+        seen.extend(
+            self.foca
+                .iter_membership_state()
+                .map(|m| (*m.id(), from_foca(m.state()))),
+        );
+        // foca holds one entry per node (its identity's address is the node id).
+        let mut active_seen = 0;
         for (peer, state) in &seen {
-            self.observe(*peer, *state, now_ms);
+            if self.observe(*peer, *state, now_ms) {
+                active_seen += 1;
+            }
         }
         let me = self.identity().node;
-        let known: std::collections::BTreeSet<NodeId> = seen.iter().map(|(p, _)| p.node).collect();
-        let forgotten: Vec<PeerId> = self
+        let active = self
             .members
             .values()
             .filter(|r| r.peer.node != me && r.state.is_active())
-            .filter(|r| !known.contains(&r.peer.node))
-            .map(|r| r.peer)
-            .collect();
-        for peer in forgotten {
-            self.observe(peer, MemberState::Down, now_ms);
+            .count();
+        if active != active_seen {
+            // foca forgot an active member without telling: it counts as down.
+            let known: std::collections::BTreeSet<NodeId> =
+                seen.iter().map(|(p, _)| p.node).collect();
+            let forgotten: Vec<PeerId> = self
+                .members
+                .values()
+                .filter(|r| r.peer.node != me && r.state.is_active())
+                .filter(|r| !known.contains(&r.peer.node))
+                .map(|r| r.peer)
+                .collect();
+            for peer in forgotten {
+                self.observe(peer, MemberState::Down, now_ms);
+            }
         }
+        self.sync_buffer = seen;
         self.retune()?;
         self.absorb(now_ms);
         Ok(())
@@ -292,34 +312,45 @@ impl Membership {
     /// Applies foca's notifications and the rumors that arrived with the last input.
     fn absorb(&mut self, now_ms: u64) {
         while let Some(notification) = self.runtime.to_notify() {
-            match notification {
-                OwnedNotification::MemberUp(peer) => self.observe(peer, MemberState::Alive, now_ms),
-                OwnedNotification::MemberDown(peer) => {
-                    self.observe(peer, MemberState::Down, now_ms)
+            let (peer, state) = match notification {
+                OwnedNotification::MemberUp(peer) | OwnedNotification::Rename(_, peer) => {
+                    (peer, MemberState::Alive)
                 }
-                OwnedNotification::Rename(_, peer) => {
-                    self.observe(peer, MemberState::Alive, now_ms)
-                }
+                OwnedNotification::MemberDown(peer) => (peer, MemberState::Down),
                 OwnedNotification::Rejoin(me) => {
                     self.observe(me, MemberState::Alive, now_ms);
                     self.changes.push_back(Output::Renewed(me));
+                    continue;
                 }
-                OwnedNotification::Active => self.connection = Connection::Active,
-                OwnedNotification::Idle => self.connection = Connection::Idle,
-                OwnedNotification::Defunct => self.connection = Connection::Defunct,
-            }
+                OwnedNotification::Active => {
+                    self.connection = Connection::Active;
+                    continue;
+                }
+                OwnedNotification::Idle => {
+                    self.connection = Connection::Idle;
+                    continue;
+                }
+                OwnedNotification::Defunct => {
+                    self.connection = Connection::Defunct;
+                    continue;
+                }
+            };
+            self.observe(peer, state, now_ms);
         }
         for rumor in self.rumors.drain() {
             match rumor {
-                Rumor::Leave(peer) => self.observe(peer, MemberState::Left, now_ms),
+                Rumor::Leave(peer) => {
+                    self.observe(peer, MemberState::Left, now_ms);
+                }
                 Rumor::Delta(delta) => self.changes.push_back(Output::Delta(delta)),
             }
         }
     }
 
     /// Records what was learnt of `peer`. Knowledge of an older incarnation never
-    /// overrides a newer one, and `left` is not turned into `down`.
-    fn observe(&mut self, peer: PeerId, state: MemberState, now_ms: u64) {
+    /// overrides a newer one, and `left` is not turned into `down`. Returns whether the
+    /// record is active (alive or suspect) afterwards.
+    fn observe(&mut self, peer: PeerId, state: MemberState, now_ms: u64) -> bool {
         let mut inserted = false;
         let record = self.members.entry(peer.node).or_insert_with(|| {
             inserted = true;
@@ -357,7 +388,9 @@ impl Membership {
             }
             self.version += 1;
             self.changes.push_back(Output::Changed(record));
+            return record.state.is_active();
         }
+        record.state.is_active()
     }
 }
 

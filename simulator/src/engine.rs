@@ -8,6 +8,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 use foca::Timer;
 use knit_mesh::{MemberRecord, MemberState, Membership, NodeId, Output, PeerId, Profile};
+use knit_scheduler::reconcile::pace::{ROUND_EVERY_MS, ROUND_MIN_MS, SETTLE_MS};
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
@@ -45,9 +46,17 @@ enum Event {
         inc: u64,
         timer: Timer<PeerId>,
     },
-    Tick {
+    /// `Membership::sync`, every `sync_ms`.
+    Sync {
         host: usize,
         inc: u64,
+    },
+    /// An agent round, if the host still expects one at `at` (an earlier one may have
+    /// been asked for meanwhile).
+    Round {
+        host: usize,
+        inc: u64,
+        at: u64,
     },
     Started {
         host: usize,
@@ -97,9 +106,14 @@ struct Host {
     inc: u64,
     /// The membership version the current plan was made for.
     planned_version: Option<u64>,
-    /// The version seen at the last tick and when it changed (the settle window).
-    seen_version: u64,
-    seen_since_ms: u64,
+    /// When the next round is due.
+    round_at: u64,
+    /// When the last round ran.
+    last_round_ms: u64,
+    /// No placement change before this (a member joined or returned: views settle).
+    settle_until_ms: u64,
+    /// The epoch of each host this host counts as active (0: not active).
+    active_epochs: Vec<u64>,
     plan: Option<Rc<Computed>>,
     running: BTreeMap<u32, SlotState>,
     /// Runs a slot it no longer owns, waiting for the new owner (make-before-break).
@@ -121,7 +135,6 @@ pub struct Engine {
     network: Network,
     profile: Profile,
     sync_ms: u64,
-    settle_ms: u64,
     warmup_ms: u64,
     end_ms: u64,
     step_budget: u64,
@@ -152,9 +165,6 @@ fn host_of(peer: &PeerId) -> usize {
     u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize
 }
 
-/// How long after the last membership change a host waits before it acts on it.
-const SETTLE_MS: u64 = 1_000;
-
 impl Engine {
     /// Builds the cluster of `scenario` (with `seed`): every host joins through host 0, and
     /// every slot runs where the full placement puts it.
@@ -174,7 +184,6 @@ impl Engine {
             network: Network::new(&scenario.network, n),
             profile: scenario.profile,
             sync_ms: scenario.sync_ms,
-            settle_ms: SETTLE_MS,
             warmup_ms: secs_to_ms(scenario.warmup_s),
             end_ms: secs_to_ms(scenario.duration_s),
             step_budget: scenario.step_budget,
@@ -202,8 +211,10 @@ impl Engine {
                 core: Some(core),
                 inc: 0,
                 planned_version: None,
-                seen_version: 0,
-                seen_since_ms: 0,
+                round_at: 0,
+                last_round_ms: 0,
+                settle_until_ms: 0,
+                active_epochs: vec![0; n],
                 plan: None,
                 running: BTreeMap::new(),
                 surplus: false,
@@ -228,7 +239,17 @@ impl Engine {
         }
         for h in 0..n {
             let offset = 1 + (h as u64 * self.sync_ms) / n as u64;
-            self.push(offset, Event::Tick { host: h, inc: 0 });
+            self.push(offset, Event::Sync { host: h, inc: 0 });
+            let at = 1 + (h as u64 * ROUND_EVERY_MS) / n as u64;
+            self.hosts[h].round_at = at;
+            self.push(
+                at,
+                Event::Round {
+                    host: h,
+                    inc: 0,
+                    at,
+                },
+            );
         }
         for fault in &scenario.faults {
             self.push(secs_to_ms(fault.at_s()), Event::Fault(fault.clone()));
@@ -305,7 +326,8 @@ impl Engine {
                     self.drain(host);
                 }
             }
-            Event::Tick { host, inc } => self.tick(host, inc),
+            Event::Sync { host, inc } => self.sync(host, inc),
+            Event::Round { host, inc, at } => self.round(host, inc, at),
             Event::Started { host, inc, slot } => self.started(host, inc, slot),
             Event::Fault(fault) => self.fault(fault),
             Event::ChurnKill => self.churn_kill(),
@@ -344,7 +366,10 @@ impl Engine {
                         },
                     );
                 }
-                Output::Changed(record) => self.changed(h, record),
+                Output::Changed(record) => {
+                    self.track(h, &record);
+                    self.changed(h, record);
+                }
                 Output::Delta(_) | Output::Renewed(_) => {}
             }
         }
@@ -390,7 +415,39 @@ impl Engine {
         }
     }
 
-    fn tick(&mut self, h: usize, inc: u64) {
+    /// Host `h`'s agent learnt `record`: a member that joined or returned starts a settle
+    /// window; any change asks for a round soon (as the peer's agent wakes on a new view).
+    fn track(&mut self, h: usize, record: &MemberRecord) {
+        let o = host_of(&record.peer);
+        let now = self.now_ms;
+        let host = &mut self.hosts[h];
+        if o != h && o < host.active_epochs.len() {
+            let epoch = if record.state.is_active() {
+                record.peer.epoch
+            } else {
+                0
+            };
+            if epoch != 0 && host.active_epochs[o] != epoch {
+                host.settle_until_ms = now + SETTLE_MS;
+            }
+            host.active_epochs[o] = epoch;
+        }
+        let soonest = now.max(host.last_round_ms + ROUND_MIN_MS);
+        if soonest < host.round_at {
+            host.round_at = soonest;
+            let inc = host.inc;
+            self.push(
+                soonest,
+                Event::Round {
+                    host: h,
+                    inc,
+                    at: soonest,
+                },
+            );
+        }
+    }
+
+    fn sync(&mut self, h: usize, inc: u64) {
         if self.hosts[h].inc != inc {
             return;
         }
@@ -399,25 +456,44 @@ impl Engine {
             return;
         };
         let _ = core.sync(now);
+        self.drain(h);
+        self.push(now + self.sync_ms, Event::Sync { host: h, inc });
+    }
+
+    /// One agent round: announce again while outside the cluster; once views have settled,
+    /// place anew if the membership changed; stop what another host now runs.
+    fn round(&mut self, h: usize, inc: u64, at: u64) {
+        if self.hosts[h].inc != inc || self.hosts[h].round_at != at {
+            return;
+        }
+        let now = self.now_ms;
+        let Some(core) = self.hosts[h].core.as_ref() else {
+            return;
+        };
         let version = core.version();
         let active = core.connection() == knit_mesh::Connection::Active;
-        self.drain(h);
         if !active && now >= self.hosts[h].announce_at_ms {
             self.announce(h);
         }
         let host = &mut self.hosts[h];
-        if version != host.seen_version {
-            host.seen_version = version;
-            host.seen_since_ms = now;
-        }
-        let settled = now >= host.seen_since_ms + self.settle_ms;
+        host.last_round_ms = now;
+        let settled = now >= host.settle_until_ms;
         if now >= self.warmup_ms && active && settled && host.planned_version != Some(version) {
             host.planned_version = Some(version);
             self.replan(h);
         } else if host.surplus {
             self.stop_surplus(h);
         }
-        self.push(now + self.sync_ms, Event::Tick { host: h, inc });
+        let next = now + ROUND_EVERY_MS;
+        self.hosts[h].round_at = next;
+        self.push(
+            next,
+            Event::Round {
+                host: h,
+                inc,
+                at: next,
+            },
+        );
     }
 
     /// Places over the hosts `h` counts as active and starts or stops slots accordingly.
@@ -581,11 +657,23 @@ impl Engine {
         host.core = Some(core);
         host.inc += 1;
         host.planned_version = None;
-        host.seen_since_ms = self.now_ms;
+        host.settle_until_ms = self.now_ms + SETTLE_MS;
+        host.active_epochs.fill(0);
         host.announce_backoff_ms = 1_000;
         let inc = host.inc;
+        let next = self.now_ms + ROUND_EVERY_MS;
+        host.round_at = next;
+        host.last_round_ms = self.now_ms;
         self.announce(h);
-        self.push(self.now_ms + self.sync_ms, Event::Tick { host: h, inc });
+        self.push(self.now_ms + self.sync_ms, Event::Sync { host: h, inc });
+        self.push(
+            next,
+            Event::Round {
+                host: h,
+                inc,
+                at: next,
+            },
+        );
     }
 
     /// Announces `h` to the first live host in index order (the seed that answers), and

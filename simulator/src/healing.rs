@@ -3,13 +3,17 @@
 //!
 //! Placement is a pure function, so the result for one set of active hosts is computed
 //! once and shared by every host that sees that set (a cache, not a second copy of the
-//! logic).
+//! logic). A set not seen before is reached from the nearest cached one by the
+//! scheduler's incremental [`Placer`] (hosts lost and joined), whose result equals a full
+//! `place` over the same hosts by its law; far from every cached set, `place` runs in full.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use knit_scheduler::placement::Assignment;
-use knit_scheduler::{NodeView, Placement, PlacementConfig, Resources, ServiceSpec, SlotId, place};
+use knit_scheduler::{
+    NodeView, Placement, PlacementConfig, Placer, Resources, ServiceSpec, SlotId, place,
+};
 
 /// The set of hosts a placement was computed over, as a bitset of host indices.
 pub type HostSet = Vec<u64>;
@@ -22,6 +26,15 @@ pub fn empty_set(hosts: usize) -> HostSet {
 /// Adds `host` to `set`.
 pub fn insert(set: &mut HostSet, host: usize) {
     set[host / 64] |= 1 << (host % 64);
+}
+
+fn contains(set: &HostSet, host: usize) -> bool {
+    set[host / 64] & (1 << (host % 64)) != 0
+}
+
+/// The number of hosts in one set and not the other.
+fn distance(a: &HostSet, b: &HostSet) -> u32 {
+    a.iter().zip(b).map(|(x, y)| (x ^ y).count_ones()).sum()
 }
 
 /// One placement and, for each host, the slot indices it owns.
@@ -52,11 +65,18 @@ pub struct Healing {
     cache: BTreeMap<HostSet, Rc<Computed>>,
     /// Insertion order of the cache, oldest first, to bound it.
     cache_order: Vec<HostSet>,
-    /// Full placements computed (cache misses).
+    /// Incremental placers of recent sets, newest last, to start repairs from.
+    placers: Vec<(HostSet, Placer)>,
+    /// Placements computed (cache misses), in full or by repair.
     pub computed: u64,
 }
 
+/// Placements kept, by host set.
 const CACHE_MAX: usize = 64;
+/// Placers kept to repair from (each holds a full matching).
+const PLACERS_MAX: usize = 4;
+/// Past this many hosts of difference, a repair is no cheaper than a full placement.
+const REPAIR_MAX: u32 = 32;
 
 impl Healing {
     /// The slot table for `services` on `hosts` hosts of `capacity`.
@@ -80,6 +100,7 @@ impl Healing {
             config: PlacementConfig::default(),
             cache: BTreeMap::new(),
             cache_order: Vec::new(),
+            placers: Vec::new(),
             computed: 0,
         };
         let placement = place(&[], &healing.services, &healing.config);
@@ -110,15 +131,12 @@ impl Healing {
         if let Some(hit) = self.cache.get(set) {
             return Rc::clone(hit);
         }
-        let nodes: Vec<NodeView> = (0..self.names.len())
-            .filter(|h| set[h / 64] & (1 << (h % 64)) != 0)
-            .map(|h| NodeView {
-                capacity: self.capacity,
-                ..NodeView::new(self.names[h].clone())
-            })
-            .collect();
-        let placement = place(&nodes, &self.services, &self.config);
-        let computed = Rc::new(self.index_placement(placement));
+        let placer = self.placer_for(set);
+        let computed = Rc::new(self.index_placement(placer.placement()));
+        if self.placers.len() >= PLACERS_MAX {
+            self.placers.remove(0);
+        }
+        self.placers.push((set.clone(), placer));
         self.computed += 1;
         if self.cache_order.len() >= CACHE_MAX {
             let oldest = self.cache_order.remove(0);
@@ -127,6 +145,40 @@ impl Healing {
         self.cache_order.push(set.clone());
         self.cache.insert(set.clone(), Rc::clone(&computed));
         computed
+    }
+
+    /// A placer over exactly the hosts in `set`: the nearest kept one, repaired, or new.
+    fn placer_for(&self, set: &HostSet) -> Placer {
+        let nearest = self
+            .placers
+            .iter()
+            .rev()
+            .map(|(base, placer)| (distance(base, set), base, placer))
+            .min_by_key(|(d, _, _)| *d);
+        let Some((d, base, placer)) = nearest.filter(|(d, _, _)| *d <= REPAIR_MAX) else {
+            let nodes: Vec<NodeView> = (0..self.names.len())
+                .filter(|&h| contains(set, h))
+                .map(|h| self.view(h))
+                .collect();
+            return Placer::new(&nodes, &self.services, &self.config);
+        };
+        let mut placer = placer.clone();
+        if d > 0 {
+            for h in (0..self.names.len()).filter(|&h| contains(base, h) && !contains(set, h)) {
+                placer.node_lost(&self.names[h]);
+            }
+            for h in (0..self.names.len()).filter(|&h| !contains(base, h) && contains(set, h)) {
+                placer.node_joined(self.view(h));
+            }
+        }
+        placer
+    }
+
+    fn view(&self, host: usize) -> NodeView {
+        NodeView {
+            capacity: self.capacity,
+            ..NodeView::new(self.names[host].clone())
+        }
     }
 
     fn index_placement(&self, placement: Placement) -> Computed {
@@ -153,4 +205,51 @@ impl Healing {
 /// The name a host has in placement and reports: `h0007`.
 pub fn host_name(host: usize) -> String {
     format!("h{host:04}")
+}
+
+#[cfg(test)]
+mod tests {
+    use knit_scheduler::spec::Mode;
+
+    use super::*;
+
+    fn healing(hosts: usize) -> Healing {
+        let services = (0..6)
+            .map(|i| {
+                let mut spec = ServiceSpec::docker(&format!("svc{i}"), "sim");
+                spec.mode = Mode::Replicated { replicas: 25 };
+                spec
+            })
+            .collect();
+        let capacity = Resources {
+            cpu_millis: 8_000,
+            memory_bytes: 32 << 30,
+        };
+        Healing::new(services, hosts, capacity)
+    }
+
+    fn set(hosts: usize, without: &[usize]) -> HostSet {
+        let mut set = empty_set(hosts);
+        (0..hosts)
+            .filter(|h| !without.contains(h))
+            .for_each(|h| insert(&mut set, h));
+        set
+    }
+
+    #[test]
+    fn a_repaired_placement_equals_a_full_one() {
+        let mut repaired = healing(70);
+        let all = repaired.placement_for(&set(70, &[]));
+        // Reached from the full set by the incremental placer: hosts lost, then one back.
+        for without in [&[3, 64][..], &[3, 64, 65, 9], &[3, 9]] {
+            let target = set(70, without);
+            let from_repair = repaired.placement_for(&target);
+            let from_scratch = healing(70).placement_for(&target);
+            assert_eq!(from_repair.placement, from_scratch.placement, "{without:?}");
+            assert_eq!(from_repair.by_host, from_scratch.by_host);
+            assert!(from_repair.by_host[3].is_empty());
+        }
+        assert_eq!(repaired.computed, 4);
+        assert!(Rc::ptr_eq(&all, &repaired.placement_for(&set(70, &[]))));
+    }
 }

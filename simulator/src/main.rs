@@ -91,8 +91,8 @@ enum Command {
         /// Slots per host (services of 10 replicas, no reservations).
         #[arg(long, default_value_t = 10)]
         slots_per_host: usize,
-        /// How often each host calls `Membership::sync` (ms).
-        #[arg(long, default_value_t = 200)]
+        /// How often each host calls `Membership::sync` (ms; the peer does every second).
+        #[arg(long, default_value_t = 1_000)]
         sync_ms: u64,
     },
 }

@@ -90,7 +90,7 @@ impl PlanRequest {
             containers: Default::default(),
             faults: Vec::new(),
             churn: None,
-            sync_ms: 200,
+            sync_ms: crate::scenario::sync_default(),
             step_budget: 500_000_000,
         }
     }

@@ -54,7 +54,7 @@ pub struct Scenario {
     /// Random kills and restarts.
     #[serde(default)]
     pub churn: Option<Churn>,
-    /// How often each host calls `Membership::sync` and reconsiders placement (ms).
+    /// How often each host calls `Membership::sync` (ms; the peer does every second).
     #[serde(default = "sync_default")]
     pub sync_ms: u64,
     /// The most events one run may process before it is aborted.
@@ -68,8 +68,8 @@ fn one() -> u64 {
 fn ten() -> f64 {
     10.0
 }
-fn sync_default() -> u64 {
-    200
+pub(crate) fn sync_default() -> u64 {
+    1_000
 }
 fn budget_default() -> u64 {
     200_000_000

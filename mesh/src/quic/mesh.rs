@@ -57,7 +57,7 @@ pub(crate) enum Input {
 /// Inputs queued for the mesh task at most; packets past it are dropped like UDP's.
 const INPUT_QUEUE_MAX: usize = 4096;
 /// How often member states are re-derived from foca.
-const SYNC_PERIOD: Duration = Duration::from_millis(200);
+const SYNC_PERIOD: Duration = Duration::from_secs(1);
 
 /// What the mesh knows of the cluster, republished on every change.
 #[derive(Debug, Clone)]

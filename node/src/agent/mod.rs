@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use knit_mesh::quic::Mesh;
+use knit_scheduler::reconcile::pace;
 use knit_scheduler::spec::Driver as DriverKind;
 use knit_scheduler::{Health, ReconcileConfig, ReplicaReport, ReplicaState, ServiceSpec, SlotId};
 use tokio::sync::mpsc;
@@ -22,8 +23,8 @@ use crate::cluster::{Snapshot, report_key};
 use crate::driver::{Drivers, Replica};
 
 /// Rounds happen at least this often, and at most every `ROUND_MIN`.
-const ROUND_EVERY: Duration = Duration::from_millis(500);
-const ROUND_MIN: Duration = Duration::from_millis(100);
+const ROUND_EVERY: Duration = Duration::from_millis(pace::ROUND_EVERY_MS);
+const ROUND_MIN: Duration = Duration::from_millis(pace::ROUND_MIN_MS);
 /// Operations (start, stop, replace) in flight at once on this host.
 const OPS_MAX: usize = 8;
 /// Ended replicas kept per slot for `service ps`.
@@ -32,9 +33,8 @@ const HISTORY_PER_SLOT: usize = 3;
 const CPU_EVERY: Duration = Duration::from_secs(3);
 /// Events waiting for the agent.
 const EVENTS_MAX: usize = 1024;
-/// After a member joins or returns, views differ between peers for a moment; the agent
-/// waits this long for them to agree before it moves anything.
-const SETTLE: Duration = Duration::from_millis(1500);
+/// After a member joins or returns, the agent waits this long for views to agree.
+const SETTLE: Duration = Duration::from_millis(pace::SETTLE_MS);
 /// A restarted peer that knew other members waits at most this long to find them again
 /// before it acts alone on what it knows.
 const REJOIN_WAIT: Duration = Duration::from_secs(10);

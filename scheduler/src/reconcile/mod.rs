@@ -32,6 +32,18 @@
 #[cfg(test)]
 mod tests;
 
+/// How an agent paces its reconcile rounds; the peer's agent and the simulator share these.
+pub mod pace {
+    /// Rounds happen at least this often (ms)...
+    pub const ROUND_EVERY_MS: u64 = 500;
+    /// ...and, when membership or state changes call for one sooner, at most this often.
+    pub const ROUND_MIN_MS: u64 = 100;
+    /// After a member joins or returns, views differ between peers for a moment; an agent
+    /// waits this long (ms) for them to agree before it moves anything. A departure needs
+    /// no wait: every view loses the member.
+    pub const SETTLE_MS: u64 = 1_500;
+}
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
