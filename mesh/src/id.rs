@@ -8,8 +8,21 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 /// A node's permanent id: 128 random bits, written as 32 lowercase hex digits.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct NodeId([u8; 16]);
+
+/// Byte order, compared as one integer (member tables look ids up constantly).
+impl Ord for NodeId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        u128::from_be_bytes(self.0).cmp(&u128::from_be_bytes(other.0))
+    }
+}
+
+impl PartialOrd for NodeId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 impl NodeId {
     /// A node id from its bytes.
@@ -115,6 +128,20 @@ mod tests {
             addr: "127.0.0.1:7946".parse().unwrap(),
             epoch,
         }
+    }
+
+    #[test]
+    fn node_ids_order_as_their_bytes() {
+        let ids = [[0u8; 16], [1; 16], [0x7f; 16], [0x80; 16], [0xff; 16]];
+        let mut shuffled: Vec<[u8; 16]> = ids.iter().rev().copied().collect();
+        let mut tail = [0u8; 16];
+        tail[15] = 1;
+        shuffled.push(tail);
+        let mut by_id: Vec<NodeId> = shuffled.iter().map(|b| NodeId::from_bytes(*b)).collect();
+        by_id.sort();
+        shuffled.sort();
+        let by_bytes: Vec<NodeId> = shuffled.iter().map(|b| NodeId::from_bytes(*b)).collect();
+        assert_eq!(by_id, by_bytes);
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! The discrete-event engine: virtual milliseconds, one event heap ordered by
-//! `(time, sequence)`, one seeded RNG, and N hosts each with a real membership core.
+//! `(time, sequence)`, one seeded RNG, and N hosts each with a real membership core (or,
+//! with `membership = "model"`, the calibrated model of [`crate::model`]).
 
-use std::cmp::Ordering;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -14,7 +14,9 @@ use rand::{RngExt, SeedableRng};
 
 use crate::healing::{Computed, Healing, empty_set, insert};
 use crate::metrics::{KillRecord, Metrics};
+use crate::model::{CALIBRATION, MembershipKind, Model};
 use crate::network::Network;
+use crate::queue::Queue;
 use crate::report::Report;
 use crate::scenario::{Churn, Fault, Scenario, ScenarioError, secs_to_ms};
 
@@ -63,33 +65,19 @@ enum Event {
         inc: u64,
         slot: u32,
     },
+    /// The membership model: `host` learns that `subject` (at `epoch`) is up or down.
+    Learn {
+        host: usize,
+        inc: u64,
+        subject: usize,
+        epoch: u64,
+        up: bool,
+    },
     Fault(Fault),
     ChurnKill,
     Warm,
-}
-
-struct Scheduled {
-    at: u64,
-    seq: u64,
-    event: Event,
-}
-
-impl PartialEq for Scheduled {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-impl Eq for Scheduled {}
-impl PartialOrd for Scheduled {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Scheduled {
-    /// Reversed, so that the max-heap pops the earliest event first.
-    fn cmp(&self, other: &Self) -> Ordering {
-        (other.at, other.seq).cmp(&(self.at, self.seq))
-    }
+    /// A point of the convergence curve.
+    Sample,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,8 +88,12 @@ enum SlotState {
 
 struct Host {
     peer: PeerId,
-    /// `None` while the host is down.
+    /// Whether the host runs (not killed).
+    up: bool,
+    /// The real membership core; `None` while the host is down, and with the model.
     core: Option<Membership>,
+    /// With the model: bumped on every change of `active_epochs`, which is then the view.
+    view_version: u64,
     /// Bumped on every kill and restart; events of an older incarnation are dropped.
     inc: u64,
     /// The membership version the current plan was made for.
@@ -112,8 +104,9 @@ struct Host {
     last_round_ms: u64,
     /// No placement change before this (a member joined or returned: views settle).
     settle_until_ms: u64,
-    /// The epoch of each host this host counts as active (0: not active).
-    active_epochs: Vec<u64>,
+    /// The epoch of each host this host counts as active (0: not active), kept from the
+    /// core's notifications; with the model, the view itself.
+    active_epochs: Vec<u32>,
     plan: Option<Rc<Computed>>,
     running: BTreeMap<u32, SlotState>,
     /// Runs a slot it no longer owns, waiting for the new owner (make-before-break).
@@ -127,13 +120,14 @@ struct Host {
 /// One simulation run.
 pub struct Engine {
     now_ms: u64,
-    seq: u64,
-    queue: BinaryHeap<Scheduled>,
+    queue: Queue<Event>,
     rng: SmallRng,
     seed: u64,
     hosts: Vec<Host>,
     network: Network,
     profile: Profile,
+    /// `Some` when membership is modelled.
+    model: Option<Model>,
     sync_ms: u64,
     warmup_ms: u64,
     end_ms: u64,
@@ -160,6 +154,11 @@ fn peer_of(host: usize, epoch: u64) -> PeerId {
     }
 }
 
+/// An epoch as a view keeps it: hosts restart far fewer than 2^32 times in a run.
+fn short(epoch: u64) -> u32 {
+    u32::try_from(epoch).unwrap_or(u32::MAX)
+}
+
 fn host_of(peer: &PeerId) -> usize {
     let b = peer.node.as_bytes();
     u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize
@@ -176,13 +175,14 @@ impl Engine {
         let capacity = scenario.capacity()?;
         let mut engine = Self {
             now_ms: 0,
-            seq: 0,
-            queue: BinaryHeap::new(),
+            queue: Queue::default(),
             rng: SmallRng::seed_from_u64(seed),
             seed,
             hosts: Vec::with_capacity(n),
             network: Network::new(&scenario.network, n),
             profile: scenario.profile,
+            model: (scenario.membership == MembershipKind::Model)
+                .then(|| Model::new(scenario.profile, n, CALIBRATION)),
             sync_ms: scenario.sync_ms,
             warmup_ms: secs_to_ms(scenario.warmup_s),
             end_ms: secs_to_ms(scenario.duration_s),
@@ -203,18 +203,25 @@ impl Engine {
 
     fn boot(&mut self, scenario: &Scenario) {
         let n = scenario.hosts.count;
+        let modelled = self.model.is_some();
         for h in 0..n {
             let peer = peer_of(h, 1);
-            let core = Membership::new(peer, self.profile, self.core_seed(h, 1), 0);
+            let core =
+                (!modelled).then(|| Membership::new(peer, self.profile, self.core_seed(h, 1), 0));
+            // The model starts from the joined cluster: every host knows every other.
+            let mut known = vec![u32::from(modelled); n];
+            known[h] = 0;
             self.hosts.push(Host {
                 peer,
-                core: Some(core),
+                up: true,
+                core,
+                view_version: 0,
                 inc: 0,
                 planned_version: None,
                 round_at: 0,
                 last_round_ms: 0,
                 settle_until_ms: 0,
-                active_epochs: vec![0; n],
+                active_epochs: known,
                 plan: None,
                 running: BTreeMap::new(),
                 surplus: false,
@@ -239,7 +246,9 @@ impl Engine {
         }
         for h in 0..n {
             let offset = 1 + (h as u64 * self.sync_ms) / n as u64;
-            self.push(offset, Event::Sync { host: h, inc: 0 });
+            if !modelled {
+                self.push(offset, Event::Sync { host: h, inc: 0 });
+            }
             let at = 1 + (h as u64 * ROUND_EVERY_MS) / n as u64;
             self.hosts[h].round_at = at;
             self.push(
@@ -255,6 +264,7 @@ impl Engine {
             self.push(secs_to_ms(fault.at_s()), Event::Fault(fault.clone()));
         }
         self.push(self.warmup_ms, Event::Warm);
+        self.push(self.warmup_ms, Event::Sample);
         if let Some(churn) = self.churn.clone() {
             let start = churn.start_s.map_or(self.warmup_ms, secs_to_ms);
             let gap = self.churn_gap(&churn);
@@ -270,12 +280,7 @@ impl Engine {
     }
 
     fn push(&mut self, at: u64, event: Event) {
-        self.seq += 1;
-        self.queue.push(Scheduled {
-            at,
-            seq: self.seq,
-            event,
-        });
+        self.queue.push(at, event);
     }
 
     /// Runs to the end of the scenario and reports.
@@ -287,13 +292,7 @@ impl Engine {
     /// Processes every event up to `until_ms` (at most the scenario's end).
     pub fn advance(&mut self, until_ms: u64) -> Result<(), SimError> {
         let until_ms = until_ms.min(self.end_ms);
-        while let Some(next) = self.queue.peek() {
-            if next.at > until_ms {
-                break;
-            }
-            let Some(Scheduled { at, event, .. }) = self.queue.pop() else {
-                break;
-            };
+        while let Some((at, event)) = self.queue.pop_until(until_ms) {
             self.steps += 1;
             if self.steps > self.step_budget {
                 return Err(SimError::StepBudget {
@@ -327,11 +326,19 @@ impl Engine {
                 }
             }
             Event::Sync { host, inc } => self.sync(host, inc),
+            Event::Learn {
+                host,
+                inc,
+                subject,
+                epoch,
+                up,
+            } => self.learn(host, inc, subject, epoch, up),
             Event::Round { host, inc, at } => self.round(host, inc, at),
             Event::Started { host, inc, slot } => self.started(host, inc, slot),
             Event::Fault(fault) => self.fault(fault),
             Event::ChurnKill => self.churn_kill(),
             Event::Warm => self.metrics.warm(self.now_ms, self.utilisation()),
+            Event::Sample => self.sample(),
         }
     }
 
@@ -384,10 +391,12 @@ impl Engine {
         let Some(target) = self.hosts.get(subject) else {
             return;
         };
-        let alive_same = target
+        // The core renews its epoch when wrongly declared down; the model keeps `peer`'s.
+        let epoch = target
             .core
             .as_ref()
-            .is_some_and(|c| c.identity().epoch == record.peer.epoch);
+            .map_or(target.peer.epoch, |c| c.identity().epoch);
+        let alive_same = target.up && epoch == record.peer.epoch;
         if alive_same && record.state == MemberState::Down {
             let reachable =
                 self.network.reachable(h, subject) && self.network.reachable(subject, h);
@@ -403,12 +412,18 @@ impl Engine {
         };
         let epoch = self.metrics.kills[i].epoch;
         let node = peer_of(subject, epoch).node;
+        let modelled = self.model.is_some();
         let all = self.hosts.iter().enumerate().all(|(o, host)| {
             o == subject
-                || host.core.as_ref().is_none_or(|core| {
-                    core.member(&node)
-                        .is_none_or(|r| !r.state.is_active() || r.peer.epoch > epoch)
-                })
+                || !host.up
+                || if modelled {
+                    host.active_epochs[subject] != short(epoch)
+                } else {
+                    host.core.as_ref().is_none_or(|core| {
+                        core.member(&node)
+                            .is_none_or(|r| !r.state.is_active() || r.peer.epoch > epoch)
+                    })
+                }
         });
         if all {
             self.metrics.detected(i, self.now_ms);
@@ -423,14 +438,17 @@ impl Engine {
         let host = &mut self.hosts[h];
         if o != h && o < host.active_epochs.len() {
             let epoch = if record.state.is_active() {
-                record.peer.epoch
+                short(record.peer.epoch)
             } else {
                 0
             };
             if epoch != 0 && host.active_epochs[o] != epoch {
                 host.settle_until_ms = now + SETTLE_MS;
             }
-            host.active_epochs[o] = epoch;
+            if host.active_epochs[o] != epoch {
+                host.active_epochs[o] = epoch;
+                host.view_version += 1;
+            }
         }
         let soonest = now.max(host.last_round_ms + ROUND_MIN_MS);
         if soonest < host.round_at {
@@ -445,6 +463,79 @@ impl Engine {
                 },
             );
         }
+    }
+
+    /// With the model: schedules when each live host learns that `subject` died (`up`
+    /// false) or came back (`up` true) at its current epoch.
+    fn model_news(&mut self, subject: usize, up: bool) {
+        let Some(model) = self.model.clone() else {
+            return;
+        };
+        let epoch = self.hosts[subject].peer.epoch;
+        let live: Vec<usize> = (0..self.hosts.len())
+            .filter(|&o| o != subject && self.hosts[o].up)
+            .collect();
+        if live.is_empty() {
+            return;
+        }
+        // News of a death starts at the first prober, suspicion and all; news of a return
+        // at the seed it joined through (the first live host).
+        let (origin, start) = if up {
+            (0, 0)
+        } else {
+            let first = self.rng.random_range(0..live.len());
+            let start = model.first_suspicion_ms(&mut self.rng) + model.suspect_to_down_ms();
+            (first, start)
+        };
+        let spread = model.spread_ms(live.len(), origin, &mut self.rng);
+        for (i, at) in spread.into_iter().enumerate() {
+            let at = match at {
+                Some(at) => start + at,
+                // Missed by the epidemic: its own probes find out.
+                None if up => model.own_probe_ms(live.len(), &mut self.rng),
+                None => model.own_probe_ms(live.len(), &mut self.rng) + model.suspect_to_down_ms(),
+            };
+            let host = live[i];
+            let inc = self.hosts[host].inc;
+            self.push(
+                self.now_ms + at,
+                Event::Learn {
+                    host,
+                    inc,
+                    subject,
+                    epoch,
+                    up,
+                },
+            );
+        }
+    }
+
+    /// With the model: `h` learns news of `subject`, unless newer news came first.
+    fn learn(&mut self, h: usize, inc: u64, subject: usize, epoch: u64, up: bool) {
+        let host = &self.hosts[h];
+        if host.inc != inc || !host.up {
+            return;
+        }
+        let known = host.active_epochs[subject];
+        let news = if up {
+            short(epoch) > known
+        } else {
+            known == short(epoch)
+        };
+        if !news {
+            return;
+        }
+        let record = MemberRecord {
+            peer: peer_of(subject, epoch),
+            state: if up {
+                MemberState::Alive
+            } else {
+                MemberState::Down
+            },
+            since_ms: self.now_ms,
+        };
+        self.track(h, &record);
+        self.changed(h, record);
     }
 
     fn sync(&mut self, h: usize, inc: u64) {
@@ -467,11 +558,15 @@ impl Engine {
             return;
         }
         let now = self.now_ms;
-        let Some(core) = self.hosts[h].core.as_ref() else {
-            return;
+        let host = &self.hosts[h];
+        let (version, active) = match (&self.model, host.core.as_ref()) {
+            (Some(_), _) if host.up => (host.view_version, true),
+            (None, Some(core)) => (
+                core.version(),
+                core.connection() == knit_mesh::Connection::Active,
+            ),
+            _ => return,
         };
-        let version = core.version();
-        let active = core.connection() == knit_mesh::Connection::Active;
         if !active && now >= self.hosts[h].announce_at_ms {
             self.announce(h);
         }
@@ -500,7 +595,13 @@ impl Engine {
     /// The hosts `h`'s membership core counts as active (alive or suspect).
     fn active_set(&self, h: usize) -> Vec<u64> {
         let mut set = empty_set(self.hosts.len());
-        if let Some(core) = self.hosts[h].core.as_ref() {
+        if self.model.is_some() {
+            insert(&mut set, h);
+            let known = &self.hosts[h].active_epochs;
+            (0..known.len())
+                .filter(|&o| known[o] != 0)
+                .for_each(|o| insert(&mut set, o));
+        } else if let Some(core) = self.hosts[h].core.as_ref() {
             for record in core.members().filter(|r| r.state.is_active()) {
                 let o = host_of(&record.peer);
                 if o < self.hosts.len() {
@@ -601,7 +702,7 @@ impl Engine {
     fn live_set(&self) -> Vec<u64> {
         let mut set = empty_set(self.hosts.len());
         for (h, host) in self.hosts.iter().enumerate() {
-            if host.core.is_some() {
+            if host.up {
                 insert(&mut set, h);
             }
         }
@@ -609,11 +710,12 @@ impl Engine {
     }
 
     fn kill(&mut self, h: usize) {
-        if self.hosts[h].core.is_none() {
+        if !self.hosts[h].up {
             return;
         }
         let before = self.healing.placement_for(&self.live_set());
         let host = &mut self.hosts[h];
+        host.up = false;
         host.core = None;
         host.inc += 1;
         host.plan = None;
@@ -642,19 +744,24 @@ impl Engine {
         for subject in self.metrics.open_detections() {
             self.check_detection(subject);
         }
+        self.model_news(h, false);
     }
 
     fn restart(&mut self, h: usize) {
-        if self.hosts[h].core.is_some() {
+        if self.hosts[h].up {
             return;
         }
         self.metrics.restarted(h);
         let epoch = self.hosts[h].peer.epoch + 1;
         let peer = peer_of(h, epoch);
-        let core = Membership::new(peer, self.profile, self.core_seed(h, epoch), self.now_ms);
+        let core = self
+            .model
+            .is_none()
+            .then(|| Membership::new(peer, self.profile, self.core_seed(h, epoch), self.now_ms));
         let host = &mut self.hosts[h];
         host.peer = peer;
-        host.core = Some(core);
+        host.up = true;
+        host.core = core;
         host.inc += 1;
         host.planned_version = None;
         host.settle_until_ms = self.now_ms + SETTLE_MS;
@@ -664,8 +771,6 @@ impl Engine {
         let next = self.now_ms + ROUND_EVERY_MS;
         host.round_at = next;
         host.last_round_ms = self.now_ms;
-        self.announce(h);
-        self.push(self.now_ms + self.sync_ms, Event::Sync { host: h, inc });
         self.push(
             next,
             Event::Round {
@@ -674,13 +779,35 @@ impl Engine {
                 at: next,
             },
         );
+        if self.model.is_some() {
+            // The seed answers the join with every member it knows.
+            let truth: Vec<u32> = self
+                .hosts
+                .iter()
+                .enumerate()
+                .map(|(o, other)| {
+                    if other.up && o != h {
+                        short(other.peer.epoch)
+                    } else {
+                        0
+                    }
+                })
+                .collect();
+            let host = &mut self.hosts[h];
+            host.active_epochs = truth;
+            host.view_version += 1;
+            self.model_news(h, true);
+        } else {
+            self.announce(h);
+            self.push(self.now_ms + self.sync_ms, Event::Sync { host: h, inc });
+        }
     }
 
     /// Announces `h` to the first live host in index order (the seed that answers), and
     /// backs off before the next try.
     fn announce(&mut self, h: usize) {
         let now = self.now_ms;
-        let seed = (0..self.hosts.len()).find(|&o| o != h && self.hosts[o].core.is_some());
+        let seed = (0..self.hosts.len()).find(|&o| o != h && self.hosts[o].up);
         let seed_peer = seed.map(|o| self.hosts[o].peer);
         let host = &mut self.hosts[h];
         host.announce_at_ms = now + host.announce_backoff_ms;
@@ -707,7 +834,7 @@ impl Engine {
             return;
         }
         let live: Vec<usize> = (0..self.hosts.len())
-            .filter(|&h| self.hosts[h].core.is_some())
+            .filter(|&h| self.hosts[h].up)
             .collect();
         if live.len() > 1 {
             let h = live[self.rng.random_range(0..live.len())];
@@ -719,13 +846,25 @@ impl Engine {
         self.push(self.now_ms + gap, Event::ChurnKill);
     }
 
+    /// Records the share of slots running somewhere and the live hosts, then schedules the
+    /// next point: about 500 over the measured time, at least a second apart.
+    fn sample(&mut self) {
+        let slots = self.running_count.len();
+        let served = self.running_count.iter().filter(|&&c| c > 0).count();
+        let live = self.hosts.iter().filter(|h| h.up).count();
+        self.metrics
+            .sample(self.now_ms, ratio(served as u64, slots as u64), live);
+        let every = (self.end_ms.saturating_sub(self.warmup_ms) / 500).max(1_000);
+        self.push(self.now_ms + every, Event::Sample);
+    }
+
     /// Reserved cpu and memory over capacity, for each live host.
     fn utilisation(&self) -> Vec<(usize, f64, f64)> {
         let cap = self.metrics.capacity;
         self.hosts
             .iter()
             .enumerate()
-            .filter(|(_, h)| h.core.is_some())
+            .filter(|(_, h)| h.up)
             .map(|(h, host)| {
                 let (mut cpu, mut mem) = (0u64, 0u64);
                 for &s in host.running.keys() {
@@ -779,9 +918,9 @@ impl Engine {
             .into_iter()
             .map(|(slot, why)| (slot.to_string(), format!("{why:?}")))
             .collect();
-        let live_hosts = self.hosts.iter().filter(|h| h.core.is_some()).count();
+        let live_hosts = self.hosts.iter().filter(|h| h.up).count();
         let divergent_views = (0..self.hosts.len())
-            .filter(|&h| self.hosts[h].core.is_some() && self.active_set(h) != live)
+            .filter(|&h| self.hosts[h].up && self.active_set(h) != live)
             .count();
         if std::env::var_os("KNIT_SIM_DEBUG").is_some() {
             self.debug_views(&live);

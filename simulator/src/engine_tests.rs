@@ -153,3 +153,52 @@ fn plan_answers_a_small_catalogue() {
     assert_eq!(answer.heal_ms.count, 2, "{answer:?}");
     assert_eq!(answer.unhealed, 0);
 }
+
+#[test]
+fn the_membership_model_heals_kills_and_churn_and_says_it_is_a_model() {
+    let mut s = kill_one();
+    s.membership = MembershipKind::Model;
+    let report = run(&s, Some(5)).unwrap();
+    assert_eq!(report, run(&s, Some(5)).unwrap(), "deterministic");
+    assert_eq!(report.membership, MembershipKind::Model);
+    assert!(report.engine.contains("MODEL"), "{}", report.engine);
+    assert!(report.table().contains("detection (MODEL)"));
+    assert_eq!(
+        (
+            report.kills,
+            report.detection_ms.count,
+            report.heal_ms.count
+        ),
+        (1, 1, 1)
+    );
+    assert!(
+        report.detection_ms.max <= report.detection_bound_ms,
+        "{}",
+        report.table()
+    );
+    assert_eq!(report.moves, report.moves_optimum);
+    assert!(report.invariant_violations.is_empty(), "{}", report.table());
+    assert_eq!(report.live_hosts_at_end, 5, "the killed host came back");
+    assert_eq!(report.utilisation_after, report.utilisation_before);
+    let mut churn = scenario(include_str!("../scenarios/churn-wan-loss.toml"));
+    churn.membership = MembershipKind::Model;
+    churn.network.loss = 0.0;
+    let report = run(&churn, None).unwrap();
+    assert!(report.kills > 5, "{}", report.table());
+    assert_eq!(report.live_hosts_at_end, 50, "{}", report.table());
+    assert_eq!(report.divergent_views_at_end, 0, "{}", report.table());
+    assert!(report.invariant_violations.is_empty(), "{}", report.table());
+}
+
+#[test]
+fn the_membership_model_refuses_what_it_does_not_model() {
+    let text = include_str!("../scenarios/churn-wan-loss.toml").replace(
+        "profile = \"lan\"",
+        "profile = \"lan\"\nmembership = \"model\"",
+    );
+    let err = Scenario::from_toml(&text).unwrap_err().to_string();
+    assert!(err.contains("membership = \"real\""), "{err}");
+    let text = include_str!("../scenarios/partition.toml")
+        .replace("[hosts]", "membership = \"model\"\n\n[hosts]");
+    assert!(Scenario::from_toml(&text).is_err());
+}

@@ -13,12 +13,17 @@
 //! health checks; rollouts.
 #![warn(missing_docs)]
 
+pub mod calibrate;
 pub mod engine;
+pub mod flags;
 pub mod healing;
 pub mod html;
 pub mod metrics;
+pub mod model;
 pub mod network;
 pub mod plan;
+pub mod progress;
+pub mod queue;
 pub mod report;
 pub mod scenario;
 

@@ -1,16 +1,19 @@
 //! `knit-sim`: run a scenario, or plan capacity, with knit's real membership and placement
 //! code in virtual time.
 
-use std::path::PathBuf;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use knit_sim::Scenario;
 use knit_sim::engine::Engine;
-use knit_sim::plan::{PlanRequest, plan};
+use knit_sim::flags::{self, ClusterFlags, RunFlags};
+use knit_sim::model::MembershipKind;
+use knit_sim::plan::{PlanAnswer, PlanRequest, failures_survived, plan_with};
+use knit_sim::progress::{Meter, Progress, Silent, run_with};
 use knit_sim::scenario::ServiceDef;
 use knit_sim::scenario::secs_to_ms;
-use knit_sim::{Scenario, run};
-use serde::Deserialize;
 
 #[derive(Parser)]
 #[command(
@@ -33,10 +36,18 @@ enum Format {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Runs a scenario file and prints its report.
+    /// Runs a scenario (a file, flags, or a file with flags overriding it) and prints its
+    /// report. Flags override the file: --hosts, --host-cpu, --host-memory, --profile,
+    /// --membership, --duration, --warmup, --loss, --latency-ms, --jitter-ms and --seed their field;
+    /// --services/--service the whole service list; --kill/--partition the faults; --churn
+    /// the churn.
     Run {
-        /// The scenario (TOML).
-        scenario: PathBuf,
+        /// The scenario (TOML); optional when --hosts is given.
+        scenario: Option<PathBuf>,
+        #[command(flatten)]
+        cluster: ClusterFlags,
+        #[command(flatten)]
+        run: RunFlags,
         /// Overrides the scenario's seed.
         #[arg(long)]
         seed: Option<u64>,
@@ -47,20 +58,14 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Finds the smallest cluster that survives `--failures` host losses, and its heal times.
+    /// Finds the smallest cluster that survives `--failures` host losses, or, with --hosts N,
+    /// how many losses a cluster of N survives; then simulates the heal times.
     Plan {
-        /// Cores per host.
-        #[arg(long)]
-        host_cpu: f64,
-        /// Memory per host (`32G`).
-        #[arg(long)]
-        host_memory: String,
-        /// A TOML file of `[[services]]` (name, replicas, cpu, memory).
-        #[arg(long)]
-        services: PathBuf,
-        /// Hosts that may fail.
-        #[arg(long, default_value_t = 1)]
-        failures: usize,
+        #[command(flatten)]
+        cluster: ClusterFlags,
+        /// Hosts that may fail (default 1); not with --hosts, which answers it.
+        #[arg(long, conflicts_with = "hosts")]
+        failures: Option<usize>,
         /// The most of each host reservations may take.
         #[arg(long, default_value_t = 0.8)]
         target_utilisation: f64,
@@ -73,9 +78,6 @@ enum Command {
         /// First seed.
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// Failure-detection profile: lan, wan or fast.
-        #[arg(long, default_value = "lan")]
-        profile: knit_mesh::Profile,
         /// Report format.
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
@@ -94,13 +96,25 @@ enum Command {
         /// How often each host calls `Membership::sync` (ms; the peer does every second).
         #[arg(long, default_value_t = 1_000)]
         sync_ms: u64,
+        /// `real` (the membership core on every host) or `model` (calibrated).
+        #[arg(long, default_value = "real")]
+        membership: MembershipKind,
     },
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Catalogue {
-    services: Vec<ServiceDef>,
+    /// Compares the membership model with the real core on generated clusters.
+    Calibrate {
+        /// Cluster sizes, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "50,100,200,400")]
+        sizes: Vec<usize>,
+        /// Failure-detection profile: lan, wan or fast.
+        #[arg(long, default_value = "lan")]
+        profile: knit_mesh::Profile,
+        /// Seeds per size.
+        #[arg(long, default_value_t = 3)]
+        seeds: u64,
+        /// Output format (table or json).
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -117,15 +131,26 @@ fn execute(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run {
             scenario,
+            cluster,
+            run,
             seed,
             format,
             out,
         } => {
-            let text = std::fs::read_to_string(&scenario)
-                .with_context(|| format!("reading {}", scenario.display()))?;
-            let parsed =
-                Scenario::from_toml(&text).with_context(|| format!("in {}", scenario.display()))?;
-            let report = run(&parsed, seed)?;
+            let base = match &scenario {
+                None => None,
+                Some(path) => {
+                    let text = read(path)?;
+                    let parsed = Scenario::from_toml(&text)
+                        .with_context(|| format!("in {}", path.display()))?;
+                    Some(parsed)
+                }
+            };
+            let scenario = flags::scenario(base, &cluster, &run, catalogue(&cluster)?)?;
+            let mut progress = progress();
+            let report = run_with(&scenario, seed, &scenario.name, progress.as_mut());
+            progress.done();
+            let report = report?;
             let text = match format {
                 Format::Table => report.table(),
                 Format::Json => report.json(),
@@ -134,58 +159,45 @@ fn execute(command: Command) -> anyhow::Result<()> {
             emit(&text, out)
         }
         Command::Plan {
-            host_cpu,
-            host_memory,
-            services,
+            cluster,
             failures,
             target_utilisation,
             max_hosts,
             runs,
             seed,
-            profile,
             format,
         } => {
-            let text = std::fs::read_to_string(&services)
-                .with_context(|| format!("reading {}", services.display()))?;
-            let catalogue: Catalogue =
-                toml::from_str(&text).with_context(|| format!("in {}", services.display()))?;
-            let answer = plan(&PlanRequest {
+            let (Some(host_cpu), Some(host_memory)) = (cluster.host_cpu, &cluster.host_memory)
+            else {
+                anyhow::bail!(
+                    "plan needs the host size: give --host-cpu CORES and --host-memory SIZE, e.g. --host-cpu 8 --host-memory 32G"
+                );
+            };
+            let request = PlanRequest {
                 host_cpu,
-                host_memory,
-                services: catalogue.services,
-                failures,
+                host_memory: host_memory.clone(),
+                services: cluster
+                    .service_list(catalogue(&cluster)?)
+                    .unwrap_or_default(),
+                failures: failures.unwrap_or(1),
                 target_utilisation,
                 max_hosts,
                 runs,
                 seed,
-                profile,
-            })?;
+                profile: cluster.profile.unwrap_or_default(),
+            };
+            let mut progress = progress();
+            let answer = match cluster.hosts {
+                Some(hosts) => failures_survived(&request, hosts, progress.as_mut()),
+                None => plan_with(&request, progress.as_mut()),
+            };
+            // Ends the meter's line if the plan failed halfway.
+            progress.done();
+            let answer = answer?;
             let text = match format {
-                Format::Json => serde_json::to_string_pretty(&answer)?,
+                Format::Json => serde_json::to_string_pretty(&answer)? + "\n",
                 Format::Html => anyhow::bail!("plan prints table or json; html is for run"),
-                Format::Table => format!(
-                    "smallest cluster: {} hosts (survives {} failures under {:.0}% reserved; {} failure sets placed with no pending slot)\n\
-                     detection: p50 {} / p90 {} / p99 {} / max {} ms (n={})\n\
-                     heal:      p50 {} / p90 {} / p99 {} / max {} ms (n={}, unhealed {})\n\
-                     ({} simulated runs, {} kills each, real foca + real placement)\n",
-                    answer.hosts,
-                    answer.failures,
-                    target_utilisation * 100.0,
-                    answer.failure_sets_checked,
-                    answer.detection_ms.p50,
-                    answer.detection_ms.p90,
-                    answer.detection_ms.p99,
-                    answer.detection_ms.max,
-                    answer.detection_ms.count,
-                    answer.heal_ms.p50,
-                    answer.heal_ms.p90,
-                    answer.heal_ms.p99,
-                    answer.heal_ms.max,
-                    answer.heal_ms.count,
-                    answer.unhealed,
-                    answer.runs,
-                    answer.failures
-                ),
+                Format::Table => plan_table(&answer, cluster.hosts.is_some(), target_utilisation),
             };
             emit(&text, None)
         }
@@ -194,8 +206,90 @@ fn execute(command: Command) -> anyhow::Result<()> {
             seconds,
             slots_per_host,
             sync_ms,
-        } => bench(hosts, seconds, slots_per_host, sync_ms),
+            membership,
+        } => bench(hosts, seconds, slots_per_host, sync_ms, membership),
+        Command::Calibrate {
+            sizes,
+            profile,
+            seeds,
+            format,
+        } => calibrate(&sizes, profile, seeds, format),
     }
+}
+
+fn read(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// The `--services` file's list, if one was given.
+fn catalogue(cluster: &ClusterFlags) -> anyhow::Result<Option<Vec<ServiceDef>>> {
+    let Some(path) = &cluster.services else {
+        return Ok(None);
+    };
+    let services =
+        flags::catalogue(&read(path)?).with_context(|| format!("in {}", path.display()))?;
+    Ok(Some(services))
+}
+
+/// A meter on stderr when it is a terminal; silence otherwise.
+fn progress() -> Box<dyn Progress> {
+    if std::io::stderr().is_terminal() {
+        Box::new(Meter::new(std::io::stderr()))
+    } else {
+        Box::new(Silent)
+    }
+}
+
+fn failures(k: usize) -> String {
+    if k == 1 {
+        "1 failure".to_owned()
+    } else {
+        format!("{k} failures")
+    }
+}
+
+/// The plan answer as text: the smallest cluster, or (`given`) the failures a cluster survives.
+fn plan_table(answer: &PlanAnswer, given: bool, target_utilisation: f64) -> String {
+    let (hosts, k, percent) = (answer.hosts, answer.failures, target_utilisation * 100.0);
+    let headline = if given {
+        let next = if k + 1 >= hosts {
+            "losing every host but one still fits".to_owned()
+        } else {
+            format!("{} leave slots pending", failures(k + 1))
+        };
+        format!(
+            "{hosts} hosts survive {} under {percent:.0}% reserved ({} failure sets of {k} placed with no pending slot; {next})\n",
+            failures(k),
+            answer.failure_sets_checked
+        )
+    } else {
+        format!(
+            "smallest cluster: {hosts} hosts (survives {k} failures under {percent:.0}% reserved; {} failure sets placed with no pending slot)\n",
+            answer.failure_sets_checked
+        )
+    };
+    if answer.runs == 0 {
+        return headline + "(no failure to survive: nothing simulated)\n";
+    }
+    let (d, h) = (&answer.detection_ms, &answer.heal_ms);
+    format!(
+        "{headline}\
+         detection: p50 {} / p90 {} / p99 {} / max {} ms (n={})\n\
+         heal:      p50 {} / p90 {} / p99 {} / max {} ms (n={}, unhealed {})\n\
+         ({} simulated runs, {k} kills each, real foca + real placement)\n",
+        d.p50,
+        d.p90,
+        d.p99,
+        d.max,
+        d.count,
+        h.p50,
+        h.p90,
+        h.p99,
+        h.max,
+        h.count,
+        answer.unhealed,
+        answer.runs,
+    )
 }
 
 fn emit(text: &str, out: Option<PathBuf>) -> anyhow::Result<()> {
@@ -210,12 +304,60 @@ fn emit(text: &str, out: Option<PathBuf>) -> anyhow::Result<()> {
     }
 }
 
-fn bench(hosts: usize, seconds: f64, slots_per_host: usize, sync_ms: u64) -> anyhow::Result<()> {
+fn calibrate(
+    sizes: &[usize],
+    profile: knit_mesh::Profile,
+    seeds: u64,
+    format: Format,
+) -> anyhow::Result<()> {
+    if matches!(format, Format::Table) {
+        println!(
+            "{:>6} {:>22} {:>22} {:>7} {:>22} {:>22} {:>7}",
+            "hosts",
+            "real detect p50/p90",
+            "model detect p50/p90",
+            "error",
+            "real heal p50/p90",
+            "model heal p50/p90",
+            "error"
+        );
+    }
+    let mut rows = Vec::new();
+    for &hosts in sizes {
+        let c = knit_sim::calibrate::compare(hosts, profile, seeds)?;
+        if matches!(format, Format::Table) {
+            let pair = |d: &knit_sim::report::Distribution| format!("{} / {} ms", d.p50, d.p90);
+            println!(
+                "{:>6} {:>22} {:>22} {:>+6.0}% {:>22} {:>22} {:>+6.0}%",
+                hosts,
+                pair(&c.real_detection_ms),
+                pair(&c.model_detection_ms),
+                c.detection_error() * 100.0,
+                pair(&c.real_heal_ms),
+                pair(&c.model_heal_ms),
+                c.heal_error() * 100.0
+            );
+        }
+        rows.push(c);
+    }
+    if !matches!(format, Format::Table) {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    }
+    Ok(())
+}
+
+fn bench(
+    hosts: usize,
+    seconds: f64,
+    slots_per_host: usize,
+    sync_ms: u64,
+    membership: MembershipKind,
+) -> anyhow::Result<()> {
     let services = (0..(hosts * slots_per_host).div_ceil(10))
         .map(|i| format!("[[services]]\nname = \"s{i}\"\nreplicas = 10\n"))
         .collect::<String>();
     let text = format!(
-        "name = \"bench-{hosts}\"\nduration_s = {seconds}\nwarmup_s = 10\nstep_budget = 4000000000\nsync_ms = {sync_ms}\n\
+        "name = \"bench-{hosts}\"\nduration_s = {seconds}\nwarmup_s = 10\nstep_budget = 4000000000\nsync_ms = {sync_ms}\nmembership = \"{membership}\"\n\
          faults = [{{ kind = \"kill\", at_s = {kill}, host = 1 }}]\n\
          [hosts]\ncount = {hosts}\ncpu = 8\nmemory = \"32G\"\n{services}",
         kill = (seconds / 3.0).max(10.0)

@@ -1,7 +1,8 @@
 //! What a run measures while it runs: kills and their detection and heal times, false
 //! positives, gossip traffic, container starts and utilisation.
 
-use crate::report::{Distribution, KillSummary, Pending, Report, Utilisation};
+use crate::model::MembershipKind;
+use crate::report::{Distribution, KillSummary, Pending, Point, Report, Utilisation};
 use crate::scenario::Scenario;
 
 /// One kill and what followed.
@@ -42,6 +43,7 @@ pub struct Metrics {
     false_positives: u64,
     partition_downs: u64,
     util_before: Vec<(usize, f64, f64)>,
+    convergence: Vec<Point>,
 }
 
 /// What the engine hands over at the end of a run.
@@ -83,6 +85,16 @@ impl Metrics {
     pub fn warm(&mut self, now_ms: u64, util: Vec<(usize, f64, f64)>) {
         self.warm_ms = Some(now_ms);
         self.util_before = util;
+    }
+
+    /// A point of the convergence curve: at `now_ms`, the share of slots running somewhere
+    /// and the live hosts.
+    pub fn sample(&mut self, now_ms: u64, served: f64, live_hosts: usize) {
+        self.convergence.push(Point {
+            at_s: now_ms as f64 / 1000.0,
+            slots_running: round4(served),
+            live_hosts,
+        });
     }
 
     /// A packet of `len` bytes was sent (lost or not).
@@ -170,8 +182,16 @@ impl Metrics {
         Report {
             scenario: end.scenario.name.clone(),
             seed: end.seed,
-            engine: "real foca membership core (knit-mesh) + real placement (knit-scheduler)"
-                .to_owned(),
+            membership: end.scenario.membership,
+            engine: match end.scenario.membership {
+                MembershipKind::Real => {
+                    "real foca membership core (knit-mesh) + real placement (knit-scheduler)"
+                }
+                MembershipKind::Model => {
+                    "MODEL of membership (calibrated against the real core; knit_sim::model) + real placement (knit-scheduler)"
+                }
+            }
+            .to_owned(),
             hosts,
             live_hosts_at_end: end.live_hosts,
             divergent_views_at_end: end.divergent_views,
@@ -221,6 +241,7 @@ impl Metrics {
             steps: end.steps,
             events_queued_at_end: end.queued,
             placements_computed: end.placements_computed,
+            convergence: self.convergence,
         }
     }
 }

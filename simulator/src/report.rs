@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::round4;
+use crate::model::MembershipKind;
 
 /// Everything one run measured.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -13,7 +14,10 @@ pub struct Report {
     pub scenario: String,
     /// The seed used.
     pub seed: u64,
-    /// What produced the figures (real code, not a model).
+    /// `real`: the membership figures come from the real core; `model`: from the
+    /// calibrated model, and are labelled so.
+    pub membership: MembershipKind,
+    /// What produced the figures.
     pub engine: String,
     /// Hosts in the scenario.
     pub hosts: usize,
@@ -70,8 +74,21 @@ pub struct Report {
     pub steps: u64,
     /// Events (timers, packets) still queued when the run ended.
     pub events_queued_at_end: usize,
-    /// Full placements computed (one per distinct set of active hosts seen).
+    /// Placements computed (one per distinct set of active hosts seen).
     pub placements_computed: u64,
+    /// Over the measured time: the share of slots running somewhere, and live hosts.
+    pub convergence: Vec<Point>,
+}
+
+/// A point of the convergence curve.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Point {
+    /// Simulated time.
+    pub at_s: f64,
+    /// Slots with at least one running replica, over all slots.
+    pub slots_running: f64,
+    /// Hosts up.
+    pub live_hosts: usize,
 }
 
 /// Percentiles of a set of durations (nearest rank); zeros when `count` is 0.
@@ -213,6 +230,15 @@ impl Report {
 
     /// The report as a terminal table.
     pub fn table(&self) -> String {
+        let modelled = self.membership == MembershipKind::Model;
+        let model = |label: &'static str, real: &'static str| if modelled { label } else { real };
+        let gossip = |figure: String| {
+            if modelled {
+                "not modelled".to_owned()
+            } else {
+                figure
+            }
+        };
         let rows: Vec<(&str, String)> = vec![
             (
                 "scenario",
@@ -238,7 +264,10 @@ impl Report {
                 format!("{} s ({} s measured)", self.simulated_s, self.measured_s),
             ),
             ("kills", self.kills.to_string()),
-            ("detection", self.detection_ms.cells()),
+            (
+                model("detection (MODEL)", "detection"),
+                self.detection_ms.cells(),
+            ),
             (
                 "undetected",
                 format!(
@@ -246,22 +275,26 @@ impl Report {
                     self.undetected, self.restarted_before_detection
                 ),
             ),
-            ("heal", self.heal_ms.cells()),
+            (model("heal (MODEL)", "heal"), self.heal_ms.cells()),
             ("unhealed", self.unhealed.to_string()),
             (
                 "false positives",
-                format!(
-                    "{} (downs across partitions: {})",
-                    self.false_positives, self.partition_downs
-                ),
+                if modelled {
+                    "not modelled".to_owned()
+                } else {
+                    format!(
+                        "{} (downs across partitions: {})",
+                        self.false_positives, self.partition_downs
+                    )
+                },
             ),
             (
                 "gossip msgs/host/s",
-                format!("{:.2}", self.messages_per_host_s),
+                gossip(format!("{:.2}", self.messages_per_host_s)),
             ),
             (
                 "gossip bytes/host/s",
-                format!("{:.1}", self.bytes_per_host_s),
+                gossip(format!("{:.1}", self.bytes_per_host_s)),
             ),
             (
                 "moves vs optimum",

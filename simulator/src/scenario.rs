@@ -5,6 +5,8 @@ use knit_scheduler::spec::{Mode, parse_memory_bytes};
 use knit_scheduler::{Resources, ServiceSpec};
 use serde::{Deserialize, Serialize};
 
+use crate::model::MembershipKind;
+
 /// A scenario could not be read or makes no sense; each variant says what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
@@ -37,6 +39,11 @@ pub struct Scenario {
     /// The failure-detection profile every host runs.
     #[serde(default)]
     pub profile: Profile,
+    /// `real` runs the membership core on every host; `model` draws when hosts learn of
+    /// deaths and returns from a calibrated model (for thousands of hosts; kills, restarts
+    /// and churn only).
+    #[serde(default)]
+    pub membership: MembershipKind,
     /// The hosts (all alike).
     pub hosts: HostsSpec,
     /// The services to place.
@@ -265,6 +272,22 @@ impl Scenario {
         }
         if self.sync_ms == 0 {
             return bad("sync_ms must be at least 1".into());
+        }
+        if self.membership == MembershipKind::Model {
+            let network_fault = self.faults.iter().any(|f| {
+                matches!(
+                    f,
+                    Fault::Partition { .. }
+                        | Fault::Heal { .. }
+                        | Fault::Cut { .. }
+                        | Fault::Restore { .. }
+                )
+            });
+            if network_fault || self.network.loss > 0.0 {
+                return bad(
+                    "the membership model covers kills, restarts and churn only; run partitions, cuts and packet loss with membership = \"real\"".into(),
+                );
+            }
         }
         for fault in &self.faults {
             if fault.at_s() < self.warmup_s {
