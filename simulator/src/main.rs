@@ -297,10 +297,17 @@ fn emit(text: &str, out: Option<PathBuf>) -> anyhow::Result<()> {
         Some(path) => {
             std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
         }
-        None => {
-            print!("{text}");
-            Ok(())
-        }
+        None => write_stdout(text),
+    }
+}
+
+/// Writes `text` to stdout; a reader that went away (`| head`) ends the output quietly.
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
     }
 }
 
@@ -311,8 +318,8 @@ fn calibrate(
     format: Format,
 ) -> anyhow::Result<()> {
     if matches!(format, Format::Table) {
-        println!(
-            "{:>6} {:>22} {:>22} {:>7} {:>22} {:>22} {:>7}",
+        write_stdout(&format!(
+            "{:>6} {:>22} {:>22} {:>7} {:>22} {:>22} {:>7}\n",
             "hosts",
             "real detect p50/p90",
             "model detect p50/p90",
@@ -320,15 +327,15 @@ fn calibrate(
             "real heal p50/p90",
             "model heal p50/p90",
             "error"
-        );
+        ))?;
     }
     let mut rows = Vec::new();
     for &hosts in sizes {
         let c = knit_sim::calibrate::compare(hosts, profile, seeds)?;
         if matches!(format, Format::Table) {
             let pair = |d: &knit_sim::report::Distribution| format!("{} / {} ms", d.p50, d.p90);
-            println!(
-                "{:>6} {:>22} {:>22} {:>+6.0}% {:>22} {:>22} {:>+6.0}%",
+            write_stdout(&format!(
+                "{:>6} {:>22} {:>22} {:>+6.0}% {:>22} {:>22} {:>+6.0}%\n",
                 hosts,
                 pair(&c.real_detection_ms),
                 pair(&c.model_detection_ms),
@@ -336,12 +343,12 @@ fn calibrate(
                 pair(&c.real_heal_ms),
                 pair(&c.model_heal_ms),
                 c.heal_error() * 100.0
-            );
+            ))?;
         }
         rows.push(c);
     }
     if !matches!(format, Format::Table) {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        write_stdout(&(serde_json::to_string_pretty(&rows)? + "\n"))?;
     }
     Ok(())
 }
@@ -381,10 +388,10 @@ fn bench(
         })
         .unwrap_or_else(|| "VmHWM: unknown".to_owned());
     let steady_s = seconds - scenario.warmup_s;
-    println!(
+    write_stdout(&format!(
         "hosts {hosts}: whole run {seconds} sim s in {wall:.2} wall s = {:.2} sim s / wall s; \
          join ({} sim s) {join_wall:.2} wall s; after the join {steady_s} sim s in {steady_wall:.2} wall s = {:.2} sim s / wall s; \
-         {} events ({} queued at end); {hwm}; detection {:?} ms, heal {:?} ms",
+         {} events ({} queued at end); {hwm}; detection {:?} ms, heal {:?} ms\n",
         seconds / wall,
         scenario.warmup_s,
         steady_s / steady_wall,
@@ -392,6 +399,5 @@ fn bench(
         report.events_queued_at_end,
         report.kill_log.first().and_then(|k| k.detection_ms),
         report.kill_log.first().and_then(|k| k.heal_ms),
-    );
-    Ok(())
+    ))
 }
