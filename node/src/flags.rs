@@ -43,6 +43,9 @@ pub(crate) struct SpecFlags {
     /// Maximum number of restarts before giving up.
     #[arg(long)]
     pub(crate) restart_max_attempts: Option<u32>,
+    /// Time to wait after SIGTERM before killing a replica (default 10s).
+    #[arg(long)]
+    pub(crate) stop_grace_period: Option<String>,
     /// Window used to evaluate the restart policy.
     #[arg(long)]
     pub(crate) restart_window: Option<String>,
@@ -204,6 +207,9 @@ impl SpecFlags {
         }
         if let Some(v) = &self.restart_window {
             spec.restart.window_ms = duration("restart-window", v)?;
+        }
+        if let Some(v) = &self.stop_grace_period {
+            spec.stop_grace_ms = duration("stop-grace-period", v)?;
         }
         Ok(())
     }

@@ -228,4 +228,38 @@ fn crashed_and_unhealthy_replicas_are_replaced_and_a_peer_restart_starts_nothing
     assert_eq!(before, now, "no replica was started again");
     assert_eq!(after, again, "same replicas, same ports");
     assert_eq!(running_processes(&cluster), 3);
+
+    // A replica that ignores SIGTERM is killed after its service's stop grace period (1 s
+    // here), not Docker's default 10 s.
+    cluster.peers[0]
+        .cli_ok(&[
+            "service",
+            "create",
+            "--name",
+            "stubborn",
+            "--driver",
+            "process",
+            "--stop-grace-period",
+            "1s",
+            "--",
+            "sh",
+            "-c",
+            "trap '' TERM; while true; do sleep 1; done",
+        ])
+        .unwrap();
+    wait_until(Duration::from_secs(30), "stubborn running", || {
+        (running_processes(&cluster) == 4).then_some(())
+    })
+    .unwrap();
+    cluster.peers[1]
+        .cli_ok(&["service", "rm", "stubborn"])
+        .unwrap();
+    let (_, took) = wait_until(Duration::from_secs(30), "stubborn killed", || {
+        (running_processes(&cluster) == 3).then_some(())
+    })
+    .unwrap();
+    assert!(
+        took < Duration::from_secs(8),
+        "killed after {took:?}: the grace period is 1 s"
+    );
 }

@@ -105,6 +105,9 @@ pub(crate) struct Agent {
     /// No action before this instant (see [`SETTLE`]).
     settle_until: Instant,
     started: Instant,
+    /// Each service's stop grace period (ms), kept while its replicas run here so that a
+    /// removed service's replicas get their own.
+    stop_graces: BTreeMap<String, u64>,
 }
 
 impl Agent {
@@ -138,6 +141,7 @@ impl Agent {
             history_dirty: BTreeSet::new(),
             settle_until: Instant::now() + SETTLE,
             started: Instant::now(),
+            stop_graces: BTreeMap::new(),
         };
         Ok((agent, rx))
     }
@@ -548,6 +552,17 @@ impl Agent {
             &alive,
             &self.config,
         );
+        for spec in specs.values() {
+            self.stop_graces
+                .insert(spec.name.clone(), spec.stop_grace_ms);
+        }
+        let running: BTreeSet<&str> = self
+            .replicas
+            .values()
+            .map(|t| t.replica.slot.service.as_str())
+            .collect();
+        self.stop_graces
+            .retain(|name, _| specs.contains_key(name) || running.contains(name.as_str()));
         let specs = Arc::new(specs);
         for action in actions {
             if self.busy.len() >= OPS_MAX {
@@ -576,8 +591,14 @@ impl Agent {
                 .map(|t| (t.replica.runtime_id.clone(), t.kind))
                 .collect();
             self.busy.insert(slot.clone());
+            let stop_grace = self
+                .stop_graces
+                .get(&slot.service)
+                .copied()
+                .unwrap_or(knit_scheduler::spec::DEFAULT_STOP_GRACE_MS);
             let op = ops::Op {
                 action,
+                stop_grace: Duration::from_millis(stop_grace),
                 specs: specs.clone(),
                 drivers: self.drivers.clone(),
                 node: self.me.to_string(),

@@ -20,6 +20,8 @@ pub(crate) fn failed_start_id(slot: &SlotId) -> String {
 /// One action, with what it needs.
 pub(crate) struct Op {
     pub(crate) action: Action,
+    /// How long a stopped replica gets between SIGTERM and SIGKILL.
+    pub(crate) stop_grace: Duration,
     pub(crate) specs: Arc<BTreeMap<String, ServiceSpec>>,
     pub(crate) drivers: Arc<Drivers>,
     pub(crate) node: String,
@@ -118,7 +120,7 @@ impl Op {
         let Ok(driver) = self.drivers.for_kind(*kind) else {
             return;
         };
-        if let Err(e) = driver.stop(runtime_id).await {
+        if let Err(e) = driver.stop(runtime_id, self.stop_grace).await {
             tracing::warn!(runtime_id, error = %e, "stop failed");
         }
     }

@@ -60,9 +60,6 @@ pub(crate) enum DriverError {
     Failed(String),
 }
 
-/// How long a replica gets to stop after SIGTERM before SIGKILL.
-pub(crate) const STOP_GRACE: Duration = Duration::from_secs(10);
-
 /// The labels every replica carries.
 pub(crate) mod labels {
     pub(crate) const SERVICE: &str = "knit.service";
@@ -145,10 +142,11 @@ impl Driver<'_> {
         }
     }
 
-    pub(crate) async fn stop(&self, runtime_id: &str) -> Result<(), DriverError> {
+    /// Stops a replica: SIGTERM, then SIGKILL after `grace`.
+    pub(crate) async fn stop(&self, runtime_id: &str, grace: Duration) -> Result<(), DriverError> {
         match self {
-            Driver::Docker(d) => d.stop(runtime_id, STOP_GRACE).await,
-            Driver::Process(d) => d.stop(runtime_id, STOP_GRACE).await,
+            Driver::Docker(d) => d.stop(runtime_id, grace).await,
+            Driver::Process(d) => d.stop(runtime_id, grace).await,
         }
     }
 }

@@ -281,6 +281,8 @@ pub struct ServiceSpec {
     pub constraints: Vec<Constraint>,
     /// When to restart a stopped replica.
     pub restart: RestartPolicy,
+    /// How long a replica has to exit after SIGTERM before it is killed (ms).
+    pub stop_grace_ms: u64,
     /// How to tell a healthy replica; `None` trusts a running one.
     pub health: Option<HealthCheck>,
     /// How a new spec rolls out.
@@ -298,6 +300,9 @@ pub struct ServiceSpec {
     pub previous: Option<Box<ServiceSpec>>,
 }
 
+/// Docker's default stop grace period.
+pub const DEFAULT_STOP_GRACE_MS: u64 = 10_000;
+
 impl Default for ServiceSpec {
     fn default() -> Self {
         Self {
@@ -314,6 +319,7 @@ impl Default for ServiceSpec {
             limits: Resources::default(),
             constraints: Vec::new(),
             restart: RestartPolicy::default(),
+            stop_grace_ms: DEFAULT_STOP_GRACE_MS,
             health: None,
             update: UpdateConfig::default(),
             rollback: UpdateConfig::default(),

@@ -18,6 +18,9 @@ fn name_is_valid(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(b))
 }
 
+/// The longest a replica may be given to stop.
+const MAX_STOP_GRACE_MS: u64 = 3_600_000;
+
 impl ServiceSpec {
     /// Checks every rule a spec must follow; the first broken one is the error.
     pub fn validate(&self) -> Result<(), SpecError> {
@@ -52,6 +55,9 @@ impl ServiceSpec {
             );
         }
         self.validate_health()?;
+        if self.stop_grace_ms > MAX_STOP_GRACE_MS {
+            return bad("stop-grace-period", "must be at most 1h, e.g. 30s".into());
+        }
         validate_update(&self.name, "update", &self.update)?;
         validate_update(&self.name, "rollback", &self.rollback)?;
         self.validate_autoscale()?;
@@ -258,6 +264,9 @@ mod tests {
             port: None,
         }));
         assert!(error(&s).contains("start with '/'"));
+        s.health = None;
+        s.stop_grace_ms = 2 * 3_600_000;
+        assert!(error(&s).contains("stop-grace-period"), "{}", error(&s));
     }
 
     #[test]
@@ -266,6 +275,7 @@ mod tests {
         let s: ServiceSpec = serde_json::from_str(json).unwrap();
         assert_eq!(s.mode, Mode::Replicated { replicas: 1 });
         assert_eq!(s.restart.delay_ms, 5_000);
+        assert_eq!(s.stop_grace_ms, 10_000);
         assert_eq!(s.update.monitor_ms, 5_000);
         assert_eq!(s.constraints[0].to_string(), "node.labels.zone==a");
         let back: ServiceSpec = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
