@@ -139,6 +139,8 @@ pub struct Engine {
     /// Live running instances of each slot.
     running_count: Vec<u32>,
     metrics: Metrics,
+    /// Each host's capacity.
+    capacity: Vec<knit_scheduler::Resources>,
 }
 
 /// The mesh identity of host `h`: its index in the first four bytes of the node id.
@@ -169,10 +171,11 @@ impl Engine {
     /// every slot runs where the full placement puts it.
     pub fn new(scenario: &Scenario, seed: u64) -> Result<Self, SimError> {
         scenario.validate()?;
-        let n = scenario.hosts.count;
-        let healing = Healing::new(scenario.specs()?, n, scenario.capacity()?);
+        let views = scenario.host_views()?;
+        let n = views.len();
+        let capacity = views.iter().map(|v| v.capacity).collect();
+        let healing = Healing::with_hosts(scenario.specs()?, views);
         let slots = healing.slots.len();
-        let capacity = scenario.capacity()?;
         let mut engine = Self {
             now_ms: 0,
             queue: Queue::default(),
@@ -195,14 +198,15 @@ impl Engine {
             churn: scenario.churn.clone(),
             healing,
             running_count: vec![0; slots],
-            metrics: Metrics::new((capacity.cpu_millis, capacity.memory_bytes)),
+            metrics: Metrics::default(),
+            capacity,
         };
         engine.boot(scenario);
         Ok(engine)
     }
 
     fn boot(&mut self, scenario: &Scenario) {
-        let n = scenario.hosts.count;
+        let n = scenario.host_count();
         let modelled = self.model.is_some();
         for h in 0..n {
             let peer = peer_of(h, 1);
@@ -860,7 +864,6 @@ impl Engine {
 
     /// Reserved cpu and memory over capacity, for each live host.
     fn utilisation(&self) -> Vec<(usize, f64, f64)> {
-        let cap = self.metrics.capacity;
         self.hosts
             .iter()
             .enumerate()
@@ -872,7 +875,8 @@ impl Engine {
                     cpu += r.cpu_millis;
                     mem += r.memory_bytes;
                 }
-                (h, ratio(cpu, cap.0), ratio(mem, cap.1))
+                let cap = self.capacity[h];
+                (h, ratio(cpu, cap.cpu_millis), ratio(mem, cap.memory_bytes))
             })
             .collect()
     }

@@ -175,7 +175,7 @@ pub fn scenario(
         s.network.jitter_ms = jitter;
     }
     if run.kill.is_some() || run.partition.is_some() {
-        s.faults = faults(run, s.hosts.count, s.warmup_s)?;
+        s.faults = faults(run, s.host_count(), s.warmup_s)?;
     } else if run.at.is_some() {
         return Err(FlagError::Invalid(
             "--at says when --kill or --partition happens; give one of them".into(),
@@ -198,7 +198,7 @@ pub fn scenario(
             .fold(DURATION_DEFAULT_S.max(s.warmup_s + TAIL_S), f64::max),
     };
     if s.name.is_empty() || !from_file {
-        s.name = format!("flags-{}-hosts", s.hosts.count);
+        s.name = format!("flags-{}-hosts", s.host_count());
     }
     s.validate()?;
     Ok(s)

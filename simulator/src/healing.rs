@@ -15,6 +15,8 @@ use knit_scheduler::{
     NodeView, Placement, PlacementConfig, Placer, Resources, ServiceSpec, SlotId, place,
 };
 
+use crate::scenario::HostView;
+
 /// The set of hosts a placement was computed over, as a bitset of host indices.
 pub type HostSet = Vec<u64>;
 
@@ -60,7 +62,7 @@ pub struct Healing {
     /// Scheduler node ids (`h0007`), by host index; placement hashes them.
     names: Vec<knit_scheduler::NodeId>,
     by_name: BTreeMap<knit_scheduler::NodeId, u32>,
-    capacity: Resources,
+    hosts: Vec<HostView>,
     config: PlacementConfig,
     cache: BTreeMap<HostSet, Rc<Computed>>,
     /// Insertion order of the cache, oldest first, to bound it.
@@ -79,9 +81,18 @@ const PLACERS_MAX: usize = 4;
 const REPAIR_MAX: u32 = 32;
 
 impl Healing {
-    /// The slot table for `services` on `hosts` hosts of `capacity`.
+    /// The slot table for `services` on `hosts` hosts of `capacity`, without labels.
     pub fn new(services: Vec<ServiceSpec>, hosts: usize, capacity: Resources) -> Self {
-        let names: Vec<knit_scheduler::NodeId> = (0..hosts)
+        let view = HostView {
+            capacity,
+            labels: BTreeMap::new(),
+        };
+        Self::with_hosts(services, vec![view; hosts])
+    }
+
+    /// The slot table for `services` on hosts as `hosts` describes them, by index.
+    pub fn with_hosts(services: Vec<ServiceSpec>, hosts: Vec<HostView>) -> Self {
+        let names: Vec<knit_scheduler::NodeId> = (0..hosts.len())
             .map(|h| knit_scheduler::NodeId::new(host_name(h)).expect("non-empty name"))
             .collect();
         let by_name = names
@@ -96,7 +107,7 @@ impl Healing {
             services,
             names,
             by_name,
-            capacity,
+            hosts,
             config: PlacementConfig::default(),
             cache: BTreeMap::new(),
             cache_order: Vec::new(),
@@ -176,7 +187,8 @@ impl Healing {
 
     fn view(&self, host: usize) -> NodeView {
         NodeView {
-            capacity: self.capacity,
+            capacity: self.hosts[host].capacity,
+            labels: self.hosts[host].labels.clone(),
             ..NodeView::new(self.names[host].clone())
         }
     }

@@ -31,8 +31,6 @@ pub struct KillRecord {
 /// Counters of one run.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    /// One host's capacity (cpu millis, memory bytes).
-    pub capacity: (u64, u64),
     /// Every kill, in order.
     pub kills: Vec<KillRecord>,
     /// Container starts begun after the warm-up.
@@ -73,14 +71,6 @@ pub struct Ending<'a> {
 }
 
 impl Metrics {
-    /// Counters for hosts of `capacity` (cpu millis, memory bytes).
-    pub fn new(capacity: (u64, u64)) -> Self {
-        Self {
-            capacity,
-            ..Self::default()
-        }
-    }
-
     /// The warm-up ended: measurements start, utilisation "before" is taken.
     pub fn warm(&mut self, now_ms: u64, util: Vec<(usize, f64, f64)>) {
         self.warm_ms = Some(now_ms);
@@ -167,7 +157,7 @@ impl Metrics {
     pub fn report(self, end: Ending<'_>) -> Report {
         let warm = self.warm_ms.unwrap_or(end.end_ms);
         let measured_ms = end.end_ms.saturating_sub(warm).max(1);
-        let hosts = end.scenario.hosts.count;
+        let hosts = end.scenario.host_count();
         let host_s = hosts as f64 * measured_ms as f64 / 1000.0;
         let detection: Vec<u64> = self
             .kills

@@ -3,6 +3,8 @@
 use knit_mesh::Profile;
 use knit_scheduler::spec::{Mode, parse_memory_bytes};
 use knit_scheduler::{Resources, ServiceSpec};
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::model::MembershipKind;
@@ -13,9 +15,10 @@ pub enum ScenarioError {
     /// The TOML did not parse or has unknown or missing fields.
     #[error("scenario TOML: {0}")]
     Toml(#[from] toml::de::Error),
-    /// A memory size did not parse (write `512M`, `32G`).
-    #[error("memory size: {0}")]
-    Memory(#[from] knit_scheduler::SpecError),
+    /// A memory size (write `512M`, `32G`) or a constraint (`node.labels.zone==a`) did
+    /// not parse.
+    #[error("{0}")]
+    Spec(#[from] knit_scheduler::SpecError),
     /// A value is out of range.
     #[error("scenario: {0}")]
     Invalid(String),
@@ -82,7 +85,8 @@ fn budget_default() -> u64 {
     200_000_000
 }
 
-/// The hosts: `count` identical machines.
+/// The hosts: `count` identical machines, then each of `groups` in order (hosts are
+/// numbered across them: `h0000` is the first of `count`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostsSpec {
@@ -92,6 +96,36 @@ pub struct HostsSpec {
     pub cpu: f64,
     /// Memory each, as `32G`.
     pub memory: String,
+    /// Node labels each, for services' constraints (`node.labels.zone==a`).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// More hosts, of other sizes or labels.
+    #[serde(default)]
+    pub groups: Vec<HostGroup>,
+}
+
+/// Hosts of one size and labels, after the main ones.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostGroup {
+    /// How many.
+    pub count: usize,
+    /// Cores each.
+    pub cpu: f64,
+    /// Memory each, as `32G`.
+    pub memory: String,
+    /// Node labels each.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// One host as placement sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostView {
+    /// Its capacity.
+    pub capacity: Resources,
+    /// Its node labels.
+    pub labels: BTreeMap<String, String>,
 }
 
 /// One replicated service and its reservation per replica.
@@ -108,6 +142,9 @@ pub struct ServiceDef {
     /// Memory reserved per replica, as `512M`.
     #[serde(default = "zero_memory")]
     pub memory: String,
+    /// Placement constraints, as `--constraint` takes them (`node.labels.zone==a`).
+    #[serde(default)]
+    pub constraints: Vec<String>,
 }
 
 fn zero_memory() -> String {
@@ -258,8 +295,11 @@ impl Scenario {
     /// Checks ranges and host indices.
     pub fn validate(&self) -> Result<(), ScenarioError> {
         let bad = |why: String| Err(ScenarioError::Invalid(why));
-        if self.hosts.count == 0 || self.hosts.count > 100_000 {
-            return bad("hosts.count must be between 1 and 100000".into());
+        let hosts = self.host_count();
+        if hosts == 0 || hosts > 100_000 {
+            return bad(
+                "hosts.count (with every hosts.groups count) must be between 1 and 100000".into(),
+            );
         }
         if !(self.duration_s > self.warmup_s && self.warmup_s >= 0.0) {
             return bad("duration_s must be greater than warmup_s (default 10)".into());
@@ -293,11 +333,8 @@ impl Scenario {
             if fault.at_s() < self.warmup_s {
                 return bad(format!("fault at {} s is inside the warm-up", fault.at_s()));
             }
-            if let Some(h) = fault.hosts().into_iter().find(|h| *h >= self.hosts.count) {
-                return bad(format!(
-                    "fault names host {h}, but hosts are 0..{}",
-                    self.hosts.count
-                ));
+            if let Some(h) = fault.hosts().into_iter().find(|h| *h >= hosts) {
+                return bad(format!("fault names host {h}, but hosts are 0..{}", hosts));
             }
         }
         if let Some(churn) = &self.churn
@@ -305,12 +342,38 @@ impl Scenario {
         {
             return bad("churn.kills_per_minute must be positive".into());
         }
-        self.capacity()?;
+        self.host_views()?;
         self.specs()?;
         Ok(())
     }
 
-    /// One host's capacity.
+    /// Every host: the main ones and every group's.
+    pub fn host_count(&self) -> usize {
+        self.hosts.count + self.hosts.groups.iter().map(|g| g.count).sum::<usize>()
+    }
+
+    /// Each host's capacity and labels, by host index.
+    pub fn host_views(&self) -> Result<Vec<HostView>, ScenarioError> {
+        let mut views = Vec::with_capacity(self.host_count());
+        let main = HostView {
+            capacity: self.capacity()?,
+            labels: self.hosts.labels.clone(),
+        };
+        views.extend(std::iter::repeat_n(main, self.hosts.count));
+        for group in &self.hosts.groups {
+            let view = HostView {
+                capacity: Resources {
+                    cpu_millis: cores_to_millis(group.cpu),
+                    memory_bytes: parse_memory_bytes(&group.memory)?,
+                },
+                labels: group.labels.clone(),
+            };
+            views.extend(std::iter::repeat_n(view, group.count));
+        }
+        Ok(views)
+    }
+
+    /// The capacity of one of the main hosts.
     pub fn capacity(&self) -> Result<Resources, ScenarioError> {
         Ok(Resources {
             cpu_millis: cores_to_millis(self.hosts.cpu),
@@ -335,6 +398,11 @@ impl ServiceDef {
             cpu_millis: cores_to_millis(self.cpu),
             memory_bytes: parse_memory_bytes(&self.memory)?,
         };
+        spec.constraints = self
+            .constraints
+            .iter()
+            .map(|c| c.parse())
+            .collect::<Result<_, _>>()?;
         Ok(spec)
     }
 }
