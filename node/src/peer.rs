@@ -35,17 +35,38 @@ fn parse_labels(labels: &[String]) -> Result<BTreeMap<String, String>> {
 fn advertise_addr(args: &UpArgs, bound: SocketAddr) -> Result<SocketAddr> {
     let addr = match args.advertise {
         Some(addr) => addr,
-        None if bound.ip().is_unspecified() => bail!(
-            "--listen {} listens on every interface: say which address peers should dial with --advertise <this host's IP>:{}",
-            args.listen,
-            bound.port()
-        ),
+        None if bound.ip().is_unspecified() => match route_to(&args.join) {
+            Some(ip) => {
+                tracing::info!(%ip, "advertising the address this host reaches the seed from; set --advertise to choose another");
+                SocketAddr::new(ip, bound.port())
+            }
+            None => bail!(
+                "--listen {} listens on every interface: say which address peers should dial with --advertise <this host's IP>:{}",
+                args.listen,
+                bound.port()
+            ),
+        },
         None => bound,
     };
     if addr.ip().is_unspecified() || addr.port() == 0 {
         bail!("--advertise {addr} is not an address peers can dial: give a specific IP and port");
     }
     Ok(addr)
+}
+
+/// The local address this host's routing table uses to reach the first seed, found by
+/// connecting a UDP socket (which sends nothing); `None` without a seed.
+fn route_to(seeds: &[SocketAddr]) -> Option<std::net::IpAddr> {
+    let seed = seeds.first()?;
+    let any: SocketAddr = if seed.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = std::net::UdpSocket::bind(any).ok()?;
+    socket.connect(seed).ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_unspecified()).then_some(ip)
 }
 
 fn host_name() -> String {
@@ -299,5 +320,17 @@ pub(crate) async fn wait_for_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_address_toward_a_seed_is_the_one_its_route_uses() {
+        let seed: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        assert_eq!(route_to(&[seed]), Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(route_to(&[]), None);
     }
 }
