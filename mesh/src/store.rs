@@ -7,10 +7,12 @@
 //! version wins" with the same machinery.
 //!
 //! The store is sans-IO: writes and merges return the deltas to spread; the driver sends
-//! small ones as rumors and repairs the rest by anti-entropy ([`Store::digest`], then
-//! [`Store::missing_for`]).
+//! small ones as rumors and repairs the rest by anti-entropy: two members compare
+//! [`Store::summary`] (one hash per bucket of keys), then exchange [`Store::digest`]s and
+//! [`Store::missing_for`] of the buckets that differ only. Members in sync exchange 64
+//! hashes, whatever the number of keys.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -45,6 +47,37 @@ pub struct Delta {
 
 /// The keys and stamps a member holds: what anti-entropy compares.
 pub type Digest = Vec<(String, Stamp)>;
+
+/// Buckets of keys that anti-entropy compares by hash.
+pub const BUCKETS: u32 = 64;
+
+/// One hash per bucket ([`BUCKETS`] of them): equal summaries, equal stores (but for hash
+/// collisions, which the next change to the bucket undoes).
+pub type Summary = Vec<u64>;
+
+/// Bucket numbers, each below [`BUCKETS`]; `None` where a function takes one means all.
+pub type Buckets = BTreeSet<u32>;
+
+/// FNV-1a: a hash every member computes alike, whatever its build.
+fn fnv(bytes: impl IntoIterator<Item = u8>, seed: u64) -> u64 {
+    bytes.into_iter().fold(seed, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// The bucket of `key`.
+pub fn bucket_of(key: &str) -> u32 {
+    // BUCKETS is far below 2^32.
+    #[allow(clippy::cast_possible_truncation)]
+    let bucket = (fnv(key.bytes(), FNV_OFFSET) % u64::from(BUCKETS)) as u32;
+    bucket
+}
+
+fn in_buckets(key: &str, buckets: Option<&Buckets>) -> bool {
+    buckets.is_none_or(|b| b.contains(&bucket_of(key)))
+}
 
 /// A merge was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -201,19 +234,50 @@ impl Store {
             .filter_map(|(k, e)| e.value.as_deref().map(|v| (k.as_str(), v, e.stamp)))
     }
 
-    /// Every key and stamp held, for anti-entropy.
-    pub fn digest(&self) -> Digest {
+    /// One hash per bucket of every key and stamp held.
+    pub fn summary(&self) -> Summary {
+        let mut summary = vec![0u64; BUCKETS as usize];
+        for (key, entry) in &self.entries {
+            let stamp = entry
+                .stamp
+                .clock
+                .to_le_bytes()
+                .into_iter()
+                .chain(*entry.stamp.writer.as_bytes());
+            // XOR: the order of entries does not matter.
+            summary[bucket_of(key) as usize] ^= fnv(stamp, fnv(key.bytes(), FNV_OFFSET));
+        }
+        summary
+    }
+
+    /// The buckets where `theirs` differs from this store's summary (all of them if it is
+    /// not a summary of [`BUCKETS`] hashes).
+    pub fn differing(&self, theirs: &Summary) -> Buckets {
+        let mine = self.summary();
+        if theirs.len() != mine.len() {
+            return (0..BUCKETS).collect();
+        }
+        (0..BUCKETS)
+            .filter(|&b| mine[b as usize] != theirs[b as usize])
+            .collect()
+    }
+
+    /// Every key and stamp held in `buckets` (`None`: all), for anti-entropy.
+    pub fn digest(&self, buckets: Option<&Buckets>) -> Digest {
         self.entries
             .iter()
+            .filter(|(k, _)| in_buckets(k, buckets))
             .map(|(k, e)| (k.clone(), e.stamp))
             .collect()
     }
 
-    /// The deltas a member with `digest` lacks (absent there, or older there).
-    pub fn missing_for(&self, digest: &Digest) -> Vec<Delta> {
+    /// The deltas of `buckets` (`None`: all) that a member whose digest of them is
+    /// `digest` lacks (absent there, or older there).
+    pub fn missing_for(&self, digest: &Digest, buckets: Option<&Buckets>) -> Vec<Delta> {
         let theirs: BTreeMap<&str, Stamp> = digest.iter().map(|(k, s)| (k.as_str(), *s)).collect();
         self.entries
             .iter()
+            .filter(|(k, _)| in_buckets(k, buckets))
             .filter(|(k, e)| theirs.get(k.as_str()).is_none_or(|s| *s < e.stamp))
             .map(|(k, e)| Delta {
                 key: k.clone(),
@@ -275,14 +339,51 @@ mod tests {
         let mut b = Store::new(node(2));
         a.put("k1", Some(vec![1]), 1);
         b.put("k2", Some(vec![2]), 2);
-        for d in b.missing_for(&a.digest()) {
+        for d in b.missing_for(&a.digest(None), None) {
             a.merge(d).unwrap();
         }
-        for d in a.missing_for(&b.digest()) {
+        for d in a.missing_for(&b.digest(None), None) {
             b.merge(d).unwrap();
         }
-        assert_eq!(a.digest(), b.digest());
-        assert!(a.missing_for(&b.digest()).is_empty());
+        assert_eq!(a.digest(None), b.digest(None));
+        assert!(a.missing_for(&b.digest(None), None).is_empty());
+        assert_eq!(a.summary(), b.summary());
+    }
+
+    #[test]
+    fn summaries_find_the_buckets_that_differ() {
+        let mut a = Store::new(node(1));
+        let mut b = Store::new(node(2));
+        for i in 0..500 {
+            let d = a.put(&format!("key/{i}"), Some(vec![1]), i);
+            b.merge(d).unwrap();
+        }
+        assert!(a.differing(&b.summary()).is_empty(), "in sync");
+        let newer = a.put("key/7", Some(vec![2]), 1_000);
+        b.put("only-b", Some(vec![3]), 1_001);
+        let differ = b.differing(&a.summary());
+        let expected: Buckets = [bucket_of("key/7"), bucket_of("only-b")].into();
+        assert_eq!(differ, expected);
+        // Digests and deltas of those buckets only.
+        let theirs = a.digest(Some(&differ));
+        assert!(theirs.len() < 100, "{} keys", theirs.len());
+        let for_a = b.missing_for(&theirs, Some(&differ));
+        assert_eq!(for_a.len(), 1);
+        assert_eq!(for_a[0].key, "only-b");
+        let for_b = a.missing_for(&b.digest(Some(&differ)), Some(&differ));
+        assert_eq!(for_b, vec![newer]);
+        for d in for_a {
+            a.merge(d).unwrap();
+        }
+        for d in for_b {
+            b.merge(d).unwrap();
+        }
+        assert_eq!(a.summary(), b.summary());
+        assert_eq!(
+            b.differing(&vec![0; 3]).len(),
+            BUCKETS as usize,
+            "not a summary"
+        );
     }
 
     proptest! {
@@ -299,7 +400,8 @@ mod tests {
             let mut backward = Store::new(node(9));
             for d in deltas.iter().cloned() { forward.merge(d).unwrap(); }
             for d in deltas.iter().rev().cloned() { backward.merge(d).unwrap(); }
-            prop_assert_eq!(forward.digest(), backward.digest());
+            prop_assert_eq!(forward.digest(None), backward.digest(None));
+            prop_assert_eq!(forward.summary(), backward.summary());
         }
     }
 }

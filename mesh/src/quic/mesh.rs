@@ -22,7 +22,7 @@ use super::tls::TlsError;
 use crate::id::PeerId;
 use crate::membership::{Connection, MemberRecord, Membership, Output};
 use crate::profile::Profile;
-use crate::store::{Delta, Digest, Stamp, Store};
+use crate::store::{Buckets, Delta, Digest, Stamp, Store, Summary};
 
 /// Inputs of the mesh task.
 pub(crate) enum Input {
@@ -36,16 +36,23 @@ pub(crate) enum Input {
     },
     /// Deltas from anti-entropy.
     Merge(Vec<Delta>),
-    /// This node's digest, to start an exchange.
-    Digest(oneshot::Sender<Digest>),
-    /// What a peer with `digest` lacks, and this node's digest.
+    /// This node's bucket summary, to start an exchange.
+    Summary(oneshot::Sender<Summary>),
+    /// The buckets where a peer's `summary` differs, and this node's digest of them.
+    Differ {
+        summary: Summary,
+        reply: oneshot::Sender<(Buckets, Digest)>,
+    },
+    /// What a peer with `digest` of `buckets` lacks, and this node's digest of them.
     Exchange {
         digest: Digest,
+        buckets: Buckets,
         reply: oneshot::Sender<(Vec<Delta>, Digest)>,
     },
-    /// What a peer with `digest` lacks.
+    /// What a peer with `digest` of `buckets` lacks.
     Missing {
         digest: Digest,
+        buckets: Buckets,
         reply: oneshot::Sender<Vec<Delta>>,
     },
     /// Announce this node to a seed.
@@ -356,14 +363,32 @@ impl CoreTask {
                     self.merge(delta);
                 }
             }
-            Input::Digest(reply) => {
-                let _ = reply.send(self.store.digest());
+            Input::Summary(reply) => {
+                let _ = reply.send(self.store.summary());
             }
-            Input::Exchange { digest, reply } => {
-                let _ = reply.send((self.store.missing_for(&digest), self.store.digest()));
+            Input::Differ { summary, reply } => {
+                let buckets = self.store.differing(&summary);
+                let digest = if buckets.is_empty() {
+                    Vec::new()
+                } else {
+                    self.store.digest(Some(&buckets))
+                };
+                let _ = reply.send((buckets, digest));
             }
-            Input::Missing { digest, reply } => {
-                let _ = reply.send(self.store.missing_for(&digest));
+            Input::Exchange {
+                digest,
+                buckets,
+                reply,
+            } => {
+                let missing = self.store.missing_for(&digest, Some(&buckets));
+                let _ = reply.send((missing, self.store.digest(Some(&buckets))));
+            }
+            Input::Missing {
+                digest,
+                buckets,
+                reply,
+            } => {
+                let _ = reply.send(self.store.missing_for(&digest, Some(&buckets)));
             }
             Input::Announce(seed) => {
                 if let Err(e) = self.membership.announce(seed, now) {

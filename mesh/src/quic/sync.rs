@@ -1,6 +1,8 @@
-//! Anti-entropy over a QUIC stream: the initiator sends its digest, the responder answers
-//! with what the initiator lacks and its own digest, and the initiator sends back what the
-//! responder lacks. Whatever rumors missed is repaired; a new member is filled in one round.
+//! Anti-entropy over a QUIC stream: the initiator sends its summary (a hash per bucket of
+//! keys); the responder answers with the buckets that differ and its digest of them (none:
+//! done, 64 hashes each way); the initiator sends what the responder lacks there and its own
+//! digest of them; the responder sends back what the initiator lacks. Whatever rumors
+//! missed is repaired; a new member is filled in one round.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -13,17 +15,20 @@ use super::links::Links;
 use super::mesh::Input;
 use crate::codec;
 use crate::id::PeerId;
-use crate::store::{Delta, Digest};
+use crate::store::{Buckets, Delta, Digest, Summary};
 
 #[derive(Debug, Serialize, Deserialize)]
 enum SyncMessage {
     /// A write too big to ride on gossip, pushed by its writer; no answer.
     Push(Vec<Delta>),
-    Digest(Digest),
-    Reply {
-        deltas: Vec<Delta>,
-        digest: Digest,
-    },
+    /// The initiator's summary: one hash per bucket of keys.
+    Summary(Summary),
+    /// The buckets that differ (none: in sync, the exchange ends) and the responder's
+    /// digest of them.
+    Differ { buckets: Buckets, digest: Digest },
+    /// What the responder lacks, and the initiator's digest of the differing buckets.
+    Reply { deltas: Vec<Delta>, digest: Digest },
+    /// What the initiator lacks.
     Deltas(Vec<Delta>),
 }
 
@@ -58,9 +63,10 @@ fn count(links: &Links, deltas: &[Delta], incoming: bool) {
     counter.fetch_add(deltas.len() as u64, Ordering::Relaxed);
 }
 
-/// Counts a digest sent or received in the anti-entropy byte counter.
-fn count_digest(links: &Links, digest: &Digest) {
-    let bytes: usize = digest.iter().map(|(k, _)| k.len() + 24).sum();
+/// Counts a digest sent or received (and a summary: `extra` bytes) in the anti-entropy
+/// byte counter.
+fn count_digest(links: &Links, digest: &Digest, extra: usize) {
+    let bytes: usize = digest.iter().map(|(k, _)| k.len() + 24).sum::<usize>() + extra;
     links
         .metrics
         .sync_bytes
@@ -89,24 +95,43 @@ pub(crate) async fn initiate(links: &Arc<Links>, peer: PeerId) -> Result<(), Fra
         .connection(peer)
         .await
         .ok_or_else(|| FrameError::Stream(format!("cannot reach {peer:?}")))?;
-    let digest = ask(links, Input::Digest).await?;
-    count_digest(links, &digest);
+    let summary = ask(links, Input::Summary).await?;
+    count_digest(links, &Vec::new(), summary.len() * 8);
     let (mut send, mut recv) = tokio::time::timeout(frame::FRAME_TIMEOUT, conn.open_bi())
         .await
         .map_err(|_| FrameError::Timeout(frame::FRAME_TIMEOUT))?
         .map_err(|e| FrameError::Stream(e.to_string()))?;
-    frame::write(&mut send, &SyncMessage::Digest(digest)).await?;
-    let SyncMessage::Reply { deltas, digest } = frame::read(&mut recv).await? else {
+    frame::write(&mut send, &SyncMessage::Summary(summary)).await?;
+    let SyncMessage::Differ { buckets, digest } = frame::read(&mut recv).await? else {
         return Err(unexpected());
     };
-    count_digest(links, &digest);
-    merge(links, deltas).await?;
-    let theirs = ask(links, |reply| Input::Missing { digest, reply }).await?;
-    count(links, &theirs, false);
-    frame::write(&mut send, &SyncMessage::Deltas(theirs)).await?;
-    let _ = send.finish();
+    count_digest(links, &digest, buckets.len() * 4);
     links.metrics.sync_rounds.fetch_add(1, Ordering::Relaxed);
-    Ok(())
+    if buckets.is_empty() {
+        let _ = send.finish();
+        return Ok(());
+    }
+    let (theirs, mine) = ask(links, |reply| Input::Exchange {
+        digest,
+        buckets,
+        reply,
+    })
+    .await?;
+    count(links, &theirs, false);
+    count_digest(links, &mine, 0);
+    frame::write(
+        &mut send,
+        &SyncMessage::Reply {
+            deltas: theirs,
+            digest: mine,
+        },
+    )
+    .await?;
+    let SyncMessage::Deltas(deltas) = frame::read(&mut recv).await? else {
+        return Err(unexpected());
+    };
+    let _ = send.finish();
+    merge(links, deltas).await
 }
 
 /// Pushes `deltas` to `peer` (writes too big for rumors go straight to every member).
@@ -135,30 +160,44 @@ pub(crate) async fn respond(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) -> Result<(), FrameError> {
-    let digest = match frame::read(&mut recv).await? {
-        SyncMessage::Digest(digest) => {
-            count_digest(links, &digest);
-            digest
+    let summary = match frame::read(&mut recv).await? {
+        SyncMessage::Summary(summary) => {
+            count_digest(links, &Vec::new(), summary.len() * 8);
+            summary
         }
         SyncMessage::Push(deltas) => return merge(links, deltas).await,
         _ => return Err(unexpected()),
     };
-    let (deltas, mine) = ask(links, |reply| Input::Exchange { digest, reply }).await?;
-    count(links, &deltas, false);
-    count_digest(links, &mine);
+    let (buckets, digest) = ask(links, |reply| Input::Differ { summary, reply }).await?;
+    count_digest(links, &digest, buckets.len() * 4);
+    let in_sync = buckets.is_empty();
     frame::write(
         &mut send,
-        &SyncMessage::Reply {
-            deltas,
-            digest: mine,
+        &SyncMessage::Differ {
+            buckets: buckets.clone(),
+            digest,
         },
     )
     .await?;
-    let SyncMessage::Deltas(deltas) = frame::read(&mut recv).await? else {
+    if in_sync {
+        let _ = send.finish();
+        return Ok(());
+    }
+    let SyncMessage::Reply { deltas, digest } = frame::read(&mut recv).await? else {
         return Err(unexpected());
     };
+    count_digest(links, &digest, 0);
+    merge(links, deltas).await?;
+    let theirs = ask(links, |reply| Input::Missing {
+        digest,
+        buckets,
+        reply,
+    })
+    .await?;
+    count(links, &theirs, false);
+    frame::write(&mut send, &SyncMessage::Deltas(theirs)).await?;
     let _ = send.finish();
-    merge(links, deltas).await
+    Ok(())
 }
 
 #[cfg(test)]
