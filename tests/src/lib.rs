@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
+pub mod heal;
 pub mod images;
+pub mod options;
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Deserialize;

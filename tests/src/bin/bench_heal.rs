@@ -20,7 +20,8 @@ mod scenario;
 #[path = "bench_heal/service.rs"]
 mod service;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
+use knit_tests::options::Flags;
 
 use crate::scenario::Setup;
 use crate::service::Workload;
@@ -46,57 +47,41 @@ struct Options {
 }
 
 impl Options {
-    fn parse(args: impl IntoIterator<Item = String>) -> Result<Self> {
-        let mut options = Self {
-            trials: 10,
-            profiles: vec!["lan".to_owned(), "fast".to_owned()],
-            drivers: vec!["process".to_owned(), "docker".to_owned()],
-            replicas: 10,
-            peers: 5,
+    /// The options, or `None` when `--help` was asked for.
+    fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Self>> {
+        let known = [
+            "--trials",
+            "--profiles",
+            "--drivers",
+            "--replicas",
+            "--peers",
+        ];
+        let Some(flags) = Flags::parse(args, &known, USAGE)? else {
+            return Ok(None);
         };
-        let mut args = args.into_iter();
-        while let Some(flag) = args.next() {
-            if flag == "--help" || flag == "-h" {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            let value = args
-                .next()
-                .with_context(|| format!("{flag} needs a value\n\n{USAGE}"))?;
-            let number = |v: &str| {
-                v.trim()
-                    .parse::<usize>()
-                    .with_context(|| format!("{flag}: {v} is not a number"))
-            };
-            let list = |v: &str| v.split(',').map(|p| p.trim().to_owned()).collect();
-            match flag.as_str() {
-                "--trials" => options.trials = number(&value)?,
-                "--replicas" => options.replicas = number(&value)?,
-                "--peers" => options.peers = number(&value)?,
-                "--profiles" => options.profiles = list(&value),
-                "--drivers" => options.drivers = list(&value),
-                _ => bail!("unknown argument {flag}\n\n{USAGE}"),
-            }
-        }
-        if !(2..=50).contains(&options.peers) {
-            bail!("--peers: {} is outside 2..=50", options.peers);
-        }
-        if !(1..=100).contains(&options.replicas) {
-            bail!("--replicas: {} is outside 1..=100", options.replicas);
-        }
-        if let Some(bad) = options
-            .drivers
-            .iter()
-            .find(|d| !["process", "docker"].contains(&d.as_str()))
-        {
-            bail!("--drivers: {bad} is neither process nor docker");
-        }
-        Ok(options)
+        Ok(Some(Self {
+            trials: flags.number("--trials", 10, 0..=10_000)?,
+            profiles: flags.list(
+                "--profiles",
+                &["lan", "fast"],
+                Some(&["lan", "wan", "fast"]),
+            )?,
+            drivers: flags.list(
+                "--drivers",
+                &["process", "docker"],
+                Some(&["process", "docker"]),
+            )?,
+            replicas: flags.number("--replicas", 10, 1..=100)?,
+            peers: flags.number("--peers", 5, 2..=50)?,
+        }))
     }
 }
 
 fn main() -> Result<()> {
-    let options = Options::parse(std::env::args().skip(1))?;
+    let Some(options) = Options::parse(std::env::args().skip(1))? else {
+        println!("{USAGE}");
+        return Ok(());
+    };
     let bin = knit_tests::use_release_knit()?;
     let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
     eprintln!("knit: {} ({cores} cores)", bin.display());
