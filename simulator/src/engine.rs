@@ -2,7 +2,7 @@
 //! `(time, sequence)`, one seeded RNG, and N hosts each with a real membership core (or,
 //! with `membership = "model"`, the calibrated model of [`crate::model`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -73,6 +73,17 @@ enum Event {
         epoch: u64,
         up: bool,
     },
+    /// A host's first announce to the seed (hosts start within a second of one another,
+    /// so their probe timers run out of phase, as real peers' do).
+    Join {
+        host: usize,
+    },
+    /// Other hosts now see `host`'s report of `slot` running.
+    Reported {
+        host: usize,
+        inc: u64,
+        slot: u32,
+    },
     Fault(Fault),
     ChurnKill,
     Warm,
@@ -109,6 +120,10 @@ struct Host {
     active_epochs: Vec<u32>,
     plan: Option<Rc<Computed>>,
     running: BTreeMap<u32, SlotState>,
+    /// Running slots whose report other hosts have seen.
+    reported: BTreeSet<u32>,
+    /// Slots started since the last round, reported at the next one (as the agent does).
+    unreported: Vec<u32>,
     /// Runs a slot it no longer owns, waiting for the new owner (make-before-break).
     surplus: bool,
     /// While not active: when to announce again, and the back-off (1 s doubling to 10 s,
@@ -138,6 +153,9 @@ pub struct Engine {
     healing: Healing,
     /// Live running instances of each slot.
     running_count: Vec<u32>,
+    /// Running instances of each slot that other hosts have seen reported: what heal
+    /// and make-before-break go by.
+    reported_count: Vec<u32>,
     metrics: Metrics,
     /// Each host's capacity.
     capacity: Vec<knit_scheduler::Resources>,
@@ -155,6 +173,9 @@ fn peer_of(host: usize, epoch: u64) -> PeerId {
         epoch,
     }
 }
+
+/// Hosts start (and first announce themselves) within this long of one another.
+const JOIN_SPREAD_MS: u64 = 1_000;
 
 /// An epoch as a view keeps it: hosts restart far fewer than 2^32 times in a run.
 fn short(epoch: u64) -> u32 {
@@ -198,6 +219,7 @@ impl Engine {
             churn: scenario.churn.clone(),
             healing,
             running_count: vec![0; slots],
+            reported_count: vec![0; slots],
             metrics: Metrics::default(),
             capacity,
         };
@@ -228,16 +250,18 @@ impl Engine {
                 active_epochs: known,
                 plan: None,
                 running: BTreeMap::new(),
+                reported: BTreeSet::new(),
+                unreported: Vec::new(),
                 surplus: false,
                 announce_at_ms: 1_000,
                 announce_backoff_ms: 2_000,
             });
         }
         for h in 1..n {
-            if let Some(core) = self.hosts[h].core.as_mut() {
-                let _ = core.announce(peer_of(0, 1), 0);
+            if !modelled {
+                let at = self.rng.random_range(0..JOIN_SPREAD_MS);
+                self.push(at, Event::Join { host: h });
             }
-            self.drain(h);
         }
         let mut all = empty_set(n);
         (0..n).for_each(|h| insert(&mut all, h));
@@ -245,7 +269,9 @@ impl Engine {
         for (h, owned) in full.by_host.iter().enumerate() {
             for &s in owned {
                 self.hosts[h].running.insert(s, SlotState::Running);
+                self.hosts[h].reported.insert(s);
                 self.running_count[s as usize] += 1;
+                self.reported_count[s as usize] += 1;
             }
         }
         for h in 0..n {
@@ -342,6 +368,16 @@ impl Engine {
             Event::Fault(fault) => self.fault(fault),
             Event::ChurnKill => self.churn_kill(),
             Event::Warm => self.metrics.warm(self.now_ms, self.utilisation()),
+            Event::Join { host } => {
+                let now = self.now_ms;
+                if self.hosts[host].inc == 0
+                    && let Some(core) = self.hosts[host].core.as_mut()
+                {
+                    let _ = core.announce(peer_of(0, 1), now);
+                    self.drain(host);
+                }
+            }
+            Event::Reported { host, inc, slot } => self.reported(host, inc, slot),
             Event::Sample => self.sample(),
         }
     }
@@ -454,7 +490,14 @@ impl Engine {
                 host.view_version += 1;
             }
         }
-        let soonest = now.max(host.last_round_ms + ROUND_MIN_MS);
+        self.round_soon(h);
+    }
+
+    /// Asks for a round of `h` as soon as the agent allows (it wakes on a new view and on
+    /// a finished operation, at most every `ROUND_MIN_MS`).
+    fn round_soon(&mut self, h: usize) {
+        let host = &mut self.hosts[h];
+        let soonest = self.now_ms.max(host.last_round_ms + ROUND_MIN_MS);
         if soonest < host.round_at {
             host.round_at = soonest;
             let inc = host.inc;
@@ -574,6 +617,7 @@ impl Engine {
         if !active && now >= self.hosts[h].announce_at_ms {
             self.announce(h);
         }
+        self.publish_reports(h);
         let host = &mut self.hosts[h];
         host.last_round_ms = now;
         let settled = now >= host.settle_until_ms;
@@ -661,20 +705,28 @@ impl Engine {
         };
         let me = u32::try_from(h).unwrap_or(u32::MAX);
         let mut surplus = false;
-        let counts = &mut self.running_count;
-        self.hosts[h].running.retain(|&s, state| {
+        let (counts, reported_counts) = (&mut self.running_count, &mut self.reported_count);
+        let host = &mut self.hosts[h];
+        let reported = &mut host.reported;
+        host.running.retain(|&s, state| {
             if *state != SlotState::Running || plan.owner[s as usize] == Some(me) {
                 return true;
             }
-            if counts[s as usize] > 1 {
+            let mine = u32::from(reported.contains(&s));
+            if reported_counts[s as usize] > mine {
+                // Another host's copy is reported: this one stops.
                 counts[s as usize] -= 1;
+                if reported.remove(&s) {
+                    reported_counts[s as usize] -= 1;
+                }
                 false
             } else {
                 surplus = true;
                 true
             }
         });
-        self.hosts[h].surplus = surplus;
+        host.unreported.retain(|s| host.running.contains_key(s));
+        host.surplus = surplus;
     }
 
     fn started(&mut self, h: usize, inc: u64, slot: u32) {
@@ -686,7 +738,37 @@ impl Engine {
         {
             *state = SlotState::Running;
             self.running_count[slot as usize] += 1;
-            let counts = &self.running_count;
+            self.hosts[h].unreported.push(slot);
+            self.round_soon(h);
+        }
+    }
+
+    /// Publishes, at a round, the reports of what `h` started since the last: the other
+    /// hosts see them one network latency later.
+    fn publish_reports(&mut self, h: usize) {
+        let slots = std::mem::take(&mut self.hosts[h].unreported);
+        let inc = self.hosts[h].inc;
+        for slot in slots {
+            let at = self.now_ms + self.network.latency_ms();
+            self.push(
+                at,
+                Event::Reported {
+                    host: h,
+                    inc,
+                    slot,
+                },
+            );
+        }
+    }
+
+    fn reported(&mut self, h: usize, inc: u64, slot: u32) {
+        let host = &mut self.hosts[h];
+        if host.inc != inc || host.running.get(&slot) != Some(&SlotState::Running) {
+            return;
+        }
+        if host.reported.insert(slot) {
+            self.reported_count[slot as usize] += 1;
+            let counts = &self.reported_count;
             self.metrics
                 .check_heal(self.now_ms, |s| counts[s as usize] > 0);
         }
@@ -725,14 +807,19 @@ impl Engine {
         host.plan = None;
         host.surplus = false;
         let mut slots = Vec::new();
+        let reported = std::mem::take(&mut host.reported);
+        host.unreported.clear();
         for (s, state) in std::mem::take(&mut host.running) {
             if state == SlotState::Running {
                 self.running_count[s as usize] -= 1;
                 slots.push(s);
             }
         }
+        for s in reported {
+            self.reported_count[s as usize] -= 1;
+        }
         let after = self.healing.placement_for(&self.live_set());
-        let counts = &self.running_count;
+        let counts = &self.reported_count;
         let healed = slots.iter().all(|&s| counts[s as usize] > 0);
         self.metrics.killed(KillRecord {
             host: h,

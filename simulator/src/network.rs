@@ -36,6 +36,11 @@ impl Network {
         self.group[from] == self.group[to] && !self.cuts.contains(&(from, to))
     }
 
+    /// The base one-way latency (ms).
+    pub fn latency_ms(&self) -> u64 {
+        self.latency_ms
+    }
+
     /// When a packet sent now arrives (delay in ms), or `None` if it is lost.
     pub fn delivery(&self, from: usize, to: usize, rng: &mut SmallRng) -> Option<u64> {
         if !self.reachable(from, to) {

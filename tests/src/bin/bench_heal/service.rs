@@ -24,7 +24,7 @@ pub(crate) enum Workload {
         /// The real interpreter (not a version manager's shim, which costs a start-up).
         python: String,
     },
-    /// The test image's busybox `httpd`, with the image's Docker `HEALTHCHECK` (every 1 s).
+    /// The test image's busybox `httpd`, with knit's HTTP health check every 250 ms.
     Docker {
         /// The image reference.
         image: String,
@@ -75,6 +75,27 @@ impl Workload {
         .iter()
         .map(|s| (*s).to_owned())
         .collect();
+        // Both drivers: knit's own HTTP check every 250 ms (not the image's HEALTHCHECK,
+        // whose first check comes a whole interval after the start), and a 2 s stop grace
+        // (busybox httpd as PID 1 ignores SIGTERM).
+        args.extend(
+            [
+                "--health-http",
+                "/",
+                "--health-interval",
+                "250ms",
+                "--health-timeout",
+                "1s",
+                "--health-retries",
+                "3",
+                "--health-start-period",
+                "5s",
+                "--stop-grace-period",
+                "2s",
+            ]
+            .iter()
+            .map(|s| (*s).to_owned()),
+        );
         match self {
             Self::Process { python } => {
                 let www = cluster.root().join("www");
@@ -83,26 +104,9 @@ impl Workload {
                     www = www.display()
                 );
                 args.extend(
-                    [
-                        "--driver",
-                        "process",
-                        "--health-http",
-                        "/",
-                        "--health-interval",
-                        "250ms",
-                        "--health-timeout",
-                        "1s",
-                        "--health-retries",
-                        "3",
-                        "--health-start-period",
-                        "5s",
-                        "--",
-                        "sh",
-                        "-c",
-                        &script,
-                    ]
-                    .iter()
-                    .map(|s| (*s).to_owned()),
+                    ["--driver", "process", "--", "sh", "-c", &script]
+                        .iter()
+                        .map(|s| (*s).to_owned()),
                 );
             }
             Self::Docker { image } => args.push(image.clone()),
