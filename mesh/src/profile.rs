@@ -30,9 +30,17 @@ impl Profile {
     pub fn config(self, cluster_size: usize) -> foca::Config {
         let size = NonZeroU32::new(u32::try_from(cluster_size.max(1)).unwrap_or(u32::MAX))
             .unwrap_or(NonZeroU32::MIN);
-        let (mut config, announce_down_every) = match self {
-            Profile::Lan => (foca::Config::new_lan(size), Duration::from_secs(10)),
-            Profile::Wan => (foca::Config::new_wan(size), Duration::from_secs(60)),
+        let (mut config, announce_down_every, announce_every) = match self {
+            Profile::Lan => (
+                foca::Config::new_lan(size),
+                Duration::from_secs(10),
+                Duration::from_secs(5),
+            ),
+            Profile::Wan => (
+                foca::Config::new_wan(size),
+                Duration::from_secs(60),
+                Duration::from_secs(30),
+            ),
             Profile::Fast => {
                 let mut config = foca::Config::new_lan(size);
                 config.probe_period = Duration::from_millis(500);
@@ -42,9 +50,16 @@ impl Profile {
                 if let Some(gossip) = config.periodic_gossip.as_mut() {
                     gossip.frequency = Duration::from_millis(100);
                 }
-                (config, Duration::from_secs(5))
+                (config, Duration::from_secs(5), Duration::from_secs(2))
             }
         };
+        // Asking one member for its member list every few seconds (foca's default is every
+        // 30 s) makes views converge in seconds after many peers join at once: views that
+        // differ mean placements that differ.
+        config.periodic_announce = Some(foca::PeriodicParams {
+            frequency: announce_every,
+            num_members: NonZeroUsize::MIN,
+        });
         config.max_packet_size = NonZeroUsize::new(MAX_PACKET_BYTES).unwrap_or(NonZeroUsize::MIN);
         config.periodic_announce_to_down_members = Some(foca::PeriodicParams {
             frequency: announce_down_every,
