@@ -134,6 +134,10 @@ mod tests {
             Duration::from_millis(500)
         );
         assert!(Profile::Fast.detection_bound(5) < Profile::Lan.detection_bound(5));
+        let announce = |p: Profile| p.config(50).periodic_announce.map(|a| a.frequency);
+        assert_eq!(announce(Profile::Lan), Some(Duration::from_secs(5)));
+        assert_eq!(announce(Profile::Fast), Some(Duration::from_secs(2)));
+        assert_eq!(announce(Profile::Wan), Some(Duration::from_secs(30)));
     }
 
     #[test]
