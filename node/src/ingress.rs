@@ -23,8 +23,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cluster::Snapshot;
 
-/// How long a connect to a replica may take before the next one is tried.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a connect to a replica may take before the next one is tried: a replica whose
+/// accept queue is full drops the SYN, and the kernel would retry only after a second.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
+/// How long the connect to the last replica tried may take.
+const LAST_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Replicas tried per client connection.
 const ATTEMPTS_MAX: usize = 3;
 /// Client connections open at once, per peer.
@@ -262,16 +265,20 @@ async fn forward(
     stats: &PortStats,
     turn: &AtomicUsize,
 ) {
-    for (attempt, backend) in candidates(route, turn)
+    let backends: Vec<SocketAddr> = candidates(route, turn)
         .into_iter()
         .take(ATTEMPTS_MAX)
-        .enumerate()
-    {
+        .collect();
+    for (attempt, &backend) in backends.iter().enumerate() {
         if attempt > 0 {
             stats.retries.fetch_add(1, Ordering::Relaxed);
         }
-        let Ok(Ok(mut upstream)) =
-            tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(backend)).await
+        let limit = if attempt + 1 == backends.len() {
+            LAST_CONNECT_TIMEOUT
+        } else {
+            CONNECT_TIMEOUT
+        };
+        let Ok(Ok(mut upstream)) = tokio::time::timeout(limit, TcpStream::connect(backend)).await
         else {
             continue;
         };
