@@ -750,14 +750,7 @@ impl Engine {
         let inc = self.hosts[h].inc;
         for slot in slots {
             let at = self.now_ms + self.network.latency_ms();
-            self.push(
-                at,
-                Event::Reported {
-                    host: h,
-                    inc,
-                    slot,
-                },
-            );
+            self.push(at, Event::Reported { host: h, inc, slot });
         }
     }
 

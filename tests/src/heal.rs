@@ -7,12 +7,12 @@
 //! begin. Detection is timed by those stamps; healing by the poll that first sees it.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use serde::Deserialize;
 
-use crate::{Cluster, Peer, http_get};
+use crate::{Cluster, Peer, http_get, wall_ms};
 
 /// How long one read of one peer's API may take.
 const READ_LIMIT: Duration = Duration::from_secs(2);
@@ -38,12 +38,38 @@ pub struct Task {
     pub host_port: Option<u16>,
 }
 
+/// Which health states count as serving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serving {
+    /// Only `healthy`: replicas with a health check serve once they pass it.
+    Healthy,
+    /// `healthy` or `none`: replicas without a health check serve once they run.
+    HealthyOrUnchecked,
+}
+
+impl Serving {
+    /// Whether a replica whose health is `health` counts as serving.
+    pub fn admits(self, health: &str) -> bool {
+        match self {
+            Self::Healthy => health == "healthy",
+            Self::HealthyOrUnchecked => matches!(health, "healthy" | "none"),
+        }
+    }
+}
+
+/// The service a heal is watched on: its name, its replica count, and which health
+/// states count as serving.
+#[derive(Debug, Clone, Copy)]
+pub struct Service<'a> {
+    pub name: &'a str,
+    pub replicas: usize,
+    pub serving: Serving,
+}
+
 impl Task {
-    /// Whether it runs as wanted: owned, running, and healthy or without a health check.
-    pub fn serving(&self) -> bool {
-        self.desired_state == "running"
-            && self.state == "running"
-            && matches!(self.health.as_str(), "healthy" | "none")
+    /// Whether it runs as wanted: owned, running, and in a health state `serving` admits.
+    pub fn serving(&self, serving: Serving) -> bool {
+        self.desired_state == "running" && self.state == "running" && serving.admits(&self.health)
     }
 }
 
@@ -55,40 +81,42 @@ pub fn tasks(peer: &Peer, service: &str) -> Result<Vec<Task>> {
 
 /// Slot -> node id, once all `replicas` slots serve on their owners and nothing else of
 /// the service runs on a reachable node (no hand-off in progress).
-pub fn converged(tasks: &[Task], replicas: usize) -> Option<BTreeMap<String, String>> {
+pub fn converged(
+    tasks: &[Task],
+    replicas: usize,
+    serving: Serving,
+) -> Option<BTreeMap<String, String>> {
     let live: Vec<&Task> = tasks.iter().filter(|t| t.state != "lost").collect();
     let placement: BTreeMap<String, String> = live
         .iter()
-        .filter(|t| t.serving())
+        .filter(|t| t.serving(serving))
         .map(|t| (t.slot.clone(), t.node_id.clone()))
         .collect();
     (placement.len() == replicas && live.len() == replicas).then_some(placement)
 }
 
-/// Whether every one of `replicas` slots has an owner other than `victim` whose replica
-/// serves. Replicas being moved away are not looked at.
-pub fn healed(tasks: &[Task], replicas: usize, victim: &str) -> bool {
+/// Slot -> host port, once every one of `replicas` slots has an owner other than `victim`
+/// whose replica serves. Replicas being moved away are not looked at.
+pub fn healed(
+    tasks: &[Task],
+    replicas: usize,
+    victim: &str,
+    serving: Serving,
+) -> Option<BTreeMap<String, Option<u16>>> {
     let owners: Vec<&Task> = tasks
         .iter()
         .filter(|t| t.desired_state == "running")
         .collect();
-    owners.len() == replicas
+    let ok = owners.len() == replicas
         && owners
             .iter()
-            .all(|t| t.serving() && !t.node_id.is_empty() && t.node_id != victim)
-}
-
-/// Milliseconds since the Unix epoch: the clock the peers' `since_ms` stamps are on.
-pub fn wall_ms() -> u64 {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    u64::try_from(now.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// A duration in whole milliseconds.
-pub fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+            .all(|t| t.serving(serving) && !t.node_id.is_empty() && t.node_id != victim);
+    ok.then(|| {
+        owners
+            .iter()
+            .map(|t| (t.slot.clone(), t.host_port))
+            .collect()
+    })
 }
 
 /// One row of `/v1/nodes`, with the time its state began.
@@ -127,19 +155,19 @@ pub struct HealTimes {
 }
 
 /// Polls `survivors` every 50 ms until every slot of `service` serves on a node other than
-/// `victim_id` and every survivor lists the victim `down`; fails after `limit`.
+/// `victim_id` and every survivor lists the victim `down`; fails after `limit`. Returns the
+/// times, and slot -> host port as the poll that saw the heal read it.
 pub fn watch_heal(
     cluster: &Cluster,
     survivors: &[usize],
-    service: &str,
-    replicas: usize,
+    service: &Service,
     victim_id: &str,
     kill_ms: u64,
     limit: Duration,
-) -> Result<HealTimes> {
+) -> Result<(HealTimes, BTreeMap<String, Option<u16>>)> {
     let started = Instant::now();
     let mut down_ms: BTreeMap<usize, u64> = BTreeMap::new();
-    let mut heal_ms: Option<u64> = None;
+    let mut heal: Option<(u64, BTreeMap<String, Option<u16>>)> = None;
     let mut last_error = String::from("no answer yet");
     while started.elapsed() < limit {
         for &i in survivors {
@@ -149,33 +177,34 @@ pub fn watch_heal(
                 down_ms.insert(i, stamp);
             }
         }
-        if heal_ms.is_none() {
+        if heal.is_none() {
             // The first survivor that answers; another if it does not.
             for &i in survivors {
-                match tasks(&cluster.peers[i], service) {
+                match tasks(&cluster.peers[i], service.name) {
                     Ok(tasks) => {
-                        heal_ms = healed(&tasks, replicas, victim_id)
-                            .then(|| wall_ms().saturating_sub(kill_ms));
+                        heal = healed(&tasks, service.replicas, victim_id, service.serving)
+                            .map(|ports| (wall_ms().saturating_sub(kill_ms), ports));
                         break;
                     }
                     Err(e) => last_error = format!("{e:#}"),
                 }
             }
         }
-        if let Some(heal_ms) = heal_ms
+        if let Some((heal_ms, ports)) = &heal
             && down_ms.len() == survivors.len()
         {
             let stamps = down_ms.values().map(|s| s - kill_ms);
-            return Ok(HealTimes {
-                heal_ms,
+            let times = HealTimes {
+                heal_ms: *heal_ms,
                 detect_first_ms: stamps.clone().min().unwrap_or(0),
                 detect_last_ms: stamps.max().unwrap_or(0),
-            });
+            };
+            return Ok((times, ports.clone()));
         }
         std::thread::sleep(HEAL_POLL);
     }
-    match heal_ms {
-        Some(ms) => bail!(
+    match heal {
+        Some((ms, _)) => bail!(
             "healed after {ms} ms, but only {} of {} survivors saw the host down within {limit:?}",
             down_ms.len(),
             survivors.len()
@@ -192,8 +221,7 @@ pub fn watch_heal(
 /// it; returns the placement, slot -> node id.
 pub fn wait_converged(
     cluster: &mut Cluster,
-    service: &str,
-    replicas: usize,
+    service: &Service,
     wanted: Option<&BTreeMap<String, String>>,
     limit: Duration,
 ) -> Result<BTreeMap<String, String>> {
@@ -204,9 +232,9 @@ pub fn wait_converged(
             .filter(|&i| cluster.peers[i].is_running())
             .collect();
         for &i in &running {
-            match tasks(&cluster.peers[i], service) {
+            match tasks(&cluster.peers[i], service.name) {
                 Ok(tasks) => {
-                    if let Some(placement) = converged(&tasks, replicas)
+                    if let Some(placement) = converged(&tasks, service.replicas, service.serving)
                         && wanted.is_none_or(|w| *w == placement)
                     {
                         return Ok(placement);
@@ -237,7 +265,7 @@ fn summary(tasks: &[Task]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{Task, converged, healed};
+    use super::{Serving, Task, converged, healed};
 
     fn task(slot: u32, node: &str, desired: &str, state: &str, health: &str) -> Task {
         Task {
@@ -256,9 +284,29 @@ mod tests {
             task(0, "a", "running", "running", "none"),
             task(1, "b", "running", "running", "healthy"),
         ];
-        assert_eq!(converged(&tasks, 2).map(|p| p.len()), Some(2));
-        assert!(healed(&tasks, 2, "c"));
-        assert!(!healed(&tasks, 2, "b"));
+        let unchecked = Serving::HealthyOrUnchecked;
+        assert_eq!(converged(&tasks, 2, unchecked).map(|p| p.len()), Some(2));
+        assert!(healed(&tasks, 2, "c", unchecked).is_some());
+        assert!(healed(&tasks, 2, "b", unchecked).is_none());
+    }
+
+    #[test]
+    fn with_a_check_only_healthy_replicas_serve() {
+        let mut tasks = vec![
+            task(0, "a", "running", "running", "healthy"),
+            task(1, "b", "running", "running", "none"),
+        ];
+        assert!(converged(&tasks, 2, Serving::Healthy).is_none());
+        assert!(healed(&tasks, 2, "c", Serving::Healthy).is_none());
+        tasks[1].health = "healthy".to_owned();
+        tasks[1].host_port = Some(18_080);
+        assert_eq!(
+            converged(&tasks, 2, Serving::Healthy).map(|p| p.len()),
+            Some(2)
+        );
+        let ports = healed(&tasks, 2, "c", Serving::Healthy).unwrap();
+        assert_eq!(ports.get("s.1"), Some(&Some(18_080)));
+        assert_eq!(ports.get("s.0"), Some(&None));
     }
 
     #[test]
@@ -268,7 +316,7 @@ mod tests {
             task(1, "b", "running", "starting", "none"),
             task(1, "c", "shutdown", "lost", "none"),
         ];
-        assert!(!healed(&tasks, 2, "c"));
-        assert!(converged(&tasks, 2).is_none());
+        assert!(healed(&tasks, 2, "c", Serving::HealthyOrUnchecked).is_none());
+        assert!(converged(&tasks, 2, Serving::HealthyOrUnchecked).is_none());
     }
 }

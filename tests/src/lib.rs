@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub mod heal;
 pub mod images;
@@ -575,6 +575,19 @@ pub fn wait_until<T>(
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Milliseconds since the Unix epoch: the clock the peers' `since_ms` stamps are on.
+pub fn wall_ms() -> u64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(now.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A duration in whole milliseconds.
+pub fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Drops traffic between two sets of loopback addresses with iptables (both directions),

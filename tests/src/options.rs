@@ -49,13 +49,66 @@ impl Flags {
         default: usize,
         range: RangeInclusive<usize>,
     ) -> Result<usize> {
+        match self.values.get(flag) {
+            Some(value) => self.whole_number(flag, value, &range),
+            None => Ok(default),
+        }
+    }
+
+    /// The comma-separated whole numbers given for `flag`, or `default`; each must lie in
+    /// `range`. An empty list is an error.
+    pub fn numbers(
+        &self,
+        flag: &str,
+        default: &[usize],
+        range: RangeInclusive<usize>,
+    ) -> Result<Vec<usize>> {
         let Some(value) = self.values.get(flag) else {
-            return Ok(default);
+            return Ok(default.to_vec());
         };
+        let numbers = value
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|item| self.whole_number(flag, item, &range))
+            .collect::<Result<Vec<usize>>>()?;
+        if numbers.is_empty() {
+            bail!("{flag}: the list is empty\n\n{}", self.usage);
+        }
+        Ok(numbers)
+    }
+
+    /// The value given for `flag` read by `parse`, or `default`; what `parse` rejects is
+    /// an error that names the flag and shows the usage.
+    pub fn parsed<T>(
+        &self,
+        flag: &str,
+        default: T,
+        parse: impl FnOnce(&str) -> Result<T>,
+    ) -> Result<T> {
+        match self.values.get(flag) {
+            Some(value) => match parse(value) {
+                Ok(parsed) => Ok(parsed),
+                Err(e) => bail!("{flag}: {e:#}\n\n{}", self.usage),
+            },
+            None => Ok(default),
+        }
+    }
+
+    /// `value`, given for `flag`, as a whole number in `range`.
+    fn whole_number(
+        &self,
+        flag: &str,
+        value: &str,
+        range: &RangeInclusive<usize>,
+    ) -> Result<usize> {
         let Ok(n) = value.trim().parse::<usize>() else {
             bail!("{flag}: {value:?} is not a whole number\n\n{}", self.usage);
         };
         if !range.contains(&n) {
+            if *range.end() == usize::MAX {
+                bail!("{flag}: {n} is below {}\n\n{}", range.start(), self.usage);
+            }
             bail!(
                 "{flag}: {n} is outside {}..={}\n\n{}",
                 range.start(),
@@ -121,7 +174,13 @@ mod tests {
     fn parse(args: &[&str]) -> anyhow::Result<Option<Flags>> {
         Flags::parse(
             args.iter().map(|s| (*s).to_owned()),
-            &["--trials", "--profiles", "--format"],
+            &[
+                "--trials",
+                "--profiles",
+                "--format",
+                "--sizes",
+                "--duration",
+            ],
             USAGE,
         )
     }
@@ -167,5 +226,35 @@ mod tests {
                 .choice("--format", "table", &["table", "json"])
                 .is_err()
         );
+    }
+
+    #[test]
+    fn number_lists_and_parsed_values() {
+        let flags = parse(&["--sizes", "5, 20,", "--duration", "3s"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(flags.numbers("--sizes", &[2], 2..=200).unwrap(), [5, 20]);
+        assert_eq!(flags.numbers("--trials", &[7, 8], 0..=9).unwrap(), [7, 8]);
+        assert!(flags.numbers("--sizes", &[2], 6..=200).is_err());
+        let err = flags.numbers("--sizes", &[2], 6..=usize::MAX).unwrap_err();
+        assert!(
+            err.to_string().starts_with("--sizes: 5 is below 6\n"),
+            "{err}"
+        );
+        let secs = |v: &str| Ok(v.trim_end_matches('s').parse::<u64>()?);
+        assert_eq!(flags.parsed("--duration", 10, secs).unwrap(), 3);
+        assert_eq!(flags.parsed("--format", 10, secs).unwrap(), 10);
+        let bad = parse(&["--sizes", "5,x", "--duration", "soon"])
+            .unwrap()
+            .unwrap();
+        assert!(bad.numbers("--sizes", &[2], 2..=200).is_err());
+        assert!(bad.numbers("--sizes", &[], 2..=200).is_err());
+        let err = bad.parsed("--duration", 10, secs).unwrap_err().to_string();
+        assert!(
+            err.starts_with("--duration: ") && err.ends_with(USAGE),
+            "{err}"
+        );
+        let empty = parse(&["--sizes", ","]).unwrap().unwrap();
+        assert!(empty.numbers("--sizes", &[2], 2..=200).is_err());
     }
 }

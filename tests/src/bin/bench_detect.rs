@@ -19,7 +19,8 @@ mod scenario;
 
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
+use knit_tests::options::Flags;
 
 use crate::scenario::Setup;
 
@@ -44,50 +45,38 @@ struct Options {
 }
 
 impl Options {
-    fn parse(args: impl IntoIterator<Item = String>) -> Result<Self> {
-        let mut options = Self {
-            trials: 10,
-            sizes: vec![5, 20],
-            profiles: vec!["lan".to_owned(), "fast".to_owned()],
-            joins: 5,
-            idle_secs: 10,
+    /// The options, or `None` when `--help` was asked for.
+    fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Self>> {
+        let known = [
+            "--trials",
+            "--sizes",
+            "--profiles",
+            "--joins",
+            "--idle-secs",
+        ];
+        let Some(flags) = Flags::parse(args, &known, USAGE)? else {
+            return Ok(None);
         };
-        let mut args = args.into_iter();
-        while let Some(flag) = args.next() {
-            if flag == "--help" || flag == "-h" {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            let value = args
-                .next()
-                .with_context(|| format!("{flag} needs a value\n\n{USAGE}"))?;
-            let number = |v: &str| {
-                v.trim()
-                    .parse::<usize>()
-                    .with_context(|| format!("{flag}: {v} is not a number"))
-            };
-            match flag.as_str() {
-                "--trials" => options.trials = number(&value)?,
-                "--joins" => options.joins = number(&value)?,
-                "--idle-secs" => options.idle_secs = u64::try_from(number(&value)?)?,
-                "--sizes" => options.sizes = value.split(',').map(number).collect::<Result<_>>()?,
-                "--profiles" => {
-                    options.profiles = value.split(',').map(|p| p.trim().to_owned()).collect()
-                }
-                _ => bail!("unknown argument {flag}\n\n{USAGE}"),
-            }
-        }
-        if let Some(small) = options.sizes.iter().find(|&&n| !(2..=200).contains(&n)) {
-            bail!(
-                "--sizes: {small} is outside 2..=200 (a trial kills one peer and others must see it)"
-            );
-        }
-        Ok(options)
+        Ok(Some(Self {
+            trials: flags.number("--trials", 10, 0..=usize::MAX)?,
+            // A trial kills one peer and others must see it.
+            sizes: flags.numbers("--sizes", &[5, 20], 2..=200)?,
+            profiles: flags.list(
+                "--profiles",
+                &["lan", "fast"],
+                Some(&["lan", "wan", "fast"]),
+            )?,
+            joins: flags.number("--joins", 5, 0..=usize::MAX)?,
+            idle_secs: u64::try_from(flags.number("--idle-secs", 10, 0..=usize::MAX)?)?,
+        }))
     }
 }
 
 fn main() -> Result<()> {
-    let options = Options::parse(std::env::args().skip(1))?;
+    let Some(options) = Options::parse(std::env::args().skip(1))? else {
+        println!("{USAGE}");
+        return Ok(());
+    };
     let bin = knit_tests::use_release_knit()?;
     let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
     eprintln!("knit: {} ({cores} cores)", bin.display());

@@ -23,6 +23,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use knit_tests::options::Flags;
 use knit_tests::{Cluster, Peer, wait_until};
 use serde::Deserialize;
 
@@ -66,42 +67,25 @@ fn duration(value: &str) -> Result<Duration> {
 }
 
 impl Options {
-    fn parse(args: impl IntoIterator<Item = String>) -> Result<Self> {
-        let mut options = Self {
-            duration: Duration::from_secs(10),
-            connections: 32,
-            threads: 2,
-            rounds: 1,
+    /// The options, or `None` when `--help` was asked for.
+    fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Self>> {
+        let known = ["--duration", "--connections", "--threads", "--rounds"];
+        let Some(flags) = Flags::parse(args, &known, USAGE)? else {
+            return Ok(None);
         };
-        let mut args = args.into_iter();
-        while let Some(flag) = args.next() {
-            if flag == "--help" || flag == "-h" {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            let value = args
-                .next()
-                .with_context(|| format!("{flag} needs a value\n\n{USAGE}"))?;
-            let number = |v: &str| {
-                v.trim()
-                    .parse::<usize>()
-                    .with_context(|| format!("{flag}: {v} is not a number"))
-            };
-            match flag.as_str() {
-                "--duration" => options.duration = duration(&value)?,
-                "--connections" => options.connections = number(&value)?,
-                "--threads" => options.threads = number(&value)?,
-                "--rounds" => options.rounds = number(&value)?,
-                _ => bail!("unknown argument {flag}\n\n{USAGE}"),
-            }
-        }
-        if options.connections == 0 || options.rounds == 0 || options.duration.is_zero() {
-            bail!("--connections, --rounds and --duration must be above 0");
+        let options = Self {
+            duration: flags.parsed("--duration", Duration::from_secs(10), duration)?,
+            connections: flags.number("--connections", 32, 1..=usize::MAX)?,
+            threads: flags.number("--threads", 2, 0..=usize::MAX)?,
+            rounds: flags.number("--rounds", 1, 1..=usize::MAX)?,
+        };
+        if options.duration.is_zero() {
+            bail!("--duration must be above 0\n\n{USAGE}");
         }
         if options.duration > Duration::from_secs(600) {
-            bail!("--duration: at most 600s");
+            bail!("--duration: at most 600s\n\n{USAGE}");
         }
-        Ok(options)
+        Ok(Some(options))
     }
 }
 
@@ -340,7 +324,10 @@ impl Bench<'_> {
 }
 
 fn main() -> Result<()> {
-    let options = Options::parse(std::env::args().skip(1))?;
+    let Some(options) = Options::parse(std::env::args().skip(1))? else {
+        println!("{USAGE}");
+        return Ok(());
+    };
     let bin = knit_tests::use_release_knit()?;
     let tool = load::tool();
     let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);

@@ -20,7 +20,8 @@ mod traffic;
 
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
+use knit_tests::options::Flags;
 
 use crate::scenario::Setup;
 
@@ -45,55 +46,33 @@ struct Options {
 }
 
 impl Options {
-    fn parse(args: impl IntoIterator<Item = String>) -> Result<Self> {
-        let mut options = Self {
-            sizes: vec![5, 20],
-            trials: 20,
-            profile: "fast".to_owned(),
-            window_secs: 15,
-            writes_per_sec: 10,
+    /// The options, or `None` when `--help` was asked for.
+    fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Self>> {
+        let known = [
+            "--sizes",
+            "--trials",
+            "--profile",
+            "--window-secs",
+            "--writes-per-sec",
+        ];
+        let Some(flags) = Flags::parse(args, &known, USAGE)? else {
+            return Ok(None);
         };
-        let mut args = args.into_iter();
-        while let Some(flag) = args.next() {
-            if flag == "--help" || flag == "-h" {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            let value = args
-                .next()
-                .with_context(|| format!("{flag} needs a value\n\n{USAGE}"))?;
-            let number = |v: &str| {
-                v.trim()
-                    .parse::<usize>()
-                    .with_context(|| format!("{flag}: {v} is not a number"))
-            };
-            match flag.as_str() {
-                "--sizes" => options.sizes = value.split(',').map(number).collect::<Result<_>>()?,
-                "--trials" => options.trials = number(&value)?,
-                "--profile" => options.profile = value.trim().to_owned(),
-                "--window-secs" => options.window_secs = u64::try_from(number(&value)?)?,
-                "--writes-per-sec" => options.writes_per_sec = u64::try_from(number(&value)?)?,
-                _ => bail!("unknown argument {flag}\n\n{USAGE}"),
-            }
-        }
-        if let Some(bad) = options.sizes.iter().find(|&&n| !(2..=100).contains(&n)) {
-            bail!("--sizes: {bad} is outside 2..=100");
-        }
-        if !(1..=100).contains(&options.writes_per_sec) {
-            bail!(
-                "--writes-per-sec: {} is outside 1..=100",
-                options.writes_per_sec
-            );
-        }
-        if options.window_secs == 0 {
-            bail!("--window-secs must be at least 1");
-        }
-        Ok(options)
+        Ok(Some(Self {
+            sizes: flags.numbers("--sizes", &[5, 20], 2..=100)?,
+            trials: flags.number("--trials", 20, 0..=usize::MAX)?,
+            profile: flags.choice("--profile", "fast", &["lan", "wan", "fast"])?,
+            window_secs: u64::try_from(flags.number("--window-secs", 15, 1..=usize::MAX)?)?,
+            writes_per_sec: u64::try_from(flags.number("--writes-per-sec", 10, 1..=100)?)?,
+        }))
     }
 }
 
 fn main() -> Result<()> {
-    let options = Options::parse(std::env::args().skip(1))?;
+    let Some(options) = Options::parse(std::env::args().skip(1))? else {
+        println!("{USAGE}");
+        return Ok(());
+    };
     let bin = knit_tests::use_release_knit()?;
     let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
     eprintln!("knit: {} ({cores} cores)", bin.display());

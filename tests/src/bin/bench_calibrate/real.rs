@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use knit_tests::heal::{self, HealTimes};
+use knit_tests::heal::{self, HealTimes, Serving};
 use knit_tests::{Cluster, cluster_lock};
 
 /// The longest wait for the first placement of the service to run.
@@ -71,17 +71,32 @@ fn run_into(
         "600",
     ])?;
     let started = Instant::now();
-    let mut placement = heal::wait_converged(&mut cluster, &service, replicas, None, FIRST_LIMIT)
-        .context("the first placement")?;
+    let mut placement = heal::wait_converged(
+        &mut cluster,
+        &watched(&service, replicas),
+        None,
+        FIRST_LIMIT,
+    )
+    .context("the first placement")?;
     eprintln!(
         "  {replicas} replicas running {} ms after create",
-        heal::millis(started.elapsed())
+        knit_tests::millis(started.elapsed())
     );
     for trial in 0..trials {
         std::thread::sleep(SETTLE);
         placement = one_trial(&mut cluster, &service, replicas, trial, &placement, figures)?;
     }
     Ok(())
+}
+
+/// The service as the heal is watched: its replicas have no health check, so `none`
+/// counts as serving.
+fn watched(service: &str, replicas: usize) -> heal::Service<'_> {
+    heal::Service {
+        name: service,
+        replicas,
+        serving: Serving::HealthyOrUnchecked,
+    }
 }
 
 /// The peer to lose: among the non-seed peers (never `p0`) that run at least one replica,
@@ -118,12 +133,13 @@ fn one_trial(
     let survivors: Vec<usize> = (0..cluster.peers.len())
         .filter(|&i| i != victim && cluster.peers[i].is_running())
         .collect();
-    let kill_ms = heal::wall_ms();
+    let kill_ms = knit_tests::wall_ms();
     cluster.peers[victim].lose_host();
+    let watched = watched(service, replicas);
     match heal::watch_heal(
-        cluster, &survivors, service, replicas, &victim_id, kill_ms, HEAL_LIMIT,
+        cluster, &survivors, &watched, &victim_id, kill_ms, HEAL_LIMIT,
     ) {
-        Ok(times) => {
+        Ok((times, _ports)) => {
             eprint!(
                 "  trial {trial}: lost {name} ({lost} replicas): down everywhere after {} ms, healed after {} ms",
                 times.detect_last_ms, times.heal_ms
@@ -139,11 +155,11 @@ fn one_trial(
     }
     let restart = Instant::now();
     cluster.peers[victim].start(None, None)?;
-    match heal::wait_converged(cluster, service, replicas, Some(placement), RESTORE_LIMIT) {
+    match heal::wait_converged(cluster, &watched, Some(placement), RESTORE_LIMIT) {
         Ok(back) => {
             eprintln!(
                 "; placement back {} ms after restart",
-                heal::millis(restart.elapsed())
+                knit_tests::millis(restart.elapsed())
             );
             Ok(back)
         }
@@ -155,7 +171,7 @@ fn one_trial(
             cluster
                 .wait_all_alive(RECOVER_LIMIT)
                 .with_context(|| format!("peers not all alive after trial {trial}"))?;
-            heal::wait_converged(cluster, service, replicas, None, RECOVER_LIMIT)
+            heal::wait_converged(cluster, &watched, None, RECOVER_LIMIT)
                 .with_context(|| format!("no placement after trial {trial}"))
         }
     }

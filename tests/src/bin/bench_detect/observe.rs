@@ -3,10 +3,10 @@
 //! and resident memory.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use knit_tests::{Cluster, Peer, http_get};
+use knit_tests::{Cluster, Peer, http_get, wall_ms};
 use serde::Deserialize;
 
 /// How long one read of one peer's API may take.
@@ -24,14 +24,6 @@ pub(crate) struct Row {
     /// When the answering peer saw this state begin, ms since the Unix epoch.
     #[serde(default)]
     pub(crate) since_ms: u64,
-}
-
-/// Milliseconds since the Unix epoch: the clock `since_ms` is on.
-pub(crate) fn wall_ms() -> u64 {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    u64::try_from(now.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// `peer`'s node list.

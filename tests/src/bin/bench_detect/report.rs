@@ -1,25 +1,10 @@
-//! Percentiles and the markdown table the benchmark prints.
+//! The markdown table the benchmark prints.
 
 use std::fmt::Write as _;
 
-use crate::scenario::{Figures, Setup};
+use knit_tests::percentile;
 
-/// The nearest-rank percentile `q` (0..=1) of `values`, if any.
-pub(crate) fn percentile(values: &[u64], q: f64) -> Option<u64> {
-    if values.is_empty() {
-        return None;
-    }
-    let mut sorted = values.to_vec();
-    sorted.sort_unstable();
-    // Lengths far below 2^52: the conversions are exact.
-    #[allow(
-        clippy::cast_precision_loss,
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss
-    )]
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    Some(sorted[rank.clamp(1, sorted.len()) - 1])
-}
+use crate::scenario::{Figures, Setup};
 
 fn secs(ms: Option<u64>) -> String {
     // Milliseconds far below 2^52.
@@ -87,18 +72,4 @@ pub(crate) fn table(results: &[(Setup, Figures)]) -> String {
         out.push_str(&notes);
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::percentile;
-
-    #[test]
-    fn nearest_rank() {
-        let v: Vec<u64> = (1..=10).collect();
-        assert_eq!(percentile(&v, 0.5), Some(5));
-        assert_eq!(percentile(&v, 0.99), Some(10));
-        assert_eq!(percentile(&[7], 0.5), Some(7));
-        assert_eq!(percentile(&[], 0.5), None);
-    }
 }

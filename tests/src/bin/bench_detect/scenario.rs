@@ -4,9 +4,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use knit_tests::Cluster;
+use knit_tests::{Cluster, wall_ms};
 
-use crate::observe::{self, FalseAlarms, Gossip, wall_ms};
+use crate::observe::{self, FalseAlarms, Gossip};
 
 /// The longest wait for every survivor to see a killed peer `down`: far above either
 /// profile's detection bound, so that a miss is a failure and not a slow trial.

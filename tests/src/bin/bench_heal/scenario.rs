@@ -2,11 +2,11 @@
 //! service, healed after host losses trial after trial.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use knit_tests::{Cluster, http_get};
-use serde::Deserialize;
+use knit_tests::Cluster;
+use knit_tests::heal::{self, Serving};
 
 use crate::service::{self, Workload};
 
@@ -19,14 +19,8 @@ const HEAL_LIMIT: Duration = Duration::from_secs(60);
 const RESTORE_LIMIT: Duration = Duration::from_secs(120);
 /// The longest wait, after that, for any healthy placement to carry on from.
 const RECOVER_LIMIT: Duration = Duration::from_secs(60);
-/// Pause between two polls of the survivors during a heal.
-const HEAL_POLL: Duration = Duration::from_millis(50);
-/// Pause between two polls while waiting for convergence outside a measured window.
-const WAIT_POLL: Duration = Duration::from_millis(250);
 /// Quiet time after a convergence before the next host loss.
 const SETTLE: Duration = Duration::from_secs(2);
-/// How long one read of one peer's API may take.
-const READ_LIMIT: Duration = Duration::from_secs(2);
 
 /// What to measure for one configuration.
 #[derive(Debug, Clone)]
@@ -76,12 +70,14 @@ impl Figures {
     }
 }
 
-/// Milliseconds since the Unix epoch: the clock the peers' `since_ms` stamps are on.
-fn wall_ms() -> u64 {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    u64::try_from(now.as_millis()).unwrap_or(u64::MAX)
+/// The service as the heal is watched: its replicas have a health check, and only
+/// `healthy` counts as serving.
+fn watched<'a>(setup: &Setup, service: &'a str) -> heal::Service<'a> {
+    heal::Service {
+        name: service,
+        replicas: setup.replicas,
+        serving: Serving::Healthy,
+    }
 }
 
 /// Runs one configuration to the end, or as far as it can go.
@@ -106,9 +102,10 @@ fn run_into(
     let mut cluster = Cluster::start(setup.peers, &setup.profile).context("forming the cluster")?;
     let started = Instant::now();
     workload.create(&cluster, service, setup.replicas)?;
-    let mut placement = wait_converged(&mut cluster, service, setup.replicas, None, FIRST_LIMIT)
-        .context("the first placement")?;
-    let first_ms = millis(started.elapsed());
+    let mut placement =
+        heal::wait_converged(&mut cluster, &watched(setup, service), None, FIRST_LIMIT)
+            .context("the first placement")?;
+    let first_ms = knit_tests::millis(started.elapsed());
     figures.first_ms = Some(first_ms);
     eprintln!(
         "  {} replicas running healthy {first_ms} ms after create",
@@ -159,18 +156,19 @@ fn one_trial(
     let survivors: Vec<usize> = (0..cluster.peers.len())
         .filter(|&i| i != victim && cluster.peers[i].is_running())
         .collect();
-    let kill_ms = wall_ms();
+    let watched = watched(setup, service);
+    let kill_ms = knit_tests::wall_ms();
     cluster.peers[victim].lose_host();
-    match watch_heal(
-        cluster,
-        &survivors,
-        service,
-        setup.replicas,
-        &victim_id,
-        kill_ms,
+    match heal::watch_heal(
+        cluster, &survivors, &watched, &victim_id, kill_ms, HEAL_LIMIT,
     ) {
-        Ok((mut heal, ports)) => {
-            heal.lost = lost;
+        Ok((times, ports)) => {
+            let heal = Heal {
+                heal_ms: times.heal_ms,
+                detect_first_ms: times.detect_first_ms,
+                detect_last_ms: times.detect_last_ms,
+                lost,
+            };
             eprint!(
                 "  trial {trial}: lost {name} ({lost} replicas): down after {}-{} ms, healed after {} ms",
                 heal.detect_first_ms, heal.detect_last_ms, heal.heal_ms
@@ -196,15 +194,9 @@ fn one_trial(
     }
     let restart = Instant::now();
     cluster.peers[victim].start(None, None)?;
-    match wait_converged(
-        cluster,
-        service,
-        setup.replicas,
-        Some(placement),
-        RESTORE_LIMIT,
-    ) {
+    match heal::wait_converged(cluster, &watched, Some(placement), RESTORE_LIMIT) {
         Ok(back) => {
-            let ms = millis(restart.elapsed());
+            let ms = knit_tests::millis(restart.elapsed());
             eprintln!("; placement back {ms} ms after restart");
             figures.restore_ms.push(ms);
             Ok(back)
@@ -214,147 +206,8 @@ fn one_trial(
             figures
                 .failures
                 .push(format!("trial {trial}: returning {name}: {e:#}"));
-            wait_converged(cluster, service, setup.replicas, None, RECOVER_LIMIT)
+            heal::wait_converged(cluster, &watched, None, RECOVER_LIMIT)
                 .with_context(|| format!("no healthy placement after trial {trial}"))
         }
     }
-}
-
-/// Polls the survivors until every slot runs healthy on a live node and every survivor
-/// lists the victim `down`. Returns the times, and slot -> host port once healed.
-fn watch_heal(
-    cluster: &Cluster,
-    survivors: &[usize],
-    service: &str,
-    replicas: usize,
-    victim_id: &str,
-    kill_ms: u64,
-) -> Result<(Heal, BTreeMap<String, Option<u16>>)> {
-    let started = Instant::now();
-    let mut down_ms: BTreeMap<usize, u64> = BTreeMap::new();
-    let mut healed: Option<(u64, BTreeMap<String, Option<u16>>)> = None;
-    let mut last_error = String::from("no answer yet");
-    while started.elapsed() < HEAL_LIMIT {
-        for &i in survivors {
-            if down_ms.contains_key(&i) {
-                continue;
-            }
-            if let Some(stamp) = seen_down(cluster, i, victim_id, kill_ms) {
-                down_ms.insert(i, stamp);
-            }
-        }
-        if healed.is_none() {
-            // The first survivor that answers; another if it does not.
-            for &i in survivors {
-                match service::tasks(&cluster.peers[i], service) {
-                    Ok(tasks) => {
-                        healed = service::healed(&tasks, replicas, victim_id)
-                            .map(|ports| (wall_ms().saturating_sub(kill_ms), ports));
-                        break;
-                    }
-                    Err(e) => last_error = format!("{e:#}"),
-                }
-            }
-        }
-        if let Some((heal_ms, ports)) = &healed
-            && down_ms.len() == survivors.len()
-        {
-            let stamps = down_ms.values().map(|s| s - kill_ms);
-            let heal = Heal {
-                heal_ms: *heal_ms,
-                detect_first_ms: stamps.clone().min().unwrap_or(0),
-                detect_last_ms: stamps.max().unwrap_or(0),
-                lost: 0,
-            };
-            return Ok((heal, ports.clone()));
-        }
-        std::thread::sleep(HEAL_POLL);
-    }
-    match healed {
-        Some((ms, _)) => bail!(
-            "healed after {ms} ms, but only {} of {} survivors saw the host down within {HEAL_LIMIT:?}",
-            down_ms.len(),
-            survivors.len()
-        ),
-        None => bail!(
-            "not healed within {HEAL_LIMIT:?} ({} of {} survivors saw the host down; last read error: {last_error})",
-            down_ms.len(),
-            survivors.len()
-        ),
-    }
-}
-
-/// One row of `/v1/nodes`, with the time its state began.
-#[derive(Debug, Deserialize)]
-struct NodeRow {
-    id: String,
-    state: String,
-    /// When the answering peer saw this state begin, ms since the Unix epoch.
-    #[serde(default)]
-    since_ms: u64,
-}
-
-/// When survivor `i` recorded `victim` `down`, if it has: its own stamp, or the time of
-/// this poll where the stamp is implausible.
-fn seen_down(cluster: &Cluster, i: usize, victim: &str, kill_ms: u64) -> Option<u64> {
-    let body = http_get(cluster.peers[i].api, "/v1/nodes", READ_LIMIT).ok()?;
-    let rows: Vec<NodeRow> = serde_json::from_str(&body).ok()?;
-    let row = rows.iter().find(|r| r.id == victim && r.state == "down")?;
-    let now = wall_ms();
-    Some(if (kill_ms..=now).contains(&row.since_ms) {
-        row.since_ms
-    } else {
-        now
-    })
-}
-
-/// Waits until the service has converged (on `wanted`, when given) as some running peer
-/// sees it; returns the placement.
-fn wait_converged(
-    cluster: &mut Cluster,
-    service: &str,
-    replicas: usize,
-    wanted: Option<&BTreeMap<String, String>>,
-    limit: Duration,
-) -> Result<BTreeMap<String, String>> {
-    let started = Instant::now();
-    let mut last = String::from("no answer");
-    loop {
-        let running: Vec<usize> = (0..cluster.peers.len())
-            .filter(|&i| cluster.peers[i].is_running())
-            .collect();
-        for &i in &running {
-            match service::tasks(&cluster.peers[i], service) {
-                Ok(tasks) => {
-                    if let Some(placement) = service::converged(&tasks, replicas)
-                        && wanted.is_none_or(|w| *w == placement)
-                    {
-                        return Ok(placement);
-                    }
-                    last = summary(&tasks);
-                    break;
-                }
-                Err(e) => last = format!("{e:#}"),
-            }
-        }
-        if started.elapsed() > limit {
-            bail!("not converged within {limit:?}; last seen: {last}");
-        }
-        std::thread::sleep(WAIT_POLL);
-    }
-}
-
-/// Counts of task (desired, state, health), for a failure message.
-fn summary(tasks: &[service::Task]) -> String {
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    for t in tasks {
-        *counts
-            .entry(format!("{}/{}/{}", t.desired_state, t.state, t.health))
-            .or_default() += 1;
-    }
-    format!("{counts:?}")
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

@@ -1,18 +1,15 @@
-//! The service the benchmark heals, per driver, and how its tasks are read and judged:
-//! over the admin API directly (`/v1/services/NAME/ps`), no CLI process per read.
+//! The service the benchmark heals, per driver, and the benchmark's own check that a
+//! replica reported healthy really serves. Its tasks are read and judged by
+//! `knit_tests::heal`.
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use knit_tests::{Cluster, Peer, http_get, images, remove_containers};
-use serde::Deserialize;
+use knit_tests::{Cluster, images, remove_containers};
 
-/// How long one read of one peer's API may take.
-const READ_LIMIT: Duration = Duration::from_secs(2);
 /// How long a replica may take to answer the benchmark's own HTTP check.
 const ANSWER_LIMIT: Duration = Duration::from_secs(2);
 
@@ -137,64 +134,6 @@ fn real_python() -> Result<String> {
         bail!("python3 did not say where it is");
     }
     Ok(path)
-}
-
-/// One row of `/v1/services/NAME/ps`.
-#[derive(Debug, Clone, Deserialize)]
-pub(crate) struct Task {
-    pub(crate) slot: String,
-    pub(crate) node_id: String,
-    pub(crate) desired_state: String,
-    pub(crate) state: String,
-    pub(crate) health: String,
-    pub(crate) host_port: Option<u16>,
-}
-
-impl Task {
-    fn serving(&self) -> bool {
-        self.desired_state == "running" && self.state == "running" && self.health == "healthy"
-    }
-}
-
-/// The tasks of `service` as `peer` sees them.
-pub(crate) fn tasks(peer: &Peer, service: &str) -> Result<Vec<Task>> {
-    let body = http_get(peer.api, &format!("/v1/services/{service}/ps"), READ_LIMIT)?;
-    Ok(serde_json::from_str(&body)?)
-}
-
-/// Slot -> node id, once all `replicas` slots run healthy on their owners and nothing else
-/// of the service runs on a reachable node (no hand-off in progress).
-pub(crate) fn converged(tasks: &[Task], replicas: usize) -> Option<BTreeMap<String, String>> {
-    let live: Vec<&Task> = tasks.iter().filter(|t| t.state != "lost").collect();
-    let placement: BTreeMap<String, String> = live
-        .iter()
-        .filter(|t| t.serving())
-        .map(|t| (t.slot.clone(), t.node_id.clone()))
-        .collect();
-    (placement.len() == replicas && live.len() == replicas).then_some(placement)
-}
-
-/// Slot -> host port, once every one of `replicas` slots has an owner other than
-/// `victim` whose replica runs healthy. Replicas being moved away are not looked at.
-pub(crate) fn healed(
-    tasks: &[Task],
-    replicas: usize,
-    victim: &str,
-) -> Option<BTreeMap<String, Option<u16>>> {
-    let owners: Vec<&Task> = tasks
-        .iter()
-        .filter(|t| t.desired_state == "running")
-        .collect();
-    let ok = owners.len() == replicas
-        && owners
-            .iter()
-            .all(|t| t.serving() && !t.node_id.is_empty() && t.node_id != victim);
-    ok.then(|| {
-        owners
-            .iter()
-            .map(|t| (t.slot.clone(), t.host_port))
-            .collect()
-    })
 }
 
 /// Whether a replica answers `GET /` with a 200 on `port`: the benchmark's own check that

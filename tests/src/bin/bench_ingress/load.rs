@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use knit_tests::percentile;
 
 /// What drives the load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,23 +214,6 @@ fn client_loop(addr: SocketAddr, duration: Duration, connections: usize) -> Figu
         p99_ms: ms(percentile(&latencies, 0.99)),
         errors,
     }
-}
-
-/// The nearest-rank percentile `q` (0..=1) of `values`, if any.
-fn percentile(values: &[u64], q: f64) -> Option<u64> {
-    if values.is_empty() {
-        return None;
-    }
-    let mut sorted = values.to_vec();
-    sorted.sort_unstable();
-    // Lengths far below 2^52: the conversions are exact.
-    #[allow(
-        clippy::cast_precision_loss,
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss
-    )]
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
 #[cfg(test)]

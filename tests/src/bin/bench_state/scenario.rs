@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use knit_tests::{Cluster, http_get, http_post};
+use knit_tests::{Cluster, http_get, http_post, millis};
 use serde_json::{Value, json};
 
 use crate::traffic::{Rates, Snapshot};
@@ -337,8 +337,4 @@ fn loaded(cluster: &Cluster, setup: &Setup, figures: &mut Figures) -> Result<()>
         figures.failures.push(format!("loaded window write: {e}"));
     }
     Ok(())
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
