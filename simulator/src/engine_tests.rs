@@ -245,28 +245,30 @@ constraints = ["node.labels.disk==ssd"]
     let cpu = |u: &crate::report::Utilisation, host: &str| {
         u.per_host.iter().find(|h| h.host == host).map(|h| h.cpu)
     };
-    // db replicas (4 of 16 cores each) sit on the ssd hosts only; zone-a hosts (4 cores)
-    // hold web only. Each host holds at most ceil(1.25 x 12 / 6) = 3 slots, and web slots
-    // ranked there take some: a db slot can wait for room even before the kill (a known
-    // limit of bounded loads with constraints, reported as such).
+    // db replicas (4 of 16 cores each) sit on the ssd hosts only, all four: at a node's load
+    // bound (ceil(1.25 x 12 / 6) = 3 slots) constrained slots come first. Zone-a hosts
+    // (4 cores) hold web only.
     let ssd: f64 = ["h0004", "h0005"]
         .iter()
         .map(|h| cpu(&report.utilisation_before, h).unwrap())
         .sum();
-    assert!(ssd >= 0.75, "{ssd}\n{}", report.table());
+    assert!(ssd >= 1.0, "{ssd}\n{}", report.table());
     for host in ["h0000", "h0001", "h0002", "h0003"] {
         let used = cpu(&report.utilisation_before, host).unwrap();
         assert!(used <= 0.5, "{host}: {used}");
     }
-    // After h0005 dies, its db replicas may only go to h0004, which takes what its load
-    // bound allows (ceil(1.25 x 12 / 5) = 3 slots); the rest wait, with that reason.
+    // After h0005 dies, its db replicas may only go to h0004, which takes three (its bound
+    // is now ceil(1.25 x 12 / 5) = 3, all db); the fourth waits, with that reason.
     assert_eq!(cpu(&report.utilisation_after, "h0005"), None, "dead");
-    assert!(cpu(&report.utilisation_after, "h0004").unwrap() >= 0.25);
-    assert!(!report.pending.is_empty(), "{}", report.table());
-    for p in &report.pending {
-        assert!(p.slot.starts_with("db."), "{p:?}");
-        assert!(p.reason.contains("LoadBound"), "{p:?}");
-    }
+    assert_eq!(
+        cpu(&report.utilisation_after, "h0004"),
+        Some(0.75),
+        "{}",
+        report.table()
+    );
+    assert_eq!(report.pending.len(), 1, "{}", report.table());
+    assert!(report.pending[0].slot.starts_with("db."));
+    assert!(report.pending[0].reason.contains("LoadBound"));
     let bad = scenario_error(&text.replace("disk==ssd", "disk=ssd"));
     assert!(bad.contains("=="), "{bad}");
 }

@@ -95,12 +95,19 @@ pub(super) struct Slot {
     pub(super) settled: bool,
     /// In `Model::unsettled`.
     pub(super) listed: bool,
+    /// 1 for a slot of a service with constraints: nodes prefer it to any slot without,
+    /// which has more places to go (else, at a node's load bound, an unconstrained slot
+    /// that ranks higher there could leave it pending).
+    pub(super) priority: u64,
 }
 
 impl Slot {
-    /// The node's preference key for this slot, when scored `score` there.
-    pub(super) fn key_at(&self, score: u64) -> (u64, u64) {
-        (score, self.hash)
+    /// The node's preference key for this slot, when scored `score` there: priority first,
+    /// then the pair's score. Slots rank nodes by score alone; the priority is the same at
+    /// every node, so both sides still rank pairs in one global order (priority, score),
+    /// and the greedy matching over that order is the unique stable one.
+    pub(super) fn key_at(&self, score: u64) -> (u64, u64, u64) {
+        (self.priority, score, self.hash)
     }
 }
 
@@ -269,6 +276,7 @@ impl Model {
             live: true,
             settled: false,
             listed: false,
+            priority: u64::from(!self.groups[group as usize].constraints.is_empty()),
         };
         self.matchable += 1;
         match self.free_slots.pop() {
@@ -436,8 +444,9 @@ impl Model {
         picks
     }
 
-    /// The pair-greedy matching: every (slot, node) pair in descending rank, a slot taking
-    /// the node when the node is under the bound and the reservation fits. A heap holds each
+    /// The pair-greedy matching: every (slot, node) pair in descending rank (priority, then
+    /// score), a slot taking the node when the node is under the bound and the reservation
+    /// fits. A heap holds each
     /// unassigned slot's best untried node; a slot's best `TOP` nodes come from one scan,
     /// and a rescan (skipping nodes at the bound, which never reopen) finds the next ones.
     fn match_greedy(&mut self) {
@@ -445,17 +454,13 @@ impl Model {
         let mut heap = BinaryHeap::with_capacity(picks.len());
         for (entry, (slot, p, _)) in picks.iter().enumerate() {
             if let Some(best) = p.as_slice().first() {
-                heap.push((
-                    best.score,
-                    self.slots[*slot as usize].hash,
-                    best.hash,
-                    entry as u32,
-                ));
+                let s = &self.slots[*slot as usize];
+                heap.push((s.priority, best.score, s.hash, best.hash, entry as u32));
             }
         }
         let mut full: Vec<bool> = self.caps.iter().map(|&c| c == 0).collect();
         let mut moved = vec![false; picks.len()];
-        while let Some((score, _, _, entry)) = heap.pop() {
+        while let Some((_, score, _, _, entry)) = heap.pop() {
             let (slot, p, at) = picks[entry as usize];
             let s = self.slots[slot as usize];
             let group = &self.groups[s.group as usize];
@@ -488,7 +493,7 @@ impl Model {
                 None
             };
             if let Some(n) = next {
-                heap.push((n.score, s.hash, n.hash, entry));
+                heap.push((s.priority, n.score, s.hash, n.hash, entry));
             }
         }
         for (slot, _, _) in picks {

@@ -7,8 +7,11 @@
 //! replicas has slots `blog.1 … blog.R`; each (slot, node) pair gets a rendezvous score
 //! (xxh3 of the ids once, then one multiply-fold per pair, see `score.rs`), and the slots
 //! are matched to nodes by the **pair-greedy rule**: go through all pairs from the highest
-//! score down, and give the slot to the node if the slot has no node yet, the node meets
-//! the constraints, holds fewer slots than its load bound, and has room for the reservation.
+//! rank down — slots of services with constraints first, then by score — and give the slot
+//! to the node if the slot has no node yet, the node meets the constraints, holds fewer
+//! slots than its load bound, and has room for the reservation. (Constrained slots first:
+//! they have fewer places to go, and an unconstrained slot that ranks higher at the only
+//! eligible node would otherwise use up its bound and leave them pending.)
 //!
 //! - Load bound: at most `ceil(c * S / N)` replicated slots per node, S the replicated
 //!   slots (not counting those kept by paused nodes), N the active nodes, c = `load_factor`
@@ -22,7 +25,7 @@
 //! - With no bound binding, every slot is on its top-scored node: plain rendezvous hashing.
 //!
 //! The result depends only on the inputs as sets: nodes are sorted by id, services by
-//! name, and pairs are ranked by `(score, slot hash, node hash)`, so neither input order
+//! name, and pairs are ranked by `(priority, score, slot hash, node hash)`, so neither input order
 //! nor the peer computing it matters. (Node ids and service names are expected unique; of
 //! duplicates, the highest node view and the highest spec version win.)
 //!
@@ -36,8 +39,9 @@
 //!
 //! # Why pair-greedy: one answer, reachable locally
 //!
-//! With bounds alone, each slot ranks nodes by score and each node ranks slots by the same
-//! score: the preferences come from one weight per pair. Such a many-to-one matching
+//! With bounds alone, each slot ranks nodes by score and each node ranks slots by
+//! (priority, score), the priority being the same for a slot at every node: the preferences
+//! of both sides follow one order of the pairs. Such a many-to-one matching
 //! problem has exactly one stable matching (no slot and node that both prefer each other
 //! to what they have), and the pair-greedy rule computes it. Because it is *unique*, any
 //! procedure that ends in a stable matching finds the same one, in whatever order it works.

@@ -156,7 +156,7 @@ impl Model {
             while self.nodes[n as usize].held.len() > self.caps[n as usize] as usize {
                 let (worst, key) = self.worst_held(n).expect("holds more than its bound");
                 self.unassign(worst);
-                queue.push((worst, Some((key.0, self.nodes[n as usize].hash)), false));
+                queue.push((worst, Some((key.1, self.nodes[n as usize].hash)), false));
             }
         }
         let mut touched = Vec::new();

@@ -27,7 +27,7 @@ impl Model {
     }
 
     /// The held slot `node` ranks lowest, with its key there.
-    pub(super) fn worst_held(&self, node: u32) -> Option<(u32, (u64, u64))> {
+    pub(super) fn worst_held(&self, node: u32) -> Option<(u32, (u64, u64, u64))> {
         let n = &self.nodes[node as usize];
         n.held
             .iter()
@@ -65,7 +65,7 @@ impl Model {
                 self.assign(slot, node, pick.score);
                 self.set_settled(slot, may_settle);
                 touched.push(node);
-                queue.push((worst, Some((worst_key.0, pick.hash)), false));
+                queue.push((worst, Some((worst_key.1, pick.hash)), false));
             } else {
                 queue.push((slot, Some(pick.key()), false));
             }
@@ -75,7 +75,7 @@ impl Model {
     /// The slot `node` ranks highest among those that rank it above where they are.
     fn best_suitor(&self, node: u32) -> Option<(u32, u64)> {
         let n = &self.nodes[node as usize];
-        let mut best: Option<(u32, (u64, u64))> = None;
+        let mut best: Option<(u32, (u64, u64, u64))> = None;
         for &i in &self.unsettled {
             let s = &self.slots[i as usize];
             if !s.live
@@ -94,7 +94,7 @@ impl Model {
                 best = Some((i, key));
             }
         }
-        best.map(|(slot, key)| (slot, key.0))
+        best.map(|(slot, key)| (slot, key.1))
     }
 
     /// Fills the nodes in `work` up to the bound with the slots that prefer them.
@@ -128,7 +128,7 @@ impl Model {
     /// first up to the bound; the nodes they leave then fill.
     pub(super) fn intake(&mut self, node: u32, touched: &mut Vec<u32>) {
         let n = &self.nodes[node as usize];
-        let mut suitors: Vec<((u64, u64), u32)> = Vec::new();
+        let mut suitors: Vec<((u64, u64, u64), u32)> = Vec::new();
         for (i, s) in self.slots.iter().enumerate() {
             if !s.live || s.pinned || !self.groups[s.group as usize].is_member[node as usize] {
                 continue;
@@ -144,7 +144,7 @@ impl Model {
             self.mark_unsettled(slot); // prefers the new node, which is full
         }
         let mut work = Vec::new();
-        for &((here, _), slot) in &suitors[..taken] {
+        for &((_, here, _), slot) in &suitors[..taken] {
             // A slot on its top node that prefers the new node has it as its new top.
             let settled = self.slots[slot as usize].settled;
             let old = self.slots[slot as usize].owner;

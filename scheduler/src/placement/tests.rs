@@ -137,7 +137,9 @@ fn pending_slots_say_why() {
     ));
     p.check(&ns, &[heavy]).unwrap();
 
-    let mut zone = replicated("zoned", 10);
+    // 20 replicas that only node-000 takes, beside 30 that any node takes: node-000 fills
+    // its bound (ceil(1.25 x 50 / 4) = 16) with constrained slots first, the rest wait.
+    let mut zone = replicated("zoned", 20);
     zone.constraints = vec!["node.name==node-000".parse().unwrap()];
     let p = place(
         &nodes(4),
@@ -145,12 +147,27 @@ fn pending_slots_say_why() {
         &PlacementConfig::default(),
     );
     let bound = p.load_bound();
-    assert!(
-        p.pending()
-            .iter()
-            .all(|(_, why)| *why == PendingReason::LoadBound { bound })
-    );
-    assert!(!p.pending().is_empty());
+    assert_eq!(bound, 16);
+    let pending = p.pending();
+    assert_eq!(pending.len(), 4, "{pending:?}");
+    for (slot, why) in &pending {
+        assert_eq!(slot.service, "zoned");
+        assert_eq!(*why, PendingReason::LoadBound { bound });
+    }
+}
+
+#[test]
+fn constrained_slots_come_first_at_a_node() {
+    // Before, bulk slots ranked high on node-000 took part of its bound and left zoned
+    // replicas pending although bulk had room elsewhere.
+    for seed in 0..20 {
+        let mut zone = replicated(&format!("zoned{seed}"), 10);
+        zone.constraints = vec!["node.name==node-000".parse().unwrap()];
+        let services = [zone, replicated(&format!("bulk{seed}"), 30)];
+        let p = place(&nodes(4), &services, &PlacementConfig::default());
+        assert!(p.pending().is_empty(), "seed {seed}: {:?}", p.pending());
+        p.check(&nodes(4), &services).unwrap();
+    }
 }
 
 #[test]
