@@ -277,4 +277,24 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
         1,
         "nothing was half-applied"
     );
+    // A published UDP port is accepted, with a warning that the ingress routes TCP only.
+    let out = p
+        .cli(&[
+            "service",
+            "create",
+            "--name",
+            "dns",
+            "--replicas",
+            "0",
+            "-p",
+            "5353:53/udp",
+            "dns:v1",
+        ])
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("5353/udp") && err.contains("TCP only"),
+        "{err}"
+    );
 }

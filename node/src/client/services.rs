@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use knit_scheduler::ServiceSpec;
-use knit_scheduler::spec::Mode;
+use knit_scheduler::spec::{Mode, Protocol};
 
 use super::{ApiRefusal, Client};
 use crate::api::{ServiceSummary, TaskRow, UpdateRequest};
@@ -23,6 +23,7 @@ pub(super) async fn run(client: &Client, command: ServiceCommand) -> Result<()> 
             let spec = args.to_spec()?;
             let created: ServiceSpec = client.post("/v1/services", &spec).await?;
             println!("{}", created.name);
+            warn_udp(&created);
             if !args.detach {
                 converge(client, &created).await?;
             }
@@ -72,6 +73,7 @@ pub(super) async fn run(client: &Client, command: ServiceCommand) -> Result<()> 
             match updated {
                 Some(spec) => {
                     println!("{}", spec.name);
+                    warn_udp(&spec);
                     if !args.detach {
                         converge(client, &spec).await?;
                     }
@@ -114,6 +116,24 @@ pub(super) async fn run(client: &Client, command: ServiceCommand) -> Result<()> 
         }
     }
     Ok(())
+}
+
+/// Says, on stderr, that published UDP ports are not routed by the ingress.
+fn warn_udp(spec: &ServiceSpec) {
+    let udp: Vec<String> = spec
+        .ports
+        .iter()
+        .filter(|p| p.protocol == Protocol::Udp)
+        .map(|p| format!("{}/udp", p.published))
+        .collect();
+    if !udp.is_empty() {
+        eprintln!(
+            "warning: {}: the ingress routes TCP only; {} reach each replica only on its own host port (`knit service ps {}` lists them)",
+            spec.name,
+            udp.join(", "),
+            spec.name
+        );
+    }
 }
 
 /// Whether two specs differ only in their bookkeeping (versions, previous).
