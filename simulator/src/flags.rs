@@ -260,14 +260,27 @@ pub fn parse_hosts(text: &str) -> Result<usize, String> {
     }
 }
 
+/// A number that `valid` accepts, or an error naming `what` and showing `example`.
+fn number(
+    text: &str,
+    valid: impl Fn(f64) -> bool,
+    what: &str,
+    example: &str,
+) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(x) if x.is_finite() && valid(x) => Ok(x),
+        _ => Err(format!("{text:?} is not {what}: write {example}")),
+    }
+}
+
 /// Cores: a positive number, e.g. `8` or `0.5`.
 pub fn parse_cores(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(c) if c.is_finite() && c > 0.0 => Ok(c),
-        _ => Err(format!(
-            "{text:?} is not a core count: write a positive number, e.g. 8 or 0.5"
-        )),
-    }
+    number(
+        text,
+        |c| c > 0.0,
+        "a core count",
+        "a positive number, e.g. 8 or 0.5",
+    )
 }
 
 /// Memory: a size the scheduler reads, e.g. `32G` or `512M` (its error says so).
@@ -279,32 +292,22 @@ pub fn parse_memory(text: &str) -> Result<String, String> {
 
 /// Seconds: a number, zero or more.
 pub fn parse_seconds(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(s) if s.is_finite() && s >= 0.0 => Ok(s),
-        _ => Err(format!(
-            "{text:?} is not a time: write seconds, e.g. 20 or 2.5"
-        )),
-    }
+    number(text, |s| s >= 0.0, "a time", "seconds, e.g. 20 or 2.5")
 }
 
 /// `--loss`: a probability in [0, 1).
 pub fn parse_loss(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(p) if (0.0..1.0).contains(&p) => Ok(p),
-        _ => Err(format!(
-            "{text:?} is not a loss rate: write a probability in [0, 1), e.g. 0.01"
-        )),
-    }
+    number(
+        text,
+        |p| (0.0..1.0).contains(&p),
+        "a loss rate",
+        "a probability in [0, 1), e.g. 0.01",
+    )
 }
 
 /// `--churn`: a positive rate.
 pub fn parse_rate(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
-        _ => Err(format!(
-            "{text:?} is not a rate: write kills per minute, e.g. 4"
-        )),
-    }
+    number(text, |r| r > 0.0, "a rate", "kills per minute, e.g. 4")
 }
 
 /// `--service NAME:REPLICAS[:CPU[:MEMORY]]`, e.g. `web:30:0.5:512M`.
