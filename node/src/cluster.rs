@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use knit_mesh::quic::{Mesh, View};
-use knit_mesh::store::{Store, owned_key};
+use knit_mesh::store::{Stamp, Store, owned_key};
 use knit_mesh::{MemberState, NodeId};
 use knit_scheduler::{
     Availability, NodeView, Placement, PlacementConfig, ReplicaReport, Resources, ServiceSpec,
@@ -30,6 +30,27 @@ pub(crate) fn service_version_key(name: &str) -> String {
 /// written by any peer; last writer wins.
 pub(crate) fn node_spec_key(node: &NodeId) -> String {
     format!("node/{node}/spec")
+}
+
+/// The key of a node's [`Applied`] record, written by that node alone.
+pub(crate) fn applied_key(node: &NodeId) -> String {
+    owned_key(node, "applied")
+}
+
+/// A node's acknowledgement of its node spec, written once its rounds read it, so that
+/// `knit node update` can wait until the node itself has the change.
+///
+/// A pause takes effect with it: until the node has said which slots it keeps, every peer
+/// places as if it were still active. Its kept slots come from the node itself, which
+/// knows what it runs at once, where other peers learn it from reports that may lag; so
+/// every peer pins the same slots, and none moves a slot that the paused node still runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Applied {
+    /// The stamp of the node spec acknowledged.
+    pub(crate) spec: Stamp,
+    /// Under a pause: the slots the node ran when it took it, which it keeps.
+    #[serde(default)]
+    pub(crate) kept: Vec<knit_scheduler::SlotId>,
 }
 
 /// The key of a node's `info` record, written by that node alone.
@@ -194,6 +215,30 @@ impl Snapshot {
         self.decode(&node_spec_key(node)).unwrap_or_default()
     }
 
+    /// What `node` last acknowledged of its node spec.
+    pub(crate) fn applied(&self, node: &NodeId) -> Option<Applied> {
+        self.decode(&applied_key(node))
+    }
+
+    /// Whether `node` acts on its node spec as this peer knows it (see [`Applied`]).
+    pub(crate) fn spec_applied(&self, node: &NodeId) -> bool {
+        self.store
+            .stamp(&node_spec_key(node))
+            .is_none_or(|written| {
+                self.applied(node)
+                    .is_some_and(|applied| applied.spec >= written)
+            })
+    }
+
+    /// The availability placement gives `node`: its node spec's, but a pause only once the
+    /// node has acknowledged it (see [`Applied`]).
+    pub(crate) fn availability(&self, node: &NodeId) -> Availability {
+        match self.node_spec(node).availability {
+            Availability::Pause if !self.spec_applied(node) => Availability::Active,
+            other => other,
+        }
+    }
+
     /// The replicas a node reports (empty when it has not reported).
     pub(crate) fn reports(&self, node: &NodeId) -> Vec<ReplicaReport> {
         let prefix = reports_prefix(node);
@@ -245,7 +290,7 @@ impl Snapshot {
                 Some(NodeView {
                     id,
                     name: info.as_ref().map(|i| i.name.clone()).unwrap_or_default(),
-                    availability: self.node_spec(&m.peer.node).availability,
+                    availability: self.availability(&m.peer.node),
                     labels,
                     capacity: info.map(|i| i.capacity).unwrap_or_default(),
                 })
@@ -254,25 +299,27 @@ impl Snapshot {
     }
 
     /// The placement every peer with this reading computes. Docker services go to nodes
-    /// with a Docker engine only; a paused node keeps the replicas it runs.
+    /// with a Docker engine only; a paused node keeps the slots it said it kept.
     pub(crate) fn placement(&self) -> Placement {
         let specs: Vec<ServiceSpec> = self.specs().into_values().map(placeable).collect();
-        let running: BTreeMap<knit_scheduler::SlotId, knit_scheduler::NodeId> = self
-            .observed()
-            .into_iter()
-            .flat_map(|(node, reports)| {
-                reports
-                    .into_iter()
-                    .filter(|r| r.state.is_live())
-                    .map(move |r| (r.slot, node.clone()))
-            })
-            .collect();
-        knit_scheduler::place_running(
-            &self.node_views(),
-            &specs,
-            &running,
-            &PlacementConfig::default(),
-        )
+        let nodes = self.node_views();
+        let mut kept: BTreeMap<knit_scheduler::SlotId, knit_scheduler::NodeId> = BTreeMap::new();
+        for m in self.view.members.iter().filter(|m| m.state.is_active()) {
+            if self.availability(&m.peer.node) != Availability::Pause {
+                continue;
+            }
+            let Ok(id) = knit_scheduler::NodeId::new(m.peer.node.to_string()) else {
+                continue;
+            };
+            for slot in self
+                .applied(&m.peer.node)
+                .map(|a| a.kept)
+                .unwrap_or_default()
+            {
+                kept.insert(slot, id.clone());
+            }
+        }
+        knit_scheduler::place_running(&nodes, &specs, &kept, &PlacementConfig::default())
     }
 
     /// Names of members by node id, for display.

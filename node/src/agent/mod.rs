@@ -15,11 +15,13 @@ use std::time::{Duration, Instant};
 use knit_mesh::quic::Mesh;
 use knit_scheduler::reconcile::pace;
 use knit_scheduler::spec::Driver as DriverKind;
-use knit_scheduler::{Health, ReconcileConfig, ReplicaReport, ReplicaState, ServiceSpec, SlotId};
+use knit_scheduler::{
+    Availability, Health, ReconcileConfig, ReplicaReport, ReplicaState, ServiceSpec, SlotId,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster::{Snapshot, report_key};
+use crate::cluster::{Snapshot, node_spec_key, report_key};
 use crate::driver::{Drivers, Replica};
 
 /// Rounds happen at least this often, and at most every `ROUND_MIN`.
@@ -38,6 +40,8 @@ const SETTLE: Duration = Duration::from_millis(pace::SETTLE_MS);
 /// A restarted peer that knew other members waits at most this long to find them again
 /// before it acts alone on what it knows.
 const REJOIN_WAIT: Duration = Duration::from_secs(10);
+/// How long a round waits for the local store to hold its own acknowledgement.
+const STORE_WAIT: Duration = Duration::from_secs(1);
 
 /// One replica the agent knows of.
 struct Tracked {
@@ -108,6 +112,8 @@ pub(crate) struct Agent {
     /// Each service's stop grace period (ms), kept while its replicas run here so that a
     /// removed service's replicas get their own.
     stop_graces: BTreeMap<String, u64>,
+    /// The stamp of this node's node spec last acknowledged (see [`crate::cluster::applied_key`]).
+    applied_spec: Option<knit_mesh::store::Stamp>,
 }
 
 impl Agent {
@@ -142,6 +148,7 @@ impl Agent {
             settle_until: Instant::now() + SETTLE,
             started: Instant::now(),
             stop_graces: BTreeMap::new(),
+            applied_spec: None,
         };
         Ok((agent, rx))
     }
@@ -211,16 +218,53 @@ impl Agent {
 
     async fn round(&mut self) {
         self.observe().await;
-        let snapshot = Snapshot::of(&self.mesh);
-        let specs = snapshot.specs();
+        let mut snapshot = Snapshot::of(&self.mesh);
+        let mut specs = snapshot.specs();
         self.measure_cpu(&specs).await;
         self.probe(&specs);
         let reports = self.reports(&specs);
         self.publish(&snapshot, &reports).await;
+        if self.acknowledge(&snapshot, &reports).await {
+            // Act on the node spec as every peer now places it.
+            snapshot = Snapshot::of(&self.mesh);
+            specs = snapshot.specs();
+        }
         self.check_condition(&snapshot).await;
         if self.settled(&snapshot) {
             self.act(&snapshot, specs, reports).await;
         }
+    }
+
+    /// Acknowledges a node spec this node has not acknowledged yet (see
+    /// [`crate::cluster::Applied`]), with the slots it keeps if it is a pause; true once
+    /// the local store holds the acknowledgement.
+    async fn acknowledge(&mut self, snapshot: &Snapshot, reports: &[ReplicaReport]) -> bool {
+        let Some(spec) = snapshot.store.stamp(&node_spec_key(&self.me)) else {
+            return false;
+        };
+        if self.applied_spec == Some(spec) || snapshot.spec_applied(&self.me) {
+            return false;
+        }
+        let paused = snapshot.node_spec(&self.me).availability == Availability::Pause;
+        let kept = reports
+            .iter()
+            .filter(|r| paused && r.state.is_live())
+            .map(|r| r.slot.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let applied = crate::cluster::Applied { spec, kept };
+        let key = crate::cluster::applied_key(&self.me);
+        let Ok(bytes) = serde_json::to_vec(&applied) else {
+            return false;
+        };
+        let Ok(written) = self.mesh.put(&key, Some(bytes)).await else {
+            return false;
+        };
+        self.applied_spec = Some(spec);
+        let mut store = self.mesh.store();
+        let held = store.wait_for(|s| s.stamp(&key).is_some_and(|s| s >= written));
+        matches!(tokio::time::timeout(STORE_WAIT, held).await, Ok(Ok(_)))
     }
 
     /// Preventive healing, at most once a second.

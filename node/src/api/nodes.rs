@@ -35,6 +35,10 @@ pub(crate) struct NodeSummary {
     pub(crate) telemetry: Option<crate::telemetry::Telemetry>,
     /// What it says of its own condition (preventive healing).
     pub(crate) condition: Option<crate::cluster::Condition>,
+    /// The node acts on its availability and labels as the answering peer knows them
+    /// (false for a moment after `node update`, until the node itself has the change).
+    #[serde(default)]
+    pub(crate) spec_applied: bool,
     /// Published ports this peer's ingress could not listen on (answering peer only).
     #[serde(default)]
     pub(crate) ingress_errors: Vec<String>,
@@ -62,6 +66,7 @@ fn summaries(snapshot: &Snapshot) -> Vec<NodeSummary> {
                 replicas: snapshot.reports(&m.peer.node).len(),
                 telemetry: snapshot.telemetry(&m.peer.node),
                 condition: snapshot.condition(&m.peer.node),
+                spec_applied: snapshot.spec_applied(&m.peer.node),
                 ingress_errors: Vec::new(),
             }
         })

@@ -1,5 +1,7 @@
 //! `knit node ...`.
 
+use std::time::{Duration, Instant};
+
 use anyhow::{Result, bail};
 use knit_scheduler::Availability;
 
@@ -51,10 +53,44 @@ pub(super) async fn run(client: &Client, command: NodeCommand) -> Result<()> {
             let updated: NodeSummary = client
                 .post(&format!("/v1/nodes/{}/spec", current.id), &spec)
                 .await?;
+            applied(client, &updated).await?;
             println!("{}", updated.id);
         }
     }
     Ok(())
+}
+
+/// How long `node update` waits for the node itself to have the change.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Waits until the node acts on its new spec, so that what the operator does next (a
+/// `service scale` through another peer, say) comes after the change on that node. A node
+/// that is down gets it when it returns; one that does not answer in time gets a warning.
+async fn applied(client: &Client, updated: &NodeSummary) -> Result<()> {
+    let started = Instant::now();
+    let mut node = updated.clone();
+    loop {
+        if node.spec_applied {
+            return Ok(());
+        }
+        if !node.state.is_active() {
+            eprintln!(
+                "note: {} is {}; it takes the change when it returns",
+                node.name,
+                word(&node.state)
+            );
+            return Ok(());
+        }
+        if started.elapsed() > APPLY_TIMEOUT {
+            eprintln!(
+                "warning: {} has not confirmed the change within {APPLY_TIMEOUT:?}; it takes it when the state reaches it (see `knit node inspect {}`)",
+                node.name, node.name
+            );
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        node = client.get(&format!("/v1/nodes/{}", updated.id)).await?;
+    }
 }
 
 fn pct(value: Option<f64>) -> String {

@@ -3,7 +3,7 @@
 //! `<data dir>/processes/` (pid, start time, slot, spec version, ports) lets a restarted
 //! peer adopt the processes it left running: they live on with the host, not with the peer.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -53,9 +53,90 @@ fn proc_stat(pid: u32) -> Option<(u64, char)> {
     Some((start, state))
 }
 
-fn free_port() -> Result<u16, DriverError> {
-    let listener = std::net::TcpListener::bind("0.0.0.0:0").map_err(failed)?;
-    Ok(listener.local_addr().map_err(failed)?.port())
+/// How long a port handed to a new replica stays claimed for it: time enough for the
+/// replica to bind it, after which the kernel keeps others off it.
+const CLAIM_TTL: Duration = Duration::from_secs(60);
+
+/// Where the peers of one host claim the ports they hand out (see [`free_port`]).
+fn claims_dir() -> PathBuf {
+    std::env::temp_dir().join("knit-ports")
+}
+
+/// Claims `port` host-wide for a replica about to start. A claim older than [`CLAIM_TTL`]
+/// is stale and taken over. Where claims cannot be written at all (another user's
+/// directory, say) the kernel's word that the port is free has to do.
+fn claim(dir: &Path, port: u16) -> bool {
+    let path = dir.join(port.to_string());
+    for _ in 0..2 {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(_) => return true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let stale = std::fs::metadata(&path)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > CLAIM_TTL));
+                if !stale || std::fs::remove_file(&path).is_err() {
+                    return false;
+                }
+            }
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+/// A free TCP port for a new replica. The kernel picks it; the replica binds it only
+/// later, when it has started, and in between another replica starting on this host (of
+/// this peer, or of another peer on the same host, as in `knit lab`) could be handed the
+/// same port. So each port is claimed host-wide first, and one already claimed is passed
+/// over.
+fn free_port(taken: &BTreeSet<u16>) -> Result<u16, DriverError> {
+    let dir = claims_dir();
+    let _ = std::fs::create_dir_all(&dir);
+    for _ in 0..64 {
+        let listener = std::net::TcpListener::bind("0.0.0.0:0").map_err(failed)?;
+        let port = listener.local_addr().map_err(failed)?.port();
+        drop(listener);
+        if !taken.contains(&port) && claim(&dir, port) {
+            return Ok(port);
+        }
+    }
+    Err(failed(
+        "no free port after 64 tries: the host's ephemeral ports are exhausted or claimed",
+    ))
+}
+
+/// Removes the host's stale port claims.
+fn prune_claims() {
+    let Ok(entries) = std::fs::read_dir(claims_dir()) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > CLAIM_TTL));
+        if stale {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// The last line of a replica's output that says something, for the error of a replica
+/// that failed. Reads at most the last 4 KiB.
+fn last_words(path: &Path) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path).ok()?;
+    let len = file.metadata().ok()?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(4096))).ok()?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).ok()?;
+    let text = String::from_utf8_lossy(&bytes);
+    let line = text.lines().rev().map(str::trim).find(|l| !l.is_empty())?;
+    Some(line.chars().take(200).collect())
 }
 
 fn now_ms() -> u64 {
@@ -66,6 +147,7 @@ impl ProcessDriver {
     /// A driver keeping its records under `dir`.
     pub(crate) fn new(dir: &Path) -> Result<Self, DriverError> {
         std::fs::create_dir_all(dir).map_err(failed)?;
+        prune_claims();
         Ok(Self {
             dir: dir.to_owned(),
             exits: Arc::default(),
@@ -98,9 +180,18 @@ impl ProcessDriver {
             .next()
             .ok_or_else(|| DriverError::Failed("the service has no command to run".into()))?;
         let runtime_id = format!("{}-{:08x}", launch.slot, rand::random::<u32>());
+        // Ports of this peer's live replicas are bound already, or about to be.
+        let mut taken: BTreeSet<u16> = self
+            .records()
+            .iter()
+            .filter(|r| r.exit_code.is_none())
+            .flat_map(|r| r.host_ports.values().copied())
+            .collect();
         let mut host_ports = BTreeMap::new();
         for port in &spec.ports {
-            host_ports.insert(port.target, free_port()?);
+            let host = free_port(&taken)?;
+            taken.insert(host);
+            host_ports.insert(port.target, host);
         }
         let log = std::fs::File::create(self.log_path(&runtime_id)).map_err(failed)?;
         let mut cmd = tokio::process::Command::new(program);
@@ -163,7 +254,14 @@ impl ProcessDriver {
         let (state, error) = match (alive, exit_code) {
             (true, _) => (ReplicaState::Running, None),
             (false, Some(0)) => (ReplicaState::Exited, None),
-            (false, Some(code)) => (ReplicaState::Failed, Some(format!("exit code {code}"))),
+            (false, Some(code)) => {
+                let said = last_words(&self.log_path(&record.runtime_id));
+                let error = match said {
+                    Some(line) => format!("exit code {code}: {line}"),
+                    None => format!("exit code {code}"),
+                };
+                (ReplicaState::Failed, Some(error))
+            }
             (false, None) => (
                 ReplicaState::Failed,
                 Some("exited while the peer was down (exit code unknown)".into()),

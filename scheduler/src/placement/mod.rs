@@ -140,9 +140,9 @@ pub fn place_keeping(
     Placement::from_model(&Model::build(nodes, services, &pins, config))
 }
 
-/// The slots `current` gives to nodes that are paused in `nodes`.
 /// Places every slot of `services` on `nodes`; a paused node keeps the slots `running`
-/// says it runs (from its replica reports), so that pause stops new placements only.
+/// gives it (knit passes the slots each paused node said it ran when it took the pause),
+/// so that pause stops new placements only.
 pub fn place_running(
     nodes: &[NodeView],
     services: &[ServiceSpec],
@@ -162,6 +162,7 @@ pub fn place_running(
     Placement::from_model(&Model::build(nodes, services, &pins, config))
 }
 
+/// The slots `current` gives to nodes that are paused in `nodes`.
 fn paused_pins(nodes: &[NodeView], current: &Placement) -> Vec<(SlotId, NodeId)> {
     let paused: std::collections::BTreeSet<&NodeId> = nodes
         .iter()
