@@ -46,6 +46,10 @@ pub(crate) struct SpecFlags {
     /// Time to wait after SIGTERM before killing a replica (default 10s).
     #[arg(long)]
     pub(crate) stop_grace_period: Option<String>,
+    /// Signal that asks a replica to stop, e.g. SIGQUIT (default: the image's STOPSIGNAL,
+    /// else SIGTERM).
+    #[arg(long)]
+    pub(crate) stop_signal: Option<String>,
     /// Window used to evaluate the restart policy.
     #[arg(long)]
     pub(crate) restart_window: Option<String>,
@@ -210,6 +214,13 @@ impl SpecFlags {
         }
         if let Some(v) = &self.stop_grace_period {
             spec.stop_grace_ms = duration("stop-grace-period", v)?;
+        }
+        if let Some(v) = &self.stop_signal {
+            spec.stop_signal = Some(knit_scheduler::spec::normalize_signal(v).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--stop-signal {v:?} is not a signal: give a name such as SIGTERM or SIGQUIT, or a number from 1 to 64"
+                )
+            })?);
         }
         Ok(())
     }

@@ -135,7 +135,7 @@ impl DockerDriver {
             .map_err(|why| DriverError::Failed(format!("container {id} just started: {why}")))
     }
 
-    /// Stops a container (SIGTERM, then SIGKILL after `grace`) and removes it. A container
+    /// Stops a container (its stop signal, then SIGKILL after `grace`) and removes it. A container
     /// that no longer exists is stopped already.
     pub(crate) async fn stop(&self, runtime_id: &str, grace: Duration) -> Result<(), DriverError> {
         let grace_s = grace.as_secs() + u64::from(grace.subsec_nanos() > 0);
@@ -389,6 +389,7 @@ fn container_body(launch: &Launch, image: &str) -> ContainerCreateBody {
         labels: Some(tags),
         exposed_ports: Some(port_bindings.into_keys().collect()),
         host_config: Some(host_config),
+        stop_signal: spec.stop_signal.clone(),
         ..Default::default()
     }
 }

@@ -27,6 +27,9 @@ struct Record {
     spec_version: u64,
     host_ports: BTreeMap<u16, u16>,
     started_at_ms: u64,
+    /// The signal that asks it to stop (the spec's when it started); SIGTERM when `None`.
+    #[serde(default)]
+    stop_signal: Option<String>,
     /// Set once this peer saw the process exit.
     exit_code: Option<i32>,
 }
@@ -34,8 +37,9 @@ struct Record {
 /// Runs replicas as processes.
 pub(crate) struct ProcessDriver {
     dir: PathBuf,
-    /// Exit codes of children this peer spawned, reaped by their waiter tasks.
-    exits: Arc<Mutex<BTreeMap<String, i32>>>,
+    /// Children this peer spawned: `None` until their waiter task reaps them, then the
+    /// exit code.
+    exits: Arc<Mutex<BTreeMap<String, Option<i32>>>>,
 }
 
 fn failed(e: impl std::fmt::Display) -> DriverError {
@@ -179,6 +183,13 @@ impl ProcessDriver {
         let program = words
             .next()
             .ok_or_else(|| DriverError::Failed("the service has no command to run".into()))?;
+        if let Some(signal) = &spec.stop_signal
+            && nix_signal(signal).is_none()
+        {
+            return Err(DriverError::Failed(format!(
+                "the process driver cannot send stop signal {signal}: give a named signal such as SIGTERM"
+            )));
+        }
         let runtime_id = format!("{}-{:08x}", launch.slot, rand::random::<u32>());
         // Ports of this peer's live replicas are bound already, or about to be.
         let mut taken: BTreeSet<u16> = self
@@ -221,10 +232,15 @@ impl ProcessDriver {
             spec_version: spec.version,
             host_ports,
             started_at_ms: now_ms(),
+            stop_signal: spec.stop_signal.clone(),
             exit_code: None,
         };
         self.save(&record)?;
         let exits = self.exits.clone();
+        exits
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(runtime_id.clone(), None);
         let id = runtime_id.clone();
         tokio::spawn(async move {
             let code = match child.wait().await {
@@ -234,7 +250,7 @@ impl ProcessDriver {
             exits
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .insert(id, code);
+                .insert(id, Some(code));
         });
         Ok(self.replica(&record))
     }
@@ -246,11 +262,15 @@ impl ProcessDriver {
             .unwrap_or_else(PoisonError::into_inner)
             .get(&record.runtime_id)
             .copied();
-        let exit_code = record.exit_code.or(reaped);
+        let exit_code = record.exit_code.or(reaped.flatten());
+        // A child of this peer that its waiter has not reaped yet still runs, or has just
+        // ended and gets its exit code in a moment: not "exited while the peer was down".
+        let unreaped = reaped == Some(None);
         let alive = exit_code.is_none()
-            && proc_stat(record.pid).is_some_and(|(ticks, state)| {
-                state != 'Z' && (record.start_ticks == 0 || ticks == record.start_ticks)
-            });
+            && (unreaped
+                || proc_stat(record.pid).is_some_and(|(ticks, state)| {
+                    state != 'Z' && (record.start_ticks == 0 || ticks == record.start_ticks)
+                }));
         let (state, error) = match (alive, exit_code) {
             (true, _) => (ReplicaState::Running, None),
             (false, Some(0)) => (ReplicaState::Exited, None),
@@ -314,7 +334,8 @@ impl ProcessDriver {
         Some(ticks * 10_000_000)
     }
 
-    /// SIGTERM to the replica's process group, SIGKILL after `grace`; forgets it.
+    /// The replica's stop signal (SIGTERM by default) to its process group, SIGKILL after
+    /// `grace`; forgets it.
     pub(crate) async fn stop(&self, runtime_id: &str, grace: Duration) -> Result<(), DriverError> {
         let Some(record) = self
             .records()
@@ -325,7 +346,12 @@ impl ProcessDriver {
         };
         if self.replica(&record).state == ReplicaState::Running {
             let group = Pid::from_raw(i32::try_from(record.pid).map_err(failed)?);
-            let _ = killpg(group, Signal::SIGTERM);
+            let signal = record
+                .stop_signal
+                .as_deref()
+                .and_then(nix_signal)
+                .unwrap_or(Signal::SIGTERM);
+            let _ = killpg(group, signal);
             let deadline = tokio::time::Instant::now() + grace;
             while tokio::time::Instant::now() < deadline
                 && self.replica(&record).state == ReplicaState::Running
@@ -384,7 +410,15 @@ impl ProcessDriver {
     }
 }
 
+/// A stop signal the process driver can send (real-time signals it cannot).
+fn nix_signal(signal: &str) -> Option<Signal> {
+    knit_scheduler::spec::signal_number(signal).and_then(|n| Signal::try_from(n).ok())
+}
+
 fn status_signal(status: &std::process::ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
     status.signal().unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests;

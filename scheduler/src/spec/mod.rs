@@ -6,6 +6,7 @@
 mod constraint;
 mod port;
 mod quantity;
+mod signal;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 pub use constraint::{Constraint, ConstraintField, ConstraintOp};
 pub use port::{PortSpec, Protocol};
 pub use quantity::{parse_cpu_millis, parse_duration_ms, parse_memory_bytes};
+pub use signal::{normalize_signal, signal_number};
 
 /// CPU and memory, as reserved by a replica or offered by a node.
 #[derive(
@@ -283,6 +285,10 @@ pub struct ServiceSpec {
     pub restart: RestartPolicy,
     /// How long a replica has to exit after SIGTERM before it is killed (ms).
     pub stop_grace_ms: u64,
+    /// The signal that asks a replica to stop (Docker's `--stop-signal`), as
+    /// [`normalize_signal`] spells it; `None`: the image's `STOPSIGNAL`, else `SIGTERM`. A
+    /// replica keeps the signal it was started with.
+    pub stop_signal: Option<String>,
     /// How to tell a healthy replica; `None` trusts a running one.
     pub health: Option<HealthCheck>,
     /// How a new spec rolls out.
@@ -320,6 +326,7 @@ impl Default for ServiceSpec {
             constraints: Vec::new(),
             restart: RestartPolicy::default(),
             stop_grace_ms: DEFAULT_STOP_GRACE_MS,
+            stop_signal: None,
             health: None,
             update: UpdateConfig::default(),
             rollback: UpdateConfig::default(),
@@ -370,6 +377,7 @@ impl ServiceSpec {
             && self.labels == other.labels
             && self.limits == other.limits
             && self.health == other.health
+            && self.stop_signal == other.stop_signal
     }
 
     /// The oldest spec version whose replicas run what this spec asks for.

@@ -58,6 +58,16 @@ impl ServiceSpec {
         if self.stop_grace_ms > MAX_STOP_GRACE_MS {
             return bad("stop-grace-period", "must be at most 1h, e.g. 30s".into());
         }
+        if let Some(signal) = &self.stop_signal
+            && super::normalize_signal(signal).as_deref() != Some(signal.as_str())
+        {
+            return bad(
+                "stop-signal",
+                format!(
+                    "{signal:?} is not a signal: give a name such as SIGTERM or SIGQUIT, or a number from 1 to 64"
+                ),
+            );
+        }
         validate_update(&self.name, "update", &self.update)?;
         validate_update(&self.name, "rollback", &self.rollback)?;
         self.validate_autoscale()?;
@@ -267,6 +277,11 @@ mod tests {
         s.health = None;
         s.stop_grace_ms = 2 * 3_600_000;
         assert!(error(&s).contains("stop-grace-period"), "{}", error(&s));
+        s.stop_grace_ms = 1_000;
+        s.stop_signal = Some("quit".into());
+        assert!(error(&s).contains("stop-signal"), "{}", error(&s));
+        s.stop_signal = Some("SIGQUIT".into());
+        s.validate().unwrap();
     }
 
     #[test]

@@ -361,7 +361,9 @@ fn the_container_body_has_labels_ports_env_and_limits() {
     spec.args = vec!["--fast".into()];
     spec.limits.cpu_millis = 500;
     spec.limits.memory_bytes = 64 << 20;
+    spec.stop_signal = Some("SIGQUIT".into());
     let body = container_body(&launch, "img");
+    assert_eq!(body.stop_signal.as_deref(), Some("SIGQUIT"));
     let tags = body.labels.expect("labels");
     assert_eq!(tags[labels::SLOT], "web.2");
     assert_eq!(

@@ -1,0 +1,201 @@
+//! The process driver against real child processes: stop signals, port claims, and what a
+//! failed replica says. Each test has a records directory of its own, removed when it
+//! ends, also when it panics, after its processes are stopped.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Instant;
+
+use knit_scheduler::ServiceSpec;
+use knit_scheduler::spec::{Driver, PortSpec, Protocol};
+
+use super::*;
+
+/// A records directory of its own; stops what it still runs and removes itself on drop.
+struct Scratch {
+    dir: PathBuf,
+    driver: ProcessDriver,
+}
+
+impl Scratch {
+    fn new() -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("knit-process-{}-{n}", std::process::id()));
+        let driver = ProcessDriver::new(&dir).expect("a records directory");
+        Self { dir, driver }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        for record in self.driver.records() {
+            if let Ok(pid) = i32::try_from(record.pid) {
+                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn launch(name: &str, script: &str, stop_signal: Option<&str>) -> Launch {
+    let spec = ServiceSpec {
+        name: name.to_owned(),
+        driver: Driver::Process,
+        command: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        ports: vec![PortSpec {
+            published: 8080,
+            target: 8080,
+            protocol: Protocol::Tcp,
+            proxy_protocol: false,
+        }],
+        stop_signal: stop_signal.map(str::to_owned),
+        version: 3,
+        ..ServiceSpec::default()
+    };
+    Launch {
+        slot: SlotId::replica(name, 1),
+        spec: Arc::new(spec),
+        node: "test".into(),
+    }
+}
+
+/// Polls until `done` holds for the replica; panics after 10 s.
+async fn wait_for(
+    scratch: &Scratch,
+    runtime_id: &str,
+    what: &str,
+    done: impl Fn(&Replica) -> bool,
+) {
+    let started = Instant::now();
+    loop {
+        let list = scratch.driver.list().await.expect("list");
+        if list.iter().any(|r| r.runtime_id == runtime_id && done(r)) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_replica_is_stopped_with_its_stop_signal() {
+    let scratch = Scratch::new();
+    let marker = scratch.dir.join("got");
+    // The shell says which signal reached it; it ignores SIGTERM, so a SIGTERM could only
+    // end it by the SIGKILL after the grace period, and the marker would stay empty.
+    let script = format!(
+        "trap 'echo QUIT > {m}; exit 0' QUIT; trap '' TERM; echo ready > {m}; while :; do sleep 0.05; done",
+        m = marker.display()
+    );
+    let replica = scratch
+        .driver
+        .start(&launch("sig", &script, Some("SIGQUIT")))
+        .await
+        .expect("start");
+    let ready = Instant::now();
+    while std::fs::read_to_string(&marker).unwrap_or_default().trim() != "ready" {
+        assert!(
+            ready.elapsed() < Duration::from_secs(10),
+            "the shell never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let started = Instant::now();
+    scratch
+        .driver
+        .stop(&replica.runtime_id, Duration::from_secs(5))
+        .await
+        .expect("stop");
+    assert_eq!(std::fs::read_to_string(&marker).unwrap().trim(), "QUIT");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "stopped by the signal, not by SIGKILL after the grace period: {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_real_time_stop_signal_is_refused_with_a_clear_error() {
+    let scratch = Scratch::new();
+    let error = scratch
+        .driver
+        .start(&launch("rt", "sleep 5", Some("40")))
+        .await
+        .expect_err("the process driver cannot send signal 40");
+    assert!(error.to_string().contains("stop signal 40"), "{error}");
+    assert!(scratch.driver.records().is_empty(), "nothing was started");
+}
+
+#[tokio::test]
+async fn replicas_starting_together_get_distinct_ports() {
+    // The replicas bind their ports only once they run (here: never), so only the claims
+    // keep the kernel's free ports from being handed out twice.
+    let scratch = Scratch::new();
+    let mut ports = BTreeSet::new();
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        let replica = scratch
+            .driver
+            .start(&launch(&format!("p{i}"), "sleep 30", None))
+            .await
+            .expect("start");
+        let port = replica.host_ports[&8080];
+        assert!(ports.insert(port), "port {port} handed out twice");
+        ids.push(replica.runtime_id);
+    }
+    for id in ids {
+        scratch
+            .driver
+            .stop(&id, Duration::from_secs(1))
+            .await
+            .expect("stop");
+    }
+}
+
+#[test]
+fn a_claimed_port_is_passed_over_until_its_claim_is_stale() {
+    let dir = std::env::temp_dir().join(format!("knit-claims-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    assert!(claim(&dir, 40_001), "a first claim holds");
+    assert!(!claim(&dir, 40_001), "a second one does not");
+    let path = dir.join("40001");
+    let old = std::time::SystemTime::now() - CLAIM_TTL - Duration::from_secs(1);
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    assert!(claim(&dir, 40_001), "a stale claim is taken over");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn a_failed_replica_says_what_it_printed_last() {
+    let scratch = Scratch::new();
+    let replica = scratch
+        .driver
+        .start(&launch(
+            "fail",
+            "echo starting; echo 'bind: address already in use' >&2; exit 3",
+            None,
+        ))
+        .await
+        .expect("start");
+    wait_for(&scratch, &replica.runtime_id, "the replica to fail", |r| {
+        r.state == ReplicaState::Failed
+    })
+    .await;
+    let list = scratch.driver.list().await.unwrap();
+    let failed = list
+        .iter()
+        .find(|r| r.runtime_id == replica.runtime_id)
+        .unwrap();
+    assert_eq!(
+        failed.error.as_deref(),
+        Some("exit code 3: bind: address already in use")
+    );
+}
