@@ -162,6 +162,8 @@ impl Agent {
         let mut view = self.mesh.view();
         let mut store = self.mesh.store();
         let mut last_round = Instant::now() - ROUND_EVERY;
+        // A replica that dies or turns unhealthy is seen at once where the driver tells.
+        let replicas_changed = self.drivers.changed().unwrap_or_default();
         loop {
             let wait = ROUND_EVERY.saturating_sub(last_round.elapsed());
             tokio::select! {
@@ -169,6 +171,7 @@ impl Agent {
                 () = tokio::time::sleep(wait) => {}
                 _ = view.changed() => {}
                 _ = store.changed() => {}
+                () = replicas_changed.notified() => {}
                 Some(event) = events.recv() => self.absorb(event),
             }
             while let Ok(event) = events.try_recv() {

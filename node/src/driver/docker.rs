@@ -13,6 +13,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bollard::Docker;
@@ -29,6 +31,7 @@ use bollard::query_parameters::{
 };
 use futures_util::{StreamExt, TryStreamExt};
 use knit_scheduler::{Health, NodeId, ReplicaState, SlotId};
+use tokio::sync::Notify;
 
 use super::{DriverError, Launch, Replica, labels};
 
@@ -47,6 +50,10 @@ const LOGS_BYTES_MAX: usize = 1 << 20;
 pub(crate) struct DockerDriver {
     /// The API client, its version negotiated with the engine.
     docker: Docker,
+    /// The event stream and what it keeps between full lists.
+    watch: watch::Watch,
+    /// Containers inspected so far (for tests and benchmarks of the engine's load).
+    inspects: AtomicU64,
 }
 
 /// Runs `call`, turning a timeout into bollard's own timeout error.
@@ -100,7 +107,38 @@ impl DockerDriver {
         within(CONNECT_TIMEOUT, docker.ping())
             .await
             .map_err(|e| unavailable(&e))?;
-        Ok(Self { docker })
+        Ok(Self {
+            docker,
+            watch: watch::Watch::default(),
+            inspects: AtomicU64::new(0),
+        })
+    }
+
+    /// Woken when the engine reports an event about one of this node's containers.
+    pub(crate) fn changed(&self) -> Arc<Notify> {
+        self.watch.changed.clone()
+    }
+
+    /// Containers inspected since the driver connected.
+    #[cfg(test)]
+    pub(crate) fn inspects(&self) -> u64 {
+        self.inspects.load(Ordering::Relaxed)
+    }
+
+    /// Inspects `ids`, a few at a time.
+    async fn inspect_all(
+        &self,
+        ids: Vec<String>,
+    ) -> Vec<(String, Result<ContainerInspectResponse, DockerError>)> {
+        self.inspects.fetch_add(ids.len() as u64, Ordering::Relaxed);
+        futures_util::stream::iter(ids)
+            .map(|id| async move {
+                let result = within(CALL_TIMEOUT, self.docker.inspect_container(&id, None)).await;
+                (id, result)
+            })
+            .buffered(INSPECTS_IN_FLIGHT_MAX)
+            .collect()
+            .await
     }
 
     /// Starts one replica: makes sure the image is here, creates the container, starts it
@@ -131,8 +169,11 @@ impl DockerDriver {
         let inspect = within(CALL_TIMEOUT, self.docker.inspect_container(&id, None))
             .await
             .map_err(|e| failed("inspect", &e))?;
-        replica_from(&inspect)
-            .map_err(|why| DriverError::Failed(format!("container {id} just started: {why}")))
+        let replica = replica_from(&inspect)
+            .map_err(|why| DriverError::Failed(format!("container {id} just started: {why}")))?;
+        // The next list shows it, whether or not its events have come by then.
+        self.watch.started(&launch.node, &replica);
+        Ok(replica)
     }
 
     /// Stops a container (its stop signal, then SIGKILL after `grace`) and removes it. A container
@@ -147,7 +188,10 @@ impl DockerDriver {
         )
         .await;
         match stopped {
-            Err(e) if is_not_found(&e) => return Ok(()),
+            Err(e) if is_not_found(&e) => {
+                self.watch.inspected(runtime_id, None);
+                return Ok(());
+            }
             // The forced remove below kills what the stop could not.
             Err(e) => tracing::warn!(runtime_id, error = %reason(&e), "docker stop failed"),
             Ok(()) => {}
@@ -164,17 +208,66 @@ impl DockerDriver {
         )
         .await
         {
-            Ok(()) => Ok(()),
-            Err(e) if is_not_found(&e) => Ok(()),
-            // 409: a removal is already in progress.
-            Err(e) if status_code(&e) == Some(409) && reason(&e).contains("in progress") => Ok(()),
-            Err(e) => Err(failed(&format!("remove {runtime_id}"), &e)),
+            Ok(()) => {
+                self.watch.inspected(runtime_id, None);
+                Ok(())
+            }
+            Err(e) if is_not_found(&e) => {
+                self.watch.inspected(runtime_id, None);
+                Ok(())
+            }
+            // 409: a removal is already in progress; the next list looks again.
+            Err(e) if status_code(&e) == Some(409) && reason(&e).contains("in progress") => {
+                self.watch.mark(runtime_id);
+                Ok(())
+            }
+            Err(e) => {
+                self.watch.mark(runtime_id);
+                Err(failed(&format!("remove {runtime_id}"), &e))
+            }
         }
     }
 
     /// Every container labelled with `node`, running or not. Containers whose labels do not
-    /// read as a knit replica are skipped (and logged).
+    /// read as a knit replica are skipped (and logged). Between full lists (see
+    /// [`watch`]), only the containers the event stream named are inspected again.
     pub(crate) async fn list(&self, node: &str) -> Result<Vec<Replica>, DriverError> {
+        let ids = match self.watch.due(&self.docker, node) {
+            watch::Due::Full => {
+                let started = std::time::Instant::now();
+                let replicas = self.list_all(node).await?;
+                self.watch.listed(started, &replicas);
+                return Ok(replicas);
+            }
+            watch::Due::Dirty(ids) => ids,
+        };
+        let mut failure = None;
+        for (id, inspect) in self.inspect_all(ids).await {
+            match inspect {
+                Err(e) if is_not_found(&e) => self.watch.inspected(&id, None),
+                Err(e) => {
+                    self.watch.mark(&id);
+                    failure = Some(failed(&format!("inspect {id}"), &e));
+                }
+                Ok(inspect) => match replica_from(&inspect) {
+                    Ok(replica) => self.watch.inspected(&id, Some(replica)),
+                    Err(why) => {
+                        tracing::warn!(container = %id, %why, "skipping container");
+                        self.watch.inspected(&id, None);
+                    }
+                },
+            }
+        }
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        let mut replicas: Vec<Replica> = self.watch.lock().replicas.values().cloned().collect();
+        replicas.sort_by(|a, b| (&a.slot, &a.runtime_id).cmp(&(&b.slot, &b.runtime_id)));
+        Ok(replicas)
+    }
+
+    /// Lists and inspects every container labelled with `node`.
+    async fn list_all(&self, node: &str) -> Result<Vec<Replica>, DriverError> {
         let filters = HashMap::from([("label", vec![format!("{}={node}", labels::NODE)])]);
         let options = ListContainersOptionsBuilder::default()
             .all(true)
@@ -184,16 +277,8 @@ impl DockerDriver {
             .await
             .map_err(|e| failed("list", &e))?;
         let ids: Vec<String> = summaries.into_iter().filter_map(|c| c.id).collect();
-        let inspects: Vec<_> = futures_util::stream::iter(ids)
-            .map(|id| async move {
-                let result = within(CALL_TIMEOUT, self.docker.inspect_container(&id, None)).await;
-                (id, result)
-            })
-            .buffered(INSPECTS_IN_FLIGHT_MAX)
-            .collect()
-            .await;
         let mut replicas = Vec::new();
-        for (id, inspect) in inspects {
+        for (id, inspect) in self.inspect_all(ids).await {
             match inspect {
                 // Removed between the list and the inspect.
                 Err(e) if is_not_found(&e) => {}
@@ -538,6 +623,8 @@ fn rfc3339_ms(text: &str) -> Option<u64> {
     let total = ((days * 24 + hh) * 60 + mm) * 60 + ss;
     u64::try_from(total * 1000 + ms).ok()
 }
+
+mod watch;
 
 #[cfg(test)]
 mod tests;

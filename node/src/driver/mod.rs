@@ -90,6 +90,12 @@ impl Drivers {
 }
 
 impl Drivers {
+    /// Woken when a driver hears that one of this node's replicas changed (Docker's
+    /// events); `None` when no driver tells.
+    pub(crate) fn changed(&self) -> Option<Arc<tokio::sync::Notify>> {
+        self.docker.as_ref().map(docker::DockerDriver::changed)
+    }
+
     /// Every replica this node runs, with the kind of driver that runs it.
     pub(crate) async fn list(&self, node: &str) -> Result<Vec<(Replica, DriverKind)>, DriverError> {
         let mut all: Vec<(Replica, DriverKind)> = self

@@ -393,3 +393,75 @@ fn the_container_body_has_labels_ports_env_and_limits() {
     );
     assert_eq!(image_reference("app:v2"), "app:v2");
 }
+
+#[tokio::test]
+async fn the_event_stream_wakes_the_agent_and_spares_the_engine() {
+    let Some((driver, image)) = driver_and_image().await else {
+        return;
+    };
+    let node = TestNode::new();
+    let mut ids = Vec::new();
+    for i in 1..=4 {
+        let slot = SlotId::replica("ev", i);
+        let launch = launch(&node.0, slot, &image, &["/bin/sh", "-c", "exec sleep 600"]);
+        ids.push(driver.start(&launch).await.expect("start").runtime_id);
+    }
+    // Once the stream is up and the starts' events are drained, a list inspects nothing.
+    let t0 = Instant::now();
+    loop {
+        let before = driver.inspects();
+        let listed = driver.list(&node.0).await.expect("list");
+        if listed.len() == 4 && driver.inspects() == before {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "every list still inspects: is the event stream up?"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before = driver.inspects();
+    for _ in 0..10 {
+        assert_eq!(driver.list(&node.0).await.expect("list").len(), 4);
+    }
+    let spent = driver.inspects() - before;
+    assert!(
+        spent <= 4,
+        "10 quiet lists inspected {spent} containers (at most one full list of 4 allowed)"
+    );
+    // A container killed behind the driver's back wakes the agent, and the next list
+    // shows it, whatever the resync interval.
+    let changed = driver.changed();
+    let _ = tokio::time::timeout(Duration::from_millis(50), changed.notified()).await;
+    driver
+        .docker
+        .kill_container(&ids[0], None)
+        .await
+        .expect("kill");
+    tokio::time::timeout(Duration::from_secs(5), changed.notified())
+        .await
+        .expect("an event about the killed container within 5 s");
+    let t1 = Instant::now();
+    loop {
+        let listed = driver.list(&node.0).await.expect("list");
+        let killed = listed
+            .iter()
+            .find(|r| r.runtime_id == ids[0])
+            .expect("listed");
+        if killed.state == ReplicaState::Failed {
+            assert_eq!(killed.exit_code, Some(137));
+            break;
+        }
+        // The "die" event may trail the "kill" one by a moment.
+        assert!(
+            t1.elapsed() < watch::RESYNC,
+            "the killed container still shows {:?}",
+            killed.state
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for id in &ids {
+        driver.stop(id, Duration::from_secs(1)).await.expect("stop");
+    }
+    assert!(driver.list(&node.0).await.expect("list").is_empty());
+}
