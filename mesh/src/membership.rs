@@ -4,7 +4,7 @@
 //! core wants done (packets to send, timers to set, member changes) comes back through
 //! [`Membership::poll_output`]. The QUIC transport and the simulator drive the same core.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -116,6 +116,8 @@ pub struct Membership {
     version: u64,
     /// Reused by `sync` for foca's member list.
     sync_buffer: Vec<(PeerId, MemberState)>,
+    /// Nodes removed from the cluster: never members again (see [`Membership::revoke`]).
+    revoked: BTreeSet<NodeId>,
 }
 
 impl std::fmt::Debug for Membership {
@@ -159,6 +161,19 @@ impl Membership {
             connection: Connection::Idle,
             version: 0,
             sync_buffer: Vec::new(),
+            revoked: BTreeSet::new(),
+        }
+    }
+
+    /// Removes `nodes` from the member table for good (`knit node rm`): whatever is heard
+    /// of them later, in any epoch, is ignored. This node itself is never removed from its
+    /// own table. The transport is expected to cut them off too.
+    pub fn revoke(&mut self, nodes: &BTreeSet<NodeId>) {
+        let me = self.identity().node;
+        for node in nodes.iter().filter(|n| **n != me) {
+            if self.revoked.insert(*node) && self.members.remove(node).is_some() {
+                self.version += 1;
+            }
         }
     }
 
@@ -351,6 +366,9 @@ impl Membership {
     /// overrides a newer one, and `left` is not turned into `down`. Returns whether the
     /// record is active (alive or suspect) afterwards.
     fn observe(&mut self, peer: PeerId, state: MemberState, now_ms: u64) -> bool {
+        if self.revoked.contains(&peer.node) {
+            return false;
+        }
         let mut inserted = false;
         let record = self.members.entry(peer.node).or_insert_with(|| {
             inserted = true;

@@ -220,3 +220,45 @@ fn a_restarted_member_replaces_its_old_incarnation() {
         assert_eq!(net.nodes[&peer(observer).node].members().count(), 3);
     }
 }
+
+#[test]
+fn a_revoked_member_stays_out_whatever_is_heard_of_it() {
+    let mut net = joined(4, Profile::Fast);
+    let gone = peer(4).node;
+    let revoked = BTreeSet::from([gone]);
+    for observer in 1..=3 {
+        let core = net.nodes.get_mut(&peer(observer).node).unwrap();
+        let before = core.version();
+        core.revoke(&revoked);
+        assert!(core.version() > before, "the table changed");
+    }
+    // It comes back in a new epoch and announces itself: still out.
+    let restarted = PeerId {
+        epoch: 2,
+        ..peer(4)
+    };
+    net.nodes.insert(
+        gone,
+        Membership::new(restarted, Profile::Fast, 77, net.now_ms),
+    );
+    let now = net.now_ms;
+    net.nodes
+        .get_mut(&gone)
+        .unwrap()
+        .announce(peer(1), now)
+        .unwrap();
+    net.drain(gone);
+    net.run_until(now + 3_000);
+    for observer in 1..=3 {
+        let core = &net.nodes[&peer(observer).node];
+        assert!(
+            core.member(&gone).is_none(),
+            "{observer} lists the revoked node"
+        );
+        assert_eq!(core.members().count(), 3, "{observer}");
+    }
+    // A node never removes itself from its own table.
+    let first = net.nodes.get_mut(&peer(1).node).unwrap();
+    first.revoke(&BTreeSet::from([peer(1).node]));
+    assert!(first.member(&peer(1).node).is_some());
+}

@@ -106,6 +106,15 @@ pub fn key_owner(key: &str) -> Option<NodeId> {
     id.parse().ok()
 }
 
+const REVOKED_PREFIX: &str = "revoked/";
+
+/// The key whose live value revokes `node` (`knit node rm`): every member forgets the
+/// node's own records, refuses new ones, and cuts the node off. What the value holds is
+/// for people; only the key counts.
+pub fn revoked_key(node: &NodeId) -> String {
+    format!("{REVOKED_PREFIX}{node}")
+}
+
 /// Tombstones older than this are dropped. A member that was away longer may bring a
 /// deleted key back; the operator's guide says to remove its data dir instead.
 pub const TOMBSTONE_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
@@ -183,7 +192,39 @@ impl Store {
             },
         );
         self.version += 1;
+        self.purge_if_revoking(&delta.key);
         delta
+    }
+
+    /// The nodes revoked (see [`revoked_key`]).
+    pub fn revoked(&self) -> BTreeSet<NodeId> {
+        self.scan(REVOKED_PREFIX)
+            .filter_map(|(key, _, _)| key.strip_prefix(REVOKED_PREFIX)?.parse().ok())
+            .collect()
+    }
+
+    /// Whether `node` is revoked.
+    pub fn is_revoked(&self, node: &NodeId) -> bool {
+        self.get(&revoked_key(node)).is_some()
+    }
+
+    /// After a write of `key`: if it revokes a node, drops that node's own records.
+    fn purge_if_revoking(&mut self, key: &str) {
+        let Some(node) = key
+            .strip_prefix(REVOKED_PREFIX)
+            .and_then(|id| id.parse::<NodeId>().ok())
+        else {
+            return;
+        };
+        if !self.is_revoked(&node) {
+            return;
+        }
+        let prefix = format!("{OWNED_PREFIX}{node}/");
+        let before = self.entries.len();
+        self.entries.retain(|k, _| !k.starts_with(&prefix));
+        if self.entries.len() != before {
+            self.version += 1;
+        }
     }
 
     /// Merges a delta from another member; `Ok(true)` when it was news.
@@ -199,9 +240,11 @@ impl Store {
             .entries
             .get(&delta.key)
             .is_some_and(|e| e.stamp >= delta.stamp)
+            || key_owner(&delta.key).is_some_and(|owner| self.is_revoked(&owner))
         {
             return Ok(false);
         }
+        let key = delta.key.clone();
         self.entries.insert(
             delta.key,
             Entry {
@@ -210,6 +253,7 @@ impl Store {
             },
         );
         self.version += 1;
+        self.purge_if_revoking(&key);
         Ok(true)
     }
 
@@ -331,6 +375,35 @@ mod tests {
         let delta = forged.put(&owned_key(&node(1), "info"), Some(vec![1]), 5);
         assert!(matches!(a.merge(delta), Err(MergeError::NotOwner { .. })));
         assert_eq!(key_owner(&owned_key(&node(3), "x")), Some(node(3)));
+    }
+
+    #[test]
+    fn a_revoked_node_is_forgotten_and_refused_on_every_member() {
+        let mut gone = Store::new(node(3));
+        let info = gone.put(&owned_key(&node(3), "info"), Some(vec![3]), 5);
+        let mut a = Store::new(node(1));
+        let mut b = Store::new(node(2));
+        a.merge(info.clone()).unwrap();
+        a.put("svc/web", Some(vec![1]), 6);
+        // Revoked on a: its records go, whatever arrives later of it is refused.
+        let revoke = a.put(&revoked_key(&node(3)), Some(b"removed".to_vec()), 7);
+        assert_eq!(a.revoked(), BTreeSet::from([node(3)]));
+        assert!(a.get(&owned_key(&node(3), "info")).is_none());
+        assert_eq!(a.get("svc/web"), Some(&[1][..]), "other records stay");
+        let later = gone.put(&owned_key(&node(3), "r/x"), Some(vec![4]), 8);
+        assert!(!a.merge(later.clone()).unwrap());
+        assert!(a.get(&owned_key(&node(3), "r/x")).is_none());
+        // b had them, then learns of the revocation by merge: same result.
+        b.merge(info).unwrap();
+        b.merge(later).unwrap();
+        assert!(b.merge(revoke).unwrap());
+        assert!(b.is_revoked(&node(3)));
+        assert!(b.scan("owned/").next().is_none());
+        for d in a.missing_for(&b.digest(None), None) {
+            b.merge(d).unwrap();
+        }
+        assert_eq!(a.get(&revoked_key(&node(3))), b.get(&revoked_key(&node(3))));
+        assert!(!a.is_revoked(&node(1)));
     }
 
     #[test]

@@ -105,6 +105,17 @@ pub(crate) enum NodeCommand {
         /// Node id (or a unique prefix of it) or name.
         node: String,
     },
+    /// Remove nodes from the cluster for good: every peer forgets them and refuses them
+    /// from then on (a host removed must join again with a new data dir and a token).
+    #[command(alias = "remove")]
+    Rm {
+        /// Also remove a node that is still alive or suspect (it is cut off at once).
+        #[arg(short, long)]
+        force: bool,
+        /// Node ids (or unique prefixes) or names.
+        #[arg(required = true)]
+        nodes: Vec<String>,
+    },
     /// Change a node's availability or labels.
     Update {
         /// active, pause or drain.

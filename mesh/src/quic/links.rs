@@ -2,7 +2,7 @@
 //! read by one task each. Sending never waits: a packet for a peer whose connection is
 //! still being dialed waits in a short queue, and is dropped (as UDP would) past it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -85,7 +85,15 @@ pub(crate) struct Links {
     pub(crate) shutdown: CancellationToken,
     links: Mutex<HashMap<NodeId, Link>>,
     streams: Arc<Semaphore>,
+    /// Nodes removed from the cluster: nothing is sent to them or taken from them.
+    revoked: std::sync::RwLock<BTreeSet<NodeId>>,
+    /// Another member refused this node as removed (said once).
+    refused: std::sync::atomic::AtomicBool,
 }
+
+/// The QUIC close code that tells a removed node why.
+const REVOKED_CODE: u32 = 3;
+const REVOKED_REASON: &[u8] = b"this node was removed from the cluster (knit node rm)";
 
 impl Links {
     pub(crate) fn new(
@@ -115,7 +123,50 @@ impl Links {
             shutdown,
             links: Mutex::new(HashMap::new()),
             streams: Arc::new(Semaphore::new(STREAMS_MAX)),
+            revoked: std::sync::RwLock::default(),
+            refused: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Cuts `nodes` off (all the nodes removed so far): closes their connections, and
+    /// from now on drops what would go to them and refuses what comes from them.
+    pub(crate) fn revoke(&self, nodes: &BTreeSet<NodeId>) {
+        nodes.clone_into(&mut self.revoked.write().unwrap_or_else(PoisonError::into_inner));
+        self.with(|links| {
+            for node in nodes {
+                if let Some(conn) = links.remove(node).and_then(|l| l.conn) {
+                    conn.close(REVOKED_CODE.into(), REVOKED_REASON);
+                }
+            }
+        });
+    }
+
+    /// Says once, loudly, that another member refused this node because it was removed.
+    fn note_refusal(&self, closed: &quinn::ConnectionError) {
+        let quinn::ConnectionError::ApplicationClosed(close) = closed else {
+            return;
+        };
+        if close.error_code == REVOKED_CODE.into() && !self.refused.swap(true, Ordering::Relaxed) {
+            tracing::error!(
+                "a member refused this node: it was removed from the cluster (knit node rm); to add this host again, stop knit, remove its data dir, and join with a token"
+            );
+        }
+    }
+
+    fn is_revoked(&self, node: &NodeId) -> bool {
+        self.revoked
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(node)
+    }
+
+    /// Whether a member certificate names a removed node.
+    fn cert_revoked(&self, cert: &[u8]) -> bool {
+        self.revoked
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .any(|node| tls::cert_names_node(cert, node))
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut HashMap<NodeId, Link>) -> R) -> R {
@@ -124,6 +175,10 @@ impl Links {
 
     /// Sends a gossip packet to `to` without waiting; dials if needed.
     pub(crate) fn send(self: &Arc<Self>, to: PeerId, packet: Bytes) {
+        if self.is_revoked(&to.node) {
+            bump(&self.metrics.packets_dropped, 1);
+            return;
+        }
         let len = packet.len() as u64;
         let dial = self.with(|links| {
             let link = links.entry(to.node).or_default();
@@ -274,9 +329,13 @@ impl Links {
             .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
             .and_then(|d| d.protocol);
         match alpn.as_deref() {
-            Some(GOSSIP_ALPN) if tls::peer_cert(conn.peer_identity()).is_some() => {
-                self.serve(conn, None).await
-            }
+            Some(GOSSIP_ALPN) => match tls::peer_cert(conn.peer_identity()) {
+                Some(cert) if self.cert_revoked(&cert) => {
+                    conn.close(REVOKED_CODE.into(), REVOKED_REASON);
+                }
+                Some(_) => self.serve(conn, None).await,
+                None => conn.close(1u32.into(), b"gossip needs a member certificate"),
+            },
             Some(JOIN_ALPN) => self.serve_join(conn).await,
             _ => conn.close(1u32.into(), b"gossip needs a member certificate"),
         }
@@ -311,7 +370,13 @@ impl Links {
             tokio::select! {
                 () = self.shutdown.cancelled() => return,
                 datagram = conn.read_datagram() => {
-                    let Ok(packet) = datagram else { return };
+                    let packet = match datagram {
+                        Ok(packet) => packet,
+                        Err(e) => {
+                            self.note_refusal(&e);
+                            return;
+                        }
+                    };
                     if !self.check_source(&conn, &packet, &mut known, cert.as_deref()) {
                         bump(&self.metrics.packets_rejected, 1);
                         continue;
@@ -351,6 +416,9 @@ impl Links {
         let Ok(source) = codec::packet_source(packet) else {
             return false;
         };
+        if self.is_revoked(&source.node) {
+            return false;
+        }
         match known {
             Some(node) => *node == source.node,
             None => {

@@ -3,7 +3,7 @@
 //! IO happens in the transport tasks around it.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeSet, BinaryHeap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,7 +19,7 @@ use super::join;
 use super::links::{Links, MeshMetrics, transport_config};
 use super::sync;
 use super::tls::TlsError;
-use crate::id::PeerId;
+use crate::id::{NodeId, PeerId};
 use crate::membership::{Connection, MemberRecord, Membership, Output};
 use crate::profile::Profile;
 use crate::store::{Buckets, Delta, Digest, Stamp, Store, Summary};
@@ -190,6 +190,7 @@ impl Mesh {
             links: links.clone(),
             view_tx,
             store_tx,
+            revoked: (BTreeSet::new(), None),
         };
         tokio::spawn(task.run(inputs, config.sync_period, shutdown.clone()));
         tokio::spawn(links.clone().accept());
@@ -286,6 +287,8 @@ struct CoreTask {
     links: Arc<Links>,
     view_tx: watch::Sender<Arc<View>>,
     store_tx: watch::Sender<Arc<Store>>,
+    /// The nodes removed so far, and the store version they were read at.
+    revoked: (BTreeSet<NodeId>, Option<u64>),
 }
 
 impl CoreTask {
@@ -299,6 +302,9 @@ impl CoreTask {
         let mut anti_entropy = tokio::time::interval(sync_period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         anti_entropy.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let before = self.versions();
+        self.apply_revocations();
+        self.publish(before);
         loop {
             let before = self.versions();
             let next_timer = self.timers.peek().map(|Reverse(t)| t.due);
@@ -317,8 +323,34 @@ impl CoreTask {
                 _ = anti_entropy.tick() => self.start_anti_entropy(),
             }
             self.drain();
+            self.apply_revocations();
             self.publish(before);
         }
+    }
+
+    /// Cuts off the nodes the store says were removed, once per store change.
+    fn apply_revocations(&mut self) {
+        let version = self.store.version();
+        if self.revoked.1 == Some(version) {
+            return;
+        }
+        self.revoked.1 = Some(version);
+        let now = self.store.revoked();
+        if now == self.revoked.0 {
+            return;
+        }
+        let me = self.membership.identity().node;
+        if now.contains(&me) && !self.revoked.0.contains(&me) {
+            tracing::error!(
+                "this node was removed from the cluster (knit node rm): the other members refuse it; to add this host again, stop knit, remove its data dir, and join with a token"
+            );
+        }
+        for node in now.difference(&self.revoked.0) {
+            tracing::warn!(node = %node.short(), "node removed from the cluster");
+        }
+        self.membership.revoke(&now);
+        self.links.revoke(&now);
+        self.revoked.0 = now;
     }
 
     /// What tells whether the view or the store changed.

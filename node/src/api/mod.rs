@@ -105,7 +105,10 @@ impl IntoResponse for ApiError {
 pub(crate) fn router(state: ApiState) -> Router {
     Router::new()
         .route("/v1/nodes", get(nodes::list))
-        .route("/v1/nodes/{node}", get(nodes::inspect))
+        .route(
+            "/v1/nodes/{node}",
+            get(nodes::inspect).delete(nodes::remove),
+        )
         .route("/v1/nodes/{node}/spec", post(nodes::update))
         .route("/v1/services", get(services::list).post(services::create))
         .route(

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use knit_mesh::{MemberState, NodeId};
 use knit_scheduler::{Availability, Resources};
@@ -141,4 +141,61 @@ pub(super) async fn update(
     state.write(&node_spec_key(&id), Some(bytes)).await?;
     let nodes = summaries(&Snapshot::of(&state.mesh));
     find(&nodes, &id.to_string()).map(|n| Json(n.clone()))
+}
+
+/// `DELETE /v1/nodes/{node}?force=true`'s options.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RemoveOptions {
+    #[serde(default)]
+    force: bool,
+}
+
+/// Removes a node from the cluster for good (`knit node rm`): every member forgets it and
+/// its records, and refuses it from then on, in any epoch, so its data dir can never bring
+/// it back. A member that is still alive or suspect is refused without `force`.
+pub(super) async fn remove(
+    State(state): State<ApiState>,
+    Path(node): Path<String>,
+    Query(options): Query<RemoveOptions>,
+) -> Result<Json<NodeSummary>, ApiError> {
+    let nodes = summaries(&Snapshot::of(&state.mesh));
+    let found = find(&nodes, &node)?.clone();
+    let label = if found.name.is_empty() {
+        found.id.clone()
+    } else {
+        found.name.clone()
+    };
+    if found.is_self {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "{label} is the node answering this request; remove it through another peer's API (--api ADDR)"
+            ),
+        ));
+    }
+    if found.state.is_active() && !options.force {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "{label} is {}: drain it (knit node update --availability drain {label}), stop knit on it, then remove it; or give --force to cut it off now (its replicas there are left running, outside knit)",
+                crate::client::word(&found.state)
+            ),
+        ));
+    }
+    let id: NodeId = found
+        .id
+        .parse()
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "bad node id"))?;
+    let record = serde_json::json!({
+        "name": found.name,
+        "state": found.state,
+        "removed_at_ms": crate::peer::now_ms(),
+    });
+    let bytes = serde_json::to_vec(&record)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    state
+        .write(&knit_mesh::store::revoked_key(&id), Some(bytes))
+        .await?;
+    state.write(&node_spec_key(&id), None).await?;
+    Ok(Json(found))
 }

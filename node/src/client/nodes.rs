@@ -20,6 +20,22 @@ pub(super) async fn run(client: &Client, command: NodeCommand) -> Result<()> {
                 Format::Table => print(&nodes),
             }
         }
+        NodeCommand::Rm { force, nodes } => {
+            let mut failed = 0;
+            for node in &nodes {
+                let path = format!("/v1/nodes/{node}?force={force}");
+                match client.delete::<NodeSummary>(&path).await {
+                    Ok(removed) => println!("{}", removed.id),
+                    Err(e) => {
+                        eprintln!("error: {node}: {e:#}");
+                        failed += 1;
+                    }
+                }
+            }
+            if failed > 0 {
+                bail!("{failed} of {} node(s) not removed", nodes.len());
+            }
+        }
         NodeCommand::Inspect { node } => {
             let node: NodeSummary = client.get(&format!("/v1/nodes/{node}")).await?;
             println!("{}", serde_json::to_string_pretty(&node)?);
