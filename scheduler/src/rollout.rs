@@ -91,7 +91,11 @@ pub fn coordinator<'a>(
         .max_by_key(|n| (score(key, node_hash(n)), n.as_str().to_owned()))
 }
 
-/// The newest of several published progresses for `spec`'s current version.
+/// The newest of several published progresses for `spec`'s current version. A
+/// progress that knows when its last wave came to serve is newer than the same one that
+/// does not: a successor resuming from a coordinator that died before it saw the wave
+/// served starts the wave's clock itself, and must then read its own progress back, not
+/// the dead one's, or the clock would start again every round and the next wave never open.
 pub fn newest<'a>(
     spec: &ServiceSpec,
     published: impl IntoIterator<Item = &'a Progress>,
@@ -105,6 +109,7 @@ pub fn newest<'a>(
                 p.wave,
                 p.opened.len(),
                 p.failed.len(),
+                p.wave_served_at_ms.is_some(),
             )
         })
 }

@@ -201,6 +201,56 @@ fn the_newest_progress_wins() {
 }
 
 #[test]
+fn a_successor_resumes_a_wave_its_dead_coordinator_had_not_seen_served() {
+    let spec = spec(3, 1);
+    let slots = slots(3);
+    let alive = BTreeSet::from([node("a")]);
+    let healthy = (ReplicaState::Running, Health::Healthy);
+    // The dead coordinator opened wave 1 and died before the wave served.
+    let dead = step(
+        &spec,
+        &slots,
+        &observed(&slots, &BTreeSet::new(), healthy),
+        &alive,
+        None,
+        0,
+    );
+    assert_eq!((dead.wave, dead.wave_served_at_ms), (1, None));
+    let served = observed(&slots, &dead.opened, healthy);
+    // The successor steps every 100 ms from the newest of what is published: the dead
+    // one's progress and its own, in either order.
+    for dead_first in [true, false] {
+        let mut mine: Option<Progress> = None;
+        let mut opened_at = None;
+        for now in (10_000..20_000).step_by(100) {
+            let published: Vec<&Progress> = match (&mine, dead_first) {
+                (Some(m), true) => vec![&dead, m],
+                (Some(m), false) => vec![m, &dead],
+                (None, _) => vec![&dead],
+            };
+            let next = step(
+                &spec,
+                &slots,
+                &served,
+                &alive,
+                newest(&spec, published),
+                now,
+            );
+            if next.wave == 2 {
+                opened_at = Some(now);
+                break;
+            }
+            mine = Some(next);
+        }
+        assert_eq!(
+            opened_at,
+            Some(10_000 + spec.update.monitor_ms + spec.update.delay_ms),
+            "wave 2 opens after monitor + delay (dead progress first: {dead_first})"
+        );
+    }
+}
+
+#[test]
 fn scaling_during_a_rollout_keeps_its_progress() {
     let spec = spec(4, 1);
     let slots = slots(4);
