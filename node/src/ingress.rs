@@ -1,8 +1,10 @@
 //! Ingress: every peer listens on every published port of every service and forwards each
 //! connection to a replica that runs and is healthy, wherever it is — a local one first,
-//! else a remote one, in turn. A connection that fails before any byte is answered is
-//! retried on another replica; replicas on nodes that are suspect or down are skipped at
-//! once. With `proxy_protocol` on a port, the client's address is passed on in a PROXY
+//! else a remote one, in turn. A connection that fails before any byte is answered (the
+//! connect fails, or the replica closes or resets it: stopped by a rolling update, say) is
+//! retried on another replica, with what the client sent so far replayed (up to 64 KiB;
+//! past that, the connection stays with its replica); replicas on nodes that are suspect
+//! or down are skipped at once. With `proxy_protocol` on a port, the client's address is passed on in a PROXY
 //! protocol v2 header.
 
 use std::collections::BTreeMap;
@@ -269,6 +271,8 @@ async fn forward(
         .into_iter()
         .take(ATTEMPTS_MAX)
         .collect();
+    let _ = client.set_nodelay(true);
+    let mut early = Early::default();
     for (attempt, &backend) in backends.iter().enumerate() {
         if attempt > 0 {
             stats.retries.fetch_add(1, Ordering::Relaxed);
@@ -282,6 +286,7 @@ async fn forward(
         else {
             continue;
         };
+        let _ = upstream.set_nodelay(true);
         if route.proxy_protocol {
             let local = client
                 .local_addr()
@@ -294,14 +299,100 @@ async fn forward(
                 continue;
             }
         }
-        let _ = client.set_nodelay(true);
-        let _ = upstream.set_nodelay(true);
-        if let Ok((up, down)) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-            stats.bytes.fetch_add(up + down, Ordering::Relaxed);
+        match early.until_answered(&mut client, &mut upstream).await {
+            First::Failed => continue,
+            First::ClientGone => return,
+            First::Answered(first) => {
+                let rest = if early.client_closed {
+                    // Only the answer is left to carry.
+                    let copied = tokio::io::copy(&mut upstream, &mut client).await;
+                    let _ = client.shutdown().await;
+                    copied.unwrap_or(0)
+                } else {
+                    tokio::io::copy_bidirectional(&mut client, &mut upstream)
+                        .await
+                        .map_or(0, |(up, down)| up + down)
+                };
+                let total = early.sent.len() as u64 + first + rest;
+                stats.bytes.fetch_add(total, Ordering::Relaxed);
+                return;
+            }
         }
-        return;
     }
     stats.failures.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Client bytes kept for a replay on another replica while no answer has come, at most
+/// this many; past it, the connection stays with the replica it has.
+const REPLAY_MAX: usize = 64 * 1024;
+
+/// What a client connection said before any replica answered it.
+#[derive(Default)]
+struct Early {
+    /// Every byte the client sent so far, for a replay.
+    sent: Vec<u8>,
+    /// The client shut its side down (its request is complete).
+    client_closed: bool,
+}
+
+/// How the wait for a replica's first byte ended.
+enum First {
+    /// The replica answered: this many bytes went to the client already.
+    Answered(u64),
+    /// The replica closed or reset before answering: try the next one.
+    Failed,
+    /// The client went away.
+    ClientGone,
+}
+
+impl Early {
+    /// Replays what the client sent so far to `upstream`, then carries the client's bytes
+    /// on until `upstream` answers. A replica that dies before its first byte (stopped by
+    /// a rolling update, say) costs the client nothing: the request goes to the next one.
+    async fn until_answered(&mut self, client: &mut TcpStream, upstream: &mut TcpStream) -> First {
+        use tokio::io::AsyncReadExt;
+        if !self.sent.is_empty() && upstream.write_all(&self.sent).await.is_err() {
+            return First::Failed;
+        }
+        if self.client_closed {
+            let _ = upstream.shutdown().await;
+        }
+        let mut from_client = vec![0u8; 16 * 1024];
+        let mut from_upstream = vec![0u8; 16 * 1024];
+        loop {
+            tokio::select! {
+                read = client.read(&mut from_client), if !self.client_closed => match read {
+                    Ok(0) => {
+                        self.client_closed = true;
+                        let _ = upstream.shutdown().await;
+                    }
+                    Ok(n) => {
+                        if upstream.write_all(&from_client[..n]).await.is_err() {
+                            // Keep the bytes: the next replica gets them.
+                            self.sent.extend_from_slice(&from_client[..n]);
+                            return First::Failed;
+                        }
+                        self.sent.extend_from_slice(&from_client[..n]);
+                        if self.sent.len() > REPLAY_MAX {
+                            // Too much to replay: this replica keeps the connection.
+                            return First::Answered(0);
+                        }
+                    }
+                    Err(_) => return First::ClientGone,
+                },
+                read = upstream.read(&mut from_upstream) => match read {
+                    Ok(0) | Err(_) => return First::Failed,
+                    Ok(n) => {
+                        return if client.write_all(&from_upstream[..n]).await.is_ok() {
+                            First::Answered(n as u64)
+                        } else {
+                            First::ClientGone
+                        };
+                    }
+                },
+            }
+        }
+    }
 }
 
 /// A PROXY protocol v2 header for a TCP connection from `src` to `dst`.
@@ -368,5 +459,105 @@ mod tests {
         assert_eq!(first.len(), 3);
         assert_eq!(first[2].port(), 3, "remote last");
         assert_ne!(first[0], second[0], "local ones take turns");
+    }
+
+    /// A replica that reads its request, then dies without a byte of answer.
+    async fn dying_replica() -> SocketAddr {
+        use tokio::io::AsyncReadExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let mut buf = [0u8; 64];
+                let _ = conn.read(&mut buf).await;
+                // Dropped: a close before any answer (a reset if bytes are unread).
+            }
+        });
+        addr
+    }
+
+    /// A replica that answers each connection with what it read, upper-cased, once the
+    /// client has sent all of it.
+    async fn answering_replica() -> SocketAddr {
+        use tokio::io::AsyncReadExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let _ = conn.read_to_end(&mut request).await;
+                    let _ = conn.write_all(&request.to_ascii_uppercase()).await;
+                });
+            }
+        });
+        addr
+    }
+
+    /// Sends `request` through `forward` to `route` and reads the whole answer.
+    async fn through(route: Route, request: &[u8]) -> (Vec<u8>, Arc<PortStats>) {
+        use tokio::io::AsyncReadExt;
+        let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let front_addr = front.local_addr().unwrap();
+        let stats = Arc::new(PortStats::default());
+        let task_stats = stats.clone();
+        tokio::spawn(async move {
+            let (conn, peer) = front.accept().await.unwrap();
+            let turn = AtomicUsize::new(0);
+            forward(conn, peer, 80, &route, &task_stats, &turn).await;
+        });
+        let mut client = TcpStream::connect(front_addr).await.unwrap();
+        client.write_all(request).await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut answer))
+            .await
+            .expect("an answer within 10 s")
+            .unwrap();
+        (answer, stats)
+    }
+
+    #[tokio::test]
+    async fn a_replica_that_dies_before_answering_costs_the_client_nothing() {
+        let route = Route {
+            local: vec![dying_replica().await, dying_replica().await],
+            remote: vec![answering_replica().await],
+            ..Route::default()
+        };
+        let (answer, stats) = through(route, b"get /ok").await;
+        assert_eq!(
+            answer, b"GET /OK",
+            "the request was replayed to the live replica"
+        );
+        assert_eq!(stats.retries.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.failures.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn with_no_replica_answering_the_client_sees_the_failure() {
+        let route = Route {
+            local: vec![dying_replica().await],
+            ..Route::default()
+        };
+        let (answer, stats) = through(route, b"get /ok").await;
+        assert!(answer.is_empty());
+        assert_eq!(stats.failures.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn a_request_too_big_to_replay_stays_with_its_replica() {
+        let route = Route {
+            local: vec![answering_replica().await],
+            ..Route::default()
+        };
+        let big = vec![b'a'; REPLAY_MAX + 10_000];
+        let (answer, stats) = through(route, &big).await;
+        assert_eq!(answer.len(), big.len());
+        assert!(answer.iter().all(|b| *b == b'A'));
+        assert_eq!(
+            stats.bytes.load(Ordering::Relaxed),
+            2 * big.len() as u64,
+            "every byte counted, both ways"
+        );
     }
 }
