@@ -74,7 +74,7 @@ pub(crate) struct SpecFlags {
     /// A response slower than this counts as a failed check.
     #[arg(long)]
     pub(crate) health_max_response_time: Option<String>,
-    /// Disable any health check.
+    /// Disable any health check, the image's HEALTHCHECK too.
     #[arg(long)]
     pub(crate) no_healthcheck: bool,
     /// Maximum number of replicas updated at once (0 = all).
@@ -228,7 +228,11 @@ impl SpecFlags {
     fn apply_health(&self, spec: &mut ServiceSpec) -> Result<()> {
         if self.no_healthcheck {
             spec.health = None;
+            spec.no_healthcheck = true;
             return Ok(());
+        }
+        if self.health_cmd.is_some() || self.health_http.is_some() {
+            spec.no_healthcheck = false;
         }
         let probe = match (&self.health_cmd, &self.health_http) {
             (Some(_), Some(_)) => bail!("give --health-cmd or --health-http, not both"),

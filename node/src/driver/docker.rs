@@ -23,7 +23,8 @@ use bollard::errors::Error as DockerError;
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerState, ContainerStateStatusEnum,
-    HealthStatusEnum, HostConfig, PortBinding, PortMap, RestartPolicy, RestartPolicyNameEnum,
+    HealthConfig, HealthStatusEnum, HostConfig, PortBinding, PortMap, RestartPolicy,
+    RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
@@ -475,6 +476,11 @@ fn container_body(launch: &Launch, image: &str) -> ContainerCreateBody {
         exposed_ports: Some(port_bindings.into_keys().collect()),
         host_config: Some(host_config),
         stop_signal: spec.stop_signal.clone(),
+        // Docker's way of switching off the image's HEALTHCHECK.
+        healthcheck: spec.no_healthcheck.then(|| HealthConfig {
+            test: Some(vec!["NONE".to_owned()]),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }

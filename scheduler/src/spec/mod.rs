@@ -289,8 +289,11 @@ pub struct ServiceSpec {
     /// [`normalize_signal`] spells it; `None`: the image's `STOPSIGNAL`, else `SIGTERM`. A
     /// replica keeps the signal it was started with.
     pub stop_signal: Option<String>,
-    /// How to tell a healthy replica; `None` trusts a running one.
+    /// How to tell a healthy replica; `None` trusts a running one (or the image's own
+    /// HEALTHCHECK, for the Docker driver).
     pub health: Option<HealthCheck>,
+    /// Disable the image's HEALTHCHECK too (Docker's `--no-healthcheck`).
+    pub no_healthcheck: bool,
     /// How a new spec rolls out.
     pub update: UpdateConfig,
     /// How a rollback rolls out.
@@ -328,6 +331,7 @@ impl Default for ServiceSpec {
             stop_grace_ms: DEFAULT_STOP_GRACE_MS,
             stop_signal: None,
             health: None,
+            no_healthcheck: false,
             update: UpdateConfig::default(),
             rollback: UpdateConfig::default(),
             autoscale: None,
@@ -378,6 +382,7 @@ impl ServiceSpec {
             && self.limits == other.limits
             && self.health == other.health
             && self.stop_signal == other.stop_signal
+            && self.no_healthcheck == other.no_healthcheck
     }
 
     /// The oldest spec version whose replicas run what this spec asks for.

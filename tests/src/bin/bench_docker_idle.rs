@@ -17,10 +17,13 @@ use anyhow::{Context, Result, bail};
 use knit_tests::options::Flags;
 use knit_tests::{Cluster, images, wait_until};
 
-const USAGE: &str = "usage: bench-docker-idle [--replicas N] [--window-secs S]
+const USAGE: &str = "usage: bench-docker-idle [--replicas N] [--window-secs S] [--healthcheck H]
 
   --replicas N     containers run by the peer (default 20)
   --window-secs S  length of the measured idle window (default 30)
+  --healthcheck H  image: the test image with its HEALTHCHECK (an exec a second in each
+                   container, which dockerd pays for); none: a copy built here with
+                   HEALTHCHECK NONE, so that any knit can run it (default)
 
 Needs a Docker engine and a static busybox for the test image.
 Uses $KNIT_BIN if set, else builds the release knit first.";
@@ -61,7 +64,7 @@ fn dockerd_pid() -> Result<u32> {
 fn main() -> Result<()> {
     let Some(flags) = Flags::parse(
         std::env::args().skip(1),
-        &["--replicas", "--window-secs"],
+        &["--replicas", "--window-secs", "--healthcheck"],
         USAGE,
     )?
     else {
@@ -74,6 +77,7 @@ fn main() -> Result<()> {
         30,
         1..=3600,
     )?)?);
+    let healthcheck = flags.choice("--healthcheck", "none", &["image", "none"])?;
     let bin = knit_tests::use_release_knit()?;
     let image = images::busybox_image()?.context(
         "no static busybox to build the test image from: apt-get install busybox-static",
@@ -85,6 +89,11 @@ fn main() -> Result<()> {
     let peer = &cluster.peers[0];
     let name = format!("idle{}", std::process::id());
     let count = replicas.to_string();
+    let image = if healthcheck == "none" {
+        without_healthcheck(&image)?
+    } else {
+        image
+    };
     peer.cli_ok(&[
         "service",
         "create",
@@ -111,13 +120,35 @@ fn main() -> Result<()> {
     });
     knit_tests::remove_containers(&format!("knit.service={name}"));
     let (dockerd_pct, knit_pct) = result?;
-    println!("| replicas | window | dockerd CPU | knit CPU |");
-    println!("|---:|---:|---:|---:|");
+    println!("| replicas | image HEALTHCHECK | window | dockerd CPU | knit CPU |");
+    println!("|---:|---|---:|---:|---:|");
     println!(
-        "| {replicas} | {} s | {dockerd_pct:.1}% | {knit_pct:.1}% |",
+        "| {replicas} | {healthcheck} | {} s | {dockerd_pct:.1}% | {knit_pct:.1}% |",
         window.as_secs()
     );
     Ok(())
+}
+
+/// `image` with its HEALTHCHECK switched off, built locally (no pull).
+fn without_healthcheck(image: &str) -> Result<String> {
+    use std::io::Write;
+    let tag = "knit-test/busybox-no-healthcheck:1".to_owned();
+    let mut child = std::process::Command::new("docker")
+        .args(["build", "-q", "-t", &tag, "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .context("cannot run docker build")?;
+    child
+        .stdin
+        .take()
+        .context("no stdin for docker build")?
+        .write_all(format!("FROM {image}\nHEALTHCHECK NONE\n").as_bytes())?;
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("docker build of {tag} failed ({status})");
+    }
+    Ok(tag)
 }
 
 /// Waits for `replicas` running containers, lets them settle, then measures the window.

@@ -362,8 +362,15 @@ fn the_container_body_has_labels_ports_env_and_limits() {
     spec.limits.cpu_millis = 500;
     spec.limits.memory_bytes = 64 << 20;
     spec.stop_signal = Some("SIGQUIT".into());
+    spec.no_healthcheck = true;
     let body = container_body(&launch, "img");
     assert_eq!(body.stop_signal.as_deref(), Some("SIGQUIT"));
+    let check = body.healthcheck.as_ref().and_then(|h| h.test.clone());
+    assert_eq!(
+        check,
+        Some(vec!["NONE".to_owned()]),
+        "the image's HEALTHCHECK is off"
+    );
     let tags = body.labels.expect("labels");
     assert_eq!(tags[labels::SLOT], "web.2");
     assert_eq!(

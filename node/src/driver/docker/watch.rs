@@ -23,6 +23,24 @@ use super::super::{Replica, labels};
 pub(crate) const RESYNC: Duration = Duration::from_secs(5);
 /// The pause before the stream is opened again after it failed.
 const RECONNECT: Duration = Duration::from_secs(1);
+/// The container events that can change what a list shows. Not `exec_*`: a Docker health
+/// check runs an exec every interval, three events each, and a round for each would cost
+/// more than the polling the stream replaces.
+const STATE_EVENTS: [&str; 13] = [
+    "create",
+    "start",
+    "restart",
+    "die",
+    "kill",
+    "oom",
+    "stop",
+    "destroy",
+    "pause",
+    "unpause",
+    "update",
+    "rename",
+    "health_status",
+];
 
 /// What the stream keeps between full lists.
 #[derive(Default)]
@@ -146,6 +164,10 @@ async fn follow(docker: Docker, node: String, cache: Arc<Mutex<Cache>>, changed:
         let filters = std::collections::HashMap::from([
             ("type".to_owned(), vec!["container".to_owned()]),
             ("label".to_owned(), vec![format!("{}={node}", labels::NODE)]),
+            (
+                "event".to_owned(),
+                STATE_EVENTS.iter().map(|e| (*e).to_owned()).collect(),
+            ),
         ]);
         let options = EventsOptions {
             filters: Some(filters),
@@ -156,6 +178,12 @@ async fn follow(docker: Docker, node: String, cache: Arc<Mutex<Cache>>, changed:
         while let Some(event) = stream.next().await {
             match event {
                 Ok(event) => {
+                    // The engine filters already; one that does not would still send its
+                    // health checks' execs.
+                    let action = event.action.as_deref().unwrap_or_default();
+                    if action.starts_with("exec_") {
+                        continue;
+                    }
                     if let Some(id) = event.actor.and_then(|a| a.id) {
                         cache
                             .lock()
