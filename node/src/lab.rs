@@ -89,6 +89,7 @@ async fn wait_for_file(path: &Path, limit: Duration) -> Result<String> {
 
 /// Runs the lab until Ctrl-C or SIGTERM.
 pub(crate) async fn run(args: LabArgs) -> Result<()> {
+    let mut stop_signals = crate::peer::StopSignals::install()?;
     if !(1..=50).contains(&args.nodes) {
         bail!("--nodes {} is out of range: give 1 to 50", args.nodes);
     }
@@ -127,7 +128,7 @@ pub(crate) async fn run(args: LabArgs) -> Result<()> {
             println!("  {} pid {pid}", peer.name);
         }
     }
-    crate::peer::wait_for_signal().await;
+    stop_signals.wait().await;
     println!("stopping the lab");
     for peer in &peers {
         if let Some(pid) = peer.child.id() {

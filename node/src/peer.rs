@@ -128,6 +128,7 @@ async fn credentials(
 
 /// Runs a peer until SIGTERM or SIGINT.
 pub(crate) async fn up(args: UpArgs, api: &str) -> Result<()> {
+    let mut stop_signals = StopSignals::install()?;
     let api_addr: SocketAddr = api.parse().with_context(|| {
         format!(
             "--api {api:?} is not an address to listen on; write it as IP:PORT, e.g. 127.0.0.1:7947"
@@ -230,7 +231,7 @@ pub(crate) async fn up(args: UpArgs, api: &str) -> Result<()> {
     let state = api::ApiState::new(mesh.clone(), token, saved, drivers, ingress);
     let server = tokio::spawn(api::serve(api_listener, state, shutdown.clone()));
 
-    wait_for_signal().await;
+    stop_signals.wait().await;
     tracing::info!("leaving the cluster");
     mesh.leave().await;
     shutdown.cancel();
@@ -311,15 +312,34 @@ pub(crate) fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-pub(crate) async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+/// The signals that stop a peer: SIGTERM, SIGINT and SIGQUIT. They are registered when
+/// the peer starts, before any replica does: a signal with a handler is reset to its
+/// default in the programs the peer runs, where one the peer inherited as ignored (a
+/// background job's SIGINT and SIGQUIT, say) would stay ignored in its replicas, and a
+/// `--stop-signal SIGQUIT` would never reach them.
+pub(crate) struct StopSignals {
+    signals: Vec<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    pub(crate) fn install() -> Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let signals = [
+            SignalKind::terminate(),
+            SignalKind::interrupt(),
+            SignalKind::quit(),
+        ]
+        .into_iter()
+        .map(signal)
+        .collect::<std::io::Result<Vec<_>>>()
+        .context("cannot handle SIGTERM, SIGINT and SIGQUIT")?;
+        Ok(Self { signals })
+    }
+
+    /// Returns when one of the signals arrives.
+    pub(crate) async fn wait(&mut self) {
+        let arrivals = self.signals.iter_mut().map(|s| Box::pin(s.recv()));
+        let _ = futures_util::future::select_all(arrivals).await;
     }
 }
 

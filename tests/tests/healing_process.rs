@@ -262,4 +262,48 @@ fn crashed_and_unhealthy_replicas_are_replaced_and_a_peer_restart_starts_nothing
         took < Duration::from_secs(8),
         "killed after {took:?}: the grace period is 1 s"
     );
+
+    // A service's stop signal reaches its replica, even one the peer itself inherited as
+    // ignored (the peer resets SIGINT and SIGQUIT for what it runs).
+    let marker = cluster.root().join("quit-marker");
+    let script = format!(
+        "trap 'echo QUIT > {m}; exit 0' QUIT; trap '' TERM; echo ready > {m}; while true; do sleep 0.1; done",
+        m = marker.display()
+    );
+    cluster.peers[0]
+        .cli_ok(&[
+            "service",
+            "create",
+            "--name",
+            "quitter",
+            "--driver",
+            "process",
+            "--stop-signal",
+            "quit",
+            "--stop-grace-period",
+            "20s",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .unwrap();
+    wait_until(Duration::from_secs(30), "quitter running", || {
+        let said = std::fs::read_to_string(&marker).unwrap_or_default();
+        (said.trim() == "ready").then_some(())
+    })
+    .unwrap();
+    cluster.peers[2]
+        .cli_ok(&["service", "rm", "quitter"])
+        .unwrap();
+    let (_, took) = wait_until(
+        Duration::from_secs(15),
+        "quitter stopped by SIGQUIT",
+        || {
+            let said = std::fs::read_to_string(&marker).unwrap_or_default();
+            (said.trim() == "QUIT").then_some(())
+        },
+    )
+    .unwrap();
+    eprintln!("SIGQUIT reached the replica {took:?} after service rm");
 }
