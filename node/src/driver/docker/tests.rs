@@ -472,3 +472,55 @@ async fn the_event_stream_wakes_the_agent_and_spares_the_engine() {
     }
     assert!(driver.list(&node.0).await.expect("list").is_empty());
 }
+
+#[test]
+fn cpu_time_reads_from_cgroups_v1_and_v2() {
+    let root = std::env::temp_dir().join(format!("knit-cgroup-{}", std::process::id()));
+    let id = "0123abcd";
+    let v1 = root.join("v1/cpuacct/docker").join(id);
+    std::fs::create_dir_all(&v1).unwrap();
+    std::fs::write(v1.join("cpuacct.usage"), "123456789\n").unwrap();
+    assert_eq!(cgroup_cpu_ns(&root.join("v1"), id), Some(123_456_789));
+    let v2 = root
+        .join("v2/system.slice")
+        .join(format!("docker-{id}.scope"));
+    std::fs::create_dir_all(&v2).unwrap();
+    std::fs::write(v2.join("cpu.stat"), "usage_usec 42\nuser_usec 40\n").unwrap();
+    assert_eq!(cgroup_cpu_ns(&root.join("v2"), id), Some(42_000));
+    assert_eq!(
+        cgroup_cpu_ns(&root.join("v2"), "feed"),
+        None,
+        "another container"
+    );
+    assert_eq!(cgroup_cpu_ns(&root.join("v2"), "../x"), None, "not an id");
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[tokio::test]
+async fn a_busy_container_s_cpu_time_grows_whichever_way_it_is_read() {
+    let Some((driver, image)) = driver_and_image().await else {
+        return;
+    };
+    let node = TestNode::new();
+    let slot = SlotId::replica("busy", 1);
+    let busy = launch(
+        &node.0,
+        slot,
+        &image,
+        &["/bin/sh", "-c", "while :; do :; done"],
+    );
+    let id = driver.start(&busy).await.expect("start").runtime_id;
+    let first = driver.cpu_time_ns(&id).await.expect("a CPU time");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let second = driver.cpu_time_ns(&id).await.expect("a CPU time");
+    assert!(second > first, "{first} then {second}");
+    if let Some(from_cgroup) = cgroup_cpu_ns(Path::new(CGROUP_ROOT), &id) {
+        assert!(from_cgroup >= second, "the counter only grows");
+    } else {
+        eprintln!("no cgroup of the container on this host: the engine's stats were used");
+    }
+    driver
+        .stop(&id, Duration::from_secs(1))
+        .await
+        .expect("stop");
+}
