@@ -671,7 +671,17 @@ pub struct Cluster {
 impl Cluster {
     /// An empty cluster layout (nothing started) with `profile`.
     pub fn new(profile: &str) -> Result<Self> {
-        let block = [127, unique_block(), next_cluster()];
+        // A block whose addresses are free: a run that was killed (and so never dropped
+        // its cluster) may have left peers behind on the block this process would take.
+        let mut block = [127, unique_block(), next_cluster()];
+        for _ in 0..250 {
+            let api = SocketAddr::from(([block[0], block[1], block[2], 1], 7947));
+            if std::net::TcpListener::bind(api).is_ok() {
+                break;
+            }
+            eprintln!("{api} is taken (a peer left behind by another run?); using the next block");
+            block[2] = next_cluster();
+        }
         let root =
             std::env::temp_dir().join(format!("knit-e2e-{}-{}", std::process::id(), block[2]));
         let _ = std::fs::remove_dir_all(&root);
@@ -719,7 +729,8 @@ impl Cluster {
                 std::fs::read_to_string(&token_file)
                     .ok()
                     .map(|t| t.trim().to_owned())
-            })?;
+            })
+            .with_context(|| format!("the first peer's log:\n{}", self.peers[0].log_tail(20)))?;
             self.token = Some(token);
         } else {
             let seed = self.peers[0].listen;
