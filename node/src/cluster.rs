@@ -304,19 +304,15 @@ impl Snapshot {
         let specs: Vec<ServiceSpec> = self.specs().into_values().map(placeable).collect();
         let nodes = self.node_views();
         let mut kept: BTreeMap<knit_scheduler::SlotId, knit_scheduler::NodeId> = BTreeMap::new();
-        for m in self.view.members.iter().filter(|m| m.state.is_active()) {
-            if self.availability(&m.peer.node) != Availability::Pause {
-                continue;
-            }
-            let Ok(id) = knit_scheduler::NodeId::new(m.peer.node.to_string()) else {
+        for node in nodes
+            .iter()
+            .filter(|n| n.availability == Availability::Pause)
+        {
+            let Ok(id) = node.id.as_str().parse::<NodeId>() else {
                 continue;
             };
-            for slot in self
-                .applied(&m.peer.node)
-                .map(|a| a.kept)
-                .unwrap_or_default()
-            {
-                kept.insert(slot, id.clone());
+            for slot in self.applied(&id).map(|a| a.kept).unwrap_or_default() {
+                kept.insert(slot, node.id.clone());
             }
         }
         knit_scheduler::place_running(&nodes, &specs, &kept, &PlacementConfig::default())

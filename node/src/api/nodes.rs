@@ -117,6 +117,13 @@ fn find<'a>(nodes: &'a [NodeSummary], key: &str) -> Result<&'a NodeSummary, ApiE
     }
 }
 
+/// The mesh id of a node `summaries` listed (it came from the view, so it parses).
+fn mesh_id(node: &NodeSummary) -> Result<NodeId, ApiError> {
+    node.id
+        .parse()
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "bad node id"))
+}
+
 pub(super) async fn inspect(
     State(state): State<ApiState>,
     Path(node): Path<String>,
@@ -132,10 +139,7 @@ pub(super) async fn update(
     Json(spec): Json<NodeSpec>,
 ) -> Result<Json<NodeSummary>, ApiError> {
     let nodes = summaries(&Snapshot::of(&state.mesh));
-    let id: NodeId = find(&nodes, &node)?
-        .id
-        .parse()
-        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "bad node id"))?;
+    let id = mesh_id(find(&nodes, &node)?)?;
     let bytes = serde_json::to_vec(&spec)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
     state.write(&node_spec_key(&id), Some(bytes)).await?;
@@ -182,10 +186,7 @@ pub(super) async fn remove(
             ),
         ));
     }
-    let id: NodeId = found
-        .id
-        .parse()
-        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "bad node id"))?;
+    let id = mesh_id(&found)?;
     let record = serde_json::json!({
         "name": found.name,
         "state": found.state,

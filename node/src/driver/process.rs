@@ -79,10 +79,7 @@ fn claim(dir: &Path, port: u16) -> bool {
         {
             Ok(_) => return true,
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let stale = std::fs::metadata(&path)
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > CLAIM_TTL));
-                if !stale || std::fs::remove_file(&path).is_err() {
+                if !stale(std::fs::metadata(&path)) || std::fs::remove_file(&path).is_err() {
                     return false;
                 }
             }
@@ -113,17 +110,20 @@ fn free_port(taken: &BTreeSet<u16>) -> Result<u16, DriverError> {
     ))
 }
 
+/// Whether a claim with this metadata is older than [`CLAIM_TTL`].
+fn stale(claim: std::io::Result<std::fs::Metadata>) -> bool {
+    claim
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > CLAIM_TTL))
+}
+
 /// Removes the host's stale port claims.
 fn prune_claims() {
     let Ok(entries) = std::fs::read_dir(claims_dir()) else {
         return;
     };
     for entry in entries.filter_map(Result::ok) {
-        let stale = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > CLAIM_TTL));
-        if stale {
+        if stale(entry.metadata()) {
             let _ = std::fs::remove_file(entry.path());
         }
     }
