@@ -13,15 +13,21 @@ use crate::flags::{CreateArgs, UpdateArgs};
 #[derive(Debug, Parser)]
 #[command(name = "knit", version, about, propagate_version = true)]
 pub(crate) struct Cli {
-    /// The admin API: where `knit up` serves it (loopback unless you mean otherwise), and
-    /// where client commands find it.
-    #[arg(
-        long,
-        global = true,
-        env = "KNIT_API",
-        default_value = "127.0.0.1:7947"
-    )]
-    pub(crate) api: String,
+    /// The admin API. Client commands find it there: a Unix socket (`unix:///path` or a
+    /// path; default `~/.knit/knit.sock`) or TCP (`tcp://HOST:PORT` or `HOST:PORT`, mutual
+    /// TLS with --tls-dir). For `knit up`, a path moves the socket (default
+    /// `<data dir>/knit.sock`), and a TCP address is served besides it, always with mutual
+    /// TLS unless --api-insecure.
+    #[arg(long, global = true, env = "KNIT_API")]
+    pub(crate) api: Option<String>,
+    /// Client side of a TCP API: the folder with `ca.pem`, `cert.pem` and `key.pem` from
+    /// `knit client-cert` (default `~/.knit/tls`).
+    #[arg(long, global = true, env = "KNIT_TLS_DIR")]
+    pub(crate) tls_dir: Option<PathBuf>,
+    /// Plain HTTP on a TCP API, without TLS: anyone who reaches the port commands the
+    /// cluster. For a private test network only.
+    #[arg(long, global = true, env = "KNIT_API_INSECURE")]
+    pub(crate) api_insecure: bool,
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -32,14 +38,37 @@ pub(crate) enum Command {
     Up(UpArgs),
     /// Run a local cluster of N peers on loopback addresses, to try knit.
     Lab(LabArgs),
-    /// Print the join token of the cluster.
-    Token,
+    /// Print the join token of the cluster, or rotate it.
+    Token {
+        #[command(subcommand)]
+        command: Option<TokenCommand>,
+    },
+    /// Issue a client certificate for the admin API over TCP (on any member, as root).
+    ClientCert(ClientCertArgs),
     /// Manage nodes.
     #[command(subcommand)]
     Node(NodeCommand),
     /// Manage services.
     #[command(subcommand)]
     Service(ServiceCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TokenCommand {
+    /// Make a new join secret: the old token stops working on every member within a
+    /// gossip round or two. Members keep working; only new joins need the new token.
+    Rotate,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ClientCertArgs {
+    /// The operator's name (a DNS label, e.g. alice), written into the certificate.
+    #[arg(long)]
+    pub(crate) name: String,
+    /// The folder to write `key.pem`, `cert.pem` and `ca.pem` into (created, mode 0700);
+    /// use it with `knit --tls-dir DIR --api HOST:PORT ...` or `KNIT_TLS_DIR`.
+    #[arg(long)]
+    pub(crate) out: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -112,6 +141,9 @@ pub(crate) enum NodeCommand {
         /// Also remove a node that is still alive or suspect (it is cut off at once).
         #[arg(short, long)]
         force: bool,
+        /// Also rotate the join token, so that no copy of the old one admits a new node.
+        #[arg(long)]
+        rotate_token: bool,
         /// Node ids (or unique prefixes) or names.
         #[arg(required = true)]
         nodes: Vec<String>,
@@ -182,8 +214,33 @@ pub(crate) struct UpArgs {
     #[arg(long, env = "KNIT_JOIN", value_delimiter = ',')]
     pub(crate) join: Vec<SocketAddr>,
     /// The cluster's join token (from `knit token` on a member); needed on first join only.
-    #[arg(long, env = "KNIT_TOKEN", hide_env_values = true)]
+    /// Prefer --token-file: a command line is visible to every user of the host.
+    #[arg(
+        long,
+        env = "KNIT_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
     pub(crate) token: Option<String>,
+    /// A file holding the join token (first join only).
+    #[arg(long, env = "KNIT_TOKEN_FILE")]
+    pub(crate) token_file: Option<PathBuf>,
+    /// Serve `/metrics` and `/healthz` on their own listener: ADDR:PORT, or PORT for
+    /// 127.0.0.1:PORT. Off by default.
+    #[arg(long, env = "KNIT_METRICS_ADDR")]
+    pub(crate) metrics_addr: Option<String>,
+    /// Another name clients may use in the API's `Host` header (besides IP addresses,
+    /// `localhost`, the host name and the node name); repeat for several.
+    #[arg(long = "api-host", env = "KNIT_API_HOSTS", value_delimiter = ',')]
+    pub(crate) api_hosts: Vec<String>,
+    /// Let services use the `process` driver on this host (plain child processes, run as
+    /// --process-user). Off by default: a process replica runs directly on the host.
+    #[arg(long, env = "KNIT_ENABLE_PROCESS_DRIVER")]
+    pub(crate) enable_process_driver: bool,
+    /// The user process replicas run as (default: `nobody` when the peer runs as root,
+    /// else the peer's own user).
+    #[arg(long, env = "KNIT_PROCESS_USER")]
+    pub(crate) process_user: Option<String>,
     /// This node's name (default: the host name).
     #[arg(long, env = "KNIT_NAME")]
     pub(crate) name: Option<String>,
@@ -216,7 +273,7 @@ pub(crate) struct UpArgs {
     pub(crate) recover_after: String,
 }
 
-fn default_data_dir() -> PathBuf {
+pub(crate) fn default_data_dir() -> PathBuf {
     match std::env::var_os("HOME") {
         Some(home) if !home.is_empty() => PathBuf::from(home).join(".knit"),
         _ => PathBuf::from("/var/lib/knit"),

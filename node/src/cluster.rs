@@ -87,6 +87,9 @@ pub(crate) struct Ended {
 
 /// The label that marks nodes with a Docker engine; docker services are placed on them only.
 pub(crate) const DOCKER_LABEL: &str = "knit.driver.docker";
+/// The label placement gives nodes that run `process` replicas
+/// (`--enable-process-driver`).
+pub(crate) const PROCESS_LABEL: &str = "knit.driver.process";
 
 /// What a node says about itself.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -281,11 +284,13 @@ impl Snapshot {
                 let id = knit_scheduler::NodeId::new(m.peer.node.to_string()).ok()?;
                 let info = self.info(&m.peer.node);
                 let mut labels = self.labels(&m.peer.node);
-                if info
-                    .as_ref()
-                    .is_some_and(|i| i.drivers.iter().any(|d| d == "docker"))
-                {
-                    labels.insert(DOCKER_LABEL.to_owned(), "true".to_owned());
+                for (driver, label) in [("docker", DOCKER_LABEL), ("process", PROCESS_LABEL)] {
+                    if info
+                        .as_ref()
+                        .is_some_and(|i| i.drivers.iter().any(|d| d == driver))
+                    {
+                        labels.insert(label.to_owned(), "true".to_owned());
+                    }
                 }
                 Some(NodeView {
                     id,
@@ -349,9 +354,11 @@ impl Snapshot {
 
 /// `spec` with the constraints placement adds: a docker service needs a Docker engine.
 fn placeable(mut spec: ServiceSpec) -> ServiceSpec {
-    if spec.driver == knit_scheduler::spec::Driver::Docker
-        && let Ok(c) = format!("node.labels.{DOCKER_LABEL}==true").parse()
-    {
+    let label = match spec.driver {
+        knit_scheduler::spec::Driver::Docker => DOCKER_LABEL,
+        knit_scheduler::spec::Driver::Process => PROCESS_LABEL,
+    };
+    if let Ok(c) = format!("node.labels.{label}==true").parse() {
         spec.constraints.push(c);
     }
     spec

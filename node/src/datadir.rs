@@ -10,6 +10,21 @@ use knit_mesh::NodeId;
 use knit_mesh::quic::credentials::write_atomic;
 use knit_mesh::store::Store;
 
+/// Closes the data dir to everyone but its owner and, when the host has one, the `knit`
+/// group (who may use the API socket in it): mode 0700, or 0750 with that group. Its
+/// files are 0600 besides.
+fn restrict(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let group = crate::api::api_group();
+    if let Some(gid) = group {
+        std::os::unix::fs::chown(path, None, Some(gid))
+            .with_context(|| format!("cannot give {} to group knit", path.display()))?;
+    }
+    let mode = if group.is_some() { 0o750 } else { 0o700 };
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot set the mode of the data dir {}", path.display()))
+}
+
 /// A data dir, locked for the life of the peer so two peers cannot share it.
 pub(crate) struct DataDir {
     path: PathBuf,
@@ -22,6 +37,7 @@ impl DataDir {
     pub(crate) fn open(path: &Path) -> Result<Self> {
         fs::create_dir_all(path)
             .with_context(|| format!("cannot create the data dir {}", path.display()))?;
+        restrict(path)?;
         let lock_path = path.join("lock");
         let lock = fs::OpenOptions::new()
             .create(true)

@@ -15,7 +15,9 @@ use crate::cli::LabArgs;
 struct LabPeer {
     name: String,
     listen: SocketAddr,
-    api: SocketAddr,
+    /// The admin API's socket, in the peer's data dir.
+    api: PathBuf,
+    metrics: SocketAddr,
     child: Child,
 }
 
@@ -29,24 +31,31 @@ async fn spawn(
     root: &Path,
     args: &LabArgs,
     i: usize,
-    join: Option<(SocketAddr, &str)>,
+    join: Option<(SocketAddr, &Path)>,
 ) -> Result<LabPeer> {
     let name = format!("lab-{}", i + 1);
-    let (listen, api) = (addr(i, 7946), addr(i, 7947));
+    let (listen, metrics) = (addr(i, 7946), addr(i, 7948));
+    let data_dir = root.join(&name);
+    let api = data_dir.join(crate::api_addr::SOCKET_NAME);
     let log = std::fs::File::create(root.join(format!("{name}.log")))?;
     let mut cmd = Command::new(exe);
-    cmd.arg("--api").arg(api.to_string()).arg("up");
-    cmd.arg("--data-dir").arg(root.join(&name));
+    cmd.arg("up").arg("--data-dir").arg(&data_dir);
     cmd.arg("--listen").arg(listen.to_string());
     cmd.arg("--ingress-addr").arg(listen.ip().to_string());
+    cmd.arg("--metrics-addr").arg(metrics.to_string());
+    cmd.arg("--enable-process-driver");
     cmd.args(["--name", &name, "--profile", &args.profile.to_string()]);
-    if let Some((seed, token)) = join {
+    if let Some((seed, token_file)) = join {
         cmd.arg("--join")
             .arg(seed.to_string())
-            .args(["--token", token]);
+            .arg("--token-file")
+            .arg(token_file);
     }
     for var in [
         "KNIT_API",
+        "KNIT_TOKEN_FILE",
+        "KNIT_METRICS_ADDR",
+        "KNIT_API_INSECURE",
         "KNIT_DATA_DIR",
         "KNIT_LISTEN",
         "KNIT_ADVERTISE",
@@ -67,6 +76,7 @@ async fn spawn(
         name,
         listen,
         api,
+        metrics,
         child,
     })
 }
@@ -100,13 +110,10 @@ pub(crate) async fn run(args: LabArgs) -> Result<()> {
     };
     std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
     let mut peers = vec![spawn(&exe, &root, &args, 0, None).await?];
-    let token = wait_for_file(
-        &root.join("lab-1").join("join-token"),
-        Duration::from_secs(20),
-    )
-    .await?;
+    let token_file = root.join("lab-1").join("join-token");
+    wait_for_file(&token_file, Duration::from_secs(20)).await?;
     for i in 1..args.nodes {
-        peers.push(spawn(&exe, &root, &args, i, Some((peers[0].listen, &token))).await?);
+        peers.push(spawn(&exe, &root, &args, i, Some((peers[0].listen, &token_file))).await?);
     }
     println!(
         "knit lab: {} peers on loopback ({} profile); logs and data in {}",
@@ -115,13 +122,25 @@ pub(crate) async fn run(args: LabArgs) -> Result<()> {
         root.display()
     );
     for peer in &peers {
-        println!("  {:<8} mesh {}  api {}", peer.name, peer.listen, peer.api);
+        println!(
+            "  {:<8} mesh {}  api {}  metrics http://{}/metrics",
+            peer.name,
+            peer.listen,
+            peer.api.display(),
+            peer.metrics
+        );
     }
-    let api = peers[0].api;
-    println!("\nTry:");
-    println!("  knit --api {api} node ls");
-    println!("  kill -9 <pid of a peer> and watch it go down:  watch knit --api {api} node ls");
-    println!("  knit --api {api} token");
+    let (knit, api) = (exe.display(), peers[0].api.display());
+    println!(
+        "\nTry (as root, like Docker's socket; `cargo install --path node` puts knit on the PATH):"
+    );
+    println!("  export KNIT_API={api}");
+    println!("  {knit} node ls");
+    println!(
+        "  {knit} service create --driver process --name web --replicas 3 -p 8080:8080 -- sh -c 'exec python3 -m http.server $PORT'"
+    );
+    println!("  curl http://{}:8080/", peers[0].listen.ip());
+    println!("  kill -9 <pid of a peer> and watch it go down:  watch {knit} node ls");
     println!("\nCtrl-C stops the lab.");
     for peer in &peers {
         if let Some(pid) = peer.child.id() {

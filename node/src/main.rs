@@ -6,6 +6,7 @@
 
 mod agent;
 mod api;
+mod api_addr;
 mod cli;
 mod client;
 mod cluster;
@@ -38,10 +39,18 @@ fn main() -> ExitCode {
         match cli.command {
             cli::Command::Up(args) => {
                 logging::init(args.log_format);
-                peer::up(args, &cli.api).await
+                peer::up(args, cli.api.as_deref(), cli.api_insecure).await
             }
             cli::Command::Lab(args) => lab::run(args).await,
-            command => client::run(&cli.api, command).await,
+            command => {
+                client::run(
+                    cli.api.as_deref(),
+                    cli.tls_dir.as_deref(),
+                    cli.api_insecure,
+                    command,
+                )
+                .await
+            }
         }
     });
     // Tasks still running (readers, dials) are dropped without waiting.

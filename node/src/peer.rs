@@ -15,7 +15,8 @@ use rand::RngExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::Agent;
-use crate::api;
+use crate::api::{self, AllowedHosts, ApiListener};
+use crate::api_addr::ApiAddr;
 use crate::cli::UpArgs;
 use crate::cluster::{NodeInfo, host_capacity, info_key};
 use crate::datadir::DataDir;
@@ -104,12 +105,7 @@ async fn credentials(
         creds.store(dir.path())?;
         return Ok((node, creds, true));
     }
-    let Some(token) = &args.token else {
-        bail!(
-            "joining a cluster needs its token: run `knit token` on a member, then pass --token <token>"
-        );
-    };
-    let token: JoinToken = token.parse()?;
+    let token: JoinToken = join_token(args)?.parse()?;
     let mut errors = Vec::new();
     for seed in &args.join {
         match join::join(endpoint, *seed, &token, &node).await {
@@ -126,25 +122,59 @@ async fn credentials(
     bail!("could not join: {}", errors.join("; "))
 }
 
+/// The join token from `--token` or `--token-file`.
+fn join_token(args: &UpArgs) -> Result<String> {
+    if let Some(token) = &args.token {
+        return Ok(token.clone());
+    }
+    if let Some(path) = &args.token_file {
+        return std::fs::read_to_string(path)
+            .map(|t| t.trim().to_owned())
+            .with_context(|| format!("cannot read the join token from {}", path.display()));
+    }
+    bail!(
+        "joining a cluster needs its token: run `knit token` on a member, save it in a file readable by root only, then pass --token-file FILE (or --token TOKEN)"
+    )
+}
+
 /// Runs a peer until SIGTERM or SIGINT.
-pub(crate) async fn up(args: UpArgs, api: &str) -> Result<()> {
+pub(crate) async fn up(args: UpArgs, api: Option<&str>, api_insecure: bool) -> Result<()> {
     let mut stop_signals = StopSignals::install()?;
-    let api_addr: SocketAddr = api.parse().with_context(|| {
-        format!(
-            "--api {api:?} is not an address to listen on; write it as IP:PORT, e.g. 127.0.0.1:7947"
-        )
-    })?;
+    // The socket is always served (at --api when that is a path); a TCP --api is served
+    // besides it, so an operator on the host can still issue client certificates.
+    let api_addrs = match ApiAddr::or_default(api, &args.data_dir)? {
+        tcp @ ApiAddr::Tcp(_) => vec![ApiAddr::or_default(None, &args.data_dir)?, tcp],
+        unix => vec![unix],
+    };
+    let metrics_addr = args
+        .metrics_addr
+        .as_deref()
+        .map(api::metrics_addr)
+        .transpose()?;
     let labels = parse_labels(&args.labels)?;
+    let process_user = crate::driver::process::RunAs::choose(
+        args.enable_process_driver,
+        args.process_user.as_deref(),
+    )?;
     let dir = DataDir::open(&args.data_dir)?;
     let endpoint = knit_mesh::quic::bind(args.listen)?;
     let bound = endpoint
         .local_addr()
         .context("cannot read the bound address")?;
     let advertise = advertise_addr(&args, bound)?;
-    let api_listener = tokio::net::TcpListener::bind(api_addr).await.with_context(|| {
-        format!("cannot listen for the admin API on {}; is another knit running? pick another with --api", api_addr)
-    })?;
+    let metrics_listener = match metrics_addr {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot listen for /metrics on {addr}; pick another with --metrics-addr")
+        })?),
+        None => None,
+    };
     let (node, creds, created) = credentials(&dir, &args, &endpoint).await?;
+    let shutdown = CancellationToken::new();
+    let mut api_listeners = Vec::new();
+    for addr in &api_addrs {
+        api_listeners.push(ApiListener::bind(addr, api_insecure, &creds, &shutdown).await?);
+    }
+    let api_described: Vec<String> = api_listeners.iter().map(ApiListener::describe).collect();
     let epoch = dir.next_epoch()?;
     let store = dir.load_store(node)?;
     let mut seeds = args.join.clone();
@@ -158,7 +188,6 @@ pub(crate) async fn up(args: UpArgs, api: &str) -> Result<()> {
         addr: advertise,
         epoch,
     };
-    let shutdown = CancellationToken::new();
     let config = MeshConfig {
         identity,
         profile: args.profile,
@@ -169,13 +198,9 @@ pub(crate) async fn up(args: UpArgs, api: &str) -> Result<()> {
             _ => Duration::from_secs(2),
         },
     };
-    let token = creds.token().to_string();
-    let mesh = Mesh::start(endpoint, creds, config, shutdown.clone())?;
-    let drivers = Arc::new(drivers(dir.path()).await?);
-    let mut driver_names = vec!["process".to_owned()];
-    if drivers.docker.is_some() {
-        driver_names.insert(0, "docker".to_owned());
-    }
+    let mesh = Mesh::start(endpoint, creds.clone(), config, shutdown.clone())?;
+    let drivers = Arc::new(drivers(dir.path(), process_user).await?);
+    let driver_names = drivers.names();
     let info = NodeInfo {
         name: args.name.clone().unwrap_or_else(host_name),
         addr: advertise,
@@ -187,13 +212,20 @@ pub(crate) async fn up(args: UpArgs, api: &str) -> Result<()> {
     };
     mesh.put(&info_key(&node), Some(serde_json::to_vec(&info)?))
         .await?;
-    tracing::info!(node = %node, name = %info.name, addr = %advertise, epoch, api = %api_addr, profile = %args.profile, "peer up");
+    tracing::info!(node = %node, name = %info.name, addr = %advertise, epoch, api = %api_described.join(", "), profile = %args.profile, "peer up");
     if created {
+        let token_file = dir.path().join("join-token");
         println!("Cluster created. This node is {node}.");
         println!(
-            "To add a peer, run on another host:\n    knit up --join {advertise} --token {token}"
+            "The join token is in {} (root only); `knit token` prints it. To add a peer, copy it to the other host and run there:\n    knit up --join {advertise} --token-file FILE",
+            token_file.display()
         );
     }
+    let hosts = AllowedHosts::new(
+        [info.name.clone(), host_name()]
+            .into_iter()
+            .chain(args.api_hosts.iter().cloned()),
+    );
     let dir = Arc::new(dir);
     tokio::spawn(crate::telemetry::run(
         mesh.clone(),
@@ -228,23 +260,38 @@ pub(crate) async fn up(args: UpArgs, api: &str) -> Result<()> {
         saved_tx,
         shutdown.clone(),
     ));
-    let state = api::ApiState::new(mesh.clone(), token, saved, drivers, ingress);
-    let server = tokio::spawn(api::serve(api_listener, state, shutdown.clone()));
+    let state = api::ApiState::new(mesh.clone(), creds, saved, drivers, ingress);
+    if let Some(listener) = metrics_listener {
+        let app = api::metrics_router(state.clone(), hosts.clone());
+        tokio::spawn(api::serve_metrics(listener, app, shutdown.clone()));
+    }
+    let app = api::router(state, hosts);
+    let servers: Vec<_> = api_listeners
+        .into_iter()
+        .map(|listener| tokio::spawn(api::serve(listener, app.clone(), shutdown.clone())))
+        .collect();
 
     stop_signals.wait().await;
     tracing::info!("leaving the cluster");
     mesh.leave().await;
     shutdown.cancel();
-    let _ = tokio::time::timeout(Duration::from_millis(300), server).await;
+    let _ = tokio::time::timeout(
+        Duration::from_millis(300),
+        futures_util::future::join_all(servers),
+    )
+    .await;
     let store = mesh.store().borrow().clone();
     dir.save_store(&store)?;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// The drivers this host has: always `process`; `docker` when an engine answers.
-async fn drivers(data_dir: &std::path::Path) -> Result<Drivers> {
-    let process = ProcessDriver::new(&data_dir.join("processes"))?;
+/// The drivers this host has: `docker` when an engine answers, `process` when enabled.
+async fn drivers(
+    data_dir: &std::path::Path,
+    process_user: Option<crate::driver::process::RunAs>,
+) -> Result<Drivers> {
+    let process = ProcessDriver::new(&data_dir.join("processes"), process_user)?;
     let docker = match DockerDriver::connect().await {
         Ok(docker) => Some(docker),
         Err(e) => {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use serde::Deserialize;
 
-use crate::{Cluster, Peer, http_get, wall_ms};
+use crate::{Cluster, Peer, wall_ms};
 
 /// How long one read of one peer's API may take.
 const READ_LIMIT: Duration = Duration::from_secs(2);
@@ -75,7 +75,7 @@ impl Task {
 
 /// The tasks of `service` as `peer` sees them.
 pub fn tasks(peer: &Peer, service: &str) -> Result<Vec<Task>> {
-    let body = http_get(peer.api, &format!("/v1/services/{service}/ps"), READ_LIMIT)?;
+    let body = peer.api_get(&format!("/v1/services/{service}/ps"), READ_LIMIT)?;
     Ok(serde_json::from_str(&body)?)
 }
 
@@ -132,7 +132,7 @@ struct StampedNode {
 /// When `observer` recorded `victim` `down`, if it has: its own stamp, or the time of this
 /// poll where the stamp is not between the kill and now.
 pub fn down_since(observer: &Peer, victim: &str, kill_ms: u64) -> Option<u64> {
-    let body = http_get(observer.api, "/v1/nodes", READ_LIMIT).ok()?;
+    let body = observer.api_get("/v1/nodes", READ_LIMIT).ok()?;
     let rows: Vec<StampedNode> = serde_json::from_str(&body).ok()?;
     let row = rows.iter().find(|r| r.id == victim && r.state == "down")?;
     let now = wall_ms();

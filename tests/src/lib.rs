@@ -7,6 +7,7 @@
 //! also when a test panics, and then prints the tail of each peer's log.
 
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -103,9 +104,15 @@ pub struct Peer {
     pub data_dir: PathBuf,
     /// Its mesh address.
     pub listen: SocketAddr,
-    /// Its admin API address.
-    pub api: SocketAddr,
+    /// Its admin API: the Unix socket in its data dir.
+    pub api: PathBuf,
+    /// Where it serves `/metrics` and `/healthz`.
+    pub metrics: SocketAddr,
     profile: String,
+    /// Whether it starts with `--enable-process-driver` (the harness's default).
+    pub process_driver: bool,
+    /// Extra environment for the `knit up` process.
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
     log: PathBuf,
 }
@@ -117,10 +124,13 @@ impl Peer {
         Self {
             name: name.to_owned(),
             log: root.join(format!("{name}.log")),
+            api: data_dir.join("knit.sock"),
             data_dir,
             listen: SocketAddr::from((ip, 7946)),
-            api: SocketAddr::from((ip, 7947)),
+            metrics: SocketAddr::from((ip, 7948)),
             profile: profile.to_owned(),
+            process_driver: true,
+            env: Vec::new(),
             child: None,
         }
     }
@@ -145,10 +155,13 @@ impl Peer {
             .append(true)
             .open(&self.log)?;
         let mut cmd = Command::new(knit_bin());
-        cmd.arg("--api").arg(self.api.to_string()).arg("up");
-        cmd.arg("--data-dir").arg(&self.data_dir);
+        cmd.arg("up").arg("--data-dir").arg(&self.data_dir);
         cmd.arg("--listen").arg(self.listen.to_string());
         cmd.arg("--ingress-addr").arg(self.listen.ip().to_string());
+        cmd.arg("--metrics-addr").arg(self.metrics.to_string());
+        if self.process_driver {
+            cmd.arg("--enable-process-driver");
+        }
         cmd.args(["--name", &self.name, "--profile", &self.profile]);
         if let Some(join) = join {
             cmd.arg("--join").arg(join.to_string());
@@ -157,7 +170,9 @@ impl Peer {
             cmd.args(["--token", token]);
         }
         cmd.args(extra);
-        cmd.env_remove("KNIT_API").env("RUST_LOG", "info");
+        clear_knit_env(&mut cmd)
+            .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd.stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
@@ -210,13 +225,27 @@ impl Peer {
 
     /// Runs a client command against this peer's API.
     pub fn cli(&self, args: &[&str]) -> Result<Output> {
-        run_bounded(
-            Command::new(knit_bin())
-                .arg("--api")
-                .arg(self.api.to_string())
-                .args(args),
-            Duration::from_secs(20),
-        )
+        let mut cmd = Command::new(knit_bin());
+        clear_knit_env(&mut cmd)
+            .arg("--api")
+            .arg(&self.api)
+            .args(args);
+        run_bounded(&mut cmd, Duration::from_secs(20))
+    }
+
+    /// GETs `path` from this peer's admin API (its socket); the body of a `200`.
+    pub fn api_get(&self, path: &str, limit: Duration) -> Result<String> {
+        api_request(&self.api, "GET", path, None, limit)
+    }
+
+    /// POSTs the JSON `body` to `path` on this peer's admin API; the body of a `200`.
+    pub fn api_post(&self, path: &str, body: &str, limit: Duration) -> Result<String> {
+        api_request(&self.api, "POST", path, Some(body), limit)
+    }
+
+    /// This peer's `/metrics` text.
+    pub fn metrics_text(&self, limit: Duration) -> Result<String> {
+        http_get(self.metrics, "/metrics", limit)
     }
 
     /// `node ls --format json`.
@@ -235,7 +264,7 @@ impl Peer {
     /// The same rows as [`Peer::nodes`], read straight from the admin API (`/v1/nodes`)
     /// instead of through a CLI process: cheap enough to poll many peers often.
     pub fn nodes_http(&self) -> Result<Vec<NodeRow>> {
-        let body = http_get(self.api, "/v1/nodes", Duration::from_secs(2))?;
+        let body = self.api_get("/v1/nodes", Duration::from_secs(2))?;
         Ok(serde_json::from_str(&body)?)
     }
 
@@ -325,12 +354,28 @@ impl Peer {
         self.kill_replicas();
     }
 
+    /// Its whole log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// The last lines of its log.
     pub fn log_tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
     }
+}
+
+/// Clears the `KNIT_*` settings of the test's own environment from `cmd`, so that only
+/// the arguments the harness gives count.
+pub fn clear_knit_env(cmd: &mut Command) -> &mut Command {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("KNIT_") && key != "KNIT_REQUIRE_DOCKER" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
 }
 
 /// Force-removes the Docker containers with this label filter (`key=value`), if Docker runs.
@@ -380,7 +425,8 @@ pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Result<Output> {
 /// The most [`http_get`] reads of one response.
 const HTTP_RESPONSE_MAX_BYTES: usize = 4 << 20;
 
-/// A plain HTTP/1.0 GET of `path` on `addr` (the admin API), without a client library;
+/// A plain HTTP/1.0 GET of `path` on `addr` (a replica, a published port, `/metrics`),
+/// without a client library;
 /// `limit` bounds the connect and the whole read. Returns the body of a `200` response.
 pub fn http_get(addr: SocketAddr, path: &str, limit: Duration) -> Result<String> {
     http_request(addr, "GET", path, None, limit)
@@ -399,7 +445,7 @@ pub fn create_web_service(
 ) -> Result<()> {
     let root = cluster.root().join("www");
     let script = format!(
-        "{prelude} d={}/$KNIT_SLOT; mkdir -p $d && touch $d/ok && cd $d && exec python3 -m http.server $PORT",
+        "{prelude} d={}/$TASK_SLOT; mkdir -p $d && touch $d/ok && cd $d && exec python3 -m http.server $PORT",
         root.display()
     );
     let replicas = replicas.to_string();
@@ -435,15 +481,15 @@ pub fn answers(addr: SocketAddr, path: &str) -> bool {
     http_get(addr, path, Duration::from_secs(3)).is_ok()
 }
 
-/// A plain HTTP/1.0 POST of the JSON `body` to `path` on `addr` (the admin API), bounded
-/// like [`http_get`]. Returns the body of a `200` response.
+/// A plain HTTP/1.0 POST of the JSON `body` to `path` on `addr`, bounded like
+/// [`http_get`]. Returns the body of a `200` response.
 pub fn http_post(addr: SocketAddr, path: &str, body: &str, limit: Duration) -> Result<String> {
     http_request(addr, "POST", path, Some(body), limit)
 }
 
-/// One HTTP/1.0 exchange with the admin API: `method` on `path`, with a JSON `body` if
-/// given; `limit` bounds the connect and the whole read. Returns the body of a `200`
-/// response; any other status is an error that carries the body.
+/// One HTTP/1.0 exchange over TCP: `method` on `path`, with a JSON `body` if given;
+/// `limit` bounds the connect and the whole read. Returns the body of a `200` response;
+/// any other status is an error that carries the body.
 pub fn http_request(
     addr: SocketAddr,
     method: &str,
@@ -451,19 +497,43 @@ pub fn http_request(
     body: Option<&str>,
     limit: Duration,
 ) -> Result<String> {
-    use std::io::{Read, Write};
-
-    let started = Instant::now();
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, limit)?;
+    let stream = std::net::TcpStream::connect_timeout(&addr, limit)?;
     stream.set_read_timeout(Some(limit))?;
     stream.set_write_timeout(Some(limit))?;
     // One write, without Nagle: a request split over small segments can wait for a
     // delayed ACK.
     stream.set_nodelay(true)?;
+    exchange(stream, &addr.to_string(), method, path, body, limit)
+}
+
+/// One HTTP/1.0 exchange with an admin API on its Unix socket, like [`http_request`].
+pub fn api_request(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    limit: Duration,
+) -> Result<String> {
+    let stream = std::os::unix::net::UnixStream::connect(socket)
+        .with_context(|| format!("cannot connect to {}", socket.display()))?;
+    stream.set_read_timeout(Some(limit))?;
+    stream.set_write_timeout(Some(limit))?;
+    exchange(stream, "localhost", method, path, body, limit)
+}
+
+fn exchange(
+    mut stream: impl std::io::Read + std::io::Write,
+    host: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    limit: Duration,
+) -> Result<String> {
+    let started = Instant::now();
     let request = match body {
-        None => format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+        None => format!("{method} {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
         Some(body) => format!(
-            "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\
+            "{method} {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\
              Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         ),
@@ -478,19 +548,19 @@ pub fn http_request(
         }
         raw.extend_from_slice(&chunk[..n]);
         if raw.len() > HTTP_RESPONSE_MAX_BYTES {
-            bail!("{method} {path} on {addr}: response over {HTTP_RESPONSE_MAX_BYTES} bytes");
+            bail!("{method} {path} on {host}: response over {HTTP_RESPONSE_MAX_BYTES} bytes");
         }
         if started.elapsed() > limit {
-            bail!("{method} {path} on {addr}: no full response within {limit:?}");
+            bail!("{method} {path} on {host}: no full response within {limit:?}");
         }
     }
     let text = String::from_utf8(raw).context("response is not UTF-8")?;
     let (head, body) = text
         .split_once("\r\n\r\n")
-        .ok_or_else(|| anyhow!("{method} {path} on {addr}: no HTTP header"))?;
+        .ok_or_else(|| anyhow!("{method} {path} on {host}: no HTTP header"))?;
     let status = head.split_whitespace().nth(1).unwrap_or_default();
     if status != "200" {
-        bail!("{method} {path} on {addr}: status {status}: {body}");
+        bail!("{method} {path} on {host}: status {status}: {body}");
     }
     Ok(body.to_owned())
 }
@@ -675,17 +745,22 @@ impl Cluster {
         // its cluster) may have left peers behind on the block this process would take.
         let mut block = [127, unique_block(), next_cluster()];
         for _ in 0..250 {
-            let api = SocketAddr::from(([block[0], block[1], block[2], 1], 7947));
-            if std::net::TcpListener::bind(api).is_ok() {
+            let ip = std::net::Ipv4Addr::new(block[0], block[1], block[2], 1);
+            if std::net::UdpSocket::bind((ip, 7946)).is_ok()
+                && std::net::TcpListener::bind((ip, 7948)).is_ok()
+            {
                 break;
             }
-            eprintln!("{api} is taken (a peer left behind by another run?); using the next block");
+            eprintln!("{ip} is taken (a peer left behind by another run?); using the next block");
             block[2] = next_cluster();
         }
         let root =
             std::env::temp_dir().join(format!("knit-e2e-{}-{}", std::process::id(), block[2]));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root)?;
+        // Process replicas run as `nobody` under a root peer: tests give them a folder
+        // they may write to (markers, web roots). Data dirs inside stay 0700.
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o1777))?;
         Ok(Self {
             peers: Vec::new(),
             root,

@@ -193,19 +193,34 @@ fn garbage_on_the_quic_port_changes_nothing() {
 
 #[test]
 fn client_commands_say_when_no_peer_answers() {
-    let out = knit_tests::run_bounded(
-        std::process::Command::new(knit_tests::knit_bin()).args([
-            "--api",
-            "127.0.0.1:9",
-            "node",
-            "ls",
-        ]),
-        Duration::from_secs(20),
-    )
-    .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("no knit peer answers there"), "{err}");
+    let knit = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(knit_tests::knit_bin());
+        knit_tests::clear_knit_env(&mut cmd).args(args);
+        let out = knit_tests::run_bounded(&mut cmd, Duration::from_secs(20)).unwrap();
+        assert!(!out.status.success(), "{args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = knit(&["--api", "/nonexistent/knit.sock", "node", "ls"]);
+    assert!(
+        err.contains("cannot reach the knit API at unix:///nonexistent/knit.sock"),
+        "{err}"
+    );
+    assert!(err.contains("knit up"), "{err}");
+    // TCP is TLS: without a client certificate, the client says where to get one.
+    let err = knit(&[
+        "--api",
+        "127.0.0.1:9",
+        "--tls-dir",
+        "/nonexistent",
+        "node",
+        "ls",
+    ]);
+    assert!(err.contains("knit client-cert"), "{err}");
+    let err = knit(&["--api", "127.0.0.1:9", "--api-insecure", "node", "ls"]);
+    assert!(
+        err.contains("cannot reach the knit API at tcp://127.0.0.1:9"),
+        "{err}"
+    );
 }
 
 #[test]

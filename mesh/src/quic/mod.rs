@@ -7,6 +7,7 @@ pub mod frame;
 pub mod join;
 pub mod links;
 pub mod mesh;
+pub mod operator;
 mod sync;
 pub mod tls;
 

@@ -63,7 +63,7 @@ pub fn cert_digest(der: &[u8]) -> [u8; 32] {
     out
 }
 
-fn ca_params(cluster_id: &str) -> Result<CertificateParams, TlsError> {
+pub(crate) fn ca_params(cluster_id: &str) -> Result<CertificateParams, TlsError> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params
         .distinguished_name
@@ -93,7 +93,7 @@ pub fn generate_node_key() -> Result<(String, Vec<u8>), TlsError> {
 }
 
 /// A public key received from a joining node (P-256, raw point).
-struct RemoteKey(Vec<u8>);
+pub(crate) struct RemoteKey(pub(crate) Vec<u8>);
 
 impl PublicKeyData for RemoteKey {
     fn der_bytes(&self) -> &[u8] {
@@ -133,7 +133,7 @@ pub fn issue_node_cert(
     Ok(cert.der().to_vec())
 }
 
-fn private_key(pem: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
+pub(crate) fn private_key(pem: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
     let key = KeyPair::from_pem(pem).map_err(|e| TlsError::Invalid {
         what: "node key",
         detail: e.to_string(),
@@ -143,7 +143,7 @@ fn private_key(pem: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
     )))
 }
 
-fn roots(ca_der: &[u8]) -> Result<Arc<RootCertStore>, TlsError> {
+pub(crate) fn roots(ca_der: &[u8]) -> Result<Arc<RootCertStore>, TlsError> {
     let mut roots = RootCertStore::empty();
     roots
         .add(CertificateDer::from(ca_der.to_vec()))

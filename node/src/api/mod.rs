@@ -1,8 +1,10 @@
-//! The admin API: JSON over HTTP on loopback, used by the client commands; `/metrics` for
-//! Prometheus.
+//! The admin API: JSON over HTTP on a root-only Unix socket (or mutual TLS on TCP), used by
+//! the client commands; `/metrics` and `/healthz` for Prometheus on a listener of their own.
 
+mod listen;
 mod metrics;
 mod nodes;
+mod operators;
 mod services;
 
 use std::sync::Arc;
@@ -17,7 +19,9 @@ use knit_mesh::quic::Mesh;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+pub(crate) use listen::{AllowedHosts, ApiListener, api_group, metrics_addr};
 pub(crate) use nodes::NodeSummary;
+pub(crate) use operators::{ClientCertRequest, ClientCertResponse};
 pub(crate) use services::{ServiceSummary, TaskRow, UpdateRequest};
 
 /// How long a write may wait to be applied and persisted before the API gives up.
@@ -27,7 +31,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub(crate) struct ApiState {
     mesh: Mesh,
-    token: Arc<str>,
+    /// This member's credentials: the CA signs operators' client certificates.
+    creds: Arc<knit_mesh::quic::Credentials>,
     /// The store version last written to the data dir.
     saved: watch::Receiver<u64>,
     /// This host's drivers, for logs.
@@ -39,14 +44,14 @@ pub(crate) struct ApiState {
 impl ApiState {
     pub(crate) fn new(
         mesh: Mesh,
-        token: String,
+        creds: knit_mesh::quic::Credentials,
         saved: watch::Receiver<u64>,
         drivers: Arc<crate::driver::Drivers>,
         ingress: Arc<crate::ingress::IngressStats>,
     ) -> Self {
         Self {
             mesh,
-            token: token.into(),
+            creds: Arc::new(creds),
             saved,
             drivers,
             ingress,
@@ -102,7 +107,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-pub(crate) fn router(state: ApiState) -> Router {
+/// The admin API's routes, behind the `Host` check.
+pub(crate) fn router(state: ApiState, hosts: AllowedHosts) -> Router {
     Router::new()
         .route("/v1/nodes", get(nodes::list))
         .route(
@@ -121,25 +127,100 @@ pub(crate) fn router(state: ApiState) -> Router {
         .route("/v1/services/{name}/ps", get(services::ps))
         .route("/v1/services/{name}/logs", get(services::logs))
         .route("/v1/token", get(token))
-        .route("/metrics", get(metrics::metrics))
+        .route("/v1/token/rotate", post(rotate_token))
+        .route("/v1/client-certs", post(operators::client_cert))
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            hosts,
+            listen::check_host,
+        ))
 }
 
-/// Serves until `shutdown`.
-pub(crate) async fn serve(
-    listener: tokio::net::TcpListener,
-    state: ApiState,
-    shutdown: CancellationToken,
-) {
-    let app = router(state);
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
+/// `/metrics` and `/healthz`, for their own listener: nothing else is served there.
+pub(crate) fn metrics_router(state: ApiState, hosts: AllowedHosts) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics::metrics))
+        .route("/healthz", get(healthz))
+        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            hosts,
+            listen::check_host,
+        ))
+}
+
+/// Serves `app` on `listener` until `shutdown`; removes the socket file after.
+pub(crate) async fn serve(listener: ApiListener, app: Router, shutdown: CancellationToken) {
+    let stop = async move { shutdown.cancelled().await };
+    let result = match listener {
+        ApiListener::Unix(listener, path) => {
+            let result = axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await;
+            let _ = std::fs::remove_file(path);
+            result
+        }
+        ApiListener::Tls(listener) => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+        }
+        ApiListener::Plain(listener) => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+        }
+    };
     if let Err(e) = result {
         tracing::error!(error = %e, "admin API stopped");
     }
 }
 
+/// Serves `/metrics` and `/healthz` on `listener` until `shutdown`.
+pub(crate) async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+) {
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "metrics listener stopped");
+    }
+}
+
+/// 200 while the peer runs and is in a cluster (or alone, having created one).
+async fn healthz(State(state): State<ApiState>) -> Json<serde_json::Value> {
+    let view = state.mesh.view().borrow().clone();
+    Json(serde_json::json!({
+        "status": "ok",
+        "node": view.me.node.to_string(),
+        "connection": format!("{:?}", view.connection).to_lowercase(),
+    }))
+}
+
 async fn token(State(state): State<ApiState>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "token": &*state.token }))
+    Json(serde_json::json!({ "token": state.mesh.token().to_string() }))
+}
+
+/// Rotates the join secret; answers with the new token once this peer has it on disk.
+async fn rotate_token(State(state): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let token = rotate(&state).await?;
+    Ok(Json(serde_json::json!({ "token": token })))
+}
+
+/// Rotates the join secret and waits until the write is persisted here.
+pub(crate) async fn rotate(state: &ApiState) -> Result<String, ApiError> {
+    let token = state
+        .mesh
+        .rotate_token()
+        .await
+        .map_err(|_| ApiError::unavailable())?;
+    let applied = state.mesh.store().borrow().version();
+    let mut saved = state.saved.clone();
+    tokio::time::timeout(WRITE_TIMEOUT, saved.wait_for(|v| *v >= applied))
+        .await
+        .map_err(|_| ApiError::unavailable())?
+        .map_err(|_| ApiError::unavailable())?;
+    Ok(token.to_string())
 }

@@ -110,6 +110,26 @@ fn invalid(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, e.to_string())
 }
 
+/// Refuses a process service when no active member runs the process driver: it is off by
+/// default, since a process replica runs straight on the host.
+fn check_driver(snapshot: &Snapshot, spec: &ServiceSpec) -> Result<(), ApiError> {
+    if spec.driver != knit_scheduler::spec::Driver::Process {
+        return Ok(());
+    }
+    let offered = snapshot.node_views().iter().any(|n| {
+        n.labels
+            .get(crate::cluster::PROCESS_LABEL)
+            .is_some_and(|v| v == "true")
+    });
+    if offered {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "no node runs the process driver (--driver process): it is off by default; start the peers that should run process replicas with --enable-process-driver (knit lab does), or use --driver docker",
+    ))
+}
+
 async fn store_spec(state: &ApiState, spec: &ServiceSpec) -> Result<(), ApiError> {
     let version = serde_json::to_vec(&spec.version).map_err(invalid)?;
     state
@@ -125,6 +145,7 @@ pub(super) async fn create(
 ) -> Result<Json<ServiceSpec>, ApiError> {
     spec.validate().map_err(invalid)?;
     let snapshot = Snapshot::of(&state.mesh);
+    check_driver(&snapshot, &spec)?;
     if snapshot.spec(&spec.name).is_some() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -156,9 +177,8 @@ pub(super) async fn update(
     Path(name): Path<String>,
     Json(request): Json<UpdateRequest>,
 ) -> Result<Json<ServiceSpec>, ApiError> {
-    let current = Snapshot::of(&state.mesh)
-        .spec(&name)
-        .ok_or_else(|| not_found(&name))?;
+    let snapshot = Snapshot::of(&state.mesh);
+    let current = snapshot.spec(&name).ok_or_else(|| not_found(&name))?;
     if request.from_version != current.version {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -175,6 +195,9 @@ pub(super) async fn update(
         )));
     }
     request.spec.validate().map_err(invalid)?;
+    if request.spec.driver != current.driver {
+        check_driver(&snapshot, &request.spec)?;
+    }
     let next = current.followed_by(request.spec, request.redeploy);
     store_spec(&state, &next).await?;
     Ok(Json(next))

@@ -2,23 +2,27 @@
 
 mod nodes;
 mod services;
+mod transport;
 
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use hyper::Method;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::cli::Command;
+use crate::api_addr::ApiAddr;
+use crate::cli::{Command, TokenCommand};
+use transport::Transport;
 
-/// How long the client waits for the peer.
+/// How long the client waits for one answer of the peer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// An HTTP client for one peer's admin API.
+/// A client of one peer's admin API.
 pub(crate) struct Client {
-    http: reqwest::Client,
-    base: String,
-    api: String,
+    transport: Transport,
+    api: ApiAddr,
 }
 
 /// The API answered with an error status.
@@ -30,39 +34,41 @@ pub(crate) struct ApiRefusal {
 }
 
 impl Client {
-    fn new(api: &str) -> Result<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(Duration::from_secs(3))
-            .build()
-            .context("cannot build the HTTP client")?;
-        let base = if api.starts_with("http://") || api.starts_with("https://") {
-            api.trim_end_matches('/').to_owned()
-        } else {
-            format!("http://{api}")
-        };
+    fn new(api: ApiAddr, tls_dir: Option<&Path>, insecure: bool) -> Result<Self> {
         Ok(Self {
-            http,
-            base,
-            api: api.to_owned(),
+            transport: Transport::new(&api, tls_dir, insecure)?,
+            api,
         })
     }
 
-    async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T> {
-        let body = self.send_raw(request).await?;
-        serde_json::from_slice(&body).context("unexpected answer from the knit API")
+    /// What to tell the operator when the API cannot be reached.
+    fn unreachable(&self, e: &anyhow::Error) -> anyhow::Error {
+        let denied = e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
+        });
+        if denied {
+            return anyhow::anyhow!(
+                "permission denied on the knit API at {}: it is for root and the `knit` group, as Docker's socket is; run the command as root (sudo), or add your user to the group `knit` and restart the peer",
+                self.api
+            );
+        }
+        anyhow::anyhow!(
+            "cannot reach the knit API at {}: {e:#}; start a peer with `knit up`, or point --api / KNIT_API at one (a socket path, or HOST:PORT with --tls-dir)",
+            self.api
+        )
     }
 
-    async fn send_raw(&self, request: reqwest::RequestBuilder) -> Result<Vec<u8>> {
-        let response = request.send().await.map_err(|e| {
-            let why = if e.is_connect() || e.is_timeout() { "no knit peer answers there" } else { "request failed" };
-            anyhow::anyhow!(
-                "cannot reach the knit API at {}: {why} ({e}); start a peer with `knit up`, or point --api / KNIT_API at one",
-                self.api
-            )
-        })?;
-        let status = response.status();
-        let body = response.bytes().await.context("reading the answer")?;
+    async fn send_raw(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Vec<u8>> {
+        let answer = tokio::time::timeout(REQUEST_TIMEOUT, self.transport.send(method, path, body))
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "the knit API at {} did not answer within {REQUEST_TIMEOUT:?}; check the peer's log",
+                    self.api
+                )
+            })?;
+        let (status, body) = answer.map_err(|e| self.unreachable(&e))?;
         if !status.is_success() {
             let message = serde_json::from_slice::<serde_json::Value>(&body)
                 .ok()
@@ -77,17 +83,24 @@ impl Client {
         Ok(body.to_vec())
     }
 
+    async fn send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T> {
+        let body = self.send_raw(method, path, body).await?;
+        serde_json::from_slice(&body).context("unexpected answer from the knit API")
+    }
+
     /// GETs a plain-text answer.
     pub(crate) async fn get_text(&self, path: &str) -> Result<String> {
-        let body = self
-            .send_raw(self.http.get(format!("{}{path}", self.base)))
-            .await?;
+        let body = self.send_raw(Method::GET, path, None).await?;
         Ok(String::from_utf8_lossy(&body).into_owned())
     }
 
     pub(crate) async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        self.send(self.http.get(format!("{}{path}", self.base)))
-            .await
+        self.send(Method::GET, path, None).await
     }
 
     pub(crate) async fn post<B: Serialize, T: DeserializeOwned>(
@@ -95,31 +108,95 @@ impl Client {
         path: &str,
         body: &B,
     ) -> Result<T> {
-        self.send(self.http.post(format!("{}{path}", self.base)).json(body))
-            .await
+        let body = serde_json::to_vec(body).context("cannot encode the request")?;
+        self.send(Method::POST, path, Some(body)).await
     }
 
     pub(crate) async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        self.send(self.http.delete(format!("{}{path}", self.base)))
-            .await
+        self.send(Method::DELETE, path, None).await
     }
 }
 
-/// Runs a client command against the API at `api`.
-pub(crate) async fn run(api: &str, command: Command) -> Result<()> {
-    let client = Client::new(api)?;
+/// Runs a client `command` against the API at `api` (default: the socket in the default
+/// data dir), over TLS with the files in `tls_dir` when it is TCP, unless `insecure`.
+pub(crate) async fn run(
+    api: Option<&str>,
+    tls_dir: Option<&Path>,
+    insecure: bool,
+    command: Command,
+) -> Result<()> {
+    let api = ApiAddr::or_default(api, &crate::cli::default_data_dir())?;
+    let client = Client::new(api, tls_dir, insecure)?;
     match command {
         Command::Up(_) | Command::Lab(_) => {
             bail!("`up` and `lab` run peers; they are not client commands")
         }
-        Command::Token => {
+        Command::Token { command: None } => {
             let answer: serde_json::Value = client.get("/v1/token").await?;
             println!("{}", answer["token"].as_str().unwrap_or_default());
             Ok(())
         }
+        Command::Token {
+            command: Some(TokenCommand::Rotate),
+        } => rotate_token(&client).await,
+        Command::ClientCert(args) => client_cert(&client, &args).await,
         Command::Node(command) => nodes::run(&client, command).await,
         Command::Service(command) => services::run(&client, command).await,
     }
+}
+
+/// Rotates the join token and prints the new one.
+pub(crate) async fn rotate_token(client: &Client) -> Result<()> {
+    let answer: serde_json::Value = client.post("/v1/token/rotate", &()).await?;
+    eprintln!("join token rotated: the old one stops working on every member within seconds");
+    println!("{}", answer["token"].as_str().unwrap_or_default());
+    Ok(())
+}
+
+/// `knit client-cert`: a key made here, a certificate from the peer, written as Docker's
+/// `DOCKER_CERT_PATH` holds them.
+async fn client_cert(client: &Client, args: &crate::cli::ClientCertArgs) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+
+    if !knit_mesh::quic::operator::valid_client_name(&args.name) {
+        bail!(
+            "--name {:?}: use 1 to 63 letters, digits or '-', e.g. alice",
+            args.name
+        );
+    }
+    let (key_pem, public_key) = knit_mesh::quic::operator::new_client_key()?;
+    let request = crate::api::ClientCertRequest {
+        name: args.name.clone(),
+        public_key: hex::encode(public_key),
+    };
+    let answer: crate::api::ClientCertResponse = client.post("/v1/client-certs", &request).await?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    for (name, text, mode) in [
+        ("key.pem", &key_pem, 0o600),
+        ("cert.pem", &answer.cert_pem, 0o644),
+        ("ca.pem", &answer.ca_pem, 0o644),
+    ] {
+        let path = args.out.join(name);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        std::io::Write::write_all(&mut file, text.as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    println!(
+        "wrote key.pem, cert.pem and ca.pem to {}; use them with:\n    knit --tls-dir {} --api HOST:PORT node ls",
+        args.out.display(),
+        args.out.display()
+    );
+    Ok(())
 }
 
 /// A value's serde name (`"alive"`, `"on_failure"`), for tables.

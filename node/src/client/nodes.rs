@@ -20,7 +20,11 @@ pub(super) async fn run(client: &Client, command: NodeCommand) -> Result<()> {
                 Format::Table => print(&nodes),
             }
         }
-        NodeCommand::Rm { force, nodes } => {
+        NodeCommand::Rm {
+            force,
+            rotate_token,
+            nodes,
+        } => {
             let mut failed = 0;
             for node in &nodes {
                 let path = format!("/v1/nodes/{node}?force={force}");
@@ -34,6 +38,9 @@ pub(super) async fn run(client: &Client, command: NodeCommand) -> Result<()> {
             }
             if failed > 0 {
                 bail!("{failed} of {} node(s) not removed", nodes.len());
+            }
+            if rotate_token {
+                super::rotate_token(client).await?;
             }
         }
         NodeCommand::Inspect { node } => {

@@ -490,8 +490,8 @@ fn container_body(launch: &Launch, image: &str) -> ContainerCreateBody {
         env.entry("PORT".into())
             .or_insert_with(|| port.target.to_string());
     }
-    env.insert("KNIT_SERVICE".into(), spec.name.clone());
-    env.insert("KNIT_SLOT".into(), launch.slot.to_string());
+    env.insert("SERVICE_NAME".into(), spec.name.clone());
+    env.insert("TASK_SLOT".into(), launch.slot.to_string());
     let cmd: Vec<String> = spec.command.iter().chain(&spec.args).cloned().collect();
     let mut port_bindings = PortMap::new();
     for port in &spec.ports {

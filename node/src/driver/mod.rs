@@ -75,6 +75,18 @@ pub(crate) struct Drivers {
 }
 
 impl Drivers {
+    /// The drivers that start replicas here, as the node's `info` record lists them.
+    pub(crate) fn names(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        if self.docker.is_some() {
+            names.push("docker".to_owned());
+        }
+        if self.process.enabled() {
+            names.push("process".to_owned());
+        }
+        names
+    }
+
     /// Which driver runs `kind`, or why none can.
     pub(crate) fn for_kind(&self, kind: DriverKind) -> Result<Driver<'_>, DriverError> {
         match kind {

@@ -15,6 +15,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{DriverError, Launch, Replica};
 
+mod user;
+
+pub(crate) use user::RunAs;
+
 /// What is kept on disk about one replica.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Record {
@@ -37,6 +41,9 @@ struct Record {
 /// Runs replicas as processes.
 pub(crate) struct ProcessDriver {
     dir: PathBuf,
+    /// Who replicas run as; `None` when the driver is off (`--enable-process-driver`):
+    /// replicas left from before are still listed and stopped, none is started.
+    run_as: Option<RunAs>,
     /// Children this peer spawned: `None` until their waiter task reaps them, then the
     /// exit code.
     exits: Arc<Mutex<BTreeMap<String, Option<i32>>>>,
@@ -147,15 +154,35 @@ fn now_ms() -> u64 {
     crate::peer::now_ms()
 }
 
+/// Creates (or truncates) `path`, readable by the peer's user only: a replica's output may
+/// hold what only the operator should see.
+fn private_file(path: &Path) -> Result<std::fs::File, DriverError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(failed)
+}
+
 impl ProcessDriver {
-    /// A driver keeping its records under `dir`.
-    pub(crate) fn new(dir: &Path) -> Result<Self, DriverError> {
+    /// A driver keeping its records under `dir`, starting replicas as `run_as` (none when
+    /// `None`).
+    pub(crate) fn new(dir: &Path, run_as: Option<RunAs>) -> Result<Self, DriverError> {
         std::fs::create_dir_all(dir).map_err(failed)?;
         prune_claims();
         Ok(Self {
             dir: dir.to_owned(),
+            run_as,
             exits: Arc::default(),
         })
+    }
+
+    /// Whether it starts replicas (`--enable-process-driver`).
+    pub(crate) fn enabled(&self) -> bool {
+        self.run_as.is_some()
     }
 
     fn record_path(&self, runtime_id: &str) -> PathBuf {
@@ -178,6 +205,11 @@ impl ProcessDriver {
 
     /// Starts one replica.
     pub(crate) async fn start(&self, launch: &Launch) -> Result<Replica, DriverError> {
+        let Some(run_as) = &self.run_as else {
+            return Err(DriverError::Unavailable(
+                "the process driver is off on this host: start its peer with --enable-process-driver".into(),
+            ));
+        };
         let spec = &launch.spec;
         let mut words = spec.command.iter().chain(spec.args.iter());
         let program = words
@@ -204,14 +236,16 @@ impl ProcessDriver {
             taken.insert(host);
             host_ports.insert(port.target, host);
         }
-        let log = std::fs::File::create(self.log_path(&runtime_id)).map_err(failed)?;
+        let log = private_file(&self.log_path(&runtime_id))?;
         let mut cmd = tokio::process::Command::new(program);
-        cmd.args(words).envs(&spec.env);
-        if let Some(port) = host_ports.values().next() {
-            cmd.env("PORT", port.to_string());
-        }
-        cmd.env("KNIT_SERVICE", &spec.name)
-            .env("KNIT_SLOT", launch.slot.to_string());
+        cmd.args(words);
+        let env = run_as.environment(
+            &spec.env,
+            host_ports.values().next().copied(),
+            &spec.name,
+            &launch.slot.to_string(),
+        );
+        run_as.apply(&mut cmd, &env);
         cmd.stdin(std::process::Stdio::null())
             .stdout(log.try_clone().map_err(failed)?)
             .stderr(log)
@@ -393,15 +427,24 @@ impl ProcessDriver {
         let Some((program, args)) = command.split_first() else {
             return Ok(true);
         };
+        let Some(run_as) = &self.run_as else {
+            return Err(DriverError::Unavailable(
+                "the process driver is off on this host".into(),
+            ));
+        };
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(args)
             .kill_on_drop(true)
             .stdin(std::process::Stdio::null());
         cmd.stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
-        if let Some(port) = record.host_ports.values().next() {
-            cmd.env("PORT", port.to_string());
-        }
+        let env = run_as.environment(
+            &BTreeMap::new(),
+            record.host_ports.values().next().copied(),
+            &record.slot.service,
+            &record.slot.to_string(),
+        );
+        run_as.apply(&mut cmd, &env);
         match tokio::time::timeout(timeout, cmd.status()).await {
             Ok(Ok(status)) => Ok(status.success()),
             Ok(Err(e)) => Err(failed(e)),

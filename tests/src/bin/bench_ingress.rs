@@ -194,7 +194,7 @@ fn counter_sum(text: &str, name: &str) -> u64 {
         .sum()
 }
 
-/// The ingress retries and failures `api`'s peer has counted so far.
+/// The ingress retries and failures counted so far by the peer whose `/metrics` is at `api`.
 fn ingress_counters(api: SocketAddr) -> Option<(u64, u64)> {
     let text = knit_tests::http_get(api, "/metrics", Duration::from_secs(10)).ok()?;
     Some((
@@ -420,7 +420,7 @@ fn main() -> Result<()> {
             cluster.peers[local].name
         ),
         SocketAddr::new(cluster.peers[local].listen.ip(), published),
-        Some(cluster.peers[local].api),
+        Some(cluster.peers[local].metrics),
     )?;
     let c = match bare {
         Some(i) => Some(bench.add(
@@ -429,7 +429,7 @@ fn main() -> Result<()> {
                 cluster.peers[i].name
             ),
             SocketAddr::new(cluster.peers[i].listen.ip(), published),
-            Some(cluster.peers[i].api),
+            Some(cluster.peers[i].metrics),
         )?),
         None => None,
     };
@@ -458,7 +458,7 @@ fn main() -> Result<()> {
         eprintln!("{name} drained in {took:.1?}");
         let label = format!("(c) ingress of {name} (drained: no local replica)");
         let addr = SocketAddr::new(cluster.peers[drained].listen.ip(), published);
-        let index = bench.add(label, addr, Some(cluster.peers[drained].api))?;
+        let index = bench.add(label, addr, Some(cluster.peers[drained].metrics))?;
         for round in 1..=options.rounds {
             bench.measure(index, round);
         }

@@ -21,8 +21,19 @@ impl Scratch {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("knit-process-{}-{n}", std::process::id()));
-        let driver = ProcessDriver::new(&dir).expect("a records directory");
+        let run_as = RunAs::choose(true, None).expect("a user for replicas");
+        let driver = ProcessDriver::new(&dir, run_as).expect("a records directory");
         Self { dir, driver }
+    }
+
+    /// A folder replicas may write to: they run as another user when the test is root.
+    fn shared(&self) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let shared = self.dir.join("shared");
+        std::fs::create_dir_all(&shared).expect("a shared folder");
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777))
+            .expect("a shared folder for replicas");
+        shared
     }
 }
 
@@ -83,7 +94,7 @@ async fn wait_for(
 #[tokio::test]
 async fn a_replica_is_stopped_with_its_stop_signal() {
     let scratch = Scratch::new();
-    let marker = scratch.dir.join("got");
+    let marker = scratch.shared().join("got");
     // The shell says which signal reached it; it ignores SIGTERM, so a SIGTERM could only
     // end it by the SIGKILL after the grace period, and the marker would stay "ready".
     // (SIGUSR1: a test run as a background job inherits SIGINT and SIGQUIT ignored, and a

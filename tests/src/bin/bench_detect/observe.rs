@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use knit_tests::{Cluster, Peer, http_get, wall_ms};
+use knit_tests::{Cluster, Peer, wall_ms};
 use serde::Deserialize;
 
 /// How long one read of one peer's API may take.
@@ -28,11 +28,9 @@ pub(crate) struct Row {
 
 /// `peer`'s node list.
 pub(crate) fn rows(peer: &Peer) -> Result<Vec<Row>> {
-    Ok(serde_json::from_str(&http_get(
-        peer.api,
-        "/v1/nodes",
-        READ_LIMIT,
-    )?)?)
+    Ok(serde_json::from_str(
+        &peer.api_get("/v1/nodes", READ_LIMIT)?,
+    )?)
 }
 
 /// The indices of the running peers.
@@ -194,7 +192,7 @@ pub(crate) struct Gossip {
 impl Gossip {
     /// Reads `peer`'s counters.
     pub(crate) fn read(peer: &Peer) -> Result<Self> {
-        let text = http_get(peer.api, "/metrics", READ_LIMIT)?;
+        let text = peer.metrics_text(READ_LIMIT)?;
         Ok(Self {
             bytes_sent: counter(&text, "knit_gossip_bytes_sent_total")?,
             bytes_received: counter(&text, "knit_gossip_bytes_received_total")?,

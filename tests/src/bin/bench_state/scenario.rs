@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use knit_tests::{Cluster, http_get, http_post, millis};
+use knit_tests::{Cluster, millis};
 use serde_json::{Value, json};
 
 use crate::traffic::{Rates, Snapshot};
@@ -177,11 +177,7 @@ fn create(cluster: &Cluster, on: usize, name: &str) -> Result<()> {
 }
 
 fn read_spec(cluster: &Cluster, on: usize, name: &str) -> Result<Value> {
-    let body = http_get(
-        cluster.peers[on].api,
-        &format!("/v1/services/{name}"),
-        CALL_LIMIT,
-    )?;
+    let body = cluster.peers[on].api_get(&format!("/v1/services/{name}"), CALL_LIMIT)?;
     Ok(serde_json::from_str(&body)?)
 }
 
@@ -195,12 +191,7 @@ fn post_update(cluster: &Cluster, on: usize, current: &Value, tag: usize) -> Res
     spec["image"] = json!(format!("bench:{tag}"));
     spec["previous"] = Value::Null;
     let body = json!({ "spec": spec, "from_version": from_version }).to_string();
-    let answer = http_post(
-        cluster.peers[on].api,
-        &format!("/v1/services/{name}"),
-        &body,
-        CALL_LIMIT,
-    )?;
+    let answer = cluster.peers[on].api_post(&format!("/v1/services/{name}"), &body, CALL_LIMIT)?;
     Ok(serde_json::from_str(&answer)?)
 }
 
@@ -251,14 +242,11 @@ fn wait_everywhere(cluster: &Cluster, name: &str, version: u64, since: Instant) 
         }
         let mut done = Vec::new();
         for &i in &pending {
-            let seen = http_get(
-                cluster.peers[i].api,
-                &format!("/v1/services/{name}"),
-                CALL_LIMIT,
-            )
-            .ok()
-            .and_then(|body| serde_json::from_str::<Value>(&body).ok())
-            .and_then(|spec| spec["version"].as_u64());
+            let seen = cluster.peers[i]
+                .api_get(&format!("/v1/services/{name}"), CALL_LIMIT)
+                .ok()
+                .and_then(|body| serde_json::from_str::<Value>(&body).ok())
+                .and_then(|spec| spec["version"].as_u64());
             if seen.is_some_and(|v| v >= version) {
                 arrived.push(millis(since.elapsed()));
                 done.push(i);

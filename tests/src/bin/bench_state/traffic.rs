@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use knit_tests::{Peer, http_get, metric_value};
+use knit_tests::{Peer, metric_value};
 
 /// How long one read of one peer's API may take.
 const READ_LIMIT: Duration = Duration::from_secs(2);
@@ -19,7 +19,8 @@ pub(crate) struct Counters {
 
 impl Counters {
     fn read(peer: &Peer) -> Result<Self> {
-        let text = http_get(peer.api, "/metrics", READ_LIMIT)
+        let text = peer
+            .metrics_text(READ_LIMIT)
             .with_context(|| format!("/metrics of {}", peer.name))?;
         Ok(Self {
             gossip_sent: metric_value(&text, "knit_gossip_bytes_sent_total")?,

@@ -1,0 +1,342 @@
+//! Trust boundaries, end to end: only the operator commands the cluster (a root-only
+//! socket, or mutual TLS on TCP), requests for another host name are refused, replicas
+//! get nothing of the peer's, and joins take the current token only.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use std::time::Duration;
+
+use knit_tests::{Cluster, cluster_lock, knit_bin, run_bounded, wait_until};
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Runs `program args` as the user `nobody` (uid and gid 65534, no other groups).
+fn as_nobody(program: &str, args: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--",
+        program,
+    ])
+    .args(args);
+    knit_tests::clear_knit_env(&mut cmd);
+    run_bounded(&mut cmd, Duration::from_secs(20)).expect("setpriv runs")
+}
+
+/// `curl` with `args`; returns the HTTP status it printed (000 when no answer came).
+fn curl_status(args: &[&str]) -> String {
+    let out = run_bounded(
+        Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "10",
+            ])
+            .args(args),
+        Duration::from_secs(20),
+    )
+    .expect("curl runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn only_root_commands_the_cluster_through_its_socket() {
+    if !is_root() {
+        eprintln!("SKIPPED: switching to another user needs root");
+        return;
+    }
+    let _lock = cluster_lock();
+    let cluster = Cluster::start(1, "fast").expect("a peer");
+    let peer = &cluster.peers[0];
+    let socket = peer.api.to_str().expect("a UTF-8 path");
+    let knit = knit_bin();
+    let knit = knit.to_str().expect("a UTF-8 path");
+
+    // Another user gets nothing: neither the token, nor a service, nor the token file.
+    let out = as_nobody(knit, &["--api", socket, "token"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "nobody read the token");
+    assert!(err.contains("permission denied"), "{err}");
+    assert!(err.contains("knit"), "{err}");
+    let out = as_nobody(
+        knit,
+        &[
+            "--api", socket, "service", "create", "--name", "x", "--driver", "process", "--", "id",
+        ],
+    );
+    assert!(!out.status.success(), "nobody created a service");
+    let token_file = peer.data_dir.join("join-token");
+    let out = as_nobody("cat", &[token_file.to_str().expect("a UTF-8 path")]);
+    assert!(
+        !out.status.success(),
+        "nobody read {}",
+        token_file.display()
+    );
+    assert!(peer.services().expect("service ls").is_empty());
+    let mode = std::fs::metadata(&peer.data_dir)
+        .expect("the data dir")
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o007,
+        0,
+        "the data dir is closed to others: {mode:o}"
+    );
+
+    // Root does, through the socket; the token is not in the peer's output.
+    let token = peer.cli_ok(&["token"]).expect("knit token");
+    assert!(token.trim().starts_with("KNIT-1-"), "{token}");
+    assert!(
+        !peer.log().contains(token.trim()),
+        "the token is in the log"
+    );
+
+    // A request for another host's name is refused (DNS rebinding), on both listeners.
+    let evil = ["-H", "Host: evil.example"];
+    let on_socket = |extra: &[&str], path: &str| {
+        let url = format!("http://localhost{path}");
+        let mut args = vec!["--unix-socket", socket];
+        args.extend_from_slice(extra);
+        args.push(&url);
+        curl_status(&args)
+    };
+    assert_eq!(on_socket(&[], "/v1/nodes"), "200");
+    assert_eq!(on_socket(&evil, "/v1/nodes"), "403");
+    assert_eq!(on_socket(&evil, "/v1/token"), "403");
+    let metrics = format!("http://{}", peer.metrics);
+    assert_eq!(curl_status(&[&format!("{metrics}/metrics")]), "200");
+    assert_eq!(curl_status(&[&format!("{metrics}/healthz")]), "200");
+    assert_eq!(
+        curl_status(&[evil[0], evil[1], &format!("{metrics}/metrics")]),
+        "403"
+    );
+    // Each listener serves its own routes only.
+    assert_eq!(curl_status(&[&format!("{metrics}/v1/token")]), "404");
+    assert_eq!(on_socket(&[], "/metrics"), "404");
+}
+
+#[test]
+fn a_tcp_api_takes_only_client_certificates_from_the_cluster() {
+    let _lock = cluster_lock();
+    let mut cluster = Cluster::new("fast").expect("a cluster layout");
+    cluster.add_unstarted();
+    let ip = cluster.peers[0].listen.ip();
+    let tcp = format!("{ip}:7949");
+    cluster.peers[0]
+        .start_with(None, None, &["--api", &format!("tcp://{tcp}")])
+        .expect("a peer with a TCP API");
+    cluster.wait_all_alive(Duration::from_secs(30)).expect("up");
+    let peer = &cluster.peers[0];
+    let alice = cluster.root().join("alice");
+    let alice_dir = alice.to_str().expect("a UTF-8 path");
+    let said = peer
+        .cli_ok(&["client-cert", "--name", "alice", "--out", alice_dir])
+        .expect("client-cert");
+    assert!(said.contains("--tls-dir"), "{said}");
+    let key_mode = std::fs::metadata(alice.join("key.pem"))
+        .expect("key.pem")
+        .permissions()
+        .mode();
+    assert_eq!(key_mode & 0o777, 0o600);
+
+    let remote = |args: &[&str]| {
+        let mut cmd = Command::new(knit_bin());
+        knit_tests::clear_knit_env(&mut cmd)
+            .args(["--api", &tcp])
+            .args(args);
+        run_bounded(&mut cmd, Duration::from_secs(20)).expect("knit runs")
+    };
+    // With the certificate: the API answers over TCP.
+    let out = remote(&["--tls-dir", alice_dir, "node", "ls", "--format", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(rows.len(), 1);
+    // Plain HTTP to the TLS port gets nothing.
+    let out = remote(&["--api-insecure", "node", "ls"]);
+    assert!(!out.status.success(), "plain HTTP was served");
+
+    // Without a client certificate the TLS handshake fails; with it, it works; a
+    // certificate from another CA fails too.
+    let ca = alice.join("ca.pem");
+    let resolve = format!("node.knit:7949:{ip}");
+    let url = "https://node.knit:7949/v1/nodes";
+    let base = [
+        "--cacert",
+        ca.to_str().expect("path"),
+        "--resolve",
+        &resolve,
+    ];
+    assert_eq!(curl_status(&[&base[..], &[url]].concat()), "000");
+    let (cert, key) = (alice.join("cert.pem"), alice.join("key.pem"));
+    let with_cert = [
+        "--cert",
+        cert.to_str().expect("path"),
+        "--key",
+        key.to_str().expect("path"),
+    ];
+    assert_eq!(
+        curl_status(&[&base[..], &with_cert, &[url]].concat()),
+        "200"
+    );
+    assert_eq!(
+        curl_status(&[&base[..], &with_cert, &["-H", "Host: evil.example", url]].concat()),
+        "403"
+    );
+    let stranger = cluster.root().join("stranger");
+    std::fs::create_dir_all(&stranger).expect("a folder");
+    let made = run_bounded(
+        Command::new("openssl")
+            .current_dir(&stranger)
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+            ])
+            .args([
+                "-nodes", "-keyout", "key.pem", "-out", "cert.pem", "-days", "1",
+            ])
+            .args(["-subj", "/CN=stranger"]),
+        Duration::from_secs(20),
+    )
+    .expect("openssl runs");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let (cert, key) = (stranger.join("cert.pem"), stranger.join("key.pem"));
+    let stranger_cert = [
+        "--cert",
+        cert.to_str().expect("path"),
+        "--key",
+        key.to_str().expect("path"),
+    ];
+    assert_eq!(
+        curl_status(&[&base[..], &stranger_cert, &[url]].concat()),
+        "000"
+    );
+}
+
+#[test]
+fn process_replicas_run_unprivileged_and_see_nothing_of_the_peer() {
+    let _lock = cluster_lock();
+    let mut cluster = Cluster::new("fast").expect("a cluster layout");
+    cluster.add_unstarted();
+    cluster.peers[0].env = vec![
+        ("KNIT_REGISTRY_PASSWORD".into(), "hunter2-secret".into()),
+        ("KNIT_LABELS".into(), "zone=a".into()),
+    ];
+    cluster.add_peer().expect("p0");
+    cluster.add_unstarted();
+    cluster.peers[1].process_driver = false;
+    let (seed, token) = (cluster.peers[0].listen, cluster.token().map(str::to_owned));
+    cluster.peers[1]
+        .start(Some(seed), token.as_deref())
+        .expect("p1");
+    cluster.wait_all_alive(Duration::from_secs(30)).expect("up");
+
+    let out = cluster.root().join("env");
+    let script = format!(
+        "{{ env; echo uid=$(id -u); }} > {}/$TASK_SLOT.tmp && mv {}/$TASK_SLOT.tmp {}/$TASK_SLOT; exec sleep 600",
+        out.display(),
+        out.display(),
+        out.display()
+    );
+    std::fs::create_dir_all(&out).expect("a folder");
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    cluster.peers[1]
+        .cli_ok(&[
+            "service",
+            "create",
+            "--name",
+            "probe",
+            "--driver",
+            "process",
+            "--replicas",
+            "2",
+            "-e",
+            "GREETING=hi",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .expect("create through the peer without the driver: p0 runs it");
+    let (files, _) = wait_until(
+        Duration::from_secs(30),
+        "both replicas' environments",
+        || {
+            let files: Vec<String> = ["probe.1", "probe.2"]
+                .iter()
+                .filter_map(|slot| std::fs::read_to_string(out.join(slot)).ok())
+                .collect();
+            (files.len() == 2).then_some(files)
+        },
+    )
+    .expect("replicas ran");
+    for env in &files {
+        assert!(
+            !env.contains("KNIT_"),
+            "a KNIT_ variable reached a replica:\n{env}"
+        );
+        assert!(
+            !env.contains("hunter2"),
+            "the peer's secret reached a replica:\n{env}"
+        );
+        assert!(env.contains("GREETING=hi"), "{env}");
+        assert!(env.contains("TASK_SLOT=probe."), "{env}");
+        if is_root() {
+            assert!(env.contains("uid=65534"), "not run as nobody:\n{env}");
+        }
+    }
+    // Both ran on p0: p1 has no process driver.
+    let p0 = cluster.peers[0].node_id().expect("id");
+    let tasks: Vec<serde_json::Value> = cluster.peers[0]
+        .cli_json(&["service", "ps", "probe"])
+        .expect("ps");
+    assert!(
+        tasks.iter().all(|t| t["node_id"] == p0.as_str()),
+        "{tasks:?}"
+    );
+
+    // With the driver off everywhere, a process service is refused at create, naming the flag.
+    cluster.peers[0].kill9();
+    cluster.peers[0].kill_replicas();
+    wait_until(Duration::from_secs(30), "p0 down on p1", || {
+        cluster.peers[1]
+            .nodes()
+            .ok()
+            .filter(|rows| rows.iter().any(|r| r.id == p0 && r.state != "alive"))
+    })
+    .expect("p0 seen down");
+    let out = cluster.peers[1]
+        .cli(&[
+            "service", "create", "--name", "x", "--driver", "process", "--", "true",
+        ])
+        .expect("knit runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a process service was accepted");
+    assert!(err.contains("--enable-process-driver"), "{err}");
+}
