@@ -112,8 +112,8 @@ async fn credentials(
     let token: JoinToken = token.parse()?;
     let mut errors = Vec::new();
     for seed in &args.join {
-        match join::join(endpoint, *seed, &token, &node).await {
-            Ok((creds, seed_peer)) => {
+        match join::join(endpoint, *seed, &token).await {
+            Ok((node, creds, seed_peer)) => {
                 tracing::info!(seed = ?seed_peer, "admitted to the cluster");
                 dir.store_node_id(&node)?;
                 creds.store(dir.path())?;
@@ -168,6 +168,7 @@ pub(crate) async fn up(args: UpArgs, api: &str) -> Result<()> {
             knit_mesh::Profile::Fast => Duration::from_secs(1),
             _ => Duration::from_secs(2),
         },
+        clock_skew_max_ms: knit_mesh::quic::CLOCK_SKEW_MAX_MS_DEFAULT,
     };
     let token = creds.token().to_string();
     let mesh = Mesh::start(endpoint, creds, config, shutdown.clone())?;
