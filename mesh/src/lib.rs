@@ -5,6 +5,8 @@
 //!   through `poll_output`, time as an argument. The peer and the simulator drive it alike.
 //! - [`codec`]: the bincode wire codec; every decoder returns an error on bad bytes.
 //! - [`token`]: the join token, `KNIT-1-<CA digest>-<secret>`.
+//! - [`store`]: the replicated store; [`trust`]: the gate every delta from a peer passes
+//!   (signatures, certificates, clock skew).
 //! - `quic` (feature `quic`): the QUIC transport with mutual TLS against the cluster CA, the
 //!   join handshake, and the task that owns the membership core.
 //!
@@ -19,6 +21,7 @@ pub mod profile;
 pub mod rumor;
 pub mod store;
 pub mod token;
+pub mod trust;
 
 #[cfg(feature = "quic")]
 pub mod quic;

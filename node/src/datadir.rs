@@ -119,7 +119,7 @@ impl DataDir {
         let path = self.path.join("state.bin");
         match fs::read(&path) {
             Ok(bytes) => {
-                let store: Store = knit_mesh::codec::decode_large(&bytes).with_context(|| {
+                let store = Store::decode(&bytes).with_context(|| {
                     format!("{} is corrupt; move it aside and restart: the cluster will send the state again", path.display())
                 })?;
                 if store.me() != &me {
@@ -137,7 +137,7 @@ impl DataDir {
 
     /// Persists the replicated state.
     pub(crate) fn save_store(&self, store: &Store) -> Result<()> {
-        let bytes = knit_mesh::codec::encode_large(store)?;
+        let bytes = store.encode()?;
         Ok(write_atomic(&self.path, "state.bin", &bytes)?)
     }
 }

@@ -108,8 +108,8 @@ async fn credentials(
     let token: JoinToken = join_token(args)?.parse()?;
     let mut errors = Vec::new();
     for seed in &args.join {
-        match join::join(endpoint, *seed, &token, &node).await {
-            Ok((creds, seed_peer)) => {
+        match join::join(endpoint, *seed, &token).await {
+            Ok((node, creds, seed_peer)) => {
                 tracing::info!(seed = ?seed_peer, "admitted to the cluster");
                 dir.store_node_id(&node)?;
                 creds.store(dir.path())?;
@@ -197,6 +197,7 @@ pub(crate) async fn up(args: UpArgs, api: Option<&str>, api_insecure: bool) -> R
             knit_mesh::Profile::Fast => Duration::from_secs(1),
             _ => Duration::from_secs(2),
         },
+        clock_skew_max_ms: knit_mesh::quic::CLOCK_SKEW_MAX_MS_DEFAULT,
     };
     let mesh = Mesh::start(endpoint, creds.clone(), config, shutdown.clone())?;
     let drivers = Arc::new(drivers(dir.path(), process_user).await?);

@@ -3,8 +3,13 @@
 //! A joiner dials the seed with the token's client configuration (the seed must show a
 //! certificate signed by the CA the token pins), proves it knows the secret with an HMAC
 //! over keying material exported from this very TLS session (so the proof cannot be
-//! replayed elsewhere), and sends a fresh public key. The seed answers with a certificate
-//! for it, bound to the joiner's node id, and the cluster's credentials.
+//! replayed elsewhere), and sends a fresh public key. The seed chooses the new node's id
+//! (a fresh random one that no member, record or revocation it knows holds: identity is
+//! assigned, never claimed, so a certificate is only ever issued for a fresh id) and
+//! answers with that id, a certificate for it, and the cluster's credentials.
+//!
+//! The secret is the one in force at the seed (see [`super::join_secret`]): after a
+//! rotation, an old token is refused as soon as the rotation reached the seed.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -19,7 +24,10 @@ use crate::token::JoinToken;
 
 /// How long a dial to a seed may take.
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
-const PROOF_LABEL: &[u8] = b"knit join proof v1";
+const PROOF_LABEL: &[u8] = b"knit join proof v2";
+/// Fresh ids drawn at most for one admission (a collision of 128 random bits is already
+/// out of reach; this bounds the loop).
+const DRAWS_MAX: usize = 16;
 
 /// A request on the join service.
 #[derive(Debug, Serialize, Deserialize)]
@@ -28,7 +36,6 @@ pub(crate) enum JoinRequest {
     Hello,
     /// Admit me.
     Join {
-        node: NodeId,
         public_key: Vec<u8>,
         proof: [u8; 32],
     },
@@ -41,6 +48,7 @@ pub(crate) enum JoinResponse {
     Hello(PeerId),
     /// Admitted: everything a member holds, and the seed's identity.
     Admitted {
+        node: NodeId,
         cluster_id: String,
         ca_der: Vec<u8>,
         ca_key_pem: String,
@@ -94,15 +102,15 @@ pub enum JoinError {
     Tls(#[from] TlsError),
 }
 
-fn keying_material(conn: &quinn::Connection, node: &NodeId) -> Option<[u8; 32]> {
+fn keying_material(conn: &quinn::Connection) -> Option<[u8; 32]> {
     let mut material = [0u8; 32];
-    conn.export_keying_material(&mut material, PROOF_LABEL, node.as_bytes())
+    conn.export_keying_material(&mut material, PROOF_LABEL, b"join")
         .ok()?;
     Some(material)
 }
 
-fn proof(conn: &quinn::Connection, secret: &[u8; 16], node: &NodeId) -> Option<[u8; 32]> {
-    let material = keying_material(conn, node)?;
+fn proof(conn: &quinn::Connection, secret: &[u8; 16]) -> Option<[u8; 32]> {
+    let material = keying_material(conn)?;
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
     let tag = ring::hmac::sign(&key, &material);
     let mut out = [0u8; 32];
@@ -160,29 +168,26 @@ async fn exchange(
     frame::read(&mut recv).await.map_err(fail)
 }
 
-/// Joins the cluster of `token` through the seed at `addr` as `node`; returns the new
-/// member's credentials and the seed's identity. Nothing is written anywhere.
+/// Joins the cluster of `token` through the seed at `addr`; returns the node id the seed
+/// assigned, the new member's credentials and the seed's identity. Nothing is written
+/// anywhere.
 pub async fn join(
     endpoint: &quinn::Endpoint,
     addr: SocketAddr,
     token: &JoinToken,
-    node: &NodeId,
-) -> Result<(Credentials, PeerId), JoinError> {
+) -> Result<(NodeId, Credentials, PeerId), JoinError> {
     let conn = dial(endpoint, tls::token_client_config(token.ca_digest)?, addr).await?;
-    let proof = proof(&conn, &token.secret, node).ok_or_else(|| JoinError::Handshake {
+    let proof = proof(&conn, &token.secret).ok_or_else(|| JoinError::Handshake {
         addr,
         detail: "cannot export keying material".into(),
     })?;
     let (node_key_pem, public_key) = tls::generate_node_key()?;
-    let request = JoinRequest::Join {
-        node: *node,
-        public_key,
-        proof,
-    };
+    let request = JoinRequest::Join { public_key, proof };
     let response = exchange(&conn, addr, &request).await;
     conn.close(0u32.into(), b"joined");
     match response? {
         JoinResponse::Admitted {
+            node,
             cluster_id,
             ca_der,
             ca_key_pem,
@@ -190,6 +195,7 @@ pub async fn join(
             secret,
             seed,
         } => Ok((
+            node,
             Credentials {
                 cluster_id,
                 ca_der,
@@ -232,36 +238,61 @@ pub async fn hello(
     }
 }
 
-/// Answers one request on the join service, as member `me` holding `creds`.
+/// What the join service needs to know of the member answering.
+pub(crate) struct Admission<'a> {
+    /// The member's credentials (the CA key signs the new certificate).
+    pub(crate) creds: &'a Credentials,
+    /// The member's identity, for `Hello`.
+    pub(crate) me: PeerId,
+    /// The join secret in force.
+    pub(crate) secret: [u8; 16],
+    /// Whether a node id is held by a member, a record or a revocation.
+    pub(crate) taken: &'a dyn Fn(&NodeId) -> bool,
+}
+
+/// A fresh node id: random, and not `taken`; `None` if [`DRAWS_MAX`] draws all were.
+pub(crate) fn draw_node_id(
+    rng: &mut impl rand::Rng,
+    taken: &dyn Fn(&NodeId) -> bool,
+) -> Option<NodeId> {
+    (0..DRAWS_MAX)
+        .map(|_| NodeId::random(rng))
+        .find(|node| !taken(node))
+}
+
+/// Answers one request on the join service.
 pub(crate) fn answer(
     conn: &quinn::Connection,
-    creds: &Credentials,
-    me: PeerId,
+    admission: &Admission<'_>,
     request: JoinRequest,
 ) -> JoinResponse {
     match request {
-        JoinRequest::Hello => JoinResponse::Hello(me),
+        JoinRequest::Hello => JoinResponse::Hello(admission.me),
         JoinRequest::Join {
-            node,
             public_key,
             proof: claimed,
         } => {
-            let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &creds.secret);
-            let valid = keying_material(conn, &node)
+            let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &admission.secret);
+            let valid = keying_material(conn)
                 .is_some_and(|m| ring::hmac::verify(&key, &m, &claimed).is_ok());
             if !valid {
                 return JoinResponse::Refused(
-                    "wrong join token: get the current one with `knit token` on a member".into(),
+                    "wrong join token (or one rotated away): get the current one with `knit token` on a member".into(),
                 );
             }
+            let Some(node) = draw_node_id(&mut rand::rng(), admission.taken) else {
+                return JoinResponse::Refused("no free node id was found; try again".into());
+            };
+            let creds = admission.creds;
             match tls::issue_node_cert(&creds.cluster_id, &creds.ca_key_pem, &node, &public_key) {
                 Ok(node_cert_der) => JoinResponse::Admitted {
+                    node,
                     cluster_id: creds.cluster_id.clone(),
                     ca_der: creds.ca_der.clone(),
                     ca_key_pem: creds.ca_key_pem.clone(),
                     node_cert_der,
-                    secret: creds.secret,
-                    seed: me,
+                    secret: admission.secret,
+                    seed: admission.me,
                 },
                 Err(e) => JoinResponse::Refused(format!("cannot issue a certificate: {e}")),
             }
@@ -286,7 +317,6 @@ mod tests {
     #[test]
     fn join_messages_round_trip() {
         let request = JoinRequest::Join {
-            node: NodeId::from_bytes([1; 16]),
             public_key: vec![4; 65],
             proof: [7; 32],
         };
@@ -294,5 +324,28 @@ mod tests {
         let back: JoinRequest = crate::codec::decode_large(&bytes).unwrap();
         assert!(matches!(back, JoinRequest::Join { proof, .. } if proof == [7; 32]));
         assert!(crate::codec::decode_large::<JoinRequest>(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn a_drawn_id_is_never_one_already_held() {
+        use rand::SeedableRng;
+        let held: std::cell::RefCell<Vec<NodeId>> = std::cell::RefCell::default();
+        // Every id is "held" the first time it is seen: the draw must go on to a new one.
+        let taken = |node: &NodeId| {
+            let mut held = held.borrow_mut();
+            let first = held.len() < 3;
+            held.push(*node);
+            first
+        };
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
+        let node = draw_node_id(&mut rng, &taken).unwrap();
+        assert_eq!(held.borrow().len(), 4);
+        assert_eq!(held.borrow()[3], node);
+        assert!(!held.borrow()[..3].contains(&node));
+        assert_eq!(
+            draw_node_id(&mut rng, &|_| true),
+            None,
+            "all held: refused, bounded"
+        );
     }
 }

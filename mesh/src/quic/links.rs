@@ -13,12 +13,14 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::credentials::Credentials;
+use super::join_secret;
 use super::mesh::{Input, View};
 use super::sync;
 use super::tls::{self, GOSSIP_ALPN, JOIN_ALPN};
 use super::{frame, join};
 use crate::codec;
 use crate::id::{NodeId, PeerId};
+use crate::store::Store;
 
 /// How long a dial to a member may take.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -57,6 +59,19 @@ pub struct MeshMetrics {
     /// Sum over applied writes of (applied here - written there), in ms: divided by
     /// `deltas_applied`, the mean convergence lag (clocks assumed roughly in step).
     pub apply_lag_ms_sum: AtomicU64,
+    /// Store writes refused as forged: a signature missing or not the writer's, a
+    /// node-owned key written by another node, a certificate record the cluster CA did not
+    /// issue for its node, or a write stamped after its writer's revocation.
+    pub deltas_refused_signature: AtomicU64,
+    /// Store writes refused for a stamp too far ahead of this node's clock
+    /// (`MeshConfig::clock_skew_max_ms`).
+    pub deltas_refused_future: AtomicU64,
+    /// Store writes parked because their writer's certificate was not known yet.
+    pub deltas_parked: AtomicU64,
+    /// Parked store writes dropped unverified from the full parking queue.
+    pub deltas_dropped_unverified: AtomicU64,
+    /// Store writes parked now (a gauge).
+    pub deltas_pending: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64, by: u64) {
@@ -81,6 +96,9 @@ pub(crate) struct Links {
     pub(crate) creds: Credentials,
     pub(crate) core: mpsc::Sender<Input>,
     pub(crate) view: tokio::sync::watch::Receiver<Arc<View>>,
+    /// The store as last published: the join service reads the secret in force and the
+    /// ids already held from it.
+    store: tokio::sync::watch::Receiver<Arc<Store>>,
     pub(crate) metrics: Arc<MeshMetrics>,
     pub(crate) shutdown: CancellationToken,
     links: Mutex<HashMap<NodeId, Link>>,
@@ -101,6 +119,7 @@ impl Links {
         creds: Credentials,
         core: mpsc::Sender<Input>,
         view: tokio::sync::watch::Receiver<Arc<View>>,
+        store: tokio::sync::watch::Receiver<Arc<Store>>,
         metrics: Arc<MeshMetrics>,
         shutdown: CancellationToken,
     ) -> Result<Self, tls::TlsError> {
@@ -119,6 +138,7 @@ impl Links {
             creds,
             core,
             view,
+            store,
             metrics,
             shutdown,
             links: Mutex::new(HashMap::new()),
@@ -353,12 +373,31 @@ impl Links {
         let Ok(request) = frame::read(&mut recv).await else {
             return;
         };
-        let me = self.view.borrow().me;
-        let response = join::answer(&conn, &self.creds, me, request);
+        let response = self.answer_join(&conn, request);
         if frame::write(&mut send, &response).await.is_ok() {
             let _ = send.finish();
             let _ = tokio::time::timeout(frame::FRAME_TIMEOUT, conn.closed()).await;
         }
+    }
+
+    /// Answers a join request with the view, the store and the secret in force now.
+    fn answer_join(
+        &self,
+        conn: &quinn::Connection,
+        request: join::JoinRequest,
+    ) -> join::JoinResponse {
+        let view = self.view.borrow().clone();
+        let store = self.store.borrow().clone();
+        let taken = |node: &NodeId| {
+            view.members.iter().any(|m| m.peer.node == *node) || store.knows_node(node)
+        };
+        let admission = join::Admission {
+            creds: &self.creds,
+            me: view.me,
+            secret: join_secret::current(&self.creds, &store),
+            taken: &taken,
+        };
+        join::answer(conn, &admission, request)
     }
 
     /// Reads datagrams and serves streams on one gossip connection until it closes.
@@ -366,6 +405,9 @@ impl Links {
     /// packet, whose claimed sender must match the client certificate.
     async fn serve(self: Arc<Self>, conn: quinn::Connection, mut known: Option<NodeId>) {
         let cert = tls::peer_cert(conn.peer_identity());
+        if let (Some(node), Some(cert)) = (known, &cert) {
+            self.offer_cert(node, cert);
+        }
         loop {
             tokio::select! {
                 () = self.shutdown.cancelled() => return,
@@ -406,6 +448,15 @@ impl Links {
         }
     }
 
+    /// Hands the certificate a peer connected with to the core, which learns its key (the
+    /// core checks it again under the CA). Never waits: certificates also come as records.
+    fn offer_cert(&self, node: NodeId, cert: &[u8]) {
+        let _ = self.core.try_send(Input::PeerCert {
+            node,
+            cert_der: cert.to_vec(),
+        });
+    }
+
     fn check_source(
         &self,
         conn: &quinn::Connection,
@@ -428,6 +479,7 @@ impl Links {
                 }
                 *known = Some(source.node);
                 self.adopt(source, conn.clone());
+                self.offer_cert(source.node, cert);
                 true
             }
         }

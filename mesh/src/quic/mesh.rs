@@ -16,6 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::credentials::Credentials;
 use super::join;
+use super::join_secret::{self, JOIN_SECRET_KEY, SealError};
+use super::keys::{KeyBook, NodeSigner};
 use super::links::{Links, MeshMetrics, transport_config};
 use super::sync;
 use super::tls::TlsError;
@@ -23,6 +25,8 @@ use crate::id::{NodeId, PeerId};
 use crate::membership::{Connection, MemberRecord, Membership, Output};
 use crate::profile::Profile;
 use crate::store::{Buckets, Delta, Digest, Stamp, Store, Summary};
+use crate::token::JoinToken;
+use crate::trust::{CertCheck, Gate, Tally, Verifier, cert_key, cert_owner};
 
 /// Inputs of the mesh task.
 pub(crate) enum Input {
@@ -34,8 +38,10 @@ pub(crate) enum Input {
         value: Option<Vec<u8>>,
         reply: oneshot::Sender<Stamp>,
     },
-    /// Deltas from anti-entropy.
+    /// Deltas from anti-entropy or a push.
     Merge(Vec<Delta>),
+    /// The certificate a peer connected with.
+    PeerCert { node: NodeId, cert_der: Vec<u8> },
     /// This node's bucket summary, to start an exchange.
     Summary(oneshot::Sender<Summary>),
     /// The buckets where a peer's `summary` differs, and this node's digest of them.
@@ -65,6 +71,10 @@ pub(crate) enum Input {
 const INPUT_QUEUE_MAX: usize = 4096;
 /// How often member states are re-derived from foca.
 const SYNC_PERIOD: Duration = Duration::from_secs(1);
+/// The default of [`MeshConfig::clock_skew_max_ms`].
+pub const CLOCK_SKEW_MAX_MS_DEFAULT: u64 = 60_000;
+/// Refused store writes are logged at most this often (they are counted every time).
+const REFUSAL_LOG_PERIOD: Duration = Duration::from_secs(60);
 
 /// What the mesh knows of the cluster, republished on every change.
 #[derive(Debug, Clone)]
@@ -92,6 +102,10 @@ pub struct MeshConfig {
     pub store: Store,
     /// How often to run anti-entropy with one random member.
     pub sync_period: Duration,
+    /// How far ahead of this node's wall clock another member's write may be stamped, in
+    /// ms ([`CLOCK_SKEW_MAX_MS_DEFAULT`]); later stamps are refused and counted, so one
+    /// fast clock cannot drag the cluster's clocks forward or freeze a key.
+    pub clock_skew_max_ms: u64,
 }
 
 /// The mesh could not start.
@@ -124,6 +138,8 @@ pub struct Mesh {
     metrics: Arc<MeshMetrics>,
     endpoint: quinn::Endpoint,
     shutdown: CancellationToken,
+    /// For the join token in force and its rotation.
+    creds: Arc<Credentials>,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -138,6 +154,17 @@ impl std::fmt::Debug for Mesh {
 #[derive(Debug, thiserror::Error)]
 #[error("the mesh has stopped")]
 pub struct Stopped;
+
+/// The join token could not be rotated.
+#[derive(Debug, thiserror::Error)]
+pub enum RotateError {
+    /// The mesh stopped.
+    #[error(transparent)]
+    Stopped(#[from] Stopped),
+    /// The new secret could not be encrypted.
+    #[error(transparent)]
+    Seal(#[from] SealError),
+}
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -170,21 +197,31 @@ impl Mesh {
             rand::rng().random(),
             now_ms(),
         );
+        let signer = NodeSigner::new(&creds.node_key_pem)?;
+        let mut book = KeyBook::new(&creds.ca_der);
+        let mut store = config.store;
+        prepare_store(&mut store, &creds, &signer, &mut book);
         let (view_tx, view) = watch::channel(Arc::new(view_of(&membership)));
-        let (store_tx, store) = watch::channel(Arc::new(config.store.clone()));
+        let (store_tx, store_rx) = watch::channel(Arc::new(store.clone()));
         let (core, inputs) = mpsc::channel(INPUT_QUEUE_MAX);
         let metrics = Arc::new(MeshMetrics::default());
+        let mesh_creds = Arc::new(creds.clone());
         let links = Arc::new(Links::new(
             endpoint.clone(),
             creds,
             core.clone(),
             view.clone(),
+            store_rx.clone(),
             metrics.clone(),
             shutdown.clone(),
         )?);
         let task = CoreTask {
             membership,
-            store: config.store,
+            store,
+            gate: Gate::new(config.clock_skew_max_ms),
+            book,
+            signer,
+            refusal_logged: None,
             timers: BinaryHeap::new(),
             timer_seq: 0,
             links: links.clone(),
@@ -198,10 +235,30 @@ impl Mesh {
         Ok(Self {
             core,
             view,
-            store,
+            store: store_rx,
             metrics,
             endpoint,
             shutdown,
+            creds: mesh_creds,
+        })
+    }
+
+    /// The join token in force: the newest rotated secret this node has, else the one it
+    /// was created or admitted with.
+    pub fn token(&self) -> JoinToken {
+        join_secret::token(&self.creds, &self.store.borrow())
+    }
+
+    /// Rotates the join secret (`knit token rotate`): writes a fresh one, encrypted, to the
+    /// store and returns the new token once this node uses it. Every member refuses the old
+    /// token as soon as the write reaches it (a gossip round or two).
+    pub async fn rotate_token(&self) -> Result<JoinToken, RotateError> {
+        let secret: [u8; 16] = rand::rng().random();
+        let sealed = join_secret::seal(&self.creds, &secret)?;
+        self.put(JOIN_SECRET_KEY, Some(sealed)).await?;
+        Ok(JoinToken {
+            secret,
+            ..self.creds.token()
         })
     }
 
@@ -246,6 +303,35 @@ impl Mesh {
     }
 }
 
+/// Readies a store read from the data dir: entries from a knit that did not sign are
+/// signed or dropped ([`Store::adopt_unsigned`]), the certificates it holds are learnt,
+/// and this node's own certificate is published as its record.
+fn prepare_store(store: &mut Store, creds: &Credentials, signer: &NodeSigner, book: &mut KeyBook) {
+    if store.has_unsigned() {
+        let (signed, dropped) = store.adopt_unsigned(signer);
+        tracing::info!(
+            signed,
+            dropped,
+            "state from an older knit: signed this node's entries, dropped other nodes' records (their owners publish them again)"
+        );
+    }
+    let me = *store.me();
+    if book.learn(&me, &creds.node_cert_der) == CertCheck::Invalid {
+        tracing::error!("this node's certificate does not verify under the cluster CA");
+    }
+    let certs: Vec<(NodeId, Vec<u8>)> = store
+        .scan("owned/")
+        .filter_map(|(key, value, _)| Some((cert_owner(key)?, value.to_vec())))
+        .collect();
+    for (node, cert) in certs {
+        book.learn(&node, &cert);
+    }
+    let key = cert_key(&me);
+    if store.get(&key) != Some(&creds.node_cert_der[..]) {
+        store.put(&key, Some(creds.node_cert_der.clone()), now_ms(), signer);
+    }
+}
+
 fn view_of(membership: &Membership) -> View {
     View {
         me: *membership.identity(),
@@ -281,6 +367,14 @@ impl Ord for TimerEntry {
 struct CoreTask {
     membership: Membership,
     store: Store,
+    /// Checks every delta from other members before the store takes it.
+    gate: Gate,
+    /// Other nodes' public keys, from certificates checked under the CA.
+    book: KeyBook,
+    /// Signs this node's writes.
+    signer: NodeSigner,
+    /// When a refused write was last logged.
+    refusal_logged: Option<Instant>,
     /// foca's timers, earliest first; equal deadlines fire in submission order.
     timers: BinaryHeap<Reverse<TimerEntry>>,
     timer_seq: u64,
@@ -384,15 +478,17 @@ impl CoreTask {
                 }
             }
             Input::Put { key, value, reply } => {
-                let delta = self.store.put(&key, value, now);
+                let delta = self.store.put(&key, value, now, &self.signer);
                 let _ = reply.send(delta.stamp);
                 if !self.membership.spread(&delta) {
                     self.push_to_all(delta);
                 }
             }
-            Input::Merge(deltas) => {
-                for delta in deltas {
-                    self.merge(delta);
+            Input::Merge(deltas) => self.admit(deltas),
+            Input::PeerCert { node, cert_der } => {
+                if self.book.learn(&node, &cert_der) == CertCheck::New && self.gate.pending() > 0 {
+                    let tally = self.gate.retry(&mut self.store, &mut self.book, now);
+                    self.count(&tally);
                 }
             }
             Input::Summary(reply) => {
@@ -437,21 +533,39 @@ impl CoreTask {
         }
     }
 
-    fn merge(&mut self, delta: Delta) {
-        let written_ms = delta.stamp.millis();
-        match self.store.merge(delta) {
-            Ok(true) => {
-                let metrics = &self.links.metrics;
-                metrics
-                    .deltas_applied
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let lag = now_ms().saturating_sub(written_ms);
-                metrics
-                    .apply_lag_ms_sum
-                    .fetch_add(lag, std::sync::atomic::Ordering::Relaxed);
-            }
-            Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "refused a store write"),
+    /// Passes deltas from other members through the gate into the store.
+    fn admit(&mut self, deltas: Vec<Delta>) {
+        let tally = self
+            .gate
+            .admit(&mut self.store, &mut self.book, deltas, now_ms());
+        self.count(&tally);
+    }
+
+    fn count(&mut self, tally: &Tally) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let m = &self.links.metrics;
+        m.deltas_applied.fetch_add(tally.applied, Relaxed);
+        m.apply_lag_ms_sum.fetch_add(tally.lag_ms_sum, Relaxed);
+        m.deltas_refused_signature
+            .fetch_add(tally.refused_signature, Relaxed);
+        m.deltas_refused_future
+            .fetch_add(tally.refused_future, Relaxed);
+        m.deltas_parked.fetch_add(tally.parked, Relaxed);
+        m.deltas_dropped_unverified
+            .fetch_add(tally.dropped_unverified, Relaxed);
+        m.deltas_pending.store(self.gate.pending() as u64, Relaxed);
+        let refused = tally.refused_signature + tally.refused_future;
+        if refused > 0
+            && self
+                .refusal_logged
+                .is_none_or(|t| t.elapsed() >= REFUSAL_LOG_PERIOD)
+        {
+            self.refusal_logged = Some(Instant::now());
+            tracing::warn!(
+                forged = tally.refused_signature,
+                future = tally.refused_future,
+                "refused store writes from other members (forged, or stamped too far ahead: check that member's clock); counted in the mesh metrics, logged at most once a minute"
+            );
         }
     }
 
@@ -523,7 +637,7 @@ impl CoreTask {
                     tracing::info!(node = %record.peer.node.short(), addr = %record.peer.addr,
                         epoch = record.peer.epoch, state = ?record.state, "member");
                 }
-                Output::Delta(delta) => self.merge(delta),
+                Output::Delta(delta) => self.admit(vec![delta]),
                 Output::Renewed(peer) => {
                     tracing::warn!(epoch = peer.epoch, "rejoined after being declared down")
                 }

@@ -5,6 +5,8 @@
 pub mod credentials;
 pub mod frame;
 pub mod join;
+pub mod join_secret;
+pub mod keys;
 pub mod links;
 pub mod mesh;
 pub mod operator;
@@ -12,5 +14,7 @@ mod sync;
 pub mod tls;
 
 pub use credentials::Credentials;
-pub use mesh::{Mesh, MeshConfig, MeshError, View, bind};
+pub use mesh::{
+    CLOCK_SKEW_MAX_MS_DEFAULT, Mesh, MeshConfig, MeshError, RotateError, Stopped, View, bind,
+};
 pub use quinn::Endpoint;

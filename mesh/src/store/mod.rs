@@ -6,6 +6,10 @@
 //! every merge), which gives the scuttlebutt-style "each node writes its own record, highest
 //! version wins" with the same machinery.
 //!
+//! Every delta carries its writer's signature (see [`crate::trust`]), kept with the entry
+//! so that relays carry it on; a remote stamp too far ahead of local wall time is refused,
+//! so one fast clock cannot drag the hybrid logical clock forward or freeze a key.
+//!
 //! The store is sans-IO: writes and merges return the deltas to spread; the driver sends
 //! small ones as rumors and repairs the rest by anti-entropy: two members compare
 //! [`Store::summary`] (one hash per bucket of keys), then exchange [`Store::digest`]s and
@@ -17,6 +21,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::id::NodeId;
+use crate::trust::{Signer, signed_message};
+
+mod file;
+
+pub use file::StoreFileError;
 
 /// A write's place in the total order of writes to a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -43,6 +52,16 @@ pub struct Delta {
     pub stamp: Stamp,
     /// The value; `None` deletes.
     pub value: Option<Vec<u8>>,
+    /// The writer's signature over [`signed_message`] of the above, ECDSA P-256 with
+    /// SHA-256, fixed length ([`crate::trust::SIGNATURE_BYTES`]); relays keep it.
+    pub sig: Vec<u8>,
+}
+
+impl Delta {
+    /// The bytes its writer signs.
+    pub fn signed_message(&self) -> Vec<u8> {
+        signed_message(&self.key, &self.stamp, self.value.as_deref())
+    }
 }
 
 /// The keys and stamps a member holds: what anti-entropy compares.
@@ -90,6 +109,16 @@ pub enum MergeError {
         /// Who claimed to write it.
         writer: NodeId,
     },
+    /// A stamp further ahead of local wall time than the allowed clock skew.
+    #[error(
+        "write of {key} is stamped {ahead_ms} ms ahead of this node's clock; check the writer's clock (NTP)"
+    )]
+    FromTheFuture {
+        /// The key.
+        key: String,
+        /// How far ahead of local wall time, in ms.
+        ahead_ms: u64,
+    },
 }
 
 const OWNED_PREFIX: &str = "owned/";
@@ -119,15 +148,15 @@ pub fn revoked_key(node: &NodeId) -> String {
 /// deleted key back; the operator's guide says to remove its data dir instead.
 pub const TOMBSTONE_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
 
-/// One member's copy of the replicated map.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// One member's copy of the replicated map. Persisted with [`Store::encode`] and
+/// [`Store::decode`].
+#[derive(Debug, Clone)]
 pub struct Store {
     me: NodeId,
     entries: BTreeMap<String, Entry>,
     /// The last clock reading issued or seen: the hybrid logical clock.
     clock: u64,
     /// Counts changes, so drivers know when to persist or republish.
-    #[serde(skip)]
     version: u64,
 }
 
@@ -135,6 +164,9 @@ pub struct Store {
 struct Entry {
     stamp: Stamp,
     value: Option<Vec<u8>>,
+    /// The writer's signature; empty only for entries read from a state file of a knit
+    /// that did not sign (see [`Store::adopt_unsigned`]).
+    sig: Vec<u8>,
 }
 
 impl Store {
@@ -169,26 +201,36 @@ impl Store {
     }
 
     fn tick(&mut self, now_ms: u64) -> u64 {
-        self.clock = (self.clock + 1).max(now_ms << 16);
+        self.clock = self.clock.saturating_add(1).max(now_ms << 16);
         self.clock
     }
 
-    /// Writes (or with `None`, deletes) `key` locally; returns the delta to spread.
-    pub fn put(&mut self, key: &str, value: Option<Vec<u8>>, now_ms: u64) -> Delta {
+    /// Writes (or with `None`, deletes) `key` locally, signed by `signer` (this node's
+    /// key); returns the delta to spread.
+    pub fn put(
+        &mut self,
+        key: &str,
+        value: Option<Vec<u8>>,
+        now_ms: u64,
+        signer: &dyn Signer,
+    ) -> Delta {
         let stamp = Stamp {
             clock: self.tick(now_ms),
             writer: self.me,
         };
+        let sig = signer.sign(&signed_message(key, &stamp, value.as_deref()));
         let delta = Delta {
             key: key.to_owned(),
             stamp,
             value,
+            sig,
         };
         self.entries.insert(
             delta.key.clone(),
             Entry {
                 stamp,
                 value: delta.value.clone(),
+                sig: delta.sig.clone(),
             },
         );
         self.version += 1;
@@ -206,6 +248,24 @@ impl Store {
     /// Whether `node` is revoked.
     pub fn is_revoked(&self, node: &NodeId) -> bool {
         self.get(&revoked_key(node)).is_some()
+    }
+
+    /// Whether this store ever heard of `node`: a record of its own (tombstones included)
+    /// or a revocation.
+    pub fn knows_node(&self, node: &NodeId) -> bool {
+        let prefix = format!("{OWNED_PREFIX}{node}/");
+        self.entries
+            .range(prefix.clone()..)
+            .next()
+            .is_some_and(|(k, _)| k.starts_with(&prefix))
+            || self.entries.contains_key(&revoked_key(node))
+    }
+
+    /// The stamp of `node`'s revocation, if it is revoked: its writes stamped later are
+    /// refused, the ones before stay.
+    pub fn revoked_at(&self, node: &NodeId) -> Option<Stamp> {
+        let entry = self.entries.get(&revoked_key(node))?;
+        entry.value.as_ref().map(|_| entry.stamp)
     }
 
     /// After a write of `key`: if it revokes a node, drops that node's own records.
@@ -227,21 +287,40 @@ impl Store {
         }
     }
 
-    /// Merges a delta from another member; `Ok(true)` when it was news.
-    pub fn merge(&mut self, delta: Delta) -> Result<bool, MergeError> {
+    /// Whether `delta` would change nothing here: this store holds the key at the same
+    /// stamp or a newer one, or the key's owner was revoked.
+    pub fn is_stale(&self, delta: &Delta) -> bool {
+        self.entries
+            .get(&delta.key)
+            .is_some_and(|e| e.stamp >= delta.stamp)
+            || key_owner(&delta.key).is_some_and(|owner| self.is_revoked(&owner))
+    }
+
+    /// Merges a delta from another member; `Ok(true)` when it was news. Checks who may
+    /// write the key and the clock skew (a stamp more than `skew_max_ms` ahead of `now_ms`
+    /// is refused and does not move the clock); signatures are checked before, by
+    /// [`crate::trust::Gate`].
+    pub fn merge(
+        &mut self,
+        delta: Delta,
+        now_ms: u64,
+        skew_max_ms: u64,
+    ) -> Result<bool, MergeError> {
         if key_owner(&delta.key).is_some_and(|owner| owner != delta.stamp.writer) {
             return Err(MergeError::NotOwner {
                 key: delta.key,
                 writer: delta.stamp.writer,
             });
         }
+        let ahead_ms = delta.stamp.millis().saturating_sub(now_ms);
+        if ahead_ms > skew_max_ms {
+            return Err(MergeError::FromTheFuture {
+                key: delta.key,
+                ahead_ms,
+            });
+        }
         self.clock = self.clock.max(delta.stamp.clock);
-        if self
-            .entries
-            .get(&delta.key)
-            .is_some_and(|e| e.stamp >= delta.stamp)
-            || key_owner(&delta.key).is_some_and(|owner| self.is_revoked(&owner))
-        {
+        if self.is_stale(&delta) {
             return Ok(false);
         }
         let key = delta.key.clone();
@@ -250,6 +329,7 @@ impl Store {
             Entry {
                 stamp: delta.stamp,
                 value: delta.value,
+                sig: delta.sig,
             },
         );
         self.version += 1;
@@ -327,6 +407,7 @@ impl Store {
                 key: k.clone(),
                 stamp: e.stamp,
                 value: e.value.clone(),
+                sig: e.sig.clone(),
             })
             .collect()
     }
@@ -345,26 +426,26 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trust::test_keys::{FakeSigner, node};
     use proptest::prelude::*;
 
-    fn node(b: u8) -> NodeId {
-        NodeId::from_bytes([b; 16])
-    }
+    const NOW_MS: u64 = 1_000_000;
+    const SKEW_MS: u64 = 60_000;
 
     #[test]
     fn last_writer_wins_and_ties_break_by_writer() {
         let mut a = Store::new(node(1));
         let mut b = Store::new(node(2));
-        let da = a.put("svc/web", Some(b"a".to_vec()), 1000);
-        let db = b.put("svc/web", Some(b"b".to_vec()), 1000);
+        let da = a.put("svc/web", Some(b"a".to_vec()), 1000, &FakeSigner(*a.me()));
+        let db = b.put("svc/web", Some(b"b".to_vec()), 1000, &FakeSigner(*b.me()));
         assert_eq!(da.stamp.clock, db.stamp.clock);
-        a.merge(db.clone()).unwrap();
-        b.merge(da.clone()).unwrap();
+        a.merge(db.clone(), NOW_MS, SKEW_MS).unwrap();
+        b.merge(da.clone(), NOW_MS, SKEW_MS).unwrap();
         assert_eq!(a.get("svc/web"), Some(&b"b"[..]));
         assert_eq!(b.get("svc/web"), Some(&b"b"[..]));
         // A later write on a wins everywhere, even with a slower wall clock: the HLC moved.
-        let later = a.put("svc/web", None, 10);
-        assert!(b.merge(later).unwrap());
+        let later = a.put("svc/web", None, 10, &FakeSigner(*a.me()));
+        assert!(b.merge(later, NOW_MS, SKEW_MS).unwrap());
         assert_eq!(b.get("svc/web"), None);
     }
 
@@ -372,35 +453,58 @@ mod tests {
     fn owned_keys_take_only_their_owner() {
         let mut a = Store::new(node(1));
         let mut forged = Store::new(node(2));
-        let delta = forged.put(&owned_key(&node(1), "info"), Some(vec![1]), 5);
-        assert!(matches!(a.merge(delta), Err(MergeError::NotOwner { .. })));
+        let delta = forged.put(
+            &owned_key(&node(1), "info"),
+            Some(vec![1]),
+            5,
+            &FakeSigner(*forged.me()),
+        );
+        assert!(matches!(
+            a.merge(delta, NOW_MS, SKEW_MS),
+            Err(MergeError::NotOwner { .. })
+        ));
         assert_eq!(key_owner(&owned_key(&node(3), "x")), Some(node(3)));
     }
 
     #[test]
     fn a_revoked_node_is_forgotten_and_refused_on_every_member() {
         let mut gone = Store::new(node(3));
-        let info = gone.put(&owned_key(&node(3), "info"), Some(vec![3]), 5);
+        let info = gone.put(
+            &owned_key(&node(3), "info"),
+            Some(vec![3]),
+            5,
+            &FakeSigner(*gone.me()),
+        );
         let mut a = Store::new(node(1));
         let mut b = Store::new(node(2));
-        a.merge(info.clone()).unwrap();
-        a.put("svc/web", Some(vec![1]), 6);
+        a.merge(info.clone(), NOW_MS, SKEW_MS).unwrap();
+        a.put("svc/web", Some(vec![1]), 6, &FakeSigner(*a.me()));
         // Revoked on a: its records go, whatever arrives later of it is refused.
-        let revoke = a.put(&revoked_key(&node(3)), Some(b"removed".to_vec()), 7);
+        let revoke = a.put(
+            &revoked_key(&node(3)),
+            Some(b"removed".to_vec()),
+            7,
+            &FakeSigner(*a.me()),
+        );
         assert_eq!(a.revoked(), BTreeSet::from([node(3)]));
         assert!(a.get(&owned_key(&node(3), "info")).is_none());
         assert_eq!(a.get("svc/web"), Some(&[1][..]), "other records stay");
-        let later = gone.put(&owned_key(&node(3), "r/x"), Some(vec![4]), 8);
-        assert!(!a.merge(later.clone()).unwrap());
+        let later = gone.put(
+            &owned_key(&node(3), "r/x"),
+            Some(vec![4]),
+            8,
+            &FakeSigner(*gone.me()),
+        );
+        assert!(!a.merge(later.clone(), NOW_MS, SKEW_MS).unwrap());
         assert!(a.get(&owned_key(&node(3), "r/x")).is_none());
         // b had them, then learns of the revocation by merge: same result.
-        b.merge(info).unwrap();
-        b.merge(later).unwrap();
-        assert!(b.merge(revoke).unwrap());
+        b.merge(info, NOW_MS, SKEW_MS).unwrap();
+        b.merge(later, NOW_MS, SKEW_MS).unwrap();
+        assert!(b.merge(revoke, NOW_MS, SKEW_MS).unwrap());
         assert!(b.is_revoked(&node(3)));
         assert!(b.scan("owned/").next().is_none());
         for d in a.missing_for(&b.digest(None), None) {
-            b.merge(d).unwrap();
+            b.merge(d, NOW_MS, SKEW_MS).unwrap();
         }
         assert_eq!(a.get(&revoked_key(&node(3))), b.get(&revoked_key(&node(3))));
         assert!(!a.is_revoked(&node(1)));
@@ -410,13 +514,13 @@ mod tests {
     fn anti_entropy_fills_both_sides() {
         let mut a = Store::new(node(1));
         let mut b = Store::new(node(2));
-        a.put("k1", Some(vec![1]), 1);
-        b.put("k2", Some(vec![2]), 2);
+        a.put("k1", Some(vec![1]), 1, &FakeSigner(*a.me()));
+        b.put("k2", Some(vec![2]), 2, &FakeSigner(*b.me()));
         for d in b.missing_for(&a.digest(None), None) {
-            a.merge(d).unwrap();
+            a.merge(d, NOW_MS, SKEW_MS).unwrap();
         }
         for d in a.missing_for(&b.digest(None), None) {
-            b.merge(d).unwrap();
+            b.merge(d, NOW_MS, SKEW_MS).unwrap();
         }
         assert_eq!(a.digest(None), b.digest(None));
         assert!(a.missing_for(&b.digest(None), None).is_empty());
@@ -428,12 +532,12 @@ mod tests {
         let mut a = Store::new(node(1));
         let mut b = Store::new(node(2));
         for i in 0..500 {
-            let d = a.put(&format!("key/{i}"), Some(vec![1]), i);
-            b.merge(d).unwrap();
+            let d = a.put(&format!("key/{i}"), Some(vec![1]), i, &FakeSigner(*a.me()));
+            b.merge(d, NOW_MS, SKEW_MS).unwrap();
         }
         assert!(a.differing(&b.summary()).is_empty(), "in sync");
-        let newer = a.put("key/7", Some(vec![2]), 1_000);
-        b.put("only-b", Some(vec![3]), 1_001);
+        let newer = a.put("key/7", Some(vec![2]), 1_000, &FakeSigner(*a.me()));
+        b.put("only-b", Some(vec![3]), 1_001, &FakeSigner(*b.me()));
         let differ = b.differing(&a.summary());
         let expected: Buckets = [bucket_of("key/7"), bucket_of("only-b")].into();
         assert_eq!(differ, expected);
@@ -446,10 +550,10 @@ mod tests {
         let for_b = a.missing_for(&b.digest(Some(&differ)), Some(&differ));
         assert_eq!(for_b, vec![newer]);
         for d in for_a {
-            a.merge(d).unwrap();
+            a.merge(d, NOW_MS, SKEW_MS).unwrap();
         }
         for d in for_b {
-            b.merge(d).unwrap();
+            b.merge(d, NOW_MS, SKEW_MS).unwrap();
         }
         assert_eq!(a.summary(), b.summary());
         assert_eq!(
@@ -467,12 +571,12 @@ mod tests {
             let mut writers: Vec<Store> = (0..3).map(|i| Store::new(node(i))).collect();
             for (w, k, t, del) in writes {
                 let value = if del { None } else { Some(vec![k, w]) };
-                deltas.push(writers[w as usize].put(&format!("k{k}"), value, t));
+                deltas.push(writers[w as usize].put(&format!("k{k}"), value, t, &FakeSigner(node(w))));
             }
             let mut forward = Store::new(node(9));
             let mut backward = Store::new(node(9));
-            for d in deltas.iter().cloned() { forward.merge(d).unwrap(); }
-            for d in deltas.iter().rev().cloned() { backward.merge(d).unwrap(); }
+            for d in deltas.iter().cloned() { forward.merge(d, NOW_MS, SKEW_MS).unwrap(); }
+            for d in deltas.iter().rev().cloned() { backward.merge(d, NOW_MS, SKEW_MS).unwrap(); }
             prop_assert_eq!(forward.digest(None), backward.digest(None));
             prop_assert_eq!(forward.summary(), backward.summary());
         }
