@@ -230,7 +230,7 @@ pub(crate) struct UpArgs {
     #[arg(long, env = "KNIT_METRICS_ADDR")]
     pub(crate) metrics_addr: Option<String>,
     /// Another name clients may use in the API's `Host` header (besides IP addresses,
-    /// `localhost`, the host name and the node name); repeat for several.
+    /// `localhost`, the host name, the node name and `node.knit`); repeat for several.
     #[arg(long = "api-host", env = "KNIT_API_HOSTS", value_delimiter = ',')]
     pub(crate) api_hosts: Vec<String>,
     /// Let services use the `process` driver on this host (plain child processes, run as

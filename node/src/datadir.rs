@@ -136,6 +136,15 @@ impl DataDir {
     }
 
     /// Persists the replicated state.
+    /// Writes the current join token to `join-token` (mode 0600), for operators.
+    pub(crate) fn store_token(&self, token: &str) -> Result<()> {
+        Ok(write_atomic(
+            &self.path,
+            "join-token",
+            format!("{token}\n").as_bytes(),
+        )?)
+    }
+
     pub(crate) fn save_store(&self, store: &Store) -> Result<()> {
         let bytes = store.encode()?;
         Ok(write_atomic(&self.path, "state.bin", &bytes)?)

@@ -223,9 +223,13 @@ pub(crate) async fn up(args: UpArgs, api: Option<&str>, api_insecure: bool) -> R
         );
     }
     let hosts = AllowedHosts::new(
-        [info.name.clone(), host_name()]
-            .into_iter()
-            .chain(args.api_hosts.iter().cloned()),
+        [
+            info.name.clone(),
+            host_name(),
+            knit_mesh::quic::operator::API_SERVER_NAME.to_owned(),
+        ]
+        .into_iter()
+        .chain(args.api_hosts.iter().cloned()),
     );
     let dir = Arc::new(dir);
     tokio::spawn(crate::telemetry::run(
@@ -324,6 +328,8 @@ async fn persist(
 ) {
     let mut store = mesh.store();
     let mut view = mesh.view();
+    // `join-token` follows rotations, for operators and `knit lab`.
+    let mut written_token = String::new();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -332,8 +338,19 @@ async fn persist(
                 let snapshot = store.borrow_and_update().clone();
                 let version = snapshot.version();
                 let dir = dir.clone();
-                match tokio::task::spawn_blocking(move || dir.save_store(&snapshot)).await {
-                    Ok(Ok(())) => {
+                let token = mesh.token().to_string();
+                let rotated = token != written_token;
+                match tokio::task::spawn_blocking(move || {
+                    dir.save_store(&snapshot)?;
+                    if rotated {
+                        dir.store_token(&token)?;
+                    }
+                    anyhow::Ok(token)
+                })
+                .await
+                {
+                    Ok(Ok(token)) => {
+                        written_token = token;
                         saved.send_replace(version);
                     }
                     Ok(Err(e)) => tracing::error!(error = %e, "cannot persist the state"),

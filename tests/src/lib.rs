@@ -797,6 +797,13 @@ impl Cluster {
     /// Adds and starts a peer: the first creates the cluster, later ones join `p0`.
     pub fn add_peer(&mut self) -> Result<usize> {
         let i = self.add_unstarted();
+        self.start_peer(i)?;
+        Ok(i)
+    }
+
+    /// Starts peer `i`, added with [`Cluster::add_unstarted`] (and maybe set up since): the
+    /// first creates the cluster, later ones join `p0`.
+    pub fn start_peer(&mut self, i: usize) -> Result<()> {
         if i == 0 {
             self.peers[0].start(None, None)?;
             let token_file = self.peers[0].data_dir.join("join-token");
@@ -812,7 +819,7 @@ impl Cluster {
             let token = self.token.clone();
             self.peers[i].start(Some(seed), token.as_deref())?;
         }
-        Ok(i)
+        Ok(())
     }
 
     /// The join token.

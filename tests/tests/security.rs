@@ -248,13 +248,10 @@ fn process_replicas_run_unprivileged_and_see_nothing_of_the_peer() {
         ("KNIT_REGISTRY_PASSWORD".into(), "hunter2-secret".into()),
         ("KNIT_LABELS".into(), "zone=a".into()),
     ];
-    cluster.add_peer().expect("p0");
+    cluster.start_peer(0).expect("p0");
     cluster.add_unstarted();
     cluster.peers[1].process_driver = false;
-    let (seed, token) = (cluster.peers[0].listen, cluster.token().map(str::to_owned));
-    cluster.peers[1]
-        .start(Some(seed), token.as_deref())
-        .expect("p1");
+    cluster.start_peer(1).expect("p1");
     cluster.wait_all_alive(Duration::from_secs(30)).expect("up");
 
     let out = cluster.root().join("env");
@@ -328,7 +325,7 @@ fn process_replicas_run_unprivileged_and_see_nothing_of_the_peer() {
         cluster.peers[1]
             .nodes()
             .ok()
-            .filter(|rows| rows.iter().any(|r| r.id == p0 && r.state != "alive"))
+            .filter(|rows| rows.iter().any(|r| r.id == p0 && r.state == "down"))
     })
     .expect("p0 seen down");
     let out = cluster.peers[1]

@@ -63,6 +63,11 @@ pub(super) async fn metrics(State(state): State<ApiState>) -> Response {
             "State bytes moved by anti-entropy",
             &m.sync_bytes,
         ),
+        (
+            "state_deltas_parked",
+            "State writes held until their writer's certificate is known",
+            &m.deltas_parked,
+        ),
     ];
     for (name, help, counter) in counters {
         registry.register(
@@ -71,6 +76,12 @@ pub(super) async fn metrics(State(state): State<ApiState>) -> Response {
             ConstCounter::new(counter.load(Ordering::Relaxed)),
         );
     }
+    register_refusals(&mut registry, m);
+    registry.register(
+        "state_deltas_pending",
+        "State writes waiting for their writer's certificate now",
+        gauge(usize::try_from(m.deltas_pending.load(Ordering::Relaxed)).unwrap_or(usize::MAX)),
+    );
     let view = state.mesh.view().borrow().clone();
     for (name, wanted) in [
         ("members_alive", MemberState::Alive),
@@ -104,6 +115,29 @@ pub(super) async fn metrics(State(state): State<ApiState>) -> Response {
         body,
     )
         .into_response()
+}
+
+/// `knit_state_deltas_refused_total{reason}`: writes from other members this peer refused,
+/// by reason: `signature` (forged, or not its writer's to make), `future` (stamped too far
+/// ahead of this peer's clock), `unverified` (dropped while waiting for a certificate).
+fn register_refusals(registry: &mut Registry, m: &knit_mesh::quic::links::MeshMetrics) {
+    use prometheus_client::metrics::counter::Counter;
+    use prometheus_client::metrics::family::Family;
+    let refused = Family::<Vec<(String, String)>, Counter>::default();
+    for (reason, counter) in [
+        ("signature", &m.deltas_refused_signature),
+        ("future", &m.deltas_refused_future),
+        ("unverified", &m.deltas_dropped_unverified),
+    ] {
+        refused
+            .get_or_create(&vec![("reason".to_owned(), reason.to_owned())])
+            .inc_by(counter.load(Ordering::Relaxed));
+    }
+    registry.register(
+        "state_deltas_refused",
+        "State writes from other members refused, by reason",
+        refused,
+    );
 }
 
 fn register_ingress(registry: &mut Registry, stats: &crate::ingress::IngressStats) {
