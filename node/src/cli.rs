@@ -268,6 +268,10 @@ pub(crate) struct UpArgs {
     /// Drain this node itself after this many failed starts within 10 minutes.
     #[arg(long, env = "KNIT_DRAIN_START_FAILURES", default_value_t = 5)]
     pub(crate) drain_start_failures: u32,
+    /// Refuse state writes stamped further ahead of this host's clock than this (a fast
+    /// clock elsewhere must not drag the cluster forward). Keep hosts in NTP sync.
+    #[arg(long, env = "KNIT_CLOCK_SKEW_MAX", default_value = "60s")]
+    pub(crate) clock_skew_max: String,
     /// How long a self-drained node must be healthy before it takes work again.
     #[arg(long, env = "KNIT_RECOVER_AFTER", default_value = "5m")]
     pub(crate) recover_after: String,

@@ -197,7 +197,8 @@ pub(crate) async fn up(args: UpArgs, api: Option<&str>, api_insecure: bool) -> R
             knit_mesh::Profile::Fast => Duration::from_secs(1),
             _ => Duration::from_secs(2),
         },
-        clock_skew_max_ms: knit_mesh::quic::CLOCK_SKEW_MAX_MS_DEFAULT,
+        clock_skew_max_ms: knit_scheduler::spec::parse_duration_ms(&args.clock_skew_max)
+            .context("--clock-skew-max")?,
     };
     let mesh = Mesh::start(endpoint, creds.clone(), config, shutdown.clone())?;
     let drivers = Arc::new(drivers(dir.path(), process_user).await?);

@@ -337,3 +337,115 @@ fn process_replicas_run_unprivileged_and_see_nothing_of_the_peer() {
     assert!(!out.status.success(), "a process service was accepted");
     assert!(err.contains("--enable-process-driver"), "{err}");
 }
+
+#[test]
+fn joins_get_a_fresh_identity_and_only_the_current_token() {
+    let _lock = cluster_lock();
+    let mut cluster = Cluster::start(2, "fast").expect("2 peers");
+    let old = cluster.token().expect("a token").to_owned();
+    let p0 = cluster.peers[0].node_id().expect("id");
+
+    // A joiner whose data dir carries a live member's node id is still given a fresh one.
+    let i = cluster.add_unstarted();
+    std::fs::create_dir_all(&cluster.peers[i].data_dir).expect("a data dir");
+    std::fs::write(cluster.peers[i].data_dir.join("node-id"), format!("{p0}\n")).expect("write");
+    cluster.start_peer(i).expect("p2 joins");
+    cluster.wait_all_alive(Duration::from_secs(30)).expect("3 alive");
+    let p2 = cluster.peers[i].node_id().expect("id");
+    assert_ne!(p2, p0, "a join took a live member's id");
+    assert_eq!(cluster.peers[1].nodes().expect("node ls").len(), 3);
+
+    // Rotate through p0; p1 refuses the old token within seconds, and admits the new one.
+    let new = cluster.peers[0].cli_ok(&["token", "rotate"]).expect("rotate");
+    let new = new.trim().to_owned();
+    assert!(new.starts_with("KNIT-1-") && new != old, "{new}");
+    wait_until(Duration::from_secs(20), "the new token on p1", || {
+        let on_p1 = cluster.peers[1].cli_ok(&["token"]).ok()?;
+        (on_p1.trim() == new).then_some(())
+    })
+    .expect("rotation spread");
+    let seed = cluster.peers[1].listen;
+    let stale = cluster.add_unstarted();
+    cluster.peers[stale].start(Some(seed), Some(&old)).expect("start");
+    wait_until(Duration::from_secs(20), "the old token refused", || {
+        (!cluster.peers[stale].is_running()).then_some(())
+    })
+    .expect("a joiner with the old token gives up");
+    cluster.peers[stale].kill9();
+    let log = cluster.peers[stale].log();
+    assert!(log.contains("wrong join token"), "{log}");
+    cluster.peers[stale].start(Some(seed), Some(&new)).expect("start");
+    cluster.wait_all_alive(Duration::from_secs(30)).expect("4 alive");
+    // The token file follows the rotation on every member.
+    for peer in &cluster.peers[..2] {
+        let file = std::fs::read_to_string(peer.data_dir.join("join-token")).expect("token file");
+        assert_eq!(file.trim(), new, "{}", peer.name);
+    }
+}
+
+#[test]
+fn a_forged_record_reaches_no_other_member_and_is_counted() {
+    use knit_mesh::store::{Delta, Stamp, Store, owned_key};
+
+    let _lock = cluster_lock();
+    let mut cluster = Cluster::start(3, "fast").expect("3 peers");
+    let p0: knit_mesh::NodeId = cluster.peers[0].node_id().expect("id").parse().expect("id");
+    cluster.peers[0]
+        .cli_ok(&["service", "create", "--driver", "process", "--name", "real", "--replicas", "0", "--", "true"])
+        .expect("a real service");
+    wait_until(Duration::from_secs(20), "the spec on p2", || {
+        cluster.peers[2].spec("real").ok().flatten()
+    })
+    .expect("spread");
+
+    // p2 turns rogue: its persisted state gets records that claim p0 wrote them.
+    cluster.peers[2].terminate(Duration::from_secs(10)).expect("p2 stops");
+    let state = cluster.peers[2].data_dir.join("state.bin");
+    let mut store = Store::decode(&std::fs::read(&state).expect("state.bin")).expect("decodes");
+    let info_key = owned_key(&p0, "info");
+    let mut info: serde_json::Value =
+        serde_json::from_slice(store.get(&info_key).expect("p0's info")).expect("json");
+    info["name"] = serde_json::json!("forged");
+    let spec: serde_json::Value =
+        serde_json::from_str(&cluster.peers[0].api_get("/v1/services/real", Duration::from_secs(5)).expect("spec"))
+            .expect("json");
+    let mut evil = spec.clone();
+    evil["name"] = serde_json::json!("evil");
+    let now = knit_tests::wall_ms();
+    for (key, value) in [
+        (info_key.clone(), info.to_string()),
+        ("svc/evil".to_owned(), evil.to_string()),
+    ] {
+        let forged = Delta {
+            key,
+            stamp: Stamp { clock: now << 16, writer: p0 },
+            value: Some(value.into_bytes()),
+            sig: vec![7; 64],
+        };
+        store.merge(forged, now, 60_000).expect("a plain store takes it");
+    }
+    std::fs::write(&state, store.encode().expect("encodes")).expect("write state.bin");
+    cluster.peers[2].start(None, None).expect("p2 restarts");
+    cluster.wait_all_alive(Duration::from_secs(30)).expect("3 alive");
+
+    // The others refuse them, count them, and never show them.
+    let refused = |i: usize| {
+        let text = cluster.peers[i].metrics_text(Duration::from_secs(5)).ok()?;
+        text.lines()
+            .find(|l| l.starts_with("knit_state_deltas_refused_total{reason=\"signature\"}"))?
+            .rsplit(' ')
+            .next()?
+            .parse::<f64>()
+            .ok()
+    };
+    wait_until(Duration::from_secs(30), "refusals counted on p0 and p1", || {
+        (refused(0)? >= 1.0 && refused(1)? >= 1.0).then_some(())
+    })
+    .expect("the forged records were refused");
+    for i in 0..2 {
+        let peer = &cluster.peers[i];
+        assert!(peer.spec("evil").expect("inspect").is_none(), "{} took svc/evil", peer.name);
+        let rows = peer.nodes().expect("node ls");
+        assert!(rows.iter().all(|r| r.name != "forged"), "{} took the forged info", peer.name);
+    }
+}
