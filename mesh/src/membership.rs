@@ -18,6 +18,7 @@ use crate::id::{NodeId, PeerId};
 use crate::profile::Profile;
 use crate::rumor::{Rumor, RumorBox};
 use crate::store::Delta;
+use crate::trust::CLOCK_SKEW_MAX_MS_DEFAULT;
 
 /// Rumors larger than this are left to anti-entropy, so that a packet still has room for
 /// membership updates.
@@ -118,6 +119,8 @@ pub struct Membership {
     sync_buffer: Vec<(PeerId, MemberState)>,
     /// Nodes removed from the cluster: never members again (see [`Membership::revoke`]).
     revoked: BTreeSet<NodeId>,
+    /// How far ahead of local wall time a store write in a rumor may be stamped.
+    clock_skew_max_ms: u64,
 }
 
 impl std::fmt::Debug for Membership {
@@ -162,7 +165,15 @@ impl Membership {
             version: 0,
             sync_buffer: Vec::new(),
             revoked: BTreeSet::new(),
+            clock_skew_max_ms: CLOCK_SKEW_MAX_MS_DEFAULT,
         }
+    }
+
+    /// Sets how far ahead of local wall time a store write in a rumor may be stamped
+    /// ([`CLOCK_SKEW_MAX_MS_DEFAULT`] unless set): later ones are neither relayed nor
+    /// handed to the store.
+    pub fn set_clock_skew_max_ms(&mut self, skew_max_ms: u64) {
+        self.clock_skew_max_ms = skew_max_ms;
     }
 
     /// Removes `nodes` from the member table for good (`knit node rm`): whatever is heard
@@ -216,6 +227,7 @@ impl Membership {
 
     /// Feeds a packet that arrived from the network.
     pub fn handle_packet(&mut self, packet: &[u8], now_ms: u64) -> Result<(), MembershipError> {
+        self.rumors.set_clock(now_ms, self.clock_skew_max_ms);
         let result = self.foca.handle_data(packet, &mut self.runtime);
         self.absorb(now_ms);
         Ok(result?)

@@ -17,6 +17,8 @@ struct Net {
     seq: u64,
     now_ms: u64,
     dead: BTreeSet<NodeId>,
+    /// Store deltas each node's core handed out, in order.
+    deltas: Vec<(NodeId, Delta)>,
 }
 
 fn peer(i: u8) -> PeerId {
@@ -44,6 +46,7 @@ impl Net {
             seq: 0,
             now_ms: 0,
             dead: BTreeSet::new(),
+            deltas: Vec::new(),
         }
     }
 
@@ -72,6 +75,7 @@ impl Net {
                     let at = self.now_ms + u64::try_from(after.as_millis()).unwrap();
                     self.push(at, Event::Timer { node, timer });
                 }
+                Output::Delta(delta) => self.deltas.push((node, delta)),
                 _ => {}
             }
         }
@@ -261,4 +265,39 @@ fn a_revoked_member_stays_out_whatever_is_heard_of_it() {
     let first = net.nodes.get_mut(&peer(1).node).unwrap();
     first.revoke(&BTreeSet::from([peer(1).node]));
     assert!(first.member(&peer(1).node).is_some());
+}
+
+#[test]
+fn a_signed_replica_report_still_rides_on_gossip() {
+    let mut net = joined(3, Profile::Fast);
+    let now = net.now_ms;
+    let writer = peer(1).node;
+    let key = crate::store::owned_key(&writer, "r/blog.3-0123456789ab");
+    let delta = |len| Delta {
+        key: key.clone(),
+        stamp: crate::store::Stamp {
+            clock: now << 16,
+            writer,
+        },
+        value: Some(vec![b'x'; len]),
+        sig: vec![7; crate::trust::SIGNATURE_BYTES],
+    };
+    let core = net.nodes.get_mut(&writer).unwrap();
+    assert!(
+        !core.spread(&delta(RUMOR_MAX_BYTES)),
+        "too big: the mesh pushes it"
+    );
+    // A replica report is about 250 bytes of JSON; 400, signed, still fits.
+    assert!(core.spread(&delta(400)));
+    net.drain(writer);
+    net.run_until(now + 3_000);
+    for other in [peer(2).node, peer(3).node] {
+        assert!(
+            net.deltas
+                .iter()
+                .any(|(at, d)| *at == other && *d == delta(400)),
+            "the rumor reached {}",
+            other.short()
+        );
+    }
 }

@@ -57,6 +57,11 @@ struct Rumors {
     seen: BTreeMap<String, Stamp>,
     /// Rumors received since the core last drained them.
     fresh: Vec<Rumor>,
+    /// Local wall time when the packet being read arrived, in ms (0: unknown).
+    now_ms: u64,
+    /// How far ahead of `now_ms` a write may be stamped; later ones are not news, so
+    /// foca neither relays them nor lets them hide the key's real writes.
+    skew_max_ms: u64,
 }
 
 /// At most this many rumors wait to be acted on; foca hands them over one packet at a time
@@ -67,6 +72,14 @@ impl RumorBox {
     fn with<R>(&self, f: impl FnOnce(&mut Rumors) -> R) -> R {
         // The lock is held only inside these short, non-panicking sections.
         f(&mut self.inner.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Sets the local wall time of the packet about to be read, and the clock skew bound.
+    pub fn set_clock(&self, now_ms: u64, skew_max_ms: u64) {
+        self.with(|r| {
+            r.now_ms = now_ms;
+            r.skew_max_ms = skew_max_ms;
+        });
     }
 
     /// Takes the rumors that arrived since the last call.
@@ -109,6 +122,10 @@ impl foca::BroadcastHandler<PeerId> for RumorBox {
                 Some(RumorKey::Leave(peer.node, peer.epoch))
             }
             Rumor::Delta(ref delta) => {
+                let ahead_ms = delta.stamp.millis().saturating_sub(r.now_ms);
+                if r.now_ms > 0 && ahead_ms > r.skew_max_ms {
+                    return None;
+                }
                 if r.seen
                     .get(&delta.key)
                     .is_some_and(|&stamp| stamp >= delta.stamp)
@@ -144,6 +161,26 @@ mod tests {
         assert!(rumors.receive_item(&bytes, None).unwrap().is_some());
         assert!(rumors.receive_item(&bytes, None).unwrap().is_none());
         assert_eq!(rumors.drain(), vec![Rumor::Leave(peer)]);
+    }
+
+    #[test]
+    fn a_write_from_the_future_is_not_news() {
+        let mut rumors = RumorBox::default();
+        rumors.set_clock(1_000_000, 60_000);
+        let writer = NodeId::from_bytes([2; 16]);
+        let delta = |clock| Delta {
+            key: "svc/web".into(),
+            stamp: Stamp { clock, writer },
+            value: None,
+            sig: vec![0; 64],
+        };
+        let far = codec::encode(&Rumor::Delta(delta(u64::MAX - 1))).unwrap();
+        assert!(rumors.receive_item(&far, None).unwrap().is_none());
+        let now = codec::encode(&Rumor::Delta(delta(1_000_000 << 16))).unwrap();
+        assert!(
+            rumors.receive_item(&now, None).unwrap().is_some(),
+            "the key's rumors still flow"
+        );
     }
 
     proptest! {

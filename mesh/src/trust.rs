@@ -36,6 +36,10 @@ pub const CERT_RECORD: &str = ".cert";
 /// is dropped (anti-entropy brings it again once the certificate is known).
 pub const PENDING_DELTAS_MAX: usize = 4096;
 
+/// How far ahead of local wall time another member's write may be stamped, by default:
+/// one minute, far above what NTP leaves between hosts.
+pub const CLOCK_SKEW_MAX_MS_DEFAULT: u64 = 60_000;
+
 /// Separates store signatures from anything else a node key signs.
 const DOMAIN: &[u8] = b"knit store delta v1\0";
 

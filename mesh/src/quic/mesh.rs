@@ -3,7 +3,7 @@
 //! IO happens in the transport tasks around it.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap};
+use std::collections::{BTreeSet, BinaryHeap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -26,6 +26,7 @@ use crate::membership::{Connection, MemberRecord, Membership, Output};
 use crate::profile::Profile;
 use crate::store::{Buckets, Delta, Digest, Stamp, Store, Summary};
 use crate::token::JoinToken;
+pub use crate::trust::CLOCK_SKEW_MAX_MS_DEFAULT;
 use crate::trust::{CertCheck, Gate, Tally, Verifier, cert_key, cert_owner};
 
 /// Inputs of the mesh task.
@@ -71,8 +72,12 @@ pub(crate) enum Input {
 const INPUT_QUEUE_MAX: usize = 4096;
 /// How often member states are re-derived from foca.
 const SYNC_PERIOD: Duration = Duration::from_secs(1);
-/// The default of [`MeshConfig::clock_skew_max_ms`].
-pub const CLOCK_SKEW_MAX_MS_DEFAULT: u64 = 60_000;
+/// Deltas from other members checked per turn of the mesh task: a signature check costs
+/// about 60 us, so a turn stays under about 15 ms however big an anti-entropy batch is.
+const ADMIT_CHUNK: usize = 256;
+/// Deltas waiting for their turn at most; past it new ones are dropped (and counted as
+/// dropped unverified): anti-entropy offers them again.
+const BACKLOG_MAX: usize = 65_536;
 /// Refused store writes are logged at most this often (they are counted every time).
 const REFUSAL_LOG_PERIOD: Duration = Duration::from_secs(60);
 
@@ -191,12 +196,13 @@ impl Mesh {
         server.transport_config(Arc::new(transport_config()));
         endpoint.set_server_config(Some(server));
 
-        let membership = Membership::new(
+        let mut membership = Membership::new(
             config.identity,
             config.profile,
             rand::rng().random(),
             now_ms(),
         );
+        membership.set_clock_skew_max_ms(config.clock_skew_max_ms);
         let signer = NodeSigner::new(&creds.node_key_pem)?;
         let mut book = KeyBook::new(&creds.ca_der);
         let mut store = config.store;
@@ -222,6 +228,7 @@ impl Mesh {
             book,
             signer,
             refusal_logged: None,
+            backlog: VecDeque::new(),
             timers: BinaryHeap::new(),
             timer_seq: 0,
             links: links.clone(),
@@ -375,6 +382,9 @@ struct CoreTask {
     signer: NodeSigner,
     /// When a refused write was last logged.
     refusal_logged: Option<Instant>,
+    /// Deltas from anti-entropy and pushes waiting for the gate, certificate records
+    /// first; [`ADMIT_CHUNK`] of them per turn.
+    backlog: VecDeque<Delta>,
     /// foca's timers, earliest first; equal deadlines fire in submission order.
     timers: BinaryHeap<Reverse<TimerEntry>>,
     timer_seq: u64,
@@ -415,6 +425,11 @@ impl CoreTask {
                     }
                 }
                 _ = anti_entropy.tick() => self.start_anti_entropy(),
+                () = std::future::ready(()), if !self.backlog.is_empty() => {
+                    let chunk = self.backlog.len().min(ADMIT_CHUNK);
+                    let deltas = self.backlog.drain(..chunk).collect();
+                    self.admit(deltas);
+                }
             }
             self.drain();
             self.apply_revocations();
@@ -484,7 +499,7 @@ impl CoreTask {
                     self.push_to_all(delta);
                 }
             }
-            Input::Merge(deltas) => self.admit(deltas),
+            Input::Merge(deltas) => self.queue(deltas),
             Input::PeerCert { node, cert_der } => {
                 if self.book.learn(&node, &cert_der) == CertCheck::New && self.gate.pending() > 0 {
                     let tally = self.gate.retry(&mut self.store, &mut self.book, now);
@@ -530,6 +545,26 @@ impl CoreTask {
                 self.drain();
                 let _ = reply.send(());
             }
+        }
+    }
+
+    /// Queues deltas for the gate, certificate records first.
+    fn queue(&mut self, deltas: Vec<Delta>) {
+        let mut dropped = 0;
+        for delta in deltas {
+            if self.backlog.len() >= BACKLOG_MAX {
+                dropped += 1;
+            } else if cert_owner(&delta.key).is_some() {
+                self.backlog.push_front(delta);
+            } else {
+                self.backlog.push_back(delta);
+            }
+        }
+        if dropped > 0 {
+            self.links
+                .metrics
+                .deltas_dropped_unverified
+                .fetch_add(dropped, std::sync::atomic::Ordering::Relaxed);
         }
     }
 

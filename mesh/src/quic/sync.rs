@@ -52,7 +52,7 @@ fn count(links: &Links, deltas: &[Delta], incoming: bool) {
     let m = &links.metrics;
     let bytes: usize = deltas
         .iter()
-        .map(|d| d.key.len() + d.value.as_ref().map_or(0, Vec::len) + 32)
+        .map(|d| d.key.len() + d.value.as_ref().map_or(0, Vec::len) + d.sig.len() + 32)
         .sum();
     m.sync_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
     let counter = if incoming {

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::id::NodeId;
-use crate::trust::{Signer, signed_message};
+use crate::trust::{Signer, cert_owner, signed_message};
 
 mod file;
 
@@ -138,7 +138,8 @@ pub fn key_owner(key: &str) -> Option<NodeId> {
 const REVOKED_PREFIX: &str = "revoked/";
 
 /// The key whose live value revokes `node` (`knit node rm`): every member forgets the
-/// node's own records, refuses new ones, and cuts the node off. What the value holds is
+/// node's own records (but its certificate, which its earlier writes need), refuses new
+/// ones, and cuts the node off. What the value holds is
 /// for people; only the key counts.
 pub fn revoked_key(node: &NodeId) -> String {
     format!("{REVOKED_PREFIX}{node}")
@@ -281,19 +282,23 @@ impl Store {
         }
         let prefix = format!("{OWNED_PREFIX}{node}/");
         let before = self.entries.len();
-        self.entries.retain(|k, _| !k.starts_with(&prefix));
+        // The certificate stays: writes the node made before its revocation still verify.
+        self.entries
+            .retain(|k, _| !k.starts_with(&prefix) || cert_owner(k).is_some());
         if self.entries.len() != before {
             self.version += 1;
         }
     }
 
     /// Whether `delta` would change nothing here: this store holds the key at the same
-    /// stamp or a newer one, or the key's owner was revoked.
+    /// stamp or a newer one, or the key's owner was revoked (but for its certificate,
+    /// which its writes from before the revocation need).
     pub fn is_stale(&self, delta: &Delta) -> bool {
         self.entries
             .get(&delta.key)
             .is_some_and(|e| e.stamp >= delta.stamp)
-            || key_owner(&delta.key).is_some_and(|owner| self.is_revoked(&owner))
+            || key_owner(&delta.key)
+                .is_some_and(|owner| self.is_revoked(&owner) && cert_owner(&delta.key).is_none())
     }
 
     /// Merges a delta from another member; `Ok(true)` when it was news. Checks who may
@@ -475,6 +480,12 @@ mod tests {
             5,
             &FakeSigner(*gone.me()),
         );
+        let cert = gone.put(
+            &crate::trust::cert_key(&node(3)),
+            Some(vec![9]),
+            5,
+            &FakeSigner(*gone.me()),
+        );
         let mut a = Store::new(node(1));
         let mut b = Store::new(node(2));
         a.merge(info.clone(), NOW_MS, SKEW_MS).unwrap();
@@ -503,6 +514,10 @@ mod tests {
         assert!(b.merge(revoke, NOW_MS, SKEW_MS).unwrap());
         assert!(b.is_revoked(&node(3)));
         assert!(b.scan("owned/").next().is_none());
+        // Its certificate stays, so that its writes from before still verify.
+        assert!(b.merge(cert.clone(), NOW_MS, SKEW_MS).unwrap());
+        a.merge(cert, NOW_MS, SKEW_MS).unwrap();
+        assert_eq!(b.scan("owned/").count(), 1);
         for d in a.missing_for(&b.digest(None), None) {
             b.merge(d, NOW_MS, SKEW_MS).unwrap();
         }
