@@ -35,7 +35,7 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run a peer: create a cluster, or join one with --join and --token.
-    Up(UpArgs),
+    Up(Box<UpArgs>),
     /// Run a local cluster of N peers on loopback addresses, to try knit.
     Lab(LabArgs),
     /// Print the join token of the cluster, or rotate it.

@@ -39,7 +39,7 @@ fn main() -> ExitCode {
         match cli.command {
             cli::Command::Up(args) => {
                 logging::init(args.log_format);
-                peer::up(args, cli.api.as_deref(), cli.api_insecure).await
+                peer::up(*args, cli.api.as_deref(), cli.api_insecure).await
             }
             cli::Command::Lab(args) => lab::run(args).await,
             command => {

@@ -350,13 +350,17 @@ fn joins_get_a_fresh_identity_and_only_the_current_token() {
     std::fs::create_dir_all(&cluster.peers[i].data_dir).expect("a data dir");
     std::fs::write(cluster.peers[i].data_dir.join("node-id"), format!("{p0}\n")).expect("write");
     cluster.start_peer(i).expect("p2 joins");
-    cluster.wait_all_alive(Duration::from_secs(30)).expect("3 alive");
+    cluster
+        .wait_all_alive(Duration::from_secs(30))
+        .expect("3 alive");
     let p2 = cluster.peers[i].node_id().expect("id");
     assert_ne!(p2, p0, "a join took a live member's id");
     assert_eq!(cluster.peers[1].nodes().expect("node ls").len(), 3);
 
     // Rotate through p0; p1 refuses the old token within seconds, and admits the new one.
-    let new = cluster.peers[0].cli_ok(&["token", "rotate"]).expect("rotate");
+    let new = cluster.peers[0]
+        .cli_ok(&["token", "rotate"])
+        .expect("rotate");
     let new = new.trim().to_owned();
     assert!(new.starts_with("KNIT-1-") && new != old, "{new}");
     wait_until(Duration::from_secs(20), "the new token on p1", || {
@@ -366,7 +370,9 @@ fn joins_get_a_fresh_identity_and_only_the_current_token() {
     .expect("rotation spread");
     let seed = cluster.peers[1].listen;
     let stale = cluster.add_unstarted();
-    cluster.peers[stale].start(Some(seed), Some(&old)).expect("start");
+    cluster.peers[stale]
+        .start(Some(seed), Some(&old))
+        .expect("start");
     wait_until(Duration::from_secs(20), "the old token refused", || {
         (!cluster.peers[stale].is_running()).then_some(())
     })
@@ -374,8 +380,12 @@ fn joins_get_a_fresh_identity_and_only_the_current_token() {
     cluster.peers[stale].kill9();
     let log = cluster.peers[stale].log();
     assert!(log.contains("wrong join token"), "{log}");
-    cluster.peers[stale].start(Some(seed), Some(&new)).expect("start");
-    cluster.wait_all_alive(Duration::from_secs(30)).expect("4 alive");
+    cluster.peers[stale]
+        .start(Some(seed), Some(&new))
+        .expect("start");
+    cluster
+        .wait_all_alive(Duration::from_secs(30))
+        .expect("4 alive");
     // The token file follows the rotation on every member.
     for peer in &cluster.peers[..2] {
         let file = std::fs::read_to_string(peer.data_dir.join("join-token")).expect("token file");
@@ -391,7 +401,18 @@ fn a_forged_record_reaches_no_other_member_and_is_counted() {
     let mut cluster = Cluster::start(3, "fast").expect("3 peers");
     let p0: knit_mesh::NodeId = cluster.peers[0].node_id().expect("id").parse().expect("id");
     cluster.peers[0]
-        .cli_ok(&["service", "create", "--driver", "process", "--name", "real", "--replicas", "0", "--", "true"])
+        .cli_ok(&[
+            "service",
+            "create",
+            "--driver",
+            "process",
+            "--name",
+            "real",
+            "--replicas",
+            "0",
+            "--",
+            "true",
+        ])
         .expect("a real service");
     wait_until(Duration::from_secs(20), "the spec on p2", || {
         cluster.peers[2].spec("real").ok().flatten()
@@ -399,16 +420,21 @@ fn a_forged_record_reaches_no_other_member_and_is_counted() {
     .expect("spread");
 
     // p2 turns rogue: its persisted state gets records that claim p0 wrote them.
-    cluster.peers[2].terminate(Duration::from_secs(10)).expect("p2 stops");
+    cluster.peers[2]
+        .terminate(Duration::from_secs(10))
+        .expect("p2 stops");
     let state = cluster.peers[2].data_dir.join("state.bin");
     let mut store = Store::decode(&std::fs::read(&state).expect("state.bin")).expect("decodes");
     let info_key = owned_key(&p0, "info");
     let mut info: serde_json::Value =
         serde_json::from_slice(store.get(&info_key).expect("p0's info")).expect("json");
     info["name"] = serde_json::json!("forged");
-    let spec: serde_json::Value =
-        serde_json::from_str(&cluster.peers[0].api_get("/v1/services/real", Duration::from_secs(5)).expect("spec"))
-            .expect("json");
+    let spec: serde_json::Value = serde_json::from_str(
+        &cluster.peers[0]
+            .api_get("/v1/services/real", Duration::from_secs(5))
+            .expect("spec"),
+    )
+    .expect("json");
     let mut evil = spec.clone();
     evil["name"] = serde_json::json!("evil");
     let now = knit_tests::wall_ms();
@@ -418,15 +444,22 @@ fn a_forged_record_reaches_no_other_member_and_is_counted() {
     ] {
         let forged = Delta {
             key,
-            stamp: Stamp { clock: now << 16, writer: p0 },
+            stamp: Stamp {
+                clock: now << 16,
+                writer: p0,
+            },
             value: Some(value.into_bytes()),
             sig: vec![7; 64],
         };
-        store.merge(forged, now, 60_000).expect("a plain store takes it");
+        store
+            .merge(forged, now, 60_000)
+            .expect("a plain store takes it");
     }
     std::fs::write(&state, store.encode().expect("encodes")).expect("write state.bin");
     cluster.peers[2].start(None, None).expect("p2 restarts");
-    cluster.wait_all_alive(Duration::from_secs(30)).expect("3 alive");
+    cluster
+        .wait_all_alive(Duration::from_secs(30))
+        .expect("3 alive");
 
     // The others refuse them, count them, and never show them.
     let refused = |i: usize| {
@@ -438,14 +471,24 @@ fn a_forged_record_reaches_no_other_member_and_is_counted() {
             .parse::<f64>()
             .ok()
     };
-    wait_until(Duration::from_secs(30), "refusals counted on p0 and p1", || {
-        (refused(0)? >= 1.0 && refused(1)? >= 1.0).then_some(())
-    })
+    wait_until(
+        Duration::from_secs(30),
+        "refusals counted on p0 and p1",
+        || (refused(0)? >= 1.0 && refused(1)? >= 1.0).then_some(()),
+    )
     .expect("the forged records were refused");
     for i in 0..2 {
         let peer = &cluster.peers[i];
-        assert!(peer.spec("evil").expect("inspect").is_none(), "{} took svc/evil", peer.name);
+        assert!(
+            peer.spec("evil").expect("inspect").is_none(),
+            "{} took svc/evil",
+            peer.name
+        );
         let rows = peer.nodes().expect("node ls");
-        assert!(rows.iter().all(|r| r.name != "forged"), "{} took the forged info", peer.name);
+        assert!(
+            rows.iter().all(|r| r.name != "forged"),
+            "{} took the forged info",
+            peer.name
+        );
     }
 }
