@@ -137,9 +137,31 @@ fn join_token(args: &UpArgs) -> Result<String> {
     )
 }
 
+/// File descriptors a peer asks for: every ingress connection takes two.
+const OPEN_FILES_WANTED: u64 = 65_536;
+
+/// Raises the soft limit on open files towards [`OPEN_FILES_WANTED`] (within the hard
+/// limit): the common default of 1,024 would cap the ingress at a few hundred clients.
+fn raise_open_files() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let wanted = OPEN_FILES_WANTED.min(hard);
+    if soft < wanted {
+        match setrlimit(Resource::RLIMIT_NOFILE, wanted, hard) {
+            Ok(()) => tracing::debug!(from = soft, to = wanted, "raised the open files limit"),
+            Err(e) => {
+                tracing::warn!(limit = soft, error = %e, "cannot raise the open files limit; the ingress takes fewer clients")
+            }
+        }
+    }
+}
+
 /// Runs a peer until SIGTERM or SIGINT.
 pub(crate) async fn up(args: UpArgs, api: Option<&str>, api_insecure: bool) -> Result<()> {
     let mut stop_signals = StopSignals::install()?;
+    raise_open_files();
     // The socket is always served (at --api when that is a path); a TCP --api is served
     // besides it, so an operator on the host can still issue client certificates.
     let api_addrs = match ApiAddr::or_default(api, &args.data_dir)? {
@@ -201,7 +223,7 @@ pub(crate) async fn up(args: UpArgs, api: Option<&str>, api_insecure: bool) -> R
             .context("--clock-skew-max")?,
     };
     let mesh = Mesh::start(endpoint, creds.clone(), config, shutdown.clone())?;
-    let drivers = Arc::new(drivers(dir.path(), process_user).await?);
+    let drivers = Arc::new(drivers(dir.path(), process_user, advertise.ip()).await?);
     let driver_names = drivers.names();
     let info = NodeInfo {
         name: args.name.clone().unwrap_or_else(host_name),
@@ -296,9 +318,10 @@ pub(crate) async fn up(args: UpArgs, api: Option<&str>, api_insecure: bool) -> R
 async fn drivers(
     data_dir: &std::path::Path,
     process_user: Option<crate::driver::process::RunAs>,
+    publish_ip: std::net::IpAddr,
 ) -> Result<Drivers> {
     let process = ProcessDriver::new(&data_dir.join("processes"), process_user)?;
-    let docker = match DockerDriver::connect().await {
+    let docker = match DockerDriver::connect(publish_ip).await {
         Ok(docker) => Some(docker),
         Err(e) => {
             tracing::info!(reason = %e, "no Docker engine: docker services will not be placed on this node");
