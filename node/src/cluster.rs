@@ -87,6 +87,52 @@ pub(crate) struct Ended {
 
 /// The label that marks nodes with a Docker engine; docker services are placed on them only.
 pub(crate) const DOCKER_LABEL: &str = "knit.driver.docker";
+/// How much of the cluster a peer sees. It reclaims the slots of members it cannot see
+/// only while it sees a majority of the members it knows alive (`left` ones do not count;
+/// `down` ones do until `knit node rm`); at exactly half, the side with the lowest node id
+/// is the majority, so that two halves never both reclaim. A suspect member is not counted
+/// as seen: a host cut off from two others marks them down one after the other, and must
+/// not count the second as seen while it is still only suspect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Quorum {
+    /// Known members alive, this peer included.
+    pub(crate) sees: usize,
+    /// Members known and not left.
+    pub(crate) known: usize,
+    /// Whether this side reclaims.
+    pub(crate) majority: bool,
+}
+
+impl Quorum {
+    /// The quorum of a view: members as (node id, state), this peer among them.
+    pub(crate) fn of(members: impl IntoIterator<Item = (NodeId, MemberState)>) -> Self {
+        let known: BTreeMap<NodeId, MemberState> = members
+            .into_iter()
+            .filter(|(_, state)| *state != MemberState::Left)
+            .collect();
+        let sees = known.values().filter(|s| **s == MemberState::Alive).count();
+        let lowest_seen = known
+            .values()
+            .next()
+            .is_some_and(|state| *state == MemberState::Alive);
+        Self {
+            sees,
+            known: known.len(),
+            majority: 2 * sees > known.len() || (2 * sees == known.len() && lowest_seen),
+        }
+    }
+
+    /// Why this side does not reclaim, if it does not.
+    pub(crate) fn minority(&self) -> Option<String> {
+        (!self.majority).then(|| {
+            format!(
+                "minority: sees {} of {} members; keeps its replicas, reclaims none (`knit node rm` members gone for good)",
+                self.sees, self.known
+            )
+        })
+    }
+}
+
 /// The label placement gives nodes that run `process` replicas
 /// (`--enable-process-driver`).
 pub(crate) const PROCESS_LABEL: &str = "knit.driver.process";
@@ -274,12 +320,22 @@ impl Snapshot {
         knit_scheduler::place(&nodes, &specs, &PlacementConfig::default())
     }
 
+    /// How much of the cluster this peer sees.
+    pub(crate) fn quorum(&self) -> Quorum {
+        Quorum::of(self.view.members.iter().map(|m| (m.peer.node, m.state)))
+    }
+
     /// The scheduler's view of every active member (alive or suspect).
     pub(crate) fn node_views(&self) -> Vec<NodeView> {
+        self.views_of(|state| state.is_active())
+    }
+
+    /// The scheduler's view of the members whose state passes `keep`.
+    fn views_of(&self, keep: impl Fn(MemberState) -> bool) -> Vec<NodeView> {
         self.view
             .members
             .iter()
-            .filter(|m| m.state.is_active())
+            .filter(|m| keep(m.state))
             .filter_map(|m| {
                 let id = knit_scheduler::NodeId::new(m.peer.node.to_string()).ok()?;
                 let info = self.info(&m.peer.node);
@@ -304,10 +360,26 @@ impl Snapshot {
     }
 
     /// The placement every peer with this reading computes. Docker services go to nodes
-    /// with a Docker engine only; a paused node keeps the slots it said it kept.
+    /// with a Docker engine only; a paused node keeps the slots it said it kept. A peer in
+    /// a minority ([`Quorum`]) places over every member it knows, reachable or not, so the
+    /// slots of those it cannot see stay theirs; only `available` services are placed on
+    /// the members it sees, as every side does with them.
     pub(crate) fn placement(&self) -> Placement {
         let specs: Vec<ServiceSpec> = self.specs().into_values().map(placeable).collect();
-        let nodes = self.node_views();
+        if self.quorum().majority {
+            return self.place(&self.node_views(), &specs);
+        }
+        let (available, majority): (Vec<ServiceSpec>, Vec<ServiceSpec>) =
+            specs.into_iter().partition(|spec| {
+                spec.partition_policy == knit_scheduler::spec::PartitionPolicy::Available
+            });
+        let known = self.views_of(|state| state != MemberState::Left);
+        self.place(&known, &majority)
+            .combine(self.place(&self.node_views(), &available))
+    }
+
+    /// Places `specs` on `nodes`; a paused node keeps the slots it said it kept.
+    fn place(&self, nodes: &[NodeView], specs: &[ServiceSpec]) -> Placement {
         let mut kept: BTreeMap<knit_scheduler::SlotId, knit_scheduler::NodeId> = BTreeMap::new();
         for node in nodes
             .iter()
@@ -320,7 +392,7 @@ impl Snapshot {
                 kept.insert(slot, node.id.clone());
             }
         }
-        knit_scheduler::place_running(&nodes, &specs, &kept, &PlacementConfig::default())
+        knit_scheduler::place_running(nodes, specs, &kept, &PlacementConfig::default())
     }
 
     /// Names of members by node id, for display.
@@ -362,4 +434,45 @@ fn placeable(mut spec: ServiceSpec) -> ServiceSpec {
         spec.constraints.push(c);
     }
     spec
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(b: u8) -> NodeId {
+        NodeId::from_bytes([b; 16])
+    }
+
+    fn quorum(states: &[(u8, MemberState)]) -> Quorum {
+        Quorum::of(states.iter().map(|&(b, s)| (node(b), s)))
+    }
+
+    #[test]
+    fn only_a_side_that_sees_most_members_reclaims() {
+        use MemberState::{Alive, Down, Left, Suspect};
+        // One cut off from two: the two reclaim, the one does not.
+        assert!(quorum(&[(1, Alive), (2, Alive), (3, Down)]).majority);
+        let alone = quorum(&[(1, Down), (2, Down), (3, Alive)]);
+        assert!(!alone.majority);
+        assert_eq!((alone.sees, alone.known), (1, 3));
+        assert!(alone.minority().is_some_and(|m| m.contains("sees 1 of 3")));
+        // 2|3 of 5.
+        assert!(!quorum(&[(1, Alive), (2, Alive), (3, Down), (4, Down), (5, Down)]).majority);
+        assert!(quorum(&[(1, Down), (2, Down), (3, Alive), (4, Alive), (5, Alive)]).majority);
+        // A suspect is not seen (a cut-off host marks the others down one at a time); a
+        // member that left counts for nothing.
+        assert!(!quorum(&[(1, Alive), (2, Suspect), (3, Down)]).majority);
+        assert!(quorum(&[(1, Alive), (2, Alive), (3, Suspect)]).majority);
+        assert!(quorum(&[(1, Left), (2, Left), (3, Alive)]).majority);
+        // Exactly half: the side with the lowest node id, and only that side.
+        let low = quorum(&[(1, Alive), (2, Down)]);
+        let high = quorum(&[(1, Down), (2, Alive)]);
+        assert!(low.majority && !high.majority);
+        assert!(quorum(&[(1, Alive), (2, Alive), (3, Down), (4, Down)]).majority);
+        assert!(!quorum(&[(1, Down), (2, Down), (3, Alive), (4, Alive)]).majority);
+        // Alone and the only member: a cluster of one.
+        assert!(quorum(&[(1, Alive)]).majority);
+        assert_eq!(quorum(&[(1, Alive)]).minority(), None);
+    }
 }

@@ -113,6 +113,11 @@ pub(crate) struct SpecFlags {
     /// Autoscaling: target CPU use of the replicas, in percent.
     #[arg(long)]
     pub(crate) autoscale_cpu_target: Option<u32>,
+    /// In a network partition: majority (only a side that sees most members reclaims the
+    /// others' replicas; the default) or available (every side keeps a full copy; for
+    /// stateless services).
+    #[arg(long)]
+    pub(crate) partition_policy: Option<String>,
 }
 
 /// Parses one of a spec enum's values, accepting Docker's dashes (`on-failure`).
@@ -160,6 +165,10 @@ impl SpecFlags {
     /// Applies the flags that were given to `spec`.
     pub(crate) fn apply(&self, spec: &mut ServiceSpec) -> Result<()> {
         self.apply_mode(spec)?;
+        if let Some(v) = &self.partition_policy {
+            spec.partition_policy =
+                choice("partition-policy", v, "majority (the default) or available")?;
+        }
         if let Some(v) = &self.reserve_cpu {
             spec.reservations.cpu_millis = parse_cpu_millis(v).context("--reserve-cpu")?;
         }

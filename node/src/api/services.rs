@@ -291,6 +291,7 @@ pub(super) async fn ps(
     let placement = snapshot.placement();
     let observed = snapshot.observed();
     let names = snapshot.names();
+    let minority = snapshot.quorum().minority();
     let active: BTreeSet<String> = snapshot
         .view
         .members
@@ -322,7 +323,12 @@ pub(super) async fn ps(
             health: report.map_or_else(|| lower(&Health::None), |r| lower(&r.health)),
             spec_version: report.map_or(0, |r| r.spec_version),
             host_port: report.and_then(|r| r.host_ports.values().next().copied()),
-            error: pending.or_else(|| report.and_then(|r| r.error.clone())),
+            error: pending
+                .or_else(|| {
+                    // A slot on a member this minority cannot see: not reclaimed, and why.
+                    minority.clone().filter(|_| !active.contains(&node_id))
+                })
+                .or_else(|| report.and_then(|r| r.error.clone())),
             cpu_millis: report.and_then(|r| r.cpu_millis),
             node_id,
         });
