@@ -6,6 +6,11 @@
 pub(crate) mod docker;
 pub(crate) mod process;
 
+/// A replica's log file is rotated past this size (Docker's json-file `max-size`)...
+pub(crate) const LOG_FILE_MAX_BYTES: u64 = 10 * 1024 * 1024;
+/// ...and this many files are kept, the live one included (`max-file`).
+pub(crate) const LOG_FILES_MAX: usize = 3;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
