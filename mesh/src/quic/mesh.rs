@@ -274,6 +274,7 @@ impl Mesh {
             started: Instant::now(),
             exchanged: false,
             pushes: Arc::new(tokio::sync::Semaphore::new(PUSHES_MAX)),
+            initiating: Arc::new(tokio::sync::Semaphore::new(1)),
             timers: BinaryHeap::new(),
             timer_seq: 0,
             links: links.clone(),
@@ -445,6 +446,9 @@ struct CoreTask {
     exchanged: bool,
     /// Pushes in flight.
     pushes: Arc<tokio::sync::Semaphore>,
+    /// One anti-entropy exchange started by this node at a time: a big one (a new member
+    /// filled) takes longer than the period, and overlapping ones would each carry it all.
+    initiating: Arc<tokio::sync::Semaphore>,
     /// foca's timers, earliest first; equal deadlines fire in submission order.
     timers: BinaryHeap<Reverse<TimerEntry>>,
     timer_seq: u64,
@@ -770,9 +774,13 @@ impl CoreTask {
         if candidates.is_empty() {
             return;
         }
+        let Ok(permit) = self.initiating.clone().try_acquire_owned() else {
+            return;
+        };
         let peer = candidates[rand::rng().random_range(0..candidates.len())];
         let links = self.links.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             if let Err(e) = sync::initiate(&links, peer).await {
                 tracing::debug!(peer = ?peer, error = %e, "anti-entropy");
             }
