@@ -96,11 +96,20 @@ pub(super) async fn metrics(State(state): State<ApiState>) -> Response {
             gauge(count),
         );
     }
-    let store = state.mesh.store().borrow().clone();
+    let (entries, tombstones) = {
+        let store = state.mesh.store();
+        let store = store.borrow();
+        (store.len(), store.tombstones())
+    };
     registry.register(
         "state_entries",
         "Entries in the replicated state, tombstones included",
-        gauge(store.len()),
+        gauge(entries),
+    );
+    registry.register(
+        "state_tombstones",
+        "Deleted keys kept in the replicated state until collected (24 h)",
+        gauge(tombstones),
     );
     register_ingress(&mut registry, &state.ingress);
     let mut body = String::new();
@@ -119,7 +128,8 @@ pub(super) async fn metrics(State(state): State<ApiState>) -> Response {
 
 /// `knit_state_deltas_refused_total{reason}`: writes from other members this peer refused,
 /// by reason: `signature` (forged, or not its writer's to make), `future` (stamped too far
-/// ahead of this peer's clock), `unverified` (dropped while waiting for a certificate).
+/// ahead of this peer's clock), `collected` (a deleted key coming back from a member away
+/// longer than the tombstone TTL), `unverified` (dropped while waiting for a certificate).
 fn register_refusals(registry: &mut Registry, m: &knit_mesh::quic::links::MeshMetrics) {
     use prometheus_client::metrics::counter::Counter;
     use prometheus_client::metrics::family::Family;
@@ -127,6 +137,7 @@ fn register_refusals(registry: &mut Registry, m: &knit_mesh::quic::links::MeshMe
     for (reason, counter) in [
         ("signature", &m.deltas_refused_signature),
         ("future", &m.deltas_refused_future),
+        ("collected", &m.deltas_refused_collected),
         ("unverified", &m.deltas_dropped_unverified),
     ] {
         refused

@@ -25,8 +25,8 @@ use bollard::errors::Error as DockerError;
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerState, ContainerStateStatusEnum,
-    HealthConfig, HealthStatusEnum, HostConfig, PortBinding, PortMap, RestartPolicy,
-    RestartPolicyNameEnum,
+    HealthConfig, HealthStatusEnum, HostConfig, HostConfigLogConfig, PortBinding, PortMap,
+    RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
@@ -485,6 +485,22 @@ fn cgroup_cpu_ns(root: &Path, id: &str) -> Option<u64> {
 }
 
 /// What Docker is asked to create for `launch`.
+/// Bounded logs, whatever the engine's default driver: json-file (which `knit service
+/// logs` reads) with [`super::LOG_FILES_MAX`] files of [`super::LOG_FILE_MAX_BYTES`].
+fn log_config() -> HostConfigLogConfig {
+    let config = [
+        ("max-size", format!("{}k", super::LOG_FILE_MAX_BYTES / 1024)),
+        ("max-file", super::LOG_FILES_MAX.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    HostConfigLogConfig {
+        typ: Some("json-file".to_owned()),
+        config: Some(config),
+    }
+}
+
 fn container_body(launch: &Launch, image: &str, publish_ip: IpAddr) -> ContainerCreateBody {
     let spec = &launch.spec;
     let mut tags: HashMap<String, String> = spec.labels.clone().into_iter().collect();
@@ -520,6 +536,7 @@ fn container_body(launch: &Launch, image: &str, publish_ip: IpAddr) -> Container
             name: Some(RestartPolicyNameEnum::NO),
             maximum_retry_count: None,
         }),
+        log_config: Some(log_config()),
         ..Default::default()
     };
     ContainerCreateBody {

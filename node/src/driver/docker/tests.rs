@@ -402,6 +402,13 @@ fn the_container_body_has_labels_ports_env_and_limits() {
         .map(|b| b.host_ip.clone())
         .collect();
     assert_eq!(ips, vec![Some("127.0.0.7".to_owned())]);
+    let logs = host.log_config.expect("log config");
+    assert_eq!(logs.typ.as_deref(), Some("json-file"));
+    let logs = logs.config.expect("log options");
+    assert_eq!(
+        (logs["max-size"].as_str(), logs["max-file"].as_str()),
+        ("10240k", "3")
+    );
     assert_eq!(image_reference("busybox"), "busybox:latest");
     assert_eq!(
         image_reference("localhost:5000/app"),
