@@ -1,13 +1,15 @@
 //! The cluster as this peer knows it, read from the mesh's view and replicated store: the
 //! keys knit writes, node records, service specs, and the placement every peer computes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use knit_mesh::quic::{Mesh, View};
 use knit_mesh::store::{Stamp, Store, owned_key};
 use knit_mesh::{MemberState, NodeId};
+use knit_scheduler::spec::Limits;
+use knit_scheduler::spec::limits::{SPEC_RECORD_MAX_BYTES, over_slot_cap};
 use knit_scheduler::{
     Availability, NodeView, Placement, PlacementConfig, ReplicaReport, Resources, ServiceSpec,
 };
@@ -19,6 +21,45 @@ pub(crate) fn service_key(name: &str) -> String {
 }
 
 const SERVICE_PREFIX: &str = "svc/";
+
+/// The cluster's [`Limits`] (`knit cluster update`), written by any peer; last writer
+/// wins, and the defaults hold while it is absent.
+pub(crate) const LIMITS_KEY: &str = "cluster/limits";
+
+/// A stored service spec that no peer acts on (written by an older or misbehaving peer,
+/// or left past the cluster's limits), and why. Its replicas are left as they are: not
+/// started, restarted, probed, routed to or stopped, until an operator updates or removes
+/// the service.
+#[derive(Debug, Clone)]
+pub(crate) struct Invalid {
+    /// The spec, when it decodes (an update can then start from it).
+    pub(crate) spec: Option<Box<ServiceSpec>>,
+    pub(crate) reason: String,
+}
+
+/// The stored services, split into those peers act on and those they ignore.
+#[derive(Debug, Default)]
+pub(crate) struct Services {
+    pub(crate) valid: BTreeMap<String, ServiceSpec>,
+    pub(crate) invalid: BTreeMap<String, Invalid>,
+}
+
+/// Records already logged as unreadable or invalid, with the reason, so that each is
+/// logged once rather than every round.
+static REPORTED: Mutex<BTreeSet<(String, String)>> = Mutex::new(BTreeSet::new());
+/// Past this many, the memory of what was logged starts again.
+const REPORTED_MAX: usize = 1024;
+
+/// Logs `what` about `key` once per distinct `reason`.
+pub(crate) fn warn_once(key: &str, what: &str, reason: &str) {
+    let mut reported = REPORTED.lock().unwrap_or_else(PoisonError::into_inner);
+    if reported.len() >= REPORTED_MAX {
+        reported.clear();
+    }
+    if reported.insert((key.to_owned(), reason.to_owned())) {
+        tracing::warn!(key, reason, "{what}");
+    }
+}
 
 /// The last spec version a service name used, kept after `service rm` so that a service
 /// created again under the same name never reuses a version its old replicas carry.
@@ -218,29 +259,95 @@ impl Snapshot {
         match serde_json::from_slice(bytes) {
             Ok(value) => Some(value),
             Err(e) => {
-                tracing::warn!(key, error = %e, "unreadable record in the replicated state");
+                warn_once(
+                    key,
+                    "unreadable record in the replicated state",
+                    &e.to_string(),
+                );
                 None
             }
         }
     }
 
-    /// Every service spec, by name.
+    /// The cluster's limits: the stored ones if they are in range, else the defaults.
+    pub(crate) fn limits(&self) -> Limits {
+        let Some(limits) = self.decode::<Limits>(LIMITS_KEY) else {
+            return Limits::default();
+        };
+        match limits.validate() {
+            Ok(()) => limits,
+            Err(e) => {
+                warn_once(
+                    LIMITS_KEY,
+                    "invalid cluster limits; using the defaults",
+                    &e.to_string(),
+                );
+                Limits::default()
+            }
+        }
+    }
+
+    /// The number of active members, which global services count as slots.
+    pub(crate) fn active_nodes(&self) -> usize {
+        self.view
+            .members
+            .iter()
+            .filter(|m| m.state.is_active())
+            .count()
+    }
+
+    /// Every stored service, valid or not. A record is invalid when it is too large, does
+    /// not decode, names another service than its key, breaks a rule of `validate` under
+    /// the cluster's limits, or would take the cluster past its slot cap (the largest
+    /// services are left out first, the same on every peer). Each is logged once.
+    pub(crate) fn services(&self) -> Services {
+        let limits = self.limits();
+        let mut services = Services::default();
+        for (key, bytes, _) in self.store.scan(SERVICE_PREFIX) {
+            let name = key.strip_prefix(SERVICE_PREFIX).unwrap_or(key).to_owned();
+            match read_spec(&name, bytes, &limits) {
+                Ok(spec) => {
+                    services.valid.insert(name, spec);
+                }
+                Err(invalid) => {
+                    services.invalid.insert(name, invalid);
+                }
+            }
+        }
+        let over = over_slot_cap(services.valid.values(), self.active_nodes(), &limits);
+        for (name, error) in over {
+            if let Some(spec) = services.valid.remove(&name) {
+                let invalid = Invalid {
+                    spec: Some(Box::new(spec)),
+                    reason: error.to_string(),
+                };
+                services.invalid.insert(name, invalid);
+            }
+        }
+        for (name, invalid) in &services.invalid {
+            let what = "invalid service spec: every action on it is skipped";
+            warn_once(&service_key(name), what, &invalid.reason);
+        }
+        services
+    }
+
+    /// Every valid service spec, by name: what peers act on.
     pub(crate) fn specs(&self) -> BTreeMap<String, ServiceSpec> {
-        self.store
-            .scan(SERVICE_PREFIX)
-            .filter_map(|(key, _, _)| self.decode::<ServiceSpec>(key))
-            .map(|spec| (spec.name.clone(), spec))
-            .collect()
+        self.services().valid
+    }
+
+    /// One stored service, valid or not.
+    pub(crate) fn stored_spec(&self, name: &str) -> Option<Result<ServiceSpec, Invalid>> {
+        let mut services = self.services();
+        if let Some(spec) = services.valid.remove(name) {
+            return Some(Ok(spec));
+        }
+        services.invalid.remove(name).map(Err)
     }
 
     /// The last spec version used under `name`, removed or not.
     pub(crate) fn last_version(&self, name: &str) -> u64 {
         self.decode(&service_version_key(name)).unwrap_or(0)
-    }
-
-    /// One service's spec.
-    pub(crate) fn spec(&self, name: &str) -> Option<ServiceSpec> {
-        self.decode(&service_key(name))
     }
 
     pub(crate) fn info(&self, node: &NodeId) -> Option<NodeInfo> {
@@ -421,6 +528,36 @@ impl Snapshot {
                 Some((id, self.reports(&m.peer.node)))
             })
             .collect()
+    }
+}
+
+/// The spec stored under `svc/<name>`, if it is one peers may act on.
+fn read_spec(name: &str, bytes: &[u8], limits: &Limits) -> Result<ServiceSpec, Invalid> {
+    if bytes.len() > SPEC_RECORD_MAX_BYTES {
+        return Err(Invalid {
+            spec: None,
+            reason: format!(
+                "its record takes {} bytes, above the {SPEC_RECORD_MAX_BYTES} a spec and its previous spec may take",
+                bytes.len()
+            ),
+        });
+    }
+    let spec: ServiceSpec = serde_json::from_slice(bytes).map_err(|e| Invalid {
+        spec: None,
+        reason: format!("its record does not decode as a service spec: {e}"),
+    })?;
+    if spec.name != name {
+        return Err(Invalid {
+            reason: format!("the spec stored as {name:?} names {:?}", spec.name),
+            spec: Some(Box::new(spec)),
+        });
+    }
+    match spec.validate(limits) {
+        Ok(()) => Ok(spec),
+        Err(e) => Err(Invalid {
+            reason: e.to_string(),
+            spec: Some(Box::new(spec)),
+        }),
     }
 }
 

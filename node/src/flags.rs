@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use knit_scheduler::ServiceSpec;
 use knit_scheduler::spec::{
-    Autoscale, Constraint, Driver, HealthCheck, Mode, PortSpec, Probe, UpdateConfig,
+    Autoscale, Constraint, Driver, HealthCheck, Limits, Mode, PortSpec, Probe, UpdateConfig,
     parse_cpu_millis, parse_duration_ms, parse_memory_bytes,
 };
 use serde::de::DeserializeOwned;
@@ -388,7 +388,7 @@ pub(crate) struct CreateArgs {
 
 impl CreateArgs {
     /// The spec these flags describe.
-    pub(crate) fn to_spec(&self) -> Result<ServiceSpec> {
+    pub(crate) fn to_spec(&self, limits: &Limits) -> Result<ServiceSpec> {
         let mut spec = ServiceSpec {
             name: self.name.clone(),
             ..ServiceSpec::default()
@@ -410,7 +410,7 @@ impl CreateArgs {
         spec.labels = pairs("label", &self.labels)?;
         spec.constraints = constraints("constraint", &self.constraints)?;
         self.spec.apply(&mut spec)?;
-        spec.validate()?;
+        spec.validate(limits)?;
         Ok(spec)
     }
 }
@@ -462,9 +462,11 @@ pub(crate) struct UpdateArgs {
 }
 
 impl UpdateArgs {
-    /// `current` changed by these flags.
-    pub(crate) fn apply(&self, current: &ServiceSpec) -> Result<ServiceSpec> {
+    /// `current` changed by these flags, checked against `limits` (the peer keeps the
+    /// previous spec itself).
+    pub(crate) fn apply(&self, current: &ServiceSpec, limits: &Limits) -> Result<ServiceSpec> {
         let mut spec = current.clone();
+        spec.previous = None;
         if let Some(image) = &self.image {
             spec.image = Some(image.clone());
         }
@@ -500,7 +502,7 @@ impl UpdateArgs {
             }
         }
         self.spec.apply(&mut spec)?;
-        spec.validate()?;
+        spec.validate(limits)?;
         Ok(spec)
     }
 }

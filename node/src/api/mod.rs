@@ -1,6 +1,7 @@
 //! The admin API: JSON over HTTP on a root-only Unix socket (or mutual TLS on TCP), used by
 //! the client commands; `/metrics` and `/healthz` for Prometheus on a listener of their own.
 
+mod cluster;
 mod listen;
 mod metrics;
 mod nodes;
@@ -161,6 +162,10 @@ pub(crate) fn router(state: ApiState, hosts: AllowedHosts) -> Router {
         .route("/v1/services/{name}/rollback", post(services::rollback))
         .route("/v1/services/{name}/ps", get(services::ps))
         .route("/v1/services/{name}/logs", get(services::logs))
+        .route(
+            "/v1/cluster/limits",
+            get(cluster::limits).post(cluster::set_limits),
+        )
         .route("/v1/token", get(token))
         .route("/v1/token/rotate", post(rotate_token))
         .route("/v1/client-certs", post(operators::client_cert))

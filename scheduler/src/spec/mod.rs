@@ -4,6 +4,7 @@
 //! (`#[serde(default)]`), so records written by an older knit still read.
 
 mod constraint;
+pub mod limits;
 mod port;
 mod quantity;
 mod signal;
@@ -14,6 +15,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use constraint::{Constraint, ConstraintField, ConstraintOp};
+pub use limits::Limits;
 pub use port::{PortSpec, Protocol};
 pub use quantity::{parse_cpu_millis, parse_duration_ms, parse_memory_bytes};
 pub use signal::{normalize_signal, signal_number};
