@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use knit_mesh::quic::reach::Reachability;
 use knit_mesh::quic::{Mesh, View};
 use knit_mesh::store::{Stamp, Store, owned_key};
 use knit_mesh::{MemberState, NodeId};
@@ -129,48 +130,77 @@ pub(crate) struct Ended {
 /// The label that marks nodes with a Docker engine; docker services are placed on them only.
 pub(crate) const DOCKER_LABEL: &str = "knit.driver.docker";
 /// How much of the cluster a peer sees. It reclaims the slots of members it cannot see
-/// only while it sees a majority of the members it knows alive (`left` ones do not count;
-/// `down` ones do until `knit node rm`); at exactly half, the side with the lowest node id
-/// is the majority, so that two halves never both reclaim. A suspect member is not counted
-/// as seen: a host cut off from two others marks them down one after the other, and must
-/// not count the second as seen while it is still only suspect.
+/// only while it sees a majority of the members it knows (`left` ones do not count; `down`
+/// ones do until `knit node rm`); at exactly half, the side with the lowest node id is the
+/// majority, so that two halves never both reclaim. While some member is down, a member
+/// counts as seen only if it answered a dial since the set of down members last changed
+/// ([`Reachability`]): failure detection marks members down one at a time, and a host cut
+/// off from two others must not count the second as seen while it still looks alive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Quorum {
-    /// Known members alive, this peer included.
+    /// Members seen, this peer included.
     pub(crate) sees: usize,
     /// Members known and not left.
     pub(crate) known: usize,
     /// Whether this side reclaims.
     pub(crate) majority: bool,
+    /// Whether the members seen were confirmed by a dial (false while a check of a new
+    /// set of down members runs; nothing is reclaimed then).
+    pub(crate) confirmed: bool,
 }
 
 impl Quorum {
-    /// The quorum of a view: members as (node id, state), this peer among them.
-    pub(crate) fn of(members: impl IntoIterator<Item = (NodeId, MemberState)>) -> Self {
+    /// The quorum of peer `me` with members as (node id, state), itself among them, and
+    /// the members that answered its last reachability check.
+    pub(crate) fn of(
+        me: NodeId,
+        members: impl IntoIterator<Item = (NodeId, MemberState)>,
+        reach: &Reachability,
+    ) -> Self {
         let known: BTreeMap<NodeId, MemberState> = members
             .into_iter()
             .filter(|(_, state)| *state != MemberState::Left)
             .collect();
-        let sees = known.values().filter(|s| **s == MemberState::Alive).count();
-        let lowest_seen = known
-            .values()
-            .next()
-            .is_some_and(|state| *state == MemberState::Alive);
+        let down: std::collections::BTreeSet<NodeId> = known
+            .iter()
+            .filter(|(_, state)| **state == MemberState::Down)
+            .map(|(id, _)| *id)
+            .collect();
+        let confirmed = down.is_empty() || reach.down == down;
+        let seen = |id: &NodeId, state: MemberState| {
+            *id == me || (state.is_active() && (down.is_empty() || reach.reachable.contains(id)))
+        };
+        let sees = if confirmed {
+            known.iter().filter(|(id, state)| seen(id, **state)).count()
+        } else {
+            1
+        };
+        let lowest_seen = confirmed
+            && known
+                .iter()
+                .next()
+                .is_some_and(|(id, state)| seen(id, *state));
         Self {
             sees,
             known: known.len(),
             majority: 2 * sees > known.len() || (2 * sees == known.len() && lowest_seen),
+            confirmed,
         }
     }
 
     /// Why this side does not reclaim, if it does not.
     pub(crate) fn minority(&self) -> Option<String> {
-        (!self.majority).then(|| {
-            format!(
+        match (self.majority, self.confirmed) {
+            (true, _) => None,
+            (false, false) => Some(format!(
+                "checking which of {} members answer before reclaiming any",
+                self.known
+            )),
+            (false, true) => Some(format!(
                 "minority: sees {} of {} members; keeps its replicas, reclaims none (`knit node rm` members gone for good)",
                 self.sees, self.known
-            )
-        })
+            )),
+        }
     }
 }
 
@@ -244,6 +274,8 @@ pub(crate) fn host_capacity() -> Resources {
 pub(crate) struct Snapshot {
     pub(crate) view: Arc<View>,
     pub(crate) store: Arc<Store>,
+    /// Which members answered when the set of members seen down last changed.
+    pub(crate) reach: Arc<Reachability>,
 }
 
 impl Snapshot {
@@ -251,6 +283,7 @@ impl Snapshot {
         Self {
             view: mesh.view().borrow().clone(),
             store: mesh.store().borrow().clone(),
+            reach: mesh.reachability().borrow().clone(),
         }
     }
 
@@ -429,7 +462,11 @@ impl Snapshot {
 
     /// How much of the cluster this peer sees.
     pub(crate) fn quorum(&self) -> Quorum {
-        Quorum::of(self.view.members.iter().map(|m| (m.peer.node, m.state)))
+        Quorum::of(
+            self.view.me.node,
+            self.view.members.iter().map(|m| (m.peer.node, m.state)),
+            &self.reach,
+        )
     }
 
     /// The scheduler's view of every active member (alive or suspect).
@@ -581,35 +618,59 @@ mod tests {
         NodeId::from_bytes([b; 16])
     }
 
-    fn quorum(states: &[(u8, MemberState)]) -> Quorum {
-        Quorum::of(states.iter().map(|&(b, s)| (node(b), s)))
+    /// The quorum of `me` (node `me`), the others that answered a check being `answered`
+    /// (`None`: no check ran yet for this down set).
+    fn quorum(me: u8, states: &[(u8, MemberState)], answered: Option<&[u8]>) -> Quorum {
+        let down = states
+            .iter()
+            .filter(|(_, s)| *s == MemberState::Down)
+            .map(|&(b, _)| node(b))
+            .collect();
+        let reach = match answered {
+            Some(ids) => Reachability {
+                down,
+                reachable: ids.iter().map(|&b| node(b)).collect(),
+            },
+            None => Reachability::default(),
+        };
+        Quorum::of(node(me), states.iter().map(|&(b, s)| (node(b), s)), &reach)
     }
 
     #[test]
     fn only_a_side_that_sees_most_members_reclaims() {
         use MemberState::{Alive, Down, Left, Suspect};
         // One cut off from two: the two reclaim, the one does not.
-        assert!(quorum(&[(1, Alive), (2, Alive), (3, Down)]).majority);
-        let alone = quorum(&[(1, Down), (2, Down), (3, Alive)]);
+        assert!(quorum(1, &[(1, Alive), (2, Alive), (3, Down)], Some(&[2])).majority);
+        let alone = quorum(3, &[(1, Down), (2, Down), (3, Alive)], Some(&[]));
         assert!(!alone.majority);
         assert_eq!((alone.sees, alone.known), (1, 3));
         assert!(alone.minority().is_some_and(|m| m.contains("sees 1 of 3")));
+        // The cut-off host has seen one go down while the other still looks alive: the
+        // dial to it fails, so it is not counted.
+        assert!(!quorum(3, &[(1, Alive), (2, Down), (3, Alive)], Some(&[])).majority);
+        // Until the check of a new down set answers, nothing is reclaimed.
+        let waiting = quorum(1, &[(1, Alive), (2, Alive), (3, Down)], None);
+        assert!(!waiting.majority && !waiting.confirmed);
+        assert!(waiting.minority().is_some_and(|m| m.contains("checking")));
         // 2|3 of 5.
-        assert!(!quorum(&[(1, Alive), (2, Alive), (3, Down), (4, Down), (5, Down)]).majority);
-        assert!(quorum(&[(1, Down), (2, Down), (3, Alive), (4, Alive), (5, Alive)]).majority);
-        // A suspect is not seen (a cut-off host marks the others down one at a time); a
-        // member that left counts for nothing.
-        assert!(!quorum(&[(1, Alive), (2, Suspect), (3, Down)]).majority);
-        assert!(quorum(&[(1, Alive), (2, Alive), (3, Suspect)]).majority);
-        assert!(quorum(&[(1, Left), (2, Left), (3, Alive)]).majority);
+        let five = [(1, Alive), (2, Alive), (3, Down), (4, Down), (5, Down)];
+        assert!(!quorum(1, &five, Some(&[2])).majority);
+        let five = [(1, Down), (2, Down), (3, Alive), (4, Alive), (5, Alive)];
+        assert!(quorum(3, &five, Some(&[4, 5])).majority);
+        // A suspect that answers counts; a member that left counts for nothing.
+        assert!(quorum(1, &[(1, Alive), (2, Suspect), (3, Down)], Some(&[2])).majority);
+        assert!(quorum(3, &[(1, Left), (2, Left), (3, Alive)], None).majority);
+        // Nobody down: nothing to reclaim, no check needed.
+        assert!(quorum(1, &[(1, Alive), (2, Alive), (3, Suspect)], None).majority);
         // Exactly half: the side with the lowest node id, and only that side.
-        let low = quorum(&[(1, Alive), (2, Down)]);
-        let high = quorum(&[(1, Down), (2, Alive)]);
-        assert!(low.majority && !high.majority);
-        assert!(quorum(&[(1, Alive), (2, Alive), (3, Down), (4, Down)]).majority);
-        assert!(!quorum(&[(1, Down), (2, Down), (3, Alive), (4, Alive)]).majority);
+        assert!(quorum(1, &[(1, Alive), (2, Down)], Some(&[])).majority);
+        assert!(!quorum(2, &[(1, Down), (2, Alive)], Some(&[])).majority);
+        let four = [(1, Alive), (2, Alive), (3, Down), (4, Down)];
+        assert!(quorum(1, &four, Some(&[2])).majority);
+        let four = [(1, Down), (2, Down), (3, Alive), (4, Alive)];
+        assert!(!quorum(3, &four, Some(&[4])).majority);
         // Alone and the only member: a cluster of one.
-        assert!(quorum(&[(1, Alive)]).majority);
-        assert_eq!(quorum(&[(1, Alive)]).minority(), None);
+        assert!(quorum(1, &[(1, Alive)], None).majority);
+        assert_eq!(quorum(1, &[(1, Alive)], None).minority(), None);
     }
 }

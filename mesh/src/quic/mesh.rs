@@ -165,6 +165,8 @@ pub struct Mesh {
     shutdown: CancellationToken,
     /// For the join token in force and its rotation.
     creds: Arc<Credentials>,
+    /// Which members answered when the set of members seen down last changed.
+    reachability: watch::Receiver<Arc<super::reach::Reachability>>,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -285,6 +287,14 @@ impl Mesh {
         tokio::spawn(task.run(inputs, config.sync_period, shutdown.clone()));
         tokio::spawn(links.clone().accept());
         tokio::spawn(seed(links, config.seeds));
+        let (reach_tx, reachability) = watch::channel(Arc::default());
+        tokio::spawn(super::reach::run(
+            endpoint.clone(),
+            (*mesh_creds).clone(),
+            view.clone(),
+            reach_tx,
+            shutdown.clone(),
+        ));
         Ok(Self {
             core,
             view,
@@ -293,7 +303,14 @@ impl Mesh {
             endpoint,
             shutdown,
             creds: mesh_creds,
+            reachability,
         })
+    }
+
+    /// Which members answered a dial when the set of members seen down last changed (see
+    /// [`super::reach`]).
+    pub fn reachability(&self) -> watch::Receiver<Arc<super::reach::Reachability>> {
+        self.reachability.clone()
     }
 
     /// The join token in force: the newest rotated secret this node has, else the one it

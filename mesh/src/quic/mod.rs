@@ -10,6 +10,7 @@ pub mod keys;
 pub mod links;
 pub mod mesh;
 pub mod operator;
+pub mod reach;
 mod sync;
 pub mod tls;
 

@@ -81,6 +81,7 @@ fn cluster_with(records: Vec<(String, Vec<u8>)>) -> Snapshot {
     Snapshot {
         view: Arc::new(view),
         store: Arc::new(store),
+        reach: Arc::default(),
     }
 }
 
