@@ -81,6 +81,60 @@ async fn spawn(
     })
 }
 
+/// How long a replica the lab leaves behind has to stop before it is killed.
+const CLEANUP_GRACE: Duration = Duration::from_secs(5);
+
+/// Stops the process replicas and Docker containers the (stopped) lab peers ran; returns
+/// how many.
+async fn stop_replicas(peers: &[LabPeer]) -> usize {
+    use crate::driver::{docker::DockerDriver, process::ProcessDriver};
+    let docker = DockerDriver::connect(Ipv4Addr::LOCALHOST.into())
+        .await
+        .ok()
+        .map(std::sync::Arc::new);
+    let mut stops = Vec::new();
+    for peer in peers {
+        let Some(data_dir) = peer.api.parent() else {
+            continue;
+        };
+        if let Ok(process) = ProcessDriver::new(&data_dir.join("processes"), None) {
+            let ids: Vec<String> = process
+                .list()
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .map(|r| r.runtime_id)
+                .collect();
+            let process = std::sync::Arc::new(process);
+            for id in ids {
+                let process = process.clone();
+                stops.push(tokio::spawn(async move {
+                    process.stop(&id, CLEANUP_GRACE).await.is_ok()
+                }));
+            }
+        }
+        let node = std::fs::read_to_string(data_dir.join("node-id")).unwrap_or_default();
+        if let (Some(docker), false) = (&docker, node.trim().is_empty()) {
+            for replica in docker.list(node.trim()).await.unwrap_or_default() {
+                let docker = docker.clone();
+                stops.push(tokio::spawn(async move {
+                    docker
+                        .stop(&replica.runtime_id, CLEANUP_GRACE)
+                        .await
+                        .is_ok()
+                }));
+            }
+        }
+    }
+    let mut stopped = 0;
+    for stop in stops {
+        if stop.await.unwrap_or(false) {
+            stopped += 1;
+        }
+    }
+    stopped
+}
+
 async fn wait_for_file(path: &Path, limit: Duration) -> Result<String> {
     let started = Instant::now();
     loop {
@@ -164,6 +218,12 @@ pub(crate) async fn run(args: LabArgs) -> Result<()> {
         {
             let _ = peer.child.kill().await;
         }
+    }
+    // Replicas outlive their peer (a restarted peer adopts them), but a lab's peers never
+    // come back: stop what they ran, or it would run on with no peer to mind it.
+    let stopped = stop_replicas(&peers).await;
+    if stopped > 0 {
+        println!("stopped {stopped} replicas the lab's peers ran");
     }
     if args.keep || args.data_dir.is_some() {
         println!("data and logs kept in {}", root.display());
