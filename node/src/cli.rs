@@ -153,6 +153,13 @@ pub(crate) enum NodeCommand {
         /// Node id (or a unique prefix of it) or name.
         node: String,
     },
+    /// List the tasks (replicas) on a node, of every service.
+    Ps {
+        /// Node id (or a unique prefix of it) or name.
+        node: String,
+        #[command(flatten)]
+        list: ListArgs,
+    },
     /// Remove nodes from the cluster for good: every peer forgets them and refuses them
     /// from then on (a host removed must join again with a new data dir and a token).
     #[command(alias = "remove")]
@@ -204,6 +211,12 @@ pub(crate) struct ListArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub(crate) format: Format,
+    /// Filter the rows: KEY=VALUE (repeat; one key's values are alternatives, keys combine).
+    #[arg(short = 'f', long = "filter")]
+    pub(crate) filters: Vec<String>,
+    /// Print ids (names of services) only.
+    #[arg(short, long)]
+    pub(crate) quiet: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

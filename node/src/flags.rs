@@ -377,7 +377,7 @@ pub(crate) struct CreateArgs {
     #[arg(long = "constraint")]
     pub(crate) constraints: Vec<String>,
     /// Return once the spec is accepted (default); --detach=false waits for the replicas.
-    #[arg(short = 'd', long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    #[arg(short = 'd', long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub(crate) detach: bool,
     #[command(flatten)]
     pub(crate) spec: SpecFlags,
@@ -455,7 +455,7 @@ pub(crate) struct UpdateArgs {
     pub(crate) force: bool,
     /// Return once the spec is accepted, without following the rollout (by default the
     /// command shows the rollout's progress until it converges, as Docker's does).
-    #[arg(short = 'd', long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    #[arg(short = 'd', long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub(crate) detach: bool,
     #[command(flatten)]
     pub(crate) spec: SpecFlags,

@@ -71,6 +71,36 @@ fn a_service_created_on_one_peer_is_listed_by_all_and_ps_agrees() {
         (views[0].len() == 3 && views.windows(2).all(|w| w[0] == w[1])).then_some(())
     })
     .unwrap();
+
+    // Docker's listing habits: filters, -q, node ps, and `--detach NAME`.
+    let p0 = &cluster.peers[0];
+    let one: Vec<Value> = p0
+        .cli_json(&[
+            "service",
+            "ps",
+            "blog",
+            "-f",
+            "desired-state=Running",
+            "-f",
+            "name=blog.1",
+        ])
+        .unwrap();
+    assert_eq!(one.len(), 1, "{one:?}");
+    assert_eq!(one[0]["slot"], "blog.1");
+    assert_eq!(p0.cli_ok(&["service", "ls", "-q"]).unwrap().trim(), "blog");
+    assert_eq!(p0.cli_ok(&["node", "ls", "-q"]).unwrap().lines().count(), 5);
+    let owner = one[0]["node_id"].as_str().unwrap().to_owned();
+    let on_node: Vec<Value> = p0.cli_json(&["node", "ps", &owner]).unwrap();
+    assert!(on_node.iter().any(|t| t["slot"] == "blog.1"), "{on_node:?}");
+    assert!(on_node.iter().all(|t| t["node_id"] == owner.as_str()));
+    let bad = p0
+        .cli(&["service", "ps", "blog", "-f", "colour=red"])
+        .unwrap();
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("desired-state"));
+    p0.cli_ok(&["service", "update", "--detach", "--replicas", "4", "blog"])
+        .unwrap();
+    p0.cli_ok(&["service", "update", "-d", "--replicas", "3", "blog"])
+        .unwrap();
 }
 
 #[test]

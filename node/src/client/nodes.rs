@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use knit_scheduler::Availability;
 
+use super::filter::{self, Filters};
 use super::{Client, word};
 use crate::api::NodeSummary;
 use crate::cli::{Format, NodeCommand};
@@ -14,11 +15,30 @@ use crate::flags::pairs;
 pub(super) async fn run(client: &Client, command: NodeCommand) -> Result<()> {
     match command {
         NodeCommand::Ls(args) => {
-            let nodes: Vec<NodeSummary> = client.get("/v1/nodes").await?;
-            match args.format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&nodes)?),
-                Format::Table => print(&nodes),
+            let filters = Filters::parse(&args.filters, filter::NODE_KEYS)?;
+            let mut nodes: Vec<NodeSummary> = client.get("/v1/nodes").await?;
+            nodes.retain(|n| filters.node(n));
+            match (args.quiet, args.format) {
+                (true, _) => nodes.iter().for_each(|n| println!("{}", n.id)),
+                (false, Format::Json) => println!("{}", serde_json::to_string_pretty(&nodes)?),
+                (false, Format::Table) => print(&nodes),
             }
+        }
+        NodeCommand::Ps { node, list } => {
+            let filters = Filters::parse(&list.filters, filter::TASK_KEYS)?;
+            let node: NodeSummary = client.get(&format!("/v1/nodes/{node}")).await?;
+            let services: Vec<crate::api::ServiceSummary> = client.get("/v1/services").await?;
+            let mut tasks = Vec::new();
+            for service in services.iter().filter(|s| s.invalid.is_none()) {
+                let rows: Vec<crate::api::TaskRow> = client
+                    .get(&format!("/v1/services/{}/ps", service.name))
+                    .await?;
+                tasks.extend(
+                    rows.into_iter()
+                        .filter(|t| t.node_id == node.id && filters.task(t)),
+                );
+            }
+            super::services::show_tasks(&tasks, &list)?;
         }
         NodeCommand::Rm {
             force,

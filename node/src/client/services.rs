@@ -6,6 +6,7 @@ use anyhow::{Context, Result, bail};
 use knit_scheduler::ServiceSpec;
 use knit_scheduler::spec::{Limits, Mode, Protocol};
 
+use super::filter::{self, Filters};
 use super::{ApiRefusal, Client};
 use crate::api::{ServiceSummary, TaskRow, UpdateRequest};
 use crate::cli::{Format, ServiceCommand};
@@ -29,10 +30,13 @@ pub(super) async fn run(client: &Client, command: ServiceCommand) -> Result<()> 
             }
         }
         ServiceCommand::Ls(args) => {
-            let services: Vec<ServiceSummary> = client.get("/v1/services").await?;
-            match args.format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&services)?),
-                Format::Table => print_services(&services),
+            let filters = Filters::parse(&args.filters, filter::SERVICE_KEYS)?;
+            let mut services: Vec<ServiceSummary> = client.get("/v1/services").await?;
+            services.retain(|s| filters.service(s));
+            match (args.quiet, args.format) {
+                (true, _) => services.iter().for_each(|s| println!("{}", s.name)),
+                (false, Format::Json) => println!("{}", serde_json::to_string_pretty(&services)?),
+                (false, Format::Table) => print_services(&services),
             }
         }
         ServiceCommand::Ps {
@@ -40,13 +44,12 @@ pub(super) async fn run(client: &Client, command: ServiceCommand) -> Result<()> 
             history,
             list,
         } => {
-            let tasks: Vec<TaskRow> = client
+            let filters = Filters::parse(&list.filters, filter::TASK_KEYS)?;
+            let mut tasks: Vec<TaskRow> = client
                 .get(&format!("/v1/services/{name}/ps?history={history}"))
                 .await?;
-            match list.format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&tasks)?),
-                Format::Table => print_tasks(&tasks),
-            }
+            tasks.retain(|t| filters.task(t));
+            show_tasks(&tasks, &list)?;
         }
         ServiceCommand::Inspect { names } => {
             let mut specs = Vec::new();
@@ -293,6 +296,19 @@ fn print_services(services: &[ServiceSummary]) {
                 .map_or_else(|| "ok".to_owned(), |why| format!("invalid: {why}"))
         );
     }
+}
+
+/// Prints tasks as `list` asks: ids only, JSON, or a table.
+pub(super) fn show_tasks(tasks: &[TaskRow], list: &crate::cli::ListArgs) -> Result<()> {
+    match (list.quiet, list.format) {
+        (true, _) => tasks
+            .iter()
+            .filter(|t| !t.id.is_empty())
+            .for_each(|t| println!("{}", t.id)),
+        (false, Format::Json) => println!("{}", serde_json::to_string_pretty(tasks)?),
+        (false, Format::Table) => print_tasks(tasks),
+    }
+    Ok(())
 }
 
 fn print_tasks(tasks: &[TaskRow]) {
