@@ -2,15 +2,17 @@
 //! new member in chunks; a flood of unauthenticated join streams does not slow state sync.
 #![cfg(feature = "quic")]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use knit_mesh::NodeId;
 use knit_mesh::quic::credentials::write_atomic;
 use knit_mesh::quic::keys::NodeSigner;
-use knit_mesh::quic::{CLOCK_SKEW_MAX_MS_DEFAULT, Credentials, Mesh, MeshConfig, bind, join, tls};
+use knit_mesh::quic::{Credentials, Mesh, bind, join, tls};
 use knit_mesh::store::Store;
-use knit_mesh::{NodeId, PeerId, Profile};
 use tokio_util::sync::CancellationToken;
 
 fn now_ms() -> u64 {
@@ -38,20 +40,7 @@ fn start(
     seeds: Vec<SocketAddr>,
     shutdown: &CancellationToken,
 ) -> Mesh {
-    let addr = endpoint.local_addr().unwrap();
-    let config = MeshConfig {
-        identity: PeerId {
-            node,
-            addr,
-            epoch: 1,
-        },
-        profile: Profile::Fast,
-        seeds,
-        store,
-        sync_period: Duration::from_millis(200),
-        clock_skew_max_ms: CLOCK_SKEW_MAX_MS_DEFAULT,
-    };
-    Mesh::start(endpoint, creds.clone(), config, shutdown.child_token()).unwrap()
+    common::start_mesh(endpoint, node, creds, store, seeds, shutdown)
 }
 
 /// A first member (`state_mb` MB of state written before it starts, saved to and loaded

@@ -2,17 +2,19 @@
 //! the join service assigns node ids, and a rotated join token retires the old one.
 #![cfg(feature = "quic")]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use knit_mesh::NodeId;
 use knit_mesh::quic::join::{self, JoinError};
 use knit_mesh::quic::keys::NodeSigner;
-use knit_mesh::quic::{CLOCK_SKEW_MAX_MS_DEFAULT, Credentials, Mesh, MeshConfig, bind};
+use knit_mesh::quic::{CLOCK_SKEW_MAX_MS_DEFAULT, Credentials, Mesh, bind};
 use knit_mesh::store::{Delta, Stamp, Store, owned_key};
 use knit_mesh::token::JoinToken;
 use knit_mesh::trust::{Signer, cert_key};
-use knit_mesh::{NodeId, PeerId, Profile};
 use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -52,19 +54,7 @@ fn start(
     shutdown: &CancellationToken,
 ) -> Peer {
     let addr = endpoint.local_addr().unwrap();
-    let config = MeshConfig {
-        identity: PeerId {
-            node,
-            addr,
-            epoch: 1,
-        },
-        profile: Profile::Fast,
-        seeds,
-        store,
-        sync_period: Duration::from_millis(200),
-        clock_skew_max_ms: CLOCK_SKEW_MAX_MS_DEFAULT,
-    };
-    let mesh = Mesh::start(endpoint, creds.clone(), config, shutdown.child_token()).unwrap();
+    let mesh = common::start_mesh(endpoint, node, &creds, store, seeds, shutdown);
     Peer {
         node,
         addr,

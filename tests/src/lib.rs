@@ -322,16 +322,7 @@ impl Peer {
     /// The process groups of the replicas this peer's `process` driver started (from its
     /// records in the data dir).
     pub fn replica_pids(&self) -> Vec<u32> {
-        let Ok(entries) = std::fs::read_dir(self.data_dir.join("processes")) else {
-            return Vec::new();
-        };
-        entries
-            .filter_map(Result::ok)
-            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-            .filter_map(|e| std::fs::read(e.path()).ok())
-            .filter_map(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .filter_map(|v| v["pid"].as_u64().and_then(|p| u32::try_from(p).ok()))
-            .collect()
+        replica_pids_in(&self.data_dir)
     }
 
     /// SIGKILLs the process groups of this peer's process replicas, and removes the Docker
@@ -365,6 +356,41 @@ impl Peer {
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
     }
+}
+
+/// The process groups of the replicas the `process` driver of the peer with `data_dir`
+/// started (from its records).
+pub fn replica_pids_in(data_dir: &Path) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir(data_dir.join("processes")) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .filter_map(|e| std::fs::read(e.path()).ok())
+        .filter_map(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .filter_map(|v| v["pid"].as_u64().and_then(|p| u32::try_from(p).ok()))
+        .collect()
+}
+
+/// Whether process `pid` runs (exists and is not a zombie).
+pub fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.get(s.rfind(')')? + 2..)?.chars().next())
+        .is_some_and(|state| state != 'Z')
+}
+
+/// Whether the tests run as root (switching users, mounting, iptables).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
 }
 
 /// Clears the `KNIT_*` settings of the test's own environment from `cmd`, so that only

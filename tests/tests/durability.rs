@@ -6,18 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use knit_tests::{Cluster, cluster_lock, run_bounded, wait_until};
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
-}
+use knit_tests::{Cluster, cluster_lock, is_root, run_bounded, wait_until};
 
 /// A small tmpfs mounted at a folder, unmounted on drop (also when the test fails).
 struct Tmpfs(PathBuf);

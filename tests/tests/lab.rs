@@ -17,13 +17,6 @@ impl Drop for Lab {
     }
 }
 
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s[s.rfind(')')? + 2..].chars().next())
-        .is_some_and(|state| state != 'Z')
-}
-
 #[test]
 fn ctrl_c_on_the_lab_leaves_no_replica_running() {
     let _lock = cluster_lock();
@@ -73,20 +66,14 @@ fn ctrl_c_on_the_lab_leaves_no_replica_running() {
     let records = || -> Vec<u32> {
         ["lab-1", "lab-2"]
             .iter()
-            .flat_map(|p| {
-                std::fs::read_dir(root.join(p).join("processes"))
-                    .into_iter()
-                    .flatten()
-            })
-            .filter_map(Result::ok)
-            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-            .filter_map(|e| std::fs::read(e.path()).ok())
-            .filter_map(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .filter_map(|v| v["pid"].as_u64().and_then(|p| u32::try_from(p).ok()))
+            .flat_map(|p| knit_tests::replica_pids_in(&root.join(p)))
             .collect()
     };
     let (pids, _) = wait_until(Duration::from_secs(30), "3 replicas", || {
-        let pids: Vec<u32> = records().into_iter().filter(|p| alive(*p)).collect();
+        let pids: Vec<u32> = records()
+            .into_iter()
+            .filter(|p| knit_tests::process_alive(*p))
+            .collect();
         (pids.len() == 3).then_some(pids)
     })
     .expect("the replicas run");
@@ -106,7 +93,10 @@ fn ctrl_c_on_the_lab_leaves_no_replica_running() {
         let _ = out.read_to_string(&mut said);
     }
     assert!(said.contains("stopped 3 replicas"), "{said}");
-    let left: Vec<u32> = pids.into_iter().filter(|p| alive(*p)).collect();
+    let left: Vec<u32> = pids
+        .into_iter()
+        .filter(|p| knit_tests::process_alive(*p))
+        .collect();
     assert!(left.is_empty(), "replicas left running: {left:?}");
     let _ = std::fs::remove_dir_all(&root);
 }

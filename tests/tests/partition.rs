@@ -12,15 +12,7 @@ use knit_tests::{Cluster, Partition, Peer, cluster_lock, wait_until};
 fn running(peer: &Peer) -> usize {
     peer.replica_pids()
         .into_iter()
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| {
-                    let rest = &s[s.rfind(')')? + 2..];
-                    rest.chars().next()
-                })
-                .is_some_and(|state| state != 'Z')
-        })
+        .filter(|pid| knit_tests::process_alive(*pid))
         .count()
 }
 

@@ -6,18 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::Duration;
 
-use knit_tests::{Cluster, cluster_lock, knit_bin, run_bounded, wait_until};
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
-}
+use knit_tests::{Cluster, cluster_lock, is_root, knit_bin, run_bounded, wait_until};
 
 /// Runs `program args` as the user `nobody` (uid and gid 65534, no other groups).
 fn as_nobody(program: &str, args: &[&str]) -> std::process::Output {

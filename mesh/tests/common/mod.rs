@@ -1,0 +1,35 @@
+//! What the in-process mesh tests share: a real mesh on a loopback endpoint.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use knit_mesh::quic::{CLOCK_SKEW_MAX_MS_DEFAULT, Credentials, Mesh, MeshConfig};
+use knit_mesh::store::Store;
+use knit_mesh::{NodeId, PeerId, Profile};
+use tokio_util::sync::CancellationToken;
+
+/// Starts a `fast` mesh for `node` on `endpoint` with `store`, announcing to `seeds`, with
+/// anti-entropy every 200 ms; it stops with `shutdown`.
+pub(crate) fn start_mesh(
+    endpoint: knit_mesh::quic::Endpoint,
+    node: NodeId,
+    creds: &Credentials,
+    store: Store,
+    seeds: Vec<SocketAddr>,
+    shutdown: &CancellationToken,
+) -> Mesh {
+    let addr = endpoint.local_addr().expect("a bound endpoint");
+    let config = MeshConfig {
+        identity: PeerId {
+            node,
+            addr,
+            epoch: 1,
+        },
+        profile: Profile::Fast,
+        seeds,
+        store,
+        sync_period: Duration::from_millis(200),
+        clock_skew_max_ms: CLOCK_SKEW_MAX_MS_DEFAULT,
+    };
+    Mesh::start(endpoint, creds.clone(), config, shutdown.child_token()).expect("a mesh")
+}
