@@ -104,10 +104,7 @@ fn routes(snapshot: &Snapshot) -> BTreeMap<u16, Route> {
         .iter()
         .filter(|m| m.state == MemberState::Alive)
     {
-        // Replicas publish their ports on their host's mesh address (not every
-        // interface), this host's included.
         let local = member.peer.node == me;
-        let ip: IpAddr = member.peer.addr.ip();
         for report in snapshot.reports(&member.peer.node) {
             let Some(spec) = specs.get(&report.slot.service) else {
                 continue;
@@ -115,6 +112,14 @@ fn routes(snapshot: &Snapshot) -> BTreeMap<u16, Route> {
             if report.spec_version == 0 || !healthy(report.state, report.health) {
                 continue;
             }
+            // Docker publishes replicas' ports on their host's mesh address only (not every
+            // interface); a process replica binds what it binds, loopback included, so this
+            // host reaches its own there.
+            let ip: IpAddr = if local && spec.driver == knit_scheduler::spec::Driver::Process {
+                IpAddr::from([127, 0, 0, 1])
+            } else {
+                member.peer.addr.ip()
+            };
             for port in spec.ports.iter().filter(|p| p.protocol == Protocol::Tcp) {
                 let (Some(route), Some(host_port)) = (
                     routes.get_mut(&port.published),

@@ -4,7 +4,6 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -18,7 +17,7 @@ const ANSWER_LIMIT: Duration = Duration::from_secs(2);
 pub(crate) enum Workload {
     /// Python's `http.server` under `sh -c`, with knit's HTTP health check every 250 ms.
     Process {
-        /// The real interpreter (not a version manager's shim, which costs a start-up).
+        /// The interpreter replicas find on their plain `PATH`, started directly.
         python: String,
     },
     /// The test image's busybox `httpd`, with knit's HTTP health check every 250 ms.
@@ -121,19 +120,17 @@ impl Workload {
     }
 }
 
-/// The interpreter `python3` resolves to (`sys.executable`), so that each replica starts
-/// Python directly.
+/// The `python3` a replica finds: process replicas get a plain `PATH` (not the caller's,
+/// which may lead to a version manager's shim under a home the replica's user cannot
+/// read), so the first `python3` on it, started directly.
 fn real_python() -> Result<String> {
-    let out = knit_tests::run_bounded(
-        Command::new("python3").args(["-c", "import sys; print(sys.executable)"]),
-        Duration::from_secs(20),
-    )
-    .context("python3 is needed for the process driver's replicas")?;
-    let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    if !out.status.success() || path.is_empty() {
-        bail!("python3 did not say where it is");
-    }
-    Ok(path)
+    const REPLICA_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    REPLICA_PATH
+        .split(':')
+        .map(|dir| std::path::Path::new(dir).join("python3"))
+        .find(|p| p.exists())
+        .map(|p| p.display().to_string())
+        .context("python3 is needed for the process driver's replicas: install it where a plain PATH finds it (e.g. /usr/bin)")
 }
 
 /// Whether a replica answers `GET /` with a 200 on `port`: the benchmark's own check that
