@@ -77,17 +77,21 @@ pub(crate) fn probe_port(
 
 /// One HTTP probe, blocking (run it on a blocking thread): 2xx or 3xx within the timeout
 /// and under the response-time threshold passes.
-pub(crate) fn http_probe(port: u16, path: &str, check: &HealthCheck) -> Outcome {
+pub(crate) fn http_probe(
+    ip: std::net::IpAddr,
+    port: u16,
+    path: &str,
+    check: &HealthCheck,
+) -> Outcome {
     let timeout = Duration::from_millis(check.timeout_ms.max(1));
     let started = Instant::now();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let addr = SocketAddr::new(ip, port);
     let Ok(mut stream) = TcpStream::connect_timeout(&addr, timeout) else {
         return Outcome::Fail;
     };
     let _ = stream.set_read_timeout(Some(timeout));
     let _ = stream.set_write_timeout(Some(timeout));
-    let request =
-        format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nUser-Agent: knit-health\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {ip}\r\nUser-Agent: knit-health\r\n\r\n");
     if stream.write_all(request.as_bytes()).is_err() {
         return Outcome::Fail;
     }
@@ -143,6 +147,7 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        assert_eq!(http_probe(port, "/", &check), Outcome::Fail);
+        let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
+        assert_eq!(http_probe(loopback, port, "/", &check), Outcome::Fail);
     }
 }

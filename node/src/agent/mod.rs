@@ -178,6 +178,8 @@ impl Agent {
     ) {
         let mut view = self.mesh.view();
         let mut store = self.mesh.store();
+        // A check of who answers ends: a majority may reclaim now.
+        let mut reach = self.mesh.reachability();
         let mut last_round = Instant::now() - ROUND_EVERY;
         // A replica that dies or turns unhealthy is seen at once where the driver tells.
         let replicas_changed = self.drivers.changed().unwrap_or_default();
@@ -188,6 +190,7 @@ impl Agent {
                 () = tokio::time::sleep(wait) => {}
                 _ = view.changed() => {}
                 _ = store.changed() => {}
+                _ = reach.changed() => {}
                 () = replicas_changed.notified() => {}
                 Some(event) = events.recv() => self.absorb(event),
             }

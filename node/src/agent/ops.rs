@@ -149,7 +149,8 @@ impl ProbeTask {
             Probe::Http { path, .. } => match health::probe_port(&self.check, &self.host_ports) {
                 Some(port) => {
                     let (path, check) = (path.clone(), self.check.clone());
-                    tokio::task::spawn_blocking(move || health::http_probe(port, &path, &check))
+                    let ip = self.drivers.probe_ip(self.kind);
+                    tokio::task::spawn_blocking(move || health::http_probe(ip, port, &path, &check))
                         .await
                         .unwrap_or(Outcome::Fail)
                 }

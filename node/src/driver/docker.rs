@@ -123,6 +123,11 @@ impl DockerDriver {
         })
     }
 
+    /// The address replicas' ports are published on.
+    pub(crate) fn publish_ip(&self) -> IpAddr {
+        self.publish_ip
+    }
+
     /// Woken when the engine reports an event about one of this node's containers.
     pub(crate) fn changed(&self) -> Arc<Notify> {
         self.watch.changed.clone()

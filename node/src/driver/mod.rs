@@ -92,6 +92,15 @@ impl Drivers {
         names
     }
 
+    /// Where this host reaches the host ports of its own replicas of `kind`: Docker
+    /// publishes them on the node's address only; a process binds what it binds.
+    pub(crate) fn probe_ip(&self, kind: DriverKind) -> std::net::IpAddr {
+        match (kind, &self.docker) {
+            (DriverKind::Docker, Some(docker)) => docker.publish_ip(),
+            _ => std::net::IpAddr::from([127, 0, 0, 1]),
+        }
+    }
+
     /// Which driver runs `kind`, or why none can.
     pub(crate) fn for_kind(&self, kind: DriverKind) -> Result<Driver<'_>, DriverError> {
         match kind {

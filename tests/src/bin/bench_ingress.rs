@@ -411,7 +411,8 @@ fn main() -> Result<()> {
     }
     let a = bench.add(
         format!("(a) direct to the replica on {}", cluster.peers[local].name),
-        SocketAddr::from(([127, 0, 0, 1], host_port)),
+        // Docker publishes a replica's port on its peer's address only.
+        SocketAddr::new(cluster.peers[local].listen.ip(), host_port),
         None,
     )?;
     let b = bench.add(

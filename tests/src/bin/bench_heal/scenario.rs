@@ -174,9 +174,12 @@ fn one_trial(
                 heal.detect_first_ms, heal.detect_last_ms, heal.heal_ms
             );
             figures.heals.push(heal);
+            let ips: Vec<std::net::IpAddr> = std::iter::once([127, 0, 0, 1].into())
+                .chain(cluster.peers.iter().map(|p| p.listen.ip()))
+                .collect();
             let silent: Vec<&String> = ports
                 .iter()
-                .filter(|(_, port)| !port.is_some_and(service::answers))
+                .filter(|(_, port)| !port.is_some_and(|p| service::answers(&ips, p)))
                 .map(|(slot, _)| slot)
                 .collect();
             if !silent.is_empty() {

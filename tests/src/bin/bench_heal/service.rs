@@ -133,11 +133,15 @@ fn real_python() -> Result<String> {
         .context("python3 is needed for the process driver's replicas: install it where a plain PATH finds it (e.g. /usr/bin)")
 }
 
-/// Whether a replica answers `GET /` with a 200 on `port`: the benchmark's own check that
-/// a slot reported healthy really serves.
-pub(crate) fn answers(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), ANSWER_LIMIT)
-    else {
+/// Whether a replica answers `GET /` with a 200 on `port` of one of `ips` (Docker publishes
+/// on its peer's address, a process binds loopback): the benchmark's own check that a slot
+/// reported healthy really serves.
+pub(crate) fn answers(ips: &[std::net::IpAddr], port: u16) -> bool {
+    ips.iter().any(|&ip| answers_on(ip, port))
+}
+
+fn answers_on(ip: std::net::IpAddr, port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(&(ip, port).into(), ANSWER_LIMIT) else {
         return false;
     };
     let _ = stream.set_read_timeout(Some(ANSWER_LIMIT));
