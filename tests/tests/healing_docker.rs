@@ -84,6 +84,13 @@ fn docker_replicas_heal_after_a_host_loss_and_restart_after_a_crash() {
             "8088:8080",
             "--restart-delay",
             "200ms",
+            // knit's own probe, which reaches the container on its node's address.
+            "--health-http",
+            "/",
+            "--health-interval",
+            "250ms",
+            "--stop-grace-period",
+            "2s",
             &image,
         ])
         .unwrap();
