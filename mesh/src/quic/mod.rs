@@ -10,7 +10,7 @@ pub mod keys;
 pub mod links;
 pub mod mesh;
 pub mod operator;
-mod sync;
+pub mod sync;
 pub mod tls;
 
 pub use credentials::Credentials;
