@@ -19,6 +19,14 @@ pub enum CodecError {
     /// A frame had bytes after its value.
     #[error("{0} trailing bytes after the value")]
     Trailing(usize),
+    /// The value encodes to more bytes than its readers accept.
+    #[error("{bytes} bytes exceed the limit of {limit} bytes")]
+    TooLarge {
+        /// Bytes the encoded value needs.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// The output buffer has no room; it was left untouched.
     #[error("output buffer too small: need {needed} bytes, have {available}")]
     BufferTooSmall {
@@ -46,25 +54,64 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), CodecErro
     Ok(bincode::serde::decode_from_slice(bytes, config())?)
 }
 
-/// Frames on streams may be larger than packets, up to this.
-const LARGE_LIMIT_BYTES: usize = 16 * 1024 * 1024;
+/// Frames on streams may be larger than packets, up to this. Writers refuse what readers
+/// would refuse: [`encode_large`] checks the same limit that [`decode_large`] applies.
+pub const LARGE_LIMIT_BYTES: usize = 16 * 1024 * 1024;
 
 fn large_config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<LARGE_LIMIT_BYTES>()
 }
 
-/// Encodes a value that travels on a stream, not in a packet.
-pub fn encode_large<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
-    Ok(bincode::serde::encode_to_vec(value, large_config())?)
+/// The state file may be up to this large; [`encode_file`] refuses more, so whatever a
+/// member saves it can load again.
+pub const FILE_LIMIT_BYTES: usize = 1024 * 1024 * 1024;
+
+fn file_config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<FILE_LIMIT_BYTES>()
 }
 
-/// Decodes a whole stream frame; trailing bytes are an error.
-pub fn decode_large<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    let (value, used) = bincode::serde::decode_from_slice(bytes, large_config())?;
+fn within<const LIMIT: usize>(bytes: Vec<u8>) -> Result<Vec<u8>, CodecError> {
+    if bytes.len() > LIMIT {
+        return Err(CodecError::TooLarge {
+            bytes: bytes.len(),
+            limit: LIMIT,
+        });
+    }
+    Ok(bytes)
+}
+
+fn whole<T>((value, used): (T, usize), bytes: &[u8]) -> Result<T, CodecError> {
     if used != bytes.len() {
         return Err(CodecError::Trailing(bytes.len() - used));
     }
     Ok(value)
+}
+
+/// Encodes a value that travels on a stream, not in a packet; refuses one larger than
+/// [`LARGE_LIMIT_BYTES`].
+pub fn encode_large<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    within::<LARGE_LIMIT_BYTES>(bincode::serde::encode_to_vec(value, large_config())?)
+}
+
+/// Decodes a whole stream frame; trailing bytes are an error.
+pub fn decode_large<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    whole(
+        bincode::serde::decode_from_slice(bytes, large_config())?,
+        bytes,
+    )
+}
+
+/// Encodes a file's body; refuses one larger than [`FILE_LIMIT_BYTES`].
+pub fn encode_file<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    within::<FILE_LIMIT_BYTES>(bincode::serde::encode_to_vec(value, file_config())?)
+}
+
+/// Decodes a whole file's body; trailing bytes are an error.
+pub fn decode_file<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    whole(
+        bincode::serde::decode_from_slice(bytes, file_config())?,
+        bytes,
+    )
 }
 
 fn encode_into<T: Serialize>(value: &T, mut buf: impl BufMut) -> Result<(), CodecError> {

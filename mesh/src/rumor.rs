@@ -49,12 +49,68 @@ pub struct RumorBox {
     inner: Arc<Mutex<Rumors>>,
 }
 
-#[derive(Debug, Default)]
+/// Keys remembered at most in [`Rumors::seen`]; past it the least recently seen go. A
+/// forgotten key's rumor, heard again, is news once more: relayed again (foca bounds its
+/// transmissions) and merged as a no-op. At about 100 bytes a key, 2.5 MB at most.
+pub const SEEN_MAX: usize = 16_384;
+/// Nodes remembered at most in [`Rumors::left`].
+pub const LEFT_MAX: usize = 4_096;
+
+/// A map that keeps the `max` most recently inserted keys.
+#[derive(Debug)]
+struct Recent<K, V> {
+    map: BTreeMap<K, (V, u64)>,
+    order: BTreeMap<u64, K>,
+    seq: u64,
+    max: usize,
+}
+
+impl<K: Ord + Clone, V: Copy> Recent<K, V> {
+    fn new(max: usize) -> Self {
+        Self {
+            map: BTreeMap::new(),
+            order: BTreeMap::new(),
+            seq: 0,
+            max,
+        }
+    }
+
+    fn get(&self, key: &K) -> Option<V> {
+        self.map.get(key).map(|(v, _)| *v)
+    }
+
+    fn insert(&mut self, key: K, value: V) {
+        self.seq += 1;
+        if let Some((_, old)) = self.map.insert(key.clone(), (value, self.seq)) {
+            self.order.remove(&old);
+        }
+        self.order.insert(self.seq, key);
+        while self.map.len() > self.max {
+            let Some((_, oldest)) = self.order.pop_first() else {
+                break;
+            };
+            self.map.remove(&oldest);
+        }
+    }
+
+    fn remove(&mut self, key: &K) {
+        if let Some((_, seq)) = self.map.remove(key) {
+            self.order.remove(&seq);
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
+#[derive(Debug)]
 struct Rumors {
     /// The newest epoch at which each node is known to have left; news is anything newer.
-    left: BTreeMap<NodeId, u64>,
+    left: Recent<NodeId, u64>,
     /// The newest stamp seen in a rumor for each key: older writes are not news.
-    seen: BTreeMap<String, Stamp>,
+    seen: Recent<String, Stamp>,
     /// Rumors received since the core last drained them.
     fresh: Vec<Rumor>,
     /// Local wall time when the packet being read arrived, in ms (0: unknown).
@@ -62,6 +118,18 @@ struct Rumors {
     /// How far ahead of `now_ms` a write may be stamped; later ones are not news, so
     /// foca neither relays them nor lets them hide the key's real writes.
     skew_max_ms: u64,
+}
+
+impl Default for Rumors {
+    fn default() -> Self {
+        Self {
+            left: Recent::new(LEFT_MAX),
+            seen: Recent::new(SEEN_MAX),
+            fresh: Vec::new(),
+            now_ms: 0,
+            skew_max_ms: 0,
+        }
+    }
 }
 
 /// At most this many rumors wait to be acted on; foca hands them over one packet at a time
@@ -90,7 +158,7 @@ impl RumorBox {
     /// Forgets that a node left, once a newer incarnation of it is alive.
     pub fn forget_leave(&self, node: &NodeId, alive_epoch: u64) {
         self.with(|r| {
-            if r.left.get(node).is_some_and(|&epoch| epoch < alive_epoch) {
+            if r.left.get(node).is_some_and(|epoch| epoch < alive_epoch) {
                 r.left.remove(node);
             }
         });
@@ -111,7 +179,7 @@ impl foca::BroadcastHandler<PeerId> for RumorBox {
             Rumor::Leave(peer) => {
                 if r.left
                     .get(&peer.node)
-                    .is_some_and(|&epoch| epoch >= peer.epoch)
+                    .is_some_and(|epoch| epoch >= peer.epoch)
                 {
                     return None;
                 }
@@ -128,7 +196,7 @@ impl foca::BroadcastHandler<PeerId> for RumorBox {
                 }
                 if r.seen
                     .get(&delta.key)
-                    .is_some_and(|&stamp| stamp >= delta.stamp)
+                    .is_some_and(|stamp| stamp >= delta.stamp)
                 {
                     return None;
                 }
@@ -181,6 +249,49 @@ mod tests {
             rumors.receive_item(&now, None).unwrap().is_some(),
             "the key's rumors still flow"
         );
+    }
+
+    #[test]
+    fn the_memory_of_rumors_is_bounded() {
+        let mut rumors = RumorBox::default();
+        let writer = NodeId::from_bytes([2; 16]);
+        for i in 0..(SEEN_MAX + 500) {
+            let delta = Delta {
+                key: format!("owned/x/r/{i}"),
+                stamp: Stamp { clock: 1, writer },
+                value: None,
+                sig: vec![0; 64],
+            };
+            let bytes = codec::encode(&Rumor::Delta(delta)).unwrap();
+            assert!(rumors.receive_item(&bytes, None).unwrap().is_some());
+            rumors.drain();
+        }
+        for i in 0..(LEFT_MAX + 10) {
+            let mut id = [0u8; 16];
+            id[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            let peer = PeerId {
+                node: NodeId::from_bytes(id),
+                addr: "127.0.0.1:1".parse().unwrap(),
+                epoch: 1,
+            };
+            let bytes = codec::encode(&Rumor::Leave(peer)).unwrap();
+            rumors.receive_item(&bytes, None).unwrap();
+            rumors.drain();
+        }
+        rumors.with(|r| {
+            assert_eq!(r.seen.len(), SEEN_MAX);
+            assert_eq!(r.left.len(), LEFT_MAX);
+            assert_eq!(r.seen.order.len(), SEEN_MAX);
+            assert!(
+                r.seen.get(&"owned/x/r/0".to_owned()).is_none(),
+                "oldest forgotten"
+            );
+            assert!(
+                r.seen
+                    .get(&format!("owned/x/r/{}", SEEN_MAX + 499))
+                    .is_some()
+            );
+        });
     }
 
     proptest! {

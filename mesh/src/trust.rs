@@ -125,6 +125,9 @@ pub enum Refusal {
     Certificate,
     /// Stamped after its writer was revoked.
     Revoked,
+    /// A key this member lacks, stamped before its collection horizon: a deleted key
+    /// coming back from a member that was away longer than the tombstone TTL.
+    Collected,
     /// Stamped more than the allowed skew ahead of local wall time.
     Future {
         /// How far ahead, in ms.
@@ -157,6 +160,8 @@ pub struct Tally {
     pub refused_signature: u64,
     /// Refused: stamped too far ahead of local wall time.
     pub refused_future: u64,
+    /// Refused: a collected key coming back (see [`Refusal::Collected`]).
+    pub refused_collected: u64,
     /// Parked until their writer's certificate is known.
     pub parked: u64,
     /// Dropped from a full parking queue, unverified.
@@ -169,6 +174,7 @@ impl Tally {
         self.lag_ms_sum += other.lag_ms_sum;
         self.refused_signature += other.refused_signature;
         self.refused_future += other.refused_future;
+        self.refused_collected += other.refused_collected;
         self.parked += other.parked;
         self.dropped_unverified += other.dropped_unverified;
     }
@@ -210,6 +216,9 @@ impl Gate {
         now_ms: u64,
     ) -> Decision {
         let writer = delta.stamp.writer;
+        if store.is_collected(delta) {
+            return Decision::Refuse(Refusal::Collected);
+        }
         if store.is_stale(delta) {
             return Decision::Stale;
         }
@@ -301,6 +310,7 @@ impl Gate {
                 }
             }
             Decision::Refuse(Refusal::Future { .. }) => tally.refused_future += 1,
+            Decision::Refuse(Refusal::Collected) => tally.refused_collected += 1,
             Decision::Refuse(refusal) => {
                 tracing::debug!(key = %delta.key, writer = %delta.stamp.writer.short(), ?refusal, "refused a store write");
                 tally.refused_signature += 1;

@@ -51,6 +51,25 @@ pub(crate) enum Command {
     /// Manage services.
     #[command(subcommand)]
     Service(ServiceCommand),
+    /// Show or change cluster-wide settings.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ClusterCommand {
+    /// Show the cluster's limits on services (JSON).
+    Inspect,
+    /// Change the cluster's limits on services; every peer applies them.
+    Update {
+        /// The most replicas one service may ask for (default 10000, at most 100000).
+        #[arg(long)]
+        max_replicas: Option<u32>,
+        /// The most slots all services together may ask for, a global service counting
+        /// one per node (default 100000, at most 1000000).
+        #[arg(long)]
+        max_slots: Option<u32>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

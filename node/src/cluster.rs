@@ -1,13 +1,16 @@
 //! The cluster as this peer knows it, read from the mesh's view and replicated store: the
 //! keys knit writes, node records, service specs, and the placement every peer computes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
+use knit_mesh::quic::reach::Reachability;
 use knit_mesh::quic::{Mesh, View};
 use knit_mesh::store::{Stamp, Store, owned_key};
 use knit_mesh::{MemberState, NodeId};
+use knit_scheduler::spec::Limits;
+use knit_scheduler::spec::limits::{SPEC_RECORD_MAX_BYTES, over_slot_cap};
 use knit_scheduler::{
     Availability, NodeView, Placement, PlacementConfig, ReplicaReport, Resources, ServiceSpec,
 };
@@ -19,6 +22,45 @@ pub(crate) fn service_key(name: &str) -> String {
 }
 
 const SERVICE_PREFIX: &str = "svc/";
+
+/// The cluster's [`Limits`] (`knit cluster update`), written by any peer; last writer
+/// wins, and the defaults hold while it is absent.
+pub(crate) const LIMITS_KEY: &str = "cluster/limits";
+
+/// A stored service spec that no peer acts on (written by an older or misbehaving peer,
+/// or left past the cluster's limits), and why. Its replicas are left as they are: not
+/// started, restarted, probed, routed to or stopped, until an operator updates or removes
+/// the service.
+#[derive(Debug, Clone)]
+pub(crate) struct Invalid {
+    /// The spec, when it decodes (an update can then start from it).
+    pub(crate) spec: Option<Box<ServiceSpec>>,
+    pub(crate) reason: String,
+}
+
+/// The stored services, split into those peers act on and those they ignore.
+#[derive(Debug, Default)]
+pub(crate) struct Services {
+    pub(crate) valid: BTreeMap<String, ServiceSpec>,
+    pub(crate) invalid: BTreeMap<String, Invalid>,
+}
+
+/// Records already logged as unreadable or invalid, with the reason, so that each is
+/// logged once rather than every round.
+static REPORTED: Mutex<BTreeSet<(String, String)>> = Mutex::new(BTreeSet::new());
+/// Past this many, the memory of what was logged starts again.
+const REPORTED_MAX: usize = 1024;
+
+/// Logs `what` about `key` once per distinct `reason`.
+pub(crate) fn warn_once(key: &str, what: &str, reason: &str) {
+    let mut reported = REPORTED.lock().unwrap_or_else(PoisonError::into_inner);
+    if reported.len() >= REPORTED_MAX {
+        reported.clear();
+    }
+    if reported.insert((key.to_owned(), reason.to_owned())) {
+        tracing::warn!(key, reason, "{what}");
+    }
+}
 
 /// The last spec version a service name used, kept after `service rm` so that a service
 /// created again under the same name never reuses a version its old replicas carry.
@@ -87,6 +129,81 @@ pub(crate) struct Ended {
 
 /// The label that marks nodes with a Docker engine; docker services are placed on them only.
 pub(crate) const DOCKER_LABEL: &str = "knit.driver.docker";
+/// How much of the cluster a peer sees. It reclaims the slots of members it cannot see
+/// only while it sees a majority of the members it knows (`left` ones do not count; `down`
+/// ones do until `knit node rm`); at exactly half, the side with the lowest node id is the
+/// majority, so that two halves never both reclaim. While some member is down, a member
+/// counts as seen only if it answered a dial since the set of down members last changed
+/// ([`Reachability`]): failure detection marks members down one at a time, and a host cut
+/// off from two others must not count the second as seen while it still looks alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Quorum {
+    /// Members seen, this peer included.
+    pub(crate) sees: usize,
+    /// Members known and not left.
+    pub(crate) known: usize,
+    /// Whether this side reclaims.
+    pub(crate) majority: bool,
+    /// Whether the members seen were confirmed by a dial (false while a check of a new
+    /// set of down members runs; nothing is reclaimed then).
+    pub(crate) confirmed: bool,
+}
+
+impl Quorum {
+    /// The quorum of peer `me` with members as (node id, state), itself among them, and
+    /// the members that answered its last reachability check.
+    pub(crate) fn of(
+        me: NodeId,
+        members: impl IntoIterator<Item = (NodeId, MemberState)>,
+        reach: &Reachability,
+    ) -> Self {
+        let known: BTreeMap<NodeId, MemberState> = members
+            .into_iter()
+            .filter(|(_, state)| *state != MemberState::Left)
+            .collect();
+        let down: std::collections::BTreeSet<NodeId> = known
+            .iter()
+            .filter(|(_, state)| **state == MemberState::Down)
+            .map(|(id, _)| *id)
+            .collect();
+        let confirmed = down.is_empty() || reach.down == down;
+        let seen = |id: &NodeId, state: MemberState| {
+            *id == me || (state.is_active() && (down.is_empty() || reach.reachable.contains(id)))
+        };
+        let sees = if confirmed {
+            known.iter().filter(|(id, state)| seen(id, **state)).count()
+        } else {
+            1
+        };
+        let lowest_seen = confirmed
+            && known
+                .iter()
+                .next()
+                .is_some_and(|(id, state)| seen(id, *state));
+        Self {
+            sees,
+            known: known.len(),
+            majority: 2 * sees > known.len() || (2 * sees == known.len() && lowest_seen),
+            confirmed,
+        }
+    }
+
+    /// Why this side does not reclaim, if it does not.
+    pub(crate) fn minority(&self) -> Option<String> {
+        match (self.majority, self.confirmed) {
+            (true, _) => None,
+            (false, false) => Some(format!(
+                "checking which of {} members answer before reclaiming any",
+                self.known
+            )),
+            (false, true) => Some(format!(
+                "minority: sees {} of {} members; keeps its replicas, reclaims none (`knit node rm` members gone for good)",
+                self.sees, self.known
+            )),
+        }
+    }
+}
+
 /// The label placement gives nodes that run `process` replicas
 /// (`--enable-process-driver`).
 pub(crate) const PROCESS_LABEL: &str = "knit.driver.process";
@@ -157,6 +274,8 @@ pub(crate) fn host_capacity() -> Resources {
 pub(crate) struct Snapshot {
     pub(crate) view: Arc<View>,
     pub(crate) store: Arc<Store>,
+    /// Which members answered when the set of members seen down last changed.
+    pub(crate) reach: Arc<Reachability>,
 }
 
 impl Snapshot {
@@ -164,6 +283,7 @@ impl Snapshot {
         Self {
             view: mesh.view().borrow().clone(),
             store: mesh.store().borrow().clone(),
+            reach: mesh.reachability().borrow().clone(),
         }
     }
 
@@ -172,29 +292,95 @@ impl Snapshot {
         match serde_json::from_slice(bytes) {
             Ok(value) => Some(value),
             Err(e) => {
-                tracing::warn!(key, error = %e, "unreadable record in the replicated state");
+                warn_once(
+                    key,
+                    "unreadable record in the replicated state",
+                    &e.to_string(),
+                );
                 None
             }
         }
     }
 
-    /// Every service spec, by name.
+    /// The cluster's limits: the stored ones if they are in range, else the defaults.
+    pub(crate) fn limits(&self) -> Limits {
+        let Some(limits) = self.decode::<Limits>(LIMITS_KEY) else {
+            return Limits::default();
+        };
+        match limits.validate() {
+            Ok(()) => limits,
+            Err(e) => {
+                warn_once(
+                    LIMITS_KEY,
+                    "invalid cluster limits; using the defaults",
+                    &e.to_string(),
+                );
+                Limits::default()
+            }
+        }
+    }
+
+    /// The number of active members, which global services count as slots.
+    pub(crate) fn active_nodes(&self) -> usize {
+        self.view
+            .members
+            .iter()
+            .filter(|m| m.state.is_active())
+            .count()
+    }
+
+    /// Every stored service, valid or not. A record is invalid when it is too large, does
+    /// not decode, names another service than its key, breaks a rule of `validate` under
+    /// the cluster's limits, or would take the cluster past its slot cap (the largest
+    /// services are left out first, the same on every peer). Each is logged once.
+    pub(crate) fn services(&self) -> Services {
+        let limits = self.limits();
+        let mut services = Services::default();
+        for (key, bytes, _) in self.store.scan(SERVICE_PREFIX) {
+            let name = key.strip_prefix(SERVICE_PREFIX).unwrap_or(key).to_owned();
+            match read_spec(&name, bytes, &limits) {
+                Ok(spec) => {
+                    services.valid.insert(name, spec);
+                }
+                Err(invalid) => {
+                    services.invalid.insert(name, invalid);
+                }
+            }
+        }
+        let over = over_slot_cap(services.valid.values(), self.active_nodes(), &limits);
+        for (name, error) in over {
+            if let Some(spec) = services.valid.remove(&name) {
+                let invalid = Invalid {
+                    spec: Some(Box::new(spec)),
+                    reason: error.to_string(),
+                };
+                services.invalid.insert(name, invalid);
+            }
+        }
+        for (name, invalid) in &services.invalid {
+            let what = "invalid service spec: every action on it is skipped";
+            warn_once(&service_key(name), what, &invalid.reason);
+        }
+        services
+    }
+
+    /// Every valid service spec, by name: what peers act on.
     pub(crate) fn specs(&self) -> BTreeMap<String, ServiceSpec> {
-        self.store
-            .scan(SERVICE_PREFIX)
-            .filter_map(|(key, _, _)| self.decode::<ServiceSpec>(key))
-            .map(|spec| (spec.name.clone(), spec))
-            .collect()
+        self.services().valid
+    }
+
+    /// One stored service, valid or not.
+    pub(crate) fn stored_spec(&self, name: &str) -> Option<Result<ServiceSpec, Invalid>> {
+        let mut services = self.services();
+        if let Some(spec) = services.valid.remove(name) {
+            return Some(Ok(spec));
+        }
+        services.invalid.remove(name).map(Err)
     }
 
     /// The last spec version used under `name`, removed or not.
     pub(crate) fn last_version(&self, name: &str) -> u64 {
         self.decode(&service_version_key(name)).unwrap_or(0)
-    }
-
-    /// One service's spec.
-    pub(crate) fn spec(&self, name: &str) -> Option<ServiceSpec> {
-        self.decode(&service_key(name))
     }
 
     pub(crate) fn info(&self, node: &NodeId) -> Option<NodeInfo> {
@@ -274,12 +460,26 @@ impl Snapshot {
         knit_scheduler::place(&nodes, &specs, &PlacementConfig::default())
     }
 
+    /// How much of the cluster this peer sees.
+    pub(crate) fn quorum(&self) -> Quorum {
+        Quorum::of(
+            self.view.me.node,
+            self.view.members.iter().map(|m| (m.peer.node, m.state)),
+            &self.reach,
+        )
+    }
+
     /// The scheduler's view of every active member (alive or suspect).
     pub(crate) fn node_views(&self) -> Vec<NodeView> {
+        self.views_of(|state| state.is_active())
+    }
+
+    /// The scheduler's view of the members whose state passes `keep`.
+    fn views_of(&self, keep: impl Fn(MemberState) -> bool) -> Vec<NodeView> {
         self.view
             .members
             .iter()
-            .filter(|m| m.state.is_active())
+            .filter(|m| keep(m.state))
             .filter_map(|m| {
                 let id = knit_scheduler::NodeId::new(m.peer.node.to_string()).ok()?;
                 let info = self.info(&m.peer.node);
@@ -304,10 +504,26 @@ impl Snapshot {
     }
 
     /// The placement every peer with this reading computes. Docker services go to nodes
-    /// with a Docker engine only; a paused node keeps the slots it said it kept.
+    /// with a Docker engine only; a paused node keeps the slots it said it kept. A peer in
+    /// a minority ([`Quorum`]) places over every member it knows, reachable or not, so the
+    /// slots of those it cannot see stay theirs; only `available` services are placed on
+    /// the members it sees, as every side does with them.
     pub(crate) fn placement(&self) -> Placement {
         let specs: Vec<ServiceSpec> = self.specs().into_values().map(placeable).collect();
-        let nodes = self.node_views();
+        if self.quorum().majority {
+            return self.place(&self.node_views(), &specs);
+        }
+        let (available, majority): (Vec<ServiceSpec>, Vec<ServiceSpec>) =
+            specs.into_iter().partition(|spec| {
+                spec.partition_policy == knit_scheduler::spec::PartitionPolicy::Available
+            });
+        let known = self.views_of(|state| state != MemberState::Left);
+        self.place(&known, &majority)
+            .combine(self.place(&self.node_views(), &available))
+    }
+
+    /// Places `specs` on `nodes`; a paused node keeps the slots it said it kept.
+    fn place(&self, nodes: &[NodeView], specs: &[ServiceSpec]) -> Placement {
         let mut kept: BTreeMap<knit_scheduler::SlotId, knit_scheduler::NodeId> = BTreeMap::new();
         for node in nodes
             .iter()
@@ -320,7 +536,7 @@ impl Snapshot {
                 kept.insert(slot, node.id.clone());
             }
         }
-        knit_scheduler::place_running(&nodes, &specs, &kept, &PlacementConfig::default())
+        knit_scheduler::place_running(nodes, specs, &kept, &PlacementConfig::default())
     }
 
     /// Names of members by node id, for display.
@@ -352,6 +568,36 @@ impl Snapshot {
     }
 }
 
+/// The spec stored under `svc/<name>`, if it is one peers may act on.
+fn read_spec(name: &str, bytes: &[u8], limits: &Limits) -> Result<ServiceSpec, Invalid> {
+    if bytes.len() > SPEC_RECORD_MAX_BYTES {
+        return Err(Invalid {
+            spec: None,
+            reason: format!(
+                "its record takes {} bytes, above the {SPEC_RECORD_MAX_BYTES} a spec and its previous spec may take",
+                bytes.len()
+            ),
+        });
+    }
+    let spec: ServiceSpec = serde_json::from_slice(bytes).map_err(|e| Invalid {
+        spec: None,
+        reason: format!("its record does not decode as a service spec: {e}"),
+    })?;
+    if spec.name != name {
+        return Err(Invalid {
+            reason: format!("the spec stored as {name:?} names {:?}", spec.name),
+            spec: Some(Box::new(spec)),
+        });
+    }
+    match spec.validate(limits) {
+        Ok(()) => Ok(spec),
+        Err(e) => Err(Invalid {
+            reason: e.to_string(),
+            spec: Some(Box::new(spec)),
+        }),
+    }
+}
+
 /// `spec` with the constraints placement adds: a docker service needs a Docker engine.
 fn placeable(mut spec: ServiceSpec) -> ServiceSpec {
     let label = match spec.driver {
@@ -362,4 +608,69 @@ fn placeable(mut spec: ServiceSpec) -> ServiceSpec {
         spec.constraints.push(c);
     }
     spec
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(b: u8) -> NodeId {
+        NodeId::from_bytes([b; 16])
+    }
+
+    /// The quorum of `me` (node `me`), the others that answered a check being `answered`
+    /// (`None`: no check ran yet for this down set).
+    fn quorum(me: u8, states: &[(u8, MemberState)], answered: Option<&[u8]>) -> Quorum {
+        let down = states
+            .iter()
+            .filter(|(_, s)| *s == MemberState::Down)
+            .map(|&(b, _)| node(b))
+            .collect();
+        let reach = match answered {
+            Some(ids) => Reachability {
+                down,
+                reachable: ids.iter().map(|&b| node(b)).collect(),
+            },
+            None => Reachability::default(),
+        };
+        Quorum::of(node(me), states.iter().map(|&(b, s)| (node(b), s)), &reach)
+    }
+
+    #[test]
+    fn only_a_side_that_sees_most_members_reclaims() {
+        use MemberState::{Alive, Down, Left, Suspect};
+        // One cut off from two: the two reclaim, the one does not.
+        assert!(quorum(1, &[(1, Alive), (2, Alive), (3, Down)], Some(&[2])).majority);
+        let alone = quorum(3, &[(1, Down), (2, Down), (3, Alive)], Some(&[]));
+        assert!(!alone.majority);
+        assert_eq!((alone.sees, alone.known), (1, 3));
+        assert!(alone.minority().is_some_and(|m| m.contains("sees 1 of 3")));
+        // The cut-off host has seen one go down while the other still looks alive: the
+        // dial to it fails, so it is not counted.
+        assert!(!quorum(3, &[(1, Alive), (2, Down), (3, Alive)], Some(&[])).majority);
+        // Until the check of a new down set answers, nothing is reclaimed.
+        let waiting = quorum(1, &[(1, Alive), (2, Alive), (3, Down)], None);
+        assert!(!waiting.majority && !waiting.confirmed);
+        assert!(waiting.minority().is_some_and(|m| m.contains("checking")));
+        // 2|3 of 5.
+        let five = [(1, Alive), (2, Alive), (3, Down), (4, Down), (5, Down)];
+        assert!(!quorum(1, &five, Some(&[2])).majority);
+        let five = [(1, Down), (2, Down), (3, Alive), (4, Alive), (5, Alive)];
+        assert!(quorum(3, &five, Some(&[4, 5])).majority);
+        // A suspect that answers counts; a member that left counts for nothing.
+        assert!(quorum(1, &[(1, Alive), (2, Suspect), (3, Down)], Some(&[2])).majority);
+        assert!(quorum(3, &[(1, Left), (2, Left), (3, Alive)], None).majority);
+        // Nobody down: nothing to reclaim, no check needed.
+        assert!(quorum(1, &[(1, Alive), (2, Alive), (3, Suspect)], None).majority);
+        // Exactly half: the side with the lowest node id, and only that side.
+        assert!(quorum(1, &[(1, Alive), (2, Down)], Some(&[])).majority);
+        assert!(!quorum(2, &[(1, Down), (2, Alive)], Some(&[])).majority);
+        let four = [(1, Alive), (2, Alive), (3, Down), (4, Down)];
+        assert!(quorum(1, &four, Some(&[2])).majority);
+        let four = [(1, Down), (2, Down), (3, Alive), (4, Alive)];
+        assert!(!quorum(3, &four, Some(&[4])).majority);
+        // Alone and the only member: a cluster of one.
+        assert!(quorum(1, &[(1, Alive)], None).majority);
+        assert_eq!(quorum(1, &[(1, Alive)], None).minority(), None);
+    }
 }

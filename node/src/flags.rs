@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use knit_scheduler::ServiceSpec;
 use knit_scheduler::spec::{
-    Autoscale, Constraint, Driver, HealthCheck, Mode, PortSpec, Probe, UpdateConfig,
+    Autoscale, Constraint, Driver, HealthCheck, Limits, Mode, PortSpec, Probe, UpdateConfig,
     parse_cpu_millis, parse_duration_ms, parse_memory_bytes,
 };
 use serde::de::DeserializeOwned;
@@ -113,6 +113,11 @@ pub(crate) struct SpecFlags {
     /// Autoscaling: target CPU use of the replicas, in percent.
     #[arg(long)]
     pub(crate) autoscale_cpu_target: Option<u32>,
+    /// In a network partition: majority (only a side that sees most members reclaims the
+    /// others' replicas; the default) or available (every side keeps a full copy; for
+    /// stateless services).
+    #[arg(long)]
+    pub(crate) partition_policy: Option<String>,
 }
 
 /// Parses one of a spec enum's values, accepting Docker's dashes (`on-failure`).
@@ -160,6 +165,10 @@ impl SpecFlags {
     /// Applies the flags that were given to `spec`.
     pub(crate) fn apply(&self, spec: &mut ServiceSpec) -> Result<()> {
         self.apply_mode(spec)?;
+        if let Some(v) = &self.partition_policy {
+            spec.partition_policy =
+                choice("partition-policy", v, "majority (the default) or available")?;
+        }
         if let Some(v) = &self.reserve_cpu {
             spec.reservations.cpu_millis = parse_cpu_millis(v).context("--reserve-cpu")?;
         }
@@ -379,7 +388,7 @@ pub(crate) struct CreateArgs {
 
 impl CreateArgs {
     /// The spec these flags describe.
-    pub(crate) fn to_spec(&self) -> Result<ServiceSpec> {
+    pub(crate) fn to_spec(&self, limits: &Limits) -> Result<ServiceSpec> {
         let mut spec = ServiceSpec {
             name: self.name.clone(),
             ..ServiceSpec::default()
@@ -401,7 +410,7 @@ impl CreateArgs {
         spec.labels = pairs("label", &self.labels)?;
         spec.constraints = constraints("constraint", &self.constraints)?;
         self.spec.apply(&mut spec)?;
-        spec.validate()?;
+        spec.validate(limits)?;
         Ok(spec)
     }
 }
@@ -453,9 +462,11 @@ pub(crate) struct UpdateArgs {
 }
 
 impl UpdateArgs {
-    /// `current` changed by these flags.
-    pub(crate) fn apply(&self, current: &ServiceSpec) -> Result<ServiceSpec> {
+    /// `current` changed by these flags, checked against `limits` (the peer keeps the
+    /// previous spec itself).
+    pub(crate) fn apply(&self, current: &ServiceSpec, limits: &Limits) -> Result<ServiceSpec> {
         let mut spec = current.clone();
+        spec.previous = None;
         if let Some(image) = &self.image {
             spec.image = Some(image.clone());
         }
@@ -491,7 +502,7 @@ impl UpdateArgs {
             }
         }
         self.spec.apply(&mut spec)?;
-        spec.validate()?;
+        spec.validate(limits)?;
         Ok(spec)
     }
 }

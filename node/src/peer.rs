@@ -137,9 +137,31 @@ fn join_token(args: &UpArgs) -> Result<String> {
     )
 }
 
+/// File descriptors a peer asks for: every ingress connection takes two.
+const OPEN_FILES_WANTED: u64 = 65_536;
+
+/// Raises the soft limit on open files towards [`OPEN_FILES_WANTED`] (within the hard
+/// limit): the common default of 1,024 would cap the ingress at a few hundred clients.
+fn raise_open_files() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let wanted = OPEN_FILES_WANTED.min(hard);
+    if soft < wanted {
+        match setrlimit(Resource::RLIMIT_NOFILE, wanted, hard) {
+            Ok(()) => tracing::debug!(from = soft, to = wanted, "raised the open files limit"),
+            Err(e) => {
+                tracing::warn!(limit = soft, error = %e, "cannot raise the open files limit; the ingress takes fewer clients")
+            }
+        }
+    }
+}
+
 /// Runs a peer until SIGTERM or SIGINT.
 pub(crate) async fn up(args: UpArgs, api: Option<&str>, api_insecure: bool) -> Result<()> {
     let mut stop_signals = StopSignals::install()?;
+    raise_open_files();
     // The socket is always served (at --api when that is a path); a TCP --api is served
     // besides it, so an operator on the host can still issue client certificates.
     let api_addrs = match ApiAddr::or_default(api, &args.data_dir)? {
@@ -201,7 +223,7 @@ pub(crate) async fn up(args: UpArgs, api: Option<&str>, api_insecure: bool) -> R
             .context("--clock-skew-max")?,
     };
     let mesh = Mesh::start(endpoint, creds.clone(), config, shutdown.clone())?;
-    let drivers = Arc::new(drivers(dir.path(), process_user).await?);
+    let drivers = Arc::new(drivers(dir.path(), process_user, advertise.ip()).await?);
     let driver_names = drivers.names();
     let info = NodeInfo {
         name: args.name.clone().unwrap_or_else(host_name),
@@ -259,8 +281,8 @@ pub(crate) async fn up(args: UpArgs, api: Option<&str>, api_insecure: bool) -> R
         ingress.clone(),
         shutdown.clone(),
     ));
-    let (saved_tx, saved) = tokio::sync::watch::channel(0);
-    tokio::spawn(persist(
+    let (saved_tx, saved) = tokio::sync::watch::channel(Saved::default());
+    let persister = tokio::spawn(persist(
         mesh.clone(),
         dir.clone(),
         saved_tx,
@@ -286,8 +308,13 @@ pub(crate) async fn up(args: UpArgs, api: Option<&str>, api_insecure: bool) -> R
         futures_util::future::join_all(servers),
     )
     .await;
-    let store = mesh.store().borrow().clone();
-    dir.save_store(&store)?;
+    // The persist task owns state.bin: it saves once more on shutdown, and is waited for.
+    if tokio::time::timeout(Duration::from_secs(30), persister)
+        .await
+        .is_err()
+    {
+        tracing::error!("the last save of the state did not finish within 30 s");
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -296,9 +323,10 @@ pub(crate) async fn up(args: UpArgs, api: Option<&str>, api_insecure: bool) -> R
 async fn drivers(
     data_dir: &std::path::Path,
     process_user: Option<crate::driver::process::RunAs>,
+    publish_ip: std::net::IpAddr,
 ) -> Result<Drivers> {
     let process = ProcessDriver::new(&data_dir.join("processes"), process_user)?;
-    let docker = match DockerDriver::connect().await {
+    let docker = match DockerDriver::connect(publish_ip).await {
         Ok(docker) => Some(docker),
         Err(e) => {
             tracing::info!(reason = %e, "no Docker engine: docker services will not be placed on this node");
@@ -319,46 +347,60 @@ fn known_addrs(store: &knit_mesh::store::Store, me: &NodeId) -> Vec<SocketAddr> 
         .collect()
 }
 
-/// Writes the state to the data dir whenever it changes, publishing the version saved
-/// (acknowledged writes wait for it), and the epoch whenever the mesh moves to a newer one.
+/// What the persist task last did, for writes that wait until they are on disk.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Saved {
+    /// The store version last written to `state.bin`.
+    pub(crate) version: u64,
+    /// The last save failed (it is retried every second): the version it tried, and why.
+    pub(crate) failure: Option<SaveFailure>,
+}
+
+/// A save of the state that failed.
+#[derive(Debug, Clone)]
+pub(crate) struct SaveFailure {
+    pub(crate) version: u64,
+    /// The disk (or quota) is full: the operator frees space.
+    pub(crate) disk_full: bool,
+    pub(crate) message: String,
+}
+
+/// How long after a failed save the next try comes.
+const SAVE_RETRY: Duration = Duration::from_secs(1);
+
+/// Writes the state to the data dir whenever it changes (retrying a failed save every
+/// second), publishing what was saved (acknowledged writes wait for it), and the epoch
+/// whenever the mesh moves to a newer one. The only writer of `state.bin`: on shutdown it
+/// saves once more and returns.
 async fn persist(
     mesh: Mesh,
     dir: Arc<DataDir>,
-    saved: tokio::sync::watch::Sender<u64>,
+    saved: tokio::sync::watch::Sender<Saved>,
     shutdown: CancellationToken,
 ) {
     let mut store = mesh.store();
     let mut view = mesh.view();
     // `join-token` follows rotations, for operators and `knit lab`.
     let mut written_token = String::new();
+    let mut retry: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
-            () = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => {
+                let version = store.borrow().version();
+                if saved.borrow().version != version || retry.is_some() {
+                    save(&mesh, &dir, &saved, &mut written_token).await;
+                }
+                return;
+            }
             changed = store.changed() => {
                 if changed.is_err() { return; }
-                let snapshot = store.borrow_and_update().clone();
-                let version = snapshot.version();
-                let dir = dir.clone();
-                let token = mesh.token().to_string();
-                let rotated = token != written_token;
-                match tokio::task::spawn_blocking(move || {
-                    dir.save_store(&snapshot)?;
-                    if rotated {
-                        dir.store_token(&token)?;
-                    }
-                    anyhow::Ok(token)
-                })
-                .await
-                {
-                    Ok(Ok(token)) => {
-                        written_token = token;
-                        saved.send_replace(version);
-                    }
-                    Ok(Err(e)) => tracing::error!(error = %e, "cannot persist the state"),
-                    Err(e) => tracing::error!(error = %e, "persisting the state panicked"),
-                }
+                store.borrow_and_update();
+                retry = save(&mesh, &dir, &saved, &mut written_token).await;
                 // Coalesce bursts of changes into one write.
                 tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            () = sleep_until(retry) => {
+                retry = save(&mesh, &dir, &saved, &mut written_token).await;
             }
             changed = view.changed() => {
                 if changed.is_err() { return; }
@@ -369,6 +411,77 @@ async fn persist(
             }
         }
     }
+}
+
+async fn sleep_until(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Saves the store as it is now; returns when to try again if it failed.
+async fn save(
+    mesh: &Mesh,
+    dir: &Arc<DataDir>,
+    saved: &tokio::sync::watch::Sender<Saved>,
+    written_token: &mut String,
+) -> Option<tokio::time::Instant> {
+    let snapshot = mesh.store().borrow().clone();
+    let version = snapshot.version();
+    let token = mesh.token().to_string();
+    let rotated = token != *written_token;
+    let task_dir = dir.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        task_dir.save_store(&snapshot)?;
+        if rotated {
+            task_dir.store_token(&token)?;
+        }
+        anyhow::Ok(token)
+    })
+    .await;
+    let error = match result {
+        Ok(Ok(token)) => {
+            *written_token = token;
+            if saved.borrow().failure.is_some() {
+                tracing::info!("the state is saved again");
+            }
+            saved.send_replace(Saved {
+                version,
+                failure: None,
+            });
+            return None;
+        }
+        Ok(Err(e)) => e,
+        Err(e) => anyhow::anyhow!("the save panicked: {e}"),
+    };
+    let disk_full = error.chain().any(|cause| {
+        cause
+            .downcast_ref::<knit_mesh::quic::credentials::CredentialsError>()
+            .is_some_and(knit_mesh::quic::credentials::CredentialsError::is_disk_full)
+    });
+    let message = if disk_full {
+        format!(
+            "the data dir's disk is full: free space on {} (the peer saves again on its own)",
+            dir.path().display()
+        )
+    } else {
+        format!(
+            "cannot save the state in {}: {error:#}; check the data dir",
+            dir.path().display()
+        )
+    };
+    if saved.borrow().failure.is_none() {
+        tracing::error!(error = %format!("{error:#}"), "{message}; retrying every second");
+    }
+    saved.send_modify(|s| {
+        s.failure = Some(SaveFailure {
+            version,
+            disk_full,
+            message,
+        });
+    });
+    Some(tokio::time::Instant::now() + SAVE_RETRY)
 }
 
 pub(crate) fn now_ms() -> u64 {

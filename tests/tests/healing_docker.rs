@@ -8,8 +8,19 @@ use std::time::Duration;
 use knit_tests::{Cluster, cluster_lock, images, remove_containers, wait_until};
 use serde_json::Value;
 
-fn http_ok(port: u16) -> bool {
-    knit_tests::answers(([127, 0, 0, 1], port).into(), "/")
+/// Whether the container of `node` (id) answers on its host port: published on that
+/// peer's own address, not on every interface.
+fn http_ok(cluster: &Cluster, node: &str, port: u16) -> bool {
+    let Some(peer) = cluster
+        .peers
+        .iter()
+        .find(|p| p.node_id().is_ok_and(|id| id == node))
+    else {
+        return false;
+    };
+    let own = knit_tests::answers(std::net::SocketAddr::new(peer.listen.ip(), port), "/");
+    let elsewhere = knit_tests::answers(([127, 0, 0, 1], port).into(), "/");
+    own && !elsewhere
 }
 
 /// Slot -> (node id, host port), once `replicas` slots run healthy on their owners and
@@ -89,7 +100,10 @@ fn docker_replicas_heal_after_a_host_loss_and_restart_after_a_crash() {
     let mut load: BTreeMap<&str, usize> = BTreeMap::new();
     for (node, port) in placed.values() {
         *load.entry(node).or_default() += 1;
-        assert!(http_ok(*port), "container on port {port} answers");
+        assert!(
+            http_ok(&cluster, node, *port),
+            "container on port {port} answers on its node's address only"
+        );
     }
     assert!(load.values().all(|&n| n <= 3), "bounded load: {load:?}");
 
@@ -110,7 +124,10 @@ fn docker_replicas_heal_after_a_host_loss_and_restart_after_a_crash() {
     .unwrap();
     eprintln!("host loss healed after {took:?}");
     for (node, port) in healed.values() {
-        assert!(http_ok(*port), "container on {node} port {port} answers");
+        assert!(
+            http_ok(&cluster, node, *port),
+            "container on {node} port {port} answers"
+        );
     }
 
     // docker kill one container: the restart policy brings the slot back.

@@ -163,3 +163,100 @@ fn a_taken_port_is_reported_not_fatal() {
         "the peer runs on"
     );
 }
+
+/// Holds `count` idle TCP connections to `addr` open from a child process (it raises its
+/// own open-files limit) until killed; prints how many it got.
+fn hold_connections(addr: SocketAddr, count: usize) -> std::process::Child {
+    let script = format!(
+        r#"
+import resource, socket, sys, time
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, {count} + 256), hard))
+held = []
+for _ in range({count}):
+    try:
+        held.append(socket.create_connection(("{ip}", {port}), timeout=2))
+    except OSError:
+        pass
+print(len(held), flush=True)
+time.sleep(120)
+"#,
+        ip = addr.ip(),
+        port = addr.port(),
+    );
+    std::process::Command::new("python3")
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs")
+}
+
+#[test]
+fn thousands_of_idle_connections_on_one_port_leave_the_others_answering() {
+    let _lock = cluster_lock();
+    let cluster = Cluster::start(1, "fast").unwrap();
+    let peer = &cluster.peers[0];
+    let (flooded, quiet) = (free_port(), free_port());
+    for (name, port) in [("flooded", flooded), ("quiet", quiet)] {
+        peer.cli_ok(&[
+            "service",
+            "create",
+            "--name",
+            name,
+            "--driver",
+            "process",
+            "-p",
+            &format!("{port}:8080"),
+            "--",
+            "sh",
+            "-c",
+            "exec python3 -m http.server $PORT",
+        ])
+        .unwrap();
+    }
+    let ip = peer.listen.ip();
+    for port in [flooded, quiet] {
+        wait_until(Duration::from_secs(30), &format!("port {port}"), || {
+            get(SocketAddr::new(ip, port)).then_some(())
+        })
+        .unwrap();
+    }
+    let mut holder = hold_connections(SocketAddr::new(ip, flooded), 4000);
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let holder = Kill(&mut holder);
+    let mut line = String::new();
+    let stdout = holder.0.stdout.take().expect("stdout");
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+    eprintln!("holding {} connections to port {flooded}", line.trim());
+    // The other port answers at once, every time.
+    let started = Instant::now();
+    for _ in 0..20 {
+        assert!(
+            get(SocketAddr::new(ip, quiet)),
+            "the quiet port stopped answering"
+        );
+    }
+    eprintln!("20 requests to the quiet port in {:?}", started.elapsed());
+    let metrics = peer.metrics_text(Duration::from_secs(5)).unwrap();
+    let rejected: f64 = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("knit_ingress_rejected_total")
+                && l.contains(&format!("port=\"{flooded}\""))
+        })
+        .filter_map(|l| l.rsplit(" ").next()?.parse::<f64>().ok())
+        .sum();
+    eprintln!("{rejected} connections to port {flooded} refused at its cap");
+    assert!(
+        rejected >= 2000.0,
+        "the port's cap held: {rejected} refused"
+    );
+    drop(holder);
+}

@@ -350,10 +350,15 @@ fn joins_get_a_fresh_identity_and_only_the_current_token() {
     std::fs::create_dir_all(&cluster.peers[i].data_dir).expect("a data dir");
     std::fs::write(cluster.peers[i].data_dir.join("node-id"), format!("{p0}\n")).expect("write");
     cluster.start_peer(i).expect("p2 joins");
+    // The node-id file holds p0's id until the join writes the one the seed chose.
+    let (p2, _) = wait_until(Duration::from_secs(30), "p2's own node id", || {
+        let id = cluster.peers[i].node_id().ok()?;
+        (id != p0 && cluster.peers[i].data_dir.join("credentials.json").exists()).then_some(id)
+    })
+    .expect("p2 was admitted with an id of its own");
     cluster
         .wait_all_alive(Duration::from_secs(30))
         .expect("3 alive");
-    let p2 = cluster.peers[i].node_id().expect("id");
     assert_ne!(p2, p0, "a join took a live member's id");
     assert_eq!(cluster.peers[1].nodes().expect("node ls").len(), 3);
 

@@ -151,7 +151,10 @@ impl Credentials {
     }
 }
 
-/// Writes `name` in `dir` by a rename from a temporary file, mode 0600.
+/// Writes `name` in `dir` durably and atomically, mode 0600: a temporary file is written
+/// and fsynced, renamed over `name`, and the directory fsynced so the rename itself
+/// survives a power cut. On any failure (a full disk, say) the temporary file is removed
+/// and the previous `name` is left as it was.
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), CredentialsError> {
     let io_err = |path: &Path| {
         let path = path.display().to_string();
@@ -160,14 +163,36 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Credenti
     fs::create_dir_all(dir).map_err(io_err(dir))?;
     let tmp = dir.join(format!(".{name}.tmp"));
     let target = dir.join(name);
+    let written = write_synced(&tmp, bytes).map_err(io_err(&tmp));
+    let renamed = written.and_then(|()| fs::rename(&tmp, &target).map_err(io_err(&target)));
+    if renamed.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    renamed?;
+    sync_dir(dir).map_err(io_err(dir))
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut options = fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&tmp).map_err(io_err(&tmp))?;
-    file.write_all(bytes).map_err(io_err(&tmp))?;
-    file.sync_all().map_err(io_err(&tmp))?;
-    fs::rename(&tmp, &target).map_err(io_err(&target))
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// Makes a rename in `dir` durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}
+
+impl CredentialsError {
+    /// Whether the disk (or the user's quota) is full: the operator frees space.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, Self::Io { source, .. }
+            if matches!(source.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded))
+    }
 }
 
 #[cfg(test)]
@@ -188,5 +213,55 @@ mod tests {
         let err = Credentials::load(&dir).unwrap_err().to_string();
         assert!(err.contains("corrupt"), "{err}");
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A small tmpfs, mounted for the test (root only; skipped otherwise) and unmounted
+    /// whatever happens.
+    struct Tmpfs(std::path::PathBuf);
+
+    impl Tmpfs {
+        fn mount(size: &str) -> Option<Self> {
+            let dir = std::env::temp_dir().join(format!("knit-full-{}", std::process::id()));
+            fs::create_dir_all(&dir).ok()?;
+            let ok = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(&dir)
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                let _ = fs::remove_dir(&dir);
+                return None;
+            }
+            Some(Self(dir))
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+            let _ = fs::remove_dir(&self.0);
+        }
+    }
+
+    #[test]
+    fn a_full_disk_leaves_the_previous_file_and_no_temporary_one() {
+        let Some(disk) = Tmpfs::mount("1m") else {
+            eprintln!("skipped: mounting a tmpfs needs root");
+            return;
+        };
+        let dir = disk.0.join("data");
+        write_atomic(&dir, "state.bin", b"first").unwrap();
+        let err = write_atomic(&dir, "state.bin", &vec![1u8; 2 << 20]).unwrap_err();
+        assert!(err.is_disk_full(), "{err}");
+        assert!(err.to_string().contains(".state.bin.tmp"), "{err}");
+        assert_eq!(fs::read(dir.join("state.bin")).unwrap(), b"first");
+        let names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("state.bin")]);
+        // Space again: the next write goes through.
+        write_atomic(&dir, "state.bin", b"second").unwrap();
+        assert_eq!(fs::read(dir.join("state.bin")).unwrap(), b"second");
     }
 }

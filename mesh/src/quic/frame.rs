@@ -7,8 +7,15 @@ use serde::de::DeserializeOwned;
 
 use crate::codec::{self, CodecError};
 
-/// The largest frame accepted: a full store digest or a batch of deltas.
-pub const FRAME_MAX_BYTES: usize = 16 * 1024 * 1024;
+/// The largest frame written or read: the codec's stream limit, so a reader accepts every
+/// frame a writer sends. Big exchanges go in chunks of [`CHUNK_BYTES`]; only a single
+/// write larger than that makes a frame this big.
+pub const FRAME_MAX_BYTES: usize = codec::LARGE_LIMIT_BYTES;
+/// What a chunk of deltas or digest aims at: many frames, none near the limit.
+pub const CHUNK_BYTES: usize = 1024 * 1024;
+/// A frame's bytes are read in pieces of at most this, as they arrive: a declared length
+/// costs nothing until the bytes come.
+const READ_PIECE_BYTES: usize = 64 * 1024;
 /// How long a peer may take to send a frame or take one.
 pub const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -29,10 +36,13 @@ pub enum FrameError {
     Codec(#[from] CodecError),
 }
 
-async fn timed<T>(fut: impl Future<Output = Result<T, FrameError>>) -> Result<T, FrameError> {
-    tokio::time::timeout(FRAME_TIMEOUT, fut)
+async fn timed<T>(
+    timeout: Duration,
+    fut: impl Future<Output = Result<T, FrameError>>,
+) -> Result<T, FrameError> {
+    tokio::time::timeout(timeout, fut)
         .await
-        .map_err(|_| FrameError::Timeout(FRAME_TIMEOUT))?
+        .map_err(|_| FrameError::Timeout(timeout))?
 }
 
 /// Writes one frame.
@@ -45,7 +55,7 @@ pub async fn write<T: Serialize>(
         return Err(FrameError::TooBig(bytes.len()));
     }
     let len = u32::try_from(bytes.len()).map_err(|_| FrameError::TooBig(bytes.len()))?;
-    timed(async {
+    timed(FRAME_TIMEOUT, async {
         send.write_all(&len.to_be_bytes())
             .await
             .map_err(|e| FrameError::Stream(e.to_string()))?;
@@ -56,9 +66,18 @@ pub async fn write<T: Serialize>(
     .await
 }
 
-/// Reads one frame.
+/// Reads one frame within [`FRAME_TIMEOUT`].
 pub async fn read<T: DeserializeOwned>(recv: &mut quinn::RecvStream) -> Result<T, FrameError> {
-    timed(async {
+    read_within(recv, FRAME_TIMEOUT).await
+}
+
+/// Reads one frame within `timeout`. Memory grows with the bytes that arrived, never
+/// with the length the peer declared.
+pub async fn read_within<T: DeserializeOwned>(
+    recv: &mut quinn::RecvStream,
+    timeout: Duration,
+) -> Result<T, FrameError> {
+    timed(timeout, async {
         let mut len = [0u8; 4];
         recv.read_exact(&mut len)
             .await
@@ -67,10 +86,15 @@ pub async fn read<T: DeserializeOwned>(recv: &mut quinn::RecvStream) -> Result<T
         if len > FRAME_MAX_BYTES {
             return Err(FrameError::TooBig(len));
         }
-        let mut bytes = vec![0u8; len];
-        recv.read_exact(&mut bytes)
-            .await
-            .map_err(|e| FrameError::Stream(e.to_string()))?;
+        let mut bytes = Vec::new();
+        while bytes.len() < len {
+            let piece = (len - bytes.len()).min(READ_PIECE_BYTES);
+            match recv.read_chunk(piece, true).await {
+                Ok(Some(chunk)) => bytes.extend_from_slice(&chunk.bytes),
+                Ok(None) => return Err(FrameError::Stream("stream ended inside a frame".into())),
+                Err(e) => return Err(FrameError::Stream(e.to_string())),
+            }
+        }
         Ok(codec::decode_large(&bytes)?)
     })
     .await

@@ -26,8 +26,19 @@ use crate::store::Store;
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Packets queued per peer while its connection is being dialed.
 const PENDING_MAX: usize = 16;
-/// Stream exchanges (anti-entropy, join) served at once, per node.
+/// Stream exchanges with members (anti-entropy, pushes) served at once, per node.
 const STREAMS_MAX: usize = 32;
+/// Connections on the join service (unauthenticated: anyone who can reach the port) open
+/// at once; past it new ones are closed at once. Their own pool, apart from members'
+/// streams, so a flood of join attempts cannot slow state sync.
+pub(crate) const JOIN_CONNECTIONS_MAX: usize = 32;
+/// Join requests being read and answered at once; the permit is released before the
+/// wait for the joiner to close.
+pub(crate) const JOIN_STREAMS_MAX: usize = 4;
+/// How long a joiner may take to send its request.
+const JOIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// The QUIC close code that says the join service is busy.
+const BUSY_CODE: u32 = 4;
 /// After a failed dial, packets to that peer are dropped for this long.
 const REDIAL_AFTER: Duration = Duration::from_millis(250);
 
@@ -66,6 +77,11 @@ pub struct MeshMetrics {
     /// Store writes refused for a stamp too far ahead of this node's clock
     /// (`MeshConfig::clock_skew_max_ms`).
     pub deltas_refused_future: AtomicU64,
+    /// Store writes refused as collected keys coming back (a member away longer than the
+    /// tombstone TTL).
+    pub deltas_refused_collected: AtomicU64,
+    /// Store writes waiting in the mesh task's backlog now (a gauge).
+    pub backlog_deltas: AtomicU64,
     /// Store writes parked because their writer's certificate was not known yet.
     pub deltas_parked: AtomicU64,
     /// Parked store writes dropped unverified from the full parking queue.
@@ -102,7 +118,12 @@ pub(crate) struct Links {
     pub(crate) metrics: Arc<MeshMetrics>,
     pub(crate) shutdown: CancellationToken,
     links: Mutex<HashMap<NodeId, Link>>,
+    /// Members' stream exchanges.
     streams: Arc<Semaphore>,
+    /// Unauthenticated connections on the join service.
+    join_connections: Arc<Semaphore>,
+    /// Join requests being served.
+    join_streams: Semaphore,
     /// Nodes removed from the cluster: nothing is sent to them or taken from them.
     revoked: std::sync::RwLock<BTreeSet<NodeId>>,
     /// Another member refused this node as removed (said once).
@@ -143,6 +164,8 @@ impl Links {
             shutdown,
             links: Mutex::new(HashMap::new()),
             streams: Arc::new(Semaphore::new(STREAMS_MAX)),
+            join_connections: Arc::new(Semaphore::new(JOIN_CONNECTIONS_MAX)),
+            join_streams: Semaphore::new(JOIN_STREAMS_MAX),
             revoked: std::sync::RwLock::default(),
             refused: std::sync::atomic::AtomicBool::new(false),
         })
@@ -356,28 +379,40 @@ impl Links {
                 Some(_) => self.serve(conn, None).await,
                 None => conn.close(1u32.into(), b"gossip needs a member certificate"),
             },
-            Some(JOIN_ALPN) => self.serve_join(conn).await,
+            Some(JOIN_ALPN) => match self.join_connections.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    let _permit = permit;
+                    self.serve_join(conn).await;
+                }
+                Err(_) => conn.close(BUSY_CODE.into(), b"the join service is busy; retry"),
+            },
             _ => conn.close(1u32.into(), b"gossip needs a member certificate"),
         }
     }
 
+    /// Serves one join request: the stream permit is held while the request is read and
+    /// answered, and released before waiting for the joiner to close.
     async fn serve_join(self: Arc<Self>, conn: quinn::Connection) {
         let Ok(Ok((mut send, mut recv))) =
-            tokio::time::timeout(frame::FRAME_TIMEOUT, conn.accept_bi()).await
+            tokio::time::timeout(JOIN_REQUEST_TIMEOUT, conn.accept_bi()).await
         else {
             return;
         };
-        let Ok(_permit) = self.streams.try_acquire() else {
-            return;
-        };
-        let Ok(request) = frame::read(&mut recv).await else {
-            return;
-        };
-        let response = self.answer_join(&conn, request);
-        if frame::write(&mut send, &response).await.is_ok() {
-            let _ = send.finish();
-            let _ = tokio::time::timeout(frame::FRAME_TIMEOUT, conn.closed()).await;
+        {
+            let Ok(_permit) = self.join_streams.try_acquire() else {
+                conn.close(BUSY_CODE.into(), b"the join service is busy; retry");
+                return;
+            };
+            let Ok(request) = frame::read_within(&mut recv, JOIN_REQUEST_TIMEOUT).await else {
+                return;
+            };
+            let response = self.answer_join(&conn, request);
+            if frame::write(&mut send, &response).await.is_err() {
+                return;
+            }
         }
+        let _ = send.finish();
+        let _ = tokio::time::timeout(frame::FRAME_TIMEOUT, conn.closed()).await;
     }
 
     /// Answers a join request with the view, the store and the secret in force now.

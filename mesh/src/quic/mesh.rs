@@ -24,7 +24,7 @@ use super::tls::TlsError;
 use crate::id::{NodeId, PeerId};
 use crate::membership::{Connection, MemberRecord, Membership, Output};
 use crate::profile::Profile;
-use crate::store::{Buckets, Delta, Digest, Stamp, Store, Summary};
+use crate::store::{Buckets, Delta, Digest, Freshness, Stamp, Store, Summary};
 use crate::token::JoinToken;
 pub use crate::trust::CLOCK_SKEW_MAX_MS_DEFAULT;
 use crate::trust::{CertCheck, Gate, Tally, Verifier, cert_key, cert_owner};
@@ -43,19 +43,25 @@ pub(crate) enum Input {
     Merge(Vec<Delta>),
     /// The certificate a peer connected with.
     PeerCert { node: NodeId, cert_der: Vec<u8> },
-    /// This node's bucket summary, to start an exchange.
-    Summary(oneshot::Sender<Summary>),
-    /// The buckets where a peer's `summary` differs, and this node's digest of them.
+    /// This node's bucket summary and freshness, to start an exchange.
+    Summary(oneshot::Sender<(Summary, Freshness)>),
+    /// The buckets where a peer's `summary` differs, this node's digest of them and its
+    /// freshness, after meeting the peer's.
     Differ {
         summary: Summary,
-        reply: oneshot::Sender<(Buckets, Digest)>,
+        peer: Freshness,
+        reply: oneshot::Sender<(Buckets, Digest, Freshness)>,
     },
-    /// What a peer with `digest` of `buckets` lacks, and this node's digest of them.
+    /// What a peer with `digest` of `buckets` lacks, and this node's digest of them, after
+    /// meeting the peer's freshness.
     Exchange {
         digest: Digest,
         buckets: Buckets,
+        peer: Freshness,
         reply: oneshot::Sender<(Vec<Delta>, Digest)>,
     },
+    /// An exchange with a peer of this freshness completed.
+    Synced(Freshness),
     /// What a peer with `digest` of `buckets` lacks.
     Missing {
         digest: Digest,
@@ -76,8 +82,22 @@ const SYNC_PERIOD: Duration = Duration::from_secs(1);
 /// about 60 us, so a turn stays under about 15 ms however big an anti-entropy batch is.
 const ADMIT_CHUNK: usize = 256;
 /// Deltas waiting for their turn at most; past it new ones are dropped (and counted as
-/// dropped unverified): anti-entropy offers them again.
-const BACKLOG_MAX: usize = 65_536;
+/// dropped unverified): anti-entropy offers them again. Exchanges wait while it is over
+/// half full, so a big state arrives paced rather than dropped.
+pub(crate) const BACKLOG_MAX: usize = 65_536;
+/// Bytes of values waiting in the backlog at most, likewise.
+const BACKLOG_MAX_BYTES: usize = 256 * 1024 * 1024;
+/// How often tombstones are collected.
+const COLLECT_PERIOD: Duration = Duration::from_secs(60);
+/// A member that has run this long, completing exchanges, without meeting a fresh member
+/// counts as fresh: the whole cluster was down (a member that was away alone meets a fresh
+/// one within seconds, and rebases).
+const STALE_WAIT: Duration = Duration::from_secs(600);
+/// Pushes of big writes in flight at most; past it a write waits for anti-entropy.
+const PUSHES_MAX: usize = 64;
+/// A single write (key and value) at most: it must travel in one frame, with room to
+/// spare, to every member.
+pub const WRITE_MAX_BYTES: usize = 8 * 1024 * 1024;
 /// Refused store writes are logged at most this often (they are counted every time).
 const REFUSAL_LOG_PERIOD: Duration = Duration::from_secs(60);
 
@@ -145,6 +165,8 @@ pub struct Mesh {
     shutdown: CancellationToken,
     /// For the join token in force and its rotation.
     creds: Arc<Credentials>,
+    /// Which members answered when the set of members seen down last changed.
+    reachability: watch::Receiver<Arc<super::reach::Reachability>>,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -160,12 +182,33 @@ impl std::fmt::Debug for Mesh {
 #[error("the mesh has stopped")]
 pub struct Stopped;
 
+/// A write was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum PutError {
+    /// The mesh stopped.
+    #[error(transparent)]
+    Stopped(#[from] Stopped),
+    /// Too big to replicate.
+    #[error(
+        "a write of {bytes} bytes exceeds the limit of {limit} bytes per key; store less under one key"
+    )]
+    TooLarge {
+        /// The key's and value's bytes.
+        bytes: usize,
+        /// [`WRITE_MAX_BYTES`].
+        limit: usize,
+    },
+}
+
 /// The join token could not be rotated.
 #[derive(Debug, thiserror::Error)]
 pub enum RotateError {
     /// The mesh stopped.
     #[error(transparent)]
     Stopped(#[from] Stopped),
+    /// The write was refused.
+    #[error(transparent)]
+    Put(#[from] PutError),
     /// The new secret could not be encrypted.
     #[error(transparent)]
     Seal(#[from] SealError),
@@ -229,6 +272,11 @@ impl Mesh {
             signer,
             refusal_logged: None,
             backlog: VecDeque::new(),
+            backlog_bytes: 0,
+            started: Instant::now(),
+            exchanged: false,
+            pushes: Arc::new(tokio::sync::Semaphore::new(PUSHES_MAX)),
+            initiating: Arc::new(tokio::sync::Semaphore::new(1)),
             timers: BinaryHeap::new(),
             timer_seq: 0,
             links: links.clone(),
@@ -239,6 +287,14 @@ impl Mesh {
         tokio::spawn(task.run(inputs, config.sync_period, shutdown.clone()));
         tokio::spawn(links.clone().accept());
         tokio::spawn(seed(links, config.seeds));
+        let (reach_tx, reachability) = watch::channel(Arc::default());
+        tokio::spawn(super::reach::run(
+            endpoint.clone(),
+            (*mesh_creds).clone(),
+            view.clone(),
+            reach_tx,
+            shutdown.clone(),
+        ));
         Ok(Self {
             core,
             view,
@@ -247,7 +303,14 @@ impl Mesh {
             endpoint,
             shutdown,
             creds: mesh_creds,
+            reachability,
         })
+    }
+
+    /// Which members answered a dial when the set of members seen down last changed (see
+    /// [`super::reach`]).
+    pub fn reachability(&self) -> watch::Receiver<Arc<super::reach::Reachability>> {
+        self.reachability.clone()
     }
 
     /// The join token in force: the newest rotated secret this node has, else the one it
@@ -284,8 +347,16 @@ impl Mesh {
         &self.metrics
     }
 
-    /// Writes `key` (or deletes it with `None`) and spreads the write.
-    pub async fn put(&self, key: &str, value: Option<Vec<u8>>) -> Result<Stamp, Stopped> {
+    /// Writes `key` (or deletes it with `None`) and spreads the write; refuses one larger
+    /// than [`WRITE_MAX_BYTES`].
+    pub async fn put(&self, key: &str, value: Option<Vec<u8>>) -> Result<Stamp, PutError> {
+        let bytes = key.len() + value.as_ref().map_or(0, Vec::len);
+        if bytes > WRITE_MAX_BYTES {
+            return Err(PutError::TooLarge {
+                bytes,
+                limit: WRITE_MAX_BYTES,
+            });
+        }
         let (reply, rx) = oneshot::channel();
         let input = Input::Put {
             key: key.to_owned(),
@@ -293,7 +364,7 @@ impl Mesh {
             reply,
         };
         self.core.send(input).await.map_err(|_| Stopped)?;
-        rx.await.map_err(|_| Stopped)
+        Ok(rx.await.map_err(|_| Stopped)?)
     }
 
     /// Leaves the cluster, lets the goodbye go out, and stops the transport (at most ~1 s).
@@ -385,6 +456,16 @@ struct CoreTask {
     /// Deltas from anti-entropy and pushes waiting for the gate, certificate records
     /// first; [`ADMIT_CHUNK`] of them per turn.
     backlog: VecDeque<Delta>,
+    /// Bytes of values in the backlog.
+    backlog_bytes: usize,
+    /// When this task started, and whether an exchange has completed since.
+    started: Instant,
+    exchanged: bool,
+    /// Pushes in flight.
+    pushes: Arc<tokio::sync::Semaphore>,
+    /// One anti-entropy exchange started by this node at a time: a big one (a new member
+    /// filled) takes longer than the period, and overlapping ones would each carry it all.
+    initiating: Arc<tokio::sync::Semaphore>,
     /// foca's timers, earliest first; equal deadlines fire in submission order.
     timers: BinaryHeap<Reverse<TimerEntry>>,
     timer_seq: u64,
@@ -404,6 +485,8 @@ impl CoreTask {
     ) {
         let mut tick = tokio::time::interval(SYNC_PERIOD);
         let mut anti_entropy = tokio::time::interval(sync_period);
+        let mut collect = tokio::time::interval(COLLECT_PERIOD);
+        collect.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         anti_entropy.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let before = self.versions();
@@ -425,9 +508,14 @@ impl CoreTask {
                     }
                 }
                 _ = anti_entropy.tick() => self.start_anti_entropy(),
+                _ = collect.tick() => self.collect(),
                 () = std::future::ready(()), if !self.backlog.is_empty() => {
                     let chunk = self.backlog.len().min(ADMIT_CHUNK);
-                    let deltas = self.backlog.drain(..chunk).collect();
+                    let deltas: Vec<Delta> = self.backlog.drain(..chunk).collect();
+                    self.backlog_bytes = self
+                        .backlog_bytes
+                        .saturating_sub(deltas.iter().map(value_bytes).sum());
+                    self.note_backlog();
                     self.admit(deltas);
                 }
             }
@@ -507,22 +595,29 @@ impl CoreTask {
                 }
             }
             Input::Summary(reply) => {
-                let _ = reply.send(self.store.summary());
+                let _ = reply.send((self.store.summary(), self.store.freshness()));
             }
-            Input::Differ { summary, reply } => {
+            Input::Differ {
+                summary,
+                peer,
+                reply,
+            } => {
+                self.meet(peer);
                 let buckets = self.store.differing(&summary);
                 let digest = if buckets.is_empty() {
                     Vec::new()
                 } else {
                     self.store.digest(Some(&buckets))
                 };
-                let _ = reply.send((buckets, digest));
+                let _ = reply.send((buckets, digest, self.store.freshness()));
             }
             Input::Exchange {
                 digest,
                 buckets,
+                peer,
                 reply,
             } => {
+                self.meet(peer);
                 let missing = self.store.missing_for(&digest, Some(&buckets));
                 let _ = reply.send((missing, self.store.digest(Some(&buckets))));
             }
@@ -532,6 +627,10 @@ impl CoreTask {
                 reply,
             } => {
                 let _ = reply.send(self.store.missing_for(&digest, Some(&buckets)));
+            }
+            Input::Synced(peer) => {
+                self.exchanged = true;
+                self.store.synced_with(peer, now);
             }
             Input::Announce(seed) => {
                 if let Err(e) = self.membership.announce(seed, now) {
@@ -548,18 +647,57 @@ impl CoreTask {
         }
     }
 
+    /// Before an exchange: a peer whose horizon is past this store's freshness collected
+    /// tombstones this node may never have seen; the store rebases (see the store's `gc`).
+    fn meet(&mut self, peer: Freshness) {
+        if let Some(dropped) = self.store.meet(peer) {
+            tracing::warn!(
+                dropped,
+                "this node was away longer than the tombstone TTL: dropped its older entries, to take them again from the cluster (deleted ones stay deleted)"
+            );
+        }
+    }
+
+    /// Collects tombstones older than the TTL, if the store is fresh; a first member that
+    /// has never known another is fresh by itself.
+    fn collect(&mut self) {
+        let now = now_ms();
+        let me = self.membership.identity().node;
+        let lone =
+            self.membership.members().all(|m| m.peer.node == me) && !self.store.knows_other_nodes();
+        if lone || (self.exchanged && self.started.elapsed() >= STALE_WAIT) {
+            self.store.mark_synced(now);
+        }
+        let dropped = self.store.collect_tombstones(now);
+        if dropped > 0 {
+            tracing::debug!(dropped, "collected tombstones");
+        }
+    }
+
+    fn note_backlog(&self) {
+        self.links.metrics.backlog_deltas.store(
+            self.backlog.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
     /// Queues deltas for the gate, certificate records first.
     fn queue(&mut self, deltas: Vec<Delta>) {
         let mut dropped = 0;
         for delta in deltas {
-            if self.backlog.len() >= BACKLOG_MAX {
+            let bytes = value_bytes(&delta);
+            if self.backlog.len() >= BACKLOG_MAX || self.backlog_bytes + bytes > BACKLOG_MAX_BYTES {
                 dropped += 1;
-            } else if cert_owner(&delta.key).is_some() {
+                continue;
+            }
+            self.backlog_bytes += bytes;
+            if cert_owner(&delta.key).is_some() {
                 self.backlog.push_front(delta);
             } else {
                 self.backlog.push_back(delta);
             }
         }
+        self.note_backlog();
         if dropped > 0 {
             self.links
                 .metrics
@@ -585,6 +723,8 @@ impl CoreTask {
             .fetch_add(tally.refused_signature, Relaxed);
         m.deltas_refused_future
             .fetch_add(tally.refused_future, Relaxed);
+        m.deltas_refused_collected
+            .fetch_add(tally.refused_collected, Relaxed);
         m.deltas_parked.fetch_add(tally.parked, Relaxed);
         m.deltas_dropped_unverified
             .fetch_add(tally.dropped_unverified, Relaxed);
@@ -626,8 +766,13 @@ impl CoreTask {
             .members()
             .filter(|m| m.peer.node != me && m.state.is_active())
         {
+            let Ok(permit) = self.pushes.clone().try_acquire_owned() else {
+                tracing::debug!("too many pushes in flight: anti-entropy carries this write");
+                return;
+            };
             let (links, peer, delta) = (self.links.clone(), member.peer, delta.clone());
             tokio::spawn(async move {
+                let _permit = permit;
                 if let Err(e) = sync::push(&links, peer, vec![delta]).await {
                     tracing::debug!(peer = ?peer, error = %e, "push");
                 }
@@ -646,9 +791,13 @@ impl CoreTask {
         if candidates.is_empty() {
             return;
         }
+        let Ok(permit) = self.initiating.clone().try_acquire_owned() else {
+            return;
+        };
         let peer = candidates[rand::rng().random_range(0..candidates.len())];
         let links = self.links.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             if let Err(e) = sync::initiate(&links, peer).await {
                 tracing::debug!(peer = ?peer, error = %e, "anti-entropy");
             }
@@ -679,6 +828,10 @@ impl CoreTask {
             }
         }
     }
+}
+
+fn value_bytes(delta: &Delta) -> usize {
+    delta.key.len() + delta.value.as_ref().map_or(0, Vec::len)
 }
 
 async fn sleep_until(due: Option<Instant>) {

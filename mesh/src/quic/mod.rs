@@ -10,11 +10,13 @@ pub mod keys;
 pub mod links;
 pub mod mesh;
 pub mod operator;
+pub mod reach;
 pub mod sync;
 pub mod tls;
 
 pub use credentials::Credentials;
 pub use mesh::{
-    CLOCK_SKEW_MAX_MS_DEFAULT, Mesh, MeshConfig, MeshError, RotateError, Stopped, View, bind,
+    CLOCK_SKEW_MAX_MS_DEFAULT, Mesh, MeshConfig, MeshError, PutError, RotateError, Stopped, View,
+    WRITE_MAX_BYTES, bind,
 };
 pub use quinn::Endpoint;

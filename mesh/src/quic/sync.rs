@@ -1,35 +1,56 @@
-//! Anti-entropy over a QUIC stream: the initiator sends its summary (a hash per bucket of
-//! keys); the responder answers with the buckets that differ and its digest of them (none:
-//! done, 64 hashes each way); the initiator sends what the responder lacks there and its own
-//! digest of them; the responder sends back what the initiator lacks. Whatever rumors
-//! missed is repaired; a new member is filled in one round.
+//! Anti-entropy over a QUIC stream. The initiator sends its summary (a hash per bucket of
+//! keys) and freshness; the responder answers with the buckets that differ and its
+//! freshness (none differ: done, 64 hashes each way), then its digest of them; the
+//! initiator sends what the responder lacks there and its own digest of them; the
+//! responder sends back what the initiator lacks. Whatever rumors missed is repaired; a new
+//! member is filled in one round. Both sides tell the store of the other's freshness
+//! before (a member that was away rebases) and after (a completed exchange makes it fresh;
+//! see the store's `gc` module).
+//!
+//! Digests and deltas go in chunks of about [`frame::CHUNK_BYTES`], each sequence closed by
+//! `End`, so no frame nears the frame limit however big the state is: deltas are merged
+//! chunk by chunk (waiting while the mesh task's backlog is full), a digest is gathered up
+//! to [`DIGEST_MAX_BYTES`].
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::frame::{self, FrameError};
 use super::links::Links;
-use super::mesh::Input;
+use super::mesh::{BACKLOG_MAX, Input};
 use crate::codec;
 use crate::id::PeerId;
-use crate::store::{Buckets, Delta, Digest, Summary};
+use crate::store::{Buckets, Delta, Digest, Freshness, Summary};
+
+/// The most digest bytes gathered from one peer in one exchange (keys and stamps; about a
+/// quarter of the state file's limit, which holds values besides).
+pub(crate) const DIGEST_MAX_BYTES: usize = 256 * 1024 * 1024;
 
 #[derive(Debug, Serialize, Deserialize)]
 enum SyncMessage {
-    /// A write too big to ride on gossip, pushed by its writer; no answer.
+    /// Writes too big to ride on gossip, pushed by their writer; no answer.
     Push(Vec<Delta>),
-    /// The initiator's summary: one hash per bucket of keys.
-    Summary(Summary),
+    /// The initiator's summary (one hash per bucket of keys) and freshness.
+    Summary {
+        summary: Summary,
+        freshness: Freshness,
+    },
     /// The buckets that differ (none: in sync, the exchange ends) and the responder's
-    /// digest of them.
-    Differ { buckets: Buckets, digest: Digest },
-    /// What the responder lacks, and the initiator's digest of the differing buckets.
-    Reply { deltas: Vec<Delta>, digest: Digest },
-    /// What the initiator lacks.
+    /// freshness; its digest of those buckets follows in chunks.
+    Differ {
+        buckets: Buckets,
+        freshness: Freshness,
+    },
+    /// A chunk of a digest.
+    Digest(Digest),
+    /// A chunk of deltas.
     Deltas(Vec<Delta>),
+    /// The end of a sequence of chunks.
+    End,
 }
 
 /// Decodes one anti-entropy frame as [`respond`] and [`initiate`] read it, without acting
@@ -54,12 +75,22 @@ async fn ask<T>(
         .map_err(|_| FrameError::Stream("mesh stopped".into()))
 }
 
+fn tell(links: &Links, input: Input) {
+    // Freshness is advisory: a full queue only delays the next collection.
+    let _ = links.core.try_send(input);
+}
+
+fn delta_bytes(d: &Delta) -> usize {
+    d.key.len() + d.value.as_ref().map_or(0, Vec::len) + d.sig.len() + 32
+}
+
+fn digest_bytes(item: &(String, crate::store::Stamp)) -> usize {
+    item.0.len() + 24
+}
+
 fn count(links: &Links, deltas: &[Delta], incoming: bool) {
     let m = &links.metrics;
-    let bytes: usize = deltas
-        .iter()
-        .map(|d| d.key.len() + d.value.as_ref().map_or(0, Vec::len) + d.sig.len() + 32)
-        .sum();
+    let bytes: usize = deltas.iter().map(delta_bytes).sum();
     m.sync_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
     let counter = if incoming {
         &m.sync_deltas_in
@@ -72,16 +103,25 @@ fn count(links: &Links, deltas: &[Delta], incoming: bool) {
 /// Counts a digest sent or received (and a summary: `extra` bytes) in the anti-entropy
 /// byte counter.
 fn count_digest(links: &Links, digest: &Digest, extra: usize) {
-    let bytes: usize = digest.iter().map(|(k, _)| k.len() + 24).sum::<usize>() + extra;
+    let bytes: usize = digest.iter().map(digest_bytes).sum::<usize>() + extra;
     links
         .metrics
         .sync_bytes
         .fetch_add(bytes as u64, Ordering::Relaxed);
 }
 
+/// Hands deltas to the mesh task, first waiting (up to the frame timeout) while its
+/// backlog is over half full, so a big exchange is paced by the gate rather than dropped.
 async fn merge(links: &Links, deltas: Vec<Delta>) -> Result<(), FrameError> {
     if deltas.is_empty() {
         return Ok(());
+    }
+    let deadline = tokio::time::Instant::now() + frame::FRAME_TIMEOUT;
+    while links.metrics.backlog_deltas.load(Ordering::Relaxed) as usize > BACKLOG_MAX / 2 {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(FrameError::Timeout(frame::FRAME_TIMEOUT));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     count(links, &deltas, true);
     links
@@ -95,49 +135,105 @@ fn unexpected() -> FrameError {
     FrameError::Codec(codec::CodecError::Trailing(0))
 }
 
-/// Runs one exchange with `peer`, as the initiator.
-pub(crate) async fn initiate(links: &Arc<Links>, peer: PeerId) -> Result<(), FrameError> {
+/// Writes `items` as chunks of about [`frame::CHUNK_BYTES`] (a single larger item goes
+/// alone), each wrapped by `wrap`.
+async fn write_chunks<T>(
+    send: &mut quinn::SendStream,
+    items: Vec<T>,
+    size: fn(&T) -> usize,
+    wrap: fn(Vec<T>) -> SyncMessage,
+) -> Result<(), FrameError> {
+    let mut chunk = Vec::new();
+    let mut bytes = 0;
+    for item in items {
+        let n = size(&item);
+        if !chunk.is_empty() && bytes + n > frame::CHUNK_BYTES {
+            frame::write(send, &wrap(std::mem::take(&mut chunk))).await?;
+            bytes = 0;
+        }
+        bytes += n;
+        chunk.push(item);
+    }
+    if !chunk.is_empty() {
+        frame::write(send, &wrap(chunk)).await?;
+    }
+    Ok(())
+}
+
+/// Reads chunks until `End`: merges deltas as they come, gathers a digest (up to
+/// [`DIGEST_MAX_BYTES`]) and returns it.
+async fn read_chunks(links: &Links, recv: &mut quinn::RecvStream) -> Result<Digest, FrameError> {
+    let mut digest = Digest::new();
+    let mut digest_size = 0;
+    loop {
+        match frame::read(recv).await? {
+            SyncMessage::Deltas(deltas) => merge(links, deltas).await?,
+            SyncMessage::Digest(part) => {
+                digest_size += part.iter().map(digest_bytes).sum::<usize>();
+                if digest_size > DIGEST_MAX_BYTES {
+                    return Err(FrameError::TooBig(digest_size));
+                }
+                digest.extend(part);
+            }
+            SyncMessage::End => return Ok(digest),
+            _ => return Err(unexpected()),
+        }
+    }
+}
+
+async fn open(
+    links: &Arc<Links>,
+    peer: PeerId,
+) -> Result<(quinn::SendStream, quinn::RecvStream), FrameError> {
     let conn = links
         .connection(peer)
         .await
         .ok_or_else(|| FrameError::Stream(format!("cannot reach {peer:?}")))?;
-    let summary = ask(links, Input::Summary).await?;
-    count_digest(links, &Vec::new(), summary.len() * 8);
-    let (mut send, mut recv) = tokio::time::timeout(frame::FRAME_TIMEOUT, conn.open_bi())
+    tokio::time::timeout(frame::FRAME_TIMEOUT, conn.open_bi())
         .await
         .map_err(|_| FrameError::Timeout(frame::FRAME_TIMEOUT))?
-        .map_err(|e| FrameError::Stream(e.to_string()))?;
-    frame::write(&mut send, &SyncMessage::Summary(summary)).await?;
-    let SyncMessage::Differ { buckets, digest } = frame::read(&mut recv).await? else {
+        .map_err(|e| FrameError::Stream(e.to_string()))
+}
+
+/// Runs one exchange with `peer`, as the initiator.
+pub(crate) async fn initiate(links: &Arc<Links>, peer: PeerId) -> Result<(), FrameError> {
+    let (summary, freshness) = ask(links, Input::Summary).await?;
+    count_digest(links, &Vec::new(), summary.len() * 8);
+    let (mut send, mut recv) = open(links, peer).await?;
+    frame::write(&mut send, &SyncMessage::Summary { summary, freshness }).await?;
+    let SyncMessage::Differ {
+        buckets,
+        freshness: theirs,
+    } = frame::read(&mut recv).await?
+    else {
         return Err(unexpected());
     };
-    count_digest(links, &digest, buckets.len() * 4);
     links.metrics.sync_rounds.fetch_add(1, Ordering::Relaxed);
     if buckets.is_empty() {
         let _ = send.finish();
+        tell(links, Input::Synced(theirs));
         return Ok(());
     }
-    let (theirs, mine) = ask(links, |reply| Input::Exchange {
+    let digest = read_chunks(links, &mut recv).await?;
+    count_digest(links, &digest, buckets.len() * 4);
+    let (missing, mine) = ask(links, |reply| Input::Exchange {
         digest,
         buckets,
+        peer: theirs,
         reply,
     })
     .await?;
-    count(links, &theirs, false);
+    count(links, &missing, false);
     count_digest(links, &mine, 0);
-    frame::write(
-        &mut send,
-        &SyncMessage::Reply {
-            deltas: theirs,
-            digest: mine,
-        },
-    )
-    .await?;
-    let SyncMessage::Deltas(deltas) = frame::read(&mut recv).await? else {
+    write_chunks(&mut send, missing, delta_bytes, SyncMessage::Deltas).await?;
+    write_chunks(&mut send, mine, digest_bytes, SyncMessage::Digest).await?;
+    frame::write(&mut send, &SyncMessage::End).await?;
+    if !read_chunks(links, &mut recv).await?.is_empty() {
         return Err(unexpected());
-    };
+    }
     let _ = send.finish();
-    merge(links, deltas).await
+    tell(links, Input::Synced(theirs));
+    Ok(())
 }
 
 /// Pushes `deltas` to `peer` (writes too big for rumors go straight to every member).
@@ -146,16 +242,9 @@ pub(crate) async fn push(
     peer: PeerId,
     deltas: Vec<Delta>,
 ) -> Result<(), FrameError> {
-    let conn = links
-        .connection(peer)
-        .await
-        .ok_or_else(|| FrameError::Stream(format!("cannot reach {peer:?}")))?;
-    let (mut send, _recv) = tokio::time::timeout(frame::FRAME_TIMEOUT, conn.open_bi())
-        .await
-        .map_err(|_| FrameError::Timeout(frame::FRAME_TIMEOUT))?
-        .map_err(|e| FrameError::Stream(e.to_string()))?;
+    let (mut send, _recv) = open(links, peer).await?;
     count(links, &deltas, false);
-    frame::write(&mut send, &SyncMessage::Push(deltas)).await?;
+    write_chunks(&mut send, deltas, delta_bytes, SyncMessage::Push).await?;
     let _ = send.finish();
     Ok(())
 }
@@ -166,43 +255,50 @@ pub(crate) async fn respond(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) -> Result<(), FrameError> {
-    let summary = match frame::read(&mut recv).await? {
-        SyncMessage::Summary(summary) => {
+    let (summary, theirs) = match frame::read(&mut recv).await? {
+        SyncMessage::Summary { summary, freshness } => {
             count_digest(links, &Vec::new(), summary.len() * 8);
-            summary
+            (summary, freshness)
         }
         SyncMessage::Push(deltas) => return merge(links, deltas).await,
         _ => return Err(unexpected()),
     };
-    let (buckets, digest) = ask(links, |reply| Input::Differ { summary, reply }).await?;
+    let (buckets, digest, freshness) = ask(links, |reply| Input::Differ {
+        summary,
+        peer: theirs,
+        reply,
+    })
+    .await?;
     count_digest(links, &digest, buckets.len() * 4);
     let in_sync = buckets.is_empty();
     frame::write(
         &mut send,
         &SyncMessage::Differ {
             buckets: buckets.clone(),
-            digest,
+            freshness,
         },
     )
     .await?;
     if in_sync {
         let _ = send.finish();
+        tell(links, Input::Synced(theirs));
         return Ok(());
     }
-    let SyncMessage::Reply { deltas, digest } = frame::read(&mut recv).await? else {
-        return Err(unexpected());
-    };
+    write_chunks(&mut send, digest, digest_bytes, SyncMessage::Digest).await?;
+    frame::write(&mut send, &SyncMessage::End).await?;
+    let digest = read_chunks(links, &mut recv).await?;
     count_digest(links, &digest, 0);
-    merge(links, deltas).await?;
-    let theirs = ask(links, |reply| Input::Missing {
+    let missing = ask(links, |reply| Input::Missing {
         digest,
         buckets,
         reply,
     })
     .await?;
-    count(links, &theirs, false);
-    frame::write(&mut send, &SyncMessage::Deltas(theirs)).await?;
+    count(links, &missing, false);
+    write_chunks(&mut send, missing, delta_bytes, SyncMessage::Deltas).await?;
+    frame::write(&mut send, &SyncMessage::End).await?;
     let _ = send.finish();
+    tell(links, Input::Synced(theirs));
     Ok(())
 }
 
@@ -210,6 +306,25 @@ pub(crate) async fn respond(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn chunks_stay_under_the_target() {
+        let delta = |n: usize| Delta {
+            key: "k".into(),
+            stamp: crate::store::Stamp {
+                clock: 1,
+                writer: crate::id::NodeId::from_bytes([1; 16]),
+            },
+            value: Some(vec![0; n]),
+            sig: vec![0; 64],
+        };
+        let message = SyncMessage::Deltas(vec![delta(frame::CHUNK_BYTES - 200)]);
+        let bytes = codec::encode_large(&message).unwrap();
+        assert!(bytes.len() < frame::CHUNK_BYTES + 1024);
+        assert!(
+            codec::encode_large(&SyncMessage::Deltas(vec![delta(frame::FRAME_MAX_BYTES)])).is_err()
+        );
+    }
 
     proptest! {
         /// The anti-entropy decoder returns errors on arbitrary bytes, never panics.

@@ -1,5 +1,7 @@
 //! The store as a file (`state.bin` in the data dir): a magic and format number, then the
-//! entries in bincode. A file from a knit that did not sign its writes (no magic) is still
+//! entries in bincode, up to [`STATE_FILE_MAX_BYTES`] (a store that would not load again
+//! is not saved). Format 3 adds the collection horizon and freshness (see `gc`);
+//! format 2 files are read with neither. A file from a knit that did not sign its writes (no magic) is still
 //! read: its entries come back unsigned, and [`Store::adopt_unsigned`] signs what this node
 //! may sign and drops the rest before the store meets any peer.
 
@@ -12,8 +14,13 @@ use crate::codec::{self, CodecError};
 use crate::id::NodeId;
 use crate::trust::{Signer, signed_message};
 
-/// Opens every file of the current format: "KNITST", a zero, format 2.
-const MAGIC: &[u8; 8] = b"KNITST\x00\x02";
+/// Opens every file of the current format: "KNITST", a zero, format 3.
+const MAGIC: &[u8; 8] = b"KNITST\x00\x03";
+/// Format 2: signed entries, no horizon.
+const MAGIC_2: &[u8; 8] = b"KNITST\x00\x02";
+
+/// The largest state file written or read.
+pub const STATE_FILE_MAX_BYTES: usize = codec::FILE_LIMIT_BYTES;
 
 /// The state file could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -27,10 +34,22 @@ struct FileRef<'a> {
     me: &'a NodeId,
     entries: &'a BTreeMap<String, Entry>,
     clock: u64,
+    horizon_ms: u64,
+    synced_ms: u64,
 }
 
 #[derive(Deserialize)]
 struct File {
+    me: NodeId,
+    entries: BTreeMap<String, Entry>,
+    clock: u64,
+    horizon_ms: u64,
+    synced_ms: u64,
+}
+
+/// Format 2: as format 3 without horizon and freshness.
+#[derive(Deserialize)]
+struct File2 {
     me: NodeId,
     entries: BTreeMap<String, Entry>,
     clock: u64,
@@ -51,12 +70,14 @@ struct LegacyEntry {
 }
 
 impl Store {
-    /// The bytes to persist.
+    /// The bytes to persist; an error if they would exceed [`STATE_FILE_MAX_BYTES`].
     pub fn encode(&self) -> Result<Vec<u8>, CodecError> {
-        let body = codec::encode_large(&FileRef {
+        let body = codec::encode_file(&FileRef {
             me: &self.me,
             entries: &self.entries,
             clock: self.clock,
+            horizon_ms: self.horizon_ms,
+            synced_ms: self.synced_ms,
         })?;
         Ok([&MAGIC[..], &body].concat())
     }
@@ -65,13 +86,24 @@ impl Store {
     /// entries unsigned: call [`Store::adopt_unsigned`] before merging or serving any).
     pub fn decode(bytes: &[u8]) -> Result<Self, StoreFileError> {
         let fail = |e: CodecError| StoreFileError(e.to_string());
-        let (me, entries, clock) = match bytes.strip_prefix(&MAGIC[..]) {
+        if let Some(body) = bytes.strip_prefix(&MAGIC[..]) {
+            let file: File = codec::decode_file(body).map_err(fail)?;
+            return Ok(Self {
+                me: file.me,
+                entries: file.entries,
+                clock: file.clock,
+                version: 0,
+                horizon_ms: file.horizon_ms,
+                synced_ms: file.synced_ms,
+            });
+        }
+        let (me, entries, clock) = match bytes.strip_prefix(&MAGIC_2[..]) {
             Some(body) => {
-                let file: File = codec::decode_large(body).map_err(fail)?;
+                let file: File2 = codec::decode_file(body).map_err(fail)?;
                 (file.me, file.entries, file.clock)
             }
             None => {
-                let file: LegacyFile = codec::decode_large(bytes).map_err(fail)?;
+                let file: LegacyFile = codec::decode_file(bytes).map_err(fail)?;
                 let entries = file
                     .entries
                     .into_iter()
@@ -87,11 +119,14 @@ impl Store {
                 (file.me, entries, file.clock)
             }
         };
+        // Older formats collected nothing; they were complete when last written.
         Ok(Self {
             me,
             entries,
             clock,
             version: 0,
+            horizon_ms: 0,
+            synced_ms: clock >> 16,
         })
     }
 
@@ -149,6 +184,25 @@ mod tests {
     }
 
     #[test]
+    fn what_is_saved_loads_again_past_the_frame_limit() {
+        let signer = FakeSigner(node(1));
+        let mut store = Store::new(node(1));
+        for i in 0..24 {
+            store.put(&format!("big/{i}"), Some(vec![7; 1 << 20]), 5, &signer);
+        }
+        store.mark_synced(9_000);
+        let bytes = store.encode().unwrap();
+        assert!(
+            bytes.len() > codec::LARGE_LIMIT_BYTES,
+            "{} bytes",
+            bytes.len()
+        );
+        let back = Store::decode(&bytes).unwrap();
+        assert_eq!(back.summary(), store.summary());
+        assert_eq!(back.freshness(), store.freshness());
+    }
+
+    #[test]
     fn a_file_from_before_signatures_is_read_and_adopted() {
         #[derive(Serialize)]
         struct OldEntry {
@@ -192,7 +246,7 @@ mod tests {
             ]),
             clock: 7 << 16,
         };
-        let mut store = Store::decode(&codec::encode_large(&old).unwrap()).unwrap();
+        let mut store = Store::decode(&codec::encode_file(&old).unwrap()).unwrap();
         assert!(store.has_unsigned());
         assert_eq!(store.get("svc/web"), Some(&[1][..]));
         let signer = FakeSigner(node(1));

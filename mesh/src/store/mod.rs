@@ -24,8 +24,10 @@ use crate::id::NodeId;
 use crate::trust::{Signer, cert_owner, signed_message};
 
 mod file;
+mod gc;
 
-pub use file::StoreFileError;
+pub use file::{STATE_FILE_MAX_BYTES, StoreFileError};
+pub use gc::{Freshness, TOMBSTONE_TTL_MS};
 
 /// A write's place in the total order of writes to a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -145,10 +147,6 @@ pub fn revoked_key(node: &NodeId) -> String {
     format!("{REVOKED_PREFIX}{node}")
 }
 
-/// Tombstones older than this are dropped. A member that was away longer may bring a
-/// deleted key back; the operator's guide says to remove its data dir instead.
-pub const TOMBSTONE_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
-
 /// One member's copy of the replicated map. Persisted with [`Store::encode`] and
 /// [`Store::decode`].
 #[derive(Debug, Clone)]
@@ -159,6 +157,14 @@ pub struct Store {
     clock: u64,
     /// Counts changes, so drivers know when to persist or republish.
     version: u64,
+    /// Tombstones stamped before this (wall ms) were collected here, so a write of a key
+    /// this store lacks stamped before it is refused: it can only be a deleted key coming
+    /// back (see [`gc`](self::gc)). 0: nothing collected yet.
+    horizon_ms: u64,
+    /// Wall time (ms) up to which this store is known to hold everything the cluster
+    /// holds: raised by anti-entropy with a member that is itself up to date. Gates
+    /// collection, and tells a store that was away longer than a peer's horizon to rebase.
+    synced_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -178,6 +184,8 @@ impl Store {
             entries: BTreeMap::new(),
             clock: 0,
             version: 0,
+            horizon_ms: 0,
+            synced_ms: 0,
         }
     }
 
@@ -194,6 +202,11 @@ impl Store {
     /// The number of entries, tombstones included.
     pub fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// The number of tombstones (deleted keys kept until collected).
+    pub fn tombstones(&self) -> usize {
+        self.entries.values().filter(|e| e.value.is_none()).count()
     }
 
     /// Whether the store is empty.
@@ -297,6 +310,7 @@ impl Store {
         self.entries
             .get(&delta.key)
             .is_some_and(|e| e.stamp >= delta.stamp)
+            || self.is_collected(delta)
             || key_owner(&delta.key)
                 .is_some_and(|owner| self.is_revoked(&owner) && cert_owner(&delta.key).is_none())
     }
@@ -415,16 +429,6 @@ impl Store {
                 sig: e.sig.clone(),
             })
             .collect()
-    }
-
-    /// Drops tombstones older than [`TOMBSTONE_TTL_MS`].
-    pub fn collect_tombstones(&mut self, now_ms: u64) {
-        let before = self.entries.len();
-        self.entries
-            .retain(|_, e| e.value.is_some() || e.stamp.millis() + TOMBSTONE_TTL_MS > now_ms);
-        if self.entries.len() != before {
-            self.version += 1;
-        }
     }
 }
 

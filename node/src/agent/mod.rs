@@ -76,6 +76,23 @@ pub(crate) enum Event {
     },
 }
 
+/// The replica reports a round acts on: every member's, this node's own fresh ones, and
+/// none of a service every peer ignores (stored but invalid), whose replicas are thus
+/// neither restarted, replaced nor stopped.
+fn acted_on(
+    snapshot: &Snapshot,
+    me: &knit_scheduler::NodeId,
+    reports: Vec<ReplicaReport>,
+    ignored: &BTreeSet<String>,
+) -> BTreeMap<knit_scheduler::NodeId, Vec<ReplicaReport>> {
+    let mut observed = snapshot.observed();
+    observed.insert(me.clone(), reports);
+    for reports in observed.values_mut() {
+        reports.retain(|r| !ignored.contains(&r.slot.service));
+    }
+    observed
+}
+
 /// The agent of one peer.
 pub(crate) struct Agent {
     mesh: Mesh,
@@ -222,19 +239,20 @@ impl Agent {
     async fn round(&mut self) {
         self.observe().await;
         let mut snapshot = Snapshot::of(&self.mesh);
-        let mut specs = snapshot.specs();
-        self.measure_cpu(&specs).await;
-        self.probe(&specs);
-        let reports = self.reports(&specs);
+        let mut services = snapshot.services();
+        self.measure_cpu(&services.valid).await;
+        self.probe(&services.valid);
+        let reports = self.reports(&services.valid);
         self.publish(&snapshot, &reports).await;
         if self.acknowledge(&snapshot, &reports).await {
             // Act on the node spec as every peer now places it.
             snapshot = Snapshot::of(&self.mesh);
-            specs = snapshot.specs();
+            services = snapshot.services();
         }
         self.check_condition(&snapshot).await;
         if self.settled(&snapshot) {
-            self.act(&snapshot, specs, reports).await;
+            let ignored = services.invalid.into_keys().collect();
+            self.act(&snapshot, services.valid, reports, &ignored).await;
         }
     }
 
@@ -562,16 +580,17 @@ impl Agent {
     }
 
     /// Coordinates the rollouts this node leads, plans this node's actions, and starts the
-    /// ones whose slot is free.
+    /// ones whose slot is free. The replicas of `ignored` services (stored, but invalid)
+    /// are left out of the plan, so they are left as they are.
     async fn act(
         &mut self,
         snapshot: &Snapshot,
         specs: BTreeMap<String, ServiceSpec>,
         reports: Vec<ReplicaReport>,
+        ignored: &BTreeSet<String>,
     ) {
         let placement = snapshot.placement();
-        let mut observed = snapshot.observed();
-        observed.insert(self.node.clone(), reports);
+        let observed = acted_on(snapshot, &self.node, reports, ignored);
         let alive: BTreeSet<knit_scheduler::NodeId> = snapshot
             .view
             .members
@@ -671,3 +690,7 @@ impl Agent {
             .is_some_and(|f| f.at.elapsed() < Duration::from_millis(delay))
     }
 }
+
+#[cfg(test)]
+#[path = "ignored_tests.rs"]
+mod ignored_tests;

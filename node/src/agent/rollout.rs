@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use knit_mesh::quic::Mesh;
 use knit_mesh::store::owned_key;
 use knit_scheduler::rollout::{self, Progress, RolloutState};
+use knit_scheduler::spec::limits::check_slot_cap;
 use knit_scheduler::{NodeId, Placement, ReplicaReport, ServiceSpec, SlotId};
 
 use crate::cluster::{Snapshot, service_key, service_version_key};
@@ -83,12 +84,23 @@ async fn autoscale(round: &Round<'_>, spec: &ServiceSpec) {
     else {
         return;
     };
-    tracing::info!(service = %spec.name, from = spec.replicas(), to = replicas, "autoscaling");
     let mut next = spec.clone();
     next.mode = knit_scheduler::spec::Mode::Replicated { replicas };
     let mut next = spec.followed_by(next, false);
     // A rollback still goes back to the spec before the operator's last change.
     next.previous.clone_from(&spec.previous);
+    let limits = round.snapshot.limits();
+    let fits = next.validate(&limits).and_then(|()| {
+        let nodes = round.snapshot.active_nodes();
+        check_slot_cap(&next, round.specs.values(), nodes, &limits)
+    });
+    if let Err(e) = fits {
+        // Scaling past a limit would make every peer ignore the service: stay put.
+        let what = "not autoscaling past the cluster's limits";
+        crate::cluster::warn_once(&service_key(&spec.name), what, &e.to_string());
+        return;
+    }
+    tracing::info!(service = %spec.name, from = spec.replicas(), to = replicas, "autoscaling");
     write(round.mesh, &next).await;
 }
 

@@ -96,11 +96,20 @@ pub(super) async fn metrics(State(state): State<ApiState>) -> Response {
             gauge(count),
         );
     }
-    let store = state.mesh.store().borrow().clone();
+    let (entries, tombstones) = {
+        let store = state.mesh.store();
+        let store = store.borrow();
+        (store.len(), store.tombstones())
+    };
     registry.register(
         "state_entries",
         "Entries in the replicated state, tombstones included",
-        gauge(store.len()),
+        gauge(entries),
+    );
+    registry.register(
+        "state_tombstones",
+        "Deleted keys kept in the replicated state until collected (24 h)",
+        gauge(tombstones),
     );
     register_ingress(&mut registry, &state.ingress);
     let mut body = String::new();
@@ -119,7 +128,8 @@ pub(super) async fn metrics(State(state): State<ApiState>) -> Response {
 
 /// `knit_state_deltas_refused_total{reason}`: writes from other members this peer refused,
 /// by reason: `signature` (forged, or not its writer's to make), `future` (stamped too far
-/// ahead of this peer's clock), `unverified` (dropped while waiting for a certificate).
+/// ahead of this peer's clock), `collected` (a deleted key coming back from a member away
+/// longer than the tombstone TTL), `unverified` (dropped while waiting for a certificate).
 fn register_refusals(registry: &mut Registry, m: &knit_mesh::quic::links::MeshMetrics) {
     use prometheus_client::metrics::counter::Counter;
     use prometheus_client::metrics::family::Family;
@@ -127,6 +137,7 @@ fn register_refusals(registry: &mut Registry, m: &knit_mesh::quic::links::MeshMe
     for (reason, counter) in [
         ("signature", &m.deltas_refused_signature),
         ("future", &m.deltas_refused_future),
+        ("collected", &m.deltas_refused_collected),
         ("unverified", &m.deltas_dropped_unverified),
     ] {
         refused
@@ -144,10 +155,38 @@ fn register_ingress(registry: &mut Registry, stats: &crate::ingress::IngressStat
     use prometheus_client::metrics::counter::Counter;
     use prometheus_client::metrics::family::Family;
     type Labels = Vec<(String, String)>;
-    let connections = Family::<Labels, Counter>::default();
-    let bytes = Family::<Labels, Counter>::default();
-    let retries = Family::<Labels, Counter>::default();
-    let failures = Family::<Labels, Counter>::default();
+    let families: [(&str, &str, Family<Labels, Counter>); 6] = [
+        (
+            "ingress_connections",
+            "Client connections to published ports",
+            Family::default(),
+        ),
+        (
+            "ingress_bytes",
+            "Bytes forwarded by the ingress, both ways",
+            Family::default(),
+        ),
+        (
+            "ingress_retries",
+            "Connections retried on another replica",
+            Family::default(),
+        ),
+        (
+            "ingress_failures",
+            "Client connections no replica could take",
+            Family::default(),
+        ),
+        (
+            "ingress_rejected",
+            "Client connections refused: the port or the peer was at its connection cap",
+            Family::default(),
+        ),
+        (
+            "ingress_timeouts",
+            "Client connections closed for silence (nothing said at first, or idle later)",
+            Family::default(),
+        ),
+    ];
     let ports = stats
         .ports
         .lock()
@@ -163,37 +202,21 @@ fn register_ingress(registry: &mut Registry, stats: &crate::ingress::IngressStat
             ("service".to_owned(), service),
             ("port".to_owned(), port.to_string()),
         ];
-        connections
-            .get_or_create(&labels)
-            .inc_by(s.connections.load(Ordering::Relaxed));
-        bytes
-            .get_or_create(&labels)
-            .inc_by(s.bytes.load(Ordering::Relaxed));
-        retries
-            .get_or_create(&labels)
-            .inc_by(s.retries.load(Ordering::Relaxed));
-        failures
-            .get_or_create(&labels)
-            .inc_by(s.failures.load(Ordering::Relaxed));
+        let values = [
+            &s.connections,
+            &s.bytes,
+            &s.retries,
+            &s.failures,
+            &s.rejected,
+            &s.timeouts,
+        ];
+        for ((_, _, family), value) in families.iter().zip(values) {
+            family
+                .get_or_create(&labels)
+                .inc_by(value.load(Ordering::Relaxed));
+        }
     }
-    registry.register(
-        "ingress_connections",
-        "Client connections to published ports",
-        connections,
-    );
-    registry.register(
-        "ingress_bytes",
-        "Bytes forwarded by the ingress, both ways",
-        bytes,
-    );
-    registry.register(
-        "ingress_retries",
-        "Connections retried on another replica",
-        retries,
-    );
-    registry.register(
-        "ingress_failures",
-        "Client connections no replica could take",
-        failures,
-    );
+    for (name, help, family) in families {
+        registry.register(name, help, family);
+    }
 }

@@ -1,6 +1,7 @@
 //! The admin API: JSON over HTTP on a root-only Unix socket (or mutual TLS on TCP), used by
 //! the client commands; `/metrics` and `/healthz` for Prometheus on a listener of their own.
 
+mod cluster;
 mod listen;
 mod metrics;
 mod nodes;
@@ -33,8 +34,8 @@ pub(crate) struct ApiState {
     mesh: Mesh,
     /// This member's credentials: the CA signs operators' client certificates.
     creds: Arc<knit_mesh::quic::Credentials>,
-    /// The store version last written to the data dir.
-    saved: watch::Receiver<u64>,
+    /// What was last written to the data dir, or why it failed.
+    saved: watch::Receiver<crate::peer::Saved>,
     /// This host's drivers, for logs.
     drivers: Arc<crate::driver::Drivers>,
     /// The ingress's counters and bind errors.
@@ -45,7 +46,7 @@ impl ApiState {
     pub(crate) fn new(
         mesh: Mesh,
         creds: knit_mesh::quic::Credentials,
-        saved: watch::Receiver<u64>,
+        saved: watch::Receiver<crate::peer::Saved>,
         drivers: Arc<crate::driver::Drivers>,
         ingress: Arc<crate::ingress::IngressStats>,
     ) -> Self {
@@ -75,12 +76,30 @@ impl ApiState {
         .map_err(|_| ApiError::unavailable())?
         .map_err(|_| ApiError::unavailable())?
         .version();
-        let mut saved = self.saved.clone();
-        tokio::time::timeout(WRITE_TIMEOUT, saved.wait_for(|v| *v >= applied))
-            .await
-            .map_err(|_| ApiError::unavailable())?
-            .map_err(|_| ApiError::unavailable())?;
-        Ok(())
+        wait_saved(&self.saved, applied).await
+    }
+}
+
+/// Waits until store version `applied` is on disk; answers a failed save at once, with
+/// what to do (507 when the disk is full).
+async fn wait_saved(
+    saved: &watch::Receiver<crate::peer::Saved>,
+    applied: u64,
+) -> Result<(), ApiError> {
+    let mut saved = saved.clone();
+    let state = tokio::time::timeout(
+        WRITE_TIMEOUT,
+        saved.wait_for(|s| {
+            s.version >= applied || s.failure.as_ref().is_some_and(|f| f.version >= applied)
+        }),
+    )
+    .await
+    .map_err(|_| ApiError::unavailable())?
+    .map_err(|_| ApiError::unavailable())?
+    .clone();
+    match state.failure {
+        Some(failure) if state.version < applied => Err(ApiError::not_saved(&failure)),
+        _ => Ok(()),
     }
 }
 
@@ -91,6 +110,23 @@ pub(crate) struct ApiError(StatusCode, String);
 impl ApiError {
     fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self(status, message.into())
+    }
+
+    /// The change was applied (and spreads to the other members) but this peer could not
+    /// write it to its data dir.
+    fn not_saved(failure: &crate::peer::SaveFailure) -> Self {
+        let status = if failure.disk_full {
+            StatusCode::INSUFFICIENT_STORAGE
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        Self::new(
+            status,
+            format!(
+                "{}; the change was applied and spreads to the other members, but is not yet on this peer's disk",
+                failure.message
+            ),
+        )
     }
 
     fn unavailable() -> Self {
@@ -126,6 +162,10 @@ pub(crate) fn router(state: ApiState, hosts: AllowedHosts) -> Router {
         .route("/v1/services/{name}/rollback", post(services::rollback))
         .route("/v1/services/{name}/ps", get(services::ps))
         .route("/v1/services/{name}/logs", get(services::logs))
+        .route(
+            "/v1/cluster/limits",
+            get(cluster::limits).post(cluster::set_limits),
+        )
         .route("/v1/token", get(token))
         .route("/v1/token/rotate", post(rotate_token))
         .route("/v1/client-certs", post(operators::client_cert))
@@ -217,10 +257,6 @@ pub(crate) async fn rotate(state: &ApiState) -> Result<String, ApiError> {
         .await
         .map_err(|_| ApiError::unavailable())?;
     let applied = state.mesh.store().borrow().version();
-    let mut saved = state.saved.clone();
-    tokio::time::timeout(WRITE_TIMEOUT, saved.wait_for(|v| *v >= applied))
-        .await
-        .map_err(|_| ApiError::unavailable())?
-        .map_err(|_| ApiError::unavailable())?;
+    wait_saved(&state.saved, applied).await?;
     Ok(token.to_string())
 }

@@ -42,9 +42,14 @@ pub(crate) struct NodeSummary {
     /// Published ports this peer's ingress could not listen on (answering peer only).
     #[serde(default)]
     pub(crate) ingress_errors: Vec<String>,
+    /// Why the answering peer reclaims no replicas of members it cannot see, when it is in
+    /// a minority (answering peer only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) minority: Option<String>,
 }
 
 fn summaries(snapshot: &Snapshot) -> Vec<NodeSummary> {
+    let minority = snapshot.quorum().minority();
     snapshot
         .view
         .members
@@ -68,6 +73,9 @@ fn summaries(snapshot: &Snapshot) -> Vec<NodeSummary> {
                 condition: snapshot.condition(&m.peer.node),
                 spec_applied: snapshot.spec_applied(&m.peer.node),
                 ingress_errors: Vec::new(),
+                minority: minority
+                    .clone()
+                    .filter(|_| m.peer.node == snapshot.view.me.node),
             }
         })
         .collect()

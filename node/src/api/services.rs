@@ -10,12 +10,13 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use knit_scheduler::placement::Assignment;
-use knit_scheduler::spec::Mode;
+use knit_scheduler::spec::limits::check_slot_cap;
+use knit_scheduler::spec::{Limits, Mode};
 use knit_scheduler::{Health, ReplicaReport, ReplicaState, ServiceSpec, SlotId};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, ApiState};
-use crate::cluster::{Snapshot, service_key, service_version_key};
+use crate::cluster::{Invalid, Services, Snapshot, service_key, service_version_key};
 
 /// One service as `service ls` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -29,6 +30,10 @@ pub(crate) struct ServiceSummary {
     pub(crate) image: String,
     pub(crate) ports: Vec<String>,
     pub(crate) version: u64,
+    /// Why every peer ignores this service (its replicas are left as they are), or `None`
+    /// for a service peers act on.
+    #[serde(default)]
+    pub(crate) invalid: Option<String>,
 }
 
 /// One task (a slot, or a replica being handed off) as `service ps` shows it.
@@ -130,6 +135,39 @@ fn check_driver(snapshot: &Snapshot, spec: &ServiceSpec) -> Result<(), ApiError>
     ))
 }
 
+/// A service every peer ignores: what to do about it.
+fn ignored(name: &str, reason: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        format!(
+            "service {name} is invalid and every peer ignores it ({reason}); fix it with `knit service update` or `knit service scale`, or remove it with `knit service rm {name}`"
+        ),
+    )
+}
+
+/// The service `name` as peers act on it.
+fn current(services: &Services, name: &str) -> Result<ServiceSpec, ApiError> {
+    if let Some(spec) = services.valid.get(name) {
+        return Ok(spec.clone());
+    }
+    match services.invalid.get(name) {
+        Some(bad) => Err(ignored(name, &bad.reason)),
+        None => Err(not_found(name)),
+    }
+}
+
+/// Checks `spec` against the cluster's limits, the slot cap included.
+fn check_limits(
+    snapshot: &Snapshot,
+    services: &Services,
+    limits: &Limits,
+    spec: &ServiceSpec,
+) -> Result<(), ApiError> {
+    spec.validate(limits).map_err(invalid)?;
+    let nodes = snapshot.active_nodes();
+    check_slot_cap(spec, services.valid.values(), nodes, limits).map_err(invalid)
+}
+
 async fn store_spec(state: &ApiState, spec: &ServiceSpec) -> Result<(), ApiError> {
     let version = serde_json::to_vec(&spec.version).map_err(invalid)?;
     state
@@ -143,10 +181,13 @@ pub(super) async fn create(
     State(state): State<ApiState>,
     Json(mut spec): Json<ServiceSpec>,
 ) -> Result<Json<ServiceSpec>, ApiError> {
-    spec.validate().map_err(invalid)?;
+    spec.previous = None;
     let snapshot = Snapshot::of(&state.mesh);
+    let limits = snapshot.limits();
+    spec.validate(&limits).map_err(invalid)?;
     check_driver(&snapshot, &spec)?;
-    if snapshot.spec(&spec.name).is_some() {
+    let services = snapshot.services();
+    if services.valid.contains_key(&spec.name) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             format!(
@@ -155,9 +196,18 @@ pub(super) async fn create(
             ),
         ));
     }
+    if let Some(bad) = services.invalid.get(&spec.name) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "service {} already exists and is invalid ({}); remove it with `knit service rm {}` first",
+                spec.name, bad.reason, spec.name
+            ),
+        ));
+    }
+    check_limits(&snapshot, &services, &limits, &spec)?;
     spec.version = snapshot.last_version(&spec.name) + 1;
     spec.template_version = spec.version;
-    spec.previous = None;
     store_spec(&state, &spec).await?;
     Ok(Json(spec))
 }
@@ -166,10 +216,16 @@ pub(super) async fn inspect(
     State(state): State<ApiState>,
     Path(name): Path<String>,
 ) -> Result<Json<ServiceSpec>, ApiError> {
-    Snapshot::of(&state.mesh)
-        .spec(&name)
-        .map(Json)
-        .ok_or_else(|| not_found(&name))
+    match Snapshot::of(&state.mesh).stored_spec(&name) {
+        Some(Ok(spec)) => Ok(Json(spec)),
+        // Shown as stored, so that an update can start from it; `service ls` says why
+        // peers ignore it.
+        Some(Err(Invalid {
+            spec: Some(spec), ..
+        })) => Ok(Json(*spec)),
+        Some(Err(Invalid { spec: None, reason })) => Err(ignored(&name, &reason)),
+        None => Err(not_found(&name)),
+    }
 }
 
 pub(super) async fn update(
@@ -178,7 +234,22 @@ pub(super) async fn update(
     Json(request): Json<UpdateRequest>,
 ) -> Result<Json<ServiceSpec>, ApiError> {
     let snapshot = Snapshot::of(&state.mesh);
-    let current = snapshot.spec(&name).ok_or_else(|| not_found(&name))?;
+    let services = snapshot.services();
+    // An invalid spec that decodes may be fixed by an update; it is kept as no previous.
+    let (current, fixing) = match services.invalid.get(&name) {
+        Some(Invalid {
+            spec: Some(spec), ..
+        }) => ((**spec).clone(), true),
+        Some(Invalid { spec: None, reason }) => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "service {name} is invalid ({reason}) and cannot be updated; remove it with `knit service rm {name}` and create it again"
+                ),
+            ));
+        }
+        None => (current(&services, &name)?, false),
+    };
     if request.from_version != current.version {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -194,11 +265,18 @@ pub(super) async fn update(
             request.spec.name
         )));
     }
-    request.spec.validate().map_err(invalid)?;
-    if request.spec.driver != current.driver {
-        check_driver(&snapshot, &request.spec)?;
+    let mut spec = request.spec;
+    spec.previous = None;
+    let limits = snapshot.limits();
+    spec.validate(&limits).map_err(invalid)?;
+    if spec.driver != current.driver {
+        check_driver(&snapshot, &spec)?;
     }
-    let next = current.followed_by(request.spec, request.redeploy);
+    let mut next = current.followed_by(spec, request.redeploy);
+    if fixing {
+        next.previous = None;
+    }
+    check_limits(&snapshot, &services, &limits, &next)?;
     store_spec(&state, &next).await?;
     Ok(Json(next))
 }
@@ -207,9 +285,9 @@ pub(super) async fn rollback(
     State(state): State<ApiState>,
     Path(name): Path<String>,
 ) -> Result<Json<ServiceSpec>, ApiError> {
-    let current = Snapshot::of(&state.mesh)
-        .spec(&name)
-        .ok_or_else(|| not_found(&name))?;
+    let snapshot = Snapshot::of(&state.mesh);
+    let services = snapshot.services();
+    let current = current(&services, &name)?;
     let Some(previous) = current.previous.clone() else {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -217,6 +295,7 @@ pub(super) async fn rollback(
         ));
     };
     let next = current.followed_by(*previous, false);
+    check_limits(&snapshot, &services, &snapshot.limits(), &next)?;
     store_spec(&state, &next).await?;
     Ok(Json(next))
 }
@@ -225,7 +304,12 @@ pub(super) async fn remove(
     State(state): State<ApiState>,
     Path(name): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    if Snapshot::of(&state.mesh).spec(&name).is_none() {
+    // Whatever the record holds: an invalid spec is removed as any other.
+    if Snapshot::of(&state.mesh)
+        .store
+        .get(&service_key(&name))
+        .is_none()
+    {
         return Err(not_found(&name));
     }
     state.write(&service_key(&name), None).await?;
@@ -236,8 +320,9 @@ pub(super) async fn list(State(state): State<ApiState>) -> Json<Vec<ServiceSumma
     let snapshot = Snapshot::of(&state.mesh);
     let placement = snapshot.placement();
     let observed = snapshot.observed();
-    let rows = snapshot
-        .specs()
+    let services = snapshot.services();
+    let mut rows: Vec<ServiceSummary> = services
+        .valid
         .into_values()
         .map(|spec| {
             let slots: Vec<SlotId> = placement
@@ -266,10 +351,44 @@ pub(super) async fn list(State(state): State<ApiState>) -> Json<Vec<ServiceSumma
                     .collect(),
                 version: spec.version,
                 name: spec.name,
+                invalid: None,
             }
         })
         .collect();
+    for (name, bad) in services.invalid {
+        rows.push(invalid_summary(name, bad, &observed));
+    }
+    rows.sort_by(|a, b| a.name.cmp(&b.name));
     Json(rows)
+}
+
+/// A service every peer ignores, as `service ls` shows it: what it asks for, and how many
+/// of its replicas still run (left as they were).
+fn invalid_summary(
+    name: String,
+    bad: Invalid,
+    observed: &BTreeMap<knit_scheduler::NodeId, Vec<ReplicaReport>>,
+) -> ServiceSummary {
+    let running: BTreeSet<&SlotId> = observed
+        .values()
+        .flatten()
+        .filter(|r| r.slot.service == name && r.state == ReplicaState::Running)
+        .map(|r| &r.slot)
+        .collect();
+    let spec = bad.spec.map(|s| *s).unwrap_or_default();
+    ServiceSummary {
+        mode: match spec.mode {
+            Mode::Replicated { .. } => "replicated".into(),
+            Mode::Global => "global".into(),
+        },
+        replicas: spec.replicas(),
+        running: u32::try_from(running.len()).unwrap_or(u32::MAX),
+        image: spec.image.clone().unwrap_or_else(|| spec.command.join(" ")),
+        ports: Vec::new(),
+        version: spec.version,
+        name,
+        invalid: Some(bad.reason),
+    }
 }
 
 /// `?history=true` adds the replicas each slot had before.
@@ -285,12 +404,11 @@ pub(super) async fn ps(
     Query(query): Query<PsQuery>,
 ) -> Result<Json<Vec<TaskRow>>, ApiError> {
     let snapshot = Snapshot::of(&state.mesh);
-    if snapshot.spec(&name).is_none() {
-        return Err(not_found(&name));
-    }
+    current(&snapshot.services(), &name)?;
     let placement = snapshot.placement();
     let observed = snapshot.observed();
     let names = snapshot.names();
+    let minority = snapshot.quorum().minority();
     let active: BTreeSet<String> = snapshot
         .view
         .members
@@ -322,7 +440,12 @@ pub(super) async fn ps(
             health: report.map_or_else(|| lower(&Health::None), |r| lower(&r.health)),
             spec_version: report.map_or(0, |r| r.spec_version),
             host_port: report.and_then(|r| r.host_ports.values().next().copied()),
-            error: pending.or_else(|| report.and_then(|r| r.error.clone())),
+            error: pending
+                .or_else(|| {
+                    // A slot on a member this minority cannot see: not reclaimed, and why.
+                    minority.clone().filter(|_| !active.contains(&node_id))
+                })
+                .or_else(|| report.and_then(|r| r.error.clone())),
             cpu_millis: report.and_then(|r| r.cpu_millis),
             node_id,
         });
@@ -387,7 +510,7 @@ pub(super) async fn logs(
     Query(query): Query<LogsQuery>,
 ) -> Result<String, ApiError> {
     let snapshot = Snapshot::of(&state.mesh);
-    if snapshot.spec(&name).is_none() {
+    if snapshot.store.get(&service_key(&name)).is_none() {
         return Err(not_found(&name));
     }
     let me = snapshot.view.me.node;

@@ -142,7 +142,30 @@ pub(crate) async fn run(
         Command::ClientCert(args) => client_cert(&client, &args).await,
         Command::Node(command) => nodes::run(&client, command).await,
         Command::Service(command) => services::run(&client, command).await,
+        Command::Cluster(command) => cluster(&client, command).await,
     }
+}
+
+/// `knit cluster inspect|update`: the cluster's limits on services.
+async fn cluster(client: &Client, command: crate::cli::ClusterCommand) -> Result<()> {
+    use knit_scheduler::spec::Limits;
+    let limits = match command {
+        crate::cli::ClusterCommand::Inspect => client.get::<Limits>("/v1/cluster/limits").await?,
+        crate::cli::ClusterCommand::Update {
+            max_replicas,
+            max_slots,
+        } => {
+            if max_replicas.is_none() && max_slots.is_none() {
+                bail!("nothing to change: give --max-replicas N, --max-slots N or both");
+            }
+            let mut limits: Limits = client.get("/v1/cluster/limits").await?;
+            limits.replicas_max = max_replicas.unwrap_or(limits.replicas_max);
+            limits.slots_max = max_slots.unwrap_or(limits.slots_max);
+            client.post("/v1/cluster/limits", &limits).await?
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&limits)?);
+    Ok(())
 }
 
 /// Rotates the join token and prints the new one.

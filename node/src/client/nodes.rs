@@ -155,5 +155,8 @@ fn print(nodes: &[NodeSummary]) {
         {
             println!("{:<14} ^ {note}", "");
         }
+        if let Some(minority) = &n.minority {
+            println!("{:<14} ^ {minority}", "");
+        }
     }
 }

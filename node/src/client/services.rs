@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use knit_scheduler::ServiceSpec;
-use knit_scheduler::spec::{Mode, Protocol};
+use knit_scheduler::spec::{Limits, Mode, Protocol};
 
 use super::{ApiRefusal, Client};
 use crate::api::{ServiceSummary, TaskRow, UpdateRequest};
@@ -20,7 +20,7 @@ const UPDATE_ATTEMPTS: usize = 3;
 pub(super) async fn run(client: &Client, command: ServiceCommand) -> Result<()> {
     match command {
         ServiceCommand::Create(args) => {
-            let spec = args.to_spec()?;
+            let spec = args.to_spec(&limits(client).await)?;
             let created: ServiceSpec = client.post("/v1/services", &spec).await?;
             println!("{}", created.name);
             warn_udp(&created);
@@ -61,8 +61,9 @@ pub(super) async fn run(client: &Client, command: ServiceCommand) -> Result<()> 
         }
         ServiceCommand::Scale { targets } => scale(client, &targets).await?,
         ServiceCommand::Update(args) => {
+            let limits = limits(client).await;
             let updated = update(client, &args.name, args.force, |current| {
-                let next = args.apply(current)?;
+                let next = args.apply(current, &limits)?;
                 if !args.force && same(current, &next) {
                     Ok(None)
                 } else {
@@ -116,6 +117,15 @@ pub(super) async fn run(client: &Client, command: ServiceCommand) -> Result<()> 
         }
     }
     Ok(())
+}
+
+/// The cluster's limits, to check a spec before sending it; the most permissive any
+/// cluster may have if the peer does not say (the peer checks again).
+async fn limits(client: &Client) -> Limits {
+    client
+        .get("/v1/cluster/limits")
+        .await
+        .unwrap_or(Limits::CEILING)
 }
 
 /// Says, on stderr, that published UDP ports are not routed by the ingress.
@@ -267,17 +277,20 @@ async fn converge(client: &Client, written: &ServiceSpec) -> Result<()> {
 
 fn print_services(services: &[ServiceSummary]) {
     println!(
-        "{:<20} {:<11} {:<9} {:<30} PORTS",
-        "NAME", "MODE", "REPLICAS", "IMAGE"
+        "{:<20} {:<11} {:<9} {:<30} {:<20} STATE",
+        "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"
     );
     for s in services {
         println!(
-            "{:<20} {:<11} {:<9} {:<30} {}",
+            "{:<20} {:<11} {:<9} {:<30} {:<20} {}",
             s.name,
             s.mode,
             format!("{}/{}", s.running, s.replicas),
             s.image,
-            s.ports.join(",")
+            s.ports.join(","),
+            s.invalid
+                .as_ref()
+                .map_or_else(|| "ok".to_owned(), |why| format!("invalid: {why}"))
         );
     }
 }

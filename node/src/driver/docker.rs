@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,8 +25,8 @@ use bollard::errors::Error as DockerError;
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerState, ContainerStateStatusEnum,
-    HealthConfig, HealthStatusEnum, HostConfig, PortBinding, PortMap, RestartPolicy,
-    RestartPolicyNameEnum,
+    HealthConfig, HealthStatusEnum, HostConfig, HostConfigLogConfig, PortBinding, PortMap,
+    RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
@@ -56,6 +57,10 @@ pub(crate) struct DockerDriver {
     watch: watch::Watch,
     /// Containers inspected so far (for tests and benchmarks of the engine's load).
     inspects: AtomicU64,
+    /// The host address replicas' ports are published on: the one peers reach this host
+    /// at, and the ingress forwards to, never every interface, so the ingress cannot be
+    /// bypassed from outside.
+    publish_ip: IpAddr,
 }
 
 /// Runs `call`, turning a timeout into bollard's own timeout error.
@@ -94,7 +99,8 @@ fn is_not_found(e: &DockerError) -> bool {
 
 impl DockerDriver {
     /// Connects to the engine on its Unix socket; `Unavailable` when there is none.
-    pub(crate) async fn connect() -> Result<Self, DriverError> {
+    /// Connects to the engine; replicas' ports will be published on `publish_ip`.
+    pub(crate) async fn connect(publish_ip: IpAddr) -> Result<Self, DriverError> {
         let unavailable = |e: &DockerError| {
             DriverError::Unavailable(format!(
                 "no Docker engine on /var/run/docker.sock ({}); start Docker, or run \
@@ -113,6 +119,7 @@ impl DockerDriver {
             docker,
             watch: watch::Watch::default(),
             inspects: AtomicU64::new(0),
+            publish_ip,
         })
     }
 
@@ -156,7 +163,7 @@ impl DockerDriver {
         let options = CreateContainerOptionsBuilder::default()
             .name(&container_name(&launch.slot))
             .build();
-        let body = container_body(launch, image);
+        let body = container_body(launch, image, self.publish_ip);
         let created = within(
             CALL_TIMEOUT,
             self.docker.create_container(Some(options), body),
@@ -478,7 +485,23 @@ fn cgroup_cpu_ns(root: &Path, id: &str) -> Option<u64> {
 }
 
 /// What Docker is asked to create for `launch`.
-fn container_body(launch: &Launch, image: &str) -> ContainerCreateBody {
+/// Bounded logs, whatever the engine's default driver: json-file (which `knit service
+/// logs` reads) with [`super::LOG_FILES_MAX`] files of [`super::LOG_FILE_MAX_BYTES`].
+fn log_config() -> HostConfigLogConfig {
+    let config = [
+        ("max-size", format!("{}k", super::LOG_FILE_MAX_BYTES / 1024)),
+        ("max-file", super::LOG_FILES_MAX.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    HostConfigLogConfig {
+        typ: Some("json-file".to_owned()),
+        config: Some(config),
+    }
+}
+
+fn container_body(launch: &Launch, image: &str, publish_ip: IpAddr) -> ContainerCreateBody {
     let spec = &launch.spec;
     let mut tags: HashMap<String, String> = spec.labels.clone().into_iter().collect();
     tags.insert(labels::SERVICE.into(), spec.name.clone());
@@ -496,7 +519,7 @@ fn container_body(launch: &Launch, image: &str) -> ContainerCreateBody {
     let mut port_bindings = PortMap::new();
     for port in &spec.ports {
         let binding = PortBinding {
-            host_ip: Some("0.0.0.0".into()),
+            host_ip: Some(publish_ip.to_string()),
             host_port: Some(String::new()),
         };
         port_bindings.insert(
@@ -513,6 +536,7 @@ fn container_body(launch: &Launch, image: &str) -> ContainerCreateBody {
             name: Some(RestartPolicyNameEnum::NO),
             maximum_retry_count: None,
         }),
+        log_config: Some(log_config()),
         ..Default::default()
     };
     ContainerCreateBody {

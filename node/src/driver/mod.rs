@@ -13,6 +13,11 @@ use std::time::Duration;
 use knit_scheduler::spec::Driver as DriverKind;
 use knit_scheduler::{Health, ReplicaState, ServiceSpec, SlotId};
 
+/// A replica's log file is rotated past this size (Docker's json-file `max-size`)...
+pub(crate) const LOG_FILE_MAX_BYTES: u64 = 10 * 1024 * 1024;
+/// ...and this many files are kept, the live one included (`max-file`).
+pub(crate) const LOG_FILES_MAX: usize = 3;
+
 /// What a driver needs to start one replica.
 #[derive(Debug, Clone)]
 pub(crate) struct Launch {

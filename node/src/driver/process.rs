@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{DriverError, Launch, Replica};
 
+mod log;
 mod user;
 
 pub(crate) use user::RunAs;
@@ -47,6 +48,8 @@ pub(crate) struct ProcessDriver {
     /// Children this peer spawned: `None` until their waiter task reaps them, then the
     /// exit code.
     exits: Arc<Mutex<BTreeMap<String, Option<i32>>>>,
+    /// How big replicas' logs may grow.
+    log_bound: log::LogBound,
 }
 
 fn failed(e: impl std::fmt::Display) -> DriverError {
@@ -154,19 +157,6 @@ fn now_ms() -> u64 {
     crate::peer::now_ms()
 }
 
-/// Creates (or truncates) `path`, readable by the peer's user only: a replica's output may
-/// hold what only the operator should see.
-fn private_file(path: &Path) -> Result<std::fs::File, DriverError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(failed)
-}
-
 impl ProcessDriver {
     /// A driver keeping its records under `dir`, starting replicas as `run_as` (none when
     /// `None`).
@@ -177,6 +167,7 @@ impl ProcessDriver {
             dir: dir.to_owned(),
             run_as,
             exits: Arc::default(),
+            log_bound: log::LogBound::default(),
         })
     }
 
@@ -236,7 +227,7 @@ impl ProcessDriver {
             taken.insert(host);
             host_ports.insert(port.target, host);
         }
-        let log = private_file(&self.log_path(&runtime_id))?;
+        let log = log::open(&self.log_path(&runtime_id)).map_err(failed)?;
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(words);
         let env = run_as.environment(
@@ -348,9 +339,25 @@ impl ProcessDriver {
         records
     }
 
-    /// Every replica this driver has a record of, running or not.
+    /// Every replica this driver has a record of, running or not. Rotates the logs of
+    /// those that run (see [`log`]).
     pub(crate) async fn list(&self) -> Result<Vec<Replica>, DriverError> {
-        Ok(self.records().iter().map(|r| self.replica(r)).collect())
+        let replicas: Vec<Replica> = self.records().iter().map(|r| self.replica(r)).collect();
+        let logs: Vec<PathBuf> = replicas
+            .iter()
+            .filter(|r| r.state == ReplicaState::Running)
+            .map(|r| self.log_path(&r.runtime_id))
+            .collect();
+        let bound = self.log_bound;
+        let rotated = tokio::task::spawn_blocking(move || {
+            for path in logs {
+                if let Err(e) = log::rotate(&path, bound) {
+                    tracing::warn!(log = %path.display(), error = %e, "cannot rotate a replica's log");
+                }
+            }
+        });
+        let _ = rotated.await;
+        Ok(replicas)
     }
 
     /// The CPU time the replica's process has used so far, in nanoseconds.
@@ -397,7 +404,7 @@ impl ProcessDriver {
             }
         }
         let _ = std::fs::remove_file(self.record_path(runtime_id));
-        let _ = std::fs::remove_file(self.log_path(runtime_id));
+        log::remove(&self.log_path(runtime_id), self.log_bound);
         self.exits
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -407,7 +414,7 @@ impl ProcessDriver {
 
     /// The last `tail` lines of the replica's output.
     pub(crate) async fn logs(&self, runtime_id: &str, tail: usize) -> Result<String, DriverError> {
-        let text = std::fs::read_to_string(self.log_path(runtime_id)).map_err(failed)?;
+        let text = log::read_all(&self.log_path(runtime_id), self.log_bound).map_err(failed)?;
         let lines: Vec<&str> = text.lines().collect();
         Ok(lines[lines.len().saturating_sub(tail)..].join("\n"))
     }

@@ -144,6 +144,53 @@ impl Placement {
         }
     }
 
+    /// One placement of the services of `self` and of `other`, which must be distinct
+    /// (a service in both keeps `self`'s cells): two placements of disjoint services over
+    /// different node sets (a partitioned side places `available` services over the
+    /// members it sees, and the others over every member it knows). A node's bound is the
+    /// larger of its two.
+    pub fn combine(self, other: Placement) -> Placement {
+        let mut nodes: Vec<NodeId> = self.nodes.iter().chain(&other.nodes).cloned().collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        let at = |id: &NodeId| nodes.binary_search(id).map_or(NONE, |p| p as u32);
+        let remap = |from: &Placement, cells: &ServiceCells| {
+            let cell = |c: Cell| match c {
+                Cell::On(pos) => Cell::On(at(&from.nodes[pos as usize])),
+                pending => pending,
+            };
+            let mut global: Vec<(u32, Cell)> = cells
+                .global
+                .iter()
+                .map(|&(pos, c)| (at(&from.nodes[pos as usize]), cell(c)))
+                .collect();
+            global.sort_unstable_by_key(|g| g.0);
+            ServiceCells {
+                name: cells.name.clone(),
+                replicas: cells.replicas.iter().map(|&c| cell(c)).collect(),
+                global,
+            }
+        };
+        let mut services: Vec<ServiceCells> =
+            self.services.iter().map(|c| remap(&self, c)).collect();
+        for cells in &other.services {
+            if self.service(&cells.name).is_none() {
+                services.push(remap(&other, cells));
+            }
+        }
+        services.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        let bounds = nodes
+            .iter()
+            .map(|id| self.bound_of(id).max(other.bound_of(id)))
+            .collect();
+        Placement {
+            bounds,
+            services,
+            load_bound: self.load_bound.max(other.load_bound),
+            nodes,
+        }
+    }
+
     fn resolve(&self, cell: Cell) -> Assignment<'_> {
         match cell {
             Cell::On(pos) => Assignment::Assigned(&self.nodes[pos as usize]),

@@ -561,3 +561,36 @@ fn apply(
         }
     }
 }
+
+#[test]
+fn combined_placements_keep_each_services_cells_on_their_own_nodes() {
+    let all = nodes(3);
+    let reachable = vec![all[2].clone()];
+    let mut global = ServiceSpec::docker("agent", "img");
+    global.mode = Mode::Global;
+    let wide = place(
+        &all,
+        &[replicated("db", 6), global.clone()],
+        &PlacementConfig::default(),
+    );
+    let narrow = place(&reachable, &[replicated("web", 6)], &unbounded());
+    let both = wide.clone().combine(narrow.clone());
+    assert_eq!(both.len(), wide.len() + narrow.len());
+    for (slot, assignment) in wide.iter().chain(narrow.iter()) {
+        assert_eq!(both.get(&slot), Some(assignment), "{slot}");
+    }
+    // Every slot of web sits on the one reachable node, past the wide bound of 3.
+    assert_eq!(
+        both.slots_on(&all[2].id)
+            .iter()
+            .filter(|s| s.service == "web")
+            .count(),
+        6
+    );
+    assert_eq!(both.bound_of(&all[2].id), narrow.bound_of(&all[2].id));
+    // Names stay sorted, so lookups by name still work whichever side a service came from.
+    let names: Vec<String> = both.iter().map(|(s, _)| s.service).collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted);
+}

@@ -4,6 +4,7 @@
 //! (`#[serde(default)]`), so records written by an older knit still read.
 
 mod constraint;
+pub mod limits;
 mod port;
 mod quantity;
 mod signal;
@@ -14,6 +15,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use constraint::{Constraint, ConstraintField, ConstraintOp};
+pub use limits::Limits;
 pub use port::{PortSpec, Protocol};
 pub use quantity::{parse_cpu_millis, parse_duration_ms, parse_memory_bytes};
 pub use signal::{normalize_signal, signal_number};
@@ -198,6 +200,20 @@ pub enum FailureAction {
     Rollback,
 }
 
+/// What a side of a network partition does with this service's slots on members it cannot
+/// see (`--partition-policy`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PartitionPolicy {
+    /// Only a side that sees a majority of the known members reclaims them; a minority
+    /// keeps what it runs and starts nothing of theirs. Never two copies of a slot.
+    #[default]
+    Majority,
+    /// Every side keeps a full copy (for stateless services): after the heal, duplicates
+    /// stop.
+    Available,
+}
+
 /// Whether the old replica stops before or after its replacement starts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -300,6 +316,8 @@ pub struct ServiceSpec {
     pub rollback: UpdateConfig,
     /// Scaling by policy, for replicated services.
     pub autoscale: Option<Autoscale>,
+    /// What a partitioned side does with the slots of members it cannot see.
+    pub partition_policy: PartitionPolicy,
     /// Bumped by whoever writes a change; replicas report the version they run.
     pub version: u64,
     /// The last version that changed what a replica runs (see [`ServiceSpec::same_template`]);
@@ -335,6 +353,7 @@ impl Default for ServiceSpec {
             update: UpdateConfig::default(),
             rollback: UpdateConfig::default(),
             autoscale: None,
+            partition_policy: PartitionPolicy::Majority,
             version: 0,
             template_version: 0,
             previous: None,

@@ -2,6 +2,12 @@
 
 use std::collections::BTreeSet;
 
+use super::limits::{
+    ARG_MAX_BYTES, ARGS_MAX, CONSTRAINT_MAX_BYTES, CONSTRAINTS_MAX, DURATION_MAX_MS, ENV_MAX,
+    ENV_NAME_MAX_BYTES, ENV_VALUE_MAX_BYTES, HEALTH_INTERVAL_MIN_MS, HEALTH_PATH_MAX_BYTES,
+    HEALTH_RETRIES_MAX, IMAGE_MAX_BYTES, LABEL_KEY_MAX_BYTES, LABEL_VALUE_MAX_BYTES, LABELS_MAX,
+    Limits, PORTS_MAX, SPEC_ENCODED_MAX_BYTES, encoded_len,
+};
 use super::{Driver, Mode, Probe, ServiceSpec, UpdateConfig};
 use crate::error::SpecError;
 
@@ -22,8 +28,29 @@ fn name_is_valid(name: &str) -> bool {
 const MAX_STOP_GRACE_MS: u64 = 3_600_000;
 
 impl ServiceSpec {
-    /// Checks every rule a spec must follow; the first broken one is the error.
-    pub fn validate(&self) -> Result<(), SpecError> {
+    /// Checks every rule a spec must follow, within the cluster's `limits` and the fixed
+    /// ones of [`super::limits`]; the first broken one is the error. The previous spec kept
+    /// for rollback follows the same rules and keeps no previous spec of its own, so a
+    /// stored record stays within [`super::limits::SPEC_RECORD_MAX_BYTES`].
+    pub fn validate(&self, limits: &Limits) -> Result<(), SpecError> {
+        self.validate_own(limits)?;
+        let Some(previous) = &self.previous else {
+            return Ok(());
+        };
+        let bad = |why: String| Err(SpecError::invalid(&self.name, "previous", why));
+        if previous.previous.is_some() {
+            return bad("keeps one level only; clear previous.previous".into());
+        }
+        if previous.name != self.name {
+            return bad(format!("names {:?}, not this service", previous.name));
+        }
+        previous
+            .validate_own(limits)
+            .map_err(|e| SpecError::invalid(&self.name, "previous", e.to_string()))
+    }
+
+    /// The rules of [`ServiceSpec::validate`] but for the previous spec.
+    fn validate_own(&self, limits: &Limits) -> Result<(), SpecError> {
         let bad = |field, why: String| Err(SpecError::invalid(&self.name, field, why));
         if !name_is_valid(&self.name) {
             return bad(
@@ -46,6 +73,8 @@ impl ServiceSpec {
             }
             _ => {}
         }
+        self.validate_sizes()?;
+        self.validate_scale(limits)?;
         self.validate_ports()?;
         self.validate_resources()?;
         if let Some(key) = self.env.keys().find(|k| k.is_empty() || k.contains('=')) {
@@ -70,20 +99,87 @@ impl ServiceSpec {
         }
         validate_update(&self.name, "update", &self.update)?;
         validate_update(&self.name, "rollback", &self.rollback)?;
-        self.validate_autoscale()?;
-        if let Some(previous) = &self.previous {
-            if previous.previous.is_some() {
-                return bad(
-                    "previous",
-                    "keeps one level only; clear previous.previous".into(),
+        self.validate_autoscale(limits)?;
+        self.validate_size()
+    }
+
+    /// The encoded size, without the previous spec (checked on its own).
+    fn validate_size(&self) -> Result<(), SpecError> {
+        let total = encoded_len(self);
+        let previous = self.previous.as_deref().map_or(0, encoded_len);
+        let own = total.saturating_sub(previous);
+        if own > SPEC_ENCODED_MAX_BYTES {
+            let why = format!(
+                "the spec takes {own} bytes encoded, above the {SPEC_ENCODED_MAX_BYTES} allowed; pass large configuration as a file in the image or a volume, not in env, labels or args"
+            );
+            return Err(SpecError::invalid(&self.name, "spec", why));
+        }
+        Ok(())
+    }
+
+    /// Replicas and everything a spec makes the agents do per slot.
+    fn validate_scale(&self, limits: &Limits) -> Result<(), SpecError> {
+        let max = limits.replicas_max;
+        if let Mode::Replicated { replicas } = self.mode
+            && replicas > max
+        {
+            let why = format!(
+                "{replicas} is above the {max} a service may have in this cluster; ask for 0 to {max} (an operator may raise the limit with `knit cluster update --max-replicas N`)"
+            );
+            return Err(SpecError::invalid(&self.name, "replicas", why));
+        }
+        for (field, u) in [("update", &self.update), ("rollback", &self.rollback)] {
+            if u.parallelism > max {
+                let why = format!(
+                    "parallelism {} is above the {max} replicas a service may have; use 0 (all at once) to {max}",
+                    u.parallelism
                 );
+                return Err(SpecError::invalid(&self.name, field, why));
             }
-            if previous.name != self.name {
-                return bad(
-                    "previous",
-                    format!("names {:?}, not this service", previous.name),
-                );
+            for (what, ms) in [("delay", u.delay_ms), ("monitor", u.monitor_ms)] {
+                check_duration(&self.name, field, what, ms)?;
             }
+        }
+        check_duration(&self.name, "restart", "delay", self.restart.delay_ms)?;
+        check_duration(&self.name, "restart", "window", self.restart.window_ms)
+    }
+
+    /// Counts and lengths of the lists and texts of a spec.
+    fn validate_sizes(&self) -> Result<(), SpecError> {
+        let bad = |field, why: String| Err(SpecError::invalid(&self.name, field, why));
+        if let Some(image) = &self.image
+            && image.len() > IMAGE_MAX_BYTES
+        {
+            return bad(
+                "image",
+                format!("is {} bytes, above {IMAGE_MAX_BYTES}", image.len()),
+            );
+        }
+        check_words(&self.name, "args", self.command.iter().chain(&self.args))?;
+        check_count(&self.name, "env", self.env.len(), ENV_MAX)?;
+        for (key, value) in &self.env {
+            check_text(&self.name, "env", key, ENV_NAME_MAX_BYTES)?;
+            check_text(&self.name, "env", value, ENV_VALUE_MAX_BYTES)?;
+        }
+        check_count(&self.name, "label", self.labels.len(), LABELS_MAX)?;
+        for (key, value) in &self.labels {
+            check_text(&self.name, "label", key, LABEL_KEY_MAX_BYTES)?;
+            check_text(&self.name, "label", value, LABEL_VALUE_MAX_BYTES)?;
+        }
+        check_count(&self.name, "publish", self.ports.len(), PORTS_MAX)?;
+        check_count(
+            &self.name,
+            "constraint",
+            self.constraints.len(),
+            CONSTRAINTS_MAX,
+        )?;
+        for c in &self.constraints {
+            check_text(
+                &self.name,
+                "constraint",
+                &c.to_string(),
+                CONSTRAINT_MAX_BYTES,
+            )?;
         }
         Ok(())
     }
@@ -140,19 +236,34 @@ impl ServiceSpec {
             Probe::Http { port: Some(0), .. } => return bad("the http probe port must be 1-65535"),
             _ => {}
         }
-        if h.interval_ms == 0 || h.timeout_ms == 0 {
-            return bad("interval and timeout must be above zero, e.g. 30s");
+        if h.interval_ms < HEALTH_INTERVAL_MIN_MS || h.timeout_ms == 0 {
+            return bad(
+                "interval must be at least 100ms and timeout above zero, e.g. 30s for both",
+            );
         }
-        if h.retries == 0 {
-            return bad("retries must be at least 1");
+        if !(1..=HEALTH_RETRIES_MAX).contains(&h.retries) {
+            return bad("retries must be 1 to 100, e.g. 3");
         }
         if h.response_time_max_ms == Some(0) {
             return bad("response_time_max must be above zero, e.g. 500ms, or unset");
         }
-        Ok(())
+        for (what, ms) in [
+            ("interval", h.interval_ms),
+            ("timeout", h.timeout_ms),
+            ("start period", h.start_period_ms),
+            ("response time max", h.response_time_max_ms.unwrap_or(0)),
+        ] {
+            check_duration(&self.name, "health", what, ms)?;
+        }
+        match &h.probe {
+            Probe::Command(argv) => check_words(&self.name, "health", argv),
+            Probe::Http { path, .. } => {
+                check_text(&self.name, "health", path, HEALTH_PATH_MAX_BYTES)
+            }
+        }
     }
 
-    fn validate_autoscale(&self) -> Result<(), SpecError> {
+    fn validate_autoscale(&self, limits: &Limits) -> Result<(), SpecError> {
         let Some(a) = &self.autoscale else {
             return Ok(());
         };
@@ -166,6 +277,12 @@ impl ServiceSpec {
                 a.min, a.max
             ));
         }
+        if a.max > limits.replicas_max {
+            return bad(format!(
+                "max {} is above the {} replicas a service may have in this cluster; use at most {}",
+                a.max, limits.replicas_max, limits.replicas_max
+            ));
+        }
         if !(1..=100).contains(&a.cpu_target_percent) {
             return bad(format!(
                 "cpu target {}% must be 1-100, e.g. 70",
@@ -174,6 +291,58 @@ impl ServiceSpec {
         }
         Ok(())
     }
+}
+
+/// A list of words (command and arguments, a probe's command) within its bounds.
+fn check_words<'a>(
+    service: &str,
+    field: &'static str,
+    words: impl IntoIterator<Item = &'a String>,
+) -> Result<(), SpecError> {
+    let mut count = 0;
+    for word in words {
+        count += 1;
+        check_text(service, field, word, ARG_MAX_BYTES)?;
+    }
+    check_count(service, field, count, ARGS_MAX)
+}
+
+fn check_count(service: &str, field: &'static str, n: usize, max: usize) -> Result<(), SpecError> {
+    if n <= max {
+        return Ok(());
+    }
+    let why = format!("{n} entries, above the {max} allowed; keep at most {max}");
+    Err(SpecError::invalid(service, field, why))
+}
+
+/// A text within `max` bytes and without NUL (no program can receive one).
+fn check_text(service: &str, field: &'static str, text: &str, max: usize) -> Result<(), SpecError> {
+    if text.len() > max {
+        let start: String = text.chars().take(20).collect();
+        let why = format!(
+            "{start:?}... is {} bytes, above the {max} allowed for one entry",
+            text.len()
+        );
+        return Err(SpecError::invalid(service, field, why));
+    }
+    if text.contains('\0') {
+        let why = format!("{text:?} contains a NUL character; remove it");
+        return Err(SpecError::invalid(service, field, why));
+    }
+    Ok(())
+}
+
+fn check_duration(
+    service: &str,
+    field: &'static str,
+    what: &str,
+    ms: u64,
+) -> Result<(), SpecError> {
+    if ms <= DURATION_MAX_MS {
+        return Ok(());
+    }
+    let why = format!("{what} of {ms}ms is above a week (168h); use a shorter one, e.g. 30s");
+    Err(SpecError::invalid(service, field, why))
 }
 
 fn validate_update(service: &str, field: &'static str, u: &UpdateConfig) -> Result<(), SpecError> {
@@ -193,19 +362,22 @@ mod tests {
     use crate::spec::{Autoscale, HealthCheck, PortSpec};
 
     fn error(spec: &ServiceSpec) -> String {
-        spec.validate().unwrap_err().to_string()
+        spec.validate(&Limits::default()).unwrap_err().to_string()
     }
 
     #[test]
     fn a_plain_spec_is_valid() {
-        assert_eq!(ServiceSpec::docker("blog", "blog:v1").validate(), Ok(()));
+        assert_eq!(
+            ServiceSpec::docker("blog", "blog:v1").validate(&Limits::default()),
+            Ok(())
+        );
         let p = ServiceSpec {
             name: "api-v2.x_1".into(),
             driver: Driver::Process,
             command: vec!["/bin/sleep".into()],
             ..ServiceSpec::default()
         };
-        assert_eq!(p.validate(), Ok(()));
+        assert_eq!(p.validate(&Limits::default()), Ok(()));
     }
 
     #[test]
@@ -216,7 +388,7 @@ mod tests {
         }
         assert!(
             ServiceSpec::docker(&"a".repeat(63), "img")
-                .validate()
+                .validate(&Limits::default())
                 .is_ok()
         );
     }
@@ -242,7 +414,7 @@ mod tests {
         s.ports = vec!["80:4000".parse().unwrap(), "80:4001".parse().unwrap()];
         assert!(error(&s).contains("80/tcp is published twice"));
         s.ports[1] = "80:4000/udp".parse().unwrap();
-        assert!(s.validate().is_ok());
+        assert!(s.validate(&Limits::default()).is_ok());
         s.ports.push(PortSpec {
             published: 0,
             ..s.ports[0]
@@ -281,7 +453,131 @@ mod tests {
         s.stop_signal = Some("quit".into());
         assert!(error(&s).contains("stop-signal"), "{}", error(&s));
         s.stop_signal = Some("SIGQUIT".into());
-        s.validate().unwrap();
+        s.validate(&Limits::default()).unwrap();
+    }
+
+    #[test]
+    fn the_replica_bomb_is_refused_with_what_is_allowed() {
+        let mut s = ServiceSpec::docker("boom", "img");
+        s.mode = Mode::Replicated {
+            replicas: 4_000_000_000,
+        };
+        let e = error(&s);
+        assert!(e.contains("replicas") && e.contains("0 to 10000"), "{e}");
+        s.mode = Mode::Replicated { replicas: 10_000 };
+        assert_eq!(s.validate(&Limits::default()), Ok(()));
+        let small = Limits {
+            replicas_max: 100,
+            ..Limits::default()
+        };
+        assert!(s.validate(&small).is_err());
+        s.mode = Mode::Replicated { replicas: 3 };
+        s.update.parallelism = 101;
+        assert!(
+            s.validate(&small)
+                .unwrap_err()
+                .to_string()
+                .contains("parallelism")
+        );
+        s.update.parallelism = 0;
+        s.autoscale = Some(Autoscale {
+            min: 1,
+            max: 101,
+            cpu_target_percent: 70,
+        });
+        let e = s.validate(&small).unwrap_err().to_string();
+        assert!(e.contains("autoscale") && e.contains("at most 100"), "{e}");
+    }
+
+    #[test]
+    fn lists_and_texts_are_bounded() {
+        let base = ServiceSpec::docker("blog", "img");
+        let mut s = base.clone();
+        for i in 0..=ENV_MAX {
+            s.env.insert(format!("K{i}"), "v".into());
+        }
+        assert!(error(&s).contains("env: 257 entries"), "{}", error(&s));
+        let mut s = base.clone();
+        s.labels
+            .insert("k".into(), "v".repeat(LABEL_VALUE_MAX_BYTES + 1));
+        assert!(error(&s).contains("label"), "{}", error(&s));
+        let mut s = base.clone();
+        s.args = vec!["x".into(); ARGS_MAX + 1];
+        assert!(error(&s).contains("args"), "{}", error(&s));
+        let mut s = base.clone();
+        s.args = vec!["a\0b".into()];
+        assert!(error(&s).contains("NUL"), "{}", error(&s));
+        let mut s = base.clone();
+        s.ports = (1..=65)
+            .map(|p| format!("{p}:80").parse().unwrap())
+            .collect();
+        assert!(error(&s).contains("publish"), "{}", error(&s));
+        let mut s = base.clone();
+        s.constraints = vec!["node.labels.a==b".parse().unwrap(); CONSTRAINTS_MAX + 1];
+        assert!(error(&s).contains("constraint"), "{}", error(&s));
+        let mut s = base.clone();
+        s.image = Some("i".repeat(IMAGE_MAX_BYTES + 1));
+        assert!(error(&s).contains("image"), "{}", error(&s));
+    }
+
+    #[test]
+    fn the_encoded_size_is_bounded_and_does_not_grow_with_updates() {
+        let mut s = ServiceSpec::docker("blog", "img");
+        for i in 0..8 {
+            s.env
+                .insert(format!("K{i}"), "v".repeat(ENV_VALUE_MAX_BYTES - 100));
+        }
+        let e = error(&s);
+        assert!(e.contains("bytes encoded, above the 65536"), "{e}");
+        s.env.clear();
+        for i in 0..3 {
+            s.env
+                .insert(format!("K{i}"), "v".repeat(ENV_VALUE_MAX_BYTES));
+        }
+        assert_eq!(s.validate(&Limits::default()), Ok(()));
+        // Each update keeps one previous spec, never a chain: the record stays bounded.
+        let mut current = s.clone();
+        for _ in 0..5 {
+            current = current.followed_by(s.clone(), false);
+            assert_eq!(current.validate(&Limits::default()), Ok(()));
+            let len = encoded_len(&current);
+            assert!(len <= crate::spec::limits::SPEC_RECORD_MAX_BYTES, "{len}");
+        }
+        let mut nested = current.clone();
+        nested.previous = Some(Box::new(current));
+        assert!(error(&nested).contains("one level only"));
+    }
+
+    #[test]
+    fn a_previous_spec_follows_the_same_rules() {
+        let mut old = ServiceSpec::docker("blog", "img");
+        old.mode = Mode::Replicated {
+            replicas: 4_000_000_000,
+        };
+        let mut s = ServiceSpec::docker("blog", "img");
+        s.previous = Some(Box::new(old));
+        let e = error(&s);
+        assert!(e.contains("previous") && e.contains("replicas"), "{e}");
+    }
+
+    #[test]
+    fn health_checks_cannot_spin() {
+        let mut s = ServiceSpec::docker("blog", "img");
+        let mut check = HealthCheck::new(Probe::Http {
+            path: "/".into(),
+            port: None,
+        });
+        check.interval_ms = 0;
+        s.health = Some(check.clone());
+        assert!(error(&s).contains("at least 100ms"), "{}", error(&s));
+        check.interval_ms = 100;
+        check.retries = 1_000;
+        s.health = Some(check.clone());
+        assert!(error(&s).contains("retries"), "{}", error(&s));
+        check.retries = 3;
+        check.start_period_ms = u64::MAX;
+        s.health = Some(check);
+        assert!(error(&s).contains("above a week"), "{}", error(&s));
     }
 
     #[test]

@@ -51,7 +51,7 @@ impl Drop for TestNode {
 
 /// The driver, or `None` (after saying why) when this host has no engine.
 async fn driver() -> Option<DockerDriver> {
-    match DockerDriver::connect().await {
+    match DockerDriver::connect(std::net::IpAddr::from([127, 0, 0, 1])).await {
         Ok(driver) => Some(driver),
         Err(e) if !images::docker_required() => {
             eprintln!("skipping: {e} (set KNIT_REQUIRE_DOCKER=1 to fail instead)");
@@ -363,7 +363,7 @@ fn the_container_body_has_labels_ports_env_and_limits() {
     spec.limits.memory_bytes = 64 << 20;
     spec.stop_signal = Some("SIGQUIT".into());
     spec.no_healthcheck = true;
-    let body = container_body(&launch, "img");
+    let body = container_body(&launch, "img", std::net::IpAddr::from([127, 0, 0, 7]));
     assert_eq!(body.stop_signal.as_deref(), Some("SIGQUIT"));
     let check = body.healthcheck.as_ref().and_then(|h| h.test.clone());
     assert_eq!(
@@ -393,6 +393,22 @@ fn the_container_body_has_labels_ports_env_and_limits() {
     );
     let restart = host.restart_policy.and_then(|p| p.name);
     assert_eq!(restart, Some(RestartPolicyNameEnum::NO));
+    // Published on the peer's own address only, never on every interface.
+    let bindings = host.port_bindings.expect("port bindings");
+    let ips: Vec<Option<String>> = bindings
+        .values()
+        .flatten()
+        .flatten()
+        .map(|b| b.host_ip.clone())
+        .collect();
+    assert_eq!(ips, vec![Some("127.0.0.7".to_owned())]);
+    let logs = host.log_config.expect("log config");
+    assert_eq!(logs.typ.as_deref(), Some("json-file"));
+    let logs = logs.config.expect("log options");
+    assert_eq!(
+        (logs["max-size"].as_str(), logs["max-file"].as_str()),
+        ("10240k", "3")
+    );
     assert_eq!(image_reference("busybox"), "busybox:latest");
     assert_eq!(
         image_reference("localhost:5000/app"),

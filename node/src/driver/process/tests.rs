@@ -212,3 +212,63 @@ async fn a_failed_replica_says_what_it_printed_last() {
         Some("exit code 3: bind: address already in use")
     );
 }
+
+#[tokio::test]
+async fn a_chatty_replica_s_log_stays_under_its_bound() {
+    let mut scratch = Scratch::new();
+    let bound = log::LogBound {
+        file_max_bytes: 256 * 1024,
+        files_max: 3,
+    };
+    scratch.driver.log_bound = bound;
+    // About 3 MB a second, in lines of 16 KiB.
+    let script = "line=$(head -c 16384 /dev/zero | tr '\\0' x); while :; do i=0; while [ $i -lt 20 ]; do echo \"$line\"; i=$((i+1)); done; sleep 0.1; done";
+    let replica = scratch
+        .driver
+        .start(&launch("chatty", script, None))
+        .await
+        .expect("started");
+    let path = scratch.driver.log_path(&replica.runtime_id);
+    let mut peak = 0;
+    let mut rotations = 0;
+    let size = || std::fs::metadata(&path).map_or(0, |m| m.len());
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        peak = peak.max(log::total_bytes(&path, bound));
+        let before = size();
+        scratch.driver.list().await.expect("listed");
+        if size() < before {
+            rotations += 1;
+        }
+    }
+    let tail = scratch
+        .driver
+        .logs(&replica.runtime_id, 2)
+        .await
+        .expect("logs");
+    eprintln!("chatty replica: {rotations} rotations, at most {peak} bytes of logs on disk");
+    assert!(
+        rotations >= 3,
+        "{rotations} rotations: the replica wrote well past the bound"
+    );
+    // Three files of the bound, plus what one round (100 ms, ~330 kB) adds to the live one.
+    assert!(
+        peak <= 3 * bound.file_max_bytes + 512 * 1024,
+        "{peak} bytes"
+    );
+    assert!(
+        tail.lines().all(|l| l.bytes().all(|b| b == b'x')),
+        "whole lines, no holes"
+    );
+    scratch
+        .driver
+        .stop(&replica.runtime_id, Duration::from_secs(2))
+        .await
+        .expect("stopped");
+    assert_eq!(
+        log::total_bytes(&path, bound),
+        0,
+        "logs removed with the replica"
+    );
+}

@@ -1,29 +1,16 @@
-//! Ingress: every peer listens on every published port of every service and forwards each
-//! connection to a replica that runs and is healthy, wherever it is — a local one first,
-//! else a remote one, in turn. A connection that fails before any byte is answered (the
-//! connect fails, or the replica closes or resets it: stopped by a rolling update, say) is
-//! retried on another replica, with what the client sent so far replayed (up to 64 KiB;
-//! past that, the connection stays with its replica); replicas on nodes that are suspect
-//! or down are skipped at once. With `proxy_protocol` on a port, the client's address is passed on in a PROXY
-//! protocol v2 header.
+//! Forwarding one client connection: to a local replica first, else a remote one, in
+//! turn; a replica that fails before its first byte of answer is skipped for the next,
+//! with the client's bytes so far replayed; a connection that stays silent too long
+//! ([`SILENCE`]) is closed.
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use knit_mesh::MemberState;
-use knit_mesh::quic::Mesh;
-use knit_scheduler::spec::Protocol;
-use knit_scheduler::{Health, ReplicaState};
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use tokio::net::TcpStream;
 
-use crate::cluster::Snapshot;
+use super::{PortStats, Route};
 
 /// How long a connect to a replica may take before the next one is tried: a replica whose
 /// accept queue is full drops the SYN, and the kernel would retry only after a second.
@@ -32,220 +19,25 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
 const LAST_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Replicas tried per client connection.
 const ATTEMPTS_MAX: usize = 3;
-/// Client connections open at once, per peer.
-const CONNECTIONS_MAX: usize = 4096;
-
-/// Where one published port leads.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct Route {
-    service: String,
-    proxy_protocol: bool,
-    /// Healthy replicas on this node, by host address.
-    local: Vec<SocketAddr>,
-    /// Healthy replicas on other live nodes.
-    remote: Vec<SocketAddr>,
+/// How long a connection may stay silent before it is closed.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Silence {
+    /// While the client has said nothing and no replica has answered: an idle socket
+    /// holds a place of the port's cap.
+    pub(super) first_byte: Duration,
+    /// Once bytes flow, for nothing moving either way (IPVS, behind Swarm's routing mesh,
+    /// keeps idle TCP for 15 minutes too).
+    pub(super) idle: Duration,
 }
 
-/// Counters per published port, for `/metrics`.
-#[derive(Debug, Default)]
-pub(crate) struct PortStats {
-    pub(crate) service: Mutex<String>,
-    pub(crate) connections: AtomicU64,
-    pub(crate) bytes: AtomicU64,
-    pub(crate) retries: AtomicU64,
-    pub(crate) failures: AtomicU64,
-}
-
-/// The ingress's counters and the ports it could not bind.
-#[derive(Debug, Default)]
-pub(crate) struct IngressStats {
-    pub(crate) ports: Mutex<BTreeMap<u16, Arc<PortStats>>>,
-    pub(crate) bind_errors: Mutex<BTreeMap<u16, String>>,
-}
-
-impl IngressStats {
-    fn port(&self, port: u16) -> Arc<PortStats> {
-        self.ports
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(port)
-            .or_default()
-            .clone()
-    }
-}
-
-fn healthy(state: ReplicaState, health: Health) -> bool {
-    state == ReplicaState::Running && matches!(health, Health::Healthy | Health::None)
-}
-
-/// The routes every published TCP port takes, from the cluster as this peer sees it.
-fn routes(snapshot: &Snapshot) -> BTreeMap<u16, Route> {
-    let me = snapshot.view.me.node;
-    let mut routes: BTreeMap<u16, Route> = BTreeMap::new();
-    let specs = snapshot.specs();
-    for spec in specs.values() {
-        for port in spec.ports.iter().filter(|p| p.protocol == Protocol::Tcp) {
-            routes.insert(
-                port.published,
-                Route {
-                    service: spec.name.clone(),
-                    proxy_protocol: port.proxy_protocol,
-                    ..Route::default()
-                },
-            );
-        }
-    }
-    for member in snapshot
-        .view
-        .members
-        .iter()
-        .filter(|m| m.state == MemberState::Alive)
-    {
-        let local = member.peer.node == me;
-        let ip: IpAddr = if local {
-            IpAddr::from([127, 0, 0, 1])
-        } else {
-            member.peer.addr.ip()
-        };
-        for report in snapshot.reports(&member.peer.node) {
-            let Some(spec) = specs.get(&report.slot.service) else {
-                continue;
-            };
-            if report.spec_version == 0 || !healthy(report.state, report.health) {
-                continue;
-            }
-            for port in spec.ports.iter().filter(|p| p.protocol == Protocol::Tcp) {
-                let (Some(route), Some(host_port)) = (
-                    routes.get_mut(&port.published),
-                    report.host_ports.get(&port.target),
-                ) else {
-                    continue;
-                };
-                let addr = SocketAddr::new(ip, *host_port);
-                if local {
-                    route.local.push(addr)
-                } else {
-                    route.remote.push(addr)
-                }
-            }
-        }
-    }
-    routes
-}
-
-/// Runs the ingress on `addr` until `shutdown`.
-pub(crate) async fn run(
-    mesh: Mesh,
-    addr: IpAddr,
-    stats: Arc<IngressStats>,
-    shutdown: CancellationToken,
-) {
-    let (table_tx, table) = watch::channel(Arc::new(BTreeMap::new()));
-    let mut listeners: BTreeMap<u16, JoinHandle<()>> = BTreeMap::new();
-    let mut store = mesh.store();
-    let mut view = mesh.view();
-    let open = Arc::new(AtomicUsize::new(0));
-    loop {
-        let next = Arc::new(routes(&Snapshot::of(&mesh)));
-        for port in next
-            .keys()
-            .filter(|p| !listeners.contains_key(*p))
-            .copied()
-            .collect::<Vec<_>>()
-        {
-            match TcpListener::bind(SocketAddr::new(addr, port)).await {
-                Ok(listener) => {
-                    tracing::info!(port, "ingress listening");
-                    stats
-                        .bind_errors
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .remove(&port);
-                    let task = serve(
-                        listener,
-                        port,
-                        table.clone(),
-                        stats.port(port),
-                        open.clone(),
-                        shutdown.clone(),
-                    );
-                    listeners.insert(port, tokio::spawn(task));
-                }
-                Err(e) => {
-                    let mut errors = stats
-                        .bind_errors
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner);
-                    if errors.insert(port, e.to_string()).is_none() {
-                        tracing::error!(port, error = %e, "ingress cannot listen on a published port");
-                    }
-                }
-            }
-        }
-        listeners.retain(|port, task| {
-            let keep = next.contains_key(port);
-            if !keep {
-                tracing::info!(port, "ingress closed");
-                task.abort();
-            }
-            keep
-        });
-        table_tx.send_if_modified(|t| {
-            let changed = **t != *next;
-            if changed {
-                *t = next.clone();
-            }
-            changed
-        });
-        tokio::select! {
-            () = shutdown.cancelled() => break,
-            _ = store.changed() => {}
-            _ = view.changed() => {}
-            // Retry ports that could not be bound.
-            () = tokio::time::sleep(Duration::from_secs(5)) => {}
-        }
-    }
-    for task in listeners.values() {
-        task.abort();
-    }
-}
-
-async fn serve(
-    listener: TcpListener,
-    port: u16,
-    table: watch::Receiver<Arc<BTreeMap<u16, Route>>>,
-    stats: Arc<PortStats>,
-    open: Arc<AtomicUsize>,
-    shutdown: CancellationToken,
-) {
-    let turn = Arc::new(AtomicUsize::new(0));
-    loop {
-        let (client, peer) = tokio::select! {
-            () = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(_) => continue,
-            },
-        };
-        if open.load(Ordering::Relaxed) >= CONNECTIONS_MAX {
-            continue;
-        }
-        let Some(route) = table.borrow().get(&port).cloned() else {
-            continue;
-        };
-        *stats.service.lock().unwrap_or_else(PoisonError::into_inner) = route.service.clone();
-        stats.connections.fetch_add(1, Ordering::Relaxed);
-        let (stats, open, turn) = (stats.clone(), open.clone(), turn.clone());
-        open.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(async move {
-            forward(client, peer, port, &route, &stats, &turn).await;
-            open.fetch_sub(1, Ordering::Relaxed);
-        });
-    }
-}
+/// The limits of the ingress.
+pub(super) const SILENCE: Silence = Silence {
+    first_byte: Duration::from_secs(30),
+    idle: Duration::from_secs(15 * 60),
+};
 
 /// Local replicas first (in turn), then remote ones (in turn).
-fn candidates(route: &Route, turn: &AtomicUsize) -> Vec<SocketAddr> {
+pub(super) fn candidates(route: &Route, turn: &AtomicUsize) -> Vec<SocketAddr> {
     let start = turn.fetch_add(1, Ordering::Relaxed);
     let rotate = |list: &[SocketAddr]| -> Vec<SocketAddr> {
         if list.is_empty() {
@@ -259,13 +51,14 @@ fn candidates(route: &Route, turn: &AtomicUsize) -> Vec<SocketAddr> {
     all
 }
 
-async fn forward(
+pub(super) async fn forward(
     mut client: TcpStream,
     peer: SocketAddr,
     port: u16,
     route: &Route,
     stats: &PortStats,
     turn: &AtomicUsize,
+    silence: Silence,
 ) {
     let backends: Vec<SocketAddr> = candidates(route, turn)
         .into_iter()
@@ -299,9 +92,16 @@ async fn forward(
                 continue;
             }
         }
-        match early.until_answered(&mut client, &mut upstream).await {
+        match early
+            .until_answered(&mut client, &mut upstream, silence)
+            .await
+        {
             First::Failed => continue,
             First::ClientGone => return,
+            First::Silent => {
+                stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
             First::Answered(first) => {
                 let rest = if early.client_closed {
                     // Only the answer is left to carry.
@@ -309,9 +109,13 @@ async fn forward(
                     let _ = client.shutdown().await;
                     copied.unwrap_or(0)
                 } else {
-                    tokio::io::copy_bidirectional(&mut client, &mut upstream)
-                        .await
-                        .map_or(0, |(up, down)| up + down)
+                    match relay(&mut client, &mut upstream, silence.idle).await {
+                        Relayed::Done(bytes) => bytes,
+                        Relayed::Idle(bytes) => {
+                            stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                            bytes
+                        }
+                    }
                 };
                 let total = early.sent.len() as u64 + first + rest;
                 stats.bytes.fetch_add(total, Ordering::Relaxed);
@@ -343,13 +147,20 @@ enum First {
     Failed,
     /// The client went away.
     ClientGone,
+    /// Nothing was said for the silence limit.
+    Silent,
 }
 
 impl Early {
     /// Replays what the client sent so far to `upstream`, then carries the client's bytes
     /// on until `upstream` answers. A replica that dies before its first byte (stopped by
     /// a rolling update, say) costs the client nothing: the request goes to the next one.
-    async fn until_answered(&mut self, client: &mut TcpStream, upstream: &mut TcpStream) -> First {
+    async fn until_answered(
+        &mut self,
+        client: &mut TcpStream,
+        upstream: &mut TcpStream,
+        silence: Silence,
+    ) -> First {
         use tokio::io::AsyncReadExt;
         if !self.sent.is_empty() && upstream.write_all(&self.sent).await.is_err() {
             return First::Failed;
@@ -360,7 +171,15 @@ impl Early {
         let mut from_client = vec![0u8; 16 * 1024];
         let mut from_upstream = vec![0u8; 16 * 1024];
         loop {
+            // Only a client that has said nothing yet is held to the first-byte limit: a
+            // request already sent may take its replica a while to answer.
+            let silent_limit = if self.sent.is_empty() && !self.client_closed {
+                silence.first_byte
+            } else {
+                silence.idle
+            };
             tokio::select! {
+                () = tokio::time::sleep(silent_limit) => return First::Silent,
                 read = client.read(&mut from_client), if !self.client_closed => match read {
                     Ok(0) => {
                         self.client_closed = true;
@@ -395,6 +214,106 @@ impl Early {
     }
 }
 
+/// How a relay ended, with the bytes it carried.
+enum Relayed {
+    /// Both sides finished (or one failed).
+    Done(u64),
+    /// Nothing moved either way for the idle limit.
+    Idle(u64),
+}
+
+/// Carries bytes both ways until both sides are done, or nothing moves for `idle`.
+async fn relay(client: &mut TcpStream, upstream: &mut TcpStream, idle: Duration) -> Relayed {
+    let started = tokio::time::Instant::now();
+    let last = AtomicU64::new(0);
+    let mut a = Tracked {
+        inner: client,
+        started,
+        last: &last,
+    };
+    let mut b = Tracked {
+        inner: upstream,
+        started,
+        last: &last,
+    };
+    let copy = tokio::io::copy_bidirectional(&mut a, &mut b);
+    tokio::pin!(copy);
+    let check = idle / 4;
+    loop {
+        tokio::select! {
+            copied = &mut copy => return Relayed::Done(copied.map_or(0, |(up, down)| up + down)),
+            () = tokio::time::sleep(check) => {
+                let quiet_ms = millis(started.elapsed()).saturating_sub(last.load(Ordering::Relaxed));
+                if quiet_ms >= millis(idle) {
+                    // The bytes carried are not known here; the counters miss them.
+                    return Relayed::Idle(0);
+                }
+            }
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A stream that notes when it last moved a byte (ms after `started`).
+struct Tracked<'a> {
+    inner: &'a mut TcpStream,
+    started: tokio::time::Instant,
+    last: &'a AtomicU64,
+}
+
+impl Tracked<'_> {
+    fn moved(&self) {
+        self.last
+            .store(millis(self.started.elapsed()), Ordering::Relaxed);
+    }
+}
+
+impl tokio::io::AsyncRead for Tracked<'_> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut *self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.moved();
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for Tracked<'_> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut *self.inner).poll_write(cx, data);
+        if matches!(polled, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.moved();
+        }
+        polled
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut *self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut *self.inner).poll_shutdown(cx)
+    }
+}
+
 /// A PROXY protocol v2 header for a TCP connection from `src` to `dst`.
 fn proxy_v2_header(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
     let mut header = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
@@ -426,6 +345,10 @@ fn proxy_v2_header(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use tokio::net::TcpListener;
+
     use super::*;
 
     #[test]
@@ -504,7 +427,7 @@ mod tests {
         tokio::spawn(async move {
             let (conn, peer) = front.accept().await.unwrap();
             let turn = AtomicUsize::new(0);
-            forward(conn, peer, 80, &route, &task_stats, &turn).await;
+            forward(conn, peer, 80, &route, &task_stats, &turn, SILENCE).await;
         });
         let mut client = TcpStream::connect(front_addr).await.unwrap();
         client.write_all(request).await.unwrap();
@@ -559,5 +482,59 @@ mod tests {
             2 * big.len() as u64,
             "every byte counted, both ways"
         );
+    }
+
+    /// A replica that answers nothing, ever, and holds its connections.
+    async fn mute_replica() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                held.push(conn);
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_silent_client_is_closed_and_counted_and_a_talking_one_is_not() {
+        use tokio::io::AsyncReadExt;
+        let route = Route {
+            local: vec![mute_replica().await],
+            ..Route::default()
+        };
+        let silence = Silence {
+            first_byte: Duration::from_millis(200),
+            idle: Duration::from_secs(5),
+        };
+        let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let front_addr = front.local_addr().unwrap();
+        let stats = Arc::new(PortStats::default());
+        let task_stats = stats.clone();
+        let task_route = route.clone();
+        tokio::spawn(async move {
+            let turn = AtomicUsize::new(0);
+            while let Ok((conn, peer)) = front.accept().await {
+                forward(conn, peer, 80, &task_route, &task_stats, &turn, silence).await;
+            }
+        });
+        // Says nothing: closed after the first-byte limit.
+        let mut idle = TcpStream::connect(front_addr).await.unwrap();
+        let mut buf = [0u8; 8];
+        let read = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf))
+            .await
+            .expect("closed well within 5 s");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        assert_eq!(stats.timeouts.load(Ordering::Relaxed), 1);
+        // Has sent its request: waits for the answer past the first-byte limit.
+        let mut talking = TcpStream::connect(front_addr).await.unwrap();
+        talking.write_all(b"slow request").await.unwrap();
+        let waited = tokio::time::timeout(Duration::from_millis(600), talking.read(&mut buf)).await;
+        assert!(
+            waited.is_err(),
+            "closed a client that had spoken: {waited:?}"
+        );
+        assert_eq!(stats.timeouts.load(Ordering::Relaxed), 1);
     }
 }

@@ -1,0 +1,109 @@
+//! Bounded replica logs. A replica writes its output straight to `<id>.log`, a file the
+//! peer opened for it in append mode, so the replica never waits on the peer and goes on
+//! logging while the peer restarts. The peer rotates the file on every listing (each agent
+//! round, at most every 500 ms): past the size bound, the last bound's worth of bytes is
+//! copied to `<id>.log.1` (older copies shift to `.2`, ...) and the live file is truncated;
+//! the replica's next write lands at its new end, as `O_APPEND` writes do. This is
+//! logrotate's `copytruncate`: lines written between the copy and the truncation are
+//! lost (a window of a few milliseconds), and while the peer is down the live file grows
+//! until the peer is back, then is cut back on the first round.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// The bounds of one replica's logs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LogBound {
+    /// The live file is rotated past this many bytes.
+    pub(crate) file_max_bytes: u64,
+    /// Files kept, the live one included.
+    pub(crate) files_max: usize,
+}
+
+impl Default for LogBound {
+    fn default() -> Self {
+        Self {
+            file_max_bytes: crate::driver::LOG_FILE_MAX_BYTES,
+            files_max: crate::driver::LOG_FILES_MAX,
+        }
+    }
+}
+
+fn rotated(path: &Path, n: usize) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{n}"));
+    PathBuf::from(name)
+}
+
+/// Opens a replica's log for it: created if absent, appended to, readable by the peer's
+/// user only (a replica's output may hold what only the operator should see).
+pub(crate) fn open(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// Rotates `path` if it is past the bound; returns whether it did.
+pub(crate) fn rotate(path: &Path, bound: LogBound) -> io::Result<bool> {
+    let len = match fs::metadata(path) {
+        Ok(meta) => meta.len(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    if len <= bound.file_max_bytes {
+        return Ok(false);
+    }
+    if bound.files_max <= 1 {
+        OpenOptions::new().write(true).open(path)?.set_len(0)?;
+        return Ok(true);
+    }
+    for n in (1..bound.files_max - 1).rev() {
+        match fs::rename(rotated(path, n), rotated(path, n + 1)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    let mut live = File::open(path)?;
+    live.seek(SeekFrom::Start(len.saturating_sub(bound.file_max_bytes)))?;
+    let mut copy = open(&rotated(path, 1))?;
+    copy.set_len(0)?;
+    io::copy(&mut live.take(bound.file_max_bytes), &mut copy)?;
+    copy.flush()?;
+    OpenOptions::new().write(true).open(path)?.set_len(0)?;
+    Ok(true)
+}
+
+/// Removes a replica's log and its rotated copies.
+pub(crate) fn remove(path: &Path, bound: LogBound) {
+    let _ = fs::remove_file(path);
+    for n in 1..bound.files_max.max(2) {
+        let _ = fs::remove_file(rotated(path, n));
+    }
+}
+
+/// The replica's output, oldest first: its rotated copies, then the live file.
+pub(crate) fn read_all(path: &Path, bound: LogBound) -> io::Result<String> {
+    let mut bytes = Vec::new();
+    for n in (1..bound.files_max).rev() {
+        if let Ok(mut file) = File::open(rotated(path, n)) {
+            file.read_to_end(&mut bytes)?;
+        }
+    }
+    File::open(path)?.read_to_end(&mut bytes)?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// The bytes a replica's logs take on disk.
+#[cfg(test)]
+pub(crate) fn total_bytes(path: &Path, bound: LogBound) -> u64 {
+    (1..bound.files_max + 2)
+        .map(|n| rotated(path, n))
+        .chain([path.to_owned()])
+        .filter_map(|p| fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum()
+}
