@@ -16,9 +16,10 @@ cd "$(dirname "$0")"
 seconds=${1:-30}
 shift || true
 toolchain=${FUZZ_TOOLCHAIN:-nightly}
-# One input taking longer than this is a hang; more memory than this is a leak or an
-# unbounded allocation (any single allocation above it too: ASan's malloc limit).
-limits=(-timeout=10 -rss_limit_mb=2048 -print_final_stats=1)
+# An input taking more than 10 s is a hang; more than 2 GB resident is a leak; a single
+# allocation above 64 MB, from inputs of a few kB, is an unbounded one (the decoders'
+# legitimate allocations stay within 16 times their input and serde's 1 MiB preallocation).
+limits=(-timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=64 -print_final_stats=1)
 if [[ -n "${FUZZ_RUNS:-}" ]]; then
     budget=(-runs="$FUZZ_RUNS")
 else

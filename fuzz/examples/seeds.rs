@@ -12,7 +12,7 @@ use knit_fuzz::{HashSigner, NOW_MS, cluster, join_messages, node, peer};
 use knit_mesh::codec::{encode, encode_large};
 use knit_mesh::quic::{join_secret, keys::NodeSigner, tls};
 use knit_mesh::rumor::Rumor;
-use knit_mesh::store::{Delta, Digest, Stamp, Store, owned_key, revoked_key};
+use knit_mesh::store::{Delta, Digest, Freshness, Stamp, Store, owned_key, revoked_key};
 use knit_mesh::trust::{Signer, cert_key};
 use knit_mesh::{Membership, Output, PeerId, Profile, Timer};
 use knit_scheduler::spec::{HealthCheck, Mode, PortSpec, Probe, Protocol};
@@ -209,25 +209,31 @@ fn gate_sync_rumor() {
     let summary = store.summary();
     let buckets: BTreeSet<u32> = [0, 5, 63].into();
     let digest: Digest = store.digest(None);
+    let fresh = Freshness {
+        horizon_ms: NOW_MS - 2 * 86_400_000,
+        synced_ms: NOW_MS - 60_000,
+    };
     write("sync", "push", &encode_large(&(0u32, &writes)).unwrap());
-    write("sync", "summary", &encode_large(&(1u32, &summary)).unwrap());
+    write(
+        "sync",
+        "summary",
+        &encode_large(&(1u32, &summary, fresh)).unwrap(),
+    );
     write(
         "sync",
         "differ",
-        &encode_large(&(2u32, &buckets, &digest)).unwrap(),
+        &encode_large(&(2u32, &buckets, fresh)).unwrap(),
     );
-    write(
-        "sync",
-        "reply",
-        &encode_large(&(3u32, &writes, &digest)).unwrap(),
-    );
+    write("sync", "digest", &encode_large(&(3u32, &digest)).unwrap());
     write("sync", "deltas", &encode_large(&(4u32, &certs)).unwrap());
-    write("sync", "bare-summary", &encode_large(&summary).unwrap());
+    write("sync", "end", &encode_large(&5u32).unwrap());
     write(
         "sync",
-        "bare-buckets-digest",
-        &encode_large(&(&buckets, &digest)).unwrap(),
+        "bare-summary",
+        &encode_large(&(&summary, fresh)).unwrap(),
     );
+    let exchange = encode_large(&(&buckets, &digest, fresh)).unwrap();
+    write("sync", "bare-buckets-digest", &exchange);
 
     let leave = encode(&Rumor::Leave(peer(3))).unwrap();
     let delta = encode(&Rumor::Delta(writes[1].clone())).unwrap();
@@ -350,6 +356,30 @@ fn join_token_state() {
         clock: NOW_MS << 16,
     };
     write("state_file", "legacy", &encode_large(&legacy).unwrap());
+    #[derive(Serialize)]
+    struct Entry2 {
+        stamp: Stamp,
+        value: Option<Vec<u8>>,
+        sig: Vec<u8>,
+    }
+    let format_2 = (
+        node(1),
+        BTreeMap::from([(
+            "svc/web".to_owned(),
+            Entry2 {
+                stamp: stamp(2),
+                value: Some(vec![1]),
+                sig: vec![5; 64],
+            },
+        )]),
+        NOW_MS << 16,
+    );
+    let body = encode_large(&format_2).unwrap();
+    write(
+        "state_file",
+        "format-2",
+        &[&b"KNITST\x00\x02"[..], &body].concat(),
+    );
 }
 
 fn specs() {

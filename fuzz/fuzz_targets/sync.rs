@@ -1,6 +1,7 @@
 //! Anti-entropy frames from a peer's stream, and what the mesh task does with their
-//! parts: a summary compared with the store's, a peer's buckets and digest answered with
-//! the store's deltas and digest.
+//! parts: a peer's freshness met (a rebase past its horizon), a summary compared with the
+//! store's, a peer's buckets and digest answered with the store's deltas and digest, a
+//! completed exchange noted.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -8,7 +9,7 @@ use std::sync::OnceLock;
 use knit_fuzz::{HashSigner, NOW_MS, node};
 use knit_mesh::codec;
 use knit_mesh::quic::sync;
-use knit_mesh::store::{BUCKETS, Buckets, Digest, Store, Summary, owned_key};
+use knit_mesh::store::{BUCKETS, Buckets, Digest, Freshness, Store, Summary, owned_key};
 use libfuzzer_sys::fuzz_target;
 
 /// A member's store with a few cluster-wide and node-owned keys, and a tombstone.
@@ -42,8 +43,9 @@ fn store() -> &'static Store {
 
 fuzz_target!(|data: &[u8]| {
     let _ = sync::decode_frame(data);
-    let store = store();
-    if let Ok(summary) = codec::decode_large::<Summary>(data) {
+    let mut store = store().clone();
+    if let Ok((summary, peer)) = codec::decode_large::<(Summary, Freshness)>(data) {
+        store.meet(peer);
         let buckets = store.differing(&summary);
         assert!(buckets.iter().all(|&b| b < BUCKETS));
         if summary == store.summary() {
@@ -51,12 +53,15 @@ fuzz_target!(|data: &[u8]| {
         }
         let _ = store.digest(Some(&buckets));
     }
-    if let Ok((buckets, digest)) = codec::decode_large::<(Buckets, Digest)>(data) {
+    if let Ok((buckets, digest, peer)) = codec::decode_large::<(Buckets, Digest, Freshness)>(data) {
+        store.meet(peer);
         let missing = store.missing_for(&digest, Some(&buckets));
         let mine = store.digest(Some(&buckets));
         assert!(
             missing.len() <= mine.len(),
             "only what the store holds is sent"
         );
+        store.synced_with(peer, NOW_MS);
+        store.collect_tombstones(NOW_MS);
     }
 });
