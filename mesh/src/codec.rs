@@ -244,7 +244,9 @@ mod tests {
         let limit = |r: Result<String, CodecError>| {
             matches!(
                 r,
-                Err(CodecError::Decode(bincode::error::DecodeError::LimitExceeded))
+                Err(CodecError::Decode(
+                    bincode::error::DecodeError::LimitExceeded
+                ))
             )
         };
         assert!(limit(decode_file(&declared)));

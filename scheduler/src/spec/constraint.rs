@@ -188,11 +188,19 @@ mod tests {
     /// back as key `a`, value `=b`; peers read constraints from their text.
     #[test]
     fn label_keys_that_would_read_back_differently_are_refused() {
-        for ambiguous in ["node.labels.a= ==b", "node.labels.a! ==b", "node.labels.a=b==c"] {
+        for ambiguous in [
+            "node.labels.a= ==b",
+            "node.labels.a! ==b",
+            "node.labels.a=b==c",
+        ] {
             let e = parse(ambiguous).unwrap_err();
             assert!(e.contains("label key has no '='"), "{ambiguous}: {e}");
         }
-        for text in ["node.labels.a===b", "node.labels.a!==b", "node.labels.a!b==c"] {
+        for text in [
+            "node.labels.a===b",
+            "node.labels.a!==b",
+            "node.labels.a!b==c",
+        ] {
             let c = parse(text).unwrap();
             assert_eq!(parse(&c.to_string()), Ok(c), "{text}");
         }
