@@ -70,6 +70,35 @@ fn file_config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<FILE_LIMIT_BYTES>()
 }
 
+/// What bincode may claim per byte of input for a valid value: a primitive's size in memory
+/// (16 for a `u128`) for as little as one varint byte; a string's declared length for as
+/// many bytes.
+const CLAIMS_PER_INPUT_BYTE: usize = 16;
+
+/// Decodes the value at the front of `bytes` under `LIMIT`, and under no more than a valid
+/// value of `bytes.len()` bytes could claim. bincode claims a string's declared length, and
+/// allocates it, before it reads the string: under the full limit alone, a 29-byte state
+/// file that declared a 768 MiB string made the decoder allocate 768 MiB.
+fn decode_bounded<T: DeserializeOwned, const LIMIT: usize>(
+    bytes: &[u8],
+) -> Result<(T, usize), CodecError> {
+    use bincode::config::standard;
+    use bincode::serde::decode_from_slice;
+    let claims = bytes.len().saturating_mul(CLAIMS_PER_INPUT_BYTE);
+    let decoded = if claims <= 64 << 10 && (64 << 10) < LIMIT {
+        decode_from_slice(bytes, standard().with_limit::<{ 64 << 10 }>())
+    } else if claims <= 1 << 20 && (1 << 20) < LIMIT {
+        decode_from_slice(bytes, standard().with_limit::<{ 1 << 20 }>())
+    } else if claims <= 16 << 20 && (16 << 20) < LIMIT {
+        decode_from_slice(bytes, standard().with_limit::<{ 16 << 20 }>())
+    } else if claims <= 256 << 20 && (256 << 20) < LIMIT {
+        decode_from_slice(bytes, standard().with_limit::<{ 256 << 20 }>())
+    } else {
+        decode_from_slice(bytes, standard().with_limit::<LIMIT>())
+    };
+    Ok(decoded?)
+}
+
 fn within<const LIMIT: usize>(bytes: Vec<u8>) -> Result<Vec<u8>, CodecError> {
     if bytes.len() > LIMIT {
         return Err(CodecError::TooLarge {
@@ -95,10 +124,7 @@ pub fn encode_large<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
 
 /// Decodes a whole stream frame; trailing bytes are an error.
 pub fn decode_large<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    whole(
-        bincode::serde::decode_from_slice(bytes, large_config())?,
-        bytes,
-    )
+    whole(decode_bounded::<T, LARGE_LIMIT_BYTES>(bytes)?, bytes)
 }
 
 /// Encodes a file's body; refuses one larger than [`FILE_LIMIT_BYTES`].
@@ -108,10 +134,7 @@ pub fn encode_file<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
 
 /// Decodes a whole file's body; trailing bytes are an error.
 pub fn decode_file<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    whole(
-        bincode::serde::decode_from_slice(bytes, file_config())?,
-        bytes,
-    )
+    whole(decode_bounded::<T, FILE_LIMIT_BYTES>(bytes)?, bytes)
 }
 
 fn encode_into<T: Serialize>(value: &T, mut buf: impl BufMut) -> Result<(), CodecError> {
@@ -210,6 +233,34 @@ mod tests {
         let err = WireCodec.encode_member(&member, &mut buf).unwrap_err();
         assert!(matches!(err, CodecError::BufferTooSmall { .. }));
         assert_eq!(storage, [0u8; 4]);
+    }
+
+    /// Found by fuzzing: a 29-byte `state.bin` declaring a 768 MiB string made the decoder
+    /// allocate 768 MiB before it found the bytes missing.
+    #[test]
+    fn declared_lengths_beyond_the_input_are_refused_before_allocating() {
+        // A string declared 0x3000_0000 bytes long (varint: 0xfc, then a u32), in 5 bytes.
+        let declared = [0xfc, 0x00, 0x00, 0x00, 0x30];
+        let limit = |r: Result<String, CodecError>| {
+            matches!(
+                r,
+                Err(CodecError::Decode(
+                    bincode::error::DecodeError::LimitExceeded
+                ))
+            )
+        };
+        assert!(limit(decode_file(&declared)));
+        assert!(limit(decode_large(&declared)));
+        // Valid values still read, whatever they claim per byte: one varint byte per u64,
+        // and strings past the smaller limits.
+        let summary = vec![0u64; 64];
+        let back: Vec<u64> = decode_large(&encode_large(&summary).unwrap()).unwrap();
+        assert_eq!(back, summary);
+        let text = "x".repeat(3 << 20);
+        let back: String = decode_file(&encode_file(&text).unwrap()).unwrap();
+        assert_eq!(back, text);
+        let back: String = decode_large(&encode_large(&text).unwrap()).unwrap();
+        assert_eq!(back, text);
     }
 
     proptest! {

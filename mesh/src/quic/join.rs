@@ -60,6 +60,17 @@ pub(crate) enum JoinResponse {
     Refused(String),
 }
 
+/// Decodes a request as the join service reads it, without answering it: the decoder any
+/// host that reaches the join service feeds, for fuzzing (the message types stay private).
+pub fn decode_request(bytes: &[u8]) -> Result<(), crate::codec::CodecError> {
+    crate::codec::decode_large::<JoinRequest>(bytes).map(drop)
+}
+
+/// Decodes a seed's answer as a joiner reads it, without acting on it; for fuzzing.
+pub fn decode_response(bytes: &[u8]) -> Result<(), crate::codec::CodecError> {
+    crate::codec::decode_large::<JoinResponse>(bytes).map(drop)
+}
+
 /// Joining failed.
 #[derive(Debug, thiserror::Error)]
 pub enum JoinError {

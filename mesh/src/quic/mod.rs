@@ -11,7 +11,7 @@ pub mod links;
 pub mod mesh;
 pub mod operator;
 pub mod reach;
-mod sync;
+pub mod sync;
 pub mod tls;
 
 pub use credentials::Credentials;

@@ -53,6 +53,12 @@ enum SyncMessage {
     End,
 }
 
+/// Decodes one anti-entropy frame as [`respond`] and [`initiate`] read it, without acting
+/// on it: the decoder a peer's stream reaches, for fuzzing (the message type stays private).
+pub fn decode_frame(bytes: &[u8]) -> Result<(), codec::CodecError> {
+    codec::decode_large::<SyncMessage>(bytes).map(drop)
+}
+
 async fn ask<T>(
     links: &Links,
     make: impl FnOnce(oneshot::Sender<T>) -> Input,

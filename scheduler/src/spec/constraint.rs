@@ -88,6 +88,11 @@ impl FromStr for Constraint {
             "node.id" => ConstraintField::Id,
             _ => match lhs.strip_prefix("node.labels.") {
                 Some("") => return Err(err("the label key is empty")),
+                // Specs carry constraints as text: `KEY=` or `KEY!` before `==` would read
+                // back as another constraint (`node.labels.a!==b` is `a`, `!=`, `=b`).
+                Some(key) if key.contains('=') || key.ends_with('!') => {
+                    return Err(err("a label key has no '=' and does not end with '!'"));
+                }
                 Some(key) => ConstraintField::Label(key.to_owned()),
                 None => return Err(err(&format!("unknown attribute {lhs:?}"))),
             },
@@ -177,5 +182,27 @@ mod tests {
         assert!(e.contains("value after the operator is empty"), "{e}");
         let e = parse("node.labels.zone").unwrap_err();
         assert!(e.contains("no operator"), "{e}");
+    }
+
+    /// Found by fuzzing: `node.labels.a= ==b` printed as `node.labels.a===b`, which reads
+    /// back as key `a`, value `=b`; peers read constraints from their text.
+    #[test]
+    fn label_keys_that_would_read_back_differently_are_refused() {
+        for ambiguous in [
+            "node.labels.a= ==b",
+            "node.labels.a! ==b",
+            "node.labels.a=b==c",
+        ] {
+            let e = parse(ambiguous).unwrap_err();
+            assert!(e.contains("label key has no '='"), "{ambiguous}: {e}");
+        }
+        for text in [
+            "node.labels.a===b",
+            "node.labels.a!==b",
+            "node.labels.a!b==c",
+        ] {
+            let c = parse(text).unwrap();
+            assert_eq!(parse(&c.to_string()), Ok(c), "{text}");
+        }
     }
 }
