@@ -32,17 +32,6 @@ async fn wait_until(what: &str, wait: Duration, mut check: impl FnMut() -> bool)
     started.elapsed()
 }
 
-fn start(
-    endpoint: knit_mesh::quic::Endpoint,
-    node: NodeId,
-    creds: &Credentials,
-    store: Store,
-    seeds: Vec<SocketAddr>,
-    shutdown: &CancellationToken,
-) -> Mesh {
-    common::start_mesh(endpoint, node, creds, store, seeds, shutdown)
-}
-
 /// A first member (`state_mb` MB of state written before it starts, saved to and loaded
 /// from a file as a restart would) and a second member that joins through it.
 async fn pair(state_mb: usize, shutdown: &CancellationToken) -> (Mesh, Mesh, SocketAddr, usize) {
@@ -71,10 +60,10 @@ async fn pair(state_mb: usize, shutdown: &CancellationToken) -> (Mesh, Mesh, Soc
     assert_eq!(loaded.summary(), store.summary());
     let endpoint = bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = endpoint.local_addr().unwrap();
-    let a = start(endpoint, node, &creds, loaded, Vec::new(), shutdown);
+    let a = common::start_mesh(endpoint, node, &creds, loaded, Vec::new(), shutdown);
     let endpoint = bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let (b_node, b_creds, _) = join::join(&endpoint, addr, &a.token()).await.unwrap();
-    let b = start(
+    let b = common::start_mesh(
         endpoint,
         b_node,
         &b_creds,

@@ -39,6 +39,22 @@ impl Drop for Tmpfs {
     }
 }
 
+/// `service create` of an empty process service `name`.
+fn create(name: &str) -> Vec<&str> {
+    vec![
+        "service",
+        "create",
+        "--driver",
+        "process",
+        "--name",
+        name,
+        "--replicas",
+        "0",
+        "--",
+        "true",
+    ]
+}
+
 /// Fills the file system of `dir` with a file `name`, leaving at most a few KiB free.
 fn fill(dir: &Path, name: &str) {
     use std::io::Write;
@@ -65,37 +81,13 @@ fn a_full_disk_leaves_the_peer_running_and_the_client_told_why() {
     cluster.start_peer(i).expect("a peer");
     cluster.wait_all_alive(Duration::from_secs(30)).expect("up");
     let peer = &cluster.peers[0];
-    peer.cli_ok(&[
-        "service",
-        "create",
-        "--driver",
-        "process",
-        "--name",
-        "before",
-        "--replicas",
-        "0",
-        "--",
-        "true",
-    ])
-    .expect("a service while there is room");
+    peer.cli_ok(&create("before"))
+        .expect("a service while there is room");
     let state = data_dir.join("state.bin");
     let saved_before = std::fs::read(&state).expect("state.bin");
 
     fill(&data_dir, "filler");
-    let out = peer
-        .cli(&[
-            "service",
-            "create",
-            "--driver",
-            "process",
-            "--name",
-            "after",
-            "--replicas",
-            "0",
-            "--",
-            "true",
-        ])
-        .expect("knit runs");
+    let out = peer.cli(&create("after")).expect("knit runs");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success(),
@@ -120,19 +112,8 @@ fn a_full_disk_leaves_the_peer_running_and_the_client_told_why() {
         (std::fs::read(&state).ok()? != saved_before).then_some(())
     })
     .expect("saved once there was room");
-    peer.cli_ok(&[
-        "service",
-        "create",
-        "--driver",
-        "process",
-        "--name",
-        "after",
-        "--replicas",
-        "0",
-        "--",
-        "true",
-    ])
-    .expect("a service once there is room again");
+    peer.cli_ok(&create("after"))
+        .expect("a service once there is room again");
     let saved = std::fs::read(&state).expect("state.bin");
     assert!(
         saved.windows(9).any(|w| w == b"svc/after"),
