@@ -31,17 +31,19 @@ fuzz_target!(|data: &[u8]| {
     let back: ServiceSpec = serde_json::from_slice(&json).expect("a stored spec reads back");
     back.validate(&limits).expect("a stored spec stays valid");
     assert!(back.same_template(&spec) && back.same_placement(&spec));
+    assert_eq!(back.template_id(), spec.template_id(), "a stored spec runs the same");
     // `service update` onto a current version, then `service rollback`.
     let mut update = spec.clone();
     update.previous = None;
     let next = current.followed_by(update, false);
     next.validate(&limits)
         .expect("an update of a valid spec is valid");
-    assert!(next.runs_current(next.version) && next.version == current.version + 1);
+    assert!(next.runs_current(next.template_id()) && next.version == current.version + 1);
     let previous = next
         .previous
         .clone()
         .expect("an update keeps the previous spec");
     let rolled = next.followed_by(*previous, false);
     rolled.validate(&limits).expect("a rollback is valid");
+    assert!(rolled.runs_current(current.template_id()), "a rollback runs the previous template");
 });

@@ -81,6 +81,7 @@ mod tests {
         ReplicaReport {
             slot: SlotId::replica("burn", i),
             spec_version: 1,
+            template: 1,
             state: ReplicaState::Running,
             health: Health::None,
             host_ports: BTreeMap::new(),

@@ -101,9 +101,13 @@ pub enum Health {
 pub struct ReplicaReport {
     /// The slot it fills (and so its service).
     pub slot: SlotId,
-    /// The spec version it was started from.
+    /// The spec version it was started from, for people.
     #[serde(default)]
     pub spec_version: u64,
+    /// The template it was started from ([`crate::spec::ServiceSpec::template_id`]): what
+    /// tells whether it runs the current spec. 0: unknown (it is replaced).
+    #[serde(default)]
+    pub template: u64,
     /// Where it is in its life.
     pub state: ReplicaState,
     /// Its health.
@@ -131,13 +135,13 @@ pub struct ReplicaReport {
 }
 
 impl ReplicaReport {
-    /// Running and healthy (or without a health check) from spec version `since` or later
-    /// (see [`crate::spec::ServiceSpec::current_since`]): what a handoff waits for before
-    /// the old replica stops.
-    pub fn serves(&self, since: u64) -> bool {
+    /// Running and healthy (or without a health check) from template `template` (see
+    /// [`crate::spec::ServiceSpec::template_id`]): what a handoff waits for before the old
+    /// replica stops.
+    pub fn serves(&self, template: u64) -> bool {
         self.state == ReplicaState::Running
             && matches!(self.health, Health::Healthy | Health::None)
-            && self.spec_version >= since
+            && self.template == template
     }
 }
 

@@ -1,7 +1,8 @@
-//! Rolling updates: which slots may move to a new spec version now.
+//! Rolling updates: which slots may move to a new template now.
 //!
-//! A rollout follows the versions that change what replicas run
-//! ([`ServiceSpec::current_since`]): scaling a service or changing its policies starts none.
+//! A rollout follows the spec's template ([`ServiceSpec::template_id`]), not its version
+//! number: scaling a service or changing its policies starts none, and two specs written
+//! under the same version on two sides of a partition are two rollouts.
 //!
 //! Each service has a coordinator: the live node that ranks first for the service on the
 //! same rendezvous hash as placement ([`coordinator`]). It alone calls [`step`], and
@@ -46,7 +47,10 @@ pub enum RolloutState {
 pub struct Progress {
     /// The service.
     pub service: String,
-    /// The spec version being rolled out: the one that last changed what replicas run.
+    /// The template being rolled out ([`ServiceSpec::template_id`]).
+    #[serde(default)]
+    pub template: u64,
+    /// The spec version that wrote it, for people.
     pub to_version: u64,
     /// Where it stands.
     pub state: RolloutState,
@@ -66,7 +70,8 @@ impl Progress {
     fn new(spec: &ServiceSpec) -> Self {
         Self {
             service: spec.name.clone(),
-            to_version: spec.current_since(),
+            template: spec.template_id(),
+            to_version: spec.version,
             state: RolloutState::Updating,
             opened: BTreeSet::new(),
             wave: 0,
@@ -91,7 +96,7 @@ pub fn coordinator<'a>(
         .max_by_key(|n| (score(key, node_hash(n)), n.as_str().to_owned()))
 }
 
-/// The newest of several published progresses for `spec`'s current version. A
+/// The newest of several published progresses for `spec`'s current template. A
 /// progress that knows when its last wave came to serve is newer than the same one that
 /// does not: a successor resuming from a coordinator that died before it saw the wave
 /// served starts the wave's clock itself, and must then read its own progress back, not
@@ -100,9 +105,10 @@ pub fn newest<'a>(
     spec: &ServiceSpec,
     published: impl IntoIterator<Item = &'a Progress>,
 ) -> Option<&'a Progress> {
+    let template = spec.template_id();
     published
         .into_iter()
-        .filter(|p| p.service == spec.name && p.to_version == spec.current_since())
+        .filter(|p| p.service == spec.name && p.template == template)
         .max_by_key(|p| {
             (
                 p.state != RolloutState::Updating,
@@ -120,11 +126,12 @@ pub fn allowed(
     slots: &[SlotId],
     progress: Option<&Progress>,
 ) -> BTreeSet<SlotId> {
+    let template = spec.template_id();
     match progress {
-        Some(p) if p.to_version == spec.current_since() && p.state == RolloutState::Completed => {
+        Some(p) if p.template == template && p.state == RolloutState::Completed => {
             slots.iter().cloned().collect()
         }
-        Some(p) if p.to_version == spec.current_since() => p.opened.clone(),
+        Some(p) if p.template == template => p.opened.clone(),
         _ => BTreeSet::new(),
     }
 }
@@ -142,50 +149,55 @@ fn live_reports<'a>(
         .filter(move |r| &r.slot == slot)
 }
 
-/// Whether some live node serves `slot` from `version` on.
+/// Whether some live node serves `slot` from `template`.
 fn served(
     slot: &SlotId,
-    version: u64,
+    template: u64,
     observed: &BTreeMap<NodeId, Vec<ReplicaReport>>,
     alive: &BTreeSet<NodeId>,
 ) -> bool {
-    live_reports(slot, observed, alive).any(|r| r.serves(version))
+    live_reports(slot, observed, alive).any(|r| r.serves(template))
 }
 
-/// Whether `slot` failed from `version` on, on a live node.
+/// Whether `slot` failed at `template`, on a live node.
 fn failed(
     slot: &SlotId,
-    version: u64,
+    template: u64,
     observed: &BTreeMap<NodeId, Vec<ReplicaReport>>,
     alive: &BTreeSet<NodeId>,
 ) -> bool {
     live_reports(slot, observed, alive)
-        .filter(|r| r.spec_version >= version)
+        .filter(|r| r.template == template)
         .any(|r| r.state == ReplicaState::Failed || r.health == Health::Unhealthy || r.restarts > 0)
 }
 
 /// One step of the coordinator: the progress to publish for `spec` now. `slots` are the
-/// service's slots in placement order; `now_ms` is the coordinator's clock.
+/// service's slots in placement order; `waiting` those of them no live node can update now
+/// (pending, or placed on a member that is down, as on the minority side of a partition):
+/// they are opened once a live node owns them, and the rollout completes only when they
+/// serve too. `now_ms` is the coordinator's clock.
 pub fn step(
     spec: &ServiceSpec,
     slots: &[SlotId],
+    waiting: &BTreeSet<SlotId>,
     observed: &BTreeMap<NodeId, Vec<ReplicaReport>>,
     alive: &BTreeSet<NodeId>,
     progress: Option<&Progress>,
     now_ms: u64,
 ) -> Progress {
+    let template = spec.template_id();
     let mut p = match progress {
-        Some(p) if p.to_version == spec.current_since() => p.clone(),
+        Some(p) if p.template == template => p.clone(),
         _ => Progress::new(spec),
     };
     if p.state != RolloutState::Updating {
         return p;
     }
-    let version = spec.current_since();
+    let version = p.to_version;
     for slot in p
         .opened
         .iter()
-        .filter(|s| failed(s, version, observed, alive))
+        .filter(|s| failed(s, template, observed, alive))
     {
         p.failed.insert(slot.clone());
     }
@@ -215,7 +227,7 @@ pub fn step(
     }
     let outdated: Vec<&SlotId> = slots
         .iter()
-        .filter(|s| !served(s, version, observed, alive))
+        .filter(|s| !served(s, template, observed, alive))
         .collect();
     if outdated.is_empty() {
         p.state = RolloutState::Completed;
@@ -224,7 +236,7 @@ pub fn step(
     }
     let in_flight = outdated
         .iter()
-        .any(|s| p.opened.contains(*s) && !p.failed.contains(*s));
+        .any(|s| p.opened.contains(*s) && !p.failed.contains(*s) && !waiting.contains(*s));
     if in_flight {
         return p;
     }
@@ -240,11 +252,17 @@ pub fn step(
     };
     let wave: Vec<SlotId> = outdated
         .iter()
-        .filter(|s| !p.opened.contains(**s))
+        .filter(|s| !p.opened.contains(**s) && !waiting.contains(**s))
         .take(width)
         .map(|s| (*s).clone())
         .collect();
     if wave.is_empty() {
+        let unreachable = outdated.iter().filter(|s| waiting.contains(**s)).count();
+        if unreachable > 0 {
+            p.message = format!(
+                "waiting for {unreachable} slot(s) that no live node can update (pending, or on members that are down)"
+            );
+        }
         return p;
     }
     p.wave += 1;

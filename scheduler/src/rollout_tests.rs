@@ -22,10 +22,16 @@ fn slots(n: u32) -> Vec<SlotId> {
     (1..=n).map(|i| SlotId::replica("web", i)).collect()
 }
 
+/// The image each version runs: `web:v1` at 1, `web:v2` from 2 on (3 only scales).
+fn image_at(version: u64) -> &'static str {
+    if version == 1 { "web:v1" } else { "web:v2" }
+}
+
 fn report(slot: &SlotId, version: u64, state: ReplicaState, health: Health) -> ReplicaReport {
     ReplicaReport {
         slot: slot.clone(),
         spec_version: version,
+        template: ServiceSpec::docker("web", image_at(version)).template_id(),
         state,
         health,
         host_ports: BTreeMap::new(),
@@ -65,6 +71,7 @@ fn waves_open_by_parallelism_after_monitor_and_delay() {
     let p = step(
         &spec,
         &slots,
+        &BTreeSet::new(),
         &observed(&slots, &BTreeSet::new(), healthy),
         &alive,
         None,
@@ -79,6 +86,7 @@ fn waves_open_by_parallelism_after_monitor_and_delay() {
     let same = step(
         &spec,
         &slots,
+        &BTreeSet::new(),
         &observed(&slots, &BTreeSet::new(), healthy),
         &alive,
         Some(&p),
@@ -89,6 +97,7 @@ fn waves_open_by_parallelism_after_monitor_and_delay() {
     let served = step(
         &spec,
         &slots,
+        &BTreeSet::new(),
         &observed(&slots, &p.opened, healthy),
         &alive,
         Some(&p),
@@ -98,6 +107,7 @@ fn waves_open_by_parallelism_after_monitor_and_delay() {
     let early = step(
         &spec,
         &slots,
+        &BTreeSet::new(),
         &observed(&slots, &p.opened, healthy),
         &alive,
         Some(&served),
@@ -107,6 +117,7 @@ fn waves_open_by_parallelism_after_monitor_and_delay() {
     let next = step(
         &spec,
         &slots,
+        &BTreeSet::new(),
         &observed(&slots, &p.opened, healthy),
         &alive,
         Some(&early),
@@ -118,6 +129,7 @@ fn waves_open_by_parallelism_after_monitor_and_delay() {
     let done = step(
         &spec,
         &slots,
+        &BTreeSet::new(),
         &observed(&slots, &all, healthy),
         &alive,
         Some(&next),
@@ -135,6 +147,7 @@ fn a_failing_wave_pauses_or_rolls_back() {
     let p = step(
         &spec,
         &slots,
+        &BTreeSet::new(),
         &observed(
             &slots,
             &BTreeSet::new(),
@@ -145,27 +158,70 @@ fn a_failing_wave_pauses_or_rolls_back() {
         0,
     );
     let broken = observed(&slots, &p.opened, (ReplicaState::Failed, Health::None));
-    let paused = step(&spec, &slots, &broken, &alive, Some(&p), 10);
+    let paused = step(
+        &spec,
+        &slots,
+        &BTreeSet::new(),
+        &broken,
+        &alive,
+        Some(&p),
+        10,
+    );
     assert_eq!(paused.state, RolloutState::Paused);
     assert_eq!(
-        step(&spec, &slots, &broken, &alive, Some(&paused), 99_999).opened,
+        step(
+            &spec,
+            &slots,
+            &BTreeSet::new(),
+            &broken,
+            &alive,
+            Some(&paused),
+            99_999
+        )
+        .opened,
         paused.opened,
         "a pause holds"
     );
     spec.update.failure_action = FailureAction::Rollback;
     assert_eq!(
-        step(&spec, &slots, &broken, &alive, Some(&p), 10).state,
+        step(
+            &spec,
+            &slots,
+            &BTreeSet::new(),
+            &broken,
+            &alive,
+            Some(&p),
+            10
+        )
+        .state,
         RolloutState::RollingBack
     );
     spec.update.failure_action = FailureAction::Continue;
-    let on = step(&spec, &slots, &broken, &alive, Some(&p), 10);
+    let on = step(
+        &spec,
+        &slots,
+        &BTreeSet::new(),
+        &broken,
+        &alive,
+        Some(&p),
+        10,
+    );
     assert_eq!(on.state, RolloutState::Updating);
     assert_eq!(
         on.wave, 1,
         "monitor and delay still apply after a failed wave"
     );
     assert_eq!(
-        step(&spec, &slots, &broken, &alive, Some(&on), 2_000).wave,
+        step(
+            &spec,
+            &slots,
+            &BTreeSet::new(),
+            &broken,
+            &alive,
+            Some(&on),
+            2_000
+        )
+        .wave,
         2
     );
 }
@@ -195,7 +251,7 @@ fn the_newest_progress_wins() {
     let mut b = a.clone();
     b.wave = 2;
     let mut old = a.clone();
-    old.to_version = 1;
+    old.template = ServiceSpec::docker("web", image_at(1)).template_id();
     old.wave = 9;
     assert_eq!(newest(&spec, [&a, &b, &old]), Some(&b));
 }
@@ -210,6 +266,7 @@ fn a_successor_resumes_a_wave_its_dead_coordinator_had_not_seen_served() {
     let dead = step(
         &spec,
         &slots,
+        &BTreeSet::new(),
         &observed(&slots, &BTreeSet::new(), healthy),
         &alive,
         None,
@@ -231,6 +288,7 @@ fn a_successor_resumes_a_wave_its_dead_coordinator_had_not_seen_served() {
             let next = step(
                 &spec,
                 &slots,
+                &BTreeSet::new(),
                 &served,
                 &alive,
                 newest(&spec, published),
@@ -259,6 +317,7 @@ fn scaling_during_a_rollout_keeps_its_progress() {
     let p = step(
         &spec,
         &slots,
+        &BTreeSet::new(),
         &observed(&slots, &BTreeSet::new(), healthy),
         &alive,
         None,
@@ -275,7 +334,15 @@ fn scaling_during_a_rollout_keeps_its_progress() {
     let mut obs = observed(&slots, &BTreeSet::new(), healthy);
     obs.get_mut(&node("a")).unwrap()[0] =
         report(&slots[0], 3, ReplicaState::Running, Health::Healthy);
-    let next = step(&scaled, &slots, &obs, &alive, Some(&p), 100);
+    let next = step(
+        &scaled,
+        &slots,
+        &BTreeSet::new(),
+        &obs,
+        &alive,
+        Some(&p),
+        100,
+    );
     assert_eq!((next.to_version, next.wave), (2, 1));
     assert!(next.failed.is_empty());
     // A new image is a new rollout.
@@ -284,4 +351,54 @@ fn scaling_during_a_rollout_keeps_its_progress() {
     let v4 = scaled.followed_by(image, false);
     assert_eq!(newest(&v4, [&p]), None);
     assert!(allowed(&v4, &slots, Some(&p)).is_empty());
+}
+
+#[test]
+fn slots_no_live_node_can_update_wait_without_stalling_the_others() {
+    // A minority side: slots 1 and 2 are placed on members it sees down.
+    let spec = spec(4, 1);
+    let slots = slots(4);
+    let waiting = BTreeSet::from([slots[0].clone(), slots[1].clone()]);
+    let alive = BTreeSet::from([node("a")]);
+    let healthy = (ReplicaState::Running, Health::Healthy);
+    let mut upgraded = BTreeSet::new();
+    let mut p: Option<Progress> = None;
+    for now in (0..60_000).step_by(100) {
+        let obs = observed(&slots, &upgraded, healthy);
+        let next = step(&spec, &slots, &waiting, &obs, &alive, p.as_ref(), now);
+        assert!(next.opened.is_disjoint(&waiting), "{next:?}");
+        // Node a carries out what is opened at once.
+        upgraded.extend(next.opened.iter().cloned());
+        p = Some(next);
+    }
+    let p = p.unwrap();
+    assert_eq!(
+        upgraded,
+        BTreeSet::from([slots[2].clone(), slots[3].clone()])
+    );
+    assert_eq!(
+        p.state,
+        RolloutState::Updating,
+        "not complete while 1 and 2 wait"
+    );
+    assert!(p.message.contains("waiting for 2 slot(s)"), "{}", p.message);
+    // The members come back: the waiting slots open one wave at a time, then it completes.
+    let mut p = Some(p);
+    for now in (60_000..120_000).step_by(100) {
+        let obs = observed(&slots, &upgraded, healthy);
+        let next = step(
+            &spec,
+            &slots,
+            &BTreeSet::new(),
+            &obs,
+            &alive,
+            p.as_ref(),
+            now,
+        );
+        let newly: Vec<&SlotId> = next.opened.difference(&upgraded).collect();
+        assert!(newly.len() <= 1, "parallelism 1: {newly:?}");
+        upgraded.extend(next.opened.iter().cloned());
+        p = Some(next);
+    }
+    assert_eq!(p.unwrap().state, RolloutState::Completed);
 }

@@ -52,7 +52,6 @@ fn inject_as_member(cluster: &mut Cluster, replicas: u64) {
         "command": ["true"],
         "mode": { "replicated": { "replicas": replicas } },
         "version": 1,
-        "template_version": 1,
     });
     store.put(
         "svc/boom",

@@ -89,6 +89,7 @@ fn running(slot: SlotId, id: &str) -> ReplicaReport {
     ReplicaReport {
         slot,
         spec_version: 1,
+        template: 1,
         state: ReplicaState::Running,
         health: Health::None,
         host_ports: BTreeMap::new(),

@@ -57,9 +57,17 @@ struct Tracked {
 
 /// A start that failed, reported like a failed replica so `service ps` shows why.
 struct FailedStart {
-    spec_version: u64,
+    from: SpecRef,
     error: String,
     at: Instant,
+}
+
+/// The spec a replica was (or was to be) started from: its version for people, its
+/// template for the scheduler.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SpecRef {
+    pub(crate) version: u64,
+    pub(crate) template: u64,
 }
 
 /// What finished while the agent waited.
@@ -67,7 +75,7 @@ pub(crate) enum Event {
     /// An operation on this slot ended.
     Done {
         slot: SlotId,
-        failed_start: Option<(u64, String)>,
+        failed_start: Option<(SpecRef, String)>,
     },
     /// A health probe of this replica ended.
     Probed {
@@ -211,13 +219,13 @@ impl Agent {
             Event::Done { slot, failed_start } => {
                 self.busy.remove(&slot);
                 match failed_start {
-                    Some((spec_version, error)) => {
+                    Some((from, error)) => {
                         tracing::warn!(slot = %slot, error = %error, "start failed");
                         self.start_failures.push(Instant::now());
                         self.failed_starts.insert(
                             slot,
                             FailedStart {
-                                spec_version,
+                                from,
                                 error,
                                 at: Instant::now(),
                             },
@@ -488,6 +496,7 @@ impl Agent {
             .map(|t| ReplicaReport {
                 slot: t.replica.slot.clone(),
                 spec_version: t.replica.spec_version,
+                template: t.replica.template,
                 state: t.replica.state,
                 health: Self::health_of(t, specs.get(&t.replica.slot.service)),
                 host_ports: t.replica.host_ports.clone(),
@@ -504,14 +513,15 @@ impl Agent {
             }
             reports.push(ReplicaReport {
                 slot: slot.clone(),
-                spec_version: failed.spec_version,
+                spec_version: failed.from.version,
+                template: failed.from.template,
                 state: ReplicaState::Failed,
                 health: Health::None,
                 host_ports: BTreeMap::new(),
                 error: Some(failed.error.clone()),
                 runtime_id: ops::failed_start_id(slot),
                 started_at_ms: 0,
-                restarts: self.restarts_in_window(slot, failed.spec_version, specs),
+                restarts: self.restarts_in_window(slot, failed.from.version, specs),
                 cpu_millis: None,
             });
         }

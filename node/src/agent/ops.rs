@@ -8,8 +8,8 @@ use knit_scheduler::spec::{Driver as DriverKind, HealthCheck, Probe, UpdateOrder
 use knit_scheduler::{Action, ServiceSpec, SlotId, StartCause};
 use tokio::sync::mpsc;
 
-use super::Event;
 use super::health::{self, Outcome};
+use super::{Event, SpecRef};
 use crate::driver::{DriverError, Drivers, Launch};
 
 /// The runtime id a failed start is reported under.
@@ -37,12 +37,12 @@ impl Op {
         let slot = self.action.slot().clone();
         let failed_start = match self.execute().await {
             Ok(()) => None,
-            Err((version, e)) => Some((version, e.to_string())),
+            Err((from, e)) => Some((from, e.to_string())),
         };
         let _ = self.events.send(Event::Done { slot, failed_start }).await;
     }
 
-    async fn execute(&self) -> Result<(), (u64, DriverError)> {
+    async fn execute(&self) -> Result<(), (SpecRef, DriverError)> {
         match &self.action {
             Action::Start {
                 slot,
@@ -91,7 +91,7 @@ impl Op {
         }
     }
 
-    async fn start(&self, slot: &SlotId, version: u64) -> Result<(), (u64, DriverError)> {
+    async fn start(&self, slot: &SlotId, version: u64) -> Result<(), (SpecRef, DriverError)> {
         let Some(spec) = self
             .specs
             .get(&slot.service)
@@ -99,16 +99,17 @@ impl Op {
         else {
             return Ok(());
         };
-        let driver = self
-            .drivers
-            .for_kind(spec.driver)
-            .map_err(|e| (version, e))?;
+        let from = SpecRef {
+            version,
+            template: spec.template_id(),
+        };
+        let driver = self.drivers.for_kind(spec.driver).map_err(|e| (from, e))?;
         let launch = Launch {
             slot: slot.clone(),
             spec: Arc::new(spec.clone()),
             node: self.node.clone(),
         };
-        let replica = driver.start(&launch).await.map_err(|e| (version, e))?;
+        let replica = driver.start(&launch).await.map_err(|e| (from, e))?;
         tracing::info!(slot = %slot, runtime_id = %replica.runtime_id, version, ports = ?replica.host_ports, "started");
         Ok(())
     }

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use knit_mesh::quic::Mesh;
 use knit_mesh::store::owned_key;
+use knit_scheduler::placement::Assignment;
 use knit_scheduler::rollout::{self, Progress, RolloutState};
 use knit_scheduler::spec::limits::check_slot_cap;
 use knit_scheduler::{NodeId, Placement, ReplicaReport, ServiceSpec, SlotId};
@@ -115,9 +116,18 @@ pub(crate) async fn coordinate(round: Round<'_>, mine: &mut BTreeMap<String, Pro
         let progress = published(round.snapshot, &spec.name);
         let newest = rollout::newest(spec, &progress);
         let slots = slots_of(round.placement, &spec.name);
+        let waiting: BTreeSet<SlotId> = slots
+            .iter()
+            .filter(|slot| {
+                !matches!(round.placement.get(slot),
+                    Some(Assignment::Assigned(owner)) if round.alive.contains(owner))
+            })
+            .cloned()
+            .collect();
         let next = rollout::step(
             spec,
             &slots,
+            &waiting,
             round.observed,
             round.alive,
             newest,

@@ -53,6 +53,10 @@ pub(crate) struct TaskRow {
     pub(crate) state: String,
     pub(crate) health: String,
     pub(crate) spec_version: u64,
+    /// Whether it runs the service's current template (`ServiceSpec::template_id`): a
+    /// replica of a spec that lost to a concurrent write may carry the same version number.
+    #[serde(default)]
+    pub(crate) current: bool,
     pub(crate) host_port: Option<u16>,
     pub(crate) error: Option<String>,
     /// CPU used over the last sample, in millicores (1000 = one core).
@@ -64,6 +68,7 @@ pub(crate) struct TaskRow {
 /// out. A node that is down cannot say what became of its replicas: `lost`.
 fn leaving(
     r: &ReplicaReport,
+    template: u64,
     node: &str,
     names: &BTreeMap<String, String>,
     active: &BTreeSet<String>,
@@ -81,6 +86,7 @@ fn leaving(
         },
         health: lower(&r.health),
         spec_version: r.spec_version,
+        current: r.template == template,
         host_port: r.host_ports.values().next().copied(),
         error: r.error.clone(),
         cpu_millis: r.cpu_millis,
@@ -207,7 +213,6 @@ pub(super) async fn create(
     }
     check_limits(&snapshot, &services, &limits, &spec)?;
     spec.version = snapshot.last_version(&spec.name) + 1;
-    spec.template_version = spec.version;
     store_spec(&state, &spec).await?;
     Ok(Json(spec))
 }
@@ -404,7 +409,7 @@ pub(super) async fn ps(
     Query(query): Query<PsQuery>,
 ) -> Result<Json<Vec<TaskRow>>, ApiError> {
     let snapshot = Snapshot::of(&state.mesh);
-    current(&snapshot.services(), &name)?;
+    let template = current(&snapshot.services(), &name)?.template_id();
     let placement = snapshot.placement();
     let observed = snapshot.observed();
     let names = snapshot.names();
@@ -439,6 +444,7 @@ pub(super) async fn ps(
             },
             health: report.map_or_else(|| lower(&Health::None), |r| lower(&r.health)),
             spec_version: report.map_or(0, |r| r.spec_version),
+            current: report.is_some_and(|r| r.template == template),
             host_port: report.and_then(|r| r.host_ports.values().next().copied()),
             error: pending
                 .or_else(|| {
@@ -451,7 +457,7 @@ pub(super) async fn ps(
         });
         for (other, reports) in observed.iter().filter(|(n, _)| n.as_str() != owner) {
             for r in reports.iter().filter(|r| r.slot == slot) {
-                rows.push(leaving(r, other.as_str(), &names, &active));
+                rows.push(leaving(r, template, other.as_str(), &names, &active));
             }
         }
     }
@@ -466,7 +472,7 @@ pub(super) async fn ps(
             .iter()
             .filter(|r| r.slot.service == name && !slots.contains(&r.slot))
         {
-            rows.push(leaving(r, node.as_str(), &names, &active));
+            rows.push(leaving(r, template, node.as_str(), &names, &active));
         }
     }
     // What each slot ran before, on every node, newest first.
@@ -482,6 +488,7 @@ pub(super) async fn ps(
                 state: ended.state,
                 health: lower(&Health::None),
                 spec_version: ended.spec_version,
+                current: false,
                 host_port: None,
                 error: ended.error,
                 cpu_millis: None,

@@ -101,6 +101,7 @@ mod tests {
             state: "running".into(),
             health: "none".into(),
             spec_version: 1,
+            current: true,
             host_port: None,
             error: None,
             cpu_millis: None,

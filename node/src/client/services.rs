@@ -153,7 +153,6 @@ fn warn_udp(spec: &ServiceSpec) {
 fn same(a: &ServiceSpec, b: &ServiceSpec) -> bool {
     let strip = |s: &ServiceSpec| ServiceSpec {
         version: 0,
-        template_version: 0,
         previous: None,
         ..s.clone()
     };
@@ -226,13 +225,14 @@ async fn scale(client: &Client, targets: &[String]) -> Result<()> {
 /// progress. Scaling meanwhile (by hand or by policy) is no reason to stop waiting.
 async fn converge(client: &Client, written: &ServiceSpec) -> Result<()> {
     let name = &written.name;
-    let version = written.current_since();
+    let template = written.template_id();
+    let version = written.version;
     let started = Instant::now();
     let mut last = String::new();
     let mut progressed = Instant::now();
     loop {
         let spec: ServiceSpec = client.get(&format!("/v1/services/{name}")).await?;
-        if spec.current_since() != version {
+        if spec.template_id() != template {
             bail!(
                 "{name} changed again while this update rolled out (now version {}); if the update failed, it was rolled back: see `knit service ps {name} --history`",
                 spec.version
@@ -246,9 +246,7 @@ async fn converge(client: &Client, written: &ServiceSpec) -> Result<()> {
         let done = wanted
             .iter()
             .filter(|t| {
-                t.state == "running"
-                    && t.spec_version >= version
-                    && matches!(t.health.as_str(), "none" | "healthy")
+                t.state == "running" && t.current && matches!(t.health.as_str(), "none" | "healthy")
             })
             .count();
         let line = format!(

@@ -512,6 +512,10 @@ fn container_body(launch: &Launch, image: &str, publish_ip: IpAddr) -> Container
     tags.insert(labels::SERVICE.into(), spec.name.clone());
     tags.insert(labels::SLOT.into(), launch.slot.to_string());
     tags.insert(labels::SPEC_VERSION.into(), spec.version.to_string());
+    tags.insert(
+        labels::TEMPLATE.into(),
+        format!("{:016x}", spec.template_id()),
+    );
     tags.insert(labels::NODE.into(), launch.node.clone());
     let mut env = spec.env.clone();
     if let Some(port) = spec.ports.first() {
@@ -596,6 +600,11 @@ fn replica_from(inspect: &ContainerInspectResponse) -> Result<Replica, String> {
     let spec_version = version
         .parse()
         .map_err(|_| format!("spec version {version:?} is not a number"))?;
+    // A container without the label (or with a garbled one) counts as outdated: replaced.
+    let template = tags
+        .get(labels::TEMPLATE)
+        .and_then(|t| u64::from_str_radix(t, 16).ok())
+        .unwrap_or(0);
     let default_state = ContainerState::default();
     let state = inspect.state.as_ref().unwrap_or(&default_state);
     let (replica_state, exit_code, error) = state_of(state);
@@ -607,6 +616,7 @@ fn replica_from(inspect: &ContainerInspectResponse) -> Result<Replica, String> {
         runtime_id: id,
         slot,
         spec_version,
+        template,
         state: replica_state,
         exit_code,
         host_ports: ports.map(host_ports).unwrap_or_default(),

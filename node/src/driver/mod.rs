@@ -36,6 +36,8 @@ pub(crate) struct Replica {
     pub(crate) runtime_id: String,
     pub(crate) slot: SlotId,
     pub(crate) spec_version: u64,
+    /// The template it runs (`ServiceSpec::template_id`); 0 when it recorded none.
+    pub(crate) template: u64,
     /// Starting, Running, Exited or Failed (Stopping is the agent's own).
     pub(crate) state: ReplicaState,
     /// The exit code, once it stopped.
@@ -70,6 +72,8 @@ pub(crate) mod labels {
     pub(crate) const SERVICE: &str = "knit.service";
     pub(crate) const SLOT: &str = "knit.slot";
     pub(crate) const SPEC_VERSION: &str = "knit.spec-version";
+    /// The spec's template id (`ServiceSpec::template_id`), in hex.
+    pub(crate) const TEMPLATE: &str = "knit.template";
     pub(crate) const NODE: &str = "knit.node";
 }
 

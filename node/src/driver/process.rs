@@ -30,6 +30,9 @@ struct Record {
     start_ticks: u64,
     slot: SlotId,
     spec_version: u64,
+    /// The spec's template id; 0 in records written before it was kept (replaced).
+    #[serde(default)]
+    template: u64,
     host_ports: BTreeMap<u16, u16>,
     started_at_ms: u64,
     /// The signal that asks it to stop (the spec's when it started); SIGTERM when `None`.
@@ -255,6 +258,7 @@ impl ProcessDriver {
             start_ticks,
             slot: launch.slot.clone(),
             spec_version: spec.version,
+            template: spec.template_id(),
             host_ports,
             started_at_ms: now_ms(),
             stop_signal: spec.stop_signal.clone(),
@@ -316,6 +320,7 @@ impl ProcessDriver {
             runtime_id: record.runtime_id.clone(),
             slot: record.slot.clone(),
             spec_version: record.spec_version,
+            template: record.template,
             state,
             exit_code: exit_code.map(i64::from),
             host_ports: record.host_ports.clone(),

@@ -17,13 +17,13 @@
 //!   `on-failure` for a failure, and fewer than `max_attempts` restarts so far. A stopped
 //!   replica of an outdated spec version starts afresh at the new one when the rollout
 //!   gate allows the slot, whatever its restarts.
-//! - **Replace** a running replica of an outdated spec version — older than the last one
-//!   that changed what replicas run ([`ServiceSpec::current_since`]); scaling or a new
-//!   policy outdates nothing — if the rollout gate allows the slot, or one that is
-//!   unhealthy (if the restart policy allows).
+//! - **Replace** a running replica of an outdated template — started from another one than
+//!   the spec's ([`ServiceSpec::template_id`]); scaling or a new policy outdates nothing —
+//!   if the rollout gate allows the slot, or one that is unhealthy (if the restart policy
+//!   allows).
 //! - **Hand off, make-before-break**: a replica of a slot placement now gives to another
 //!   node keeps running until that node reports the slot running and healthy (or without
-//!   a health check) at a current spec version; then it stops. If the new owner is not
+//!   a health check) from the current template; then it stops. If the new owner is not
 //!   alive, or the slot is pending, the replica keeps running (availability first).
 //! - **Stop** replicas of removed services and slots (scaled down), replicas this node
 //!   runs twice (it keeps the best one), and, for a pending slot served by several nodes,
@@ -117,7 +117,7 @@ pub enum StopReason {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReplaceReason {
-    /// It runs an older spec version.
+    /// It runs another template than the spec's.
     Outdated,
     /// Its health check fails.
     Unhealthy,
@@ -189,11 +189,11 @@ impl View<'_> {
             .map(|(n, _)| *n)
     }
 
-    /// Whether `node` serves `slot` from spec version `since` on.
-    fn serves(&self, node: &NodeId, slot: &SlotId, since: u64) -> bool {
+    /// Whether `node` serves `slot` from `template`.
+    fn serves(&self, node: &NodeId, slot: &SlotId, template: u64) -> bool {
         self.elsewhere
             .get(slot)
-            .is_some_and(|reps| reps.iter().any(|(n, r)| *n == node && r.serves(since)))
+            .is_some_and(|reps| reps.iter().any(|(n, r)| *n == node && r.serves(template)))
     }
 }
 
@@ -293,7 +293,7 @@ fn is_move_in_flight(
 ) -> bool {
     let Some(spec) = spec else { return false };
     r.state.is_live()
-        && !r.serves(spec.current_since())
+        && !r.serves(spec.template_id())
         && placement.owner(&r.slot) == Some(view.me)
         && view.server(&r.slot).is_some()
 }
@@ -324,14 +324,15 @@ fn plan_running(
         Some(Assignment::Assigned(owner)) => {
             if !r.state.is_live() {
                 actions.push(stop(StopReason::NotOwned));
-            } else if view.serves(owner, &r.slot, spec.current_since()) {
+            } else if view.serves(owner, &r.slot, spec.template_id()) {
                 actions.push(stop(StopReason::HandedOff { to: owner.clone() }));
             }
         }
         Some(Assignment::Pending(_)) => {
+            let template = spec.template_id();
             let smaller_serves = view.elsewhere.get(&r.slot).is_some_and(|reps| {
                 reps.iter()
-                    .any(|(n, other)| *n < view.me && other.serves(spec.current_since()))
+                    .any(|(n, other)| *n < view.me && other.serves(template))
             });
             if r.state.is_live() && smaller_serves {
                 actions.push(stop(StopReason::Duplicate));
@@ -368,7 +369,7 @@ fn plan_owned(
                 && attempts_left
             {
                 actions.push(replace(ReplaceReason::Unhealthy));
-            } else if !spec.runs_current(r.spec_version) && may_update {
+            } else if !spec.runs_current(r.template) && may_update {
                 actions.push(replace(ReplaceReason::Outdated));
             }
         }
@@ -378,8 +379,8 @@ fn plan_owned(
                 RestartCondition::OnFailure => r.state == ReplicaState::Failed,
                 RestartCondition::None => false,
             };
-            if !spec.runs_current(r.spec_version) && may_update {
-                // A new spec version gets a fresh start, whatever the old one's restarts.
+            if !spec.runs_current(r.template) && may_update {
+                // A new template gets a fresh start, whatever the old one's restarts.
                 actions.push(Action::Start {
                     slot: r.slot.clone(),
                     spec_version: spec.version,

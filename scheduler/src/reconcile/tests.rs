@@ -11,8 +11,9 @@ fn id(s: &str) -> NodeId {
     NodeId::new(s).unwrap()
 }
 
+/// `name` at `version`, each version with its own image (so its own template).
 fn service(name: &str, replicas: u32, version: u64) -> ServiceSpec {
-    let mut s = ServiceSpec::docker(name, "img");
+    let mut s = ServiceSpec::docker(name, &format!("img:v{version}"));
     s.mode = Mode::Replicated { replicas };
     s.version = version;
     s
@@ -34,6 +35,7 @@ fn all_on(node: &str, services: &[ServiceSpec]) -> Placement {
 fn report(slot: SlotId, version: u64, state: ReplicaState, health: Health) -> ReplicaReport {
     ReplicaReport {
         runtime_id: format!("rt-{slot}-{version}-{state:?}"),
+        template: service(&slot.service, 1, version).template_id(),
         slot,
         spec_version: version,
         state,
@@ -208,7 +210,8 @@ fn scaling_or_a_new_policy_replaces_no_replica() {
     scaled.mode = Mode::Replicated { replicas: 3 };
     scaled.restart.max_attempts = Some(2);
     let v2 = v1.followed_by(scaled, false);
-    assert_eq!((v2.version, v2.current_since()), (2, 1));
+    assert_eq!(v2.version, 2);
+    assert_eq!(v2.template_id(), v1.template_id(), "same template");
     let p = all_on("a", std::slice::from_ref(&v2));
     let obs = observed(vec![("a", vec![running(slot(1), 1), running(slot(2), 1)])]);
     let acts = plan(
@@ -232,7 +235,7 @@ fn scaling_or_a_new_policy_replaces_no_replica() {
         v2.followed_by(image, false),
         v2.followed_by(v2.clone(), true),
     ] {
-        assert_eq!(v3.current_since(), 3);
+        assert_ne!(v3.template_id(), v2.template_id());
         let acts = plan(
             &id("a"),
             &p,
@@ -427,4 +430,74 @@ fn plans_do_not_depend_on_report_order() {
         slots,
         sorted.iter().map(ToString::to_string).collect::<Vec<_>>()
     );
+}
+
+#[test]
+fn a_spec_that_lost_a_concurrent_write_is_outdated_under_the_same_version() {
+    // Two sides of a partition update version 1 each on their own: both write version 2.
+    let v1 = service("blog", 2, 1);
+    let side = |value: &str| {
+        let mut next = v1.clone();
+        next.env.insert("V".into(), value.into());
+        v1.followed_by(next, false)
+    };
+    let (left, right) = (side("left"), side("right"));
+    assert_eq!((left.version, right.version), (2, 2));
+    assert_ne!(left.template_id(), right.template_id());
+    // The store kept `left`; node a still runs both slots from `right`.
+    let from_right = |i| ReplicaReport {
+        template: right.template_id(),
+        ..running(slot(i), 2)
+    };
+    let p = all_on("a", std::slice::from_ref(&left));
+    let obs = observed(vec![("a", vec![from_right(1), from_right(2)])]);
+    let acts = plan(
+        &id("a"),
+        &p,
+        &specs(std::slice::from_ref(&left)),
+        &obs,
+        &alive(&["a"]),
+        &ReconcileConfig::default(),
+    );
+    assert_eq!(acts.len(), 2, "{acts:?}");
+    assert!(acts.iter().all(|a| matches!(
+        a,
+        Action::Replace {
+            reason: ReplaceReason::Outdated,
+            ..
+        }
+    )));
+    // Once they run `left`, nothing is left to do.
+    let from_left = |i| ReplicaReport {
+        template: left.template_id(),
+        ..running(slot(i), 2)
+    };
+    let obs = observed(vec![("a", vec![from_left(1), from_left(2)])]);
+    let acts = plan(
+        &id("a"),
+        &p,
+        &specs(std::slice::from_ref(&left)),
+        &obs,
+        &alive(&["a"]),
+        &ReconcileConfig::default(),
+    );
+    assert!(acts.is_empty(), "{acts:?}");
+}
+
+#[test]
+fn template_ids_are_stable_and_follow_only_what_replicas_run() {
+    let spec = service("blog", 2, 1);
+    // The same on every peer and build: a change of this number replaces every replica
+    // of a cluster that upgrades knit, so it is pinned here.
+    assert_eq!(format!("{:016x}", spec.template_id()), "c8dea2108be464aa");
+    let mut policy = spec.clone();
+    policy.mode = Mode::Replicated { replicas: 9 };
+    policy.restart.delay_ms = 1234;
+    policy.version = 7;
+    assert_eq!(policy.template_id(), spec.template_id());
+    let forced = spec.followed_by(spec.clone(), true);
+    assert_ne!(forced.template_id(), spec.template_id());
+    // A rollback returns to the previous template, so its replicas are current again.
+    let back = forced.followed_by(*forced.previous.clone().unwrap(), false);
+    assert_eq!(back.template_id(), spec.template_id());
 }

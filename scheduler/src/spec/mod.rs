@@ -13,6 +13,7 @@ mod validate;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::xxh3_64;
 
 pub use constraint::{Constraint, ConstraintField, ConstraintOp};
 pub use limits::Limits;
@@ -318,13 +319,34 @@ pub struct ServiceSpec {
     pub autoscale: Option<Autoscale>,
     /// What a partitioned side does with the slots of members it cannot see.
     pub partition_policy: PartitionPolicy,
-    /// Bumped by whoever writes a change; replicas report the version they run.
+    /// Bumped by whoever writes a change, for people: two writers that cannot see each
+    /// other (two sides of a partition) may write the same number. What replicas run is
+    /// told by [`ServiceSpec::template_id`], never by this number.
     pub version: u64,
-    /// The last version that changed what a replica runs (see [`ServiceSpec::same_template`]);
-    /// replicas started from it or later need no replacement. 0 reads as `version`.
-    pub template_version: u64,
+    /// Raised by `service update --force` (Docker's `ForceUpdate`): part of the template, so
+    /// replicas of an unchanged spec are replaced anyway.
+    pub force_update: u64,
     /// The spec before the last update, for `knit service rollback`; one level only.
     pub previous: Option<Box<ServiceSpec>>,
+}
+
+/// What a replica of a spec runs, borrowed from it: see [`ServiceSpec::template`]. Its
+/// JSON form is what [`ServiceSpec::template_id`] hashes, so a field added here replaces
+/// every replica once.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Template<'a> {
+    driver: Driver,
+    image: Option<&'a str>,
+    command: &'a [String],
+    args: &'a [String],
+    ports: &'a [PortSpec],
+    env: &'a BTreeMap<String, String>,
+    labels: &'a BTreeMap<String, String>,
+    limits: Resources,
+    health: Option<&'a HealthCheck>,
+    stop_signal: Option<&'a str>,
+    no_healthcheck: bool,
+    force_update: u64,
 }
 
 /// Docker's default stop grace period.
@@ -355,7 +377,7 @@ impl Default for ServiceSpec {
             autoscale: None,
             partition_policy: PartitionPolicy::Majority,
             version: 0,
-            template_version: 0,
+            force_update: 0,
             previous: None,
         }
     }
@@ -386,50 +408,59 @@ impl ServiceSpec {
             && self.reservations == other.reservations
     }
 
-    /// Whether replicas of `self` and `other` run the same thing: what the driver starts
-    /// (driver, image, command, args, ports, env, labels, limits) and how its health is
-    /// told. Scale, placement, restart, update and autoscaling policies are not part of
+    /// What a replica of this spec runs: what the driver starts (driver, image, command,
+    /// args, ports, env, labels, limits, stop signal), how its health is told, and the force
+    /// counter. Scale, placement, restart, update and autoscaling policies are not part of
     /// it: changing them replaces no replica.
-    pub fn same_template(&self, other: &ServiceSpec) -> bool {
-        self.driver == other.driver
-            && self.image == other.image
-            && self.command == other.command
-            && self.args == other.args
-            && self.ports == other.ports
-            && self.env == other.env
-            && self.labels == other.labels
-            && self.limits == other.limits
-            && self.health == other.health
-            && self.stop_signal == other.stop_signal
-            && self.no_healthcheck == other.no_healthcheck
-    }
-
-    /// The oldest spec version whose replicas run what this spec asks for.
-    pub fn current_since(&self) -> u64 {
-        match self.template_version {
-            0 => self.version,
-            since => since.min(self.version),
+    pub fn template(&self) -> Template<'_> {
+        Template {
+            driver: self.driver,
+            image: self.image.as_deref(),
+            command: &self.command,
+            args: &self.args,
+            ports: &self.ports,
+            env: &self.env,
+            labels: &self.labels,
+            limits: self.limits,
+            health: self.health.as_ref(),
+            stop_signal: self.stop_signal.as_deref(),
+            no_healthcheck: self.no_healthcheck,
+            force_update: self.force_update,
         }
     }
 
-    /// Whether a replica started from spec version `version` runs what this spec asks for.
-    pub fn runs_current(&self, version: u64) -> bool {
-        version >= self.current_since()
+    /// Whether replicas of `self` and `other` run the same thing (see [`Self::template`]).
+    pub fn same_template(&self, other: &ServiceSpec) -> bool {
+        self.template() == other.template()
+    }
+
+    /// A fingerprint of [`Self::template`], the same on every peer and build: what a
+    /// replica records at its start and what tells whether it runs this spec. Unlike the
+    /// version number, two writers that cannot see each other never give two different
+    /// templates the same id, so once the store converges on one spec, every replica of the
+    /// other is outdated. Never 0 (0 marks a replica that recorded none).
+    pub fn template_id(&self) -> u64 {
+        let text = serde_json::to_vec(&self.template())
+            .expect("a template serializes: its maps have string keys");
+        xxh3_64(&text).max(1)
+    }
+
+    /// Whether a replica started from template `template` runs what this spec asks for.
+    pub fn runs_current(&self, template: u64) -> bool {
+        template == self.template_id()
     }
 
     /// `next` written as the version after `self`: same name, `self` kept (one level) for
-    /// rollback, and a new template version when what replicas run changed or `redeploy`
-    /// asks to replace them anyway.
+    /// rollback, and the force counter raised when `redeploy` asks to replace replicas
+    /// whether or not what they run changed.
     pub fn followed_by(&self, mut next: ServiceSpec, redeploy: bool) -> ServiceSpec {
         let mut kept = self.clone();
         kept.previous = None;
         next.name = self.name.clone();
         next.version = self.version + 1;
-        next.template_version = if redeploy || !self.same_template(&next) {
-            next.version
-        } else {
-            self.current_since()
-        };
+        if redeploy {
+            next.force_update = self.force_update.max(next.force_update) + 1;
+        }
         next.previous = Some(Box::new(kept));
         next
     }
