@@ -5,10 +5,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use knit_mesh::membership::MemberRecord;
 use knit_mesh::quic::reach::Reachability;
 use knit_mesh::quic::{Mesh, View};
 use knit_mesh::store::{Stamp, Store, owned_key};
-use knit_mesh::{MemberState, NodeId};
+use knit_mesh::{MemberState, NodeId, PeerId};
 use knit_scheduler::spec::Limits;
 use knit_scheduler::spec::limits::{SPEC_RECORD_MAX_BYTES, over_slot_cap};
 use knit_scheduler::{
@@ -95,6 +96,20 @@ pub(crate) struct Applied {
     pub(crate) kept: Vec<knit_scheduler::SlotId>,
 }
 
+/// Every member with an `info` record in `store` that was not removed (`knit node rm`):
+/// its id, record and the record's stamp.
+pub(crate) fn known_members(store: &Store) -> impl Iterator<Item = (NodeId, NodeInfo, Stamp)> {
+    store
+        .scan("owned/")
+        .filter(|(key, _, _)| key.ends_with("/info"))
+        .filter_map(|(key, value, stamp)| {
+            let node = knit_mesh::store::key_owner(key)?;
+            let info = serde_json::from_slice::<NodeInfo>(value).ok()?;
+            Some((node, info, stamp))
+        })
+        .filter(|(node, _, _)| store.revoked_at(node).is_none())
+}
+
 /// The key of a node's `info` record, written by that node alone.
 pub(crate) fn info_key(node: &NodeId) -> String {
     owned_key(node, "info")
@@ -152,10 +167,15 @@ pub(crate) struct Quorum {
 impl Quorum {
     /// The quorum of peer `me` with members as (node id, state), itself among them, and
     /// the members that answered its last reachability check.
+    ///
+    /// `absent` are members this peer knows from the store but has not heard from since it
+    /// started (they are among `members`, as down): known and not seen, but no dial is
+    /// owed for them, as they are not in the failure detector's down set.
     pub(crate) fn of(
         me: NodeId,
         members: impl IntoIterator<Item = (NodeId, MemberState)>,
         reach: &Reachability,
+        absent: &BTreeSet<NodeId>,
     ) -> Self {
         let known: BTreeMap<NodeId, MemberState> = members
             .into_iter()
@@ -163,7 +183,7 @@ impl Quorum {
             .collect();
         let down: std::collections::BTreeSet<NodeId> = known
             .iter()
-            .filter(|(_, state)| **state == MemberState::Down)
+            .filter(|(id, state)| **state == MemberState::Down && !absent.contains(id))
             .map(|(id, _)| *id)
             .collect();
         let confirmed = down.is_empty() || reach.down == down;
@@ -269,22 +289,93 @@ pub(crate) fn host_capacity() -> Resources {
     }
 }
 
+/// How long after its start a peer keeps the slots of members it knew (from its store) but
+/// has not heard from yet as theirs, so that after a full-cluster restart the first peers
+/// up do not start everything before the others had a chance to come back (ms).
+pub(crate) const RESTART_GRACE_MS: u64 = 30_000;
+
 /// One consistent reading of the view and the store.
 #[derive(Clone)]
 pub(crate) struct Snapshot {
+    /// The membership, with the members this peer knows from the store but has not heard
+    /// from since it started added as `down` (see [`Snapshot::absent`]).
     pub(crate) view: Arc<View>,
     pub(crate) store: Arc<Store>,
     /// Which members answered when the set of members seen down last changed.
     pub(crate) reach: Arc<Reachability>,
+    /// Members with a record in the store (not removed) that the failure detector has not
+    /// heard of since this peer started: after a restart, those not back yet.
+    pub(crate) absent: Arc<BTreeSet<NodeId>>,
 }
 
 impl Snapshot {
     pub(crate) fn of(mesh: &Mesh) -> Self {
-        Self {
-            view: mesh.view().borrow().clone(),
-            store: mesh.store().borrow().clone(),
-            reach: mesh.reachability().borrow().clone(),
+        Self::new(
+            mesh.view().borrow().clone(),
+            mesh.store().borrow().clone(),
+            mesh.reachability().borrow().clone(),
+        )
+    }
+
+    /// A reading of `view` and `store`, with the members the store knows and the view
+    /// lacks added to the view as `down`.
+    pub(crate) fn new(view: Arc<View>, store: Arc<Store>, reach: Arc<Reachability>) -> Self {
+        let in_view: BTreeSet<NodeId> = view.members.iter().map(|m| m.peer.node).collect();
+        let absent: Vec<MemberRecord> = known_members(&store)
+            .filter(|(node, _, _)| !in_view.contains(node))
+            .map(|(node, info, stamp)| MemberRecord {
+                peer: PeerId {
+                    node,
+                    addr: info.addr,
+                    epoch: 0,
+                },
+                state: MemberState::Down,
+                since_ms: stamp.millis(),
+            })
+            .collect();
+        if absent.is_empty() {
+            return Self {
+                view,
+                store,
+                reach,
+                absent: Arc::default(),
+            };
         }
+        let ids = absent.iter().map(|m| m.peer.node).collect();
+        let mut members = view.members.clone();
+        members.extend(absent);
+        members.sort_by_key(|m| m.peer.node);
+        Self {
+            view: Arc::new(View {
+                members,
+                ..(*view).clone()
+            }),
+            store,
+            reach,
+            absent: Arc::new(ids),
+        }
+    }
+
+    /// Whether this peer started less than [`RESTART_GRACE_MS`] ago (by its own record).
+    fn in_restart_grace(&self) -> bool {
+        self.info(&self.view.me.node).is_some_and(|info| {
+            crate::peer::now_ms().saturating_sub(info.started_at_ms) < RESTART_GRACE_MS
+        })
+    }
+
+    /// The scheduler's view of the absent members, while this peer is in its restart grace.
+    fn absent_in_grace(&self) -> Vec<NodeView> {
+        if self.absent.is_empty() || !self.in_restart_grace() {
+            return Vec::new();
+        }
+        self.views_of(|_| true)
+            .into_iter()
+            .filter(|v| {
+                v.id.as_str()
+                    .parse::<NodeId>()
+                    .is_ok_and(|id| self.absent.contains(&id))
+            })
+            .collect()
     }
 
     fn decode<T: serde::de::DeserializeOwned>(&self, key: &str) -> Option<T> {
@@ -466,6 +557,7 @@ impl Snapshot {
             self.view.me.node,
             self.view.members.iter().map(|m| (m.peer.node, m.state)),
             &self.reach,
+            &self.absent,
         )
     }
 
@@ -507,11 +599,14 @@ impl Snapshot {
     /// with a Docker engine only; a paused node keeps the slots it said it kept. A peer in
     /// a minority ([`Quorum`]) places over every member it knows, reachable or not, so the
     /// slots of those it cannot see stay theirs; only `available` services are placed on
-    /// the members it sees, as every side does with them.
+    /// the members it sees, as every side does with them. For [`RESTART_GRACE_MS`] after
+    /// this peer starts, members it knew and has not heard from yet keep their slots.
     pub(crate) fn placement(&self) -> Placement {
         let specs: Vec<ServiceSpec> = self.specs().into_values().map(placeable).collect();
+        let mut seen = self.node_views();
+        seen.extend(self.absent_in_grace());
         if self.quorum().majority {
-            return self.place(&self.node_views(), &specs);
+            return self.place(&seen, &specs);
         }
         let (available, majority): (Vec<ServiceSpec>, Vec<ServiceSpec>) =
             specs.into_iter().partition(|spec| {
@@ -519,7 +614,7 @@ impl Snapshot {
             });
         let known = self.views_of(|state| state != MemberState::Left);
         self.place(&known, &majority)
-            .combine(self.place(&self.node_views(), &available))
+            .combine(self.place(&seen, &available))
     }
 
     /// Places `specs` on `nodes`; a paused node keeps the slots it said it kept.
@@ -633,7 +728,12 @@ mod tests {
             },
             None => Reachability::default(),
         };
-        Quorum::of(node(me), states.iter().map(|&(b, s)| (node(b), s)), &reach)
+        Quorum::of(
+            node(me),
+            states.iter().map(|&(b, s)| (node(b), s)),
+            &reach,
+            &BTreeSet::new(),
+        )
     }
 
     #[test]
@@ -672,5 +772,110 @@ mod tests {
         // Alone and the only member: a cluster of one.
         assert!(quorum(1, &[(1, Alive)], None).majority);
         assert_eq!(quorum(1, &[(1, Alive)], None).minority(), None);
+    }
+
+    /// Signs nothing: a local store takes its own writes as they are.
+    struct Unsigned;
+
+    impl knit_mesh::trust::Signer for Unsigned {
+        fn sign(&self, _message: &[u8]) -> Vec<u8> {
+            vec![0; 64]
+        }
+    }
+
+    /// A peer (node 1) that started `started_ago_ms` ago and knows nodes 1-3 from its
+    /// store, with a service of 6 process replicas; its failure detector has heard of the
+    /// nodes in `heard` (alive) only.
+    fn restarted(heard: &[u8], started_ago_ms: u64) -> Snapshot {
+        let now = crate::peer::now_ms();
+        let peer = |b: u8| PeerId {
+            node: node(b),
+            addr: format!("127.0.0.{b}:7946").parse().unwrap(),
+            epoch: 1,
+        };
+        let mut store = Store::new(node(1));
+        for b in 1..=3 {
+            let info = NodeInfo {
+                name: format!("n{b}"),
+                addr: peer(b).addr,
+                labels: BTreeMap::new(),
+                version: "test".into(),
+                started_at_ms: if b == 1 { now - started_ago_ms } else { 0 },
+                capacity: Resources::default(),
+                drivers: vec!["process".into()],
+            };
+            let bytes = serde_json::to_vec(&info).unwrap();
+            store.put(&info_key(&node(b)), Some(bytes), now, &Unsigned);
+        }
+        let spec = ServiceSpec {
+            name: "six".into(),
+            driver: knit_scheduler::spec::Driver::Process,
+            command: vec!["true".into()],
+            mode: knit_scheduler::spec::Mode::Replicated { replicas: 6 },
+            version: 1,
+            ..ServiceSpec::default()
+        };
+        let bytes = serde_json::to_vec(&spec).unwrap();
+        store.put(&service_key("six"), Some(bytes), now, &Unsigned);
+        let view = View {
+            me: peer(1),
+            connection: knit_mesh::Connection::Active,
+            profile: knit_mesh::Profile::Fast,
+            members: heard
+                .iter()
+                .map(|&b| MemberRecord {
+                    peer: peer(b),
+                    state: MemberState::Alive,
+                    since_ms: now,
+                })
+                .collect(),
+        };
+        Snapshot::new(Arc::new(view), Arc::new(store), Arc::default())
+    }
+
+    fn slots_on(snapshot: &Snapshot, b: u8) -> usize {
+        let id = knit_scheduler::NodeId::new(node(b).to_string()).unwrap();
+        snapshot
+            .placement()
+            .iter()
+            .filter(|(_, a)| *a == knit_scheduler::placement::Assignment::Assigned(&id))
+            .count()
+    }
+
+    #[test]
+    fn a_restarted_peer_counts_the_members_it_knew_before_hearing_from_them() {
+        let all = restarted(&[1, 2, 3], 1_000);
+        assert!(all.absent.is_empty(), "all back: nobody is absent");
+        // Back alone: the two others it knew count, unseen: a minority that keeps its own.
+        let alone = restarted(&[1], 1_000);
+        assert_eq!(alone.absent.len(), 2);
+        let q = alone.quorum();
+        assert_eq!(
+            (q.sees, q.known, q.majority, q.confirmed),
+            (1, 3, false, true)
+        );
+        assert!(q.minority().is_some_and(|m| m.contains("sees 1 of 3")));
+        assert_eq!(
+            slots_on(&alone, 1),
+            slots_on(&all, 1),
+            "its own share, not all 6"
+        );
+        let rows = alone
+            .view
+            .members
+            .iter()
+            .filter(|m| m.state == MemberState::Down);
+        assert_eq!(rows.count(), 2, "`node ls` shows them down");
+        // With a second one back: a majority, but within the grace the third keeps its
+        // slots, so a peer on its way back finds them still its own.
+        let two = restarted(&[1, 2], 1_000);
+        assert!(two.quorum().majority);
+        assert_eq!(slots_on(&two, 3), slots_on(&all, 3));
+        assert!(slots_on(&all, 3) > 0);
+        // After the grace, they are reclaimed.
+        let later = restarted(&[1, 2], RESTART_GRACE_MS + 1_000);
+        assert!(later.quorum().majority);
+        assert_eq!(slots_on(&later, 3), 0);
+        assert_eq!(slots_on(&later, 1) + slots_on(&later, 2), 6);
     }
 }

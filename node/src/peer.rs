@@ -338,12 +338,9 @@ async fn drivers(
 
 /// Addresses of members this node knew before, to find the cluster again after a restart.
 fn known_addrs(store: &knit_mesh::store::Store, me: &NodeId) -> Vec<SocketAddr> {
-    store
-        .scan("owned/")
-        .filter(|(key, _, _)| key.ends_with("/info"))
-        .filter(|(key, _, _)| knit_mesh::store::key_owner(key).is_some_and(|n| n != *me))
-        .filter_map(|(_, value, _)| serde_json::from_slice::<NodeInfo>(value).ok())
-        .map(|info| info.addr)
+    crate::cluster::known_members(store)
+        .filter(|(node, _, _)| node != me)
+        .map(|(_, info, _)| info.addr)
         .collect()
 }
 

@@ -78,11 +78,7 @@ fn cluster_with(records: Vec<(String, Vec<u8>)>) -> Snapshot {
             })
             .collect(),
     };
-    Snapshot {
-        view: Arc::new(view),
-        store: Arc::new(store),
-        reach: Arc::default(),
-    }
+    Snapshot::new(Arc::new(view), Arc::new(store), Arc::default())
 }
 
 fn running(slot: SlotId, id: &str) -> ReplicaReport {
