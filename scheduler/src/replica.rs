@@ -68,12 +68,16 @@ pub enum ReplicaState {
     Exited,
     /// Stopped with a non-zero code, or could not start.
     Failed,
+    /// Its driver does not answer (the Docker engine is down or restarting): it may still
+    /// run. It keeps its slot and serves no traffic; it is neither restarted nor replaced
+    /// until the driver answers again.
+    Unknown,
 }
 
 impl ReplicaState {
-    /// Starting or running: the replica occupies its slot.
+    /// Starting, running, or unknown: the replica occupies its slot.
     pub fn is_live(self) -> bool {
-        matches!(self, Self::Starting | Self::Running)
+        matches!(self, Self::Starting | Self::Running | Self::Unknown)
     }
 }
 

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub mod heal;
 pub mod images;
 pub mod options;
+pub mod proxy;
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Deserialize;

@@ -108,6 +108,8 @@ pub(crate) struct Agent {
     me: knit_mesh::NodeId,
     node: knit_scheduler::NodeId,
     replicas: BTreeMap<String, Tracked>,
+    /// Drivers whose last list failed: their replicas are kept as unknown.
+    silent: BTreeSet<DriverKind>,
     /// Slots with an operation in flight.
     busy: BTreeSet<SlotId>,
     failed_starts: BTreeMap<SlotId, FailedStart>,
@@ -156,6 +158,7 @@ impl Agent {
             me,
             node,
             replicas: BTreeMap::new(),
+            silent: BTreeSet::new(),
             busy: BTreeSet::new(),
             failed_starts: BTreeMap::new(),
             restarts: BTreeMap::new(),
@@ -346,24 +349,39 @@ impl Agent {
 
     /// Lists what the drivers run and updates the tracked replicas.
     async fn observe(&mut self) {
-        let listed = match self.drivers.list(&self.me.to_string()).await {
-            Ok(listed) => listed,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot list replicas; keeping the last known");
-                return;
+        let listing = self.drivers.list(&self.me.to_string()).await;
+        // A driver that does not answer (the Docker engine restarting) says nothing of its
+        // replicas: they are kept, reported unknown, and acted on once it answers again.
+        let mut silent = BTreeSet::new();
+        for (kind, error) in &listing.failed {
+            if self.silent.insert(*kind) {
+                tracing::warn!(driver = %kind, %error, "cannot list replicas; reporting them unknown until the driver answers");
             }
-        };
+            silent.insert(*kind);
+            let why = format!("the {kind} driver does not answer: {error}");
+            for t in self.replicas.values_mut().filter(|t| t.kind == *kind) {
+                t.replica.state = ReplicaState::Unknown;
+                t.replica.error = Some(why.clone());
+            }
+        }
+        for kind in self.silent.difference(&silent) {
+            tracing::info!(driver = %kind, "the driver answers again");
+        }
+        self.silent = silent;
+        let listed = listing.replicas;
         let ids: BTreeSet<String> = listed.iter().map(|(r, _)| r.runtime_id.clone()).collect();
         let gone: Vec<Replica> = self
             .replicas
             .iter()
-            .filter(|(id, _)| !ids.contains(*id))
+            .filter(|(id, t)| !ids.contains(*id) && !self.silent.contains(&t.kind))
             .map(|(_, t)| t.replica.clone())
             .collect();
         for replica in gone {
             self.remember(replica);
         }
-        self.replicas.retain(|id, _| ids.contains(id));
+        let silent = &self.silent;
+        self.replicas
+            .retain(|id, t| ids.contains(id) || silent.contains(&t.kind));
         for (replica, kind) in listed {
             let live = replica.state.is_live();
             let tracked = self

@@ -521,13 +521,18 @@ pub(super) async fn logs(
         return Err(not_found(&name));
     }
     let me = snapshot.view.me.node;
-    let local = state
-        .drivers
-        .list(&me.to_string())
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let local = state.drivers.list(&me.to_string()).await;
     let mut out = String::new();
-    for (replica, kind) in local.iter().filter(|(r, _)| r.slot.service == name) {
+    for (kind, error) in &local.failed {
+        out.push_str(&format!(
+            "# the {kind} driver does not answer ({error}): its replicas' logs are missing\n"
+        ));
+    }
+    for (replica, kind) in local
+        .replicas
+        .iter()
+        .filter(|(r, _)| r.slot.service == name)
+    {
         let Ok(driver) = state.drivers.for_kind(*kind) else {
             continue;
         };

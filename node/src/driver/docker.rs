@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bollard::Docker;
+use bollard::{API_DEFAULT_VERSION, Docker};
 use bollard::auth::DockerCredentials;
 use bollard::errors::Error as DockerError;
 use bollard::exec::{CreateExecOptions, StartExecResults};
@@ -93,22 +93,44 @@ fn status_code(e: &DockerError) -> Option<u16> {
     }
 }
 
+/// The engine's socket path for `DOCKER_HOST` (`unix://PATH`, or unset: the default).
+fn engine_socket(docker_host: Option<&str>) -> Result<String, DriverError> {
+    match docker_host.map(str::trim).filter(|h| !h.is_empty()) {
+        None => Ok(DEFAULT_SOCKET.to_owned()),
+        Some(host) => match host.strip_prefix("unix://") {
+            Some(path) if !path.is_empty() => Ok(path.to_owned()),
+            _ => Err(DriverError::Unavailable(format!(
+                "DOCKER_HOST={host}: knit's docker driver talks to a local engine over a Unix \
+                 socket only; give DOCKER_HOST=unix:///path/to/docker.sock or unset it"
+            ))),
+        },
+    }
+}
+
+/// The engine's usual socket.
+const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
+/// bollard's read/write timeout per connection (s); calls have their own, shorter ones.
+const SOCKET_TIMEOUT_S: u64 = 120;
+
 fn is_not_found(e: &DockerError) -> bool {
     status_code(e) == Some(404)
 }
 
 impl DockerDriver {
-    /// Connects to the engine on its Unix socket; `Unavailable` when there is none.
-    /// Connects to the engine; replicas' ports will be published on `publish_ip`.
+    /// Connects to the engine on its Unix socket (`$DOCKER_HOST` when it names one, as the
+    /// docker CLI does, else `/var/run/docker.sock`); `Unavailable` when there is none.
+    /// Replicas' ports will be published on `publish_ip`.
     pub(crate) async fn connect(publish_ip: IpAddr) -> Result<Self, DriverError> {
+        let socket = engine_socket(std::env::var("DOCKER_HOST").ok().as_deref())?;
         let unavailable = |e: &DockerError| {
             DriverError::Unavailable(format!(
-                "no Docker engine on /var/run/docker.sock ({}); start Docker, or run \
+                "no Docker engine on {socket} ({}); start Docker, or run \
                  services with the process driver",
                 reason(e)
             ))
         };
-        let docker = Docker::connect_with_socket_defaults().map_err(|e| unavailable(&e))?;
+        let docker = Docker::connect_with_socket(&socket, SOCKET_TIMEOUT_S, API_DEFAULT_VERSION)
+            .map_err(|e| unavailable(&e))?;
         let docker = within(CONNECT_TIMEOUT, docker.negotiate_version())
             .await
             .map_err(|e| unavailable(&e))?;

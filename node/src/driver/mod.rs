@@ -126,26 +126,34 @@ impl Drivers {
         self.docker.as_ref().map(docker::DockerDriver::changed)
     }
 
-    /// Every replica this node runs, with the kind of driver that runs it.
-    pub(crate) async fn list(&self, node: &str) -> Result<Vec<(Replica, DriverKind)>, DriverError> {
-        let mut all: Vec<(Replica, DriverKind)> = self
-            .process
-            .list()
-            .await?
-            .into_iter()
-            .map(|r| (r, DriverKind::Process))
-            .collect();
-        if let Some(docker) = &self.docker {
-            all.extend(
-                docker
-                    .list(node)
-                    .await?
-                    .into_iter()
-                    .map(|r| (r, DriverKind::Docker)),
-            );
+    /// Every replica this node runs, with the kind of driver that runs it, and the drivers
+    /// that could not say (their replicas are not in the list).
+    pub(crate) async fn list(&self, node: &str) -> Listing {
+        let mut listing = Listing::default();
+        match self.process.list().await {
+            Ok(replicas) => listing
+                .replicas
+                .extend(replicas.into_iter().map(|r| (r, DriverKind::Process))),
+            Err(e) => listing.failed.push((DriverKind::Process, e)),
         }
-        Ok(all)
+        if let Some(docker) = &self.docker {
+            match docker.list(node).await {
+                Ok(replicas) => listing
+                    .replicas
+                    .extend(replicas.into_iter().map(|r| (r, DriverKind::Docker))),
+                Err(e) => listing.failed.push((DriverKind::Docker, e)),
+            }
+        }
+        listing
     }
+}
+
+/// What the drivers run, as [`Drivers::list`] found it.
+#[derive(Debug, Default)]
+pub(crate) struct Listing {
+    pub(crate) replicas: Vec<(Replica, DriverKind)>,
+    /// Drivers that did not answer, and why.
+    pub(crate) failed: Vec<(DriverKind, DriverError)>,
 }
 
 /// One driver, chosen per service.

@@ -362,7 +362,7 @@ fn plan_owned(
         .as_ref()
         .is_none_or(|allowed| allowed.contains(&r.slot));
     match r.state {
-        ReplicaState::Starting | ReplicaState::Stopping => {}
+        ReplicaState::Starting | ReplicaState::Stopping | ReplicaState::Unknown => {}
         ReplicaState::Running => {
             if r.health == Health::Unhealthy
                 && policy.condition != RestartCondition::None

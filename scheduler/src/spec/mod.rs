@@ -59,7 +59,9 @@ impl Resources {
 }
 
 /// How replicas run.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Driver {
     /// A Docker container from `image`.
@@ -67,6 +69,15 @@ pub enum Driver {
     Docker,
     /// A plain child process running `command`.
     Process,
+}
+
+impl std::fmt::Display for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Docker => "docker",
+            Self::Process => "process",
+        })
+    }
 }
 
 /// How many replicas and where.

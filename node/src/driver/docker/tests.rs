@@ -540,3 +540,18 @@ async fn a_busy_container_s_cpu_time_grows_whichever_way_it_is_read() {
         .await
         .expect("stop");
 }
+
+#[test]
+fn docker_host_names_the_engine_socket_as_the_docker_cli_reads_it() {
+    use super::engine_socket;
+    assert_eq!(engine_socket(None).unwrap(), "/var/run/docker.sock");
+    assert_eq!(engine_socket(Some("")).unwrap(), "/var/run/docker.sock");
+    assert_eq!(
+        engine_socket(Some("unix:///run/user/1000/docker.sock")).unwrap(),
+        "/run/user/1000/docker.sock"
+    );
+    for unsupported in ["tcp://10.0.0.1:2375", "ssh://me@host", "unix://"] {
+        let e = engine_socket(Some(unsupported)).unwrap_err().to_string();
+        assert!(e.contains("Unix socket only"), "{unsupported}: {e}");
+    }
+}
