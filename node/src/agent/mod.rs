@@ -40,6 +40,10 @@ const SETTLE: Duration = Duration::from_millis(pace::SETTLE_MS);
 /// A restarted peer that knew other members waits at most this long to find them again
 /// before it acts alone on what it knows.
 const REJOIN_WAIT: Duration = Duration::from_secs(10);
+/// A member that joins or returns more often than [`FLAP_RETURNS_MAX`] times within this
+/// window is flapping.
+const FLAP_WINDOW: Duration = Duration::from_secs(30);
+const FLAP_RETURNS_MAX: usize = 3;
 /// How long a round waits for the local store to hold its own acknowledgement.
 const STORE_WAIT: Duration = Duration::from_secs(1);
 
@@ -108,6 +112,8 @@ pub(crate) struct Agent {
     me: knit_mesh::NodeId,
     node: knit_scheduler::NodeId,
     replicas: BTreeMap<String, Tracked>,
+    /// When each member joined or returned lately (within [`FLAP_WINDOW`]).
+    returns: BTreeMap<knit_mesh::NodeId, Vec<Instant>>,
     /// Drivers whose last list failed: their replicas are kept as unknown.
     silent: BTreeSet<DriverKind>,
     /// Slots with an operation in flight.
@@ -159,6 +165,7 @@ impl Agent {
             node,
             replicas: BTreeMap::new(),
             silent: BTreeSet::new(),
+            returns: BTreeMap::new(),
             busy: BTreeSet::new(),
             failed_starts: BTreeMap::new(),
             restarts: BTreeMap::new(),
@@ -324,6 +331,8 @@ impl Agent {
 
     /// Whether views have had time to agree: no member joined or returned within
     /// [`SETTLE`], and a restarted peer has found the cluster it knew (or gave up waiting).
+    /// A member that came back more than [`FLAP_RETURNS_MAX`] times within [`FLAP_WINDOW`]
+    /// is flapping: its returns are not waited for, or it would hold every change up.
     fn settled(&mut self, snapshot: &Snapshot) -> bool {
         let now: BTreeMap<knit_mesh::NodeId, u64> = snapshot
             .view
@@ -332,11 +341,22 @@ impl Agent {
             .filter(|m| m.state.is_active())
             .map(|m| (m.peer.node, m.peer.epoch))
             .collect();
-        if now
+        let at = Instant::now();
+        self.returns
+            .retain(|_, times| times.last().is_some_and(|t| at - *t < FLAP_WINDOW));
+        for node in now
             .iter()
-            .any(|(node, epoch)| self.members.get(node) != Some(epoch))
+            .filter(|(node, epoch)| self.members.get(node) != Some(epoch))
+            .map(|(node, _)| *node)
         {
-            self.settle_until = Instant::now() + SETTLE;
+            let times = self.returns.entry(node).or_default();
+            times.retain(|t| at - *t < FLAP_WINDOW);
+            times.push(at);
+            if times.len() <= FLAP_RETURNS_MAX {
+                self.settle_until = at + SETTLE;
+            } else if times.len() == FLAP_RETURNS_MAX + 1 {
+                tracing::warn!(node = %node, returns = times.len(), window_s = FLAP_WINDOW.as_secs(), "member is flapping; acting without waiting for it to settle");
+            }
         }
         self.members = now;
         let knows_others = snapshot.view.members.iter().any(|m| m.peer.node != self.me);
