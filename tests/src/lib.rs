@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub mod heal;
 pub mod images;
+pub mod netns;
 pub mod options;
 pub mod proxy;
 
@@ -114,6 +115,8 @@ pub struct Peer {
     pub process_driver: bool,
     /// Extra environment for the `knit up` process.
     pub env: Vec<(String, String)>,
+    /// The network namespace it runs in (see [`netns::Net`]); `None`: the test's own.
+    pub netns: Option<String>,
     child: Option<Child>,
     log: PathBuf,
 }
@@ -132,6 +135,7 @@ impl Peer {
             profile: profile.to_owned(),
             process_driver: true,
             env: Vec::new(),
+            netns: None,
             child: None,
         }
     }
@@ -155,7 +159,14 @@ impl Peer {
             .create(true)
             .append(true)
             .open(&self.log)?;
-        let mut cmd = Command::new(knit_bin());
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", ns]).arg(knit_bin());
+                cmd
+            }
+            None => Command::new(knit_bin()),
+        };
         cmd.arg("up").arg("--data-dir").arg(&self.data_dir);
         cmd.arg("--listen").arg(self.listen.to_string());
         cmd.arg("--ingress-addr").arg(self.listen.ip().to_string());
@@ -763,6 +774,8 @@ pub struct Cluster {
     block: [u8; 3],
     profile: String,
     token: Option<String>,
+    /// The namespaces its peers run in, if any; dropped after the peers are killed.
+    net: Option<netns::Net>,
 }
 
 impl Cluster {
@@ -794,7 +807,32 @@ impl Cluster {
             block,
             profile: profile.to_owned(),
             token: None,
+            net: None,
         })
+    }
+
+    /// Starts `n` peers, each in a network namespace of its own on one switch (see
+    /// [`netns::Net`]; root needed): the first creates the cluster, the others join it.
+    pub fn in_namespaces(n: usize, profile: &str) -> Result<Self> {
+        let net = netns::Net::new(n)?;
+        let mut cluster = Self::new(profile)?;
+        for i in 0..n {
+            let name = format!("p{i}");
+            let mut peer = Peer::new(&cluster.root, &name, net.addr(i).octets(), profile);
+            peer.netns = Some(net.namespace(i));
+            cluster.peers.push(peer);
+        }
+        cluster.net = Some(net);
+        for i in 0..n {
+            cluster.start_peer(i)?;
+        }
+        cluster.wait_all_alive(Duration::from_secs(60))?;
+        Ok(cluster)
+    }
+
+    /// The namespaces of a cluster made by [`Cluster::in_namespaces`].
+    pub fn net(&self) -> Option<&netns::Net> {
+        self.net.as_ref()
     }
 
     /// Starts `n` peers: the first creates the cluster, the others join through it.
