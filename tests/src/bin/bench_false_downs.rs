@@ -1,0 +1,165 @@
+//! `bench-false-downs`: the false-positive benchmark. Real peers, each in a network
+//! namespace of its own, every link losing a share of its packets (`iptables` statistic
+//! match) and one peer starved of CPU (a CPU cgroup quota); nobody dies, so every
+//! `suspect` and `down` any peer logs is false. Prints a markdown table per profile.
+//! It asserts nothing: it reports. Needs root.
+//!
+//! ```text
+//! cargo run --release -p knit-tests --bin bench-false-downs -- [--peers 10] [--minutes 10] [--loss 5] [--cpu-percent 10] [--profiles fast,lan]
+//! ```
+//!
+//! It builds and runs the release `knit` (or `$KNIT_BIN` when set).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use knit_tests::Cluster;
+use knit_tests::options::Flags;
+
+const USAGE: &str = "usage: bench-false-downs [--peers N] [--minutes M] [--loss PERCENT] [--cpu-percent P] [--profiles LIST]
+
+  --peers N          peers, each in its own network namespace (default 10)
+  --minutes M        how long the faults last, per profile (default 10)
+  --loss PERCENT     packets every host drops from the others (default 5)
+  --cpu-percent P    the CPU quota of the starved peer, in percent of one core (default 10)
+  --profiles LIST    timing profiles, comma-separated (default fast,lan)
+
+Needs root. Uses $KNIT_BIN if set, else builds the release knit first.";
+
+/// A CPU cgroup (v1 `cpu` controller or v2) that holds one process to a quota.
+struct Starved {
+    dir: PathBuf,
+}
+
+impl Starved {
+    fn new(pid: u32, percent: u64) -> Result<Self> {
+        let name = format!("knit-starved-{}", std::process::id());
+        let v1 = PathBuf::from("/sys/fs/cgroup/cpu");
+        let dir = if v1.join("cpu.cfs_quota_us").exists() {
+            let dir = v1.join(&name);
+            std::fs::create_dir_all(&dir)?;
+            std::fs::write(dir.join("cpu.cfs_period_us"), "100000")?;
+            std::fs::write(dir.join("cpu.cfs_quota_us"), (percent * 1000).to_string())?;
+            dir
+        } else {
+            let dir = PathBuf::from("/sys/fs/cgroup").join(&name);
+            std::fs::create_dir_all(&dir)?;
+            std::fs::write(dir.join("cpu.max"), format!("{} 100000", percent * 1000))
+                .context("cpu.max (is the cpu controller enabled?)")?;
+            dir
+        };
+        std::fs::write(dir.join("cgroup.procs"), pid.to_string())
+            .with_context(|| format!("moving {pid} into {}", dir.display()))?;
+        Ok(Self { dir })
+    }
+}
+
+impl Drop for Starved {
+    fn drop(&mut self) {
+        // Its processes are gone by now (the cluster is dropped first).
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// Lines of a peer's log that report `state` for a member, after ANSI colours are removed.
+fn count(log: &str, state: &str) -> usize {
+    log.lines()
+        .map(|l| {
+            let mut plain = String::with_capacity(l.len());
+            let mut chars = l.chars();
+            while let Some(c) = chars.next() {
+                if c == '\u{1b}' {
+                    for c in chars.by_ref() {
+                        if c == 'm' {
+                            break;
+                        }
+                    }
+                } else {
+                    plain.push(c);
+                }
+            }
+            plain
+        })
+        .filter(|l| l.contains(" member ") && l.contains(&format!("state={state}")))
+        .count()
+}
+
+fn main() -> Result<()> {
+    let known = [
+        "--peers",
+        "--minutes",
+        "--loss",
+        "--cpu-percent",
+        "--profiles",
+    ];
+    let Some(flags) = Flags::parse(std::env::args().skip(1), &known, USAGE)? else {
+        println!("{USAGE}");
+        return Ok(());
+    };
+    let peers = flags.number("--peers", 10, 2..=60)?;
+    let minutes = flags.number("--minutes", 10, 1..=600)?;
+    let loss = flags.number("--loss", 5, 0..=90)?;
+    let cpu = flags.number("--cpu-percent", 10, 1..=100)?;
+    let profiles = flags.list(
+        "--profiles",
+        &["fast", "lan"],
+        Some(&["lan", "wan", "fast"]),
+    )?;
+    if !knit_tests::is_root() {
+        bail!("bench-false-downs needs root (network namespaces, iptables, cgroups)");
+    }
+    let bin = knit_tests::use_release_knit()?;
+    println!("knit: {}", bin.display());
+    let mut rows = Vec::new();
+    for profile in &profiles {
+        let mut cluster = Cluster::in_namespaces(peers, profile)?;
+        let starved_peer = peers - 1;
+        let pid = cluster.peers[starved_peer]
+            .pid()
+            .context("the starved peer runs")?;
+        let starved = Starved::new(pid, u64::try_from(cpu)?)?;
+        let before: Vec<(usize, usize)> = cluster
+            .peers
+            .iter()
+            .map(|p| (count(&p.log(), "Suspect"), count(&p.log(), "Down")))
+            .collect();
+        cluster
+            .net()
+            .context("namespaces")?
+            .loss(u32::try_from(loss)?)?;
+        let began = Instant::now();
+        let length = Duration::from_secs(60 * u64::try_from(minutes)?);
+        while began.elapsed() < length {
+            std::thread::sleep(Duration::from_secs(5));
+            for (i, peer) in cluster.peers.iter_mut().enumerate() {
+                if !peer.is_running() {
+                    bail!("p{i} exited during the run: {}", peer.log_tail(20));
+                }
+            }
+        }
+        let (mut suspects, mut downs) = (0, 0);
+        for (peer, (s0, d0)) in cluster.peers.iter().zip(&before) {
+            let log = peer.log();
+            suspects += count(&log, "Suspect") - s0;
+            downs += count(&log, "Down") - d0;
+        }
+        let healthy = cluster.wait_all_alive(Duration::from_secs(60)).is_ok();
+        println!(
+            "{profile}: {suspects} false suspect(s), {downs} false down(s) over {minutes} min; all alive after: {healthy}"
+        );
+        rows.push((profile.clone(), suspects, downs));
+        // The peers first, so that the cgroup is empty when it is removed.
+        drop(cluster);
+        drop(starved);
+    }
+    println!();
+    println!("| profile | peers | loss | starved peer | minutes | false suspects | false downs |");
+    println!("|---|---:|---:|---|---:|---:|---:|");
+    for (profile, suspects, downs) in rows {
+        println!(
+            "| {profile} | {peers} | {loss}% | 1 at {cpu}% of a core | {minutes} | {suspects} | {downs} |"
+        );
+    }
+    Ok(())
+}
