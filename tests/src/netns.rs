@@ -147,6 +147,22 @@ impl Net {
         Ok(())
     }
 
+    /// Packets host `i`'s rules dropped so far (proof that a fault bites).
+    pub fn dropped(&self, i: usize) -> Result<u64> {
+        let ns = self.namespace(i);
+        let out = run_bounded(
+            Command::new("ip").args([
+                "netns", "exec", &ns, "iptables", "-L", "INPUT", "-v", "-n", "-x",
+            ]),
+            Duration::from_secs(20),
+        )?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("DROP"))
+            .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+            .sum())
+    }
+
     /// Removes every fault.
     pub fn heal(&self) -> Result<()> {
         for i in 0..self.hosts {

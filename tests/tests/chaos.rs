@@ -1,6 +1,6 @@
 //! The chaos suite: five real peers, each in a network namespace of its own on one switch,
-//! under faults made with `iptables` and signals: a 2|3 partition, a one-way cut, 10%
-//! packet loss, a restart storm (a random peer SIGKILLed and brought back every few
+//! under faults made with `iptables` and signals: a 2|3 partition, a one-way cut, 10% and
+//! 30% packet loss, a restart storm (a random peer SIGKILLed and brought back every few
 //! seconds) and a full-cluster restart. During each fault a writer creates services
 //! through whichever peer answers. After each fault heals, a checker waits for quiescence
 //! and asserts:
@@ -319,6 +319,11 @@ fn chaos_every_slot_once_nothing_lost_after_each_fault() {
                 net(c).loss(10).unwrap();
             }
         }));
+        table.push(chaos.run("30% loss", length, false, |c, t| {
+            if t.is_zero() {
+                net(c).loss(30).unwrap();
+            }
+        }));
         let mut down: Option<usize> = None;
         let mut next_kill = Duration::ZERO;
         let victims: Vec<usize> = (0..8).map(|_| dice.roll(PEERS)).collect();
@@ -365,7 +370,7 @@ fn chaos_every_slot_once_nothing_lost_after_each_fault() {
     eprintln!("|---|---:|---:|---:|---:|---:|---:|");
     let mut faults: Vec<&str> = table.iter().map(|f| f.fault).collect();
     faults.dedup();
-    faults.truncate(5);
+    faults.truncate(6);
     for fault in faults {
         let rows: Vec<&Figures> = table.iter().filter(|f| f.fault == fault).collect();
         let mut q: Vec<u64> = rows

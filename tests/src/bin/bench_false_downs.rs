@@ -1,7 +1,8 @@
 //! `bench-false-downs`: the false-positive benchmark. Real peers, each in a network
 //! namespace of its own, every link losing a share of its packets (`iptables` statistic
 //! match) and one peer starved of CPU (a CPU cgroup quota); nobody dies, so every
-//! `suspect` and `down` any peer logs is false. Prints a markdown table per profile.
+//! `suspect` and `down` any peer logs is false. The starved peer shares its quota with a
+//! busy loop, so its timers fire late (an idle peer alone stays far under any quota). Prints a markdown table per profile.
 //! It asserts nothing: it reports. Needs root.
 //!
 //! ```text
@@ -27,9 +28,11 @@ const USAGE: &str = "usage: bench-false-downs [--peers N] [--minutes M] [--loss 
 
 Needs root. Uses $KNIT_BIN if set, else builds the release knit first.";
 
-/// A CPU cgroup (v1 `cpu` controller or v2) that holds one process to a quota.
+/// A CPU cgroup (v1 `cpu` controller or v2) that holds one process to a quota, shared with
+/// a busy loop, so that the process waits for the CPU whenever it wakes.
 struct Starved {
     dir: PathBuf,
+    busy: std::process::Child,
 }
 
 impl Starved {
@@ -49,14 +52,21 @@ impl Starved {
                 .context("cpu.max (is the cpu controller enabled?)")?;
             dir
         };
-        std::fs::write(dir.join("cgroup.procs"), pid.to_string())
-            .with_context(|| format!("moving {pid} into {}", dir.display()))?;
-        Ok(Self { dir })
+        let busy = std::process::Command::new("sh")
+            .args(["-c", "while :; do :; done"])
+            .spawn()?;
+        for task in [pid, busy.id()] {
+            std::fs::write(dir.join("cgroup.procs"), task.to_string())
+                .with_context(|| format!("moving {task} into {}", dir.display()))?;
+        }
+        Ok(Self { dir, busy })
     }
 }
 
 impl Drop for Starved {
     fn drop(&mut self) {
+        let _ = self.busy.kill();
+        let _ = self.busy.wait();
         // Its processes are gone by now (the cluster is dropped first).
         let _ = std::fs::remove_dir(&self.dir);
     }
@@ -144,9 +154,15 @@ fn main() -> Result<()> {
             suspects += count(&log, "Suspect") - s0;
             downs += count(&log, "Down") - d0;
         }
+        let net = cluster.net().context("namespaces")?;
+        let mut dropped = 0;
+        for i in 0..peers {
+            dropped += net.dropped(i)?;
+        }
+        net.heal()?;
         let healthy = cluster.wait_all_alive(Duration::from_secs(60)).is_ok();
         println!(
-            "{profile}: {suspects} false suspect(s), {downs} false down(s) over {minutes} min; all alive after: {healthy}"
+            "{profile}: {suspects} false suspect(s), {downs} false down(s) over {minutes} min ({dropped} packets dropped); all alive after: {healthy}"
         );
         rows.push((profile.clone(), suspects, downs));
         // The peers first, so that the cgroup is empty when it is removed.
