@@ -307,8 +307,46 @@ impl Membership {
             }
         }
         self.sync_buffer = seen;
+        self.expire_suspicions(now_ms)?;
         self.retune()?;
         self.absorb(now_ms);
+        Ok(())
+    }
+
+    /// Declares down the members that stayed `suspect` here for twice foca's suspicion
+    /// timeout. foca runs the suspect-to-down timer only on the member whose probe failed; a
+    /// suspicion learnt by gossip has no timer here. If that prober then drops its timers
+    /// (it rejoined, say) and the suspect never hears of the suspicion (heavy loss), the
+    /// suspect answers every probe and stays `suspect` everywhere for ever, as a 30% loss
+    /// chaos test showed. As in memberlist, every member that holds a suspicion now ends
+    /// it: a live suspect that hears it is down rejoins at once under a new epoch.
+    fn expire_suspicions(&mut self, now_ms: u64) -> Result<(), MembershipError> {
+        let timeout = self
+            .profile
+            .config(self.configured_size)
+            .suspect_to_down_after;
+        let limit_ms = u64::try_from(timeout.as_millis().saturating_mul(2)).unwrap_or(u64::MAX);
+        let stale: Vec<foca::Member<PeerId>> = self
+            .foca
+            .iter_membership_state()
+            .filter(|m| m.state() == State::Suspect)
+            .filter(|m| {
+                self.members.get(&m.id().node).is_some_and(|r| {
+                    r.peer == *m.id()
+                        && r.state == MemberState::Suspect
+                        && now_ms.saturating_sub(r.since_ms) > limit_ms
+                })
+            })
+            .map(|m| foca::Member::new(*m.id(), m.incarnation(), State::Down))
+            .collect();
+        if stale.is_empty() {
+            return Ok(());
+        }
+        for m in &stale {
+            tracing::info!(node = %m.id().node.short(), "suspicion not refuted in time: down");
+        }
+        self.foca
+            .apply_many(stale.into_iter(), true, &mut self.runtime)?;
         Ok(())
     }
 

@@ -1,8 +1,9 @@
 //! The chaos suite: five real peers, each in a network namespace of its own on one switch,
-//! under faults made with `iptables` and signals: a 2|3 partition, a one-way cut, 10% and
-//! 30% packet loss, a restart storm (a random peer SIGKILLed and brought back every few
-//! seconds) and a full-cluster restart. During each fault a writer creates services
-//! through whichever peer answers. After each fault heals, a checker waits for quiescence
+//! under faults made with `iptables` and signals: 1|4 and 2|3 partitions, a one-way cut,
+//! 10% and 30% packet loss, a restart storm (a random peer SIGKILLed and brought back every
+//! few seconds) and a full-cluster restart. During each fault a writer creates services
+//! through whichever peer answers. (A Docker engine restart has its own test,
+//! `docker_engine.rs`.) After each fault heals, a checker waits for quiescence
 //! and asserts:
 //! - every slot runs exactly once, counted from `/proc` (processes carrying this run's
 //!   marker in their environment), not from knit's reports;
@@ -302,6 +303,13 @@ fn chaos_every_slot_once_nothing_lost_after_each_fault() {
     let length = Duration::from_secs(15);
     for trial in 0..trials {
         eprintln!("trial {}", trial + 1);
+        let alone = dice.roll(PEERS);
+        table.push(chaos.run("partition 1|4", length, true, move |c, t| {
+            if t.is_zero() {
+                let others: Vec<usize> = (0..PEERS).filter(|i| *i != alone).collect();
+                net(c).cut(&[alone], &others).unwrap();
+            }
+        }));
         table.push(chaos.run("partition 2|3", length, true, |c, t| {
             if t.is_zero() {
                 net(c).cut(&[0, 1], &[2, 3, 4]).unwrap();
@@ -370,7 +378,7 @@ fn chaos_every_slot_once_nothing_lost_after_each_fault() {
     eprintln!("|---|---:|---:|---:|---:|---:|---:|");
     let mut faults: Vec<&str> = table.iter().map(|f| f.fault).collect();
     faults.dedup();
-    faults.truncate(6);
+    faults.truncate(7);
     for fault in faults {
         let rows: Vec<&Figures> = table.iter().filter(|f| f.fault == fault).collect();
         let mut q: Vec<u64> = rows
