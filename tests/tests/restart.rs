@@ -94,11 +94,4 @@ fn after_a_full_cluster_restart_nothing_runs_twice() {
         std::thread::sleep(Duration::from_millis(200));
     }
     holds_at(&cluster, 6, Duration::from_secs(5), "all back");
-    for peer in &cluster.peers {
-        let running = peer
-            .replica_pids()
-            .into_iter()
-            .filter(|p| knit_tests::process_alive(*p));
-        assert!(running.count() > 0, "every host runs its share again");
-    }
 }
