@@ -18,7 +18,10 @@ pub mod heal;
 pub mod images;
 pub mod netns;
 pub mod options;
+mod partition;
 pub mod proxy;
+
+pub use partition::Partition;
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Deserialize;
@@ -696,74 +699,6 @@ pub fn wall_ms() -> u64 {
 /// A duration in whole milliseconds.
 pub fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// Drops traffic between two sets of loopback addresses with iptables (both directions),
-/// until healed or dropped. Needs root; the rules carry a comment naming this process.
-pub struct Partition {
-    rules: Vec<Vec<String>>,
-}
-
-impl Partition {
-    /// Cuts `a` off from `b`.
-    pub fn new(a: &[std::net::IpAddr], b: &[std::net::IpAddr]) -> Result<Self> {
-        let comment = format!("knit-e2e-{}", std::process::id());
-        let mut partition = Self { rules: Vec::new() };
-        for x in a {
-            for y in b {
-                for (src, dst) in [(x, y), (y, x)] {
-                    let rule: Vec<String> = [
-                        "INPUT",
-                        "-s",
-                        &src.to_string(),
-                        "-d",
-                        &dst.to_string(),
-                        "-m",
-                        "comment",
-                        "--comment",
-                        &comment,
-                        "-j",
-                        "DROP",
-                    ]
-                    .iter()
-                    .map(|s| (*s).to_owned())
-                    .collect();
-                    let out = run_bounded(
-                        Command::new("iptables").arg("-I").args(&rule),
-                        Duration::from_secs(10),
-                    )?;
-                    if !out.status.success() {
-                        bail!(
-                            "iptables failed (root needed): {}",
-                            String::from_utf8_lossy(&out.stderr)
-                        );
-                    }
-                    partition.rules.push(rule);
-                }
-            }
-        }
-        Ok(partition)
-    }
-
-    /// Removes the rules.
-    pub fn heal(mut self) {
-        self.remove();
-    }
-
-    fn remove(&mut self) {
-        for rule in self.rules.drain(..) {
-            let _ = run_bounded(
-                Command::new("iptables").arg("-D").args(&rule),
-                Duration::from_secs(10),
-            );
-        }
-    }
-}
-
-impl Drop for Partition {
-    fn drop(&mut self) {
-        self.remove();
-    }
 }
 
 /// A set of peers on their own loopback addresses, cleaned up on drop.

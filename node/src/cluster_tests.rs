@@ -1,0 +1,173 @@
+//! Quorum counting and the view of a restarted peer.
+
+use super::*;
+
+fn node(b: u8) -> NodeId {
+    NodeId::from_bytes([b; 16])
+}
+
+/// The quorum of `me` (node `me`), the others that answered a check being `answered`
+/// (`None`: no check ran yet for this down set).
+fn quorum(me: u8, states: &[(u8, MemberState)], answered: Option<&[u8]>) -> Quorum {
+    let down = states
+        .iter()
+        .filter(|(_, s)| *s == MemberState::Down)
+        .map(|&(b, _)| node(b))
+        .collect();
+    let reach = match answered {
+        Some(ids) => Reachability {
+            down,
+            reachable: ids.iter().map(|&b| node(b)).collect(),
+        },
+        None => Reachability::default(),
+    };
+    Quorum::of(
+        node(me),
+        states.iter().map(|&(b, s)| (node(b), s)),
+        &reach,
+        &BTreeSet::new(),
+    )
+}
+
+#[test]
+fn only_a_side_that_sees_most_members_reclaims() {
+    use MemberState::{Alive, Down, Left, Suspect};
+    // One cut off from two: the two reclaim, the one does not.
+    assert!(quorum(1, &[(1, Alive), (2, Alive), (3, Down)], Some(&[2])).majority);
+    let alone = quorum(3, &[(1, Down), (2, Down), (3, Alive)], Some(&[]));
+    assert!(!alone.majority);
+    assert_eq!((alone.sees, alone.known), (1, 3));
+    assert!(alone.minority().is_some_and(|m| m.contains("sees 1 of 3")));
+    // The cut-off host has seen one go down while the other still looks alive: the
+    // dial to it fails, so it is not counted.
+    assert!(!quorum(3, &[(1, Alive), (2, Down), (3, Alive)], Some(&[])).majority);
+    // Until the check of a new down set answers, nothing is reclaimed.
+    let waiting = quorum(1, &[(1, Alive), (2, Alive), (3, Down)], None);
+    assert!(!waiting.majority && !waiting.confirmed);
+    assert!(waiting.minority().is_some_and(|m| m.contains("checking")));
+    // 2|3 of 5.
+    let five = [(1, Alive), (2, Alive), (3, Down), (4, Down), (5, Down)];
+    assert!(!quorum(1, &five, Some(&[2])).majority);
+    let five = [(1, Down), (2, Down), (3, Alive), (4, Alive), (5, Alive)];
+    assert!(quorum(3, &five, Some(&[4, 5])).majority);
+    // A suspect that answers counts; a member that left counts for nothing.
+    assert!(quorum(1, &[(1, Alive), (2, Suspect), (3, Down)], Some(&[2])).majority);
+    assert!(quorum(3, &[(1, Left), (2, Left), (3, Alive)], None).majority);
+    // Nobody down: nothing to reclaim, no check needed.
+    assert!(quorum(1, &[(1, Alive), (2, Alive), (3, Suspect)], None).majority);
+    // Exactly half: the side with the lowest node id, and only that side.
+    assert!(quorum(1, &[(1, Alive), (2, Down)], Some(&[])).majority);
+    assert!(!quorum(2, &[(1, Down), (2, Alive)], Some(&[])).majority);
+    let four = [(1, Alive), (2, Alive), (3, Down), (4, Down)];
+    assert!(quorum(1, &four, Some(&[2])).majority);
+    let four = [(1, Down), (2, Down), (3, Alive), (4, Alive)];
+    assert!(!quorum(3, &four, Some(&[4])).majority);
+    // Alone and the only member: a cluster of one.
+    assert!(quorum(1, &[(1, Alive)], None).majority);
+    assert_eq!(quorum(1, &[(1, Alive)], None).minority(), None);
+}
+
+/// Signs nothing: a local store takes its own writes as they are.
+struct Unsigned;
+
+impl knit_mesh::trust::Signer for Unsigned {
+    fn sign(&self, _message: &[u8]) -> Vec<u8> {
+        vec![0; 64]
+    }
+}
+
+/// A peer (node 1) that started `started_ago_ms` ago and knows nodes 1-3 from its
+/// store, with a service of 6 process replicas; its failure detector has heard of the
+/// nodes in `heard` (alive) only.
+fn restarted(heard: &[u8], started_ago_ms: u64) -> Snapshot {
+    let now = crate::peer::now_ms();
+    let peer = |b: u8| PeerId {
+        node: node(b),
+        addr: format!("127.0.0.{b}:7946").parse().unwrap(),
+        epoch: 1,
+    };
+    let mut store = Store::new(node(1));
+    for b in 1..=3 {
+        let info = NodeInfo {
+            name: format!("n{b}"),
+            addr: peer(b).addr,
+            labels: BTreeMap::new(),
+            version: "test".into(),
+            started_at_ms: if b == 1 { now - started_ago_ms } else { 0 },
+            capacity: Resources::default(),
+            drivers: vec!["process".into()],
+        };
+        let bytes = serde_json::to_vec(&info).unwrap();
+        store.put(&info_key(&node(b)), Some(bytes), now, &Unsigned);
+    }
+    let spec = ServiceSpec {
+        name: "six".into(),
+        driver: knit_scheduler::spec::Driver::Process,
+        command: vec!["true".into()],
+        mode: knit_scheduler::spec::Mode::Replicated { replicas: 6 },
+        version: 1,
+        ..ServiceSpec::default()
+    };
+    let bytes = serde_json::to_vec(&spec).unwrap();
+    store.put(&service_key("six"), Some(bytes), now, &Unsigned);
+    let view = View {
+        me: peer(1),
+        connection: knit_mesh::Connection::Active,
+        profile: knit_mesh::Profile::Fast,
+        members: heard
+            .iter()
+            .map(|&b| MemberRecord {
+                peer: peer(b),
+                state: MemberState::Alive,
+                since_ms: now,
+            })
+            .collect(),
+    };
+    Snapshot::new(Arc::new(view), Arc::new(store), Arc::default())
+}
+
+fn slots_on(snapshot: &Snapshot, b: u8) -> usize {
+    let id = knit_scheduler::NodeId::new(node(b).to_string()).unwrap();
+    snapshot
+        .placement()
+        .iter()
+        .filter(|(_, a)| *a == knit_scheduler::placement::Assignment::Assigned(&id))
+        .count()
+}
+
+#[test]
+fn a_restarted_peer_counts_the_members_it_knew_before_hearing_from_them() {
+    let all = restarted(&[1, 2, 3], 1_000);
+    assert!(all.absent.is_empty(), "all back: nobody is absent");
+    // Back alone: the two others it knew count, unseen: a minority that keeps its own.
+    let alone = restarted(&[1], 1_000);
+    assert_eq!(alone.absent.len(), 2);
+    let q = alone.quorum();
+    assert_eq!(
+        (q.sees, q.known, q.majority, q.confirmed),
+        (1, 3, false, true)
+    );
+    assert!(q.minority().is_some_and(|m| m.contains("sees 1 of 3")));
+    assert_eq!(
+        slots_on(&alone, 1),
+        slots_on(&all, 1),
+        "its own share, not all 6"
+    );
+    let rows = alone
+        .view
+        .members
+        .iter()
+        .filter(|m| m.state == MemberState::Down);
+    assert_eq!(rows.count(), 2, "`node ls` shows them down");
+    // With a second one back: a majority, but within the grace the third keeps its
+    // slots, so a peer on its way back finds them still its own.
+    let two = restarted(&[1, 2], 1_000);
+    assert!(two.quorum().majority);
+    assert_eq!(slots_on(&two, 3), slots_on(&all, 3));
+    assert!(slots_on(&all, 3) > 0);
+    // After the grace, they are reclaimed.
+    let later = restarted(&[1, 2], RESTART_GRACE_MS + 1_000);
+    assert!(later.quorum().majority);
+    assert_eq!(slots_on(&later, 3), 0);
+    assert_eq!(slots_on(&later, 1) + slots_on(&later, 2), 6);
+}
