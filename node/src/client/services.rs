@@ -263,7 +263,11 @@ async fn converge(client: &Client, written: &ServiceSpec) -> Result<()> {
                 "{name} made no progress for {STALL_TIMEOUT:?}: a failed update pauses; see `knit service ps {name} --history`, then fix and `knit service update`, or `knit service rollback {name}`"
             );
         }
-        if done == wanted.len() && tasks.iter().all(|t| t.desired_state == "running") {
+        // Replicas on a host that is down (`lost`) stop with it: nothing to wait for.
+        let leaving = tasks
+            .iter()
+            .any(|t| t.desired_state != "running" && t.state != "lost");
+        if done == wanted.len() && !leaving {
             println!("{name}: converged");
             return Ok(());
         }
