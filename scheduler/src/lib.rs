@@ -17,6 +17,10 @@
 //! - [`placement`]: who runs which slot (rendezvous hashing with bounded loads), in full
 //!   ([`placement::place`]) or incrementally ([`placement::Placer`]).
 //! - [`reconcile`]: what one node should start, stop or replace ([`reconcile::plan`]).
+//! - [`rollout`] and [`autoscale`]: rolling updates in waves, and replica counts from CPU.
+//! - [`agent`]: one host's whole round ([`agent::Agent::round`]): settling after joins,
+//!   coordinating rollouts, the plan, and the pace of operations — the peer's agent and
+//!   the simulator's hosts both run it.
 //!
 //! Laws (tested with proptest beside the code):
 //! - every slot of every service is either assigned to a node or pending with a reason;
@@ -31,6 +35,7 @@
 
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod autoscale;
 pub mod error;
 pub mod node;
