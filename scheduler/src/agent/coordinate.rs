@@ -97,8 +97,9 @@ pub(super) fn coordinate(
                 service: spec.name.clone(),
                 from: spec.version,
             });
-            plan.writes
-                .push(Write::Spec(spec.followed_by(previous.clone(), false)));
+            plan.writes.push(Write::Spec(Box::new(
+                spec.followed_by(previous.clone(), false),
+            )));
         }
         plan.writes.push(Write::Progress {
             service: spec.name.clone(),
@@ -169,5 +170,5 @@ fn autoscale(
         from: spec.replicas(),
         to: replicas,
     });
-    plan.writes.push(Write::Spec(next));
+    plan.writes.push(Write::Spec(Box::new(next)));
 }

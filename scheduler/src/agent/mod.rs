@@ -101,7 +101,7 @@ pub enum Write {
     },
     /// A new spec version (and the service's version record): an autoscaler's replica
     /// count or a failed rollout's previous spec.
-    Spec(ServiceSpec),
+    Spec(Box<ServiceSpec>),
 }
 
 /// Something worth a line in the log.

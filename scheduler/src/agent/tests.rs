@@ -174,7 +174,7 @@ impl World {
                     },
                     Write::Spec(spec) => {
                         self.board.written_ms.insert(spec.name.clone(), self.now_ms);
-                        self.specs.insert(spec.name.clone(), spec.clone());
+                        self.specs.insert(spec.name.clone(), (**spec).clone());
                     }
                 }
             }
