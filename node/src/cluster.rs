@@ -359,7 +359,7 @@ impl Snapshot {
     /// Whether this peer started less than [`RESTART_GRACE_MS`] ago (by its own record).
     fn in_restart_grace(&self) -> bool {
         self.info(&self.view.me.node).is_some_and(|info| {
-            crate::peer::now_ms().saturating_sub(info.started_at_ms) < RESTART_GRACE_MS
+            crate::clock::now_ms().saturating_sub(info.started_at_ms) < RESTART_GRACE_MS
         })
     }
 

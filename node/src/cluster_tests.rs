@@ -80,7 +80,7 @@ impl knit_mesh::trust::Signer for Unsigned {
 /// store, with a service of 6 process replicas; its failure detector has heard of the
 /// nodes in `heard` (alive) only.
 fn restarted(heard: &[u8], started_ago_ms: u64) -> Snapshot {
-    let now = crate::peer::now_ms();
+    let now = crate::clock::now_ms();
     let peer = |b: u8| PeerId {
         node: node(b),
         addr: format!("127.0.0.{b}:7946").parse().unwrap(),

@@ -9,6 +9,7 @@ mod api;
 mod api_addr;
 mod cli;
 mod client;
+mod clock;
 mod cluster;
 mod datadir;
 mod driver;

@@ -230,7 +230,7 @@ pub(crate) async fn up(args: UpArgs, api: Option<&str>, api_insecure: bool) -> R
         addr: advertise,
         labels,
         version: env!("CARGO_PKG_VERSION").to_owned(),
-        started_at_ms: now_ms(),
+        started_at_ms: crate::clock::now_ms(),
         capacity: host_capacity(),
         drivers: driver_names,
     };
@@ -479,13 +479,6 @@ async fn save(
         });
     });
     Some(tokio::time::Instant::now() + SAVE_RETRY)
-}
-
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 /// The signals that stop a peer: SIGTERM, SIGINT and SIGQUIT. They are registered when

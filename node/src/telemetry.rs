@@ -112,7 +112,7 @@ fn sample(system: &mut sysinfo::System, data_dir: &Path) -> Telemetry {
         disk_used_bytes,
         disk_total_bytes,
         temperature_max_c,
-        sampled_at_ms: crate::peer::now_ms(),
+        sampled_at_ms: crate::clock::now_ms(),
     }
 }
 

@@ -440,7 +440,7 @@ impl Agent {
                 spec_version: replica.spec_version,
                 state: state.to_owned(),
                 error: replica.error,
-                ended_at_ms: crate::peer::now_ms(),
+                ended_at_ms: crate::clock::now_ms(),
             },
         );
         let mut per_slot: BTreeMap<SlotId, usize> = BTreeMap::new();
@@ -517,7 +517,7 @@ impl Agent {
         match spec.and_then(|s| s.health.as_ref()) {
             Some(check) if t.replica.state == ReplicaState::Running => {
                 let age = Duration::from_millis(
-                    crate::peer::now_ms().saturating_sub(t.replica.started_at_ms),
+                    crate::clock::now_ms().saturating_sub(t.replica.started_at_ms),
                 );
                 t.health.health(check, age)
             }

@@ -98,7 +98,7 @@ pub(crate) async fn check(
     let me = snapshot.view.me.node;
     let spec = snapshot.node_spec(&me);
     let previous = snapshot.condition(&me).unwrap_or_default();
-    let now_ms = crate::peer::now_ms();
+    let now_ms = crate::clock::now_ms();
     let mut condition = Condition {
         failing: reason.clone(),
         note: String::new(),

@@ -81,7 +81,7 @@ async fn autoscale(round: &Round<'_>, spec: &ServiceSpec) {
         .stamp(&service_key(&spec.name))
         .map_or(0, |s| s.millis());
     let Some(replicas) =
-        knit_scheduler::autoscale::desired(spec, &reports, last_change_ms, crate::peer::now_ms())
+        knit_scheduler::autoscale::desired(spec, &reports, last_change_ms, crate::clock::now_ms())
     else {
         return;
     };
@@ -131,7 +131,7 @@ pub(crate) async fn coordinate(round: Round<'_>, mine: &mut BTreeMap<String, Pro
             round.observed,
             round.alive,
             newest,
-            crate::peer::now_ms(),
+            crate::clock::now_ms(),
         );
         if mine.get(&spec.name) == Some(&next) {
             continue;

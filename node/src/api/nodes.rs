@@ -198,7 +198,7 @@ pub(super) async fn remove(
     let record = serde_json::json!({
         "name": found.name,
         "state": found.state,
-        "removed_at_ms": crate::peer::now_ms(),
+        "removed_at_ms": crate::clock::now_ms(),
     });
     let bytes = serde_json::to_vec(&record)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;

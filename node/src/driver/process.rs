@@ -157,7 +157,7 @@ fn last_words(path: &Path) -> Option<String> {
 }
 
 fn now_ms() -> u64 {
-    crate::peer::now_ms()
+    crate::clock::now_ms()
 }
 
 impl ProcessDriver {
