@@ -1,7 +1,9 @@
-//! The agent: makes this host run what placement gives it. Each round it lists what the
-//! drivers run, probes health, publishes a report per replica in its node-owned records,
-//! asks the scheduler for this node's plan, and carries the plan out — one operation per
-//! slot at a time, each in its own task, so a slow image pull never holds up healing.
+//! The agent: the driver of this host's round. Each round it lists what the drivers run,
+//! probes health, publishes a report per replica in its node-owned records, hands what it
+//! sees to the round's core ([`knit_scheduler::agent::Agent`], which decides: settling,
+//! rollouts, autoscaling, the plan and its pace), writes the records the core asks for,
+//! and carries the operations out, each in its own task, so a slow image pull never holds
+//! up healing.
 
 mod health;
 mod ops;
@@ -13,11 +15,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use knit_mesh::quic::Mesh;
+use knit_scheduler::agent::{self as core, Done, Members, Note, Write};
 use knit_scheduler::reconcile::pace;
 use knit_scheduler::spec::Driver as DriverKind;
-use knit_scheduler::{
-    Availability, Health, ReconcileConfig, ReplicaReport, ReplicaState, ServiceSpec, SlotId,
-};
+use knit_scheduler::{Availability, Health, ReplicaReport, ReplicaState, ServiceSpec, SlotId};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -27,23 +28,12 @@ use crate::driver::{Drivers, Replica};
 /// Rounds happen at least this often, and at most every `ROUND_MIN`.
 const ROUND_EVERY: Duration = Duration::from_millis(pace::ROUND_EVERY_MS);
 const ROUND_MIN: Duration = Duration::from_millis(pace::ROUND_MIN_MS);
-/// Operations (start, stop, replace) in flight at once on this host.
-const OPS_MAX: usize = 8;
 /// Ended replicas kept per slot for `service ps`.
 const HISTORY_PER_SLOT: usize = 3;
 /// How often replicas' CPU is read (for autoscaling).
 const CPU_EVERY: Duration = Duration::from_secs(3);
 /// Events waiting for the agent.
 const EVENTS_MAX: usize = 1024;
-/// After a member joins or returns, the agent waits this long for views to agree.
-const SETTLE: Duration = Duration::from_millis(pace::SETTLE_MS);
-/// A restarted peer that knew other members waits at most this long to find them again
-/// before it acts alone on what it knows.
-const REJOIN_WAIT: Duration = Duration::from_secs(10);
-/// A member that joins or returns more often than [`FLAP_RETURNS_MAX`] times within this
-/// window is flapping.
-const FLAP_WINDOW: Duration = Duration::from_secs(30);
-const FLAP_RETURNS_MAX: usize = 3;
 /// How long a round waits for the local store to hold its own acknowledgement.
 const STORE_WAIT: Duration = Duration::from_secs(1);
 
@@ -57,13 +47,6 @@ struct Tracked {
     /// The last CPU time reading (when, nanoseconds), and the usage it gave, in millicores.
     cpu: Option<(Instant, u64)>,
     cpu_millis: Option<u32>,
-}
-
-/// A start that failed, reported like a failed replica so `service ps` shows why.
-struct FailedStart {
-    from: SpecRef,
-    error: String,
-    at: Instant,
 }
 
 /// The spec a replica was (or was to be) started from: its version for people, its
@@ -112,39 +95,20 @@ pub(crate) struct Agent {
     me: knit_mesh::NodeId,
     node: knit_scheduler::NodeId,
     replicas: BTreeMap<String, Tracked>,
-    /// When each member joined or returned lately (within [`FLAP_WINDOW`]).
-    returns: BTreeMap<knit_mesh::NodeId, Vec<Instant>>,
+    /// The round's decisions and what they remember between rounds.
+    core: core::Agent,
     /// Drivers whose last list failed: their replicas are kept as unknown.
     silent: BTreeSet<DriverKind>,
-    /// Slots with an operation in flight.
-    busy: BTreeSet<SlotId>,
-    failed_starts: BTreeMap<SlotId, FailedStart>,
-    /// Restart times per slot and the spec version started, for the restart policy's
-    /// window: a new spec version counts afresh.
-    restarts: BTreeMap<SlotId, Vec<(Instant, u64)>>,
     /// Report keys and values this node wrote.
     published: BTreeMap<String, Vec<u8>>,
     events: mpsc::Sender<Event>,
-    config: ReconcileConfig,
-    /// Active members and epochs at the last round, to notice joins and returns.
-    members: BTreeMap<knit_mesh::NodeId, u64>,
-    /// The rollout progress this node published as coordinator, by service.
-    rollouts: BTreeMap<String, knit_scheduler::rollout::Progress>,
     /// When this node drains itself.
     thresholds: prevention::Thresholds,
-    /// Failed starts, for preventive healing.
-    start_failures: Vec<Instant>,
     last_check: Option<Instant>,
     last_cpu: Option<Instant>,
     /// Replicas that ended here, by service, newest first; and whether it changed.
     history: BTreeMap<String, Vec<crate::cluster::Ended>>,
     history_dirty: BTreeSet<String>,
-    /// No action before this instant (see [`SETTLE`]).
-    settle_until: Instant,
-    started: Instant,
-    /// Each service's stop grace period (ms), kept while its replicas run here so that a
-    /// removed service's replicas get their own.
-    stop_graces: BTreeMap<String, u64>,
     /// The stamp of this node's node spec last acknowledged (see [`crate::cluster::applied_key`]).
     applied_spec: Option<knit_mesh::store::Stamp>,
 }
@@ -162,27 +126,17 @@ impl Agent {
             mesh,
             drivers,
             me,
+            core: core::Agent::new(node.clone(), crate::clock::now_ms()),
             node,
             replicas: BTreeMap::new(),
             silent: BTreeSet::new(),
-            returns: BTreeMap::new(),
-            busy: BTreeSet::new(),
-            failed_starts: BTreeMap::new(),
-            restarts: BTreeMap::new(),
             published: BTreeMap::new(),
             events,
-            config: ReconcileConfig::default(),
-            members: BTreeMap::new(),
-            rollouts: BTreeMap::new(),
             thresholds,
-            start_failures: Vec::new(),
             last_check: None,
             last_cpu: None,
             history: BTreeMap::new(),
             history_dirty: BTreeSet::new(),
-            settle_until: Instant::now() + SETTLE,
-            started: Instant::now(),
-            stop_graces: BTreeMap::new(),
             applied_spec: None,
         };
         Ok((agent, rx))
@@ -227,24 +181,18 @@ impl Agent {
     fn absorb(&mut self, event: Event) {
         match event {
             Event::Done { slot, failed_start } => {
-                self.busy.remove(&slot);
-                match failed_start {
+                let done = match failed_start {
                     Some((from, error)) => {
                         tracing::warn!(slot = %slot, error = %error, "start failed");
-                        self.start_failures.push(Instant::now());
-                        self.failed_starts.insert(
-                            slot,
-                            FailedStart {
-                                from,
-                                error,
-                                at: Instant::now(),
-                            },
-                        );
+                        Done::StartFailed {
+                            version: from.version,
+                            template: from.template,
+                            error,
+                        }
                     }
-                    None => {
-                        self.failed_starts.remove(&slot);
-                    }
-                }
+                    None => Done::Ok,
+                };
+                self.core.done(&slot, done, crate::clock::now_ms());
             }
             Event::Probed {
                 runtime_id,
@@ -271,10 +219,8 @@ impl Agent {
             services = snapshot.services();
         }
         self.check_condition(&snapshot).await;
-        if self.settled(&snapshot) {
-            let ignored = services.invalid.into_keys().collect();
-            self.act(&snapshot, services.valid, reports, &ignored).await;
-        }
+        let ignored = services.invalid.into_keys().collect();
+        self.act(&snapshot, services.valid, reports, &ignored).await;
     }
 
     /// Acknowledges a node spec this node has not acknowledged yet (see
@@ -318,53 +264,17 @@ impl Agent {
             return;
         }
         self.last_check = Some(Instant::now());
-        let window = self.thresholds.start_failure_window;
-        self.start_failures.retain(|t| t.elapsed() < window);
-        let failures = u32::try_from(self.start_failures.len()).unwrap_or(u32::MAX);
+        let window_ms = u64::try_from(self.thresholds.start_failure_window.as_millis())
+            .unwrap_or(u64::MAX);
+        let since_ms = crate::clock::now_ms().saturating_sub(window_ms);
+        let failures =
+            u32::try_from(self.core.start_failures_since(since_ms)).unwrap_or(u32::MAX);
         let reason = prevention::failing(
             snapshot.telemetry(&self.me).as_ref(),
             failures,
             &self.thresholds,
         );
         prevention::check(&self.mesh, snapshot, reason, &self.thresholds).await;
-    }
-
-    /// Whether views have had time to agree: no member joined or returned within
-    /// [`SETTLE`], and a restarted peer has found the cluster it knew (or gave up waiting).
-    /// A member that came back more than [`FLAP_RETURNS_MAX`] times within [`FLAP_WINDOW`]
-    /// is flapping: its returns are not waited for, or it would hold every change up.
-    fn settled(&mut self, snapshot: &Snapshot) -> bool {
-        let now: BTreeMap<knit_mesh::NodeId, u64> = snapshot
-            .view
-            .members
-            .iter()
-            .filter(|m| m.state.is_active())
-            .map(|m| (m.peer.node, m.peer.epoch))
-            .collect();
-        let at = Instant::now();
-        self.returns
-            .retain(|_, times| times.last().is_some_and(|t| at - *t < FLAP_WINDOW));
-        for node in now
-            .iter()
-            .filter(|(node, epoch)| self.members.get(node) != Some(epoch))
-            .map(|(node, _)| *node)
-        {
-            let times = self.returns.entry(node).or_default();
-            times.retain(|t| at - *t < FLAP_WINDOW);
-            times.push(at);
-            if times.len() <= FLAP_RETURNS_MAX {
-                self.settle_until = at + SETTLE;
-            } else if times.len() == FLAP_RETURNS_MAX + 1 {
-                tracing::warn!(node = %node, returns = times.len(), window_s = FLAP_WINDOW.as_secs(), "member is flapping; acting without waiting for it to settle");
-            }
-        }
-        self.members = now;
-        let knows_others = snapshot.view.members.iter().any(|m| m.peer.node != self.me);
-        let alone = snapshot.view.connection != knit_mesh::Connection::Active;
-        if knows_others && alone && self.started.elapsed() < REJOIN_WAIT {
-            return false;
-        }
-        Instant::now() >= self.settle_until
     }
 
     /// Lists what the drivers run and updates the tracked replicas.
@@ -528,7 +438,7 @@ impl Agent {
 
     /// This node's replica reports, as the scheduler reads them.
     fn reports(&self, specs: &BTreeMap<String, ServiceSpec>) -> Vec<ReplicaReport> {
-        let mut reports: Vec<ReplicaReport> = self
+        let listed = self
             .replicas
             .values()
             .map(|t| ReplicaReport {
@@ -541,46 +451,11 @@ impl Agent {
                 error: t.replica.error.clone(),
                 runtime_id: t.replica.runtime_id.clone(),
                 started_at_ms: t.replica.started_at_ms,
-                restarts: self.restarts_in_window(&t.replica.slot, t.replica.spec_version, specs),
+                restarts: 0,
                 cpu_millis: t.cpu_millis,
             })
             .collect();
-        for (slot, failed) in &self.failed_starts {
-            if reports.iter().any(|r| &r.slot == slot && r.state.is_live()) {
-                continue;
-            }
-            reports.push(ReplicaReport {
-                slot: slot.clone(),
-                spec_version: failed.from.version,
-                template: failed.from.template,
-                state: ReplicaState::Failed,
-                health: Health::None,
-                host_ports: BTreeMap::new(),
-                error: Some(failed.error.clone()),
-                runtime_id: ops::failed_start_id(slot),
-                started_at_ms: 0,
-                restarts: self.restarts_in_window(slot, failed.from.version, specs),
-                cpu_millis: None,
-            });
-        }
-        reports
-    }
-
-    fn restarts_in_window(
-        &self,
-        slot: &SlotId,
-        version: u64,
-        specs: &BTreeMap<String, ServiceSpec>,
-    ) -> u32 {
-        let window = specs.get(&slot.service).map_or(0, |s| s.restart.window_ms);
-        let times = self.restarts.get(slot).map_or(&[][..], Vec::as_slice);
-        let count = times
-            .iter()
-            .filter(|(t, v)| {
-                *v == version && (window == 0 || t.elapsed() < Duration::from_millis(window))
-            })
-            .count();
-        u32::try_from(count).unwrap_or(u32::MAX)
+        self.core.reports(listed, specs, crate::clock::now_ms())
     }
 
     /// Writes changed reports and deletes those of replicas that are gone.
@@ -630,9 +505,9 @@ impl Agent {
         }
     }
 
-    /// Coordinates the rollouts this node leads, plans this node's actions, and starts the
-    /// ones whose slot is free. The replicas of `ignored` services (stored, but invalid)
-    /// are left out of the plan, so they are left as they are.
+    /// Hands the round to the core, writes the records it asks for, and starts the
+    /// operations it plans. The replicas of `ignored` services (stored, but invalid) are
+    /// left out of the plan, so they are left as they are.
     async fn act(
         &mut self,
         snapshot: &Snapshot,
@@ -642,80 +517,37 @@ impl Agent {
     ) {
         let placement = snapshot.placement();
         let observed = acted_on(snapshot, &self.node, reports, ignored);
-        let alive: BTreeSet<knit_scheduler::NodeId> = snapshot
-            .view
-            .members
-            .iter()
-            .filter(|m| m.state.is_active())
-            .filter_map(|m| knit_scheduler::NodeId::new(m.peer.node.to_string()).ok())
-            .collect();
-        let round = rollout::Round {
-            mesh: &self.mesh,
-            snapshot,
-            placement: &placement,
-            specs: &specs,
-            observed: &observed,
-            alive: &alive,
-            me: &self.node,
-            me_mesh: self.me,
+        let members = members(snapshot, self.me);
+        let plan = {
+            let input = core::Input {
+                members: &members,
+                specs: &specs,
+                placement: &placement,
+                observed: &observed,
+                published: snapshot,
+                limits: snapshot.limits(),
+                active_nodes: snapshot.active_nodes(),
+            };
+            self.core.round(&input, crate::clock::now_ms())
         };
-        rollout::coordinate(round, &mut self.rollouts).await;
-        self.config.update_allowed = Some(rollout::gate(snapshot, &placement, &specs));
-        let actions = knit_scheduler::plan(
-            &self.node,
-            &placement,
-            &specs,
-            &observed,
-            &alive,
-            &self.config,
-        );
-        for spec in specs.values() {
-            self.stop_graces
-                .insert(spec.name.clone(), spec.stop_grace_ms);
+        for note in &plan.notes {
+            log(note);
         }
-        let running: BTreeSet<&str> = self
-            .replicas
-            .values()
-            .map(|t| t.replica.slot.service.as_str())
-            .collect();
-        self.stop_graces
-            .retain(|name, _| specs.contains_key(name) || running.contains(name.as_str()));
+        for write in plan.writes {
+            self.write(write).await;
+        }
         let specs = Arc::new(specs);
-        for action in actions {
-            if self.busy.len() >= OPS_MAX {
-                break;
-            }
-            let slot = action.slot().clone();
-            if self.busy.contains(&slot) || self.backing_off(&slot, &specs) {
-                continue;
-            }
-            if let knit_scheduler::Action::Start {
-                cause: knit_scheduler::StartCause::Restart { attempt, .. },
-                spec_version,
-                ..
-            } = &action
-            {
-                let restarts = self.restarts.entry(slot.clone()).or_default();
-                if *attempt == 1 {
-                    restarts.retain(|(_, v)| v != spec_version);
-                }
-                restarts.push((Instant::now(), *spec_version));
-            }
+        for op in plan.ops {
+            let slot = op.action.slot().clone();
             let old: Vec<(String, DriverKind)> = self
                 .replicas
                 .values()
                 .filter(|t| t.replica.slot == slot)
                 .map(|t| (t.replica.runtime_id.clone(), t.kind))
                 .collect();
-            self.busy.insert(slot.clone());
-            let stop_grace = self
-                .stop_graces
-                .get(&slot.service)
-                .copied()
-                .unwrap_or(knit_scheduler::spec::DEFAULT_STOP_GRACE_MS);
             let op = ops::Op {
-                action,
-                stop_grace: Duration::from_millis(stop_grace),
+                action: op.action,
+                stop_grace: Duration::from_millis(op.stop_grace_ms),
                 specs: specs.clone(),
                 drivers: self.drivers.clone(),
                 node: self.me.to_string(),
@@ -731,14 +563,64 @@ impl Agent {
         }
     }
 
-    /// A slot whose last start failed waits out the restart delay before trying again.
-    fn backing_off(&self, slot: &SlotId, specs: &BTreeMap<String, ServiceSpec>) -> bool {
-        let delay = specs
-            .get(&slot.service)
-            .map_or(5_000, |s| s.restart.delay_ms);
-        self.failed_starts
-            .get(slot)
-            .is_some_and(|f| f.at.elapsed() < Duration::from_millis(delay))
+    /// Writes a record the round asked for.
+    async fn write(&mut self, write: Write) {
+        match write {
+            Write::Progress { service, progress } => {
+                let key = rollout::progress_key(&self.me, &service);
+                let bytes = match progress.map(|p| serde_json::to_vec(&p)).transpose() {
+                    Ok(bytes) => bytes,
+                    Err(_) => return,
+                };
+                if self.mesh.put(&key, bytes).await.is_err() {
+                    self.core.unpublished(&service);
+                }
+            }
+            Write::Spec(spec) => rollout::write(&self.mesh, &spec).await,
+        }
+    }
+}
+
+/// The members `snapshot` shows, as the round's core reads them.
+fn members(snapshot: &Snapshot, me: knit_mesh::NodeId) -> Members {
+    let active = snapshot
+        .view
+        .members
+        .iter()
+        .filter(|m| m.state.is_active())
+        .filter_map(|m| {
+            let id = knit_scheduler::NodeId::new(m.peer.node.to_string()).ok()?;
+            Some((id, m.peer.epoch))
+        })
+        .collect();
+    Members {
+        active,
+        knows_others: snapshot.view.members.iter().any(|m| m.peer.node != me),
+        connected: snapshot.view.connection == knit_mesh::Connection::Active,
+    }
+}
+
+/// A line in the log for what the round noted.
+fn log(note: &Note) {
+    match note {
+        Note::Flapping { node, returns } => {
+            tracing::warn!(node = %node, returns, window_s = core::settle::FLAP_WINDOW_MS / 1000, "member is flapping; acting without waiting for it to settle");
+        }
+        Note::Rollout {
+            service,
+            version,
+            message,
+        } => tracing::info!(service = %service, version, "{message}"),
+        Note::RollingBack { service, from } => {
+            tracing::warn!(service = %service, from, "update failed: rolling back to the previous spec");
+        }
+        Note::Autoscaling { service, from, to } => {
+            tracing::info!(service = %service, from, to, "autoscaling");
+        }
+        Note::AutoscaleCapped { service, reason } => {
+            let what = "not autoscaling past the cluster's limits";
+            crate::cluster::warn_once(&crate::cluster::service_key(service), what, reason);
+        }
     }
 }
 

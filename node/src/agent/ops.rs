@@ -12,11 +12,6 @@ use super::health::{self, Outcome};
 use super::{Event, SpecRef};
 use crate::driver::{DriverError, Drivers, Launch};
 
-/// The runtime id a failed start is reported under.
-pub(crate) fn failed_start_id(slot: &SlotId) -> String {
-    format!("failed-start-{slot}")
-}
-
 /// One action, with what it needs.
 pub(crate) struct Op {
     pub(crate) action: Action,
