@@ -132,6 +132,21 @@ impl Healing {
         healing
     }
 
+    /// The host whose scheduler node id is `name`.
+    pub fn index_of(&self, name: &knit_scheduler::NodeId) -> Option<u32> {
+        self.by_name.get(name).copied()
+    }
+
+    /// The index of `slot` in [`Healing::slots`].
+    pub fn index_of_slot(&self, slot: &SlotId) -> Option<u32> {
+        self.index.get(slot).copied()
+    }
+
+    /// The services, as the scenario gives them.
+    pub fn services(&self) -> &[ServiceSpec] {
+        &self.services
+    }
+
     /// The scheduler's node id of host `h`.
     pub fn name(&self, host: usize) -> &knit_scheduler::NodeId {
         &self.names[host]

@@ -8,11 +8,14 @@ use std::rc::Rc;
 use bytes::Bytes;
 use foca::Timer;
 use knit_mesh::{MemberRecord, MemberState, Membership, NodeId, Output, PeerId, Profile};
-use knit_scheduler::reconcile::pace::{ROUND_EVERY_MS, ROUND_MIN_MS, SETTLE_MS};
+use knit_scheduler::ReplicaReport;
+use knit_scheduler::ServiceSpec;
+use knit_scheduler::agent::Agent;
+use knit_scheduler::reconcile::pace::{ROUND_EVERY_MS, ROUND_MIN_MS};
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
-use crate::healing::{Computed, Healing, empty_set, insert};
+use crate::healing::{Healing, empty_set, insert};
 use crate::metrics::{KillRecord, Metrics};
 use crate::model::{CALIBRATION, MembershipKind, Model};
 use crate::network::Network;
@@ -107,25 +110,24 @@ struct Host {
     view_version: u64,
     /// Bumped on every kill and restart; events of an older incarnation are dropped.
     inc: u64,
-    /// The membership version the current plan was made for.
-    planned_version: Option<u64>,
+    /// The round's core: settling, rollouts, the plan and its pace, as the peer runs it.
+    agent: Agent,
+    /// The inputs of the last quiet round (see [`round`]).
+    quiet: Option<round::Seen>,
+    /// Bumped on every change of `running`.
+    local_version: u64,
     /// When the next round is due.
     round_at: u64,
     /// When the last round ran.
     last_round_ms: u64,
-    /// No placement change before this (a member joined or returned: views settle).
-    settle_until_ms: u64,
     /// The epoch of each host this host counts as active (0: not active), kept from the
     /// core's notifications; with the model, the view itself.
     active_epochs: Vec<u32>,
-    plan: Option<Rc<Computed>>,
     running: BTreeMap<u32, SlotState>,
     /// Running slots whose report other hosts have seen.
     reported: BTreeSet<u32>,
     /// Slots started since the last round, reported at the next one (as the agent does).
     unreported: Vec<u32>,
-    /// Runs a slot it no longer owns, waiting for the new owner (make-before-break).
-    surplus: bool,
     /// While not active: when to announce again, and the back-off (1 s doubling to 10 s,
     /// as the peer's seed task does).
     announce_at_ms: u64,
@@ -159,6 +161,15 @@ pub struct Engine {
     metrics: Metrics,
     /// Each host's capacity.
     capacity: Vec<knit_scheduler::Resources>,
+    /// The services by name, as rounds read them, and each one's version and template.
+    specs: BTreeMap<String, ServiceSpec>,
+    templates: BTreeMap<String, (u64, u64)>,
+    /// What hosts published for rounds to read.
+    board: round::Board,
+    /// Bumped on every change of a published report (`reported`).
+    reports_version: u64,
+    /// Every host's published reports at `reports_version`, built once for all rounds.
+    published: Option<(u64, Rc<BTreeMap<knit_scheduler::NodeId, Vec<ReplicaReport>>>)>,
 }
 
 /// The mesh identity of host `h`: its index in the first four bytes of the node id.
@@ -197,6 +208,15 @@ impl Engine {
         let capacity = views.iter().map(|v| v.capacity).collect();
         let healing = Healing::with_hosts(scenario.specs()?, views);
         let slots = healing.slots.len();
+        let specs: BTreeMap<String, ServiceSpec> = healing
+            .services()
+            .iter()
+            .map(|s| (s.name.clone(), s.clone()))
+            .collect();
+        let templates = specs
+            .values()
+            .map(|s| (s.name.clone(), (s.version, s.template_id())))
+            .collect();
         let mut engine = Self {
             now_ms: 0,
             queue: Queue::default(),
@@ -222,6 +242,11 @@ impl Engine {
             reported_count: vec![0; slots],
             metrics: Metrics::default(),
             capacity,
+            specs,
+            templates,
+            board: round::Board::default(),
+            reports_version: 0,
+            published: None,
         };
         engine.boot(scenario);
         Ok(engine)
@@ -243,16 +268,15 @@ impl Engine {
                 core,
                 view_version: 0,
                 inc: 0,
-                planned_version: None,
+                agent: Agent::new(self.healing.name(h).clone(), 0),
+                quiet: None,
+                local_version: 0,
                 round_at: 0,
                 last_round_ms: 0,
-                settle_until_ms: 0,
                 active_epochs: known,
-                plan: None,
                 running: BTreeMap::new(),
                 reported: BTreeSet::new(),
                 unreported: Vec::new(),
-                surplus: false,
                 announce_at_ms: 1_000,
                 announce_backoff_ms: 2_000,
             });
@@ -470,11 +494,10 @@ impl Engine {
         }
     }
 
-    /// Host `h`'s agent learnt `record`: a member that joined or returned starts a settle
-    /// window; any change asks for a round soon (as the peer's agent wakes on a new view).
+    /// Host `h`'s agent learnt `record`: any change asks for a round soon (as the peer's
+    /// agent wakes on a new view); the round's core notices joins and returns itself.
     fn track(&mut self, h: usize, record: &MemberRecord) {
         let o = host_of(&record.peer);
-        let now = self.now_ms;
         let host = &mut self.hosts[h];
         if o != h && o < host.active_epochs.len() {
             let epoch = if record.state.is_active() {
@@ -482,9 +505,6 @@ impl Engine {
             } else {
                 0
             };
-            if epoch != 0 && host.active_epochs[o] != epoch {
-                host.settle_until_ms = now + SETTLE_MS;
-            }
             if host.active_epochs[o] != epoch {
                 host.active_epochs[o] = epoch;
                 host.view_version += 1;
@@ -598,175 +618,6 @@ impl Engine {
         self.push(now + self.sync_ms, Event::Sync { host: h, inc });
     }
 
-    /// One agent round: announce again while outside the cluster; once views have settled,
-    /// place anew if the membership changed; stop what another host now runs.
-    fn round(&mut self, h: usize, inc: u64, at: u64) {
-        if self.hosts[h].inc != inc || self.hosts[h].round_at != at {
-            return;
-        }
-        let now = self.now_ms;
-        let host = &self.hosts[h];
-        let (version, active) = match (&self.model, host.core.as_ref()) {
-            (Some(_), _) if host.up => (host.view_version, true),
-            (None, Some(core)) => (
-                core.version(),
-                core.connection() == knit_mesh::Connection::Active,
-            ),
-            _ => return,
-        };
-        if !active && now >= self.hosts[h].announce_at_ms {
-            self.announce(h);
-        }
-        self.publish_reports(h);
-        let host = &mut self.hosts[h];
-        host.last_round_ms = now;
-        let settled = now >= host.settle_until_ms;
-        if now >= self.warmup_ms && active && settled && host.planned_version != Some(version) {
-            host.planned_version = Some(version);
-            self.replan(h);
-        } else if host.surplus {
-            self.stop_surplus(h);
-        }
-        let next = now + ROUND_EVERY_MS;
-        self.hosts[h].round_at = next;
-        self.push(
-            next,
-            Event::Round {
-                host: h,
-                inc,
-                at: next,
-            },
-        );
-    }
-
-    /// Places over the hosts `h` counts as active and starts or stops slots accordingly.
-    /// The hosts `h`'s membership core counts as active (alive or suspect).
-    fn active_set(&self, h: usize) -> Vec<u64> {
-        let mut set = empty_set(self.hosts.len());
-        if self.model.is_some() {
-            insert(&mut set, h);
-            let known = &self.hosts[h].active_epochs;
-            (0..known.len())
-                .filter(|&o| known[o] != 0)
-                .for_each(|o| insert(&mut set, o));
-        } else if let Some(core) = self.hosts[h].core.as_ref() {
-            for record in core.members().filter(|r| r.state.is_active()) {
-                let o = host_of(&record.peer);
-                if o < self.hosts.len() {
-                    insert(&mut set, o);
-                }
-            }
-        }
-        set
-    }
-
-    fn replan(&mut self, h: usize) {
-        let set = self.active_set(h);
-        let plan = self.healing.placement_for(&set);
-        let mut owned = vec![false; 0];
-        owned.resize(self.healing.slots.len(), false);
-        let mut to_start = Vec::new();
-        for &s in &plan.by_host[h] {
-            owned[s as usize] = true;
-            if !self.hosts[h].running.contains_key(&s) {
-                to_start.push(s);
-            }
-        }
-        let host = &mut self.hosts[h];
-        host.running
-            .retain(|s, state| owned[*s as usize] || *state == SlotState::Running);
-        for s in to_start {
-            let (lo, hi) = self.start_ms;
-            let delay = if hi > lo {
-                self.rng.random_range(lo..=hi)
-            } else {
-                lo
-            };
-            self.hosts[h].running.insert(s, SlotState::Starting);
-            self.metrics.starts += 1;
-            let inc = self.hosts[h].inc;
-            self.push(
-                self.now_ms + delay,
-                Event::Started {
-                    host: h,
-                    inc,
-                    slot: s,
-                },
-            );
-        }
-        self.hosts[h].plan = Some(plan);
-        self.stop_surplus(h);
-    }
-
-    /// Stops the slots `h` runs but no longer owns, once another instance runs.
-    fn stop_surplus(&mut self, h: usize) {
-        let Some(plan) = self.hosts[h].plan.clone() else {
-            return;
-        };
-        let me = u32::try_from(h).unwrap_or(u32::MAX);
-        let mut surplus = false;
-        let (counts, reported_counts) = (&mut self.running_count, &mut self.reported_count);
-        let host = &mut self.hosts[h];
-        let reported = &mut host.reported;
-        host.running.retain(|&s, state| {
-            if *state != SlotState::Running || plan.owner[s as usize] == Some(me) {
-                return true;
-            }
-            let mine = u32::from(reported.contains(&s));
-            if reported_counts[s as usize] > mine {
-                // Another host's copy is reported: this one stops.
-                counts[s as usize] -= 1;
-                if reported.remove(&s) {
-                    reported_counts[s as usize] -= 1;
-                }
-                false
-            } else {
-                surplus = true;
-                true
-            }
-        });
-        host.unreported.retain(|s| host.running.contains_key(s));
-        host.surplus = surplus;
-    }
-
-    fn started(&mut self, h: usize, inc: u64, slot: u32) {
-        if self.hosts[h].inc != inc {
-            return;
-        }
-        if let Some(state) = self.hosts[h].running.get_mut(&slot)
-            && *state == SlotState::Starting
-        {
-            *state = SlotState::Running;
-            self.running_count[slot as usize] += 1;
-            self.hosts[h].unreported.push(slot);
-            self.round_soon(h);
-        }
-    }
-
-    /// Publishes, at a round, the reports of what `h` started since the last: the other
-    /// hosts see them one network latency later.
-    fn publish_reports(&mut self, h: usize) {
-        let slots = std::mem::take(&mut self.hosts[h].unreported);
-        let inc = self.hosts[h].inc;
-        for slot in slots {
-            let at = self.now_ms + self.network.latency_ms();
-            self.push(at, Event::Reported { host: h, inc, slot });
-        }
-    }
-
-    fn reported(&mut self, h: usize, inc: u64, slot: u32) {
-        let host = &mut self.hosts[h];
-        if host.inc != inc || host.running.get(&slot) != Some(&SlotState::Running) {
-            return;
-        }
-        if host.reported.insert(slot) {
-            self.reported_count[slot as usize] += 1;
-            let counts = &self.reported_count;
-            self.metrics
-                .check_heal(self.now_ms, |s| counts[s as usize] > 0);
-        }
-    }
-
     fn fault(&mut self, fault: Fault) {
         match fault {
             Fault::Kill { host, .. } => self.kill(host),
@@ -797,10 +648,11 @@ impl Engine {
         host.up = false;
         host.core = None;
         host.inc += 1;
-        host.plan = None;
-        host.surplus = false;
+        host.quiet = None;
+        host.local_version += 1;
         let mut slots = Vec::new();
         let reported = std::mem::take(&mut host.reported);
+        self.reports_version += 1;
         host.unreported.clear();
         for (s, state) in std::mem::take(&mut host.running) {
             if state == SlotState::Running {
@@ -842,13 +694,14 @@ impl Engine {
             .model
             .is_none()
             .then(|| Membership::new(peer, self.profile, self.core_seed(h, epoch), self.now_ms));
+        let agent = Agent::new(self.healing.name(h).clone(), self.now_ms);
         let host = &mut self.hosts[h];
         host.peer = peer;
         host.up = true;
         host.core = core;
         host.inc += 1;
-        host.planned_version = None;
-        host.settle_until_ms = self.now_ms + SETTLE_MS;
+        host.agent = agent;
+        host.quiet = None;
         host.active_epochs.fill(0);
         host.announce_backoff_ms = 1_000;
         let inc = host.inc;
@@ -1037,9 +890,9 @@ impl Engine {
                 continue;
             }
             eprintln!(
-                "h{h}: divergent view, knows {} members, planned {:?}, version {}",
+                "h{h}: divergent view, knows {} members, last quiet round {:?}, version {}",
                 core.members().count(),
-                self.hosts[h].planned_version,
+                self.hosts[h].quiet,
                 core.version()
             );
             for r in core.members() {
@@ -1081,6 +934,7 @@ pub fn run(scenario: &Scenario, seed: Option<u64>) -> Result<Report, SimError> {
     Engine::new(scenario, seed)?.run(scenario)
 }
 
+mod round;
+
 #[cfg(test)]
-#[path = "engine_tests.rs"]
 mod tests;

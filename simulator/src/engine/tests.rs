@@ -9,7 +9,7 @@ fn scenario(text: &str) -> Scenario {
 }
 
 fn kill_one() -> Scenario {
-    scenario(include_str!("../scenarios/kill-one.toml"))
+    scenario(include_str!("../../scenarios/kill-one.toml"))
 }
 
 #[test]
@@ -47,7 +47,7 @@ fn a_kill_is_detected_and_healed_within_the_profile_bound() {
 
 #[test]
 fn partitions_heal_and_every_slot_runs_once() {
-    let s = scenario(include_str!("../scenarios/partition.toml"));
+    let s = scenario(include_str!("../../scenarios/partition.toml"));
     let report = run(&s, None).unwrap();
     assert!(
         report.partition_downs > 0,
@@ -95,10 +95,10 @@ fn too_little_room_leaves_slots_pending_with_a_reason() {
 
 #[test]
 fn bad_scenarios_say_what_to_fix() {
-    let mut text = include_str!("../scenarios/kill-one.toml").replace("host = 2", "host = 9");
+    let mut text = include_str!("../../scenarios/kill-one.toml").replace("host = 2", "host = 9");
     let err = Scenario::from_toml(&text).unwrap_err().to_string();
     assert!(err.contains("host 9"), "{err}");
-    text = include_str!("../scenarios/kill-one.toml").replace("count = 5", "count = 5\nbogus = 1");
+    text = include_str!("../../scenarios/kill-one.toml").replace("count = 5", "count = 5\nbogus = 1");
     assert!(Scenario::from_toml(&text).is_err());
 }
 
@@ -182,7 +182,7 @@ fn the_membership_model_heals_kills_and_churn_and_says_it_is_a_model() {
     assert!(report.invariant_violations.is_empty(), "{}", report.table());
     assert_eq!(report.live_hosts_at_end, 5, "the killed host came back");
     assert_eq!(report.utilisation_after, report.utilisation_before);
-    let mut churn = scenario(include_str!("../scenarios/churn-wan-loss.toml"));
+    let mut churn = scenario(include_str!("../../scenarios/churn-wan-loss.toml"));
     churn.membership = MembershipKind::Model;
     churn.network.loss = 0.0;
     let report = run(&churn, None).unwrap();
@@ -194,13 +194,13 @@ fn the_membership_model_heals_kills_and_churn_and_says_it_is_a_model() {
 
 #[test]
 fn the_membership_model_refuses_what_it_does_not_model() {
-    let text = include_str!("../scenarios/churn-wan-loss.toml").replace(
+    let text = include_str!("../../scenarios/churn-wan-loss.toml").replace(
         "profile = \"lan\"",
         "profile = \"lan\"\nmembership = \"model\"",
     );
     let err = Scenario::from_toml(&text).unwrap_err().to_string();
     assert!(err.contains("membership = \"real\""), "{err}");
-    let text = include_str!("../scenarios/partition.toml")
+    let text = include_str!("../../scenarios/partition.toml")
         .replace("[hosts]", "membership = \"model\"\n\n[hosts]");
     assert!(Scenario::from_toml(&text).is_err());
 }

@@ -1,0 +1,343 @@
+//! The hosts' agent rounds. Every host runs the real round core
+//! ([`knit_scheduler::agent::Agent`]: settling after joins, coordinating rollouts, the
+//! reconcile plan, the pace of operations) over what it sees — the members its membership
+//! core counts as active, the placement over them, and the reports other hosts published —
+//! and the engine carries its operations out in virtual time: a start runs after a drawn
+//! start time, a stop at once, and a report reaches the others one network latency after
+//! the round that publishes it.
+//!
+//! A round's inputs change only when the host's view, the published reports or its own
+//! replicas change, so a host whose inputs did not change since a quiet round (settled, no
+//! operation, no write) skips the core: the same inputs give the same plan. The one thing
+//! that time alone moves in the core, a rollout wave's monitor and delay, has no use here:
+//! the simulator's specs do not change during a run.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use knit_scheduler::agent::{Done, Input, Members, Published, Write};
+use knit_scheduler::reconcile::Action;
+use knit_scheduler::reconcile::pace::ROUND_EVERY_MS;
+use knit_scheduler::rollout::Progress;
+use knit_scheduler::{Health, ReplicaReport, ReplicaState, SlotId};
+use rand::RngExt;
+
+use super::{Engine, Event, SlotState, host_of};
+use crate::healing::insert;
+
+/// What hosts published that rounds read: rollout progress, by host and service.
+#[derive(Debug, Default)]
+pub(super) struct Board {
+    progress: BTreeMap<(usize, String), Progress>,
+}
+
+impl Published for Board {
+    fn progress(&self, service: &str) -> Vec<Progress> {
+        self.progress
+            .iter()
+            .filter(|((_, s), _)| s == service)
+            .map(|(_, p)| p.clone())
+            .collect()
+    }
+
+    /// Specs are written before the run starts.
+    fn spec_written_ms(&self, _service: &str) -> u64 {
+        0
+    }
+}
+
+/// The inputs of a host's last quiet round: (view version, published reports version,
+/// own replicas version).
+pub(super) type Seen = (u64, u64, u64);
+
+impl Engine {
+    /// One agent round: announce again while outside the cluster; publish what started
+    /// since the last round; once connected (and past warm-up), run the round's core and
+    /// carry out its plan.
+    pub(super) fn round(&mut self, h: usize, inc: u64, at: u64) {
+        if self.hosts[h].inc != inc || self.hosts[h].round_at != at {
+            return;
+        }
+        let now = self.now_ms;
+        let host = &self.hosts[h];
+        let (version, active) = match (&self.model, host.core.as_ref()) {
+            (Some(_), _) if host.up => (host.view_version, true),
+            (None, Some(core)) => (
+                core.version(),
+                core.connection() == knit_mesh::Connection::Active,
+            ),
+            _ => return,
+        };
+        if !active && now >= self.hosts[h].announce_at_ms {
+            self.announce(h);
+        }
+        self.publish_reports(h);
+        self.hosts[h].last_round_ms = now;
+        // A host that is not connected yet acts on nothing: the peer's restart grace and the
+        // members its state remembers (which the simulator does not model) keep a
+        // restarted peer from placing alone.
+        if active {
+            self.act(h, version);
+        }
+        let next = now + ROUND_EVERY_MS;
+        self.hosts[h].round_at = next;
+        self.push(
+            next,
+            Event::Round {
+                host: h,
+                inc,
+                at: next,
+            },
+        );
+    }
+
+    /// The members host `h` sees, as the round's core reads them.
+    fn members_of(&self, h: usize) -> Members {
+        let mut active = BTreeMap::new();
+        let host = &self.hosts[h];
+        active.insert(self.healing.name(h).clone(), host.peer.epoch);
+        let mut knows_others = false;
+        if self.model.is_some() {
+            for (o, &epoch) in host.active_epochs.iter().enumerate() {
+                if o != h && epoch != 0 {
+                    active.insert(self.healing.name(o).clone(), u64::from(epoch));
+                }
+            }
+            knows_others = active.len() > 1;
+        } else if let Some(core) = host.core.as_ref() {
+            for record in core.members() {
+                let o = host_of(&record.peer);
+                if o == h || o >= self.hosts.len() {
+                    continue;
+                }
+                knows_others = true;
+                if record.state.is_active() {
+                    active.insert(self.healing.name(o).clone(), record.peer.epoch);
+                }
+            }
+        }
+        Members {
+            active,
+            knows_others,
+            connected: true,
+        }
+    }
+
+    /// The hosts `h` counts as active (alive or suspect), itself included, as a set.
+    pub(super) fn active_set(&self, h: usize) -> crate::healing::HostSet {
+        let mut set = crate::healing::empty_set(self.hosts.len());
+        for node in self.members_of(h).active.keys() {
+            if let Some(o) = self.healing.index_of(node) {
+                insert(&mut set, o as usize);
+            }
+        }
+        set
+    }
+
+    /// Runs host `h`'s round core (see the module doc for when it is skipped) and carries
+    /// out its plan.
+    fn act(&mut self, h: usize, view_version: u64) {
+        let now = self.now_ms;
+        let members = self.members_of(h);
+        let seen = (view_version, self.reports_version, self.hosts[h].local_version);
+        let host = &mut self.hosts[h];
+        if now < self.warmup_ms {
+            // Slots run where the full placement put them; the agent only follows joins.
+            host.agent.settled(&members, now);
+            return;
+        }
+        if host.quiet == Some(seen) {
+            return;
+        }
+        if !host.agent.settled(&members, now).0 {
+            host.quiet = None;
+            return;
+        }
+        let set = self.active_set(h);
+        let placement = self.healing.placement_for(&set);
+        let observed = self.observed_for(h);
+        let input = Input {
+            members: &members,
+            specs: &self.specs,
+            placement: &placement.placement,
+            observed: &observed,
+            published: &self.board,
+            limits: knit_scheduler::spec::limits::Limits::default(),
+            active_nodes: members.active.len(),
+        };
+        let plan = self.hosts[h].agent.round(&input, now);
+        let quiet = plan.settled && plan.ops.is_empty() && plan.writes.is_empty();
+        self.hosts[h].quiet = quiet.then_some(seen);
+        for write in plan.writes {
+            match write {
+                Write::Progress { service, progress } => match progress {
+                    Some(p) => {
+                        self.board.progress.insert((h, service), p);
+                    }
+                    None => {
+                        self.board.progress.remove(&(h, service));
+                    }
+                },
+                // Autoscaling and rollbacks: the simulator's specs are fixed for the run.
+                Write::Spec(_) => {}
+            }
+        }
+        for op in plan.ops {
+            self.carry_out(h, op.action);
+        }
+    }
+
+    /// Every host's published reports, and host `h`'s own current ones.
+    fn observed_for(&mut self, h: usize) -> BTreeMap<knit_scheduler::NodeId, Vec<ReplicaReport>> {
+        if self.published.as_ref().is_none_or(|(v, _)| *v != self.reports_version) {
+            let mut all = BTreeMap::new();
+            for (o, host) in self.hosts.iter().enumerate().filter(|(_, host)| host.up) {
+                let reports = host
+                    .reported
+                    .iter()
+                    .map(|&s| self.report(o, s, ReplicaState::Running))
+                    .collect();
+                all.insert(self.healing.name(o).clone(), reports);
+            }
+            self.published = Some((self.reports_version, Rc::new(all)));
+        }
+        let mut observed = self
+            .published
+            .as_ref()
+            .map(|(_, all)| (**all).clone())
+            .unwrap_or_default();
+        let listed = self.hosts[h]
+            .running
+            .iter()
+            .map(|(&s, state)| {
+                let state = match state {
+                    SlotState::Starting => ReplicaState::Starting,
+                    SlotState::Running => ReplicaState::Running,
+                };
+                self.report(h, s, state)
+            })
+            .collect();
+        let mine = self.hosts[h].agent.reports(listed, &self.specs, self.now_ms);
+        observed.insert(self.healing.name(h).clone(), mine);
+        observed
+    }
+
+    /// The report of slot `s` on host `h`.
+    fn report(&self, h: usize, s: u32, state: ReplicaState) -> ReplicaReport {
+        let slot = self.healing.slots[s as usize].clone();
+        let (spec_version, template) = self.templates[&slot.service];
+        ReplicaReport {
+            runtime_id: format!("h{h}-{s}"),
+            slot,
+            spec_version,
+            template,
+            state,
+            health: Health::None,
+            host_ports: BTreeMap::new(),
+            error: None,
+            started_at_ms: 0,
+            restarts: 0,
+            cpu_millis: None,
+        }
+    }
+
+    /// Carries out one operation of host `h`'s plan.
+    fn carry_out(&mut self, h: usize, action: Action) {
+        let slot = action.slot().clone();
+        let Some(s) = self.healing.index_of_slot(&slot) else {
+            self.hosts[h].agent.done(&slot, Done::Ok, self.now_ms);
+            return;
+        };
+        match action {
+            Action::Start { .. } => self.start(h, s),
+            Action::Stop { .. } => {
+                self.stop(h, s);
+                self.hosts[h].agent.done(&slot, Done::Ok, self.now_ms);
+            }
+            Action::Replace { .. } => {
+                self.stop(h, s);
+                self.start(h, s);
+            }
+        }
+    }
+
+    /// Starts slot `s` on host `h`; it runs after a drawn start time.
+    fn start(&mut self, h: usize, s: u32) {
+        let (lo, hi) = self.start_ms;
+        let delay = if hi > lo {
+            self.rng.random_range(lo..=hi)
+        } else {
+            lo
+        };
+        let host = &mut self.hosts[h];
+        host.running.insert(s, SlotState::Starting);
+        host.local_version += 1;
+        self.metrics.starts += 1;
+        let inc = host.inc;
+        self.push(
+            self.now_ms + delay,
+            Event::Started {
+                host: h,
+                inc,
+                slot: s,
+            },
+        );
+    }
+
+    /// Stops slot `s` on host `h` at once.
+    fn stop(&mut self, h: usize, s: u32) {
+        let host = &mut self.hosts[h];
+        if host.running.remove(&s) == Some(SlotState::Running) {
+            self.running_count[s as usize] -= 1;
+        }
+        host.unreported.retain(|&u| u != s);
+        host.local_version += 1;
+        if host.reported.remove(&s) {
+            self.reported_count[s as usize] -= 1;
+            self.reports_version += 1;
+        }
+    }
+
+    pub(super) fn started(&mut self, h: usize, inc: u64, slot: u32) {
+        if self.hosts[h].inc != inc {
+            return;
+        }
+        let host = &mut self.hosts[h];
+        if let Some(state) = host.running.get_mut(&slot)
+            && *state == SlotState::Starting
+        {
+            *state = SlotState::Running;
+            host.local_version += 1;
+            self.running_count[slot as usize] += 1;
+            host.unreported.push(slot);
+            let id: &SlotId = &self.healing.slots[slot as usize];
+            host.agent.done(id, Done::Ok, self.now_ms);
+            self.round_soon(h);
+        }
+    }
+
+    /// Publishes, at a round, the reports of what `h` started since the last: the other
+    /// hosts see them one network latency later.
+    fn publish_reports(&mut self, h: usize) {
+        let slots = std::mem::take(&mut self.hosts[h].unreported);
+        let inc = self.hosts[h].inc;
+        for slot in slots {
+            let at = self.now_ms + self.network.latency_ms();
+            self.push(at, Event::Reported { host: h, inc, slot });
+        }
+    }
+
+    pub(super) fn reported(&mut self, h: usize, inc: u64, slot: u32) {
+        let host = &mut self.hosts[h];
+        if host.inc != inc || host.running.get(&slot) != Some(&SlotState::Running) {
+            return;
+        }
+        if host.reported.insert(slot) {
+            self.reported_count[slot as usize] += 1;
+            self.reports_version += 1;
+            let counts = &self.reported_count;
+            self.metrics
+                .check_heal(self.now_ms, |s| counts[s as usize] > 0);
+        }
+    }
+}
