@@ -10,12 +10,24 @@ use knit_mesh::NodeId;
 use knit_mesh::quic::credentials::write_atomic;
 use knit_mesh::store::Store;
 
+/// The group that may use the API socket (and read the data dir), as `docker` is for
+/// Docker's.
+pub(crate) const API_GROUP: &str = "knit";
+
+/// The id of the [`API_GROUP`] group, if the host has one.
+pub(crate) fn api_group() -> Option<u32> {
+    nix::unistd::Group::from_name(API_GROUP)
+        .ok()
+        .flatten()
+        .map(|g| g.gid.as_raw())
+}
+
 /// Closes the data dir to everyone but its owner and, when the host has one, the `knit`
 /// group (who may use the API socket in it): mode 0700, or 0750 with that group. Its
 /// files are 0600 besides.
 fn restrict(path: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let group = crate::api::api_group();
+    let group = api_group();
     if let Some(gid) = group {
         std::os::unix::fs::chown(path, None, Some(gid))
             .with_context(|| format!("cannot give {} to group knit", path.display()))?;

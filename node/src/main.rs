@@ -18,6 +18,7 @@ mod ingress;
 mod lab;
 mod logging;
 mod peer;
+mod persist;
 mod telemetry;
 
 use std::process::ExitCode;

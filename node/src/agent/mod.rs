@@ -264,11 +264,10 @@ impl Agent {
             return;
         }
         self.last_check = Some(Instant::now());
-        let window_ms = u64::try_from(self.thresholds.start_failure_window.as_millis())
-            .unwrap_or(u64::MAX);
+        let window_ms =
+            u64::try_from(self.thresholds.start_failure_window.as_millis()).unwrap_or(u64::MAX);
         let since_ms = crate::clock::now_ms().saturating_sub(window_ms);
-        let failures =
-            u32::try_from(self.core.start_failures_since(since_ms)).unwrap_or(u32::MAX);
+        let failures = u32::try_from(self.core.start_failures_since(since_ms)).unwrap_or(u32::MAX);
         let reason = prevention::failing(
             snapshot.telemetry(&self.me).as_ref(),
             failures,

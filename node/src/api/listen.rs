@@ -36,8 +36,6 @@ const HANDSHAKES_MAX: usize = 64;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Mode of the API socket: read and write for the owner (root) and the `knit` group.
 const SOCKET_MODE: u32 = 0o660;
-/// The group that may use the API socket, as `docker` is for Docker's.
-pub(crate) const API_GROUP: &str = "knit";
 
 /// A bound admin API listener.
 pub(crate) enum ApiListener {
@@ -108,19 +106,16 @@ fn bind_socket(path: &Path) -> Result<UnixListener> {
         .with_context(|| format!("cannot listen for the admin API on {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE))
         .with_context(|| format!("cannot set the mode of {}", path.display()))?;
-    if let Some(gid) = api_group() {
-        std::os::unix::fs::chown(path, None, Some(gid))
-            .with_context(|| format!("cannot give {} to group {API_GROUP}", path.display()))?;
+    if let Some(gid) = crate::datadir::api_group() {
+        std::os::unix::fs::chown(path, None, Some(gid)).with_context(|| {
+            format!(
+                "cannot give {} to group {}",
+                path.display(),
+                crate::datadir::API_GROUP
+            )
+        })?;
     }
     Ok(listener)
-}
-
-/// The id of the `knit` group, if the host has one.
-pub(crate) fn api_group() -> Option<u32> {
-    nix::unistd::Group::from_name(API_GROUP)
-        .ok()
-        .flatten()
-        .map(|g| g.gid.as_raw())
 }
 
 /// TCP connections that finished a mutual TLS handshake, for axum to serve. Handshakes run

@@ -20,7 +20,7 @@ use knit_mesh::quic::Mesh;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-pub(crate) use listen::{AllowedHosts, ApiListener, api_group, metrics_addr};
+pub(crate) use listen::{AllowedHosts, ApiListener, metrics_addr};
 pub(crate) use nodes::NodeSummary;
 pub(crate) use operators::{ClientCertRequest, ClientCertResponse};
 pub(crate) use services::{ServiceSummary, TaskRow, UpdateRequest};
@@ -35,7 +35,7 @@ pub(crate) struct ApiState {
     /// This member's credentials: the CA signs operators' client certificates.
     creds: Arc<knit_mesh::quic::Credentials>,
     /// What was last written to the data dir, or why it failed.
-    saved: watch::Receiver<crate::peer::Saved>,
+    saved: watch::Receiver<crate::persist::Saved>,
     /// This host's drivers, for logs.
     drivers: Arc<crate::driver::Drivers>,
     /// The ingress's counters and bind errors.
@@ -46,7 +46,7 @@ impl ApiState {
     pub(crate) fn new(
         mesh: Mesh,
         creds: knit_mesh::quic::Credentials,
-        saved: watch::Receiver<crate::peer::Saved>,
+        saved: watch::Receiver<crate::persist::Saved>,
         drivers: Arc<crate::driver::Drivers>,
         ingress: Arc<crate::ingress::IngressStats>,
     ) -> Self {
@@ -83,7 +83,7 @@ impl ApiState {
 /// Waits until store version `applied` is on disk; answers a failed save at once, with
 /// what to do (507 when the disk is full).
 async fn wait_saved(
-    saved: &watch::Receiver<crate::peer::Saved>,
+    saved: &watch::Receiver<crate::persist::Saved>,
     applied: u64,
 ) -> Result<(), ApiError> {
     let mut saved = saved.clone();
@@ -114,7 +114,7 @@ impl ApiError {
 
     /// The change was applied (and spreads to the other members) but this peer could not
     /// write it to its data dir.
-    fn not_saved(failure: &crate::peer::SaveFailure) -> Self {
+    fn not_saved(failure: &crate::persist::SaveFailure) -> Self {
         let status = if failure.disk_full {
             StatusCode::INSUFFICIENT_STORAGE
         } else {

@@ -169,7 +169,10 @@ pub struct Engine {
     /// Bumped on every change of a published report (`reported`).
     reports_version: u64,
     /// Every host's published reports at `reports_version`, built once for all rounds.
-    published: Option<(u64, Rc<BTreeMap<knit_scheduler::NodeId, Vec<ReplicaReport>>>)>,
+    published: Option<(
+        u64,
+        Rc<BTreeMap<knit_scheduler::NodeId, Vec<ReplicaReport>>>,
+    )>,
 }
 
 /// The mesh identity of host `h`: its index in the first four bytes of the node id.

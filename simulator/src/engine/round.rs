@@ -139,7 +139,11 @@ impl Engine {
     fn act(&mut self, h: usize, view_version: u64) {
         let now = self.now_ms;
         let members = self.members_of(h);
-        let seen = (view_version, self.reports_version, self.hosts[h].local_version);
+        let seen = (
+            view_version,
+            self.reports_version,
+            self.hosts[h].local_version,
+        );
         let host = &mut self.hosts[h];
         if now < self.warmup_ms {
             // Slots run where the full placement put them; the agent only follows joins.
@@ -189,7 +193,11 @@ impl Engine {
 
     /// Every host's published reports, and host `h`'s own current ones.
     fn observed_for(&mut self, h: usize) -> BTreeMap<knit_scheduler::NodeId, Vec<ReplicaReport>> {
-        if self.published.as_ref().is_none_or(|(v, _)| *v != self.reports_version) {
+        if self
+            .published
+            .as_ref()
+            .is_none_or(|(v, _)| *v != self.reports_version)
+        {
             let mut all = BTreeMap::new();
             for (o, host) in self.hosts.iter().enumerate().filter(|(_, host)| host.up) {
                 let reports = host
@@ -217,7 +225,9 @@ impl Engine {
                 self.report(h, s, state)
             })
             .collect();
-        let mine = self.hosts[h].agent.reports(listed, &self.specs, self.now_ms);
+        let mine = self.hosts[h]
+            .agent
+            .reports(listed, &self.specs, self.now_ms);
         observed.insert(self.healing.name(h).clone(), mine);
         observed
     }

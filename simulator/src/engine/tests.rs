@@ -98,7 +98,8 @@ fn bad_scenarios_say_what_to_fix() {
     let mut text = include_str!("../../scenarios/kill-one.toml").replace("host = 2", "host = 9");
     let err = Scenario::from_toml(&text).unwrap_err().to_string();
     assert!(err.contains("host 9"), "{err}");
-    text = include_str!("../../scenarios/kill-one.toml").replace("count = 5", "count = 5\nbogus = 1");
+    text =
+        include_str!("../../scenarios/kill-one.toml").replace("count = 5", "count = 5\nbogus = 1");
     assert!(Scenario::from_toml(&text).is_err());
 }
 
