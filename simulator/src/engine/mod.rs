@@ -8,7 +8,6 @@ use std::rc::Rc;
 use bytes::Bytes;
 use foca::Timer;
 use knit_mesh::{MemberRecord, MemberState, Membership, NodeId, Output, PeerId, Profile};
-use knit_scheduler::ReplicaReport;
 use knit_scheduler::ServiceSpec;
 use knit_scheduler::agent::Agent;
 use knit_scheduler::reconcile::pace::{ROUND_EVERY_MS, ROUND_MIN_MS};
@@ -169,10 +168,7 @@ pub struct Engine {
     /// Bumped on every change of a published report (`reported`).
     reports_version: u64,
     /// Every host's published reports at `reports_version`, built once for all rounds.
-    published: Option<(
-        u64,
-        Rc<BTreeMap<knit_scheduler::NodeId, Vec<ReplicaReport>>>,
-    )>,
+    published: Option<(u64, Rc<round::Observed>)>,
 }
 
 /// The mesh identity of host `h`: its index in the first four bytes of the node id.

@@ -50,6 +50,9 @@ impl Published for Board {
 /// own replicas version).
 pub(super) type Seen = (u64, u64, u64);
 
+/// Every host's reports, by scheduler node id.
+pub(super) type Observed = BTreeMap<knit_scheduler::NodeId, Vec<ReplicaReport>>;
+
 impl Engine {
     /// One agent round: announce again while outside the cluster; publish what started
     /// since the last round; once connected (and past warm-up), run the round's core and
@@ -192,7 +195,7 @@ impl Engine {
     }
 
     /// Every host's published reports, and host `h`'s own current ones.
-    fn observed_for(&mut self, h: usize) -> BTreeMap<knit_scheduler::NodeId, Vec<ReplicaReport>> {
+    fn observed_for(&mut self, h: usize) -> Observed {
         if self
             .published
             .as_ref()
