@@ -1,0 +1,238 @@
+//! The hosts' membership: each host's real membership core (or the calibrated model) fed
+//! packets, timers and syncs in virtual time; what its outputs mean for the network, the
+//! timer heap, the agent's view and the detection metrics.
+
+use knit_mesh::{MemberRecord, MemberState, Output};
+use knit_scheduler::reconcile::pace::ROUND_MIN_MS;
+use rand::RngExt;
+
+use super::{Engine, Event, host_of, peer_of, short};
+
+impl Engine {
+    /// Hands every output of host `h`'s core to the network, the timer heap and metrics.
+    pub(super) fn drain(&mut self, h: usize) {
+        let mut outputs = Vec::new();
+        if let Some(core) = self.hosts[h].core.as_mut() {
+            while let Some(out) = core.poll_output() {
+                outputs.push(out);
+            }
+        }
+        let inc = self.hosts[h].inc;
+        for out in outputs {
+            match out {
+                Output::Send { to, packet } => {
+                    let to = host_of(&to);
+                    self.metrics.sent(self.now_ms, packet.len());
+                    if to < self.hosts.len()
+                        && let Some(delay) = self.network.delivery(h, to, &mut self.rng)
+                    {
+                        self.push(self.now_ms + delay, Event::Packet { to, bytes: packet });
+                    }
+                }
+                Output::Timer { after, timer } => {
+                    let after = u64::try_from(after.as_millis()).unwrap_or(u64::MAX / 4);
+                    self.push(
+                        self.now_ms + after,
+                        Event::Timer {
+                            host: h,
+                            inc,
+                            timer,
+                        },
+                    );
+                }
+                Output::Changed(record) => {
+                    self.track(h, &record);
+                    self.changed(h, record);
+                }
+                Output::Delta(_) | Output::Renewed(_) => {}
+            }
+        }
+    }
+
+    /// Observer `h` learnt `record`: count false positives, and check detection.
+    pub(super) fn changed(&mut self, h: usize, record: MemberRecord) {
+        if record.state.is_active() {
+            return;
+        }
+        let subject = host_of(&record.peer);
+        let Some(target) = self.hosts.get(subject) else {
+            return;
+        };
+        // The core renews its epoch when wrongly declared down; the model keeps `peer`'s.
+        let epoch = target
+            .core
+            .as_ref()
+            .map_or(target.peer.epoch, |c| c.identity().epoch);
+        let alive_same = target.up && epoch == record.peer.epoch;
+        if alive_same && record.state == MemberState::Down {
+            let reachable =
+                self.network.reachable(h, subject) && self.network.reachable(subject, h);
+            self.metrics.live_seen_down(self.now_ms, reachable);
+        }
+        self.check_detection(subject);
+    }
+
+    /// Closes the open kill record of `subject` if every live host now counts it out.
+    pub(super) fn check_detection(&mut self, subject: usize) {
+        let Some(i) = self.metrics.open_detection(subject) else {
+            return;
+        };
+        let epoch = self.metrics.kills[i].epoch;
+        let node = peer_of(subject, epoch).node;
+        let modelled = self.model.is_some();
+        let all = self.hosts.iter().enumerate().all(|(o, host)| {
+            o == subject
+                || !host.up
+                || if modelled {
+                    host.active_epochs[subject] != short(epoch)
+                } else {
+                    host.core.as_ref().is_none_or(|core| {
+                        core.member(&node)
+                            .is_none_or(|r| !r.state.is_active() || r.peer.epoch > epoch)
+                    })
+                }
+        });
+        if all {
+            self.metrics.detected(i, self.now_ms);
+        }
+    }
+
+    /// Host `h`'s agent learnt `record`: any change asks for a round soon (as the peer's
+    /// agent wakes on a new view); the round's core notices joins and returns itself.
+    pub(super) fn track(&mut self, h: usize, record: &MemberRecord) {
+        let o = host_of(&record.peer);
+        let host = &mut self.hosts[h];
+        if o != h && o < host.active_epochs.len() {
+            let epoch = if record.state.is_active() {
+                short(record.peer.epoch)
+            } else {
+                0
+            };
+            if host.active_epochs[o] != epoch {
+                host.active_epochs[o] = epoch;
+                host.view_version += 1;
+            }
+        }
+        self.round_soon(h);
+    }
+
+    /// Asks for a round of `h` as soon as the agent allows (it wakes on a new view and on
+    /// a finished operation, at most every `ROUND_MIN_MS`).
+    pub(super) fn round_soon(&mut self, h: usize) {
+        let host = &mut self.hosts[h];
+        let soonest = self.now_ms.max(host.last_round_ms + ROUND_MIN_MS);
+        if soonest < host.round_at {
+            host.round_at = soonest;
+            let inc = host.inc;
+            self.push(
+                soonest,
+                Event::Round {
+                    host: h,
+                    inc,
+                    at: soonest,
+                },
+            );
+        }
+    }
+
+    /// With the model: schedules when each live host learns that `subject` died (`up`
+    /// false) or came back (`up` true) at its current epoch.
+    pub(super) fn model_news(&mut self, subject: usize, up: bool) {
+        let Some(model) = self.model.clone() else {
+            return;
+        };
+        let epoch = self.hosts[subject].peer.epoch;
+        let live: Vec<usize> = (0..self.hosts.len())
+            .filter(|&o| o != subject && self.hosts[o].up)
+            .collect();
+        if live.is_empty() {
+            return;
+        }
+        // News of a death starts at the first prober, suspicion and all; news of a return
+        // at the seed it joined through (the first live host).
+        let (origin, start) = if up {
+            (0, 0)
+        } else {
+            let first = self.rng.random_range(0..live.len());
+            let start = model.first_suspicion_ms(&mut self.rng) + model.suspect_to_down_ms();
+            (first, start)
+        };
+        let spread = model.spread_ms(live.len(), origin, &mut self.rng);
+        for (i, at) in spread.into_iter().enumerate() {
+            let at = match at {
+                Some(at) => start + at,
+                // Missed by the epidemic: its own probes find out.
+                None if up => model.own_probe_ms(live.len(), &mut self.rng),
+                None => model.own_probe_ms(live.len(), &mut self.rng) + model.suspect_to_down_ms(),
+            };
+            let host = live[i];
+            let inc = self.hosts[host].inc;
+            self.push(
+                self.now_ms + at,
+                Event::Learn {
+                    host,
+                    inc,
+                    subject,
+                    epoch,
+                    up,
+                },
+            );
+        }
+    }
+
+    /// With the model: `h` learns news of `subject`, unless newer news came first.
+    pub(super) fn learn(&mut self, h: usize, inc: u64, subject: usize, epoch: u64, up: bool) {
+        let host = &self.hosts[h];
+        if host.inc != inc || !host.up {
+            return;
+        }
+        let known = host.active_epochs[subject];
+        let news = if up {
+            short(epoch) > known
+        } else {
+            known == short(epoch)
+        };
+        if !news {
+            return;
+        }
+        let record = MemberRecord {
+            peer: peer_of(subject, epoch),
+            state: if up {
+                MemberState::Alive
+            } else {
+                MemberState::Down
+            },
+            since_ms: self.now_ms,
+        };
+        self.track(h, &record);
+        self.changed(h, record);
+    }
+
+    pub(super) fn sync(&mut self, h: usize, inc: u64) {
+        if self.hosts[h].inc != inc {
+            return;
+        }
+        let now = self.now_ms;
+        let Some(core) = self.hosts[h].core.as_mut() else {
+            return;
+        };
+        let _ = core.sync(now);
+        self.drain(h);
+        self.push(now + self.sync_ms, Event::Sync { host: h, inc });
+    }
+
+    /// Announces `h` to the first live host in index order (the seed that answers), and
+    /// backs off before the next try.
+    pub(super) fn announce(&mut self, h: usize) {
+        let now = self.now_ms;
+        let seed = (0..self.hosts.len()).find(|&o| o != h && self.hosts[o].up);
+        let seed_peer = seed.map(|o| self.hosts[o].peer);
+        let host = &mut self.hosts[h];
+        host.announce_at_ms = now + host.announce_backoff_ms;
+        host.announce_backoff_ms = (host.announce_backoff_ms * 2).min(10_000);
+        if let (Some(peer), Some(core)) = (seed_peer, host.core.as_mut()) {
+            let _ = core.announce(peer, now);
+        }
+        self.drain(h);
+    }
+}
