@@ -90,10 +90,31 @@ pub fn coordinator<'a>(
     service: &str,
     alive: impl IntoIterator<Item = &'a NodeId>,
 ) -> Option<&'a NodeId> {
-    let key = slot_hash(service, COORDINATOR_INDEX);
-    alive
-        .into_iter()
-        .max_by_key(|n| (score(key, node_hash(n)), n.as_str().to_owned()))
+    Coordinators::among(alive).of(service)
+}
+
+/// The nodes' hashes, computed once for choosing the coordinators of many services.
+pub struct Coordinators<'a> {
+    hashes: Vec<(u64, &'a NodeId)>,
+}
+
+impl<'a> Coordinators<'a> {
+    /// The coordinators among `alive`.
+    pub fn among(alive: impl IntoIterator<Item = &'a NodeId>) -> Self {
+        Self {
+            hashes: alive.into_iter().map(|n| (node_hash(n), n)).collect(),
+        }
+    }
+
+    /// The coordinator of `service` (see [`coordinator`]).
+    pub fn of(&self, service: &str) -> Option<&'a NodeId> {
+        let key = slot_hash(service, COORDINATOR_INDEX);
+        self.hashes
+            .iter()
+            .map(|&(hash, n)| (score(key, hash), n))
+            .max_by(|a, b| (a.0, a.1.as_str()).cmp(&(b.0, b.1.as_str())))
+            .map(|(_, n)| n)
+    }
 }
 
 /// The newest of several published progresses for `spec`'s current template. A

@@ -2,7 +2,7 @@
 //! the rollouts' published progress, and coordinate the services whose coordinator this
 //! host is (see [`crate::rollout`] and [`crate::autoscale`]).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Agent, Input, Note, Plan, Write};
 use crate::node::NodeId;
@@ -21,24 +21,26 @@ pub trait Published {
 }
 
 fn slots_of(placement: &Placement, service: &str) -> Vec<SlotId> {
-    placement
-        .iter()
-        .filter(|(s, _)| s.service == service)
-        .map(|(s, _)| s)
-        .collect()
+    placement.service_slots(service).map(|(s, _)| s).collect()
 }
 
-/// The slots whose outdated replicas may be replaced now, over all services.
-pub fn gate(input: &Input<'_>) -> BTreeSet<SlotId> {
+/// The slots of `me`'s replicas whose outdated replicas may be replaced now (the gate
+/// matters only for the replicas a node runs; see [`crate::ReconcileConfig`]).
+pub fn gate(input: &Input<'_>, me: &NodeId) -> BTreeSet<SlotId> {
+    let mut mine: BTreeMap<&str, Vec<SlotId>> = BTreeMap::new();
+    for r in input.observed.get(me).into_iter().flatten() {
+        mine.entry(r.slot.service.as_str())
+            .or_default()
+            .push(r.slot.clone());
+    }
     let mut open = BTreeSet::new();
-    for spec in input.specs.values() {
-        let progress = input.published.progress(&spec.name);
+    for (service, slots) in mine {
+        let Some(spec) = input.specs.get(service) else {
+            continue;
+        };
+        let progress = input.published.progress(service);
         let newest = rollout::newest(spec, &progress);
-        open.extend(rollout::allowed(
-            spec,
-            &slots_of(input.placement, &spec.name),
-            newest,
-        ));
+        open.extend(rollout::allowed(spec, &slots, newest));
     }
     open
 }
@@ -52,8 +54,9 @@ pub(super) fn coordinate(
     now_ms: u64,
     plan: &mut Plan,
 ) {
+    let coordinators = rollout::Coordinators::among(alive);
     for spec in input.specs.values() {
-        if rollout::coordinator(&spec.name, alive) != Some(&agent.me) {
+        if coordinators.of(&spec.name) != Some(&agent.me) {
             continue;
         }
         autoscale(input, alive, spec, now_ms, plan);

@@ -340,7 +340,7 @@ impl Agent {
         coordinate::coordinate(self, input, &alive, now_ms, &mut plan);
         let config = ReconcileConfig {
             moves_in_flight_max: self.moves_in_flight_max,
-            update_allowed: Some(coordinate::gate(input)),
+            update_allowed: Some(coordinate::gate(input, &self.me)),
         };
         let actions = crate::reconcile::plan(
             &self.me,

@@ -206,6 +206,44 @@ impl Placement {
         Some(&self.services[i])
     }
 
+    /// Every slot of `service` and where it stands, in placement order (as [`Placement::iter`]
+    /// gives them), without walking the other services' slots.
+    pub fn service_slots(
+        &self,
+        service: &str,
+    ) -> impl Iterator<Item = (SlotId, Assignment<'_>)> + '_ {
+        self.service(service).into_iter().flat_map(move |svc| {
+            let replicas = svc.replicas.iter().enumerate().map(move |(i, &cell)| {
+                (SlotId::replica(&svc.name, i as u32 + 1), self.resolve(cell))
+            });
+            let global = svc.global.iter().map(move |&(pos, cell)| {
+                let node = self.nodes[pos as usize].clone();
+                (SlotId::global(&svc.name, node), self.resolve(cell))
+            });
+            replicas.chain(global)
+        })
+    }
+
+    /// The slots assigned to `node`, in placement order, without building the others'.
+    pub fn assigned_to<'a>(&'a self, node: &NodeId) -> impl Iterator<Item = SlotId> + 'a {
+        let pos = self.nodes.binary_search(node).ok().map(|p| p as u32);
+        let mine = move |cell: Cell| pos.is_some_and(|p| cell == Cell::On(p));
+        self.services.iter().flat_map(move |svc| {
+            let replicas = svc
+                .replicas
+                .iter()
+                .enumerate()
+                .filter(move |(_, cell)| mine(**cell))
+                .map(move |(i, _)| SlotId::replica(&svc.name, i as u32 + 1));
+            let global = svc
+                .global
+                .iter()
+                .filter(move |(_, cell)| mine(*cell))
+                .map(move |&(p, _)| SlotId::global(&svc.name, self.nodes[p as usize].clone()));
+            replicas.chain(global)
+        })
+    }
+
     /// Where `slot` stands; `None` if no service asks for such a slot.
     pub fn get(&self, slot: &SlotId) -> Option<Assignment<'_>> {
         let svc = self.service(&slot.service)?;

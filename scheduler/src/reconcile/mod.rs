@@ -206,23 +206,33 @@ pub fn plan(
     alive: &BTreeSet<NodeId>,
     config: &ReconcileConfig,
 ) -> Vec<Action> {
+    let mut mine: BTreeMap<&SlotId, Vec<&ReplicaReport>> = BTreeMap::new();
+    for r in observed.get(node).into_iter().flatten() {
+        mine.entry(&r.slot).or_default().push(r);
+    }
+    // Only the slots this node runs or owns are looked up elsewhere.
+    let owned: Vec<SlotId> = placement
+        .assigned_to(node)
+        .filter(|slot| !mine.contains_key(slot))
+        .collect();
     let mut elsewhere: BTreeMap<&SlotId, Vec<(&NodeId, &ReplicaReport)>> = BTreeMap::new();
+    for s in mine.keys().copied().chain(&owned) {
+        elsewhere.insert(s, Vec::new());
+    }
     for (n, reports) in observed
         .iter()
         .filter(|(n, _)| *n != node && alive.contains(*n))
     {
         for r in reports.iter().filter(|r| r.state.is_live()) {
-            elsewhere.entry(&r.slot).or_default().push((n, r));
+            if let Some(list) = elsewhere.get_mut(&r.slot) {
+                list.push((n, r));
+            }
         }
     }
     let view = View {
         me: node,
         elsewhere,
     };
-    let mut mine: BTreeMap<&SlotId, Vec<&ReplicaReport>> = BTreeMap::new();
-    for r in observed.get(node).into_iter().flatten() {
-        mine.entry(&r.slot).or_default().push(r);
-    }
     let mut actions = Vec::new();
     let mut in_flight = 0u32;
     for (slot, reports) in &mine {
@@ -232,14 +242,11 @@ pub fn plan(
         plan_running(&view, placement, spec, keeper, config, &mut actions);
     }
     let mut budget = config.moves_in_flight_max.saturating_sub(in_flight);
-    for (slot, a) in placement.iter() {
-        if a != Assignment::Assigned(node) || mine.contains_key(&slot) {
-            continue;
-        }
+    for slot in &owned {
         let Some(spec) = specs.get(&slot.service) else {
             continue;
         };
-        let cause = match view.server(&slot) {
+        let cause = match view.server(slot) {
             None => StartCause::Placed,
             Some(_) if budget == 0 => continue,
             Some(from) => {
@@ -248,7 +255,7 @@ pub fn plan(
             }
         };
         actions.push(Action::Start {
-            slot,
+            slot: slot.clone(),
             spec_version: spec.version,
             cause,
         });

@@ -25,17 +25,16 @@ use rand::RngExt;
 use super::{Engine, Event, SlotState, host_of};
 use crate::healing::insert;
 
-/// What hosts published that rounds read: rollout progress, by host and service.
+/// What hosts published that rounds read: rollout progress, by service and host.
 #[derive(Debug, Default)]
 pub(super) struct Board {
-    progress: BTreeMap<(usize, String), Progress>,
+    progress: BTreeMap<(String, usize), Progress>,
 }
 
 impl Published for Board {
     fn progress(&self, service: &str) -> Vec<Progress> {
         self.progress
-            .iter()
-            .filter(|((_, s), _)| s == service)
+            .range((service.to_owned(), 0)..=(service.to_owned(), usize::MAX))
             .map(|(_, p)| p.clone())
             .collect()
     }
@@ -179,10 +178,10 @@ impl Engine {
             match write {
                 Write::Progress { service, progress } => match progress {
                     Some(p) => {
-                        self.board.progress.insert((h, service), p);
+                        self.board.progress.insert((service, h), p);
                     }
                     None => {
-                        self.board.progress.remove(&(h, service));
+                        self.board.progress.remove(&(service, h));
                     }
                 },
                 // Autoscaling and rollbacks: the simulator's specs are fixed for the run.
@@ -194,8 +193,9 @@ impl Engine {
         }
     }
 
-    /// Every host's published reports, and host `h`'s own current ones.
-    fn observed_for(&mut self, h: usize) -> Observed {
+    /// Every host's published reports, and host `h`'s own current ones: the shared map
+    /// itself when they are the ones `h` published (most rounds), else a copy with them.
+    fn observed_for(&mut self, h: usize) -> Rc<Observed> {
         if self
             .published
             .as_ref()
@@ -212,10 +212,10 @@ impl Engine {
             }
             self.published = Some((self.reports_version, Rc::new(all)));
         }
-        let mut observed = self
+        let shared = self
             .published
             .as_ref()
-            .map(|(_, all)| (**all).clone())
+            .map(|(_, all)| Rc::clone(all))
             .unwrap_or_default();
         let listed = self.hosts[h]
             .running
@@ -231,8 +231,13 @@ impl Engine {
         let mine = self.hosts[h]
             .agent
             .reports(listed, &self.specs, self.now_ms);
-        observed.insert(self.healing.name(h).clone(), mine);
-        observed
+        let me = self.healing.name(h);
+        if shared.get(me) == Some(&mine) {
+            return shared;
+        }
+        let mut observed = (*shared).clone();
+        observed.insert(me.clone(), mine);
+        Rc::new(observed)
     }
 
     /// The report of slot `s` on host `h`.
