@@ -175,3 +175,40 @@ fn the_same_seed_gives_the_same_outputs() {
     assert_eq!(first, scenario(42));
     assert_ne!(first, scenario(43));
 }
+
+#[test]
+fn deltas_from_peers_are_admitted_a_chunk_per_turn_certificates_first() {
+    use crate::trust::test_keys::{FakeSigner, cert};
+    let mut core = core(1, 9, SYNC_MS, START_MS);
+    while core.poll_output().is_some() {}
+    let writer = peer(2).node;
+    let mut theirs = Store::new(writer);
+    let signer = FakeSigner(writer);
+    let mut deltas: Vec<Delta> = (0..ADMIT_CHUNK + 100)
+        .map(|i| theirs.put(&format!("k/{i}"), Some(vec![1]), START_MS, &signer))
+        .collect();
+    deltas.push(theirs.put(&cert_key(&writer), Some(cert(&writer)), START_MS, &signer));
+    let total = deltas.len();
+    core.handle(Input::Merge(deltas), START_MS);
+    let admit = Output::Timer {
+        after: Duration::ZERO,
+        timer: Timer::Admit,
+    };
+    let outputs: Vec<Output> = std::iter::from_fn(|| core.poll_output()).collect();
+    assert_eq!(
+        outputs,
+        vec![admit.clone()],
+        "one admission armed, nothing applied yet"
+    );
+    core.handle(Input::Timer(Timer::Admit), START_MS);
+    let stats = core.stats();
+    assert_eq!(
+        stats.tally.applied, ADMIT_CHUNK as u64,
+        "the certificate came first"
+    );
+    assert_eq!(stats.backlog, total - ADMIT_CHUNK);
+    assert!(std::iter::from_fn(|| core.poll_output()).any(|o| o == admit));
+    core.handle(Input::Timer(Timer::Admit), START_MS);
+    assert_eq!(core.stats().tally.applied, total as u64);
+    assert_eq!(core.stats().backlog, 0);
+}
