@@ -7,8 +7,11 @@
 //! - [`token`]: the join token, `KNIT-1-<CA digest>-<secret>`.
 //! - [`store`]: the replicated store; [`trust`]: the gate every delta from a peer passes
 //!   (signatures, certificates, clock skew).
+//! - [`node_core`]: everything a peer decides, sans-IO: it owns the membership core, the
+//!   store, the gate and revocation, and chooses rumor or push and the anti-entropy
+//!   partner, with a seeded generator; the transport and the simulator drive it.
 //! - `quic` (feature `quic`): the QUIC transport with mutual TLS against the cluster CA, the
-//!   join handshake, and the task that owns the membership core.
+//!   join handshake, and the task that drives the node core.
 //!
 //! It does not hold Docker, HTTP or CLI code, nor placement: it moves values it does not
 //! interpret.
@@ -17,6 +20,7 @@
 pub mod codec;
 pub mod id;
 pub mod membership;
+pub mod node_core;
 pub mod profile;
 pub mod rumor;
 pub mod store;

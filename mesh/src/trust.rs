@@ -169,7 +169,7 @@ pub struct Tally {
 }
 
 impl Tally {
-    fn add(&mut self, other: &Tally) {
+    pub(crate) fn add(&mut self, other: &Tally) {
         self.applied += other.applied;
         self.lag_ms_sum += other.lag_ms_sum;
         self.refused_signature += other.refused_signature;

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -12,14 +12,17 @@ use bytes::Bytes;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use super::command::Command;
 use super::credentials::Credentials;
 use super::join_secret;
-use super::mesh::{Input, View};
-use super::sync;
+pub use super::metrics::MeshMetrics;
+use super::metrics::bump;
+use super::sync::{self, SyncContext};
 use super::tls::{self, GOSSIP_ALPN, JOIN_ALPN};
 use super::{frame, join};
 use crate::codec;
 use crate::id::{NodeId, PeerId};
+use crate::node_core::{Input, View};
 use crate::store::Store;
 
 /// How long a dial to a member may take.
@@ -42,58 +45,6 @@ const BUSY_CODE: u32 = 4;
 /// After a failed dial, packets to that peer are dropped for this long.
 const REDIAL_AFTER: Duration = Duration::from_millis(250);
 
-/// Counters of the transport, read by `/metrics`.
-#[derive(Debug, Default)]
-pub struct MeshMetrics {
-    /// Gossip packets sent.
-    pub packets_out: AtomicU64,
-    /// Gossip bytes sent.
-    pub bytes_out: AtomicU64,
-    /// Gossip packets received and accepted.
-    pub packets_in: AtomicU64,
-    /// Gossip bytes received and accepted.
-    pub bytes_in: AtomicU64,
-    /// Packets dropped: queue full, no connection, or the core busy.
-    pub packets_dropped: AtomicU64,
-    /// Packets whose claimed sender did not match the connection's certificate.
-    pub packets_rejected: AtomicU64,
-    /// Anti-entropy exchanges completed (as initiator).
-    pub sync_rounds: AtomicU64,
-    /// Store deltas received through anti-entropy.
-    pub sync_deltas_in: AtomicU64,
-    /// Store deltas sent through anti-entropy.
-    pub sync_deltas_out: AtomicU64,
-    /// Store bytes sent and received through anti-entropy.
-    pub sync_bytes: AtomicU64,
-    /// Store writes from other members applied here (rumors and anti-entropy).
-    pub deltas_applied: AtomicU64,
-    /// Sum over applied writes of (applied here - written there), in ms: divided by
-    /// `deltas_applied`, the mean convergence lag (clocks assumed roughly in step).
-    pub apply_lag_ms_sum: AtomicU64,
-    /// Store writes refused as forged: a signature missing or not the writer's, a
-    /// node-owned key written by another node, a certificate record the cluster CA did not
-    /// issue for its node, or a write stamped after its writer's revocation.
-    pub deltas_refused_signature: AtomicU64,
-    /// Store writes refused for a stamp too far ahead of this node's clock
-    /// (`MeshConfig::clock_skew_max_ms`).
-    pub deltas_refused_future: AtomicU64,
-    /// Store writes refused as collected keys coming back (a member away longer than the
-    /// tombstone TTL).
-    pub deltas_refused_collected: AtomicU64,
-    /// Store writes waiting in the mesh task's backlog now (a gauge).
-    pub backlog_deltas: AtomicU64,
-    /// Store writes parked because their writer's certificate was not known yet.
-    pub deltas_parked: AtomicU64,
-    /// Parked store writes dropped unverified from the full parking queue.
-    pub deltas_dropped_unverified: AtomicU64,
-    /// Store writes parked now (a gauge).
-    pub deltas_pending: AtomicU64,
-}
-
-fn bump(counter: &AtomicU64, by: u64) {
-    counter.fetch_add(by, Ordering::Relaxed);
-}
-
 #[derive(Default)]
 struct Link {
     addr: Option<SocketAddr>,
@@ -110,7 +61,7 @@ pub(crate) struct Links {
     pub(crate) endpoint: quinn::Endpoint,
     gossip_client: quinn::ClientConfig,
     pub(crate) creds: Credentials,
-    pub(crate) core: mpsc::Sender<Input>,
+    pub(crate) core: mpsc::Sender<Command>,
     pub(crate) view: tokio::sync::watch::Receiver<Arc<View>>,
     /// The store as last published: the join service reads the secret in force and the
     /// ids already held from it.
@@ -138,7 +89,7 @@ impl Links {
     pub(crate) fn new(
         endpoint: quinn::Endpoint,
         creds: Credentials,
-        core: mpsc::Sender<Input>,
+        core: mpsc::Sender<Command>,
         view: tokio::sync::watch::Receiver<Arc<View>>,
         store: tokio::sync::watch::Receiver<Arc<Store>>,
         metrics: Arc<MeshMetrics>,
@@ -169,6 +120,14 @@ impl Links {
             revoked: std::sync::RwLock::default(),
             refused: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// What an anti-entropy exchange on one of these connections needs.
+    pub(crate) fn sync_context(&self) -> SyncContext {
+        SyncContext {
+            core: self.core.clone(),
+            metrics: self.metrics.clone(),
+        }
     }
 
     /// Cuts `nodes` off (all the nodes removed so far): closes their connections, and
@@ -459,7 +418,7 @@ impl Links {
                         continue;
                     }
                     let len = packet.len() as u64;
-                    if self.core.try_send(Input::Packet(packet)).is_ok() {
+                    if self.core.try_send(Command::Core(Input::Packet(packet))).is_ok() {
                         bump(&self.metrics.packets_in, 1);
                         bump(&self.metrics.bytes_in, len);
                     } else {
@@ -474,7 +433,7 @@ impl Links {
                     let links = Arc::clone(&self);
                     tokio::spawn(async move {
                         let _permit = permit;
-                        if let Err(e) = sync::respond(&links, send, recv).await {
+                        if let Err(e) = sync::respond(&links.sync_context(), send, recv).await {
                             tracing::debug!(error = %e, "anti-entropy exchange failed");
                         }
                     });
@@ -486,10 +445,10 @@ impl Links {
     /// Hands the certificate a peer connected with to the core, which learns its key (the
     /// core checks it again under the CA). Never waits: certificates also come as records.
     fn offer_cert(&self, node: NodeId, cert: &[u8]) {
-        let _ = self.core.try_send(Input::PeerCert {
+        let _ = self.core.try_send(Command::Core(Input::PeerCert {
             node,
             cert_der: cert.to_vec(),
-        });
+        }));
     }
 
     fn check_source(

@@ -1,19 +1,19 @@
-//! The running mesh: one task owns the membership core and the store, fed a fixed set of
-//! inputs over a bounded channel; its timers come from one min-heap in the same task; all
-//! IO happens in the transport tasks around it.
+//! The running mesh: one task owns the node core ([`crate::node_core`]), fed a fixed set
+//! of commands over a bounded channel; it carries out what the core asks (packets, timers
+//! on one min-heap, exchanges and pushes on streams, revocations) and publishes the view
+//! and the store on `watch` channels. All IO happens here and in the transport tasks
+//! around it; every decision is the core's.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use foca::Timer;
 use rand::RngExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::command::Command;
 use super::credentials::Credentials;
 use super::join;
 use super::join_secret::{self, JOIN_SECRET_KEY, SealError};
@@ -21,98 +21,19 @@ use super::keys::{KeyBook, NodeSigner};
 use super::links::{Links, MeshMetrics, transport_config};
 use super::sync;
 use super::tls::TlsError;
-use crate::id::{NodeId, PeerId};
-use crate::membership::{Connection, MemberRecord, Membership, Output};
+use crate::id::PeerId;
+use crate::membership::Connection;
+use crate::node_core::{CoreConfig, Input, NodeCore, Output, Timer, TimerQueue, View};
 use crate::profile::Profile;
-use crate::store::{Buckets, Delta, Digest, Freshness, Stamp, Store, Summary};
+use crate::store::{Stamp, Store};
 use crate::token::JoinToken;
 pub use crate::trust::CLOCK_SKEW_MAX_MS_DEFAULT;
-use crate::trust::{CertCheck, Gate, Tally, Verifier, cert_key, cert_owner};
 
-/// Inputs of the mesh task.
-pub(crate) enum Input {
-    /// A gossip packet whose sender was checked against its connection.
-    Packet(bytes::Bytes),
-    /// A local write to the store.
-    Put {
-        key: String,
-        value: Option<Vec<u8>>,
-        reply: oneshot::Sender<Stamp>,
-    },
-    /// Deltas from anti-entropy or a push.
-    Merge(Vec<Delta>),
-    /// The certificate a peer connected with.
-    PeerCert { node: NodeId, cert_der: Vec<u8> },
-    /// This node's bucket summary and freshness, to start an exchange.
-    Summary(oneshot::Sender<(Summary, Freshness)>),
-    /// The buckets where a peer's `summary` differs, this node's digest of them and its
-    /// freshness, after meeting the peer's.
-    Differ {
-        summary: Summary,
-        peer: Freshness,
-        reply: oneshot::Sender<(Buckets, Digest, Freshness)>,
-    },
-    /// What a peer with `digest` of `buckets` lacks, and this node's digest of them, after
-    /// meeting the peer's freshness.
-    Exchange {
-        digest: Digest,
-        buckets: Buckets,
-        peer: Freshness,
-        reply: oneshot::Sender<(Vec<Delta>, Digest)>,
-    },
-    /// An exchange with a peer of this freshness completed.
-    Synced(Freshness),
-    /// What a peer with `digest` of `buckets` lacks.
-    Missing {
-        digest: Digest,
-        buckets: Buckets,
-        reply: oneshot::Sender<Vec<Delta>>,
-    },
-    /// Announce this node to a seed.
-    Announce(PeerId),
-    /// Leave the cluster.
-    Leave(oneshot::Sender<()>),
-}
-
-/// Inputs queued for the mesh task at most; packets past it are dropped like UDP's.
+/// Commands queued for the core task at most; packets past it are dropped like UDP's.
 const INPUT_QUEUE_MAX: usize = 4096;
-/// How often member states are re-derived from foca.
-const SYNC_PERIOD: Duration = Duration::from_secs(1);
-/// Deltas from other members checked per turn of the mesh task: a signature check costs
-/// about 60 us, so a turn stays under about 15 ms however big an anti-entropy batch is.
-const ADMIT_CHUNK: usize = 256;
-/// Deltas waiting for their turn at most; past it new ones are dropped (and counted as
-/// dropped unverified): anti-entropy offers them again. Exchanges wait while it is over
-/// half full, so a big state arrives paced rather than dropped.
-pub(crate) const BACKLOG_MAX: usize = 65_536;
-/// Bytes of values waiting in the backlog at most, likewise.
-const BACKLOG_MAX_BYTES: usize = 256 * 1024 * 1024;
-/// How often tombstones are collected.
-const COLLECT_PERIOD: Duration = Duration::from_secs(60);
-/// A member that has run this long, completing exchanges, without meeting a fresh member
-/// counts as fresh: the whole cluster was down (a member that was away alone meets a fresh
-/// one within seconds, and rebases).
-const STALE_WAIT: Duration = Duration::from_secs(600);
-/// Pushes of big writes in flight at most; past it a write waits for anti-entropy.
-const PUSHES_MAX: usize = 64;
 /// A single write (key and value) at most: it must travel in one frame, with room to
 /// spare, to every member.
 pub const WRITE_MAX_BYTES: usize = 8 * 1024 * 1024;
-/// Refused store writes are logged at most this often (they are counted every time).
-const REFUSAL_LOG_PERIOD: Duration = Duration::from_secs(60);
-
-/// What the mesh knows of the cluster, republished on every change.
-#[derive(Debug, Clone)]
-pub struct View {
-    /// This node's identity.
-    pub me: PeerId,
-    /// Whether it is in a cluster.
-    pub connection: Connection,
-    /// The timing profile.
-    pub profile: Profile,
-    /// Every member ever seen, self included, in node id order.
-    pub members: Vec<MemberRecord>,
-}
 
 /// How to run the mesh.
 #[derive(Debug, Clone)]
@@ -157,7 +78,7 @@ pub fn bind(addr: SocketAddr) -> Result<quinn::Endpoint, MeshError> {
 /// A handle on the running mesh; cheap to clone.
 #[derive(Clone)]
 pub struct Mesh {
-    core: mpsc::Sender<Input>,
+    core: mpsc::Sender<Command>,
     view: watch::Receiver<Arc<View>>,
     store: watch::Receiver<Arc<Store>>,
     metrics: Arc<MeshMetrics>,
@@ -239,20 +160,21 @@ impl Mesh {
         server.transport_config(Arc::new(transport_config()));
         endpoint.set_server_config(Some(server));
 
-        let mut membership = Membership::new(
-            config.identity,
-            config.profile,
-            rand::rng().random(),
-            now_ms(),
-        );
-        membership.set_clock_skew_max_ms(config.clock_skew_max_ms);
         let signer = NodeSigner::new(&creds.node_key_pem)?;
-        let mut book = KeyBook::new(&creds.ca_der);
-        let mut store = config.store;
-        prepare_store(&mut store, &creds, &signer, &mut book);
-        let (view_tx, view) = watch::channel(Arc::new(view_of(&membership)));
-        let (store_tx, store_rx) = watch::channel(Arc::new(store.clone()));
-        let (core, inputs) = mpsc::channel(INPUT_QUEUE_MAX);
+        let book = KeyBook::new(&creds.ca_der);
+        let core_config = CoreConfig {
+            identity: config.identity,
+            profile: config.profile,
+            store: config.store,
+            sync_period_ms: u64::try_from(config.sync_period.as_millis()).unwrap_or(u64::MAX),
+            clock_skew_max_ms: config.clock_skew_max_ms,
+            cert_der: creds.node_cert_der.clone(),
+            seed: rand::rng().random(),
+        };
+        let node_core = NodeCore::new(core_config, Box::new(signer), Box::new(book), now_ms());
+        let (view_tx, view) = watch::channel(Arc::new(node_core.view()));
+        let (store_tx, store_rx) = watch::channel(Arc::new(node_core.store().clone()));
+        let (core, commands) = mpsc::channel(INPUT_QUEUE_MAX);
         let metrics = Arc::new(MeshMetrics::default());
         let mesh_creds = Arc::new(creds.clone());
         let links = Arc::new(Links::new(
@@ -265,26 +187,14 @@ impl Mesh {
             shutdown.clone(),
         )?);
         let task = CoreTask {
-            membership,
-            store,
-            gate: Gate::new(config.clock_skew_max_ms),
-            book,
-            signer,
-            refusal_logged: None,
-            backlog: VecDeque::new(),
-            backlog_bytes: 0,
-            started: Instant::now(),
-            exchanged: false,
-            pushes: Arc::new(tokio::sync::Semaphore::new(PUSHES_MAX)),
-            initiating: Arc::new(tokio::sync::Semaphore::new(1)),
-            timers: BinaryHeap::new(),
-            timer_seq: 0,
+            core: node_core,
+            timers: TimerQueue::new(),
             links: links.clone(),
             view_tx,
             store_tx,
-            revoked: (BTreeSet::new(), None),
+            put_reply: None,
         };
-        tokio::spawn(task.run(inputs, config.sync_period, shutdown.clone()));
+        tokio::spawn(task.run(commands, shutdown.clone()));
         tokio::spawn(links.clone().accept());
         tokio::spawn(seed(links, config.seeds));
         let (reach_tx, reachability) = watch::channel(Arc::default());
@@ -358,19 +268,19 @@ impl Mesh {
             });
         }
         let (reply, rx) = oneshot::channel();
-        let input = Input::Put {
+        let command = Command::Put {
             key: key.to_owned(),
             value,
             reply,
         };
-        self.core.send(input).await.map_err(|_| Stopped)?;
+        self.core.send(command).await.map_err(|_| Stopped)?;
         Ok(rx.await.map_err(|_| Stopped)?)
     }
 
     /// Leaves the cluster, lets the goodbye go out, and stops the transport (at most ~1 s).
     pub async fn leave(&self) {
         let (reply, rx) = oneshot::channel();
-        if self.core.send(Input::Leave(reply)).await.is_ok() {
+        if self.core.send(Command::Leave(reply)).await.is_ok() {
             let _ = tokio::time::timeout(Duration::from_millis(500), rx).await;
             // The goodbye is a handful of datagrams; give quinn a moment to send them.
             tokio::time::sleep(Duration::from_millis(150)).await;
@@ -381,468 +291,157 @@ impl Mesh {
     }
 }
 
-/// Readies a store read from the data dir: entries from a knit that did not sign are
-/// signed or dropped ([`Store::adopt_unsigned`]), the certificates it holds are learnt,
-/// and this node's own certificate is published as its record.
-fn prepare_store(store: &mut Store, creds: &Credentials, signer: &NodeSigner, book: &mut KeyBook) {
-    if store.has_unsigned() {
-        let (signed, dropped) = store.adopt_unsigned(signer);
-        tracing::info!(
-            signed,
-            dropped,
-            "state from an older knit: signed this node's entries, dropped other nodes' records (their owners publish them again)"
-        );
-    }
-    let me = *store.me();
-    if book.learn(&me, &creds.node_cert_der) == CertCheck::Invalid {
-        tracing::error!("this node's certificate does not verify under the cluster CA");
-    }
-    let certs: Vec<(NodeId, Vec<u8>)> = store
-        .scan("owned/")
-        .filter_map(|(key, value, _)| Some((cert_owner(key)?, value.to_vec())))
-        .collect();
-    for (node, cert) in certs {
-        book.learn(&node, &cert);
-    }
-    let key = cert_key(&me);
-    if store.get(&key) != Some(&creds.node_cert_der[..]) {
-        store.put(&key, Some(creds.node_cert_der.clone()), now_ms(), signer);
-    }
-}
-
-fn view_of(membership: &Membership) -> View {
-    View {
-        me: *membership.identity(),
-        connection: membership.connection(),
-        profile: membership.profile(),
-        members: membership.members().copied().collect(),
-    }
-}
-
-struct TimerEntry {
-    due: Instant,
-    seq: u64,
-    timer: Timer<PeerId>,
-}
-
-impl PartialEq for TimerEntry {
-    fn eq(&self, other: &Self) -> bool {
-        (self.due, self.seq) == (other.due, other.seq)
-    }
-}
-impl Eq for TimerEntry {}
-impl PartialOrd for TimerEntry {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for TimerEntry {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.due, self.seq).cmp(&(other.due, other.seq))
-    }
-}
-
+/// The core task: owns the node core and its timers, and carries out its outputs.
 struct CoreTask {
-    membership: Membership,
-    store: Store,
-    /// Checks every delta from other members before the store takes it.
-    gate: Gate,
-    /// Other nodes' public keys, from certificates checked under the CA.
-    book: KeyBook,
-    /// Signs this node's writes.
-    signer: NodeSigner,
-    /// When a refused write was last logged.
-    refusal_logged: Option<Instant>,
-    /// Deltas from anti-entropy and pushes waiting for the gate, certificate records
-    /// first; [`ADMIT_CHUNK`] of them per turn.
-    backlog: VecDeque<Delta>,
-    /// Bytes of values in the backlog.
-    backlog_bytes: usize,
-    /// When this task started, and whether an exchange has completed since.
-    started: Instant,
-    exchanged: bool,
-    /// Pushes in flight.
-    pushes: Arc<tokio::sync::Semaphore>,
-    /// One anti-entropy exchange started by this node at a time: a big one (a new member
-    /// filled) takes longer than the period, and overlapping ones would each carry it all.
-    initiating: Arc<tokio::sync::Semaphore>,
-    /// foca's timers, earliest first; equal deadlines fire in submission order.
-    timers: BinaryHeap<Reverse<TimerEntry>>,
-    timer_seq: u64,
+    core: NodeCore,
+    /// The core's timers, earliest first; equal deadlines fire in submission order.
+    timers: TimerQueue<Timer, Instant>,
     links: Arc<Links>,
     view_tx: watch::Sender<Arc<View>>,
     store_tx: watch::Sender<Arc<Store>>,
-    /// The nodes removed so far, and the store version they were read at.
-    revoked: (BTreeSet<NodeId>, Option<u64>),
+    /// Where the stamp of the write being handled goes.
+    put_reply: Option<oneshot::Sender<Stamp>>,
 }
 
 impl CoreTask {
-    async fn run(
-        mut self,
-        mut inputs: mpsc::Receiver<Input>,
-        sync_period: Duration,
-        shutdown: CancellationToken,
-    ) {
-        let mut tick = tokio::time::interval(SYNC_PERIOD);
-        let mut anti_entropy = tokio::time::interval(sync_period);
-        let mut collect = tokio::time::interval(COLLECT_PERIOD);
-        collect.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        anti_entropy.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let before = self.versions();
-        self.apply_revocations();
-        self.publish(before);
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>, shutdown: CancellationToken) {
+        self.drain();
         loop {
-            let before = self.versions();
-            let next_timer = self.timers.peek().map(|Reverse(t)| t.due);
+            let next_timer = self.timers.next_due();
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                input = inputs.recv() => match input {
-                    Some(input) => self.handle(input),
+                command = commands.recv() => match command {
+                    Some(command) => self.command(command),
                     None => return,
                 },
                 () = sleep_until(next_timer) => self.fire_timers(),
-                _ = tick.tick() => {
-                    if let Err(e) = self.membership.sync(now_ms()) {
-                        tracing::warn!(error = %e, "membership sync");
-                    }
-                }
-                _ = anti_entropy.tick() => self.start_anti_entropy(),
-                _ = collect.tick() => self.collect(),
-                () = std::future::ready(()), if !self.backlog.is_empty() => {
-                    let chunk = self.backlog.len().min(ADMIT_CHUNK);
-                    let deltas: Vec<Delta> = self.backlog.drain(..chunk).collect();
-                    self.backlog_bytes = self
-                        .backlog_bytes
-                        .saturating_sub(deltas.iter().map(value_bytes).sum());
-                    self.note_backlog();
-                    self.admit(deltas);
-                }
             }
-            self.drain();
-            self.apply_revocations();
-            self.publish(before);
         }
     }
 
-    /// Cuts off the nodes the store says were removed, once per store change.
-    fn apply_revocations(&mut self) {
-        let version = self.store.version();
-        if self.revoked.1 == Some(version) {
-            return;
-        }
-        self.revoked.1 = Some(version);
-        let now = self.store.revoked();
-        if now == self.revoked.0 {
-            return;
-        }
-        let me = self.membership.identity().node;
-        if now.contains(&me) && !self.revoked.0.contains(&me) {
-            tracing::error!(
-                "this node was removed from the cluster (knit node rm): the other members refuse it; to add this host again, stop knit, remove its data dir, and join with a token"
-            );
-        }
-        for node in now.difference(&self.revoked.0) {
-            tracing::warn!(node = %node.short(), "node removed from the cluster");
-        }
-        self.membership.revoke(&now);
-        self.links.revoke(&now);
-        self.revoked.0 = now;
-    }
-
-    /// What tells whether the view or the store changed.
-    fn versions(&self) -> (u64, Connection, PeerId, u64) {
-        (
-            self.membership.version(),
-            self.membership.connection(),
-            *self.membership.identity(),
-            self.store.version(),
-        )
-    }
-
-    /// Republishes the view and the store if they changed since `before`.
-    fn publish(&self, before: (u64, Connection, PeerId, u64)) {
-        let now = self.versions();
-        if (now.0, now.1, now.2) != (before.0, before.1, before.2) {
-            self.view_tx
-                .send_replace(Arc::new(view_of(&self.membership)));
-        }
-        if now.3 != before.3 {
-            self.store_tx.send_replace(Arc::new(self.store.clone()));
-        }
-    }
-
-    fn handle(&mut self, input: Input) {
+    fn command(&mut self, command: Command) {
         let now = now_ms();
-        match input {
-            Input::Packet(packet) => {
-                if let Err(e) = self.membership.handle_packet(&packet, now) {
-                    tracing::trace!(error = %e, "packet refused");
-                }
+        match command {
+            Command::Core(input) => self.core.handle(input, now),
+            Command::Put { key, value, reply } => {
+                self.put_reply = Some(reply);
+                self.core.handle(Input::Put { key, value }, now);
             }
-            Input::Put { key, value, reply } => {
-                let delta = self.store.put(&key, value, now, &self.signer);
-                let _ = reply.send(delta.stamp);
-                if !self.membership.spread(&delta) {
-                    self.push_to_all(delta);
-                }
+            Command::Summary(reply) => {
+                let _ = reply.send(self.core.summary());
             }
-            Input::Merge(deltas) => self.queue(deltas),
-            Input::PeerCert { node, cert_der } => {
-                if self.book.learn(&node, &cert_der) == CertCheck::New && self.gate.pending() > 0 {
-                    let tally = self.gate.retry(&mut self.store, &mut self.book, now);
-                    self.count(&tally);
-                }
-            }
-            Input::Summary(reply) => {
-                let _ = reply.send((self.store.summary(), self.store.freshness()));
-            }
-            Input::Differ {
+            Command::Differ {
                 summary,
                 peer,
                 reply,
             } => {
-                self.meet(peer);
-                let buckets = self.store.differing(&summary);
-                let digest = if buckets.is_empty() {
-                    Vec::new()
-                } else {
-                    self.store.digest(Some(&buckets))
-                };
-                let _ = reply.send((buckets, digest, self.store.freshness()));
+                let _ = reply.send(self.core.differ(&summary, peer));
             }
-            Input::Exchange {
+            Command::Exchange {
                 digest,
                 buckets,
                 peer,
                 reply,
             } => {
-                self.meet(peer);
-                let missing = self.store.missing_for(&digest, Some(&buckets));
-                let _ = reply.send((missing, self.store.digest(Some(&buckets))));
+                let _ = reply.send(self.core.exchange(&digest, &buckets, peer));
             }
-            Input::Missing {
+            Command::Missing {
                 digest,
                 buckets,
                 reply,
             } => {
-                let _ = reply.send(self.store.missing_for(&digest, Some(&buckets)));
+                let _ = reply.send(self.core.missing(&digest, &buckets));
             }
-            Input::Synced(peer) => {
-                self.exchanged = true;
-                self.store.synced_with(peer, now);
-            }
-            Input::Announce(seed) => {
-                if let Err(e) = self.membership.announce(seed, now) {
-                    tracing::warn!(error = %e, "announce");
-                }
-            }
-            Input::Leave(reply) => {
-                if let Err(e) = self.membership.leave(now) {
-                    tracing::warn!(error = %e, "leave");
-                }
+            Command::Leave(reply) => {
+                self.core.handle(Input::Leave, now);
                 self.drain();
                 let _ = reply.send(());
             }
         }
-    }
-
-    /// Before an exchange: a peer whose horizon is past this store's freshness collected
-    /// tombstones this node may never have seen; the store rebases (see the store's `gc`).
-    fn meet(&mut self, peer: Freshness) {
-        if let Some(dropped) = self.store.meet(peer) {
-            tracing::warn!(
-                dropped,
-                "this node was away longer than the tombstone TTL: dropped its older entries, to take them again from the cluster (deleted ones stay deleted)"
-            );
-        }
-    }
-
-    /// Collects tombstones older than the TTL, if the store is fresh; a first member that
-    /// has never known another is fresh by itself.
-    fn collect(&mut self) {
-        let now = now_ms();
-        let me = self.membership.identity().node;
-        let lone =
-            self.membership.members().all(|m| m.peer.node == me) && !self.store.knows_other_nodes();
-        if lone || (self.exchanged && self.started.elapsed() >= STALE_WAIT) {
-            self.store.mark_synced(now);
-        }
-        let dropped = self.store.collect_tombstones(now);
-        if dropped > 0 {
-            tracing::debug!(dropped, "collected tombstones");
-        }
-    }
-
-    fn note_backlog(&self) {
-        self.links.metrics.backlog_deltas.store(
-            self.backlog.len() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
-    }
-
-    /// Queues deltas for the gate, certificate records first.
-    fn queue(&mut self, deltas: Vec<Delta>) {
-        let mut dropped = 0;
-        for delta in deltas {
-            let bytes = value_bytes(&delta);
-            if self.backlog.len() >= BACKLOG_MAX || self.backlog_bytes + bytes > BACKLOG_MAX_BYTES {
-                dropped += 1;
-                continue;
-            }
-            self.backlog_bytes += bytes;
-            if cert_owner(&delta.key).is_some() {
-                self.backlog.push_front(delta);
-            } else {
-                self.backlog.push_back(delta);
-            }
-        }
-        self.note_backlog();
-        if dropped > 0 {
-            self.links
-                .metrics
-                .deltas_dropped_unverified
-                .fetch_add(dropped, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
-
-    /// Passes deltas from other members through the gate into the store.
-    fn admit(&mut self, deltas: Vec<Delta>) {
-        let tally = self
-            .gate
-            .admit(&mut self.store, &mut self.book, deltas, now_ms());
-        self.count(&tally);
-    }
-
-    fn count(&mut self, tally: &Tally) {
-        use std::sync::atomic::Ordering::Relaxed;
-        let m = &self.links.metrics;
-        m.deltas_applied.fetch_add(tally.applied, Relaxed);
-        m.apply_lag_ms_sum.fetch_add(tally.lag_ms_sum, Relaxed);
-        m.deltas_refused_signature
-            .fetch_add(tally.refused_signature, Relaxed);
-        m.deltas_refused_future
-            .fetch_add(tally.refused_future, Relaxed);
-        m.deltas_refused_collected
-            .fetch_add(tally.refused_collected, Relaxed);
-        m.deltas_parked.fetch_add(tally.parked, Relaxed);
-        m.deltas_dropped_unverified
-            .fetch_add(tally.dropped_unverified, Relaxed);
-        m.deltas_pending.store(self.gate.pending() as u64, Relaxed);
-        let refused = tally.refused_signature + tally.refused_future;
-        if refused > 0
-            && self
-                .refusal_logged
-                .is_none_or(|t| t.elapsed() >= REFUSAL_LOG_PERIOD)
-        {
-            self.refusal_logged = Some(Instant::now());
-            tracing::warn!(
-                forged = tally.refused_signature,
-                future = tally.refused_future,
-                "refused store writes from other members (forged, or stamped too far ahead: check that member's clock); counted in the mesh metrics, logged at most once a minute"
-            );
-        }
+        self.drain();
     }
 
     fn fire_timers(&mut self) {
         let now = Instant::now();
-        while self.timers.peek().is_some_and(|Reverse(t)| t.due <= now) {
-            let Some(Reverse(entry)) = self.timers.pop() else {
-                break;
-            };
-            if let Err(e) = self.membership.handle_timer(entry.timer, now_ms()) {
-                tracing::debug!(error = %e, "timer");
-            }
+        while let Some((_, timer)) = self.timers.pop_due(now) {
+            self.core.handle(Input::Timer(timer), now_ms());
             self.drain();
         }
     }
 
-    /// Sends a write too big for a rumor straight to every active member, so it spreads as
-    /// fast as a small one; anti-entropy repairs any push that is lost.
-    fn push_to_all(&self, delta: Delta) {
-        let me = self.membership.identity().node;
-        for member in self
-            .membership
-            .members()
-            .filter(|m| m.peer.node != me && m.state.is_active())
-        {
-            let Ok(permit) = self.pushes.clone().try_acquire_owned() else {
-                tracing::debug!("too many pushes in flight: anti-entropy carries this write");
-                return;
-            };
-            let (links, peer, delta) = (self.links.clone(), member.peer, delta.clone());
-            tokio::spawn(async move {
-                let _permit = permit;
-                if let Err(e) = sync::push(&links, peer, vec![delta]).await {
-                    tracing::debug!(peer = ?peer, error = %e, "push");
+    /// Carries out everything the core asked for.
+    fn drain(&mut self) {
+        while let Some(output) = self.core.poll_output() {
+            match output {
+                Output::Send { to, packet } => self.links.send(to, packet),
+                Output::Timer { after, timer } => self.timers.push(Instant::now() + after, timer),
+                Output::Exchange(peer) => self.exchange(peer),
+                Output::Push { to, deltas } => self.push(to, deltas),
+                Output::Written(stamp) => {
+                    if let Some(reply) = self.put_reply.take() {
+                        let _ = reply.send(stamp);
+                    }
                 }
-            });
+                Output::View(view) => {
+                    self.view_tx.send_replace(Arc::new(view));
+                }
+                Output::StoreChanged => {
+                    self.store_tx
+                        .send_replace(Arc::new(self.core.store().clone()));
+                }
+                Output::Revoked(nodes) => self.links.revoke(&nodes),
+            }
         }
+        self.links.metrics.record(&self.core.stats());
     }
 
-    fn start_anti_entropy(&mut self) {
-        let me = self.membership.identity().node;
-        let candidates: Vec<PeerId> = self
-            .membership
-            .members()
-            .filter(|m| m.peer.node != me && m.state.is_active())
-            .map(|m| m.peer)
-            .collect();
-        if candidates.is_empty() {
-            return;
-        }
-        let Ok(permit) = self.initiating.clone().try_acquire_owned() else {
-            return;
-        };
-        let peer = candidates[rand::rng().random_range(0..candidates.len())];
+    /// Runs one exchange with `peer` as the initiator, and tells the core when it ends.
+    fn exchange(&self, peer: PeerId) {
         let links = self.links.clone();
         tokio::spawn(async move {
-            let _permit = permit;
-            if let Err(e) = sync::initiate(&links, peer).await {
+            let result = match links.connection(peer).await {
+                Some(conn) => sync::initiate(&links.sync_context(), &conn).await,
+                None => Err(sync::unreachable(peer)),
+            };
+            if let Err(e) = result {
                 tracing::debug!(peer = ?peer, error = %e, "anti-entropy");
             }
+            let _ = links
+                .core
+                .send(Command::Core(Input::ExchangeEnded(peer)))
+                .await;
         });
     }
 
-    /// Carries out everything the core asked for.
-    fn drain(&mut self) {
-        while let Some(output) = self.membership.poll_output() {
-            match output {
-                Output::Send { to, packet } => self.links.send(to, packet),
-                Output::Timer { after, timer } => {
-                    self.timer_seq += 1;
-                    self.timers.push(Reverse(TimerEntry {
-                        due: Instant::now() + after,
-                        seq: self.timer_seq,
-                        timer,
-                    }));
-                }
-                Output::Changed(record) => {
-                    tracing::info!(node = %record.peer.node.short(), addr = %record.peer.addr,
-                        epoch = record.peer.epoch, state = ?record.state, "member");
-                }
-                Output::Delta(delta) => self.admit(vec![delta]),
-                Output::Renewed(peer) => {
-                    tracing::warn!(epoch = peer.epoch, "rejoined after being declared down")
-                }
+    /// Pushes a write to `to`, and tells the core when the push ends.
+    fn push(&self, to: PeerId, deltas: Vec<crate::store::Delta>) {
+        let links = self.links.clone();
+        tokio::spawn(async move {
+            let result = match links.connection(to).await {
+                Some(conn) => sync::push(&links.sync_context(), &conn, deltas).await,
+                None => Err(sync::unreachable(to)),
+            };
+            if let Err(e) = result {
+                tracing::debug!(peer = ?to, error = %e, "push");
             }
-        }
+            let _ = links.core.send(Command::Core(Input::PushEnded)).await;
+        });
     }
 }
 
-fn value_bytes(delta: &Delta) -> usize {
-    delta.key.len() + delta.value.as_ref().map_or(0, Vec::len)
-}
-
+/// Waits until `due`; at once if it has passed (a timer armed with no delay runs on the
+/// next turn, not on the runtime's next timer tick); for ever without one.
 async fn sleep_until(due: Option<Instant>) {
     match due {
+        Some(due) if due <= Instant::now() => {}
         Some(due) => tokio::time::sleep_until(due).await,
         None => std::future::pending().await,
     }
 }
 
-/// While this node is alone, asks the seeds who they are and announces itself to them,
-/// backing off from 1 s to 10 s; then pulls the store from the seed that answered.
+/// While this node is alone, asks the seeds who they are and hands the core each that
+/// answers (it announces itself and fills its store from it), backing off from 1 s to
+/// 10 s.
 async fn seed(links: Arc<Links>, seeds: Vec<SocketAddr>) {
     let mut view = links.view.clone();
     let mut backoff = Duration::from_secs(1);
@@ -852,15 +451,7 @@ async fn seed(links: Arc<Links>, seeds: Vec<SocketAddr>) {
             for addr in &seeds {
                 match join::hello(&links.endpoint, &links.creds, *addr).await {
                     Ok(peer) if peer.node != view.borrow().me.node => {
-                        let _ = links.core.send(Input::Announce(peer)).await;
-                        let links = links.clone();
-                        tokio::spawn(async move {
-                            // Let the announce land first, so the seed knows this node.
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                            if let Err(e) = sync::initiate(&links, peer).await {
-                                tracing::debug!(error = %e, "first anti-entropy with the seed");
-                            }
-                        });
+                        let _ = links.core.send(Command::Core(Input::Announce(peer))).await;
                     }
                     Ok(_) => {}
                     Err(_) if links.shutdown.is_cancelled() => return,

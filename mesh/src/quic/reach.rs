@@ -19,10 +19,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::credentials::Credentials;
-use super::mesh::View;
 use super::tls::{ANY_MEMBER_NAME, JOIN_ALPN};
 use crate::id::{NodeId, PeerId};
 use crate::membership::MemberState;
+use crate::node_core::View;
 
 /// How long a dial to a member may take before it counts as unreachable.
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(1);

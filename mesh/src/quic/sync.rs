@@ -11,20 +11,32 @@
 //! `End`, so no frame nears the frame limit however big the state is: deltas are merged
 //! chunk by chunk (waiting while the mesh task's backlog is full), a digest is gathered up
 //! to [`DIGEST_MAX_BYTES`].
+//!
+//! The answers come from the node core (its `summary`, `differ`, `exchange` and `missing`
+//! steps) through the core task; this module carries them as bytes.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
+use super::command::Command;
 use super::frame::{self, FrameError};
-use super::links::Links;
-use super::mesh::{BACKLOG_MAX, Input};
+use super::metrics::MeshMetrics;
 use crate::codec;
-use crate::id::PeerId;
+use crate::node_core::{BACKLOG_MAX, Input};
 use crate::store::{Buckets, Delta, Digest, Freshness, Summary};
+
+/// What an exchange needs of its node: the core task's inbox, and the counters.
+#[derive(Clone)]
+pub(crate) struct SyncContext {
+    /// The core task, which answers every step.
+    pub(crate) core: mpsc::Sender<Command>,
+    /// Rounds, deltas and bytes are counted here.
+    pub(crate) metrics: Arc<MeshMetrics>,
+}
 
 /// The most digest bytes gathered from one peer in one exchange (keys and stamps; about a
 /// quarter of the state file's limit, which holds values besides).
@@ -60,12 +72,11 @@ pub fn decode_frame(bytes: &[u8]) -> Result<(), codec::CodecError> {
 }
 
 async fn ask<T>(
-    links: &Links,
-    make: impl FnOnce(oneshot::Sender<T>) -> Input,
+    ctx: &SyncContext,
+    make: impl FnOnce(oneshot::Sender<T>) -> Command,
 ) -> Result<T, FrameError> {
     let (tx, rx) = oneshot::channel();
-    links
-        .core
+    ctx.core
         .send(make(tx))
         .await
         .map_err(|_| FrameError::Stream("mesh stopped".into()))?;
@@ -75,9 +86,9 @@ async fn ask<T>(
         .map_err(|_| FrameError::Stream("mesh stopped".into()))
 }
 
-fn tell(links: &Links, input: Input) {
+fn tell(ctx: &SyncContext, input: Input) {
     // Freshness is advisory: a full queue only delays the next collection.
-    let _ = links.core.try_send(input);
+    let _ = ctx.core.try_send(Command::Core(input));
 }
 
 fn delta_bytes(d: &Delta) -> usize {
@@ -88,8 +99,8 @@ fn digest_bytes(item: &(String, crate::store::Stamp)) -> usize {
     item.0.len() + 24
 }
 
-fn count(links: &Links, deltas: &[Delta], incoming: bool) {
-    let m = &links.metrics;
+fn count(ctx: &SyncContext, deltas: &[Delta], incoming: bool) {
+    let m = &ctx.metrics;
     let bytes: usize = deltas.iter().map(delta_bytes).sum();
     m.sync_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
     let counter = if incoming {
@@ -102,33 +113,36 @@ fn count(links: &Links, deltas: &[Delta], incoming: bool) {
 
 /// Counts a digest sent or received (and a summary: `extra` bytes) in the anti-entropy
 /// byte counter.
-fn count_digest(links: &Links, digest: &Digest, extra: usize) {
+fn count_digest(ctx: &SyncContext, digest: &Digest, extra: usize) {
     let bytes: usize = digest.iter().map(digest_bytes).sum::<usize>() + extra;
-    links
-        .metrics
+    ctx.metrics
         .sync_bytes
         .fetch_add(bytes as u64, Ordering::Relaxed);
 }
 
 /// Hands deltas to the mesh task, first waiting (up to the frame timeout) while its
 /// backlog is over half full, so a big exchange is paced by the gate rather than dropped.
-async fn merge(links: &Links, deltas: Vec<Delta>) -> Result<(), FrameError> {
+async fn merge(ctx: &SyncContext, deltas: Vec<Delta>) -> Result<(), FrameError> {
     if deltas.is_empty() {
         return Ok(());
     }
     let deadline = tokio::time::Instant::now() + frame::FRAME_TIMEOUT;
-    while links.metrics.backlog_deltas.load(Ordering::Relaxed) as usize > BACKLOG_MAX / 2 {
+    while ctx.metrics.backlog_deltas.load(Ordering::Relaxed) as usize > BACKLOG_MAX / 2 {
         if tokio::time::Instant::now() >= deadline {
             return Err(FrameError::Timeout(frame::FRAME_TIMEOUT));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    count(links, &deltas, true);
-    links
-        .core
-        .send(Input::Merge(deltas))
+    count(ctx, &deltas, true);
+    ctx.core
+        .send(Command::Core(Input::Merge(deltas)))
         .await
         .map_err(|_| FrameError::Stream("mesh stopped".into()))
+}
+
+/// The error of an exchange or a push whose peer could not be dialed.
+pub(crate) fn unreachable(peer: crate::id::PeerId) -> FrameError {
+    FrameError::Stream(format!("cannot reach {peer:?}"))
 }
 
 fn unexpected() -> FrameError {
@@ -162,12 +176,15 @@ async fn write_chunks<T>(
 
 /// Reads chunks until `End`: merges deltas as they come, gathers a digest (up to
 /// [`DIGEST_MAX_BYTES`]) and returns it.
-async fn read_chunks(links: &Links, recv: &mut quinn::RecvStream) -> Result<Digest, FrameError> {
+async fn read_chunks(
+    ctx: &SyncContext,
+    recv: &mut quinn::RecvStream,
+) -> Result<Digest, FrameError> {
     let mut digest = Digest::new();
     let mut digest_size = 0;
     loop {
         match frame::read(recv).await? {
-            SyncMessage::Deltas(deltas) => merge(links, deltas).await?,
+            SyncMessage::Deltas(deltas) => merge(ctx, deltas).await?,
             SyncMessage::Digest(part) => {
                 digest_size += part.iter().map(digest_bytes).sum::<usize>();
                 if digest_size > DIGEST_MAX_BYTES {
@@ -182,24 +199,22 @@ async fn read_chunks(links: &Links, recv: &mut quinn::RecvStream) -> Result<Dige
 }
 
 async fn open(
-    links: &Arc<Links>,
-    peer: PeerId,
+    conn: &quinn::Connection,
 ) -> Result<(quinn::SendStream, quinn::RecvStream), FrameError> {
-    let conn = links
-        .connection(peer)
-        .await
-        .ok_or_else(|| FrameError::Stream(format!("cannot reach {peer:?}")))?;
     tokio::time::timeout(frame::FRAME_TIMEOUT, conn.open_bi())
         .await
         .map_err(|_| FrameError::Timeout(frame::FRAME_TIMEOUT))?
         .map_err(|e| FrameError::Stream(e.to_string()))
 }
 
-/// Runs one exchange with `peer`, as the initiator.
-pub(crate) async fn initiate(links: &Arc<Links>, peer: PeerId) -> Result<(), FrameError> {
-    let (summary, freshness) = ask(links, Input::Summary).await?;
-    count_digest(links, &Vec::new(), summary.len() * 8);
-    let (mut send, mut recv) = open(links, peer).await?;
+/// Runs one exchange with the peer at the end of `conn`, as the initiator.
+pub(crate) async fn initiate(
+    ctx: &SyncContext,
+    conn: &quinn::Connection,
+) -> Result<(), FrameError> {
+    let (summary, freshness) = ask(ctx, Command::Summary).await?;
+    count_digest(ctx, &Vec::new(), summary.len() * 8);
+    let (mut send, mut recv) = open(conn).await?;
     frame::write(&mut send, &SyncMessage::Summary { summary, freshness }).await?;
     let SyncMessage::Differ {
         buckets,
@@ -208,42 +223,43 @@ pub(crate) async fn initiate(links: &Arc<Links>, peer: PeerId) -> Result<(), Fra
     else {
         return Err(unexpected());
     };
-    links.metrics.sync_rounds.fetch_add(1, Ordering::Relaxed);
+    ctx.metrics.sync_rounds.fetch_add(1, Ordering::Relaxed);
     if buckets.is_empty() {
         let _ = send.finish();
-        tell(links, Input::Synced(theirs));
+        tell(ctx, Input::Synced(theirs));
         return Ok(());
     }
-    let digest = read_chunks(links, &mut recv).await?;
-    count_digest(links, &digest, buckets.len() * 4);
-    let (missing, mine) = ask(links, |reply| Input::Exchange {
+    let digest = read_chunks(ctx, &mut recv).await?;
+    count_digest(ctx, &digest, buckets.len() * 4);
+    let (missing, mine) = ask(ctx, |reply| Command::Exchange {
         digest,
         buckets,
         peer: theirs,
         reply,
     })
     .await?;
-    count(links, &missing, false);
-    count_digest(links, &mine, 0);
+    count(ctx, &missing, false);
+    count_digest(ctx, &mine, 0);
     write_chunks(&mut send, missing, delta_bytes, SyncMessage::Deltas).await?;
     write_chunks(&mut send, mine, digest_bytes, SyncMessage::Digest).await?;
     frame::write(&mut send, &SyncMessage::End).await?;
-    if !read_chunks(links, &mut recv).await?.is_empty() {
+    if !read_chunks(ctx, &mut recv).await?.is_empty() {
         return Err(unexpected());
     }
     let _ = send.finish();
-    tell(links, Input::Synced(theirs));
+    tell(ctx, Input::Synced(theirs));
     Ok(())
 }
 
-/// Pushes `deltas` to `peer` (writes too big for rumors go straight to every member).
+/// Pushes `deltas` to the peer at the end of `conn` (writes too big for rumors go
+/// straight to every member).
 pub(crate) async fn push(
-    links: &Arc<Links>,
-    peer: PeerId,
+    ctx: &SyncContext,
+    conn: &quinn::Connection,
     deltas: Vec<Delta>,
 ) -> Result<(), FrameError> {
-    let (mut send, _recv) = open(links, peer).await?;
-    count(links, &deltas, false);
+    let (mut send, _recv) = open(conn).await?;
+    count(ctx, &deltas, false);
     write_chunks(&mut send, deltas, delta_bytes, SyncMessage::Push).await?;
     let _ = send.finish();
     Ok(())
@@ -251,25 +267,25 @@ pub(crate) async fn push(
 
 /// Serves one exchange that a peer started.
 pub(crate) async fn respond(
-    links: &Links,
+    ctx: &SyncContext,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) -> Result<(), FrameError> {
     let (summary, theirs) = match frame::read(&mut recv).await? {
         SyncMessage::Summary { summary, freshness } => {
-            count_digest(links, &Vec::new(), summary.len() * 8);
+            count_digest(ctx, &Vec::new(), summary.len() * 8);
             (summary, freshness)
         }
-        SyncMessage::Push(deltas) => return merge(links, deltas).await,
+        SyncMessage::Push(deltas) => return merge(ctx, deltas).await,
         _ => return Err(unexpected()),
     };
-    let (buckets, digest, freshness) = ask(links, |reply| Input::Differ {
+    let (buckets, digest, freshness) = ask(ctx, |reply| Command::Differ {
         summary,
         peer: theirs,
         reply,
     })
     .await?;
-    count_digest(links, &digest, buckets.len() * 4);
+    count_digest(ctx, &digest, buckets.len() * 4);
     let in_sync = buckets.is_empty();
     frame::write(
         &mut send,
@@ -281,24 +297,24 @@ pub(crate) async fn respond(
     .await?;
     if in_sync {
         let _ = send.finish();
-        tell(links, Input::Synced(theirs));
+        tell(ctx, Input::Synced(theirs));
         return Ok(());
     }
     write_chunks(&mut send, digest, digest_bytes, SyncMessage::Digest).await?;
     frame::write(&mut send, &SyncMessage::End).await?;
-    let digest = read_chunks(links, &mut recv).await?;
-    count_digest(links, &digest, 0);
-    let missing = ask(links, |reply| Input::Missing {
+    let digest = read_chunks(ctx, &mut recv).await?;
+    count_digest(ctx, &digest, 0);
+    let missing = ask(ctx, |reply| Command::Missing {
         digest,
         buckets,
         reply,
     })
     .await?;
-    count(links, &missing, false);
+    count(ctx, &missing, false);
     write_chunks(&mut send, missing, delta_bytes, SyncMessage::Deltas).await?;
     frame::write(&mut send, &SyncMessage::End).await?;
     let _ = send.finish();
-    tell(links, Input::Synced(theirs));
+    tell(ctx, Input::Synced(theirs));
     Ok(())
 }
 
