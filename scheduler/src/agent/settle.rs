@@ -53,24 +53,26 @@ impl Settle {
                 .last()
                 .is_some_and(|t| now_ms.saturating_sub(*t) < FLAP_WINDOW_MS)
         });
-        for (node, _) in members
-            .active
-            .iter()
-            .filter(|(node, epoch)| self.members.get(*node) != Some(*epoch))
-        {
-            let times = self.returns.entry(node.clone()).or_default();
-            times.retain(|t| now_ms.saturating_sub(*t) < FLAP_WINDOW_MS);
-            times.push(now_ms);
-            if times.len() <= FLAP_RETURNS_MAX {
-                self.until_ms = self.until_ms.max(now_ms + SETTLE_MS);
-            } else if times.len() == FLAP_RETURNS_MAX + 1 {
-                notes.push(Note::Flapping {
-                    node: node.clone(),
-                    returns: times.len(),
-                });
+        if self.members != members.active {
+            for (node, _) in members
+                .active
+                .iter()
+                .filter(|(node, epoch)| self.members.get(*node) != Some(*epoch))
+            {
+                let times = self.returns.entry(node.clone()).or_default();
+                times.retain(|t| now_ms.saturating_sub(*t) < FLAP_WINDOW_MS);
+                times.push(now_ms);
+                if times.len() <= FLAP_RETURNS_MAX {
+                    self.until_ms = self.until_ms.max(now_ms + SETTLE_MS);
+                } else if times.len() == FLAP_RETURNS_MAX + 1 {
+                    notes.push(Note::Flapping {
+                        node: node.clone(),
+                        returns: times.len(),
+                    });
+                }
             }
+            self.members.clone_from(&members.active);
         }
-        self.members.clone_from(&members.active);
         let alone = !members.connected;
         if members.knows_others && alone && now_ms.saturating_sub(self.started_ms) < REJOIN_WAIT_MS
         {

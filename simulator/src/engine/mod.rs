@@ -3,7 +3,6 @@
 //! with `membership = "model"`, the calibrated model of [`crate::model`]).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::rc::Rc;
 
 use bytes::Bytes;
 use foca::Timer;
@@ -167,8 +166,9 @@ pub struct Engine {
     board: round::Board,
     /// Bumped on every change of a published report (`reported`).
     reports_version: u64,
-    /// Every host's published reports at `reports_version`, built once for all rounds.
-    published: Option<(u64, Rc<round::Observed>)>,
+    /// Every host's published reports, as other hosts read them (built at the first round
+    /// after warm-up, then kept up to date report by report).
+    published: Option<round::Observed>,
 }
 
 /// The mesh identity of host `h`: its index in the first four bytes of the node id.
@@ -440,6 +440,9 @@ impl Engine {
         let mut slots = Vec::new();
         let reported = std::mem::take(&mut host.reported);
         self.reports_version += 1;
+        if let Some(published) = self.published.as_mut() {
+            published.remove(self.healing.name(h));
+        }
         host.unreported.clear();
         for (s, state) in std::mem::take(&mut host.running) {
             if state == SlotState::Running {

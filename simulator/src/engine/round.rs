@@ -13,7 +13,6 @@
 //! the simulator's specs do not change during a run.
 
 use std::collections::BTreeMap;
-use std::rc::Rc;
 
 use knit_scheduler::agent::{Done, Input, Members, Published, Write};
 use knit_scheduler::reconcile::Action;
@@ -22,8 +21,8 @@ use knit_scheduler::rollout::Progress;
 use knit_scheduler::{Health, ReplicaReport, ReplicaState, SlotId};
 use rand::RngExt;
 
-use super::{Engine, Event, SlotState, host_of};
-use crate::healing::insert;
+use super::{Engine, Event, Host, SlotState, host_of};
+use crate::healing::{Healing, insert};
 
 /// What hosts published that rounds read: rollout progress, by service and host.
 #[derive(Debug, Default)]
@@ -127,8 +126,13 @@ impl Engine {
 
     /// The hosts `h` counts as active (alive or suspect), itself included, as a set.
     pub(super) fn active_set(&self, h: usize) -> crate::healing::HostSet {
+        self.set_of(&self.members_of(h))
+    }
+
+    /// The hosts of `members` as a set.
+    fn set_of(&self, members: &Members) -> crate::healing::HostSet {
         let mut set = crate::healing::empty_set(self.hosts.len());
-        for node in self.members_of(h).active.keys() {
+        for node in members.active.keys() {
             if let Some(o) = self.healing.index_of(node) {
                 insert(&mut set, o as usize);
             }
@@ -140,38 +144,48 @@ impl Engine {
     /// out its plan.
     fn act(&mut self, h: usize, view_version: u64) {
         let now = self.now_ms;
-        let members = self.members_of(h);
         let seen = (
             view_version,
             self.reports_version,
             self.hosts[h].local_version,
         );
+        if self.hosts[h].quiet == Some(seen) {
+            return;
+        }
+        let members = self.members_of(h);
         let host = &mut self.hosts[h];
         if now < self.warmup_ms {
             // Slots run where the full placement put them; the agent only follows joins.
             host.agent.settled(&members, now);
             return;
         }
-        if host.quiet == Some(seen) {
-            return;
-        }
         if !host.agent.settled(&members, now).0 {
             host.quiet = None;
             return;
         }
-        let set = self.active_set(h);
+        let set = self.set_of(&members);
         let placement = self.healing.placement_for(&set);
-        let observed = self.observed_for(h);
+        let mine = self.own_reports(h);
+        let me = self.healing.name(h).clone();
+        let published = self
+            .published
+            .get_or_insert_with(|| all_published(&self.hosts, &self.healing, &self.templates));
+        // This host reads its own reports as they are now, not as it published them.
+        let kept = published.insert(me.clone(), mine);
         let input = Input {
             members: &members,
             specs: &self.specs,
             placement: &placement.placement,
-            observed: &observed,
+            observed: published,
             published: &self.board,
             limits: knit_scheduler::spec::limits::Limits::default(),
             active_nodes: members.active.len(),
         };
         let plan = self.hosts[h].agent.round(&input, now);
+        match kept {
+            Some(kept) => published.insert(me, kept),
+            None => published.remove(&me),
+        };
         let quiet = plan.settled && plan.ops.is_empty() && plan.writes.is_empty();
         self.hosts[h].quiet = quiet.then_some(seen);
         for write in plan.writes {
@@ -193,30 +207,8 @@ impl Engine {
         }
     }
 
-    /// Every host's published reports, and host `h`'s own current ones: the shared map
-    /// itself when they are the ones `h` published (most rounds), else a copy with them.
-    fn observed_for(&mut self, h: usize) -> Rc<Observed> {
-        if self
-            .published
-            .as_ref()
-            .is_none_or(|(v, _)| *v != self.reports_version)
-        {
-            let mut all = BTreeMap::new();
-            for (o, host) in self.hosts.iter().enumerate().filter(|(_, host)| host.up) {
-                let reports = host
-                    .reported
-                    .iter()
-                    .map(|&s| self.report(o, s, ReplicaState::Running))
-                    .collect();
-                all.insert(self.healing.name(o).clone(), reports);
-            }
-            self.published = Some((self.reports_version, Rc::new(all)));
-        }
-        let shared = self
-            .published
-            .as_ref()
-            .map(|(_, all)| Rc::clone(all))
-            .unwrap_or_default();
+    /// Host `h`'s reports as its drivers would list them now.
+    fn own_reports(&self, h: usize) -> Vec<ReplicaReport> {
         let listed = self.hosts[h]
             .running
             .iter()
@@ -225,38 +217,12 @@ impl Engine {
                     SlotState::Starting => ReplicaState::Starting,
                     SlotState::Running => ReplicaState::Running,
                 };
-                self.report(h, s, state)
+                report(&self.healing, &self.templates, h, s, state)
             })
             .collect();
-        let mine = self.hosts[h]
+        self.hosts[h]
             .agent
-            .reports(listed, &self.specs, self.now_ms);
-        let me = self.healing.name(h);
-        if shared.get(me) == Some(&mine) {
-            return shared;
-        }
-        let mut observed = (*shared).clone();
-        observed.insert(me.clone(), mine);
-        Rc::new(observed)
-    }
-
-    /// The report of slot `s` on host `h`.
-    fn report(&self, h: usize, s: u32, state: ReplicaState) -> ReplicaReport {
-        let slot = self.healing.slots[s as usize].clone();
-        let (spec_version, template) = self.templates[&slot.service];
-        ReplicaReport {
-            runtime_id: format!("h{h}-{s}"),
-            slot,
-            spec_version,
-            template,
-            state,
-            health: Health::None,
-            host_ports: BTreeMap::new(),
-            error: None,
-            started_at_ms: 0,
-            restarts: 0,
-            cpu_millis: None,
-        }
+            .reports(listed, &self.specs, self.now_ms)
     }
 
     /// Carries out one operation of host `h`'s plan.
@@ -313,6 +279,14 @@ impl Engine {
         if host.reported.remove(&s) {
             self.reported_count[s as usize] -= 1;
             self.reports_version += 1;
+            let slot = &self.healing.slots[s as usize];
+            if let Some(list) = self
+                .published
+                .as_mut()
+                .and_then(|p| p.get_mut(self.healing.name(h)))
+            {
+                list.retain(|r| &r.slot != slot);
+            }
         }
     }
 
@@ -353,9 +327,65 @@ impl Engine {
         if host.reported.insert(slot) {
             self.reported_count[slot as usize] += 1;
             self.reports_version += 1;
+            if let Some(published) = self.published.as_mut() {
+                let r = report(
+                    &self.healing,
+                    &self.templates,
+                    h,
+                    slot,
+                    ReplicaState::Running,
+                );
+                published
+                    .entry(self.healing.name(h).clone())
+                    .or_default()
+                    .push(r);
+            }
             let counts = &self.reported_count;
             self.metrics
                 .check_heal(self.now_ms, |s| counts[s as usize] > 0);
         }
     }
+}
+
+/// The report of slot `s` on host `h`.
+fn report(
+    healing: &Healing,
+    templates: &BTreeMap<String, (u64, u64)>,
+    h: usize,
+    s: u32,
+    state: ReplicaState,
+) -> ReplicaReport {
+    let slot = healing.slots[s as usize].clone();
+    let (spec_version, template) = templates[&slot.service];
+    ReplicaReport {
+        runtime_id: format!("h{h}-{s}"),
+        slot,
+        spec_version,
+        template,
+        state,
+        health: Health::None,
+        host_ports: BTreeMap::new(),
+        error: None,
+        started_at_ms: 0,
+        restarts: 0,
+        cpu_millis: None,
+    }
+}
+
+/// Every live host's published reports.
+fn all_published(
+    hosts: &[Host],
+    healing: &Healing,
+    templates: &BTreeMap<String, (u64, u64)>,
+) -> Observed {
+    let mut all = BTreeMap::new();
+    for (o, host) in hosts.iter().enumerate().filter(|(_, host)| host.up) {
+        let reports = host
+            .reported
+            .iter()
+            .map(|&s| report(healing, templates, o, s, ReplicaState::Running))
+            .collect();
+        all.insert(healing.name(o).clone(), reports);
+    }
+    all
 }
