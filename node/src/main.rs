@@ -19,6 +19,7 @@ mod lab;
 mod logging;
 mod peer;
 mod persist;
+mod records;
 mod telemetry;
 
 use std::process::ExitCode;

@@ -18,9 +18,10 @@ use crate::agent::Agent;
 use crate::api::{self, AllowedHosts, ApiListener};
 use crate::api_addr::ApiAddr;
 use crate::cli::UpArgs;
-use crate::cluster::{NodeInfo, host_capacity, info_key};
+use crate::cluster::{NodeInfo, host_capacity};
 use crate::datadir::DataDir;
 use crate::driver::{Drivers, docker::DockerDriver, process::ProcessDriver};
+use crate::records::info_key;
 
 fn parse_labels(labels: &[String]) -> Result<BTreeMap<String, String>> {
     labels

@@ -67,6 +67,12 @@ impl ApiState {
             .put(key, value)
             .await
             .map_err(|_| ApiError::unavailable())?;
+        self.applied(key, stamp).await
+    }
+
+    /// Waits until this peer's store holds the write of `key` stamped `stamp`, and has
+    /// saved it.
+    async fn applied(&self, key: &str, stamp: knit_mesh::store::Stamp) -> Result<(), ApiError> {
         let mut store = self.mesh.store();
         let applied = tokio::time::timeout(
             WRITE_TIMEOUT,

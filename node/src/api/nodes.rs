@@ -10,7 +10,8 @@ use knit_scheduler::{Availability, Resources};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, ApiState};
-use crate::cluster::{NodeSpec, Snapshot, node_spec_key};
+use crate::cluster::{NodeSpec, Snapshot};
+use crate::records::node_spec_key;
 
 /// One node as `node ls` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]

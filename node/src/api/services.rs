@@ -16,7 +16,8 @@ use knit_scheduler::{Health, ReplicaReport, ReplicaState, ServiceSpec, SlotId};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, ApiState};
-use crate::cluster::{Invalid, Services, Snapshot, service_key, service_version_key};
+use crate::cluster::{Invalid, Services, Snapshot};
+use crate::records::service_key;
 
 /// One service as `service ls` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -175,12 +176,10 @@ fn check_limits(
 }
 
 async fn store_spec(state: &ApiState, spec: &ServiceSpec) -> Result<(), ApiError> {
-    let version = serde_json::to_vec(&spec.version).map_err(invalid)?;
-    state
-        .write(&service_version_key(&spec.name), Some(version))
-        .await?;
-    let bytes = serde_json::to_vec(spec).map_err(invalid)?;
-    state.write(&service_key(&spec.name), Some(bytes)).await
+    let stamp = crate::records::put_spec(&state.mesh, spec)
+        .await
+        .map_err(|_| ApiError::unavailable())?;
+    state.applied(&service_key(&spec.name), stamp).await
 }
 
 pub(super) async fn create(
