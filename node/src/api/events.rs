@@ -1,7 +1,8 @@
 //! `GET /v1/events`: what changes in the cluster, as server-sent events.
 //!
 //! One task, the observer, follows the mesh's view, store and reachability watches (as
-//! the agent does), reads the cluster at most every [`BATCH`] after a change, and compares
+//! the agent does), reads the cluster at most every [`BATCH`] after a change, keeps the
+//! [`Tally`] of heals and restarts for `/metrics`, and, while a client listens, compares
 //! the [`Picture`] with the last one. Each change goes to every client's queue without waiting: a client whose
 //! queue is full (more than [`QUEUED_EVENTS_MAX`] behind) is dropped, never waited for.
 //!
@@ -26,6 +27,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::picture::{Change, Picture};
+use super::tally::Tally;
 use super::{ApiError, ApiState};
 use crate::cluster::Snapshot;
 
@@ -76,6 +78,7 @@ impl Clients {
 pub(crate) struct Events {
     mesh: Mesh,
     clients: Mutex<Clients>,
+    tally: Mutex<Tally>,
 }
 
 impl Events {
@@ -87,9 +90,15 @@ impl Events {
                 picture: None,
                 queues: Vec::new(),
             }),
+            tally: Mutex::new(Tally::default()),
         });
         tokio::spawn(events.clone().observe(shutdown));
         events
+    }
+
+    /// Runs `read` on the tally (for `/metrics`).
+    pub(crate) fn with_tally<T>(&self, read: impl FnOnce(&Tally) -> T) -> T {
+        read(&self.tally.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     fn clients(&self) -> std::sync::MutexGuard<'_, Clients> {
@@ -130,16 +139,20 @@ impl Events {
         self.clients().queues.clear();
     }
 
-    /// Reads the cluster once, if a client listens, and queues its changes to every client.
+    /// Reads the cluster once: tallies it and queues its changes to every client.
     fn read_cluster(&self) {
+        let snapshot = Snapshot::of(&self.mesh);
+        let placement = snapshot.placement();
+        self.tally
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .observe(&snapshot, &placement, crate::clock::now_ms());
         let mut clients = self.clients();
         clients.queues.retain(|q| !q.is_closed());
         if clients.queues.is_empty() {
             clients.picture = None;
             return;
         }
-        let snapshot = Snapshot::of(&self.mesh);
-        let placement = snapshot.placement();
         let picture = Arc::new(Picture::of(&snapshot, &placement));
         let changes = clients
             .picture

@@ -12,6 +12,7 @@ mod nodes;
 mod operators;
 mod picture;
 mod services;
+mod tally;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,11 +3,11 @@
 //! serves for it (`/v1/nodes`, `/v1/services`), keyed so that two pictures compare entry
 //! by entry. A change is an entry that appeared, changed or went away.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use knit_mesh::MemberState;
-use knit_scheduler::{Placement, ReplicaReport};
+use knit_scheduler::{Placement, ReplicaReport, ReplicaState};
 use serde::Serialize;
 
 use crate::cluster::Snapshot;
@@ -176,6 +176,67 @@ impl Picture {
         );
         changes
     }
+}
+
+/// How a service's slots stand, as an operator graphs them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct SlotCounts {
+    /// Slots placement gives it (for a global service, one per eligible node).
+    pub(crate) desired: usize,
+    /// Slots with a running replica on a member that is alive or suspect.
+    pub(crate) running: usize,
+    /// Of those, slots with a replica that passes its health check (or has none).
+    pub(crate) healthy: usize,
+}
+
+/// [`SlotCounts`] of every valid service, by name.
+pub(crate) fn slot_counts(
+    snapshot: &Snapshot,
+    placement: &Placement,
+) -> BTreeMap<String, SlotCounts> {
+    let mut counts: BTreeMap<String, SlotCounts> = snapshot
+        .specs()
+        .into_keys()
+        .map(|name| (name, SlotCounts::default()))
+        .collect();
+    for (slot, _) in placement.iter() {
+        if let Some(c) = counts.get_mut(&slot.service) {
+            c.desired += 1;
+        }
+    }
+    let mut running = BTreeSet::new();
+    let mut healthy = BTreeSet::new();
+    for report in active_reports(snapshot) {
+        if report.state != ReplicaState::Running {
+            continue;
+        }
+        if matches!(
+            report.health,
+            knit_scheduler::Health::Healthy | knit_scheduler::Health::None
+        ) {
+            healthy.insert(report.slot.clone());
+        }
+        running.insert(report.slot);
+    }
+    for slot in &running {
+        if let Some(c) = counts.get_mut(&slot.service) {
+            c.running += 1;
+            c.healthy += usize::from(healthy.contains(slot));
+        }
+    }
+    counts
+}
+
+/// The reports of members that are alive or suspect: a down member's last reports say
+/// nothing of what runs now.
+pub(crate) fn active_reports(snapshot: &Snapshot) -> Vec<ReplicaReport> {
+    snapshot
+        .view
+        .members
+        .iter()
+        .filter(|m| m.state.is_active())
+        .flat_map(|m| snapshot.reports(&m.peer.node))
+        .collect()
 }
 
 #[cfg(test)]
