@@ -471,6 +471,19 @@ impl Snapshot {
         }
     }
 
+    /// The newest progress of `spec`'s rollout that any member published (coordinators
+    /// change with membership; each publishes under its own node), if one is under way or
+    /// done for its current template.
+    pub(crate) fn rollout(&self, spec: &ServiceSpec) -> Option<knit_scheduler::rollout::Progress> {
+        let published: Vec<knit_scheduler::rollout::Progress> = self
+            .view
+            .members
+            .iter()
+            .filter_map(|m| self.decode(&crate::records::progress_key(&m.peer.node, &spec.name)))
+            .collect();
+        knit_scheduler::rollout::newest(spec, &published).cloned()
+    }
+
     /// The replicas a node reports (empty when it has not reported).
     pub(crate) fn reports(&self, node: &NodeId) -> Vec<ReplicaReport> {
         let prefix = reports_prefix(node);

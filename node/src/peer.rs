@@ -289,7 +289,14 @@ pub(crate) async fn up(args: UpArgs, api: Option<&str>, api_insecure: bool) -> R
         saved_tx,
         shutdown.clone(),
     ));
-    let state = api::ApiState::new(mesh.clone(), creds, saved, drivers, ingress);
+    let state = api::ApiState::new(
+        mesh.clone(),
+        creds,
+        saved,
+        drivers,
+        ingress,
+        shutdown.clone(),
+    );
     if let Some(listener) = metrics_listener {
         let app = api::metrics_router(state.clone(), hosts.clone());
         tokio::spawn(api::serve_metrics(listener, app, shutdown.clone()));

@@ -49,7 +49,8 @@ pub(crate) struct NodeSummary {
     pub(crate) minority: Option<String>,
 }
 
-fn summaries(snapshot: &Snapshot) -> Vec<NodeSummary> {
+/// Every member as `node ls` shows it (without this peer's ingress errors).
+pub(super) fn summaries(snapshot: &Snapshot) -> Vec<NodeSummary> {
     let minority = snapshot.quorum().minority();
     snapshot
         .view

@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use knit_scheduler::placement::Assignment;
 use knit_scheduler::spec::limits::check_slot_cap;
 use knit_scheduler::spec::{Limits, Mode};
-use knit_scheduler::{Health, ReplicaReport, ReplicaState, ServiceSpec, SlotId};
+use knit_scheduler::{Health, Placement, ReplicaReport, ReplicaState, ServiceSpec, SlotId};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, ApiState};
@@ -322,7 +322,12 @@ pub(super) async fn remove(
 
 pub(super) async fn list(State(state): State<ApiState>) -> Json<Vec<ServiceSummary>> {
     let snapshot = Snapshot::of(&state.mesh);
-    let placement = snapshot.placement();
+    Json(summaries(&snapshot, &snapshot.placement()))
+}
+
+/// Every stored service as `service ls` shows it, by name, under `placement` (the one
+/// `snapshot` gives).
+pub(super) fn summaries(snapshot: &Snapshot, placement: &Placement) -> Vec<ServiceSummary> {
     let observed = snapshot.observed();
     let services = snapshot.services();
     let mut rows: Vec<ServiceSummary> = services
@@ -363,7 +368,7 @@ pub(super) async fn list(State(state): State<ApiState>) -> Json<Vec<ServiceSumma
         rows.push(invalid_summary(name, bad, &observed));
     }
     rows.sort_by(|a, b| a.name.cmp(&b.name));
-    Json(rows)
+    rows
 }
 
 /// A service every peer ignores, as `service ls` shows it: what it asks for, and how many
