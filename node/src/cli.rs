@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use knit_mesh::Profile;
 
+use crate::client::template::{Template, TemplateError};
 use crate::flags::{CreateArgs, UpdateArgs};
 
 /// knit: a self-healing container mesh with no manager.
@@ -208,8 +209,10 @@ pub(crate) struct LabArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct ListArgs {
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Table)]
+    /// Output format: `table`, `json` (one object per line), or a template such as
+    /// '{{.Name}} {{.Replicas}}' or 'table {{.Name}}\t{{.Image}}' (a header and aligned
+    /// columns); an unknown field is an error that lists the fields there are.
+    #[arg(long, default_value = "table", value_name = "table|json|TEMPLATE")]
     pub(crate) format: Format,
     /// Filter the rows: KEY=VALUE (repeat; one key's values are alternatives, keys combine).
     #[arg(short = 'f', long = "filter")]
@@ -219,10 +222,27 @@ pub(crate) struct ListArgs {
     pub(crate) quiet: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+/// How a command prints what it shows (`--format`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Format {
+    /// The command's own table.
     Table,
+    /// One JSON object per line, as `docker ... --format json` prints them.
     Json,
+    /// A Go-template-like format: `{{.Name}}`, `table {{.Name}}\t{{.Image}}`.
+    Template(Template),
+}
+
+impl std::str::FromStr for Format {
+    type Err = TemplateError;
+
+    fn from_str(format: &str) -> Result<Self, Self::Err> {
+        match format {
+            "table" => Ok(Self::Table),
+            "json" => Ok(Self::Json),
+            template => Template::parse(template).map(Self::Template),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -2,7 +2,11 @@
 
 mod filter;
 mod nodes;
+pub(crate) mod output;
+mod records;
 mod services;
+mod table;
+pub(crate) mod template;
 mod transport;
 
 use std::path::Path;
