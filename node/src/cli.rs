@@ -15,7 +15,8 @@ use crate::flags::{CreateArgs, UpdateArgs};
 #[command(name = "knit", version, about, propagate_version = true)]
 pub(crate) struct Cli {
     /// The admin API. Client commands find it there: a Unix socket (`unix:///path` or a
-    /// path; default `~/.knit/knit.sock`) or TCP (`tcp://HOST:PORT` or `HOST:PORT`, mutual
+    /// path; default `~/.knit/knit.sock`, or `/var/lib/knit/knit.sock` when only that one
+    /// exists) or TCP (`tcp://HOST:PORT` or `HOST:PORT`, mutual
     /// TLS with --tls-dir). For `knit up`, a path moves the socket (default
     /// `<data dir>/knit.sock`), and a TCP address is served besides it, always with mutual
     /// TLS unless --api-insecure.
@@ -329,9 +330,13 @@ pub(crate) struct UpArgs {
     pub(crate) recover_after: String,
 }
 
+/// The data dir of a peer run as a system service (`packaging/knit.service`), and of one
+/// run with no `$HOME`.
+pub(crate) const SYSTEM_DATA_DIR: &str = "/var/lib/knit";
+
 pub(crate) fn default_data_dir() -> PathBuf {
     match std::env::var_os("HOME") {
         Some(home) if !home.is_empty() => PathBuf::from(home).join(".knit"),
-        _ => PathBuf::from("/var/lib/knit"),
+        _ => PathBuf::from(SYSTEM_DATA_DIR),
     }
 }
