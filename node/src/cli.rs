@@ -12,7 +12,7 @@ use crate::flags::{CreateArgs, UpdateArgs};
 
 /// knit: a self-healing container mesh with no manager.
 #[derive(Debug, Parser)]
-#[command(name = "knit", version, about, propagate_version = true)]
+#[command(name = "knit", version = crate::version::LONG, about, propagate_version = true)]
 pub(crate) struct Cli {
     /// The admin API. Client commands find it there: a Unix socket (`unix:///path` or a
     /// path; default `~/.knit/knit.sock`, or `/var/lib/knit/knit.sock` when only that one
@@ -56,6 +56,13 @@ pub(crate) enum Command {
     /// Show or change cluster-wide settings.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Show the version of this binary and the git revision it was built from.
+    Version {
+        /// Output format: `json`, or a template such as '{{.Revision}}' (fields Version,
+        /// Revision, Rustc, Target).
+        #[arg(long, value_name = "json|TEMPLATE")]
+        format: Option<Format>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -18,6 +18,7 @@ mod lab;
 mod logging;
 mod peer;
 mod telemetry;
+mod version;
 
 use std::process::ExitCode;
 
@@ -25,6 +26,10 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    // Commands about the binary itself need no runtime (and so start fast).
+    if let cli::Command::Version { format } = &cli.command {
+        return exit(version::run(format.as_ref()));
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -55,6 +60,11 @@ fn main() -> ExitCode {
     });
     // Tasks still running (readers, dials) are dropped without waiting.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    exit(result)
+}
+
+/// The exit code for `result`, with the error printed.
+fn exit(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
