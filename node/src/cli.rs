@@ -63,6 +63,17 @@ pub(crate) enum Command {
         #[arg(long, value_name = "json|TEMPLATE")]
         format: Option<Format>,
     },
+    /// Print a shell completion script: `knit completion bash > /etc/bash_completion.d/knit`.
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (knit.1 and one per subcommand) into a folder, e.g.
+    /// /usr/local/share/man/man1.
+    Man {
+        /// The folder (created if missing).
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -10,12 +10,14 @@ mod api_addr;
 mod cli;
 mod client;
 mod cluster;
+mod completion;
 mod datadir;
 mod driver;
 mod flags;
 mod ingress;
 mod lab;
 mod logging;
+mod manpage;
 mod peer;
 mod telemetry;
 mod version;
@@ -27,8 +29,11 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     // Commands about the binary itself need no runtime (and so start fast).
-    if let cli::Command::Version { format } = &cli.command {
-        return exit(version::run(format.as_ref()));
+    match &cli.command {
+        cli::Command::Version { format } => return exit(version::run(format.as_ref())),
+        cli::Command::Completion { shell } => return exit(completion::run(*shell)),
+        cli::Command::Man { dir } => return exit(manpage::run(dir)),
+        _ => {}
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

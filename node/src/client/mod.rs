@@ -133,8 +133,12 @@ pub(crate) async fn run(
     let api = ApiAddr::or_default(api, &client_data_dir())?;
     let client = Client::new(api, tls_dir, insecure)?;
     match command {
-        Command::Up(_) | Command::Lab(_) | Command::Version { .. } => {
-            bail!("`up`, `lab` and `version` are not client commands")
+        Command::Up(_)
+        | Command::Lab(_)
+        | Command::Version { .. }
+        | Command::Completion { .. }
+        | Command::Man { .. } => {
+            bail!("`up`, `lab`, `version`, `completion` and `man` are not client commands")
         }
         Command::Token { command: None } => {
             let answer: serde_json::Value = client.get("/v1/token").await?;
