@@ -18,6 +18,7 @@ mod ingress;
 mod lab;
 mod logging;
 mod manpage;
+mod notify;
 mod peer;
 mod telemetry;
 mod version;
