@@ -51,9 +51,16 @@ pub(super) async fn run(client: &Client, command: ServiceCommand) -> Result<()> 
                 .get(&format!("/v1/services/{name}/ps?history={history}"))
                 .await?;
             tasks.retain(|t| filters.task(t));
-            // Only a template can ask for the image, which the rows do not carry.
+            // Only a template can ask for the image, which the rows do not carry: it is
+            // what `service ls` shows.
             let image = match list.format {
-                Format::Template(_) => image(&client.get(&format!("/v1/services/{name}")).await?),
+                Format::Template(_) => client
+                    .get::<Vec<ServiceSummary>>("/v1/services")
+                    .await?
+                    .into_iter()
+                    .find(|s| s.name == name)
+                    .map(|s| s.image)
+                    .unwrap_or_default(),
                 Format::Table | Format::Json => String::new(),
             };
             let tasks: Vec<Task> = tasks
@@ -293,11 +300,6 @@ async fn converge(client: &Client, written: &ServiceSpec) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-}
-
-/// What `service ls` shows as a service's image: its command, for a process service.
-pub(super) fn image(spec: &ServiceSpec) -> String {
-    spec.image.clone().unwrap_or_else(|| spec.command.join(" "))
 }
 
 /// Prints tasks as `list` asks: ids only, JSON, or a table.
