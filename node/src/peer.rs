@@ -306,6 +306,7 @@ pub(crate) async fn up(args: UpArgs, api: Option<&str>, api_insecure: bool) -> R
         .into_iter()
         .map(|listener| tokio::spawn(api::serve(listener, app.clone(), shutdown.clone())))
         .collect();
+    crate::notify::ready();
 
     stop_signals.wait().await;
     tracing::info!("leaving the cluster");
