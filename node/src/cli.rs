@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use knit_mesh::Profile;
 
-use crate::client::template::{Template, TemplateError};
 use crate::flags::{CreateArgs, UpdateArgs};
+pub(crate) use crate::format::Format;
 
 /// knit: a self-healing container mesh with no manager.
 #[derive(Debug, Parser)]
@@ -239,29 +239,6 @@ pub(crate) struct ListArgs {
     /// Print ids (names of services) only.
     #[arg(short, long)]
     pub(crate) quiet: bool,
-}
-
-/// How a command prints what it shows (`--format`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Format {
-    /// The command's own table.
-    Table,
-    /// One JSON object per line, as `docker ... --format json` prints them.
-    Json,
-    /// A Go-template-like format: `{{.Name}}`, `table {{.Name}}\t{{.Image}}`.
-    Template(Template),
-}
-
-impl std::str::FromStr for Format {
-    type Err = TemplateError;
-
-    fn from_str(format: &str) -> Result<Self, Self::Err> {
-        match format {
-            "table" => Ok(Self::Table),
-            "json" => Ok(Self::Json),
-            template => Template::parse(template).map(Self::Template),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

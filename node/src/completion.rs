@@ -21,7 +21,7 @@ pub(crate) fn script(shell: Shell) -> Vec<u8> {
 
 /// Prints the completion script for `shell`.
 pub(crate) fn run(shell: Shell) -> Result<()> {
-    crate::client::output::write_stdout(&String::from_utf8_lossy(&script(shell)))
+    crate::format::output::write_stdout(&String::from_utf8_lossy(&script(shell)))
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ mod completion;
 mod datadir;
 mod driver;
 mod flags;
+mod format;
 mod ingress;
 mod lab;
 mod logging;
@@ -25,6 +26,7 @@ mod persist;
 mod records;
 mod telemetry;
 mod version;
+mod wire;
 
 use std::process::ExitCode;
 

@@ -5,9 +5,9 @@
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::cli::Format;
-use crate::client::output::{self, Record};
-use crate::client::template::{Field, Row};
+use crate::format::Format;
+use crate::format::output::{self, Record};
+use crate::format::template::{Field, Row};
 
 /// The crate's version.
 pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -27,9 +27,6 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use listen::{AllowedHosts, ApiListener, metrics_addr};
-pub(crate) use nodes::NodeSummary;
-pub(crate) use operators::{ClientCertRequest, ClientCertResponse};
-pub(crate) use services::{ServiceSummary, TaskRow, UpdateRequest};
 
 /// How long a write may wait to be applied and persisted before the API gives up.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);

@@ -1,53 +1,15 @@
 //! `/v1/nodes`: the members, their records, and operators' overrides.
 
-use std::collections::BTreeMap;
-
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use knit_mesh::{MemberState, NodeId};
-use knit_scheduler::{Availability, Resources};
-use serde::{Deserialize, Serialize};
+use knit_mesh::NodeId;
+use serde::Deserialize;
 
 use super::{ApiError, ApiState};
 use crate::cluster::{NodeSpec, Snapshot};
 use crate::records::node_spec_key;
-
-/// One node as `node ls` shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct NodeSummary {
-    pub(crate) id: String,
-    pub(crate) name: String,
-    pub(crate) addr: String,
-    pub(crate) state: MemberState,
-    pub(crate) availability: Availability,
-    pub(crate) epoch: u64,
-    pub(crate) labels: BTreeMap<String, String>,
-    /// This is the node that answered.
-    #[serde(rename = "self")]
-    pub(crate) is_self: bool,
-    /// When the state last changed, in ms since the Unix epoch, as the answering node saw it.
-    pub(crate) since_ms: u64,
-    pub(crate) version: Option<String>,
-    pub(crate) capacity: Resources,
-    /// Replicas the node reports.
-    pub(crate) replicas: usize,
-    /// Its last telemetry sample.
-    pub(crate) telemetry: Option<crate::telemetry::Telemetry>,
-    /// What it says of its own condition (preventive healing).
-    pub(crate) condition: Option<crate::cluster::Condition>,
-    /// The node acts on its availability and labels as the answering peer knows them
-    /// (false for a moment after `node update`, until the node itself has the change).
-    #[serde(default)]
-    pub(crate) spec_applied: bool,
-    /// Published ports this peer's ingress could not listen on (answering peer only).
-    #[serde(default)]
-    pub(crate) ingress_errors: Vec<String>,
-    /// Why the answering peer reclaims no replicas of members it cannot see, when it is in
-    /// a minority (answering peer only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) minority: Option<String>,
-}
+use crate::wire::NodeSummary;
 
 /// Every member as `node ls` shows it (without this peer's ingress errors).
 pub(super) fn summaries(snapshot: &Snapshot) -> Vec<NodeSummary> {
@@ -192,7 +154,7 @@ pub(super) async fn remove(
             StatusCode::CONFLICT,
             format!(
                 "{label} is {}: drain it (knit node update --availability drain {label}), stop knit on it, then remove it; or give --force to cut it off now (its replicas there are left running, outside knit)",
-                crate::client::word(&found.state)
+                crate::wire::word(&found.state)
             ),
         ));
     }

@@ -4,26 +4,9 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
 
 use super::{ApiError, ApiState};
-
-/// A request for an operator's certificate.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ClientCertRequest {
-    /// The operator's name, a DNS label.
-    pub(crate) name: String,
-    /// The P-256 public key (uncompressed point), in hex.
-    pub(crate) public_key: String,
-}
-
-/// The certificate, and the cluster CA to trust the peers with.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct ClientCertResponse {
-    pub(crate) cert_pem: String,
-    pub(crate) ca_pem: String,
-}
+use crate::wire::{ClientCertRequest, ClientCertResponse};
 
 pub(super) async fn client_cert(
     State(state): State<ApiState>,

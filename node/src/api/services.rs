@@ -18,52 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::{ApiError, ApiState};
 use crate::cluster::{Invalid, Services, Snapshot};
 use crate::records::service_key;
-
-/// One service as `service ls` shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct ServiceSummary {
-    pub(crate) name: String,
-    pub(crate) mode: String,
-    /// Desired replicas (for a global service, the number of eligible nodes).
-    pub(crate) replicas: u32,
-    /// Slots with a running replica.
-    pub(crate) running: u32,
-    pub(crate) image: String,
-    pub(crate) ports: Vec<String>,
-    pub(crate) version: u64,
-    /// Why every peer ignores this service (its replicas are left as they are), or `None`
-    /// for a service peers act on.
-    #[serde(default)]
-    pub(crate) invalid: Option<String>,
-}
-
-/// One task (a slot, or a replica being handed off) as `service ps` shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct TaskRow {
-    pub(crate) slot: String,
-    /// The replica's runtime id (its container's name, for Docker); empty before it starts.
-    #[serde(default)]
-    pub(crate) id: String,
-    /// The node's name (its short id if it has not published one).
-    pub(crate) node: String,
-    pub(crate) node_id: String,
-    /// `running` for the slot's owner, `shutdown` for a replica being moved away.
-    pub(crate) desired_state: String,
-    /// `pending` (no node can take it), `assigned` (its node has not reported it yet), or
-    /// the replica's state as its node reports it.
-    pub(crate) state: String,
-    pub(crate) health: String,
-    pub(crate) spec_version: u64,
-    /// Whether it runs the service's current template (`ServiceSpec::template_id`): a
-    /// replica of a spec that lost to a concurrent write may carry the same version number.
-    #[serde(default)]
-    pub(crate) current: bool,
-    pub(crate) host_port: Option<u16>,
-    pub(crate) error: Option<String>,
-    /// CPU used over the last sample, in millicores (1000 = one core).
-    #[serde(default)]
-    pub(crate) cpu_millis: Option<u32>,
-}
+use crate::wire::{ServiceSummary, TaskRow, UpdateRequest};
 
 /// A replica that runs where its slot no longer is (handed off, or scaled away): on its way
 /// out. A node that is down cannot say what became of its replicas: `lost`.
@@ -92,16 +47,6 @@ fn leaving(
         error: r.error.clone(),
         cpu_millis: r.cpu_millis,
     }
-}
-
-/// An update: the new spec and the version it was made from.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct UpdateRequest {
-    pub(crate) spec: ServiceSpec,
-    pub(crate) from_version: u64,
-    /// Replace the replicas even if what they run did not change (`--force`).
-    #[serde(default)]
-    pub(crate) redeploy: bool,
 }
 
 fn lower<T: Serialize>(value: &T) -> String {

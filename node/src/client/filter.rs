@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{Result, bail};
 
-use crate::api::{NodeSummary, ServiceSummary, TaskRow};
+use crate::wire::{NodeSummary, ServiceSummary, TaskRow};
 
 /// Parsed filters: key -> the values given for it.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -75,8 +75,8 @@ impl Filters {
                 Some((k, want)) => n.labels.get(k).is_some_and(|have| have == want),
                 None => n.labels.contains_key(v),
             },
-            "state" => super::word(&n.state) == v,
-            "availability" => super::word(&n.availability) == v,
+            "state" => crate::wire::word(&n.state) == v,
+            "availability" => crate::wire::word(&n.availability) == v,
             _ => false,
         })
     }

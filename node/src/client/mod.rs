@@ -2,11 +2,8 @@
 
 mod filter;
 mod nodes;
-pub(crate) mod output;
 mod records;
 mod services;
-mod table;
-pub(crate) mod template;
 mod transport;
 
 use std::path::{Path, PathBuf};
@@ -212,11 +209,11 @@ async fn client_cert(client: &Client, args: &crate::cli::ClientCertArgs) -> Resu
         );
     }
     let (key_pem, public_key) = knit_mesh::quic::operator::new_client_key()?;
-    let request = crate::api::ClientCertRequest {
+    let request = crate::wire::ClientCertRequest {
         name: args.name.clone(),
         public_key: hex::encode(public_key),
     };
-    let answer: crate::api::ClientCertResponse = client.post("/v1/client-certs", &request).await?;
+    let answer: crate::wire::ClientCertResponse = client.post("/v1/client-certs", &request).await?;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -244,12 +241,4 @@ async fn client_cert(client: &Client, args: &crate::cli::ClientCertArgs) -> Resu
         args.out.display()
     );
     Ok(())
-}
-
-/// A value's serde name (`"alive"`, `"on_failure"`), for tables.
-pub(crate) fn word<T: Serialize>(value: &T) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
 }

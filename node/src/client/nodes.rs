@@ -5,13 +5,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use knit_scheduler::Availability;
 
+use super::Client;
 use super::filter::{self, Filters};
 use super::records::Task;
-use super::{Client, word};
-use crate::api::NodeSummary;
 use crate::cli::NodeCommand;
 use crate::cluster::NodeSpec;
 use crate::flags::pairs;
+use crate::wire::NodeSummary;
+use crate::wire::word;
 
 pub(super) async fn run(client: &Client, command: NodeCommand) -> Result<()> {
     match command {
@@ -22,16 +23,16 @@ pub(super) async fn run(client: &Client, command: NodeCommand) -> Result<()> {
             if args.quiet {
                 nodes.iter().for_each(|n| println!("{}", n.id));
             } else {
-                super::output::print(&nodes, &args.format)?;
+                crate::format::output::print(&nodes, &args.format)?;
             }
         }
         NodeCommand::Ps { node, list } => {
             let filters = Filters::parse(&list.filters, filter::TASK_KEYS)?;
             let node: NodeSummary = client.get(&format!("/v1/nodes/{node}")).await?;
-            let services: Vec<crate::api::ServiceSummary> = client.get("/v1/services").await?;
+            let services: Vec<crate::wire::ServiceSummary> = client.get("/v1/services").await?;
             let mut tasks = Vec::new();
             for service in services.iter().filter(|s| s.invalid.is_none()) {
-                let rows: Vec<crate::api::TaskRow> = client
+                let rows: Vec<crate::wire::TaskRow> = client
                     .get(&format!("/v1/services/{}/ps", service.name))
                     .await?;
                 tasks.extend(

@@ -3,11 +3,11 @@
 //! `Replicas`, `DesiredState`, `Hostname`, ...), then knit's own (`Health`, `Epoch`, ...).
 //! `--format json` and `{{json .}}` print the rows as the admin API gives them.
 
-use super::output::Record;
-use super::template::{Field, Row};
-use super::word;
-use crate::api::{NodeSummary, ServiceSummary, TaskRow};
+use crate::format::output::Record;
+use crate::format::template::{Field, Row};
 use crate::telemetry::Telemetry;
+use crate::wire::word;
+use crate::wire::{NodeSummary, ServiceSummary, TaskRow};
 
 /// How many characters of a node id the `node ls` table shows.
 const SHORT_ID_CHARS: usize = 12;
@@ -200,9 +200,9 @@ fn percent(value: Option<f64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::Format;
-    use crate::client::output::render;
-    use crate::client::template::Template;
+    use crate::format::Format;
+    use crate::format::output::render;
+    use crate::format::template::Template;
 
     fn default_table_names_known_fields<R: Record>() {
         let template = Template::parse(R::TABLE).expect("the table parses");

@@ -7,11 +7,11 @@ use knit_scheduler::ServiceSpec;
 use knit_scheduler::spec::{Limits, Mode, Protocol};
 
 use super::filter::{self, Filters};
-use super::output;
 use super::records::Task;
 use super::{ApiRefusal, Client};
-use crate::api::{ServiceSummary, TaskRow, UpdateRequest};
 use crate::cli::{Format, ServiceCommand};
+use crate::format::output;
+use crate::wire::{ServiceSummary, TaskRow, UpdateRequest};
 
 /// How long a command that follows a rollout waits for the replicas.
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(300);

@@ -6,9 +6,9 @@ use std::io::Write;
 
 use anyhow::{Context, Result};
 
+use super::Format;
 use super::table::Table;
 use super::template::{Row, Template, TemplateError};
-use crate::cli::Format;
 
 /// A row of a list command.
 pub(crate) trait Record: Row {

@@ -1,0 +1,125 @@
+//! The admin API's wire types: what the peer's API serves and the CLI reads, in one place
+//! that both use (the API does not import the client, nor the client the API).
+
+use std::collections::BTreeMap;
+
+use knit_mesh::MemberState;
+use knit_scheduler::{Availability, Resources, ServiceSpec};
+use serde::{Deserialize, Serialize};
+
+/// One node as `node ls` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct NodeSummary {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) addr: String,
+    pub(crate) state: MemberState,
+    pub(crate) availability: Availability,
+    pub(crate) epoch: u64,
+    pub(crate) labels: BTreeMap<String, String>,
+    /// This is the node that answered.
+    #[serde(rename = "self")]
+    pub(crate) is_self: bool,
+    /// When the state last changed, in ms since the Unix epoch, as the answering node saw it.
+    pub(crate) since_ms: u64,
+    pub(crate) version: Option<String>,
+    pub(crate) capacity: Resources,
+    /// Replicas the node reports.
+    pub(crate) replicas: usize,
+    /// Its last telemetry sample.
+    pub(crate) telemetry: Option<crate::telemetry::Telemetry>,
+    /// What it says of its own condition (preventive healing).
+    pub(crate) condition: Option<crate::cluster::Condition>,
+    /// The node acts on its availability and labels as the answering peer knows them
+    /// (false for a moment after `node update`, until the node itself has the change).
+    #[serde(default)]
+    pub(crate) spec_applied: bool,
+    /// Published ports this peer's ingress could not listen on (answering peer only).
+    #[serde(default)]
+    pub(crate) ingress_errors: Vec<String>,
+    /// Why the answering peer reclaims no replicas of members it cannot see, when it is in
+    /// a minority (answering peer only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) minority: Option<String>,
+}
+
+/// One service as `service ls` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ServiceSummary {
+    pub(crate) name: String,
+    pub(crate) mode: String,
+    /// Desired replicas (for a global service, the number of eligible nodes).
+    pub(crate) replicas: u32,
+    /// Slots with a running replica.
+    pub(crate) running: u32,
+    pub(crate) image: String,
+    pub(crate) ports: Vec<String>,
+    pub(crate) version: u64,
+    /// Why every peer ignores this service (its replicas are left as they are), or `None`
+    /// for a service peers act on.
+    #[serde(default)]
+    pub(crate) invalid: Option<String>,
+}
+
+/// One task (a slot, or a replica being handed off) as `service ps` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct TaskRow {
+    pub(crate) slot: String,
+    /// The replica's runtime id (its container's name, for Docker); empty before it starts.
+    #[serde(default)]
+    pub(crate) id: String,
+    /// The node's name (its short id if it has not published one).
+    pub(crate) node: String,
+    pub(crate) node_id: String,
+    /// `running` for the slot's owner, `shutdown` for a replica being moved away.
+    pub(crate) desired_state: String,
+    /// `pending` (no node can take it), `assigned` (its node has not reported it yet), or
+    /// the replica's state as its node reports it.
+    pub(crate) state: String,
+    pub(crate) health: String,
+    pub(crate) spec_version: u64,
+    /// Whether it runs the service's current template (`ServiceSpec::template_id`): a
+    /// replica of a spec that lost to a concurrent write may carry the same version number.
+    #[serde(default)]
+    pub(crate) current: bool,
+    pub(crate) host_port: Option<u16>,
+    pub(crate) error: Option<String>,
+    /// CPU used over the last sample, in millicores (1000 = one core).
+    #[serde(default)]
+    pub(crate) cpu_millis: Option<u32>,
+}
+
+/// An update: the new spec and the version it was made from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct UpdateRequest {
+    pub(crate) spec: ServiceSpec,
+    pub(crate) from_version: u64,
+    /// Replace the replicas even if what they run did not change (`--force`).
+    #[serde(default)]
+    pub(crate) redeploy: bool,
+}
+
+/// A request for an operator's certificate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ClientCertRequest {
+    /// The operator's name, a DNS label.
+    pub(crate) name: String,
+    /// The P-256 public key (uncompressed point), in hex.
+    pub(crate) public_key: String,
+}
+
+/// The certificate, and the cluster CA to trust the peers with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ClientCertResponse {
+    pub(crate) cert_pem: String,
+    pub(crate) ca_pem: String,
+}
+
+/// A value's serde name (`"alive"`, `"on_failure"`), for tables.
+pub(crate) fn word<T: Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
