@@ -18,6 +18,7 @@ pub mod engine;
 pub mod flags;
 pub mod healing;
 pub mod html;
+pub mod keys;
 pub mod metrics;
 pub mod model;
 pub mod network;
