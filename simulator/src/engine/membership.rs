@@ -256,4 +256,36 @@ impl Engine {
         }
         self.drain(h);
     }
+
+    /// With `KNIT_SIM_DEBUG` set: prints, on stderr, each live host whose view differs from
+    /// the truly live hosts, and how.
+    pub(super) fn debug_views(&self, live: &[u64]) {
+        for h in 0..self.hosts.len() {
+            let Some(core) = self.hosts[h].core.as_ref().map(Core::membership) else {
+                continue;
+            };
+            if self.active_set(h) == live {
+                continue;
+            }
+            eprintln!(
+                "h{h}: divergent view, knows {} members, last quiet round {:?}, version {}",
+                core.members().count(),
+                self.hosts[h].quiet,
+                core.version()
+            );
+            for r in core.members() {
+                let o = host_of(&r.peer);
+                let truly = self.hosts[o]
+                    .core
+                    .as_ref()
+                    .map(|c| c.membership().identity().epoch);
+                if r.state.is_active() != truly.is_some() {
+                    eprintln!(
+                        "  sees h{o} {:?} epoch {}; truly {truly:?}",
+                        r.state, r.peer.epoch
+                    );
+                }
+            }
+        }
+    }
 }
