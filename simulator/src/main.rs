@@ -38,9 +38,9 @@ enum Format {
 enum Command {
     /// Runs a scenario (a file, flags, or a file with flags overriding it) and prints its
     /// report. Flags override the file: --hosts, --host-cpu, --host-memory, --profile,
-    /// --membership, --duration, --warmup, --loss, --latency-ms, --jitter-ms and --seed their field;
-    /// --services/--service the whole service list; --kill/--partition the faults; --churn
-    /// the churn.
+    /// --membership, --store, --duration, --warmup, --loss, --latency-ms, --jitter-ms and
+    /// --seed their field; --services/--service the whole service list; --kill/--partition
+    /// the faults; --churn the churn.
     Run {
         /// The scenario (TOML); optional when --hosts is given.
         scenario: Option<PathBuf>,
