@@ -319,8 +319,10 @@ impl Engine {
             });
         }
         if self.store {
-            // The node cores' first outputs: their views, stores and timers.
-            (0..n).for_each(|h| self.drain(h));
+            // The seed's node core starts now: its first view, store and timers. Each other
+            // host's starts when it first announces itself (`Join`), so that their periodic
+            // timers (anti-entropy, member sync) run out of phase, as real peers' do.
+            self.drain(0);
         }
         for h in 1..n {
             if !modelled {
