@@ -17,7 +17,11 @@
 //!   change reaches the agent and the metrics as the bare core's `Changed` outputs do.
 //!
 //! Signatures are the simulator's own, not secure ([`crate::keys`]). A killed host keeps
-//! its store, as the peer keeps `state.bin`, and starts again from it.
+//! its store, as the peer keeps `state.bin`, and starts again from it (all of it: the
+//! peer's last writes before a crash may be missing from its file; here none are). A host's
+//! core is made at the start, but its first outputs (its timers among them) are taken when
+//! the host first announces itself or hears from another, so that the hosts' periodic timers
+//! run out of phase.
 //!
 //! Every change of a host's store updates a signature of it (its bucket summary and its
 //! size); the stores have converged while every live host holds the same signature
