@@ -7,14 +7,16 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use knit_mesh::Profile;
 
+use crate::client::template::{Template, TemplateError};
 use crate::flags::{CreateArgs, UpdateArgs};
 
 /// knit: a self-healing container mesh with no manager.
 #[derive(Debug, Parser)]
-#[command(name = "knit", version, about, propagate_version = true)]
+#[command(name = "knit", version = crate::version::LONG, about, propagate_version = true)]
 pub(crate) struct Cli {
     /// The admin API. Client commands find it there: a Unix socket (`unix:///path` or a
-    /// path; default `~/.knit/knit.sock`) or TCP (`tcp://HOST:PORT` or `HOST:PORT`, mutual
+    /// path; default `~/.knit/knit.sock`, or `/var/lib/knit/knit.sock` when only that one
+    /// exists) or TCP (`tcp://HOST:PORT` or `HOST:PORT`, mutual
     /// TLS with --tls-dir). For `knit up`, a path moves the socket (default
     /// `<data dir>/knit.sock`), and a TCP address is served besides it, always with mutual
     /// TLS unless --api-insecure.
@@ -54,6 +56,24 @@ pub(crate) enum Command {
     /// Show or change cluster-wide settings.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Show the version of this binary and the git revision it was built from.
+    Version {
+        /// Output format: `json`, or a template such as '{{.Revision}}' (fields Version,
+        /// Revision, Rustc, Target).
+        #[arg(long, value_name = "json|TEMPLATE")]
+        format: Option<Format>,
+    },
+    /// Print a shell completion script: `knit completion bash > /etc/bash_completion.d/knit`.
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (knit.1 and one per subcommand) into a folder, e.g.
+    /// /usr/local/share/man/man1.
+    Man {
+        /// The folder (created if missing).
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -208,8 +228,10 @@ pub(crate) struct LabArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct ListArgs {
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Table)]
+    /// Output format: `table`, `json` (one object per line), or a template such as
+    /// '{{.Name}} {{.Replicas}}' or 'table {{.Name}}\t{{.Image}}' (a header and aligned
+    /// columns); an unknown field is an error that lists the fields there are.
+    #[arg(long, default_value = "table", value_name = "table|json|TEMPLATE")]
     pub(crate) format: Format,
     /// Filter the rows: KEY=VALUE (repeat; one key's values are alternatives, keys combine).
     #[arg(short = 'f', long = "filter")]
@@ -219,10 +241,27 @@ pub(crate) struct ListArgs {
     pub(crate) quiet: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+/// How a command prints what it shows (`--format`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Format {
+    /// The command's own table.
     Table,
+    /// One JSON object per line, as `docker ... --format json` prints them.
     Json,
+    /// A Go-template-like format: `{{.Name}}`, `table {{.Name}}\t{{.Image}}`.
+    Template(Template),
+}
+
+impl std::str::FromStr for Format {
+    type Err = TemplateError;
+
+    fn from_str(format: &str) -> Result<Self, Self::Err> {
+        match format {
+            "table" => Ok(Self::Table),
+            "json" => Ok(Self::Json),
+            template => Template::parse(template).map(Self::Template),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -309,9 +348,13 @@ pub(crate) struct UpArgs {
     pub(crate) recover_after: String,
 }
 
+/// The data dir of a peer run as a system service (`packaging/knit.service`), and of one
+/// run with no `$HOME`.
+pub(crate) const SYSTEM_DATA_DIR: &str = "/var/lib/knit";
+
 pub(crate) fn default_data_dir() -> PathBuf {
     match std::env::var_os("HOME") {
         Some(home) if !home.is_empty() => PathBuf::from(home).join(".knit"),
-        _ => PathBuf::from("/var/lib/knit"),
+        _ => PathBuf::from(SYSTEM_DATA_DIR),
     }
 }

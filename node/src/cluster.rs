@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use knit_mesh::membership::MemberRecord;
 use knit_mesh::quic::reach::Reachability;
 use knit_mesh::quic::{Mesh, View};
-use knit_mesh::store::{Stamp, Store, owned_key};
+use knit_mesh::store::{Stamp, Store};
 use knit_mesh::{MemberState, NodeId, PeerId};
 use knit_scheduler::spec::Limits;
 use knit_scheduler::spec::limits::{SPEC_RECORD_MAX_BYTES, over_slot_cap};
@@ -17,16 +17,10 @@ use knit_scheduler::{
 };
 use serde::{Deserialize, Serialize};
 
-/// Service specs live under `svc/<name>`; last writer wins.
-pub(crate) fn service_key(name: &str) -> String {
-    format!("svc/{name}")
-}
-
-const SERVICE_PREFIX: &str = "svc/";
-
-/// The cluster's [`Limits`] (`knit cluster update`), written by any peer; last writer
-/// wins, and the defaults hold while it is absent.
-pub(crate) const LIMITS_KEY: &str = "cluster/limits";
+use crate::records::{
+    LIMITS_KEY, SERVICE_PREFIX, applied_key, condition_key, history_key, info_key, node_spec_key,
+    reports_prefix, service_key, service_version_key,
+};
 
 /// A stored service spec that no peer acts on (written by an older or misbehaving peer,
 /// or left past the cluster's limits), and why. Its replicas are left as they are: not
@@ -63,23 +57,6 @@ pub(crate) fn warn_once(key: &str, what: &str, reason: &str) {
     }
 }
 
-/// The last spec version a service name used, kept after `service rm` so that a service
-/// created again under the same name never reuses a version its old replicas carry.
-pub(crate) fn service_version_key(name: &str) -> String {
-    format!("svc-version/{name}")
-}
-
-/// An operator's override of a node's availability and labels (`knit node update`),
-/// written by any peer; last writer wins.
-pub(crate) fn node_spec_key(node: &NodeId) -> String {
-    format!("node/{node}/spec")
-}
-
-/// The key of a node's [`Applied`] record, written by that node alone.
-pub(crate) fn applied_key(node: &NodeId) -> String {
-    owned_key(node, "applied")
-}
-
 /// A node's acknowledgement of its node spec, written once its rounds read it, so that
 /// `knit node update` can wait until the node itself has the change.
 ///
@@ -108,26 +85,6 @@ pub(crate) fn known_members(store: &Store) -> impl Iterator<Item = (NodeId, Node
             Some((node, info, stamp))
         })
         .filter(|(node, _, _)| store.revoked_at(node).is_none())
-}
-
-/// The key of a node's `info` record, written by that node alone.
-pub(crate) fn info_key(node: &NodeId) -> String {
-    owned_key(node, "info")
-}
-
-/// The key of one replica's report, written by its node alone. One key per replica keeps
-/// each write small enough to spread as a rumor.
-pub(crate) fn report_key(node: &NodeId, runtime_id: &str) -> String {
-    owned_key(node, &format!("r/{runtime_id}"))
-}
-
-fn reports_prefix(node: &NodeId) -> String {
-    owned_key(node, "r/")
-}
-
-/// The key of a node's recent history of `service`'s replicas, written by that node alone.
-pub(crate) fn history_key(node: &NodeId, service: &str) -> String {
-    owned_key(node, &format!("history/{service}"))
 }
 
 /// A replica that ended, as `service ps` lists it under its slot.
@@ -264,11 +221,6 @@ pub(crate) struct Condition {
     /// What it did about it, for people.
     pub(crate) note: String,
     pub(crate) since_ms: u64,
-}
-
-/// The key of a node's condition record.
-pub(crate) fn condition_key(node: &NodeId) -> String {
-    owned_key(node, "condition")
 }
 
 /// This host's capacity: its CPUs and memory (0 = unknown, not checked by placement).
@@ -517,6 +469,19 @@ impl Snapshot {
             Availability::Pause if !self.spec_applied(node) => Availability::Active,
             other => other,
         }
+    }
+
+    /// The newest progress of `spec`'s rollout that any member published (coordinators
+    /// change with membership; each publishes under its own node), if one is under way or
+    /// done for its current template.
+    pub(crate) fn rollout(&self, spec: &ServiceSpec) -> Option<knit_scheduler::rollout::Progress> {
+        let published: Vec<knit_scheduler::rollout::Progress> = self
+            .view
+            .members
+            .iter()
+            .filter_map(|m| self.decode(&crate::records::progress_key(&m.peer.node, &spec.name)))
+            .collect();
+        knit_scheduler::rollout::newest(spec, &published).cloned()
     }
 
     /// The replicas a node reports (empty when it has not reported).

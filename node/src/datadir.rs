@@ -14,12 +14,24 @@ use knit_mesh::store::Store;
 /// Docker's.
 pub(crate) const API_GROUP: &str = "knit";
 
-/// The id of the [`API_GROUP`] group, if the host has one.
+/// The host's group database.
+const GROUP_FILE: &str = "/etc/group";
+
+/// The id of the [`API_GROUP`] group, if the host has one. Read from `/etc/group` itself,
+/// not through the C library's name service: a static binary cannot load NSS modules (and
+/// crashes trying), and knit's group is a local one.
 pub(crate) fn api_group() -> Option<u32> {
-    nix::unistd::Group::from_name(API_GROUP)
-        .ok()
-        .flatten()
-        .map(|g| g.gid.as_raw())
+    let groups = std::fs::read_to_string(GROUP_FILE).ok()?;
+    group_id(&groups, API_GROUP)
+}
+
+/// The id of group `name` in the text of a group file (`name:password:gid:members`).
+fn group_id(groups: &str, name: &str) -> Option<u32> {
+    groups.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        (fields.next()? == name).then_some(())?;
+        fields.nth(1)?.trim().parse().ok()
+    })
 }
 
 /// Closes the data dir to everyone but its owner and, when the host has one, the `knit`
@@ -160,5 +172,19 @@ impl DataDir {
     pub(crate) fn save_store(&self, store: &Store) -> Result<()> {
         let bytes = store.encode()?;
         Ok(write_atomic(&self.path, "state.bin", &bytes)?)
+    }
+}
+
+#[cfg(test)]
+mod group_tests {
+    use super::group_id;
+
+    #[test]
+    fn the_group_id_is_read_from_the_group_file() {
+        let file = "root:x:0:\n# a comment\nknitters:x:7:\nknit:x:998:alice,bob\nbroken\n";
+        assert_eq!(group_id(file, "knit"), Some(998));
+        assert_eq!(group_id(file, "root"), Some(0));
+        assert_eq!(group_id(file, "docker"), None);
+        assert_eq!(group_id("knit:x:nan:\n", "knit"), None);
     }
 }

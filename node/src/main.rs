@@ -11,15 +11,20 @@ mod cli;
 mod client;
 mod clock;
 mod cluster;
+mod completion;
 mod datadir;
 mod driver;
 mod flags;
 mod ingress;
 mod lab;
 mod logging;
+mod manpage;
+mod notify;
 mod peer;
 mod persist;
+mod records;
 mod telemetry;
+mod version;
 
 use std::process::ExitCode;
 
@@ -27,6 +32,13 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    // Commands about the binary itself need no runtime (and so start fast).
+    match &cli.command {
+        cli::Command::Version { format } => return exit(version::run(format.as_ref())),
+        cli::Command::Completion { shell } => return exit(completion::run(*shell)),
+        cli::Command::Man { dir } => return exit(manpage::run(dir)),
+        _ => {}
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -57,6 +69,11 @@ fn main() -> ExitCode {
     });
     // Tasks still running (readers, dials) are dropped without waiting.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    exit(result)
+}
+
+/// The exit code for `result`, with the error printed.
+fn exit(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

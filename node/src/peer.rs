@@ -18,9 +18,10 @@ use crate::agent::Agent;
 use crate::api::{self, AllowedHosts, ApiListener};
 use crate::api_addr::ApiAddr;
 use crate::cli::UpArgs;
-use crate::cluster::{NodeInfo, host_capacity, info_key};
+use crate::cluster::{NodeInfo, host_capacity};
 use crate::datadir::DataDir;
 use crate::driver::{Drivers, docker::DockerDriver, process::ProcessDriver};
+use crate::records::info_key;
 
 fn parse_labels(labels: &[String]) -> Result<BTreeMap<String, String>> {
     labels
@@ -288,7 +289,14 @@ pub(crate) async fn up(args: UpArgs, api: Option<&str>, api_insecure: bool) -> R
         saved_tx,
         shutdown.clone(),
     ));
-    let state = api::ApiState::new(mesh.clone(), creds, saved, drivers, ingress);
+    let state = api::ApiState::new(
+        mesh.clone(),
+        creds,
+        saved,
+        drivers,
+        ingress,
+        shutdown.clone(),
+    );
     if let Some(listener) = metrics_listener {
         let app = api::metrics_router(state.clone(), hosts.clone());
         tokio::spawn(api::serve_metrics(listener, app, shutdown.clone()));
@@ -298,6 +306,7 @@ pub(crate) async fn up(args: UpArgs, api: Option<&str>, api_insecure: bool) -> R
         .into_iter()
         .map(|listener| tokio::spawn(api::serve(listener, app.clone(), shutdown.clone())))
         .collect();
+    crate::notify::ready();
 
     stop_signals.wait().await;
     tracing::info!("leaving the cluster");

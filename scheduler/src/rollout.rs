@@ -117,6 +117,89 @@ impl<'a> Coordinators<'a> {
     }
 }
 
+/// Every service's coordinator (see [`coordinator`]), kept up to date as live nodes come
+/// and go: a node that leaves costs a fresh choice for the services it coordinated only,
+/// and one that joins a comparison per service, where choosing anew costs every service
+/// times every node.
+#[derive(Clone, Debug, Default)]
+pub struct CoordinatorTable {
+    /// The live nodes and their hashes.
+    alive: BTreeMap<NodeId, u64>,
+    /// By service: its hash key, and its coordinator's score and id.
+    best: BTreeMap<String, (u64, u64, NodeId)>,
+}
+
+impl CoordinatorTable {
+    /// Brings the table to `alive` and `services`.
+    pub fn update<'a>(
+        &mut self,
+        alive: &BTreeSet<NodeId>,
+        services: impl IntoIterator<Item = &'a str>,
+    ) {
+        let services: BTreeSet<&str> = services.into_iter().collect();
+        let same_nodes = self.alive.len() == alive.len() && self.alive.keys().eq(alive.iter());
+        let same_services = self.best.len() == services.len()
+            && self
+                .best
+                .keys()
+                .map(String::as_str)
+                .eq(services.iter().copied());
+        if same_nodes && same_services {
+            return;
+        }
+        let removed: BTreeSet<NodeId> = self
+            .alive
+            .keys()
+            .filter(|n| !alive.contains(*n))
+            .cloned()
+            .collect();
+        let added: Vec<(NodeId, u64)> = alive
+            .iter()
+            .filter(|n| !self.alive.contains_key(*n))
+            .map(|n| (n.clone(), node_hash(n)))
+            .collect();
+        self.alive.retain(|n, _| !removed.contains(n));
+        self.alive.extend(added.iter().cloned());
+        self.best.retain(|s, _| services.contains(s.as_str()));
+        let fresh = |table: &Self, service: &str| {
+            let key = slot_hash(service, COORDINATOR_INDEX);
+            table
+                .alive
+                .iter()
+                .map(|(n, &hash)| (score(key, hash), n))
+                .max_by(|a, b| (a.0, a.1.as_str()).cmp(&(b.0, b.1.as_str())))
+                .map(|(score, n)| (key, score, n.clone()))
+        };
+        for service in &services {
+            let stale = self
+                .best
+                .get(*service)
+                .is_none_or(|(_, _, n)| removed.contains(n));
+            if stale {
+                match fresh(self, service) {
+                    Some(best) => self.best.insert((*service).to_owned(), best),
+                    None => self.best.remove(*service),
+                };
+                continue;
+            }
+            if let Some((key, best_score, best)) = self.best.get_mut(*service) {
+                for (n, hash) in &added {
+                    let s = score(*key, *hash);
+                    if (s, n.as_str()) > (*best_score, best.as_str()) {
+                        *best_score = s;
+                        best.clone_from(n);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The coordinator of `service`, as of the last [`CoordinatorTable::update`].
+    pub fn of(&self, service: &str) -> Option<&NodeId> {
+        self.best.get(service).map(|(_, _, n)| n)
+    }
+}
+
 /// The newest of several published progresses for `spec`'s current template. A
 /// progress that knows when its last wave came to serve is newer than the same one that
 /// does not: a successor resuming from a coordinator that died before it saw the wave

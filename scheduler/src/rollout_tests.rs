@@ -402,3 +402,37 @@ fn slots_no_live_node_can_update_wait_without_stalling_the_others() {
     }
     assert_eq!(p.unwrap().state, RolloutState::Completed);
 }
+
+#[test]
+fn the_coordinator_table_follows_nodes_as_choosing_anew_would() {
+    let all: Vec<NodeId> = (0..12).map(|i| node(&format!("n{i}"))).collect();
+    let services: Vec<String> = (0..30).map(|i| format!("s{i}")).collect();
+    let mut table = CoordinatorTable::default();
+    // Joins, losses, both at once, everyone gone, and back.
+    let steps: [&[usize]; 7] = [
+        &[0, 1, 2],
+        &[0, 1, 2, 3, 4, 5, 6],
+        &[1, 2, 4, 5, 6, 7],
+        &[7, 8, 9, 10, 11],
+        &[],
+        &[3, 11],
+        &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11],
+    ];
+    for (i, step) in steps.iter().enumerate() {
+        let alive: BTreeSet<NodeId> = step.iter().map(|&n| all[n].clone()).collect();
+        let names = services.iter().take(20 + i).map(String::as_str);
+        table.update(&alive, names);
+        for service in services.iter().take(20 + i) {
+            assert_eq!(
+                table.of(service),
+                coordinator(service, &alive),
+                "{service} at step {i}"
+            );
+        }
+        assert_eq!(
+            table.of("s29"),
+            None,
+            "a service not given has no coordinator"
+        );
+    }
+}

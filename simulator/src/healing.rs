@@ -142,6 +142,15 @@ impl Healing {
         self.index.get(slot).copied()
     }
 
+    /// The slot indices of `service`.
+    pub fn slots_of_service<'a>(&'a self, service: &'a str) -> impl Iterator<Item = u32> + 'a {
+        let from = SlotId::replica(service, 0);
+        self.index
+            .range(from..)
+            .take_while(move |(slot, _)| slot.service == service)
+            .map(|(_, &i)| i)
+    }
+
     /// The services, as the scenario gives them.
     pub fn services(&self) -> &[ServiceSpec] {
         &self.services

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+pub mod browser;
 pub mod heal;
 mod http;
 pub mod images;
@@ -275,7 +276,9 @@ impl Peer {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        Ok(serde_json::from_slice(&out.stdout)?)
+        Ok(serde_json::from_value(json_rows(
+            &String::from_utf8_lossy(&out.stdout),
+        )?)?)
     }
 
     /// The same rows as [`Peer::nodes`], read straight from the admin API (`/v1/nodes`)
@@ -307,11 +310,12 @@ impl Peer {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// Runs a client command with `--format json` appended and parses its output.
+    /// Runs a client command with `--format json` appended and parses its output (one
+    /// object per line) as one array.
     pub fn cli_json<T: serde::de::DeserializeOwned>(&self, args: &[&str]) -> Result<T> {
         let mut args = args.to_vec();
         args.extend(["--format", "json"]);
-        Ok(serde_json::from_str(&self.cli_ok(&args)?)?)
+        Ok(serde_json::from_value(json_rows(&self.cli_ok(&args)?)?)?)
     }
 
     /// `service ls --format json`, as JSON values.
@@ -508,6 +512,19 @@ pub fn use_release_knit() -> Result<PathBuf> {
         bail!("the harness already uses another knit binary");
     }
     Ok(bin)
+}
+
+/// What `--format json` prints, one object per line as Docker prints them, as one JSON
+/// array (an array printed whole, as older peers did, is taken as it is).
+pub fn json_rows(text: &str) -> Result<serde_json::Value> {
+    let values: Vec<serde_json::Value> = serde_json::Deserializer::from_str(text)
+        .into_iter()
+        .collect::<Result<_, _>>()?;
+    Ok(match <[serde_json::Value; 1]>::try_from(values) {
+        Ok([array @ serde_json::Value::Array(_)]) => array,
+        Ok([one]) => serde_json::Value::Array(vec![one]),
+        Err(values) => serde_json::Value::Array(values),
+    })
 }
 
 /// Polls `probe` every 100 ms until it returns `Some`, or fails after `limit`.

@@ -41,7 +41,11 @@ fn ctrl_c_on_the_lab_leaves_no_replica_running() {
     };
     wait_until(Duration::from_secs(30), "two lab peers alive", || {
         let out = knit(&["node", "ls", "--format", "json"]);
-        let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).ok()?;
+        // One object per line.
+        let rows: Vec<serde_json::Value> = serde_json::Deserializer::from_slice(&out.stdout)
+            .into_iter()
+            .collect::<Result<_, _>>()
+            .ok()?;
         (rows.len() == 2 && rows.iter().all(|r| r["state"] == "alive")).then_some(())
     })
     .expect("the lab came up");

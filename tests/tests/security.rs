@@ -157,7 +157,11 @@ fn a_tcp_api_takes_only_client_certificates_from_the_cluster() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("json");
+    // One object per line.
+    let rows: Vec<serde_json::Value> = serde_json::Deserializer::from_slice(&out.stdout)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .expect("json");
     assert_eq!(rows.len(), 1);
     // Plain HTTP to the TLS port gets nothing.
     let out = remote(&["--api-insecure", "node", "ls"]);

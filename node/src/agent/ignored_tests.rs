@@ -16,7 +16,8 @@ use knit_scheduler::{
 };
 
 use super::acted_on;
-use crate::cluster::{LIMITS_KEY, NodeInfo, Snapshot, info_key, service_key};
+use crate::cluster::{NodeInfo, Snapshot};
+use crate::records::{LIMITS_KEY, info_key, service_key};
 
 /// Signs nothing: a local store takes its own writes as they are.
 struct Unsigned;

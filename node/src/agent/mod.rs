@@ -8,7 +8,7 @@
 mod health;
 mod ops;
 pub(crate) mod prevention;
-mod rollout;
+mod published;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -22,8 +22,9 @@ use knit_scheduler::{Availability, Health, ReplicaReport, ReplicaState, ServiceS
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster::{Snapshot, node_spec_key, report_key};
+use crate::cluster::Snapshot;
 use crate::driver::{Drivers, Replica};
+use crate::records::{node_spec_key, report_key};
 
 /// Rounds happen at least this often, and at most every `ROUND_MIN`.
 const ROUND_EVERY: Duration = Duration::from_millis(pace::ROUND_EVERY_MS);
@@ -109,7 +110,7 @@ pub(crate) struct Agent {
     /// Replicas that ended here, by service, newest first; and whether it changed.
     history: BTreeMap<String, Vec<crate::cluster::Ended>>,
     history_dirty: BTreeSet<String>,
-    /// The stamp of this node's node spec last acknowledged (see [`crate::cluster::applied_key`]).
+    /// The stamp of this node's node spec last acknowledged (see [`crate::records::applied_key`]).
     applied_spec: Option<knit_mesh::store::Stamp>,
 }
 
@@ -242,7 +243,7 @@ impl Agent {
             .into_iter()
             .collect();
         let applied = crate::cluster::Applied { spec, kept };
-        let key = crate::cluster::applied_key(&self.me);
+        let key = crate::records::applied_key(&self.me);
         let Ok(bytes) = serde_json::to_vec(&applied) else {
             return false;
         };
@@ -465,7 +466,7 @@ impl Agent {
                 let _ = self
                     .mesh
                     .put(
-                        &crate::cluster::history_key(&self.me, &service),
+                        &crate::records::history_key(&self.me, &service),
                         Some(bytes),
                     )
                     .await;
@@ -566,7 +567,7 @@ impl Agent {
     async fn write(&mut self, write: Write) {
         match write {
             Write::Progress { service, progress } => {
-                let key = rollout::progress_key(&self.me, &service);
+                let key = crate::records::progress_key(&self.me, &service);
                 let bytes = match progress.map(|p| serde_json::to_vec(&p)).transpose() {
                     Ok(bytes) => bytes,
                     Err(_) => return,
@@ -575,7 +576,11 @@ impl Agent {
                     self.core.unpublished(&service);
                 }
             }
-            Write::Spec(spec) => rollout::write(&self.mesh, &spec).await,
+            Write::Spec(spec) => {
+                if let Err(e) = crate::records::put_spec(&self.mesh, &spec).await {
+                    tracing::warn!(service = %spec.name, error = %e, "cannot write the spec");
+                }
+            }
         }
     }
 }
@@ -618,7 +623,7 @@ fn log(note: &Note) {
         }
         Note::AutoscaleCapped { service, reason } => {
             let what = "not autoscaling past the cluster's limits";
-            crate::cluster::warn_once(&crate::cluster::service_key(service), what, reason);
+            crate::cluster::warn_once(&crate::records::service_key(service), what, reason);
         }
     }
 }

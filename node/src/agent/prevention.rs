@@ -14,7 +14,8 @@ use knit_mesh::quic::Mesh;
 use knit_scheduler::Availability;
 use knit_scheduler::placement::Assignment;
 
-use crate::cluster::{Condition, NodeSpec, Snapshot, condition_key, node_spec_key};
+use crate::cluster::{Condition, NodeSpec, Snapshot};
+use crate::records::{condition_key, node_spec_key};
 use crate::telemetry::Telemetry;
 
 /// When a node drains itself; from `knit up` flags.

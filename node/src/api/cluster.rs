@@ -1,5 +1,5 @@
 //! `/v1/cluster/limits`: the limits the cluster sets on service specs (replicas per
-//! service, slots in all), stored under [`crate::cluster::LIMITS_KEY`] for every peer.
+//! service, slots in all), stored under [`crate::records::LIMITS_KEY`] for every peer.
 
 use axum::Json;
 use axum::extract::State;
@@ -8,7 +8,8 @@ use knit_scheduler::spec::Limits;
 use knit_scheduler::spec::limits::over_slot_cap;
 
 use super::{ApiError, ApiState};
-use crate::cluster::{LIMITS_KEY, Snapshot};
+use crate::cluster::Snapshot;
+use crate::records::LIMITS_KEY;
 
 /// The limits in force.
 pub(super) async fn limits(State(state): State<ApiState>) -> Json<Limits> {

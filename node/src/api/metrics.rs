@@ -1,4 +1,6 @@
-//! `/metrics`: Prometheus text, from the mesh's counters and the state's size.
+//! `/metrics`: Prometheus text, from the mesh's counters and the state's size, and the
+//! cluster as this peer sees it: members by state, each service's slots, restarts,
+//! rollouts and heals, each node's telemetry.
 
 use std::sync::atomic::Ordering;
 
@@ -6,12 +8,25 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use knit_mesh::MemberState;
+use knit_scheduler::rollout::RolloutState;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
 
 use super::ApiState;
+use super::picture::slot_counts;
+use crate::cluster::Snapshot;
+
+type Labels = Vec<(String, String)>;
+
+fn labels<const N: usize>(pairs: [(&str, &str); N]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
 
 fn gauge(value: usize) -> ConstGauge {
     ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX))
@@ -82,20 +97,7 @@ pub(super) async fn metrics(State(state): State<ApiState>) -> Response {
         "State writes waiting for their writer's certificate now",
         gauge(usize::try_from(m.deltas_pending.load(Ordering::Relaxed)).unwrap_or(usize::MAX)),
     );
-    let view = state.mesh.view().borrow().clone();
-    for (name, wanted) in [
-        ("members_alive", MemberState::Alive),
-        ("members_suspect", MemberState::Suspect),
-        ("members_down", MemberState::Down),
-        ("members_left", MemberState::Left),
-    ] {
-        let count = view.members.iter().filter(|m| m.state == wanted).count();
-        registry.register(
-            name,
-            "Members in this state, as this peer sees them",
-            gauge(count),
-        );
-    }
+    register_cluster(&mut registry, &state);
     let (entries, tombstones) = {
         let store = state.mesh.store();
         let store = store.borrow();
@@ -132,7 +134,6 @@ pub(super) async fn metrics(State(state): State<ApiState>) -> Response {
 /// longer than the tombstone TTL), `unverified` (dropped while waiting for a certificate).
 fn register_refusals(registry: &mut Registry, m: &knit_mesh::quic::links::MeshMetrics) {
     use prometheus_client::metrics::counter::Counter;
-    use prometheus_client::metrics::family::Family;
     let refused = Family::<Vec<(String, String)>, Counter>::default();
     for (reason, counter) in [
         ("signature", &m.deltas_refused_signature),
@@ -153,7 +154,6 @@ fn register_refusals(registry: &mut Registry, m: &knit_mesh::quic::links::MeshMe
 
 fn register_ingress(registry: &mut Registry, stats: &crate::ingress::IngressStats) {
     use prometheus_client::metrics::counter::Counter;
-    use prometheus_client::metrics::family::Family;
     type Labels = Vec<(String, String)>;
     let families: [(&str, &str, Family<Labels, Counter>); 6] = [
         (
@@ -214,6 +214,173 @@ fn register_ingress(registry: &mut Registry, stats: &crate::ingress::IngressStat
             family
                 .get_or_create(&labels)
                 .inc_by(value.load(Ordering::Relaxed));
+        }
+    }
+    for (name, help, family) in families {
+        registry.register(name, help, family);
+    }
+}
+
+/// `knit_build_info{version}`, `knit_members{state}`, the per-service families and the
+/// per-node telemetry, from one reading of the cluster.
+fn register_cluster(registry: &mut Registry, state: &ApiState) {
+    use prometheus_client::metrics::info::Info;
+    registry.register(
+        "build",
+        "The knit build this peer runs",
+        Info::new(labels([("version", env!("CARGO_PKG_VERSION"))])),
+    );
+    let snapshot = Snapshot::of(&state.mesh);
+    let members = Family::<Labels, Gauge>::default();
+    for (word, wanted) in [
+        ("alive", MemberState::Alive),
+        ("suspect", MemberState::Suspect),
+        ("down", MemberState::Down),
+        ("left", MemberState::Left),
+    ] {
+        let count = snapshot
+            .view
+            .members
+            .iter()
+            .filter(|m| m.state == wanted)
+            .count();
+        members
+            .get_or_create(&labels([("state", word)]))
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+    registry.register(
+        "members",
+        "Members in each state, as this peer sees them (a member it knew before a restart and has not heard from since counts as down)",
+        members,
+    );
+    register_services(registry, &snapshot);
+    state.events.with_tally(|tally| {
+        registry.register(
+            "service_restarts",
+            "Replicas started again by their restart policy, seen since this peer started",
+            tally.restarts(),
+        );
+        registry.register(
+            "heal_duration_seconds",
+            "Heals seen since this peer started (a slot that had a running replica lost it and has one again), by how long the slot had none",
+            tally.heals(),
+        );
+    });
+    register_telemetry(registry, &snapshot);
+}
+
+/// Each valid service's slots (desired, running, healthy) and whether it rolls out.
+fn register_services(registry: &mut Registry, snapshot: &Snapshot) {
+    let placement = snapshot.placement();
+    let families: [(&str, &str, Family<Labels, Gauge>); 4] = [
+        (
+            "service_replicas_desired",
+            "Slots the service has (for a global service, its eligible nodes)",
+            Family::default(),
+        ),
+        (
+            "service_replicas_running",
+            "Slots with a running replica on a member that is alive or suspect",
+            Family::default(),
+        ),
+        (
+            "service_replicas_healthy",
+            "Slots with a running replica that passes its health check (or has none)",
+            Family::default(),
+        ),
+        (
+            "service_rollout_in_progress",
+            "1 while the service's rollout is updating or rolling back, else 0",
+            Family::default(),
+        ),
+    ];
+    let specs = snapshot.specs();
+    for (name, counts) in slot_counts(snapshot, &placement) {
+        let rolling = specs
+            .get(&name)
+            .and_then(|spec| snapshot.rollout(spec))
+            .is_some_and(|p| matches!(p.state, RolloutState::Updating | RolloutState::RollingBack));
+        let service = labels([("service", &name)]);
+        let values = [
+            counts.desired,
+            counts.running,
+            counts.healthy,
+            usize::from(rolling),
+        ];
+        for ((_, _, family), value) in families.iter().zip(values) {
+            family
+                .get_or_create(&service)
+                .set(i64::try_from(value).unwrap_or(i64::MAX));
+        }
+    }
+    for (name, help, family) in families {
+        registry.register(name, help, family);
+    }
+}
+
+/// Each member's last telemetry sample (members that left excluded), by node id and name.
+fn register_telemetry(registry: &mut Registry, snapshot: &Snapshot) {
+    use std::sync::atomic::AtomicU64;
+    type Float = Gauge<f64, AtomicU64>;
+    let families: [(&str, &str, Family<Labels, Float>); 7] = [
+        (
+            "node_cpu_percent",
+            "Busy CPU over the last sample, 0-100 (all cores)",
+            Family::default(),
+        ),
+        ("node_load1", "One-minute load average", Family::default()),
+        ("node_memory_used_bytes", "Memory in use", Family::default()),
+        (
+            "node_memory_total_bytes",
+            "Memory in all",
+            Family::default(),
+        ),
+        (
+            "node_disk_used_bytes",
+            "Disk in use on the data dir's file system",
+            Family::default(),
+        ),
+        (
+            "node_disk_total_bytes",
+            "Size of the data dir's file system",
+            Family::default(),
+        ),
+        (
+            "node_temperature_celsius",
+            "The hottest sensor, where the host has sensors",
+            Family::default(),
+        ),
+    ];
+    let names = snapshot.names();
+    for member in snapshot
+        .view
+        .members
+        .iter()
+        .filter(|m| m.state != MemberState::Left)
+    {
+        let Some(t) = snapshot.telemetry(&member.peer.node) else {
+            continue;
+        };
+        let id = member.peer.node.to_string();
+        let node = labels([
+            ("node", &id),
+            ("name", names.get(&id).map_or("", String::as_str)),
+        ]);
+        // Byte counts far below 2^52: exact as floats.
+        #[allow(clippy::cast_precision_loss)]
+        let values = [
+            Some(f64::from(t.cpu_percent)),
+            Some(t.load1),
+            Some(t.memory_used_bytes as f64),
+            Some(t.memory_total_bytes as f64),
+            Some(t.disk_used_bytes as f64),
+            Some(t.disk_total_bytes as f64),
+            t.temperature_max_c.map(f64::from),
+        ];
+        for ((_, _, family), value) in families.iter().zip(values) {
+            if let Some(value) = value {
+                family.get_or_create(&node).set(value);
+            }
         }
     }
     for (name, help, family) in families {

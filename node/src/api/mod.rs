@@ -1,12 +1,18 @@
 //! The admin API: JSON over HTTP on a root-only Unix socket (or mutual TLS on TCP), used by
-//! the client commands; `/metrics` and `/healthz` for Prometheus on a listener of their own.
+//! the client commands; a stream of the cluster's changes (`/v1/events`) and a dashboard
+//! that follows it (`/ui`); `/metrics` and `/healthz` for Prometheus on a listener of
+//! their own.
 
 mod cluster;
+mod dashboard;
+mod events;
 mod listen;
 mod metrics;
 mod nodes;
 mod operators;
+mod picture;
 mod services;
+mod tally;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +46,8 @@ pub(crate) struct ApiState {
     drivers: Arc<crate::driver::Drivers>,
     /// The ingress's counters and bind errors.
     ingress: Arc<crate::ingress::IngressStats>,
+    /// The observer of the cluster's changes, and the event streams it feeds.
+    events: Arc<events::Events>,
 }
 
 impl ApiState {
@@ -49,8 +57,10 @@ impl ApiState {
         saved: watch::Receiver<crate::persist::Saved>,
         drivers: Arc<crate::driver::Drivers>,
         ingress: Arc<crate::ingress::IngressStats>,
+        shutdown: CancellationToken,
     ) -> Self {
         Self {
+            events: events::Events::start(mesh.clone(), shutdown),
             mesh,
             creds: Arc::new(creds),
             saved,
@@ -67,6 +77,12 @@ impl ApiState {
             .put(key, value)
             .await
             .map_err(|_| ApiError::unavailable())?;
+        self.applied(key, stamp).await
+    }
+
+    /// Waits until this peer's store holds the write of `key` stamped `stamp`, and has
+    /// saved it.
+    async fn applied(&self, key: &str, stamp: knit_mesh::store::Stamp) -> Result<(), ApiError> {
         let mut store = self.mesh.store();
         let applied = tokio::time::timeout(
             WRITE_TIMEOUT,
@@ -166,6 +182,8 @@ pub(crate) fn router(state: ApiState, hosts: AllowedHosts) -> Router {
             "/v1/cluster/limits",
             get(cluster::limits).post(cluster::set_limits),
         )
+        .route("/v1/events", get(events::stream))
+        .route("/ui", get(dashboard::page))
         .route("/v1/token", get(token))
         .route("/v1/token/rotate", post(rotate_token))
         .route("/v1/client-certs", post(operators::client_cert))

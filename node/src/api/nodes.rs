@@ -10,7 +10,8 @@ use knit_scheduler::{Availability, Resources};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, ApiState};
-use crate::cluster::{NodeSpec, Snapshot, node_spec_key};
+use crate::cluster::{NodeSpec, Snapshot};
+use crate::records::node_spec_key;
 
 /// One node as `node ls` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -48,7 +49,8 @@ pub(crate) struct NodeSummary {
     pub(crate) minority: Option<String>,
 }
 
-fn summaries(snapshot: &Snapshot) -> Vec<NodeSummary> {
+/// Every member as `node ls` shows it (without this peer's ingress errors).
+pub(super) fn summaries(snapshot: &Snapshot) -> Vec<NodeSummary> {
     let minority = snapshot.quorum().minority();
     snapshot
         .view

@@ -12,11 +12,12 @@ use axum::http::StatusCode;
 use knit_scheduler::placement::Assignment;
 use knit_scheduler::spec::limits::check_slot_cap;
 use knit_scheduler::spec::{Limits, Mode};
-use knit_scheduler::{Health, ReplicaReport, ReplicaState, ServiceSpec, SlotId};
+use knit_scheduler::{Health, Placement, ReplicaReport, ReplicaState, ServiceSpec, SlotId};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, ApiState};
-use crate::cluster::{Invalid, Services, Snapshot, service_key, service_version_key};
+use crate::cluster::{Invalid, Services, Snapshot};
+use crate::records::service_key;
 
 /// One service as `service ls` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -175,12 +176,10 @@ fn check_limits(
 }
 
 async fn store_spec(state: &ApiState, spec: &ServiceSpec) -> Result<(), ApiError> {
-    let version = serde_json::to_vec(&spec.version).map_err(invalid)?;
-    state
-        .write(&service_version_key(&spec.name), Some(version))
-        .await?;
-    let bytes = serde_json::to_vec(spec).map_err(invalid)?;
-    state.write(&service_key(&spec.name), Some(bytes)).await
+    let stamp = crate::records::put_spec(&state.mesh, spec)
+        .await
+        .map_err(|_| ApiError::unavailable())?;
+    state.applied(&service_key(&spec.name), stamp).await
 }
 
 pub(super) async fn create(
@@ -323,7 +322,12 @@ pub(super) async fn remove(
 
 pub(super) async fn list(State(state): State<ApiState>) -> Json<Vec<ServiceSummary>> {
     let snapshot = Snapshot::of(&state.mesh);
-    let placement = snapshot.placement();
+    Json(summaries(&snapshot, &snapshot.placement()))
+}
+
+/// Every stored service as `service ls` shows it, by name, under `placement` (the one
+/// `snapshot` gives).
+pub(super) fn summaries(snapshot: &Snapshot, placement: &Placement) -> Vec<ServiceSummary> {
     let observed = snapshot.observed();
     let services = snapshot.services();
     let mut rows: Vec<ServiceSummary> = services
@@ -364,7 +368,7 @@ pub(super) async fn list(State(state): State<ApiState>) -> Json<Vec<ServiceSumma
         rows.push(invalid_summary(name, bad, &observed));
     }
     rows.sort_by(|a, b| a.name.cmp(&b.name));
-    Json(rows)
+    rows
 }
 
 /// A service every peer ignores, as `service ls` shows it: what it asks for, and how many

@@ -2,10 +2,14 @@
 
 mod filter;
 mod nodes;
+pub(crate) mod output;
+mod records;
 mod services;
+mod table;
+pub(crate) mod template;
 mod transport;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -13,7 +17,7 @@ use hyper::Method;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::api_addr::ApiAddr;
+use crate::api_addr::{ApiAddr, SOCKET_NAME};
 use crate::cli::{Command, TokenCommand};
 use transport::Transport;
 
@@ -126,11 +130,15 @@ pub(crate) async fn run(
     insecure: bool,
     command: Command,
 ) -> Result<()> {
-    let api = ApiAddr::or_default(api, &crate::cli::default_data_dir())?;
+    let api = ApiAddr::or_default(api, &client_data_dir())?;
     let client = Client::new(api, tls_dir, insecure)?;
     match command {
-        Command::Up(_) | Command::Lab(_) => {
-            bail!("`up` and `lab` run peers; they are not client commands")
+        Command::Up(_)
+        | Command::Lab(_)
+        | Command::Version { .. }
+        | Command::Completion { .. }
+        | Command::Man { .. } => {
+            bail!("`up`, `lab`, `version`, `completion` and `man` are not client commands")
         }
         Command::Token { command: None } => {
             let answer: serde_json::Value = client.get("/v1/token").await?;
@@ -144,6 +152,21 @@ pub(crate) async fn run(
         Command::Node(command) => nodes::run(&client, command).await,
         Command::Service(command) => services::run(&client, command).await,
         Command::Cluster(command) => cluster(&client, command).await,
+    }
+}
+
+/// The data dir whose socket client commands use without `--api`: the default one
+/// (`~/.knit`), or the system service's (`/var/lib/knit`) when only that one has a socket,
+/// so that `knit node ls` works as it is on a host where knit was installed as a service.
+fn client_data_dir() -> PathBuf {
+    let default = crate::cli::default_data_dir();
+    let system = Path::new(crate::cli::SYSTEM_DATA_DIR);
+    // A socket we may not even look at still counts: using it says "permission denied".
+    let present = |dir: &Path| dir.join(SOCKET_NAME).try_exists().unwrap_or(true);
+    if !present(&default) && present(system) {
+        system.to_path_buf()
+    } else {
+        default
     }
 }
 

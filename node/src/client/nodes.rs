@@ -6,9 +6,10 @@ use anyhow::{Result, bail};
 use knit_scheduler::Availability;
 
 use super::filter::{self, Filters};
+use super::records::Task;
 use super::{Client, word};
 use crate::api::NodeSummary;
-use crate::cli::{Format, NodeCommand};
+use crate::cli::NodeCommand;
 use crate::cluster::NodeSpec;
 use crate::flags::pairs;
 
@@ -18,10 +19,10 @@ pub(super) async fn run(client: &Client, command: NodeCommand) -> Result<()> {
             let filters = Filters::parse(&args.filters, filter::NODE_KEYS)?;
             let mut nodes: Vec<NodeSummary> = client.get("/v1/nodes").await?;
             nodes.retain(|n| filters.node(n));
-            match (args.quiet, args.format) {
-                (true, _) => nodes.iter().for_each(|n| println!("{}", n.id)),
-                (false, Format::Json) => println!("{}", serde_json::to_string_pretty(&nodes)?),
-                (false, Format::Table) => print(&nodes),
+            if args.quiet {
+                nodes.iter().for_each(|n| println!("{}", n.id));
+            } else {
+                super::output::print(&nodes, &args.format)?;
             }
         }
         NodeCommand::Ps { node, list } => {
@@ -35,7 +36,12 @@ pub(super) async fn run(client: &Client, command: NodeCommand) -> Result<()> {
                     .await?;
                 tasks.extend(
                     rows.into_iter()
-                        .filter(|t| t.node_id == node.id && filters.task(t)),
+                        .filter(|t| t.node_id == node.id && filters.task(t))
+                        .map(|row| Task {
+                            row,
+                            service: service.name.clone(),
+                            image: service.image.clone(),
+                        }),
                 );
             }
             super::services::show_tasks(&tasks, &list)?;
@@ -133,50 +139,5 @@ async fn applied(client: &Client, updated: &NodeSummary) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
         node = client.get(&format!("/v1/nodes/{}", updated.id)).await?;
-    }
-}
-
-fn pct(value: Option<f64>) -> String {
-    value.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}%"))
-}
-
-fn print(nodes: &[NodeSummary]) {
-    println!(
-        "{:<14} {:<16} {:<22} {:<8} {:<12} {:>6} {:>8} {:>5} {:>5} {:>5}  LABELS",
-        "ID", "NAME", "ADDR", "STATE", "AVAILABILITY", "EPOCH", "REPLICAS", "CPU", "MEM", "DISK"
-    );
-    for n in nodes {
-        let id = format!(
-            "{}{}",
-            &n.id[..12.min(n.id.len())],
-            if n.is_self { " *" } else { "" }
-        );
-        let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let t = n.telemetry.as_ref();
-        println!(
-            "{:<14} {:<16} {:<22} {:<8} {:<12} {:>6} {:>8} {:>5} {:>5} {:>5}  {}",
-            id,
-            n.name,
-            n.addr,
-            word(&n.state),
-            word(&n.availability),
-            n.epoch,
-            n.replicas,
-            pct(t.map(|t| f64::from(t.cpu_percent))),
-            pct(t.and_then(crate::telemetry::Telemetry::memory_percent)),
-            pct(t.and_then(crate::telemetry::Telemetry::disk_percent)),
-            labels.join(",")
-        );
-        if let Some(note) = n
-            .condition
-            .as_ref()
-            .map(|c| c.note.as_str())
-            .filter(|n| !n.is_empty())
-        {
-            println!("{:<14} ^ {note}", "");
-        }
-        if let Some(minority) = &n.minority {
-            println!("{:<14} ^ {minority}", "");
-        }
     }
 }

@@ -7,6 +7,8 @@ use knit_scheduler::ServiceSpec;
 use knit_scheduler::spec::{Limits, Mode, Protocol};
 
 use super::filter::{self, Filters};
+use super::output;
+use super::records::Task;
 use super::{ApiRefusal, Client};
 use crate::api::{ServiceSummary, TaskRow, UpdateRequest};
 use crate::cli::{Format, ServiceCommand};
@@ -33,10 +35,10 @@ pub(super) async fn run(client: &Client, command: ServiceCommand) -> Result<()> 
             let filters = Filters::parse(&args.filters, filter::SERVICE_KEYS)?;
             let mut services: Vec<ServiceSummary> = client.get("/v1/services").await?;
             services.retain(|s| filters.service(s));
-            match (args.quiet, args.format) {
-                (true, _) => services.iter().for_each(|s| println!("{}", s.name)),
-                (false, Format::Json) => println!("{}", serde_json::to_string_pretty(&services)?),
-                (false, Format::Table) => print_services(&services),
+            if args.quiet {
+                services.iter().for_each(|s| println!("{}", s.name));
+            } else {
+                output::print(&services, &args.format)?;
             }
         }
         ServiceCommand::Ps {
@@ -49,6 +51,26 @@ pub(super) async fn run(client: &Client, command: ServiceCommand) -> Result<()> 
                 .get(&format!("/v1/services/{name}/ps?history={history}"))
                 .await?;
             tasks.retain(|t| filters.task(t));
+            // Only a template can ask for the image, which the rows do not carry: it is
+            // what `service ls` shows.
+            let image = match list.format {
+                Format::Template(_) => client
+                    .get::<Vec<ServiceSummary>>("/v1/services")
+                    .await?
+                    .into_iter()
+                    .find(|s| s.name == name)
+                    .map(|s| s.image)
+                    .unwrap_or_default(),
+                Format::Table | Format::Json => String::new(),
+            };
+            let tasks: Vec<Task> = tasks
+                .into_iter()
+                .map(|row| Task {
+                    row,
+                    service: name.clone(),
+                    image: image.clone(),
+                })
+                .collect();
             show_tasks(&tasks, &list)?;
         }
         ServiceCommand::Inspect { names } => {
@@ -280,55 +302,14 @@ async fn converge(client: &Client, written: &ServiceSpec) -> Result<()> {
     }
 }
 
-fn print_services(services: &[ServiceSummary]) {
-    println!(
-        "{:<20} {:<11} {:<9} {:<30} {:<20} STATE",
-        "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"
-    );
-    for s in services {
-        println!(
-            "{:<20} {:<11} {:<9} {:<30} {:<20} {}",
-            s.name,
-            s.mode,
-            format!("{}/{}", s.running, s.replicas),
-            s.image,
-            s.ports.join(","),
-            s.invalid
-                .as_ref()
-                .map_or_else(|| "ok".to_owned(), |why| format!("invalid: {why}"))
-        );
-    }
-}
-
 /// Prints tasks as `list` asks: ids only, JSON, or a table.
-pub(super) fn show_tasks(tasks: &[TaskRow], list: &crate::cli::ListArgs) -> Result<()> {
-    match (list.quiet, list.format) {
-        (true, _) => tasks
+pub(super) fn show_tasks(tasks: &[Task], list: &crate::cli::ListArgs) -> Result<()> {
+    if list.quiet {
+        tasks
             .iter()
-            .filter(|t| !t.id.is_empty())
-            .for_each(|t| println!("{}", t.id)),
-        (false, Format::Json) => println!("{}", serde_json::to_string_pretty(tasks)?),
-        (false, Format::Table) => print_tasks(tasks),
+            .filter(|t| !t.row.id.is_empty())
+            .for_each(|t| println!("{}", t.row.id));
+        return Ok(());
     }
-    Ok(())
-}
-
-fn print_tasks(tasks: &[TaskRow]) {
-    println!(
-        "{:<24} {:<16} {:<8} {:<10} {:<9} {:<8} {:<6} ERROR",
-        "SLOT", "NODE", "DESIRED", "STATE", "HEALTH", "VERSION", "PORT"
-    );
-    for t in tasks {
-        println!(
-            "{:<24} {:<16} {:<8} {:<10} {:<9} {:<8} {:<6} {}",
-            t.slot,
-            t.node,
-            t.desired_state,
-            t.state,
-            t.health,
-            t.spec_version,
-            t.host_port.map(|p| p.to_string()).unwrap_or_default(),
-            t.error.clone().unwrap_or_default()
-        );
-    }
+    output::print(tasks, &list.format)
 }

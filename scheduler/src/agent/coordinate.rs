@@ -54,11 +54,8 @@ pub(super) fn coordinate(
     now_ms: u64,
     plan: &mut Plan,
 ) {
-    let coordinators = rollout::Coordinators::among(alive);
-    for spec in input.specs.values() {
-        if coordinators.of(&spec.name) != Some(&agent.me) {
-            continue;
-        }
+    let mine = agent.coordinated(alive, input.specs);
+    for spec in mine.iter().filter_map(|name| input.specs.get(name)) {
         autoscale(input, alive, spec, now_ms, plan);
         let progress = input.published.progress(&spec.name);
         let newest = rollout::newest(spec, &progress);

@@ -206,6 +206,8 @@ pub struct Agent {
     stop_graces: BTreeMap<String, u64>,
     /// Handoff starts in flight at once; see [`ReconcileConfig::moves_in_flight_max`].
     moves_in_flight_max: u32,
+    /// Every service's coordinator among the members at the last round.
+    coordinators: crate::rollout::CoordinatorTable,
 }
 
 impl Agent {
@@ -221,7 +223,24 @@ impl Agent {
             rollouts: BTreeMap::new(),
             stop_graces: BTreeMap::new(),
             moves_in_flight_max: ReconcileConfig::default().moves_in_flight_max,
+            coordinators: crate::rollout::CoordinatorTable::default(),
         }
+    }
+
+    /// The services of `specs` this host coordinates among `alive` (see
+    /// [`crate::rollout::coordinator`]).
+    pub fn coordinated(
+        &mut self,
+        alive: &BTreeSet<NodeId>,
+        specs: &BTreeMap<String, ServiceSpec>,
+    ) -> BTreeSet<String> {
+        self.coordinators
+            .update(alive, specs.keys().map(String::as_str));
+        specs
+            .keys()
+            .filter(|name| self.coordinators.of(name) == Some(&self.me))
+            .cloned()
+            .collect()
     }
 
     /// This host.

@@ -10,9 +10,9 @@ use foca::Timer;
 use knit_mesh::node_core::Input;
 use knit_mesh::store::Store;
 use knit_mesh::{MemberState, NodeId, PeerId, Profile};
-use knit_scheduler::ServiceSpec;
 use knit_scheduler::agent::Agent;
 use knit_scheduler::reconcile::pace::ROUND_EVERY_MS;
+use knit_scheduler::{ReplicaReport, ServiceSpec};
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
@@ -140,6 +140,8 @@ struct Host {
     quiet: Option<round::Seen>,
     /// Bumped on every change of `running`.
     local_version: u64,
+    /// The members this host sees, at the view version they were read at.
+    members: Option<(u64, knit_scheduler::agent::Members)>,
     /// When the next round is due.
     round_at: u64,
     /// When the last round ran.
@@ -196,9 +198,9 @@ pub struct Engine {
     board: round::Board,
     /// Bumped on every change of a published report (`reported`).
     reports_version: u64,
-    /// Every host's published reports, as other hosts read them (built at the first round
-    /// after warm-up, then kept up to date report by report).
-    published: Option<round::Observed>,
+    /// The published reports of each slot (by slot index), with their hosts: what other
+    /// hosts read, indexed so that a round reads only the slots it looks at.
+    by_slot: Vec<Vec<(usize, ReplicaReport)>>,
 }
 
 /// The mesh identity of host `h`: its index in the first four bytes of the node id.
@@ -277,7 +279,7 @@ impl Engine {
             templates,
             board: round::Board::default(),
             reports_version: 0,
-            published: None,
+            by_slot: vec![Vec::new(); slots],
         };
         engine.boot(scenario);
         Ok(engine)
@@ -308,6 +310,7 @@ impl Engine {
                 agent: Agent::new(self.healing.name(h).clone(), 0),
                 quiet: None,
                 local_version: 0,
+                members: None,
                 round_at: 0,
                 last_round_ms: 0,
                 active_epochs: known,
@@ -337,6 +340,8 @@ impl Engine {
             for &s in owned {
                 self.hosts[h].running.insert(s, SlotState::Running);
                 self.hosts[h].reported.insert(s);
+                let r = round::report(&self.healing, &self.templates, h, s);
+                self.by_slot[s as usize].push((h, r));
                 self.running_count[s as usize] += 1;
                 self.reported_count[s as usize] += 1;
             }
@@ -444,7 +449,11 @@ impl Engine {
             Event::Started { host, inc, slot } => self.started(host, inc, slot),
             Event::Fault(fault) => self.fault(fault),
             Event::ChurnKill => self.churn_kill(),
-            Event::Warm => self.metrics.warm(self.now_ms, self.utilisation()),
+            Event::Warm => {
+                self.metrics.warm(self.now_ms, self.utilisation());
+                // Agents that only followed joins until now act from the next round.
+                self.hosts.iter_mut().for_each(|host| host.quiet = None);
+            }
             Event::Join { host } => {
                 let now = self.now_ms;
                 if self.hosts[host].inc != 0 {
@@ -505,8 +514,8 @@ impl Engine {
         let mut slots = Vec::new();
         let reported = std::mem::take(&mut host.reported);
         self.reports_version += 1;
-        if let Some(published) = self.published.as_mut() {
-            published.remove(self.healing.name(h));
+        for &s in &reported {
+            self.by_slot[s as usize].retain(|(o, _)| *o != h);
         }
         host.unreported.clear();
         for (s, state) in std::mem::take(&mut host.running) {

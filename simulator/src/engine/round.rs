@@ -12,9 +12,10 @@
 //! that time alone moves in the core, a rollout wave's monitor and delay, has no use here:
 //! the simulator's specs do not change during a run.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use knit_scheduler::agent::{Done, Input, Members, Published, Write};
+use knit_scheduler::NodeId;
+use knit_scheduler::agent::{Done, Input, Members, Plan, Published, Write};
 use knit_scheduler::reconcile::Action;
 use knit_scheduler::reconcile::pace::ROUND_EVERY_MS;
 use knit_scheduler::rollout::Progress;
@@ -22,7 +23,7 @@ use knit_scheduler::{Health, ReplicaReport, ReplicaState, SlotId};
 use rand::RngExt;
 
 use super::node::Core;
-use super::{Engine, Event, Host, SlotState, host_of};
+use super::{Engine, Event, SlotState, host_of};
 use crate::healing::{Healing, insert};
 
 /// What hosts published that rounds read: rollout progress, by service and host.
@@ -153,39 +154,21 @@ impl Engine {
         if self.hosts[h].quiet == Some(seen) {
             return;
         }
-        let members = self.members_of(h);
-        let host = &mut self.hosts[h];
-        if now < self.warmup_ms {
-            // Slots run where the full placement put them; the agent only follows joins.
-            host.agent.settled(&members, now);
-            return;
+        if self.hosts[h]
+            .members
+            .as_ref()
+            .is_none_or(|(v, _)| *v != view_version)
+        {
+            let members = self.members_of(h);
+            self.hosts[h].members = Some((view_version, members));
         }
-        if !host.agent.settled(&members, now).0 {
-            host.quiet = None;
+        let Some((_, members)) = self.hosts[h].members.take() else {
             return;
-        }
-        let set = self.set_of(&members);
-        let placement = self.healing.placement_for(&set);
-        let mine = self.own_reports(h);
-        let me = self.healing.name(h).clone();
-        let published = self
-            .published
-            .get_or_insert_with(|| all_published(&self.hosts, &self.healing, &self.templates));
-        // This host reads its own reports as they are now, not as it published them.
-        let kept = published.insert(me.clone(), mine);
-        let input = Input {
-            members: &members,
-            specs: &self.specs,
-            placement: &placement.placement,
-            observed: published,
-            published: &self.board,
-            limits: knit_scheduler::spec::limits::Limits::default(),
-            active_nodes: members.active.len(),
         };
-        let plan = self.hosts[h].agent.round(&input, now);
-        match kept {
-            Some(kept) => published.insert(me, kept),
-            None => published.remove(&me),
+        let plan = self.plan(h, &members, seen, now);
+        self.hosts[h].members = Some((view_version, members));
+        let Some(plan) = plan else {
+            return;
         };
         let quiet = plan.settled && plan.ops.is_empty() && plan.writes.is_empty();
         self.hosts[h].quiet = quiet.then_some(seen);
@@ -208,6 +191,62 @@ impl Engine {
         }
     }
 
+    /// Host `h`'s round over `members`, or `None` when it did not act (warming up, or
+    /// views not settled).
+    fn plan(&mut self, h: usize, members: &Members, seen: Seen, now: u64) -> Option<Plan> {
+        let host = &mut self.hosts[h];
+        if now < self.warmup_ms {
+            // Slots run where the full placement put them; the agent only follows joins.
+            host.agent.settled(members, now);
+            host.quiet = Some(seen);
+            return None;
+        }
+        if !host.agent.settled(members, now).0 {
+            host.quiet = None;
+            return None;
+        }
+        let set = self.set_of(members);
+        let placement = self.healing.placement_for(&set);
+        let alive: BTreeSet<NodeId> = members.active.keys().cloned().collect();
+        let coordinated = self.hosts[h].agent.coordinated(&alive, &self.specs);
+        let observed = self.observed_for(h, &placement.by_host[h], &coordinated);
+        let input = Input {
+            members,
+            specs: &self.specs,
+            placement: &placement.placement,
+            observed: &observed,
+            published: &self.board,
+            limits: knit_scheduler::spec::limits::Limits::default(),
+            active_nodes: members.active.len(),
+        };
+        Some(self.hosts[h].agent.round(&input, now))
+    }
+
+    /// The reports host `h`'s round reads: of the slots it runs or owns and of the services
+    /// it coordinates, from every host that published them, and its own as they are now.
+    /// The round reads no other (see [`knit_scheduler::reconcile::plan`] and
+    /// [`knit_scheduler::agent::coordinate`]), so this gives the same plan as every report.
+    fn observed_for(&self, h: usize, owned: &[u32], coordinated: &BTreeSet<String>) -> Observed {
+        let mut slots: BTreeSet<u32> = owned.iter().copied().collect();
+        slots.extend(self.hosts[h].running.keys().copied());
+        for service in coordinated {
+            slots.extend(self.healing.slots_of_service(service));
+        }
+        let mut observed: Observed = BTreeMap::new();
+        for s in slots {
+            for (o, r) in &self.by_slot[s as usize] {
+                if *o != h {
+                    observed
+                        .entry(self.healing.name(*o).clone())
+                        .or_default()
+                        .push(r.clone());
+                }
+            }
+        }
+        observed.insert(self.healing.name(h).clone(), self.own_reports(h));
+        observed
+    }
+
     /// Host `h`'s reports as its drivers would list them now.
     fn own_reports(&self, h: usize) -> Vec<ReplicaReport> {
         let listed = self.hosts[h]
@@ -218,7 +257,10 @@ impl Engine {
                     SlotState::Starting => ReplicaState::Starting,
                     SlotState::Running => ReplicaState::Running,
                 };
-                report(&self.healing, &self.templates, h, s, state)
+                ReplicaReport {
+                    state,
+                    ..report(&self.healing, &self.templates, h, s)
+                }
             })
             .collect();
         self.hosts[h]
@@ -280,14 +322,7 @@ impl Engine {
         if host.reported.remove(&s) {
             self.reported_count[s as usize] -= 1;
             self.reports_version += 1;
-            let slot = &self.healing.slots[s as usize];
-            if let Some(list) = self
-                .published
-                .as_mut()
-                .and_then(|p| p.get_mut(self.healing.name(h)))
-            {
-                list.retain(|r| &r.slot != slot);
-            }
+            self.by_slot[s as usize].retain(|(o, _)| *o != h);
         }
     }
 
@@ -328,19 +363,8 @@ impl Engine {
         if host.reported.insert(slot) {
             self.reported_count[slot as usize] += 1;
             self.reports_version += 1;
-            if let Some(published) = self.published.as_mut() {
-                let r = report(
-                    &self.healing,
-                    &self.templates,
-                    h,
-                    slot,
-                    ReplicaState::Running,
-                );
-                published
-                    .entry(self.healing.name(h).clone())
-                    .or_default()
-                    .push(r);
-            }
+            let r = report(&self.healing, &self.templates, h, slot);
+            self.by_slot[slot as usize].push((h, r));
             let counts = &self.reported_count;
             self.metrics
                 .check_heal(self.now_ms, |s| counts[s as usize] > 0);
@@ -348,13 +372,12 @@ impl Engine {
     }
 }
 
-/// The report of slot `s` on host `h`.
-fn report(
+/// The report of slot `s` running on host `h`.
+pub(super) fn report(
     healing: &Healing,
     templates: &BTreeMap<String, (u64, u64)>,
     h: usize,
     s: u32,
-    state: ReplicaState,
 ) -> ReplicaReport {
     let slot = healing.slots[s as usize].clone();
     let (spec_version, template) = templates[&slot.service];
@@ -363,7 +386,7 @@ fn report(
         slot,
         spec_version,
         template,
-        state,
+        state: ReplicaState::Running,
         health: Health::None,
         host_ports: BTreeMap::new(),
         error: None,
@@ -371,22 +394,4 @@ fn report(
         restarts: 0,
         cpu_millis: None,
     }
-}
-
-/// Every live host's published reports.
-fn all_published(
-    hosts: &[Host],
-    healing: &Healing,
-    templates: &BTreeMap<String, (u64, u64)>,
-) -> Observed {
-    let mut all = BTreeMap::new();
-    for (o, host) in hosts.iter().enumerate().filter(|(_, host)| host.up) {
-        let reports = host
-            .reported
-            .iter()
-            .map(|&s| report(healing, templates, o, s, ReplicaState::Running))
-            .collect();
-        all.insert(healing.name(o).clone(), reports);
-    }
-    all
 }
