@@ -3,7 +3,7 @@
 //!
 //! Flags override a file field by field: `--hosts` `hosts.count`, `--host-cpu` `hosts.cpu`,
 //! `--host-memory` `hosts.memory`, `--services`/`--service` the whole `services` list,
-//! `--profile`, `--membership`, `--duration` `duration_s`, `--warmup` `warmup_s`, `--loss`, `--latency-ms`
+//! `--profile`, `--membership`, `--store`, `--duration` `duration_s`, `--warmup` `warmup_s`, `--loss`, `--latency-ms`
 //! and `--jitter-ms` the `network`, `--kill`/`--partition` the whole `faults` list and
 //! `--churn` the `churn`. Everything else keeps the file's value.
 
@@ -85,6 +85,10 @@ pub struct RunFlags {
     /// hosts; kills, restarts and churn only).
     #[arg(long)]
     pub membership: Option<MembershipKind>,
+    /// Runs the whole node core (membership, replicated store, anti-entropy) on every host
+    /// (`store = true`); a file's `store = true` stays on without it.
+    #[arg(long)]
+    pub store: bool,
     /// Kills hosts at random, this many a simulated minute on average.
     #[arg(long, value_name = "PER_MINUTE", value_parser = parse_rate)]
     pub churn: Option<f64>,
@@ -162,6 +166,7 @@ pub fn scenario(
     if let Some(membership) = run.membership {
         s.membership = membership;
     }
+    s.store |= run.store;
     if let Some(warmup) = run.warmup {
         s.warmup_s = warmup;
     }

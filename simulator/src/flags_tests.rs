@@ -67,6 +67,8 @@ fn flags_alone_make_the_scenario_they_say() {
     assert_eq!(s.membership, MembershipKind::Real);
     let s = build("--hosts 2000 --membership model --kill 5").unwrap();
     assert_eq!(s.membership, MembershipKind::Model);
+    assert!(!s.store);
+    assert!(build("--hosts 20 --store --partition 5").unwrap().store);
 }
 
 #[test]

@@ -6,11 +6,15 @@
 //! ([`healing`]), measurements ([`metrics`]) and reports ([`report`], [`html`]), scenarios from TOML
 //! ([`scenario`]) and capacity planning ([`plan`]). Same scenario and seed, same report.
 //!
+//! With `store = true` in a scenario, every host runs the whole node core of the peer
+//! (`knit_mesh::node_core`: membership, the replicated store, the trust gate, rumors, pushes
+//! and anti-entropy) with simulated keys ([`keys`], not secure), and `write` faults spread
+//! through it; the report says when the stores converged.
+//!
 //! What it is not: a second copy of protocol or placement logic. Not simulated (yet): the
-//! replicated store (service specs, node-owned state) — every host knows the specs and the
-//! capacities, and a host that runs a slot it no longer owns learns at once when the new
-//! owner runs it (make-before-break with instant replica reports); container crashes and
-//! health checks; rollouts.
+//! agent's records in the store — specs are known to every host from the start and replica
+//! reports are published by the engine, not written to the store (make-before-break with
+//! reports one latency later); container crashes and health checks; rollouts.
 #![warn(missing_docs)]
 
 pub mod calibrate;
@@ -18,6 +22,7 @@ pub mod engine;
 pub mod flags;
 pub mod healing;
 pub mod html;
+pub mod keys;
 pub mod metrics;
 pub mod model;
 pub mod network;

@@ -38,9 +38,9 @@ enum Format {
 enum Command {
     /// Runs a scenario (a file, flags, or a file with flags overriding it) and prints its
     /// report. Flags override the file: --hosts, --host-cpu, --host-memory, --profile,
-    /// --membership, --duration, --warmup, --loss, --latency-ms, --jitter-ms and --seed their field;
-    /// --services/--service the whole service list; --kill/--partition the faults; --churn
-    /// the churn.
+    /// --membership, --store, --duration, --warmup, --loss, --latency-ms, --jitter-ms and
+    /// --seed their field; --services/--service the whole service list; --kill/--partition
+    /// the faults; --churn the churn.
     Run {
         /// The scenario (TOML); optional when --hosts is given.
         scenario: Option<PathBuf>,
@@ -99,6 +99,10 @@ enum Command {
         /// `real` (the membership core on every host) or `model` (calibrated).
         #[arg(long, default_value = "real")]
         membership: MembershipKind,
+        /// Runs the whole node core (membership, store, anti-entropy) on every host, and
+        /// writes a spec's worth of bytes at half time (`store = true`).
+        #[arg(long)]
+        store: bool,
     },
     /// Compares the membership model with the real core on generated clusters.
     Calibrate {
@@ -207,7 +211,8 @@ fn execute(command: Command) -> anyhow::Result<()> {
             slots_per_host,
             sync_ms,
             membership,
-        } => bench(hosts, seconds, slots_per_host, sync_ms, membership),
+            store,
+        } => bench(hosts, seconds, slots_per_host, sync_ms, membership, store),
         Command::Calibrate {
             sizes,
             profile,
@@ -362,13 +367,22 @@ fn bench(
     slots_per_host: usize,
     sync_ms: u64,
     membership: MembershipKind,
+    store: bool,
 ) -> anyhow::Result<()> {
+    let write = if store {
+        format!(
+            "{{ kind = \"write\", at_s = {}, host = 2, key = \"svc/s0\", bytes = 600 }}",
+            (seconds / 2.0).max(10.0)
+        )
+    } else {
+        String::new()
+    };
     let services = (0..(hosts * slots_per_host).div_ceil(10))
         .map(|i| format!("[[services]]\nname = \"s{i}\"\nreplicas = 10\n"))
         .collect::<String>();
     let text = format!(
-        "name = \"bench-{hosts}\"\nduration_s = {seconds}\nwarmup_s = 10\nstep_budget = 4000000000\nsync_ms = {sync_ms}\nmembership = \"{membership}\"\n\
-         faults = [{{ kind = \"kill\", at_s = {kill}, host = 1 }}]\n\
+        "name = \"bench-{hosts}\"\nduration_s = {seconds}\nwarmup_s = 10\nstep_budget = 4000000000\nsync_ms = {sync_ms}\nmembership = \"{membership}\"\nstore = {store}\n\
+         faults = [{{ kind = \"kill\", at_s = {kill}, host = 1 }}, {write}]\n\
          [hosts]\ncount = {hosts}\ncpu = 8\nmemory = \"32G\"\n{services}",
         kill = (seconds / 3.0).max(10.0)
     );
@@ -394,7 +408,7 @@ fn bench(
     write_stdout(&format!(
         "hosts {hosts}: whole run {seconds} sim s in {wall:.2} wall s = {:.2} sim s / wall s; \
          join ({} sim s) {join_wall:.2} wall s; after the join {steady_s} sim s in {steady_wall:.2} wall s = {:.2} sim s / wall s; \
-         {} events ({} queued at end); {hwm}; detection {:?} ms, heal {:?} ms\n",
+         {} events ({} queued at end); {hwm}; detection {:?} ms, heal {:?} ms; store converged {}\n",
         seconds / wall,
         scenario.warmup_s,
         steady_s / steady_wall,
@@ -402,5 +416,8 @@ fn bench(
         report.events_queued_at_end,
         report.kill_log.first().and_then(|k| k.detection_ms),
         report.kill_log.first().and_then(|k| k.heal_ms),
+        report
+            .store_converged_ms
+            .map_or_else(|| "-".to_owned(), |ms| format!("after {ms} ms")),
     ))
 }

@@ -68,6 +68,9 @@ pub struct Ending<'a> {
     pub live_hosts: usize,
     /// Live hosts whose active members differ from the truly live hosts at the end.
     pub divergent_views: usize,
+    /// With `store = true`: how long after the last write or fault every live host held
+    /// the same store; `None` if they differ at the end, or run no store.
+    pub store_converged_ms: Option<u64>,
 }
 
 impl Metrics {
@@ -174,6 +177,9 @@ impl Metrics {
             seed: end.seed,
             membership: end.scenario.membership,
             engine: match end.scenario.membership {
+                MembershipKind::Real if end.scenario.store => {
+                    "real node core (knit-mesh: membership, store, trust gate, rumors, pushes, anti-entropy; simulated keys) + real placement (knit-scheduler)"
+                }
                 MembershipKind::Real => {
                     "real foca membership core (knit-mesh) + real placement (knit-scheduler)"
                 }
@@ -232,6 +238,8 @@ impl Metrics {
             events_queued_at_end: end.queued,
             placements_computed: end.placements_computed,
             convergence: self.convergence,
+            store: end.scenario.store,
+            store_converged_ms: end.store_converged_ms,
         }
     }
 }

@@ -78,6 +78,14 @@ pub struct Report {
     pub placements_computed: u64,
     /// Over the measured time: the share of slots running somewhere, and live hosts.
     pub convergence: Vec<Point>,
+    /// Whether hosts ran the whole node core with its replicated store (`store = true`).
+    #[serde(default)]
+    pub store: bool,
+    /// With the store: how long after the last write or fault (partition, heal, cut,
+    /// kill...) every live host held the same store (same keys and stamps); 0 if they never
+    /// stopped agreeing, absent if they still differ at the end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_converged_ms: Option<u64>,
 }
 
 /// A point of the convergence curve.
@@ -239,7 +247,7 @@ impl Report {
                 figure
             }
         };
-        let rows: Vec<(&str, String)> = vec![
+        let mut rows: Vec<(&str, String)> = vec![
             (
                 "scenario",
                 format!("{} (seed {})", self.scenario, self.seed),
@@ -316,6 +324,13 @@ impl Report {
                 ),
             ),
         ];
+        if self.store {
+            let store = match self.store_converged_ms {
+                Some(ms) => format!("converged {ms} ms after the last write or fault"),
+                None => "NOT converged at the end".to_owned(),
+            };
+            rows.push(("store", store));
+        }
         let mut out = String::new();
         for (k, v) in rows {
             let _ = writeln!(out, "{k:<22} {v}");

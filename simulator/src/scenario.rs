@@ -47,6 +47,13 @@ pub struct Scenario {
     /// and churn only).
     #[serde(default)]
     pub membership: MembershipKind,
+    /// With `true`, every host runs the whole node core of the peer
+    /// (`knit_mesh::node_core::NodeCore`: membership, the replicated store, the trust gate,
+    /// rumors, pushes and anti-entropy) instead of the bare membership core, so that
+    /// `write` faults spread as they do between peers and the report says when the stores
+    /// converged. Needs `membership = "real"`; costs time (see BENCHMARKS.md).
+    #[serde(default)]
+    pub store: bool,
     /// The hosts (all alike).
     pub hosts: HostsSpec,
     /// The services to place.
@@ -243,7 +250,23 @@ pub enum Fault {
         /// Receiver.
         to: usize,
     },
+    /// The host writes `bytes` bytes under `key` in the replicated store (as a service
+    /// spec is written through any peer); needs `store = true`. Ignored if the host is
+    /// down.
+    Write {
+        /// When.
+        at_s: f64,
+        /// Host index, from 0.
+        host: usize,
+        /// The store key, as `svc/web`.
+        key: String,
+        /// The value's size (at most [`WRITE_MAX_BYTES`]).
+        bytes: usize,
+    },
 }
+
+/// The largest value a `write` fault may write.
+pub const WRITE_MAX_BYTES: usize = 1024 * 1024;
 
 impl Fault {
     /// When it happens, in seconds.
@@ -254,13 +277,16 @@ impl Fault {
             | Fault::Partition { at_s, .. }
             | Fault::Heal { at_s }
             | Fault::Cut { at_s, .. }
-            | Fault::Restore { at_s, .. } => *at_s,
+            | Fault::Restore { at_s, .. }
+            | Fault::Write { at_s, .. } => *at_s,
         }
     }
 
     fn hosts(&self) -> Vec<usize> {
         match self {
-            Fault::Kill { host, .. } | Fault::Restart { host, .. } => vec![*host],
+            Fault::Kill { host, .. } | Fault::Restart { host, .. } | Fault::Write { host, .. } => {
+                vec![*host]
+            }
             Fault::Partition { groups, .. } => groups.iter().flatten().copied().collect(),
             Fault::Heal { .. } => Vec::new(),
             Fault::Cut { from, to, .. } | Fault::Restore { from, to, .. } => vec![*from, *to],
@@ -329,7 +355,22 @@ impl Scenario {
                 );
             }
         }
+        if self.store && self.membership == MembershipKind::Model {
+            return bad(
+                "store = true runs the real node core on every host: use it with membership = \"real\"".into(),
+            );
+        }
         for fault in &self.faults {
+            if let Fault::Write { bytes, .. } = fault {
+                if !self.store {
+                    return bad("a write fault needs store = true".into());
+                }
+                if *bytes > WRITE_MAX_BYTES {
+                    return bad(format!(
+                        "a write fault writes at most {WRITE_MAX_BYTES} bytes"
+                    ));
+                }
+            }
             if fault.at_s() < self.warmup_s {
                 return bad(format!("fault at {} s is inside the warm-up", fault.at_s()));
             }

@@ -2,33 +2,32 @@
 //! packets, timers and syncs in virtual time; what its outputs mean for the network, the
 //! timer heap, the agent's view and the detection metrics.
 
-use knit_mesh::{MemberRecord, MemberState, Output};
+use bytes::Bytes;
+use knit_mesh::node_core::Input;
+use knit_mesh::{MemberRecord, MemberState, Output, PeerId};
 use knit_scheduler::reconcile::pace::ROUND_MIN_MS;
 use rand::RngExt;
 
+use super::node::Core;
 use super::{Engine, Event, host_of, peer_of, short};
 
 impl Engine {
     /// Hands every output of host `h`'s core to the network, the timer heap and metrics.
     pub(super) fn drain(&mut self, h: usize) {
         let mut outputs = Vec::new();
-        if let Some(core) = self.hosts[h].core.as_mut() {
-            while let Some(out) = core.poll_output() {
-                outputs.push(out);
+        match self.hosts[h].core.as_mut() {
+            Some(Core::Membership(core)) => {
+                while let Some(out) = core.poll_output() {
+                    outputs.push(out);
+                }
             }
+            Some(Core::Node(_)) => return self.drain_node(h),
+            None => {}
         }
         let inc = self.hosts[h].inc;
         for out in outputs {
             match out {
-                Output::Send { to, packet } => {
-                    let to = host_of(&to);
-                    self.metrics.sent(self.now_ms, packet.len());
-                    if to < self.hosts.len()
-                        && let Some(delay) = self.network.delivery(h, to, &mut self.rng)
-                    {
-                        self.push(self.now_ms + delay, Event::Packet { to, bytes: packet });
-                    }
-                }
+                Output::Send { to, packet } => self.send(h, &to, packet),
                 Output::Timer { after, timer } => {
                     let after = u64::try_from(after.as_millis()).unwrap_or(u64::MAX / 4);
                     self.push(
@@ -49,6 +48,22 @@ impl Engine {
         }
     }
 
+    /// A gossip packet from host `h` to `to`, through the network model.
+    pub(super) fn send(&mut self, h: usize, to: &PeerId, packet: Bytes) {
+        let to = host_of(to);
+        self.metrics.sent(self.now_ms, packet.len());
+        if to < self.hosts.len()
+            && let Some(delay) = self.network.delivery(h, to, &mut self.rng)
+        {
+            let event = Event::Packet {
+                to,
+                from: h,
+                bytes: packet,
+            };
+            self.push(self.now_ms + delay, event);
+        }
+    }
+
     /// Observer `h` learnt `record`: count false positives, and check detection.
     pub(super) fn changed(&mut self, h: usize, record: MemberRecord) {
         if record.state.is_active() {
@@ -62,7 +77,7 @@ impl Engine {
         let epoch = target
             .core
             .as_ref()
-            .map_or(target.peer.epoch, |c| c.identity().epoch);
+            .map_or(target.peer.epoch, |c| c.membership().identity().epoch);
         let alive_same = target.up && epoch == record.peer.epoch;
         if alive_same && record.state == MemberState::Down {
             let reachable =
@@ -87,7 +102,8 @@ impl Engine {
                     host.active_epochs[subject] != short(epoch)
                 } else {
                     host.core.as_ref().is_none_or(|core| {
-                        core.member(&node)
+                        core.membership()
+                            .member(&node)
                             .is_none_or(|r| !r.state.is_active() || r.peer.epoch > epoch)
                     })
                 }
@@ -213,7 +229,8 @@ impl Engine {
             return;
         }
         let now = self.now_ms;
-        let Some(core) = self.hosts[h].core.as_mut() else {
+        // The node core syncs on its own timer.
+        let Some(Core::Membership(core)) = self.hosts[h].core.as_mut() else {
             return;
         };
         let _ = core.sync(now);
@@ -230,9 +247,45 @@ impl Engine {
         let host = &mut self.hosts[h];
         host.announce_at_ms = now + host.announce_backoff_ms;
         host.announce_backoff_ms = (host.announce_backoff_ms * 2).min(10_000);
-        if let (Some(peer), Some(core)) = (seed_peer, host.core.as_mut()) {
-            let _ = core.announce(peer, now);
+        match (seed_peer, host.core.as_mut()) {
+            (Some(peer), Some(Core::Membership(core))) => {
+                let _ = core.announce(peer, now);
+            }
+            (Some(peer), Some(Core::Node(_))) => return self.node_input(h, Input::Announce(peer)),
+            _ => {}
         }
         self.drain(h);
+    }
+
+    /// With `KNIT_SIM_DEBUG` set: prints, on stderr, each live host whose view differs from
+    /// the truly live hosts, and how.
+    pub(super) fn debug_views(&self, live: &[u64]) {
+        for h in 0..self.hosts.len() {
+            let Some(core) = self.hosts[h].core.as_ref().map(Core::membership) else {
+                continue;
+            };
+            if self.active_set(h) == live {
+                continue;
+            }
+            eprintln!(
+                "h{h}: divergent view, knows {} members, last quiet round {:?}, version {}",
+                core.members().count(),
+                self.hosts[h].quiet,
+                core.version()
+            );
+            for r in core.members() {
+                let o = host_of(&r.peer);
+                let truly = self.hosts[o]
+                    .core
+                    .as_ref()
+                    .map(|c| c.membership().identity().epoch);
+                if r.state.is_active() != truly.is_some() {
+                    eprintln!(
+                        "  sees h{o} {:?} epoch {}; truly {truly:?}",
+                        r.state, r.peer.epoch
+                    );
+                }
+            }
+        }
     }
 }

@@ -1,12 +1,15 @@
 //! The discrete-event engine: virtual milliseconds, one event heap ordered by
 //! `(time, sequence)`, one seeded RNG, and N hosts each with a real membership core (or,
-//! with `membership = "model"`, the calibrated model of [`crate::model`]).
+//! with `store = true`, the whole node core of the peer, see `node.rs`; or, with
+//! `membership = "model"`, the calibrated model of [`crate::model`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use foca::Timer;
-use knit_mesh::{Membership, NodeId, PeerId, Profile};
+use knit_mesh::node_core::Input;
+use knit_mesh::store::Store;
+use knit_mesh::{MemberState, NodeId, PeerId, Profile};
 use knit_scheduler::agent::Agent;
 use knit_scheduler::reconcile::pace::ROUND_EVERY_MS;
 use knit_scheduler::{ReplicaReport, ServiceSpec};
@@ -42,7 +45,21 @@ pub enum SimError {
 enum Event {
     Packet {
         to: usize,
+        from: usize,
         bytes: Bytes,
+    },
+    /// An input for a host's node core: a timer, deltas pushed to it, the end of one of its
+    /// pushes or exchanges.
+    Node {
+        host: usize,
+        inc: u64,
+        input: Input,
+    },
+    /// Host `from` (incarnation `inc`) runs the exchange it asked for with `to`.
+    Exchange {
+        from: usize,
+        inc: u64,
+        to: PeerId,
     },
     Timer {
         host: usize,
@@ -102,8 +119,17 @@ struct Host {
     peer: PeerId,
     /// Whether the host runs (not killed).
     up: bool,
-    /// The real membership core; `None` while the host is down, and with the model.
-    core: Option<Membership>,
+    /// The real membership core, or the whole node core; `None` while the host is down,
+    /// and with the model.
+    core: Option<Core>,
+    /// With the node core: the hosts whose certificate this incarnation was handed with
+    /// their first packet, as a connection does.
+    certs_from: BTreeSet<usize>,
+    /// With the node core: each host's state and epoch in the last view, to turn views
+    /// into member changes.
+    seen: Vec<Option<(MemberState, u64)>>,
+    /// With the node core: the store a killed host starts again from (its `state.bin`).
+    disk: Option<Store>,
     /// With the model: bumped on every change of `active_epochs`, which is then the view.
     view_version: u64,
     /// Bumped on every kill and restart; events of an older incarnation are dropped.
@@ -145,6 +171,10 @@ pub struct Engine {
     profile: Profile,
     /// `Some` when membership is modelled.
     model: Option<Model>,
+    /// Whether hosts run the whole node core (`store = true`).
+    store: bool,
+    /// Whether the hosts' stores agree, and since when.
+    stores: StoreWatch,
     sync_ms: u64,
     warmup_ms: u64,
     end_ms: u64,
@@ -228,6 +258,8 @@ impl Engine {
             profile: scenario.profile,
             model: (scenario.membership == MembershipKind::Model)
                 .then(|| Model::new(scenario.profile, n, CALIBRATION)),
+            store: scenario.store,
+            stores: StoreWatch::default(),
             sync_ms: scenario.sync_ms,
             warmup_ms: secs_to_ms(scenario.warmup_s),
             end_ms: secs_to_ms(scenario.duration_s),
@@ -258,8 +290,7 @@ impl Engine {
         let modelled = self.model.is_some();
         for h in 0..n {
             let peer = peer_of(h, 1);
-            let core =
-                (!modelled).then(|| Membership::new(peer, self.profile, self.core_seed(h, 1), 0));
+            let core = (!modelled).then(|| self.new_core(h, peer, None));
             // The model starts from the joined cluster: every host knows every other.
             let mut known = vec![u32::from(modelled); n];
             known[h] = 0;
@@ -267,6 +298,13 @@ impl Engine {
                 peer,
                 up: true,
                 core,
+                certs_from: BTreeSet::new(),
+                seen: if self.store {
+                    vec![None; n]
+                } else {
+                    Vec::new()
+                },
+                disk: None,
                 view_version: 0,
                 inc: 0,
                 agent: Agent::new(self.healing.name(h).clone(), 0),
@@ -282,6 +320,12 @@ impl Engine {
                 announce_at_ms: 1_000,
                 announce_backoff_ms: 2_000,
             });
+        }
+        if self.store {
+            // The seed's node core starts now: its first view, store and timers. Each other
+            // host's starts when it first announces itself (`Join`), so that their periodic
+            // timers (anti-entropy, member sync) run out of phase, as real peers' do.
+            self.drain(0);
         }
         for h in 1..n {
             if !modelled {
@@ -304,7 +348,7 @@ impl Engine {
         }
         for h in 0..n {
             let offset = 1 + (h as u64 * self.sync_ms) / n as u64;
-            if !modelled {
+            if !modelled && !self.store {
                 self.push(offset, Event::Sync { host: h, inc: 0 });
             }
             let at = 1 + (h as u64 * ROUND_EVERY_MS) / n as u64;
@@ -367,22 +411,32 @@ impl Engine {
 
     fn dispatch(&mut self, event: Event) {
         match event {
-            Event::Packet { to, bytes } => {
+            Event::Packet { to, from, bytes } => {
                 let now = self.now_ms;
-                if let Some(core) = self.hosts[to].core.as_mut() {
-                    let _ = core.handle_packet(&bytes, now);
-                    self.drain(to);
+                match self.hosts[to].core.as_mut() {
+                    Some(Core::Membership(core)) => {
+                        let _ = core.handle_packet(&bytes, now);
+                        self.drain(to);
+                    }
+                    Some(Core::Node(_)) => self.node_packet(to, from, bytes),
+                    None => {}
                 }
             }
             Event::Timer { host, inc, timer } => {
                 let now = self.now_ms;
                 if self.hosts[host].inc == inc
-                    && let Some(core) = self.hosts[host].core.as_mut()
+                    && let Some(Core::Membership(core)) = self.hosts[host].core.as_mut()
                 {
                     let _ = core.handle_timer(timer, now);
                     self.drain(host);
                 }
             }
+            Event::Node { host, inc, input } => {
+                if self.hosts[host].inc == inc {
+                    self.node_input(host, input);
+                }
+            }
+            Event::Exchange { from, inc, to } => self.exchange(from, inc, to),
             Event::Sync { host, inc } => self.sync(host, inc),
             Event::Learn {
                 host,
@@ -402,11 +456,16 @@ impl Engine {
             }
             Event::Join { host } => {
                 let now = self.now_ms;
-                if self.hosts[host].inc == 0
-                    && let Some(core) = self.hosts[host].core.as_mut()
-                {
-                    let _ = core.announce(peer_of(0, 1), now);
-                    self.drain(host);
+                if self.hosts[host].inc != 0 {
+                    return;
+                }
+                match self.hosts[host].core.as_mut() {
+                    Some(Core::Membership(core)) => {
+                        let _ = core.announce(peer_of(0, 1), now);
+                        self.drain(host);
+                    }
+                    Some(Core::Node(_)) => self.node_input(host, Input::Announce(peer_of(0, 1))),
+                    None => {}
                 }
             }
             Event::Reported { host, inc, slot } => self.reported(host, inc, slot),
@@ -415,6 +474,9 @@ impl Engine {
     }
 
     fn fault(&mut self, fault: Fault) {
+        if !matches!(fault, Fault::Write { .. }) {
+            self.stores.disturbed(self.now_ms);
+        }
         match fault {
             Fault::Kill { host, .. } => self.kill(host),
             Fault::Restart { host, .. } => self.restart(host),
@@ -422,6 +484,9 @@ impl Engine {
             Fault::Heal { .. } => self.network.heal(),
             Fault::Cut { from, to, .. } => self.network.cut(from, to),
             Fault::Restore { from, to, .. } => self.network.restore(from, to),
+            Fault::Write {
+                host, key, bytes, ..
+            } => self.write(host, key, bytes),
         }
     }
 
@@ -442,7 +507,7 @@ impl Engine {
         let before = self.healing.placement_for(&self.live_set());
         let host = &mut self.hosts[h];
         host.up = false;
-        host.core = None;
+        host.disk = host.core.take().and_then(|core| core.store().cloned());
         host.inc += 1;
         host.quiet = None;
         host.local_version += 1;
@@ -479,6 +544,7 @@ impl Engine {
         for subject in self.metrics.open_detections() {
             self.check_detection(subject);
         }
+        self.store_changed(h);
         self.model_news(h, false);
     }
 
@@ -489,15 +555,15 @@ impl Engine {
         self.metrics.restarted(h);
         let epoch = self.hosts[h].peer.epoch + 1;
         let peer = peer_of(h, epoch);
-        let core = self
-            .model
-            .is_none()
-            .then(|| Membership::new(peer, self.profile, self.core_seed(h, epoch), self.now_ms));
+        let disk = self.hosts[h].disk.take();
+        let core = self.model.is_none().then(|| self.new_core(h, peer, disk));
         let agent = Agent::new(self.healing.name(h).clone(), self.now_ms);
         let host = &mut self.hosts[h];
         host.peer = peer;
         host.up = true;
         host.core = core;
+        host.certs_from.clear();
+        host.seen.fill(None);
         host.inc += 1;
         host.agent = agent;
         host.quiet = None;
@@ -535,7 +601,9 @@ impl Engine {
             self.model_news(h, true);
         } else {
             self.announce(h);
-            self.push(self.now_ms + self.sync_ms, Event::Sync { host: h, inc });
+            if !self.store {
+                self.push(self.now_ms + self.sync_ms, Event::Sync { host: h, inc });
+            }
         }
     }
 
@@ -658,38 +726,8 @@ impl Engine {
             violations,
             live_hosts,
             divergent_views,
+            store_converged_ms: self.stores.converged_ms().filter(|_| self.store),
         })
-    }
-}
-
-impl Engine {
-    /// With `KNIT_SIM_DEBUG` set: prints, on stderr, each live host whose view differs from
-    /// the truly live hosts, and how.
-    fn debug_views(&self, live: &[u64]) {
-        for h in 0..self.hosts.len() {
-            let Some(core) = self.hosts[h].core.as_ref() else {
-                continue;
-            };
-            if self.active_set(h) == live {
-                continue;
-            }
-            eprintln!(
-                "h{h}: divergent view, knows {} members, last quiet round {:?}, version {}",
-                core.members().count(),
-                self.hosts[h].quiet,
-                core.version()
-            );
-            for r in core.members() {
-                let o = host_of(&r.peer);
-                let truly = self.hosts[o].core.as_ref().map(|c| c.identity().epoch);
-                if r.state.is_active() != truly.is_some() {
-                    eprintln!(
-                        "  sees h{o} {:?} epoch {}; truly {truly:?}",
-                        r.state, r.peer.epoch
-                    );
-                }
-            }
-        }
     }
 }
 
@@ -719,7 +757,12 @@ pub fn run(scenario: &Scenario, seed: Option<u64>) -> Result<Report, SimError> {
 }
 
 mod membership;
+mod node;
 mod round;
 
+use node::{Core, StoreWatch};
+
+#[cfg(test)]
+mod store_tests;
 #[cfg(test)]
 mod tests;

@@ -22,6 +22,7 @@ use knit_scheduler::rollout::Progress;
 use knit_scheduler::{Health, ReplicaReport, ReplicaState, SlotId};
 use rand::RngExt;
 
+use super::node::Core;
 use super::{Engine, Event, SlotState, host_of};
 use crate::healing::{Healing, insert};
 
@@ -62,7 +63,7 @@ impl Engine {
         }
         let now = self.now_ms;
         let host = &self.hosts[h];
-        let (version, active) = match (&self.model, host.core.as_ref()) {
+        let (version, active) = match (&self.model, host.core.as_ref().map(Core::membership)) {
             (Some(_), _) if host.up => (host.view_version, true),
             (None, Some(core)) => (
                 core.version(),
@@ -106,7 +107,7 @@ impl Engine {
                 }
             }
             knows_others = active.len() > 1;
-        } else if let Some(core) = host.core.as_ref() {
+        } else if let Some(core) = host.core.as_ref().map(Core::membership) {
             for record in core.members() {
                 let o = host_of(&record.peer);
                 if o == h || o >= self.hosts.len() {
