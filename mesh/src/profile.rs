@@ -26,6 +26,15 @@ pub enum Profile {
 }
 
 impl Profile {
+    /// How often a peer runs anti-entropy with one member (ms): every second on `fast`,
+    /// every 2 s otherwise. The peer and the simulator both read it here.
+    pub fn anti_entropy_period_ms(self) -> u64 {
+        match self {
+            Self::Fast => 1_000,
+            _ => 2_000,
+        }
+    }
+
     /// foca's configuration for a cluster of `cluster_size` members under this profile.
     pub fn config(self, cluster_size: usize) -> foca::Config {
         let size = NonZeroU32::new(u32::try_from(cluster_size.max(1)).unwrap_or(u32::MAX))

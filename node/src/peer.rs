@@ -216,10 +216,7 @@ pub(crate) async fn up(args: UpArgs, api: Option<&str>, api_insecure: bool) -> R
         profile: args.profile,
         seeds,
         store,
-        sync_period: match args.profile {
-            knit_mesh::Profile::Fast => Duration::from_secs(1),
-            _ => Duration::from_secs(2),
-        },
+        sync_period: Duration::from_millis(args.profile.anti_entropy_period_ms()),
         clock_skew_max_ms: knit_scheduler::spec::parse_duration_ms(&args.clock_skew_max)
             .context("--clock-skew-max")?,
     };

@@ -33,7 +33,7 @@ use bytes::Bytes;
 use knit_mesh::node_core::{CoreConfig, Input, NodeCore, Output, View};
 use knit_mesh::store::Store;
 use knit_mesh::trust::CLOCK_SKEW_MAX_MS_DEFAULT;
-use knit_mesh::{Membership, PeerId, Profile};
+use knit_mesh::{Membership, PeerId};
 
 use super::{Engine, Event, host_of, peer_of};
 use crate::keys::{SimSigner, SimVerifier, cert};
@@ -68,15 +68,6 @@ impl Core {
             Core::Membership(_) => None,
             Core::Node(core) => Some(core.store()),
         }
-    }
-}
-
-/// How often the node core runs anti-entropy with one member, in ms: as the peer sets it
-/// (`node/src/peer.rs`: 1 s with the `fast` profile, else 2 s).
-pub(super) fn anti_entropy_period_ms(profile: Profile) -> u64 {
-    match profile {
-        Profile::Fast => 1_000,
-        _ => 2_000,
     }
 }
 
@@ -157,7 +148,7 @@ impl Engine {
             identity: peer,
             profile: self.profile,
             store: store.unwrap_or_else(|| Store::new(peer.node)),
-            sync_period_ms: anti_entropy_period_ms(self.profile),
+            sync_period_ms: self.profile.anti_entropy_period_ms(),
             clock_skew_max_ms: CLOCK_SKEW_MAX_MS_DEFAULT,
             cert_der: cert(&peer.node),
             seed,
