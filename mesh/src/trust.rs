@@ -24,13 +24,10 @@
 use std::collections::{BTreeSet, VecDeque};
 
 use crate::id::NodeId;
-use crate::store::{Delta, MergeError, Stamp, Store, key_owner, owned_key};
-
-/// Length of a signature: ECDSA P-256 with SHA-256, `r || s`.
-pub const SIGNATURE_BYTES: usize = 64;
-
-/// The node-owned record that holds a node's certificate (DER).
-pub const CERT_RECORD: &str = ".cert";
+pub use crate::store::signature::{
+    CERT_RECORD, SIGNATURE_BYTES, Signer, cert_key, cert_owner, signed_message,
+};
+use crate::store::{Delta, MergeError, Stamp, Store, key_owner};
 
 /// Deltas parked at most while their writer's certificate is unknown; past it the oldest
 /// is dropped (anti-entropy brings it again once the certificate is known).
@@ -39,47 +36,6 @@ pub const PENDING_DELTAS_MAX: usize = 4096;
 /// How far ahead of local wall time another member's write may be stamped, by default:
 /// one minute, far above what NTP leaves between hosts.
 pub const CLOCK_SKEW_MAX_MS_DEFAULT: u64 = 60_000;
-
-/// Separates store signatures from anything else a node key signs.
-const DOMAIN: &[u8] = b"knit store delta v1\0";
-
-/// The key of `node`'s certificate record.
-pub fn cert_key(node: &NodeId) -> String {
-    owned_key(node, CERT_RECORD)
-}
-
-/// The node whose certificate record `key` is.
-pub fn cert_owner(key: &str) -> Option<NodeId> {
-    let owner = key_owner(key)?;
-    (key == cert_key(&owner)).then_some(owner)
-}
-
-/// The bytes a writer signs for a write of `key` (a tombstone when `value` is `None`).
-pub fn signed_message(key: &str, stamp: &Stamp, value: Option<&[u8]>) -> Vec<u8> {
-    let len = |n: usize| u64::try_from(n).unwrap_or(u64::MAX).to_le_bytes();
-    let mut out = Vec::with_capacity(DOMAIN.len() + key.len() + value.map_or(0, <[u8]>::len) + 50);
-    out.extend_from_slice(DOMAIN);
-    out.extend_from_slice(&len(key.len()));
-    out.extend_from_slice(key.as_bytes());
-    out.extend_from_slice(&stamp.clock.to_le_bytes());
-    out.extend_from_slice(stamp.writer.as_bytes());
-    match value {
-        None => out.push(0),
-        Some(value) => {
-            out.push(1);
-            out.extend_from_slice(&len(value.len()));
-            out.extend_from_slice(value);
-        }
-    }
-    out
-}
-
-/// Signs with this node's key.
-pub trait Signer {
-    /// The signature of `message` ([`SIGNATURE_BYTES`] long; empty only if the system
-    /// could not sign, which the implementation logs).
-    fn sign(&self, message: &[u8]) -> Vec<u8>;
-}
 
 /// What a certificate check found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -403,7 +359,7 @@ pub(crate) mod test_keys {
 mod tests {
     use super::test_keys::{FakeSigner, FakeVerifier, cert, node};
     use super::*;
-    use crate::store::revoked_key;
+    use crate::store::{owned_key, revoked_key};
 
     const SKEW_MS: u64 = 60_000;
     const NOW_MS: u64 = 1_000_000;
@@ -602,6 +558,6 @@ mod tests {
             signed_message("k", &stamp, None),
             signed_message("k", &stamp, Some(b""))
         );
-        assert!(a.starts_with(DOMAIN));
+        assert!(a.starts_with(crate::store::signature::DOMAIN));
     }
 }

@@ -2,7 +2,7 @@
 //! positives, gossip traffic, container starts and utilisation.
 
 use crate::model::MembershipKind;
-use crate::report::{Distribution, KillSummary, Pending, Point, Report, Utilisation};
+use crate::report::{Distribution, KillSummary, Pending, Point, Report, Utilisation, round4};
 use crate::scenario::Scenario;
 
 /// One kill and what followed.
@@ -242,9 +242,4 @@ impl Metrics {
             store_converged_ms: end.store_converged_ms,
         }
     }
-}
-
-/// Rounds to four decimals, so reports read well and compare exactly.
-pub fn round4(x: f64) -> f64 {
-    (x * 10_000.0).round() / 10_000.0
 }

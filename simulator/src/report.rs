@@ -4,7 +4,6 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::round4;
 use crate::model::MembershipKind;
 
 /// Everything one run measured.
@@ -343,4 +342,9 @@ impl Report {
         }
         out
     }
+}
+
+/// Rounds to four decimals, so reports read well and compare exactly.
+pub fn round4(x: f64) -> f64 {
+    (x * 10_000.0).round() / 10_000.0
 }

@@ -9,10 +9,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::signature::{Signer, signed_message};
 use super::{Entry, Stamp, Store, key_owner};
 use crate::codec::{self, CodecError};
 use crate::id::NodeId;
-use crate::trust::{Signer, signed_message};
 
 /// Opens every file of the current format: "KNITST", a zero, format 3.
 const MAGIC: &[u8; 8] = b"KNITST\x00\x03";

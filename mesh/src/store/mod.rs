@@ -21,10 +21,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::id::NodeId;
-use crate::trust::{Signer, cert_owner, signed_message};
+use signature::{Signer, cert_owner, signed_message};
 
 mod file;
 mod gc;
+pub mod signature;
 
 pub use file::{STATE_FILE_MAX_BYTES, StoreFileError};
 pub use gc::{Freshness, TOMBSTONE_TTL_MS};
