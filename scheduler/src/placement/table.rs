@@ -212,16 +212,25 @@ impl Placement {
         &self,
         service: &str,
     ) -> impl Iterator<Item = (SlotId, Assignment<'_>)> + '_ {
-        self.service(service).into_iter().flat_map(move |svc| {
-            let replicas = svc.replicas.iter().enumerate().map(move |(i, &cell)| {
+        self.service(service)
+            .into_iter()
+            .flat_map(move |svc| self.slots_of(svc))
+    }
+
+    /// The slots of one service's cells, with where each stands.
+    fn slots_of<'a>(
+        &'a self,
+        svc: &'a ServiceCells,
+    ) -> impl Iterator<Item = (SlotId, Assignment<'a>)> + 'a {
+        let replicas =
+            svc.replicas.iter().enumerate().map(move |(i, &cell)| {
                 (SlotId::replica(&svc.name, i as u32 + 1), self.resolve(cell))
             });
-            let global = svc.global.iter().map(move |&(pos, cell)| {
-                let node = self.nodes[pos as usize].clone();
-                (SlotId::global(&svc.name, node), self.resolve(cell))
-            });
-            replicas.chain(global)
-        })
+        let global = svc.global.iter().map(move |&(pos, cell)| {
+            let node = self.nodes[pos as usize].clone();
+            (SlotId::global(&svc.name, node), self.resolve(cell))
+        });
+        replicas.chain(global)
     }
 
     /// The slots assigned to `node`, in placement order, without building the others'.
@@ -268,16 +277,7 @@ impl Placement {
 
     /// Every slot in order (service name, then slot), with where it stands.
     pub fn iter(&self) -> impl Iterator<Item = (SlotId, Assignment<'_>)> + '_ {
-        self.services.iter().flat_map(move |svc| {
-            let replicas = svc.replicas.iter().enumerate().map(move |(i, &cell)| {
-                (SlotId::replica(&svc.name, i as u32 + 1), self.resolve(cell))
-            });
-            let global = svc.global.iter().map(move |&(pos, cell)| {
-                let node = self.nodes[pos as usize].clone();
-                (SlotId::global(&svc.name, node), self.resolve(cell))
-            });
-            replicas.chain(global)
-        })
+        self.services.iter().flat_map(move |svc| self.slots_of(svc))
     }
 
     /// The number of slots.
