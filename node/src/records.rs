@@ -91,14 +91,26 @@ pub(crate) enum WriteError {
     Mesh(#[from] knit_mesh::quic::PutError),
 }
 
-/// Writes `spec`: its version record first, then the spec, so that a peer that sees the
-/// spec also knows its version is taken. The one way specs are written, by the API and
-/// by the agent (autoscaling, rollbacks) alike; returns the spec's stamp, for a writer
-/// that waits until the write is applied and saved.
+/// Writes `spec`: its version record first ([`put_spec_version`]), then the spec
+/// ([`put_spec_record`]), so that a peer that sees the spec also knows its version is
+/// taken. The way specs are written, by the API and by the agent (autoscaling, rollbacks)
+/// alike; returns the spec's stamp. The API waits between the two steps until the version
+/// is on disk, so a full disk refuses the write before the spec spreads.
 pub(crate) async fn put_spec(mesh: &Mesh, spec: &ServiceSpec) -> Result<Stamp, WriteError> {
+    put_spec_version(mesh, spec).await?;
+    put_spec_record(mesh, spec).await
+}
+
+/// The first step of [`put_spec`]: the version record.
+pub(crate) async fn put_spec_version(mesh: &Mesh, spec: &ServiceSpec) -> Result<Stamp, WriteError> {
     let version = serde_json::to_vec(&spec.version)?;
+    Ok(mesh
+        .put(&service_version_key(&spec.name), Some(version))
+        .await?)
+}
+
+/// The second step of [`put_spec`]: the spec itself.
+pub(crate) async fn put_spec_record(mesh: &Mesh, spec: &ServiceSpec) -> Result<Stamp, WriteError> {
     let bytes = serde_json::to_vec(spec)?;
-    mesh.put(&service_version_key(&spec.name), Some(version))
-        .await?;
     Ok(mesh.put(&service_key(&spec.name), Some(bytes)).await?)
 }

@@ -120,10 +120,19 @@ fn check_limits(
     check_slot_cap(spec, services.valid.values(), nodes, limits).map_err(invalid)
 }
 
+/// Writes `spec` as [`crate::records::put_spec`] does, waiting after each step until the
+/// write is applied and on disk: a full disk answers 507 before the spec spreads.
 async fn store_spec(state: &ApiState, spec: &ServiceSpec) -> Result<(), ApiError> {
-    let stamp = crate::records::put_spec(&state.mesh, spec)
+    let unavailable = |_| ApiError::unavailable();
+    let stamp = crate::records::put_spec_version(&state.mesh, spec)
         .await
-        .map_err(|_| ApiError::unavailable())?;
+        .map_err(unavailable)?;
+    state
+        .applied(&crate::records::service_version_key(&spec.name), stamp)
+        .await?;
+    let stamp = crate::records::put_spec_record(&state.mesh, spec)
+        .await
+        .map_err(unavailable)?;
     state.applied(&service_key(&spec.name), stamp).await
 }
 
