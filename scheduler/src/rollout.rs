@@ -130,12 +130,12 @@ pub struct CoordinatorTable {
 }
 
 impl CoordinatorTable {
-    /// Brings the table to `alive` and `services`.
+    /// Brings the table to `alive` and `services`; false when they are the ones it had.
     pub fn update<'a>(
         &mut self,
         alive: &BTreeSet<NodeId>,
         services: impl IntoIterator<Item = &'a str>,
-    ) {
+    ) -> bool {
         let services: BTreeSet<&str> = services.into_iter().collect();
         let same_nodes = self.alive.len() == alive.len() && self.alive.keys().eq(alive.iter());
         let same_services = self.best.len() == services.len()
@@ -145,7 +145,7 @@ impl CoordinatorTable {
                 .map(String::as_str)
                 .eq(services.iter().copied());
         if same_nodes && same_services {
-            return;
+            return false;
         }
         let removed: BTreeSet<NodeId> = self
             .alive
@@ -192,6 +192,7 @@ impl CoordinatorTable {
                 }
             }
         }
+        true
     }
 
     /// The coordinator of `service`, as of the last [`CoordinatorTable::update`].

@@ -54,7 +54,11 @@ pub(super) fn coordinate(
     now_ms: u64,
     plan: &mut Plan,
 ) {
-    let mine = agent.coordinated(alive, input.specs);
+    let mine: Vec<String> = agent
+        .coordinated(alive, input.specs)
+        .iter()
+        .cloned()
+        .collect();
     for spec in mine.iter().filter_map(|name| input.specs.get(name)) {
         autoscale(input, alive, spec, now_ms, plan);
         let progress = input.published.progress(&spec.name);

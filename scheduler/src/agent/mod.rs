@@ -206,8 +206,10 @@ pub struct Agent {
     stop_graces: BTreeMap<String, u64>,
     /// Handoff starts in flight at once; see [`ReconcileConfig::moves_in_flight_max`].
     moves_in_flight_max: u32,
-    /// Every service's coordinator among the members at the last round.
+    /// Every service's coordinator among the members at the last round, and the services
+    /// this host coordinates (recomputed only when members or services change).
     coordinators: crate::rollout::CoordinatorTable,
+    coordinated: BTreeSet<String>,
 }
 
 impl Agent {
@@ -224,6 +226,7 @@ impl Agent {
             stop_graces: BTreeMap::new(),
             moves_in_flight_max: ReconcileConfig::default().moves_in_flight_max,
             coordinators: crate::rollout::CoordinatorTable::default(),
+            coordinated: BTreeSet::new(),
         }
     }
 
@@ -233,14 +236,18 @@ impl Agent {
         &mut self,
         alive: &BTreeSet<NodeId>,
         specs: &BTreeMap<String, ServiceSpec>,
-    ) -> BTreeSet<String> {
-        self.coordinators
-            .update(alive, specs.keys().map(String::as_str));
-        specs
-            .keys()
-            .filter(|name| self.coordinators.of(name) == Some(&self.me))
-            .cloned()
-            .collect()
+    ) -> &BTreeSet<String> {
+        if self
+            .coordinators
+            .update(alive, specs.keys().map(String::as_str))
+        {
+            self.coordinated = specs
+                .keys()
+                .filter(|name| self.coordinators.of(name) == Some(&self.me))
+                .cloned()
+                .collect();
+        }
+        &self.coordinated
     }
 
     /// This host.

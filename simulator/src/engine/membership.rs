@@ -138,16 +138,7 @@ impl Engine {
         let host = &mut self.hosts[h];
         let soonest = self.now_ms.max(host.last_round_ms + ROUND_MIN_MS);
         if soonest < host.round_at {
-            host.round_at = soonest;
-            let inc = host.inc;
-            self.push(
-                soonest,
-                Event::Round {
-                    host: h,
-                    inc,
-                    at: soonest,
-                },
-            );
+            self.round_at(h, soonest);
         }
     }
 

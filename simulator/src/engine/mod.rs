@@ -352,15 +352,7 @@ impl Engine {
                 self.push(offset, Event::Sync { host: h, inc: 0 });
             }
             let at = 1 + (h as u64 * ROUND_EVERY_MS) / n as u64;
-            self.hosts[h].round_at = at;
-            self.push(
-                at,
-                Event::Round {
-                    host: h,
-                    inc: 0,
-                    at,
-                },
-            );
+            self.round_at(h, at);
         }
         for fault in &scenario.faults {
             self.push(secs_to_ms(fault.at_s()), Event::Fault(fault.clone()));
@@ -571,16 +563,8 @@ impl Engine {
         host.announce_backoff_ms = 1_000;
         let inc = host.inc;
         let next = self.now_ms + ROUND_EVERY_MS;
-        host.round_at = next;
         host.last_round_ms = self.now_ms;
-        self.push(
-            next,
-            Event::Round {
-                host: h,
-                inc,
-                at: next,
-            },
-        );
+        self.round_at(h, next);
         if self.model.is_some() {
             // The seed answers the join with every member it knows.
             let truth: Vec<u32> = self

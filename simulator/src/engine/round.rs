@@ -82,16 +82,16 @@ impl Engine {
         if active {
             self.act(h, version);
         }
-        let next = now + ROUND_EVERY_MS;
-        self.hosts[h].round_at = next;
-        self.push(
-            next,
-            Event::Round {
-                host: h,
-                inc,
-                at: next,
-            },
-        );
+        self.round_at(h, now + ROUND_EVERY_MS);
+    }
+
+    /// Makes host `h`'s next round the one at `at` (an earlier one pending is dropped when
+    /// it comes: see [`Engine::round`]).
+    pub(super) fn round_at(&mut self, h: usize, at: u64) {
+        let host = &mut self.hosts[h];
+        host.round_at = at;
+        let inc = host.inc;
+        self.push(at, Event::Round { host: h, inc, at });
     }
 
     /// The members host `h` sees, as the round's core reads them.
@@ -208,7 +208,7 @@ impl Engine {
         let set = self.set_of(members);
         let placement = self.healing.placement_for(&set);
         let alive: BTreeSet<NodeId> = members.active.keys().cloned().collect();
-        let coordinated = self.hosts[h].agent.coordinated(&alive, &self.specs);
+        let coordinated = self.hosts[h].agent.coordinated(&alive, &self.specs).clone();
         let observed = self.observed_for(h, &placement.by_host[h], &coordinated);
         let input = Input {
             members,
