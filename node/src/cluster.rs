@@ -475,13 +475,17 @@ impl Snapshot {
     /// change with membership; each publishes under its own node), if one is under way or
     /// done for its current template.
     pub(crate) fn rollout(&self, spec: &ServiceSpec) -> Option<knit_scheduler::rollout::Progress> {
-        let published: Vec<knit_scheduler::rollout::Progress> = self
-            .view
+        let published = self.progress_of(&spec.name);
+        knit_scheduler::rollout::newest(spec, &published).cloned()
+    }
+
+    /// Every member's published progress of `service`'s rollouts.
+    pub(crate) fn progress_of(&self, service: &str) -> Vec<knit_scheduler::rollout::Progress> {
+        self.view
             .members
             .iter()
-            .filter_map(|m| self.decode(&crate::records::progress_key(&m.peer.node, &spec.name)))
-            .collect();
-        knit_scheduler::rollout::newest(spec, &published).cloned()
+            .filter_map(|m| self.decode(&crate::records::progress_key(&m.peer.node, service)))
+            .collect()
     }
 
     /// The replicas a node reports (empty when it has not reported).

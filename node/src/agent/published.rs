@@ -5,17 +5,12 @@ use knit_scheduler::agent::Published;
 use knit_scheduler::rollout::Progress;
 
 use crate::cluster::Snapshot;
-use crate::records::{progress_key, service_key};
+use crate::records::service_key;
 
 impl Published for Snapshot {
     /// Every member's published progress of `service`.
     fn progress(&self, service: &str) -> Vec<Progress> {
-        self.view
-            .members
-            .iter()
-            .filter_map(|m| self.store.get(&progress_key(&m.peer.node, service)))
-            .filter_map(|bytes| serde_json::from_slice(bytes).ok())
-            .collect()
+        self.progress_of(service)
     }
 
     fn spec_written_ms(&self, service: &str) -> u64 {
