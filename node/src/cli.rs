@@ -138,6 +138,8 @@ pub(crate) enum ServiceCommand {
         /// NAME=REPLICAS pairs.
         #[arg(required = true)]
         targets: Vec<String>,
+        #[command(flatten)]
+        detach: crate::flags::DetachArg,
     },
     /// Update a service.
     Update(Box<UpdateArgs>),
@@ -153,6 +155,8 @@ pub(crate) enum ServiceCommand {
     Rollback {
         /// The service.
         name: String,
+        #[command(flatten)]
+        detach: crate::flags::DetachArg,
     },
     /// Remove services.
     #[command(alias = "remove")]

@@ -376,14 +376,30 @@ pub(crate) struct CreateArgs {
     /// Placement constraint, e.g. node.labels.zone==a.
     #[arg(long = "constraint")]
     pub(crate) constraints: Vec<String>,
-    /// Return once the spec is accepted (default); --detach=false waits for the replicas.
-    #[arg(short = 'd', long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub(crate) detach: bool,
+    #[command(flatten)]
+    pub(crate) detach: DetachArg,
     #[command(flatten)]
     pub(crate) spec: SpecFlags,
     /// IMAGE [COMMAND] [ARG...] (docker), or COMMAND [ARG...] (process).
     #[arg(required = true, trailing_var_arg = true)]
     pub(crate) image_and_command: Vec<String>,
+}
+
+/// `--detach` of the commands that change a service's replicas.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub(crate) struct DetachArg {
+    /// Return once the change is accepted, without following it. By default the command
+    /// shows the replicas' progress until they converge when its output is a terminal (as
+    /// Docker's does), and returns at once when it is a pipe or a file.
+    #[arg(short = 'd', long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub(crate) detach: Option<bool>,
+}
+
+impl DetachArg {
+    /// Whether to follow the change, for output that is a `terminal` or not.
+    pub(crate) fn follows(&self, terminal: bool) -> bool {
+        !self.detach.unwrap_or(!terminal)
+    }
 }
 
 impl CreateArgs {

@@ -88,7 +88,8 @@ const CLEANUP_GRACE: Duration = Duration::from_secs(5);
 /// how many.
 async fn stop_replicas(peers: &[LabPeer]) -> usize {
     use crate::driver::{docker::DockerDriver, process::ProcessDriver};
-    let docker = DockerDriver::connect(Ipv4Addr::LOCALHOST.into())
+    let tasks = crate::tasks::Tasks::new();
+    let docker = DockerDriver::connect(Ipv4Addr::LOCALHOST.into(), &tasks)
         .await
         .ok()
         .map(std::sync::Arc::new);
@@ -97,7 +98,7 @@ async fn stop_replicas(peers: &[LabPeer]) -> usize {
         let Some(data_dir) = peer.api.parent() else {
             continue;
         };
-        if let Ok(process) = ProcessDriver::new(&data_dir.join("processes"), None) {
+        if let Ok(process) = ProcessDriver::new(&data_dir.join("processes"), None, &tasks) {
             let ids: Vec<String> = process
                 .list()
                 .await
@@ -131,6 +132,11 @@ async fn stop_replicas(peers: &[LabPeer]) -> usize {
         if stop.await.unwrap_or(false) {
             stopped += 1;
         }
+    }
+    // The drivers' own tasks (Docker's event stream) end here.
+    let late = tasks.stop(CLEANUP_GRACE).await;
+    if !late.is_empty() {
+        tracing::debug!(tasks = ?late, "lab cleanup tasks still running");
     }
     stopped
 }

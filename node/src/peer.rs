@@ -12,7 +12,6 @@ use knit_mesh::quic::{Credentials, Mesh, MeshConfig, join};
 use knit_mesh::token::JoinToken;
 use knit_mesh::{NodeId, PeerId};
 use rand::RngExt;
-use tokio_util::sync::CancellationToken;
 
 use crate::agent::Agent;
 use crate::api::{self, AllowedHosts, ApiListener};
@@ -22,6 +21,7 @@ use crate::cluster::{NodeInfo, host_capacity};
 use crate::datadir::DataDir;
 use crate::driver::{Drivers, docker::DockerDriver, process::ProcessDriver};
 use crate::records::info_key;
+use crate::tasks::Tasks;
 
 fn parse_labels(labels: &[String]) -> Result<BTreeMap<String, String>> {
     labels
@@ -141,6 +141,10 @@ fn join_token(args: &UpArgs) -> Result<String> {
 /// File descriptors a peer asks for: every ingress connection takes two.
 const OPEN_FILES_WANTED: u64 = 65_536;
 
+/// How long a stopping peer waits for its tasks: the last save of the state and the
+/// operations on replicas in flight. Well under systemd's default stop timeout (90 s).
+const STOP_WITHIN: Duration = Duration::from_secs(30);
+
 /// Raises the soft limit on open files towards [`OPEN_FILES_WANTED`] (within the hard
 /// limit): the common default of 1,024 would cap the ingress at a few hundred clients.
 fn raise_open_files() {
@@ -192,10 +196,10 @@ pub(crate) async fn up(args: UpArgs, api: Option<&str>, api_insecure: bool) -> R
         None => None,
     };
     let (node, creds, created) = credentials(&dir, &args, &endpoint).await?;
-    let shutdown = CancellationToken::new();
+    let tasks = Tasks::new();
     let mut api_listeners = Vec::new();
     for addr in &api_addrs {
-        api_listeners.push(ApiListener::bind(addr, api_insecure, &creds, &shutdown).await?);
+        api_listeners.push(ApiListener::bind(addr, api_insecure, &creds, &tasks).await?);
     }
     let api_described: Vec<String> = api_listeners.iter().map(ApiListener::describe).collect();
     let epoch = dir.next_epoch()?;
@@ -220,8 +224,8 @@ pub(crate) async fn up(args: UpArgs, api: Option<&str>, api_insecure: bool) -> R
         clock_skew_max_ms: knit_scheduler::spec::parse_duration_ms(&args.clock_skew_max)
             .context("--clock-skew-max")?,
     };
-    let mesh = Mesh::start(endpoint, creds.clone(), config, shutdown.clone())?;
-    let drivers = Arc::new(drivers(dir.path(), process_user, advertise.ip()).await?);
+    let mesh = Mesh::start(endpoint, creds.clone(), config, tasks.shutdown().clone())?;
+    let drivers = Arc::new(drivers(dir.path(), process_user, advertise.ip(), &tasks).await?);
     let driver_names = drivers.names();
     let info = NodeInfo {
         name: args.name.clone().unwrap_or_else(host_name),
@@ -253,12 +257,15 @@ pub(crate) async fn up(args: UpArgs, api: Option<&str>, api_insecure: bool) -> R
         .chain(args.api_hosts.iter().cloned()),
     );
     let dir = Arc::new(dir);
-    tokio::spawn(crate::telemetry::run(
-        mesh.clone(),
-        node,
-        dir.path().to_path_buf(),
-        shutdown.clone(),
-    ));
+    tasks.spawn(
+        "telemetry",
+        crate::telemetry::run(
+            mesh.clone(),
+            node,
+            dir.path().to_path_buf(),
+            tasks.shutdown().clone(),
+        ),
+    );
     let thresholds = crate::agent::prevention::Thresholds {
         disk_percent: args.drain_disk_percent,
         memory_percent: args.drain_memory_percent,
@@ -270,56 +277,53 @@ pub(crate) async fn up(args: UpArgs, api: Option<&str>, api_insecure: bool) -> R
                 .context("--recover-after")?,
         ),
     };
-    let (agent, events) = Agent::new(mesh.clone(), drivers.clone(), node, thresholds)?;
-    tokio::spawn(agent.run(events, shutdown.clone()));
+    let (agent, events) = Agent::new(mesh.clone(), drivers.clone(), node, thresholds, &tasks)?;
+    tasks.spawn("agent", agent.run(events));
     let ingress = Arc::new(crate::ingress::IngressStats::default());
-    tokio::spawn(crate::ingress::run(
-        mesh.clone(),
-        args.ingress_addr,
-        ingress.clone(),
-        shutdown.clone(),
-    ));
-    let (saved_tx, saved) = tokio::sync::watch::channel(crate::persist::Saved::default());
-    let persister = tokio::spawn(crate::persist::persist(
-        mesh.clone(),
-        dir.clone(),
-        saved_tx,
-        shutdown.clone(),
-    ));
-    let state = api::ApiState::new(
-        mesh.clone(),
-        creds,
-        saved,
-        drivers,
-        ingress,
-        shutdown.clone(),
+    tasks.spawn(
+        "ingress",
+        crate::ingress::run(
+            mesh.clone(),
+            args.ingress_addr,
+            ingress.clone(),
+            tasks.clone(),
+        ),
     );
+    let (saved_tx, saved) = tokio::sync::watch::channel(crate::persist::Saved::default());
+    tasks.spawn(
+        "persist",
+        crate::persist::persist(
+            mesh.clone(),
+            dir.clone(),
+            saved_tx,
+            tasks.shutdown().clone(),
+        ),
+    );
+    let state = api::ApiState::new(mesh.clone(), creds, saved, drivers, ingress, &tasks);
     if let Some(listener) = metrics_listener {
         let app = api::metrics_router(state.clone(), hosts.clone());
-        tokio::spawn(api::serve_metrics(listener, app, shutdown.clone()));
+        tasks.spawn(
+            "metrics server",
+            api::serve_metrics(listener, app, tasks.shutdown().clone()),
+        );
     }
     let app = api::router(state, hosts);
-    let servers: Vec<_> = api_listeners
-        .into_iter()
-        .map(|listener| tokio::spawn(api::serve(listener, app.clone(), shutdown.clone())))
-        .collect();
+    for listener in api_listeners {
+        tasks.spawn(
+            "API server",
+            api::serve(listener, app.clone(), tasks.shutdown().clone()),
+        );
+    }
     crate::notify::ready();
 
     stop_signals.wait().await;
     tracing::info!("leaving the cluster");
     mesh.leave().await;
-    shutdown.cancel();
-    let _ = tokio::time::timeout(
-        Duration::from_millis(300),
-        futures_util::future::join_all(servers),
-    )
-    .await;
-    // The persist task owns state.bin: it saves once more on shutdown, and is waited for.
-    if tokio::time::timeout(Duration::from_secs(30), persister)
-        .await
-        .is_err()
-    {
-        tracing::error!("the last save of the state did not finish within 30 s");
+    // One way out: every task sees the signal and ends. The persister saves once more, and
+    // an operation on a replica finishes (its driver calls have their own timeouts).
+    let late = tasks.stop(STOP_WITHIN).await;
+    if !late.is_empty() {
+        tracing::error!(tasks = ?late, within_s = STOP_WITHIN.as_secs(), "tasks still running at the stop deadline");
     }
     tracing::info!("stopped");
     Ok(())
@@ -330,9 +334,10 @@ async fn drivers(
     data_dir: &std::path::Path,
     process_user: Option<crate::driver::process::RunAs>,
     publish_ip: std::net::IpAddr,
+    tasks: &Tasks,
 ) -> Result<Drivers> {
-    let process = ProcessDriver::new(&data_dir.join("processes"), process_user)?;
-    let docker = match DockerDriver::connect(publish_ip).await {
+    let process = ProcessDriver::new(&data_dir.join("processes"), process_user, tasks)?;
+    let docker = match DockerDriver::connect(publish_ip, tasks).await {
         Ok(docker) => Some(docker),
         Err(e) => {
             tracing::info!(reason = %e, "no Docker engine: docker services will not be placed on this node");

@@ -20,11 +20,11 @@ use knit_scheduler::reconcile::pace;
 use knit_scheduler::spec::Driver as DriverKind;
 use knit_scheduler::{Availability, Health, ReplicaReport, ReplicaState, ServiceSpec, SlotId};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use crate::cluster::Snapshot;
 use crate::driver::{Drivers, Replica};
 use crate::records::{node_spec_key, report_key};
+use crate::tasks::Tasks;
 
 /// Rounds happen at least this often, and at most every `ROUND_MIN`.
 const ROUND_EVERY: Duration = Duration::from_millis(pace::ROUND_EVERY_MS);
@@ -112,6 +112,8 @@ pub(crate) struct Agent {
     history_dirty: BTreeSet<String>,
     /// The stamp of this node's node spec last acknowledged (see [`crate::records::applied_key`]).
     applied_spec: Option<knit_mesh::store::Stamp>,
+    /// Where operations and probes are spawned, and the signal that ends the rounds.
+    tasks: Tasks,
 }
 
 impl Agent {
@@ -120,6 +122,7 @@ impl Agent {
         drivers: Arc<Drivers>,
         me: knit_mesh::NodeId,
         thresholds: prevention::Thresholds,
+        tasks: &Tasks,
     ) -> anyhow::Result<(Self, mpsc::Receiver<Event>)> {
         let (events, rx) = mpsc::channel(EVENTS_MAX);
         let node = knit_scheduler::NodeId::new(me.to_string())?;
@@ -139,16 +142,14 @@ impl Agent {
             history: BTreeMap::new(),
             history_dirty: BTreeSet::new(),
             applied_spec: None,
+            tasks: tasks.clone(),
         };
         Ok((agent, rx))
     }
 
-    /// Runs rounds until `shutdown`.
-    pub(crate) async fn run(
-        mut self,
-        mut events: mpsc::Receiver<Event>,
-        shutdown: CancellationToken,
-    ) {
+    /// Runs rounds until the peer stops.
+    pub(crate) async fn run(mut self, mut events: mpsc::Receiver<Event>) {
+        let shutdown = self.tasks.shutdown().clone();
         let mut view = self.mesh.view();
         let mut store = self.mesh.store();
         // A check of who answers ends: a majority may reclaim now.
@@ -419,7 +420,7 @@ impl Agent {
                 check,
                 events: self.events.clone(),
             };
-            tokio::spawn(task.run());
+            self.tasks.spawn("health probe", task.run());
         }
     }
 
@@ -558,8 +559,9 @@ impl Agent {
                     .filter(|t| t.replica.slot == slot)
                     .find_map(|t| t.stopped_at),
                 events: self.events.clone(),
+                shutdown: self.tasks.shutdown().clone(),
             };
-            tokio::spawn(op.run());
+            self.tasks.spawn("replica operation", op.run());
         }
     }
 

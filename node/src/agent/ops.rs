@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use knit_scheduler::spec::{Driver as DriverKind, HealthCheck, Probe, UpdateOrder};
 use knit_scheduler::{Action, ServiceSpec, SlotId, StartCause};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::health::{self, Outcome};
 use super::{Event, SpecRef};
@@ -25,6 +26,8 @@ pub(crate) struct Op {
     /// When the slot's replica was seen stopped, for the restart delay.
     pub(crate) stopped_at: Option<Instant>,
     pub(crate) events: mpsc::Sender<Event>,
+    /// The peer is stopping: a restart still waiting out its delay is not started.
+    pub(crate) shutdown: CancellationToken,
 }
 
 impl Op {
@@ -48,7 +51,10 @@ impl Op {
                     let waited = self.stopped_at.map_or(Duration::ZERO, |t| t.elapsed());
                     let delay = Duration::from_millis(*delay_ms).saturating_sub(waited);
                     tracing::info!(slot = %slot, attempt, delay_ms = delay.as_millis() as u64, "restarting");
-                    tokio::time::sleep(delay).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = self.shutdown.cancelled() => return Ok(()),
+                    }
                     self.stop_all().await;
                 }
                 self.start(slot, *spec_version).await

@@ -82,8 +82,8 @@ pub(crate) struct Events {
 }
 
 impl Events {
-    /// Starts the observer of `mesh`; it stops, and every stream ends, at `shutdown`.
-    pub(crate) fn start(mesh: Mesh, shutdown: CancellationToken) -> Arc<Self> {
+    /// Starts the observer of `mesh`; it stops, and every stream ends, when the peer stops.
+    pub(crate) fn start(mesh: Mesh, tasks: &crate::tasks::Tasks) -> Arc<Self> {
         let events = Arc::new(Self {
             mesh,
             clients: Mutex::new(Clients {
@@ -92,7 +92,10 @@ impl Events {
             }),
             tally: Mutex::new(Tally::default()),
         });
-        tokio::spawn(events.clone().observe(shutdown));
+        tasks.spawn(
+            "event observer",
+            events.clone().observe(tasks.shutdown().clone()),
+        );
         events
     }
 

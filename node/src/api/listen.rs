@@ -26,9 +26,9 @@ use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
-use tokio_util::sync::CancellationToken;
 
 use crate::api_addr::ApiAddr;
+use crate::tasks::Tasks;
 
 /// TLS handshakes in progress at most; connections past it wait to be accepted.
 const HANDSHAKES_MAX: usize = 64;
@@ -53,7 +53,7 @@ impl ApiListener {
         addr: &ApiAddr,
         insecure: bool,
         creds: &Credentials,
-        shutdown: &CancellationToken,
+        tasks: &Tasks,
     ) -> Result<Self> {
         match addr {
             ApiAddr::Unix(path) => Ok(Self::Unix(bind_socket(path)?, path.clone())),
@@ -68,7 +68,7 @@ impl ApiListener {
                 let config = knit_mesh::quic::operator::api_server_config(creds)
                     .context("cannot set up TLS for the admin API")?;
                 let acceptor = TlsAcceptor::from(Arc::new(config));
-                Ok(Self::Tls(TlsListener::spawn(listener, acceptor, shutdown)?))
+                Ok(Self::Tls(TlsListener::spawn(listener, acceptor, tasks)?))
             }
         }
     }
@@ -127,15 +127,12 @@ pub(crate) struct TlsListener {
 }
 
 impl TlsListener {
-    fn spawn(
-        listener: TcpListener,
-        acceptor: TlsAcceptor,
-        shutdown: &CancellationToken,
-    ) -> Result<Self> {
+    fn spawn(listener: TcpListener, acceptor: TlsAcceptor, tasks: &Tasks) -> Result<Self> {
         let local = listener.local_addr()?;
         let (tx, ready) = mpsc::channel(HANDSHAKES_MAX);
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
+        let shutdown = tasks.shutdown().clone();
+        let handshakes = tasks.clone();
+        tasks.spawn("API TLS acceptor", async move {
             let permits = Arc::new(Semaphore::new(HANDSHAKES_MAX));
             loop {
                 let Ok(permit) = permits.clone().acquire_owned().await else {
@@ -154,7 +151,7 @@ impl TlsListener {
                     }
                 };
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
-                tokio::spawn(async move {
+                handshakes.spawn("API TLS handshake", async move {
                     let _permit = permit;
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                         Ok(Ok(tls)) => {

@@ -54,10 +54,10 @@ impl ApiState {
         saved: watch::Receiver<crate::persist::Saved>,
         drivers: Arc<crate::driver::Drivers>,
         ingress: Arc<crate::ingress::IngressStats>,
-        shutdown: CancellationToken,
+        tasks: &crate::tasks::Tasks,
     ) -> Self {
         Self {
-            events: events::Events::start(mesh.clone(), shutdown),
+            events: events::Events::start(mesh.clone(), tasks),
             mesh,
             creds: Arc::new(creds),
             saved,
@@ -203,44 +203,68 @@ pub(crate) fn metrics_router(state: ApiState, hosts: AllowedHosts) -> Router {
         ))
 }
 
-/// Serves `app` on `listener` until `shutdown`; removes the socket file after.
+/// How long open requests (an event stream, a long answer) may run on after the peer is
+/// told to stop, before their connections are cut.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Serves `app` on `listener` until `shutdown`, then lets open requests end for up to
+/// [`DRAIN`]; removes the socket file after.
 pub(crate) async fn serve(listener: ApiListener, app: Router, shutdown: CancellationToken) {
-    let stop = async move { shutdown.cancelled().await };
-    let result = match listener {
-        ApiListener::Unix(listener, path) => {
-            let result = axum::serve(listener, app)
-                .with_graceful_shutdown(stop)
-                .await;
-            let _ = std::fs::remove_file(path);
-            result
-        }
-        ApiListener::Tls(listener) => {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop)
-                .await
-        }
-        ApiListener::Plain(listener) => {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop)
-                .await
+    let stop = shutdown.clone();
+    let stop = async move { stop.cancelled().await };
+    let served = async move {
+        match listener {
+            ApiListener::Unix(listener, path) => {
+                let result = axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await;
+                let _ = std::fs::remove_file(path);
+                result
+            }
+            ApiListener::Tls(listener) => {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await
+            }
+            ApiListener::Plain(listener) => {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await
+            }
         }
     };
-    if let Err(e) = result {
+    if let Some(Err(e)) = drained(served, &shutdown).await {
         tracing::error!(error = %e, "admin API stopped");
     }
 }
 
-/// Serves `/metrics` and `/healthz` on `listener` until `shutdown`.
+/// Serves `/metrics` and `/healthz` on `listener` until `shutdown` (and [`DRAIN`]).
 pub(crate) async fn serve_metrics(
     listener: tokio::net::TcpListener,
     app: Router,
     shutdown: CancellationToken,
 ) {
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
-    if let Err(e) = result {
+    let stop = shutdown.clone();
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .into_future();
+    if let Some(Err(e)) = drained(served, &shutdown).await {
         tracing::error!(error = %e, "metrics listener stopped");
+    }
+}
+
+/// Runs `server` to its end, or until [`DRAIN`] after `shutdown` (then `None`).
+async fn drained<T>(server: impl Future<Output = T>, shutdown: &CancellationToken) -> Option<T> {
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(DRAIN).await;
+    };
+    tokio::select! {
+        result = server => Some(result),
+        () = deadline => {
+            tracing::debug!("open API requests cut at the stop");
+            None
+        }
     }
 }
 

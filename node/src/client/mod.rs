@@ -2,6 +2,7 @@
 
 mod filter;
 mod nodes;
+mod progress;
 mod records;
 mod services;
 mod transport;

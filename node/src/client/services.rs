@@ -1,22 +1,19 @@
 //! `knit service ...`.
 
-use std::time::{Duration, Instant};
+use std::io::IsTerminal;
 
 use anyhow::{Context, Result, bail};
 use knit_scheduler::ServiceSpec;
 use knit_scheduler::spec::{Limits, Mode, Protocol};
 
 use super::filter::{self, Filters};
+use super::progress;
 use super::records::Task;
 use super::{ApiRefusal, Client};
 use crate::cli::{Format, ServiceCommand};
 use crate::format::output;
 use crate::wire::{ServiceSummary, TaskRow, UpdateRequest};
 
-/// How long a command that follows a rollout waits for the replicas.
-const CONVERGE_TIMEOUT: Duration = Duration::from_secs(300);
-/// A rollout that makes no progress for this long is reported as stuck.
-const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Attempts at an update that keeps losing a race with another writer.
 const UPDATE_ATTEMPTS: usize = 3;
 
@@ -27,8 +24,8 @@ pub(super) async fn run(client: &Client, command: ServiceCommand) -> Result<()> 
             let created: ServiceSpec = client.post("/v1/services", &spec).await?;
             println!("{}", created.name);
             warn_udp(&created);
-            if !args.detach {
-                converge(client, &created).await?;
+            if args.detach.follows(std::io::stdout().is_terminal()) {
+                progress::converge(client, &created).await?;
             }
         }
         ServiceCommand::Ls(args) => {
@@ -84,7 +81,14 @@ pub(super) async fn run(client: &Client, command: ServiceCommand) -> Result<()> 
             }
             println!("{}", serde_json::to_string_pretty(&specs)?);
         }
-        ServiceCommand::Scale { targets } => scale(client, &targets).await?,
+        ServiceCommand::Scale { targets, detach } => {
+            let scaled = scale(client, &targets).await?;
+            if detach.follows(std::io::stdout().is_terminal()) {
+                for spec in &scaled {
+                    progress::converge(client, spec).await?;
+                }
+            }
+        }
         ServiceCommand::Update(args) => {
             let limits = limits(client).await;
             let updated = update(client, &args.name, args.force, |current| {
@@ -101,7 +105,7 @@ pub(super) async fn run(client: &Client, command: ServiceCommand) -> Result<()> 
                     println!("{}", spec.name);
                     warn_udp(&spec);
                     if !args.detach {
-                        converge(client, &spec).await?;
+                        progress::converge(client, &spec).await?;
                     }
                 }
                 None => println!("{}: nothing to change (use --force to redeploy)", args.name),
@@ -113,7 +117,7 @@ pub(super) async fn run(client: &Client, command: ServiceCommand) -> Result<()> 
                 .await?;
             print!("{text}");
         }
-        ServiceCommand::Rollback { name } => {
+        ServiceCommand::Rollback { name, detach } => {
             let spec: ServiceSpec = client
                 .post(&format!("/v1/services/{name}/rollback"), &())
                 .await?;
@@ -121,6 +125,9 @@ pub(super) async fn run(client: &Client, command: ServiceCommand) -> Result<()> 
                 "{} rolled back to the previous spec (now version {})",
                 spec.name, spec.version
             );
+            if detach.follows(std::io::stdout().is_terminal()) {
+                progress::converge(client, &spec).await?;
+            }
         }
         ServiceCommand::Rm { names } => {
             let mut failed = 0;
@@ -215,7 +222,8 @@ async fn update(
     bail!("service {name} keeps changing under this update; try again")
 }
 
-async fn scale(client: &Client, targets: &[String]) -> Result<()> {
+/// Scales each target; returns the services' specs as they now are.
+async fn scale(client: &Client, targets: &[String]) -> Result<Vec<ServiceSpec>> {
     let mut parsed = Vec::new();
     for target in targets {
         let (name, replicas) = target
@@ -226,8 +234,9 @@ async fn scale(client: &Client, targets: &[String]) -> Result<()> {
         })?;
         parsed.push((name.to_owned(), replicas));
     }
+    let mut scaled = Vec::new();
     for (name, replicas) in parsed {
-        update(client, &name, false, |current| {
+        let updated = update(client, &name, false, |current| {
             if current.mode == Mode::Global {
                 bail!(
                     "{name} is a global service: it runs one replica per node and cannot be scaled"
@@ -239,67 +248,12 @@ async fn scale(client: &Client, targets: &[String]) -> Result<()> {
         })
         .await?;
         println!("{name} scaled to {replicas}");
+        scaled.push(match updated {
+            Some(spec) => spec,
+            None => client.get(&format!("/v1/services/{name}")).await?,
+        });
     }
-    Ok(())
-}
-
-/// Waits until every slot of the service `written` runs what it asks for, printing
-/// progress. Scaling meanwhile (by hand or by policy) is no reason to stop waiting.
-async fn converge(client: &Client, written: &ServiceSpec) -> Result<()> {
-    let name = &written.name;
-    let template = written.template_id();
-    let version = written.version;
-    let started = Instant::now();
-    let mut last = String::new();
-    let mut progressed = Instant::now();
-    loop {
-        let spec: ServiceSpec = client.get(&format!("/v1/services/{name}")).await?;
-        if spec.template_id() != template {
-            bail!(
-                "{name} changed again while this update rolled out (now version {}); if the update failed, it was rolled back: see `knit service ps {name} --history`",
-                spec.version
-            );
-        }
-        let tasks: Vec<TaskRow> = client.get(&format!("/v1/services/{name}/ps")).await?;
-        let wanted: Vec<&TaskRow> = tasks
-            .iter()
-            .filter(|t| t.desired_state == "running")
-            .collect();
-        let done = wanted
-            .iter()
-            .filter(|t| {
-                t.state == "running" && t.current && matches!(t.health.as_str(), "none" | "healthy")
-            })
-            .count();
-        let line = format!(
-            "{name}: {done}/{} running at version {version}",
-            wanted.len()
-        );
-        if line != last {
-            println!("{line}");
-            last = line;
-            progressed = Instant::now();
-        }
-        if progressed.elapsed() > STALL_TIMEOUT {
-            bail!(
-                "{name} made no progress for {STALL_TIMEOUT:?}: a failed update pauses; see `knit service ps {name} --history`, then fix and `knit service update`, or `knit service rollback {name}`"
-            );
-        }
-        // Replicas on a host that is down (`lost`) stop with it: nothing to wait for.
-        let leaving = tasks
-            .iter()
-            .any(|t| t.desired_state != "running" && t.state != "lost");
-        if done == wanted.len() && !leaving {
-            println!("{name}: converged");
-            return Ok(());
-        }
-        if started.elapsed() > CONVERGE_TIMEOUT {
-            bail!(
-                "{name} did not converge within {CONVERGE_TIMEOUT:?}; see `knit service ps {name}`"
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    Ok(scaled)
 }
 
 /// Prints tasks as `list` asks: ids only, JSON, or a table.

@@ -120,7 +120,10 @@ impl DockerDriver {
     /// Connects to the engine on its Unix socket (`$DOCKER_HOST` when it names one, as the
     /// docker CLI does, else `/var/run/docker.sock`); `Unavailable` when there is none.
     /// Replicas' ports will be published on `publish_ip`.
-    pub(crate) async fn connect(publish_ip: IpAddr) -> Result<Self, DriverError> {
+    pub(crate) async fn connect(
+        publish_ip: IpAddr,
+        tasks: &crate::tasks::Tasks,
+    ) -> Result<Self, DriverError> {
         let socket = engine_socket(std::env::var("DOCKER_HOST").ok().as_deref())?;
         let unavailable = |e: &DockerError| {
             DriverError::Unavailable(format!(
@@ -139,7 +142,7 @@ impl DockerDriver {
             .map_err(|e| unavailable(&e))?;
         Ok(Self {
             docker,
-            watch: watch::Watch::default(),
+            watch: watch::Watch::new(tasks),
             inspects: AtomicU64::new(0),
             publish_ip,
         })

@@ -53,6 +53,8 @@ pub(crate) struct ProcessDriver {
     exits: Arc<Mutex<BTreeMap<String, Option<i32>>>>,
     /// How big replicas' logs may grow.
     log_bound: log::LogBound,
+    /// Where the children's waiters run.
+    tasks: crate::tasks::Tasks,
 }
 
 fn failed(e: impl std::fmt::Display) -> DriverError {
@@ -163,12 +165,17 @@ fn now_ms() -> u64 {
 impl ProcessDriver {
     /// A driver keeping its records under `dir`, starting replicas as `run_as` (none when
     /// `None`).
-    pub(crate) fn new(dir: &Path, run_as: Option<RunAs>) -> Result<Self, DriverError> {
+    pub(crate) fn new(
+        dir: &Path,
+        run_as: Option<RunAs>,
+        tasks: &crate::tasks::Tasks,
+    ) -> Result<Self, DriverError> {
         std::fs::create_dir_all(dir).map_err(failed)?;
         prune_claims();
         Ok(Self {
             dir: dir.to_owned(),
             run_as,
+            tasks: tasks.clone(),
             exits: Arc::default(),
             log_bound: log::LogBound::default(),
         })
@@ -271,8 +278,15 @@ impl ProcessDriver {
             .unwrap_or_else(PoisonError::into_inner)
             .insert(runtime_id.clone(), None);
         let id = runtime_id.clone();
-        tokio::spawn(async move {
-            let code = match child.wait().await {
+        let shutdown = self.tasks.shutdown().clone();
+        // The replica outlives a stopping peer (the next one adopts it from its record):
+        // its waiter ends with the peer and leaves it running.
+        self.tasks.spawn("process waiter", async move {
+            let waited = tokio::select! {
+                waited = child.wait() => waited,
+                () = shutdown.cancelled() => return,
+            };
+            let code = match waited {
                 Ok(status) => status.code().unwrap_or(128 + status_signal(&status)),
                 Err(_) => -1,
             };

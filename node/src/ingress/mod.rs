@@ -20,9 +20,9 @@ use knit_scheduler::{Health, ReplicaState};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use crate::cluster::Snapshot;
+use crate::tasks::Tasks;
 
 mod forward;
 
@@ -139,13 +139,12 @@ fn routes(snapshot: &Snapshot) -> BTreeMap<u16, Route> {
     routes
 }
 
-/// Runs the ingress on `addr` until `shutdown`.
-pub(crate) async fn run(
-    mesh: Mesh,
-    addr: IpAddr,
-    stats: Arc<IngressStats>,
-    shutdown: CancellationToken,
-) {
+/// How long connections being forwarded may go on after the peer is told to stop.
+const DRAIN: Duration = Duration::from_secs(1);
+
+/// Runs the ingress on `addr` until the peer stops.
+pub(crate) async fn run(mesh: Mesh, addr: IpAddr, stats: Arc<IngressStats>, tasks: Tasks) {
+    let shutdown = tasks.shutdown().clone();
     let (table_tx, table) = watch::channel(Arc::new(BTreeMap::new()));
     let mut listeners: BTreeMap<u16, JoinHandle<()>> = BTreeMap::new();
     let mut store = mesh.store();
@@ -173,9 +172,9 @@ pub(crate) async fn run(
                         table.clone(),
                         stats.port(port),
                         open.clone(),
-                        shutdown.clone(),
+                        tasks.clone(),
                     );
-                    listeners.insert(port, tokio::spawn(task));
+                    listeners.insert(port, tasks.spawn("ingress listener", task));
                 }
                 Err(e) => {
                     let mut errors = stats
@@ -222,8 +221,9 @@ async fn serve(
     table: watch::Receiver<Arc<BTreeMap<u16, Route>>>,
     stats: Arc<PortStats>,
     open: Arc<AtomicUsize>,
-    shutdown: CancellationToken,
+    tasks: Tasks,
 ) {
+    let shutdown = tasks.shutdown().clone();
     let turn = Arc::new(AtomicUsize::new(0));
     let port_open = Arc::new(AtomicUsize::new(0));
     loop {
@@ -254,8 +254,16 @@ async fn serve(
         let (open, port_open) = (open.clone(), port_open.clone());
         open.fetch_add(1, Ordering::Relaxed);
         port_open.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(async move {
-            forward(client, peer, port, &route, &stats, &turn, SILENCE).await;
+        let stop = shutdown.clone();
+        tasks.spawn("ingress connection", async move {
+            let drained = async {
+                stop.cancelled().await;
+                tokio::time::sleep(DRAIN).await;
+            };
+            tokio::select! {
+                () = forward(client, peer, port, &route, &stats, &turn, SILENCE) => {}
+                () = drained => {}
+            }
             open.fetch_sub(1, Ordering::Relaxed);
             port_open.fetch_sub(1, Ordering::Relaxed);
         });

@@ -51,7 +51,12 @@ impl Drop for TestNode {
 
 /// The driver, or `None` (after saying why) when this host has no engine.
 async fn driver() -> Option<DockerDriver> {
-    match DockerDriver::connect(std::net::IpAddr::from([127, 0, 0, 1])).await {
+    match DockerDriver::connect(
+        std::net::IpAddr::from([127, 0, 0, 1]),
+        &crate::tasks::Tasks::new(),
+    )
+    .await
+    {
         Ok(driver) => Some(driver),
         Err(e) if !images::docker_required() => {
             eprintln!("skipping: {e} (set KNIT_REQUIRE_DOCKER=1 to fail instead)");

@@ -18,6 +18,7 @@ use futures_util::StreamExt;
 use tokio::sync::Notify;
 
 use super::super::{Replica, labels};
+use crate::tasks::Tasks;
 
 /// How often a full list runs even while the stream is up.
 pub(crate) const RESYNC: Duration = Duration::from_secs(5);
@@ -59,11 +60,12 @@ pub(super) struct Cache {
 }
 
 /// The event stream's side of the driver.
-#[derive(Default)]
 pub(crate) struct Watch {
     pub(super) cache: Arc<Mutex<Cache>>,
     /// Woken on every event.
     pub(super) changed: Arc<Notify>,
+    /// Where the follower runs; it ends when the peer stops.
+    pub(super) tasks: Tasks,
 }
 
 /// What [`super::DockerDriver::list`] has to do now.
@@ -75,6 +77,15 @@ pub(super) enum Due {
 }
 
 impl Watch {
+    /// A watch whose follower runs among `tasks`.
+    pub(super) fn new(tasks: &Tasks) -> Self {
+        Self {
+            cache: Arc::default(),
+            changed: Arc::default(),
+            tasks: tasks.clone(),
+        }
+    }
+
     pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Cache> {
         self.cache.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -90,12 +101,19 @@ impl Watch {
                 node: Some(node.to_owned()),
                 ..Cache::default()
             };
-            let task = tokio::spawn(follow(
+            let followed = follow(
                 docker.clone(),
                 node.to_owned(),
                 self.cache.clone(),
                 self.changed.clone(),
-            ));
+            );
+            let shutdown = self.tasks.shutdown().clone();
+            let task = self.tasks.spawn("docker event stream", async move {
+                tokio::select! {
+                    () = followed => {}
+                    () = shutdown.cancelled() => {}
+                }
+            });
             cache.task = Some(task.abort_handle());
         }
         let fresh = cache.up && cache.listed_at.is_some_and(|t| t.elapsed() < RESYNC);

@@ -22,7 +22,8 @@ impl Scratch {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("knit-process-{}-{n}", std::process::id()));
         let run_as = RunAs::choose(true, None).expect("a user for replicas");
-        let driver = ProcessDriver::new(&dir, run_as).expect("a records directory");
+        let driver = ProcessDriver::new(&dir, run_as, &crate::tasks::Tasks::new())
+            .expect("a records directory");
         Self { dir, driver }
     }
 
