@@ -2,7 +2,7 @@
 //! (`packaging/knit.service`), so that `systemctl start knit` returns once the admin API
 //! answers and units ordered after knit start after that.
 //!
-//! The protocol is one datagram, `READY=1`, sent to the Unix socket named by
+//! The protocol is one datagram, `READY=1` (and `STOPPING=1` at a stop), sent to the Unix socket named by
 //! `$NOTIFY_SOCKET` (a path, or an abstract name written with a leading `@`); without the
 //! variable (not run by systemd) nothing is sent. It never waits: the socket is
 //! non-blocking, and a failure is logged, not fatal.
@@ -15,6 +15,17 @@ use std::os::unix::net::{SocketAddr, UnixDatagram};
 
 /// The variable systemd sets for a `Type=notify` service.
 const NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
+
+/// Tells the service manager, if there is one, that the peer is stopping (`STOPPING=1`):
+/// `systemctl status` shows "deactivating" while it leaves the cluster and saves.
+pub(crate) fn stopping() {
+    let Some(socket) = std::env::var_os(NOTIFY_SOCKET) else {
+        return;
+    };
+    if let Err(e) = send(&socket, "STOPPING=1") {
+        tracing::debug!(socket = ?socket, error = %e, "cannot tell the service manager the peer is stopping");
+    }
+}
 
 /// Tells the service manager, if there is one, that the peer is ready.
 pub(crate) fn ready() {

@@ -317,6 +317,7 @@ pub(crate) async fn up(args: UpArgs, api: Option<&str>, api_insecure: bool) -> R
     crate::notify::ready();
 
     stop_signals.wait().await;
+    crate::notify::stopping();
     tracing::info!("leaving the cluster");
     mesh.leave().await;
     // One way out: every task sees the signal and ends. The persister saves once more, and

@@ -87,6 +87,20 @@ fn the_peer_notifies_systemd_once_it_serves() {
         .cli_ok(&["node", "ls", "-q"])
         .expect("node ls");
     assert_eq!(ids.lines().count(), 1, "{ids}");
+
+    // SIGTERM: the peer says it is stopping, and its one way out ends quickly (nothing is
+    // in flight on an idle peer; the bound is generous for a loaded machine).
+    let stopped_in = cluster.peers[i]
+        .terminate(Duration::from_secs(30))
+        .expect("the peer stops on SIGTERM");
+    let mut buf = [0u8; 256];
+    let n = socket.recv(&mut buf).expect("STOPPING=1 on SIGTERM");
+    assert_eq!(String::from_utf8_lossy(&buf[..n]), "STOPPING=1");
+    assert!(
+        stopped_in < Duration::from_secs(10),
+        "an idle peer took {stopped_in:?} to stop; its log:\n{}",
+        cluster.peers[i].log_tail(30)
+    );
 }
 
 #[test]
