@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use knit_scheduler::ServiceSpec;
 use knit_scheduler::spec::{
-    Autoscale, Constraint, Driver, HealthCheck, Limits, Mode, PortSpec, Probe, UpdateConfig,
+    Autoscale, Constraint, Driver, HealthCheck, Limits, Mode, Mount, PortSpec, Probe, UpdateConfig,
     parse_cpu_millis, parse_duration_ms, parse_memory_bytes,
 };
 use serde::de::DeserializeOwned;
@@ -147,6 +147,16 @@ pub(crate) fn ports(flag: &str, items: &[String]) -> Result<Vec<PortSpec>> {
         .map(|p| {
             p.parse::<PortSpec>()
                 .with_context(|| format!("--{flag} {p:?}"))
+        })
+        .collect()
+}
+
+pub(crate) fn mounts(flag: &str, items: &[String]) -> Result<Vec<Mount>> {
+    items
+        .iter()
+        .map(|m| {
+            m.parse::<Mount>()
+                .with_context(|| format!("--{flag} {m:?}"))
         })
         .collect()
 }
@@ -367,6 +377,11 @@ pub(crate) struct CreateArgs {
     /// Publish a port: PUBLISHED:TARGET[/tcp|udp].
     #[arg(short = 'p', long = "publish")]
     pub(crate) publish: Vec<String>,
+    /// Mount a volume, a host path or a tmpfs (docker driver):
+    /// type=bind|volume|tmpfs,source=...,target=/path[,readonly]. A volume is local to
+    /// the host that runs the replica.
+    #[arg(long = "mount")]
+    pub(crate) mounts: Vec<String>,
     /// Set an environment variable: KEY=VALUE.
     #[arg(short = 'e', long = "env")]
     pub(crate) env: Vec<String>,
@@ -422,6 +437,7 @@ impl CreateArgs {
             }
         }
         spec.ports = ports("publish", &self.publish)?;
+        spec.mounts = mounts("mount", &self.mounts)?;
         spec.env = pairs("env", &self.env)?;
         spec.labels = pairs("label", &self.labels)?;
         spec.constraints = constraints("constraint", &self.constraints)?;
@@ -448,6 +464,12 @@ pub(crate) struct UpdateArgs {
     /// Stop publishing a port: PUBLISHED[/tcp|udp].
     #[arg(long)]
     pub(crate) publish_rm: Vec<String>,
+    /// Add or replace a mount (by target): type=bind|volume|tmpfs,source=...,target=/path.
+    #[arg(long)]
+    pub(crate) mount_add: Vec<String>,
+    /// Remove the mount at a target path.
+    #[arg(long)]
+    pub(crate) mount_rm: Vec<String>,
     /// Add or change an environment variable: KEY=VALUE.
     #[arg(long)]
     pub(crate) env_add: Vec<String>,
@@ -501,6 +523,17 @@ impl UpdateArgs {
             spec.ports
                 .retain(|p| !(p.published == add.published && p.protocol == add.protocol));
             spec.ports.push(add);
+        }
+        for target in &self.mount_rm {
+            let target = target.trim_end_matches('/');
+            spec.mounts
+                .retain(|m| m.target.trim_end_matches('/') != target);
+        }
+        for add in mounts("mount-add", &self.mount_add)? {
+            let target = add.target.trim_end_matches('/').to_owned();
+            spec.mounts
+                .retain(|m| m.target.trim_end_matches('/') != target);
+            spec.mounts.push(add);
         }
         for key in &self.env_rm {
             spec.env.remove(key);

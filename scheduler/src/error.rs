@@ -16,6 +16,16 @@ pub enum SpecError {
         /// What is wrong with it.
         why: String,
     },
+    /// A mount could not be read.
+    #[error(
+        "invalid mount {input:?}: {why}; write type=bind|volume|tmpfs,source=...,target=/path[,readonly], e.g. type=volume,source=db,target=/var/lib/db"
+    )]
+    Mount {
+        /// The text given.
+        input: String,
+        /// What is wrong with it.
+        why: String,
+    },
     /// A placement constraint could not be read.
     #[error(
         "invalid constraint {input:?}: {why}; write node.labels.KEY==VALUE, node.labels.KEY!=VALUE, node.name==NAME or node.id==ID"

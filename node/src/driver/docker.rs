@@ -24,8 +24,8 @@ use bollard::errors::Error as DockerError;
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerState, ContainerStateStatusEnum,
-    HealthConfig, HealthStatusEnum, HostConfig, HostConfigLogConfig, PortBinding, PortMap,
-    RestartPolicy, RestartPolicyNameEnum,
+    HealthConfig, HealthStatusEnum, HostConfig, HostConfigLogConfig, Mount as DockerMount,
+    MountType, MountVolumeOptions, PortBinding, PortMap, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
@@ -33,7 +33,8 @@ use bollard::query_parameters::{
 };
 use bollard::{API_DEFAULT_VERSION, Docker};
 use futures_util::{StreamExt, TryStreamExt};
-use knit_scheduler::{Health, NodeId, ReplicaState, SlotId};
+use knit_scheduler::spec::MountKind;
+use knit_scheduler::{Health, NodeId, ReplicaState, ServiceSpec, SlotId};
 use tokio::sync::Notify;
 
 use super::{DriverError, Launch, Replica, labels};
@@ -571,6 +572,7 @@ fn container_body(launch: &Launch, image: &str, publish_ip: IpAddr) -> Container
             maximum_retry_count: None,
         }),
         log_config: Some(log_config()),
+        mounts: (!spec.mounts.is_empty()).then(|| mounts(spec)),
         ..Default::default()
     };
     ContainerCreateBody {
@@ -588,6 +590,38 @@ fn container_body(launch: &Launch, image: &str, publish_ip: IpAddr) -> Container
         }),
         ..Default::default()
     }
+}
+
+/// The spec's mounts as Docker's. A named volume the engine creates for it is labelled
+/// with the service, so that `docker volume ls --filter label=knit.service=NAME` finds it.
+fn mounts(spec: &ServiceSpec) -> Vec<DockerMount> {
+    spec.mounts
+        .iter()
+        .map(|m| {
+            let (typ, volume_options) = match m.kind {
+                MountKind::Bind => (MountType::BIND, None),
+                MountKind::Tmpfs => (MountType::TMPFS, None),
+                MountKind::Volume => (
+                    MountType::VOLUME,
+                    Some(MountVolumeOptions {
+                        labels: Some(HashMap::from([(
+                            labels::SERVICE.to_owned(),
+                            spec.name.clone(),
+                        )])),
+                        ..Default::default()
+                    }),
+                ),
+            };
+            DockerMount {
+                target: Some(m.target.clone()),
+                source: (!m.source.is_empty()).then(|| m.source.clone()),
+                typ: Some(typ),
+                read_only: Some(m.readonly),
+                volume_options,
+                ..Default::default()
+            }
+        })
+        .collect()
 }
 
 /// The slot a container fills, from its service and slot labels.

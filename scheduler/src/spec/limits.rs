@@ -48,6 +48,10 @@ pub const LABEL_VALUE_MAX_BYTES: usize = 4 * 1024;
 pub const PORTS_MAX: usize = 64;
 /// Placement constraints per spec.
 pub const CONSTRAINTS_MAX: usize = 32;
+/// Mounts per service.
+pub const MOUNTS_MAX: usize = 32;
+/// The longest mount source or target path, in bytes.
+pub const MOUNT_PATH_MAX_BYTES: usize = 4096;
 /// One constraint, as text (`node.labels.zone==a`).
 pub const CONSTRAINT_MAX_BYTES: usize = 512;
 /// Words of the command and its arguments together (and of a command health probe).

@@ -5,6 +5,7 @@
 
 mod constraint;
 pub mod limits;
+mod mount;
 mod port;
 mod quantity;
 mod signal;
@@ -17,6 +18,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 pub use constraint::{Constraint, ConstraintField, ConstraintOp};
 pub use limits::Limits;
+pub use mount::{Mount, MountKind};
 pub use port::{PortSpec, Protocol};
 pub use quantity::{parse_cpu_millis, parse_duration_ms, parse_memory_bytes};
 pub use signal::{normalize_signal, signal_number};
@@ -299,6 +301,8 @@ pub struct ServiceSpec {
     pub mode: Mode,
     /// Published ports.
     pub ports: Vec<PortSpec>,
+    /// Volumes, host paths and tmpfs mounted in each replica (Docker driver only).
+    pub mounts: Vec<Mount>,
     /// Environment variables.
     pub env: BTreeMap<String, String>,
     /// Labels on the service and its containers.
@@ -351,6 +355,9 @@ pub struct Template<'a> {
     command: &'a [String],
     args: &'a [String],
     ports: &'a [PortSpec],
+    /// Left out when empty, so that specs written before mounts existed keep their ids.
+    #[serde(skip_serializing_if = "no_mounts")]
+    mounts: &'a [Mount],
     env: &'a BTreeMap<String, String>,
     labels: &'a BTreeMap<String, String>,
     limits: Resources,
@@ -358,6 +365,10 @@ pub struct Template<'a> {
     stop_signal: Option<&'a str>,
     no_healthcheck: bool,
     force_update: u64,
+}
+
+fn no_mounts(mounts: &&[Mount]) -> bool {
+    mounts.is_empty()
 }
 
 /// Docker's default stop grace period.
@@ -373,6 +384,7 @@ impl Default for ServiceSpec {
             args: Vec::new(),
             mode: Mode::default(),
             ports: Vec::new(),
+            mounts: Vec::new(),
             env: BTreeMap::new(),
             labels: BTreeMap::new(),
             reservations: Resources::default(),
@@ -430,6 +442,7 @@ impl ServiceSpec {
             command: &self.command,
             args: &self.args,
             ports: &self.ports,
+            mounts: &self.mounts,
             env: &self.env,
             labels: &self.labels,
             limits: self.limits,

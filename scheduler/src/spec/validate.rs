@@ -6,7 +6,7 @@ use super::limits::{
     ARG_MAX_BYTES, ARGS_MAX, CONSTRAINT_MAX_BYTES, CONSTRAINTS_MAX, DURATION_MAX_MS, ENV_MAX,
     ENV_NAME_MAX_BYTES, ENV_VALUE_MAX_BYTES, HEALTH_INTERVAL_MIN_MS, HEALTH_PATH_MAX_BYTES,
     HEALTH_RETRIES_MAX, IMAGE_MAX_BYTES, LABEL_KEY_MAX_BYTES, LABEL_VALUE_MAX_BYTES, LABELS_MAX,
-    Limits, PORTS_MAX, SPEC_ENCODED_MAX_BYTES, encoded_len,
+    Limits, MOUNTS_MAX, PORTS_MAX, SPEC_ENCODED_MAX_BYTES, encoded_len,
 };
 use super::{Driver, Mode, Probe, ServiceSpec, UpdateConfig};
 use crate::error::SpecError;
@@ -76,6 +76,7 @@ impl ServiceSpec {
         self.validate_sizes()?;
         self.validate_scale(limits)?;
         self.validate_ports()?;
+        self.validate_mounts()?;
         self.validate_resources()?;
         if let Some(key) = self.env.keys().find(|k| k.is_empty() || k.contains('=')) {
             return bad(
@@ -180,6 +181,32 @@ impl ServiceSpec {
                 &c.to_string(),
                 CONSTRAINT_MAX_BYTES,
             )?;
+        }
+        Ok(())
+    }
+
+    fn validate_mounts(&self) -> Result<(), SpecError> {
+        let bad = |why: String| Err(SpecError::invalid(&self.name, "mounts", why));
+        if self.mounts.is_empty() {
+            return Ok(());
+        }
+        if self.driver == Driver::Process {
+            return bad(
+                "the process driver runs replicas in the host's own filesystem and mounts nothing; give the path in --env, or use the docker driver".into(),
+            );
+        }
+        check_count(&self.name, "mount", self.mounts.len(), MOUNTS_MAX)?;
+        let mut targets = BTreeSet::new();
+        for m in &self.mounts {
+            if let Some(why) = m.problem() {
+                return bad(format!("{m}: {why}"));
+            }
+            if !targets.insert(m.target.trim_end_matches('/')) {
+                return bad(format!(
+                    "{} is mounted twice; each target may appear once",
+                    m.target
+                ));
+            }
         }
         Ok(())
     }
@@ -406,6 +433,21 @@ mod tests {
             ..ServiceSpec::default()
         });
         assert!(e.contains("needs a command"), "{e}");
+    }
+
+    #[test]
+    fn mounts_need_the_docker_driver_and_distinct_targets() {
+        let mut s = ServiceSpec::docker("db", "postgres:17");
+        s.mounts = vec!["type=volume,source=db,target=/data".parse().unwrap()];
+        assert!(s.validate(&Limits::default()).is_ok());
+        s.mounts.push("type=tmpfs,target=/data/".parse().unwrap());
+        let e = s.validate(&Limits::default()).unwrap_err().to_string();
+        assert!(e.contains("mounted twice"), "{e}");
+        s.mounts.pop();
+        s.driver = Driver::Process;
+        s.command = vec!["sleep".into()];
+        let e = s.validate(&Limits::default()).unwrap_err().to_string();
+        assert!(e.contains("process driver"), "{e}");
     }
 
     #[test]

@@ -560,3 +560,81 @@ fn docker_host_names_the_engine_socket_as_the_docker_cli_reads_it() {
         assert!(e.contains("Unix socket only"), "{unsupported}: {e}");
     }
 }
+
+/// Removes a named volume when the test ends (after its containers, dropped first).
+struct TestVolume(String);
+
+impl Drop for TestVolume {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["volume", "rm", "-f", &self.0])
+            .output();
+    }
+}
+
+#[tokio::test]
+async fn mounts_reach_the_container_as_asked() {
+    let Some((driver, image)) = driver_and_image().await else {
+        return;
+    };
+    let volume = TestVolume(format!("knit-test-vol-{}", std::process::id()));
+    let node = TestNode::new();
+    let host = std::env::temp_dir().join(format!("knit-mounts-{}", std::process::id()));
+    let (input, output) = (host.join("in"), host.join("out"));
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::create_dir_all(&output).unwrap();
+    std::fs::write(input.join("greeting"), "hello from the host").unwrap();
+    let script = "cat /in/greeting > /out/copied; \
+        (touch /in/nope 2>/dev/null && echo writable || echo readonly) > /out/in; \
+        grep ' /scratch ' /proc/mounts | cut -d' ' -f3 > /out/scratch; \
+        echo kept > /data/v && cat /data/v > /out/volume; sleep 600";
+    let mut launch = launch(
+        &node.0,
+        SlotId::replica("m", 1),
+        &image,
+        &["/bin/sh", "-c", script],
+    );
+    let spec = Arc::make_mut(&mut launch.spec);
+    spec.mounts = [
+        format!("type=bind,source={},target=/in,readonly", input.display()),
+        format!("type=bind,source={},target=/out", output.display()),
+        format!("type=volume,source={},target=/data", volume.0),
+        "type=tmpfs,target=/scratch".to_owned(),
+    ]
+    .iter()
+    .map(|m| m.parse().expect("a mount"))
+    .collect();
+    driver.start(&launch).await.expect("start");
+    let started = Instant::now();
+    while !output.join("volume").exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the replica wrote nothing to its bind mount"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let read = |name: &str| {
+        std::fs::read_to_string(output.join(name))
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(read("copied"), "hello from the host");
+    assert_eq!(read("in"), "readonly");
+    assert_eq!(read("scratch"), "tmpfs");
+    assert_eq!(read("volume"), "kept");
+    assert!(!input.join("nope").exists());
+    let labels = std::process::Command::new("docker")
+        .args([
+            "volume",
+            "inspect",
+            "--format",
+            "{{index .Labels \"knit.service\"}}",
+            &volume.0,
+        ])
+        .output()
+        .expect("docker volume inspect");
+    assert_eq!(String::from_utf8_lossy(&labels.stdout).trim(), "m");
+    drop(node);
+    let _ = std::fs::remove_dir_all(&host);
+}
