@@ -146,7 +146,7 @@ fn pair(v: &Samples) -> Cell {
     let (p50, p90) = (Cell::secs(v.p50()), Cell::secs(v.p90()));
     Cell::figure(
         format!("{} / {}", p50.shown(), p90.shown()),
-        json!({ "p50_ms": v.p50(), "p90_ms": v.p90() }),
+        json!({ "p50": p50.value(), "p90": p90.value() }),
     )
 }
 

@@ -113,6 +113,11 @@ impl Cell {
     pub fn shown(&self) -> &str {
         &self.shown
     }
+
+    /// What a JSON row holds.
+    pub fn value(&self) -> &Value {
+        &self.value
+    }
 }
 
 /// A table of results: a header of column names and rows of as many cells.
