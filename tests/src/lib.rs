@@ -22,9 +22,11 @@ pub mod netns;
 pub mod options;
 mod partition;
 pub mod proxy;
+pub mod report;
 
 pub use http::*;
 pub use partition::Partition;
+pub use report::percentile;
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Deserialize;
@@ -469,23 +471,6 @@ pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Result<Output> {
     }
 }
 
-/// The nearest-rank percentile `q` (0..=1) of `values`, if there are any.
-pub fn percentile(values: &[u64], q: f64) -> Option<u64> {
-    if values.is_empty() {
-        return None;
-    }
-    let mut sorted = values.to_vec();
-    sorted.sort_unstable();
-    // Lengths far below 2^52: the conversions are exact.
-    #[allow(
-        clippy::cast_precision_loss,
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss
-    )]
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    Some(sorted[rank.clamp(1, sorted.len()) - 1])
-}
-
 /// For benchmark programs: builds the release `knit` (into `$CARGO_TARGET_DIR`, else the
 /// workspace's `target`) and makes [`knit_bin`] return it, unless `$KNIT_BIN` names a
 /// binary already. Returns the binary in use.
@@ -770,16 +755,7 @@ impl Drop for Cluster {
 
 #[cfg(test)]
 mod tests {
-    use super::{metric_value, percentile};
-
-    #[test]
-    fn nearest_rank_percentiles() {
-        let v: Vec<u64> = (1..=10).collect();
-        assert_eq!(percentile(&v, 0.5), Some(5));
-        assert_eq!(percentile(&v, 0.99), Some(10));
-        assert_eq!(percentile(&[7], 0.5), Some(7));
-        assert_eq!(percentile(&[], 0.5), None);
-    }
+    use super::metric_value;
 
     #[test]
     fn metrics_are_read_as_integers_or_floats() {

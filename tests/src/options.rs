@@ -1,11 +1,27 @@
 //! The benchmark programs' command lines: `--flag value` pairs, checked against the flags a
 //! program knows, read with defaults and ranges. A bad flag is an error that says what is
-//! wrong and shows the usage; it never panics.
+//! wrong and shows the usage; it never panics. Every program also accepts the
+//! [`COMMON_FLAGS`] (`--format table|json`, read with [`Flags::format`]).
 
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 
 use anyhow::{Result, bail};
+
+use crate::report::Format;
+
+/// Flags every benchmark program accepts beside its own.
+pub const COMMON_FLAGS: [&str; 1] = ["--format"];
+
+/// The usage of the [`COMMON_FLAGS`], shown after a program's own.
+pub const COMMON_USAGE: &str = "Every bench also accepts:
+  --format F      table (markdown, the default) or json (one object per line: the run
+                  header, then one per result row and note)";
+
+/// A program's `usage` followed by the [`COMMON_USAGE`]: what `--help` prints.
+pub fn help(usage: &str) -> String {
+    format!("{usage}\n\n{COMMON_USAGE}")
+}
 
 /// A parsed command line of `--flag value` pairs.
 #[derive(Debug, Clone)]
@@ -18,8 +34,8 @@ pub struct Flags {
 
 impl Flags {
     /// Parses `args` (without the program name) as `--flag value` pairs, each flag one of
-    /// `known`. Returns `None` when `--help` or `-h` is asked for (the caller prints
-    /// `usage` and exits).
+    /// `known` or of the [`COMMON_FLAGS`]. Returns `None` when `--help` or `-h` is asked
+    /// for (the caller prints [`help`] of `usage` and exits).
     pub fn parse(
         args: impl IntoIterator<Item = String>,
         known: &[&str],
@@ -31,15 +47,24 @@ impl Flags {
             if flag == "--help" || flag == "-h" {
                 return Ok(None);
             }
-            if !known.contains(&flag.as_str()) {
-                bail!("unknown argument {flag}\n\n{usage}");
+            if !known.contains(&flag.as_str()) && !COMMON_FLAGS.contains(&flag.as_str()) {
+                bail!("unknown argument {flag}\n\n{}", help(usage));
             }
             let Some(value) = args.next() else {
-                bail!("{flag} needs a value\n\n{usage}");
+                bail!("{flag} needs a value\n\n{}", help(usage));
             };
             values.insert(flag, value);
         }
         Ok(Some(Self { values, usage }))
+    }
+
+    /// The report format given with `--format`: `table` (the default) or `json`.
+    pub fn format(&self) -> Result<Format> {
+        let name = self.choice("--format", "table", &Format::NAMES)?;
+        Format::from_name(&name).map_or_else(
+            || bail!("--format: {name:?} is not a format\n\n{}", help(self.usage)),
+            Ok,
+        )
     }
 
     /// The whole number given for `flag`, or `default`; it must lie in `range`.
@@ -73,7 +98,7 @@ impl Flags {
             .map(|item| self.whole_number(flag, item, &range))
             .collect::<Result<Vec<usize>>>()?;
         if numbers.is_empty() {
-            bail!("{flag}: the list is empty\n\n{}", self.usage);
+            bail!("{flag}: the list is empty\n\n{}", help(self.usage));
         }
         Ok(numbers)
     }
@@ -89,7 +114,7 @@ impl Flags {
         match self.values.get(flag) {
             Some(value) => match parse(value) {
                 Ok(parsed) => Ok(parsed),
-                Err(e) => bail!("{flag}: {e:#}\n\n{}", self.usage),
+                Err(e) => bail!("{flag}: {e:#}\n\n{}", help(self.usage)),
             },
             None => Ok(default),
         }
@@ -103,17 +128,24 @@ impl Flags {
         range: &RangeInclusive<usize>,
     ) -> Result<usize> {
         let Ok(n) = value.trim().parse::<usize>() else {
-            bail!("{flag}: {value:?} is not a whole number\n\n{}", self.usage);
+            bail!(
+                "{flag}: {value:?} is not a whole number\n\n{}",
+                help(self.usage)
+            );
         };
         if !range.contains(&n) {
             if *range.end() == usize::MAX {
-                bail!("{flag}: {n} is below {}\n\n{}", range.start(), self.usage);
+                bail!(
+                    "{flag}: {n} is below {}\n\n{}",
+                    range.start(),
+                    help(self.usage)
+                );
             }
             bail!(
                 "{flag}: {n} is outside {}..={}\n\n{}",
                 range.start(),
                 range.end(),
-                self.usage
+                help(self.usage)
             );
         }
         Ok(n)
@@ -137,7 +169,7 @@ impl Flags {
             None => default.iter().map(|s| (*s).to_owned()).collect(),
         };
         if items.is_empty() {
-            bail!("{flag}: the list is empty\n\n{}", self.usage);
+            bail!("{flag}: the list is empty\n\n{}", help(self.usage));
         }
         if let Some(allowed) = allowed
             && let Some(bad) = items.iter().find(|i| !allowed.contains(&i.as_str()))
@@ -145,7 +177,7 @@ impl Flags {
             bail!(
                 "{flag}: {bad:?} is not one of {}\n\n{}",
                 allowed.join(", "),
-                self.usage
+                help(self.usage)
             );
         }
         Ok(items)
@@ -158,7 +190,7 @@ impl Flags {
             bail!(
                 "{flag}: {value:?} is not one of {}\n\n{}",
                 allowed.join(", "),
-                self.usage
+                help(self.usage)
             );
         }
         Ok(value.to_owned())
@@ -167,7 +199,8 @@ impl Flags {
 
 #[cfg(test)]
 mod tests {
-    use super::Flags;
+    use super::{COMMON_USAGE, Flags};
+    use crate::report::Format;
 
     const USAGE: &str = "usage: test";
 
@@ -251,10 +284,33 @@ mod tests {
         assert!(bad.numbers("--sizes", &[], 2..=200).is_err());
         let err = bad.parsed("--duration", 10, secs).unwrap_err().to_string();
         assert!(
-            err.starts_with("--duration: ") && err.ends_with(USAGE),
+            err.starts_with("--duration: ") && err.contains(USAGE) && err.ends_with(COMMON_USAGE),
             "{err}"
         );
         let empty = parse(&["--sizes", ","]).unwrap().unwrap();
         assert!(empty.numbers("--sizes", &[2], 2..=200).is_err());
+    }
+
+    #[test]
+    fn every_program_accepts_the_format() {
+        // A program that does not list --format among its flags still takes it.
+        let known = ["--trials"];
+        let flags = Flags::parse(["--format".to_owned(), "json".to_owned()], &known, USAGE)
+            .unwrap()
+            .unwrap();
+        assert_eq!(flags.format().unwrap(), Format::Json);
+        let none = Flags::parse(Vec::new(), &known, USAGE).unwrap().unwrap();
+        assert_eq!(none.format().unwrap(), Format::Table);
+        let bad = Flags::parse(["--format".to_owned(), "xml".to_owned()], &known, USAGE)
+            .unwrap()
+            .unwrap();
+        let err = bad.format().unwrap_err().to_string();
+        assert!(
+            err.starts_with("--format: \"xml\" is not one of table, json"),
+            "{err}"
+        );
+        assert!(err.ends_with(COMMON_USAGE), "{err}");
+        let unknown = Flags::parse(["--nope".to_owned(), "1".to_owned()], &known, USAGE);
+        assert!(unknown.unwrap_err().to_string().contains("--format F"));
     }
 }

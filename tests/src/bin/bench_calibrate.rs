@@ -4,7 +4,9 @@
 //! SIGKILL per trial), then the same scenario in `knit-sim` over many seeds, with the
 //! simulated container start time set to a process start measured on this machine. It
 //! prints detection and heal p50/p90 of both and the simulator's error against the real
-//! p50 (goal: within 25%). It asserts nothing: a failed trial is a line in the report.
+//! p50 (goal: within 25%), after the run header, as markdown or (with `--format json`) as
+//! one JSON object per line with the per-trial figures. It asserts nothing: a failed trial
+//! is a line in the report.
 //!
 //! ```text
 //! cargo run --release -p knit-tests --bin bench-calibrate -- [--trials 8] [--profiles fast,lan] [--seeds 50] [--format table|json]
@@ -17,12 +19,10 @@ mod real;
 #[path = "bench_calibrate/sim.rs"]
 mod sim;
 
-use std::fmt::Write as _;
-
 use anyhow::Result;
-use knit_tests::options::Flags;
-use knit_tests::percentile;
-use serde_json::json;
+use knit_tests::options::{self, Flags};
+use knit_tests::report::{Cell, Format, Notes, Report, Samples, Table};
+use serde_json::{Map, Value, json};
 
 use crate::real::RealFigures;
 use crate::sim::{SimFigures, StartTime};
@@ -35,7 +35,6 @@ const USAGE: &str = "usage: bench-calibrate [--trials N] [--profiles fast,lan] [
   --peers N        peers (and simulated hosts) (default 5)
   --replicas N     replicas of the service (default 10)
   --spawns N       process spawns timed for the simulated start time (default 40)
-  --format F       table or json (default table)
 
 Uses $KNIT_BIN if set, else builds the release knit first.";
 
@@ -51,7 +50,7 @@ struct Options {
     peers: usize,
     replicas: usize,
     spawns: usize,
-    json: bool,
+    format: Format,
 }
 
 impl Options {
@@ -64,7 +63,6 @@ impl Options {
             "--peers",
             "--replicas",
             "--spawns",
-            "--format",
         ];
         let Some(flags) = Flags::parse(args, &known, USAGE)? else {
             return Ok(None);
@@ -80,7 +78,7 @@ impl Options {
             peers: flags.number("--peers", 5, 2..=50)?,
             replicas: flags.number("--replicas", 10, 1..=100)?,
             spawns: flags.number("--spawns", 40, 5..=10_000)?,
-            json: flags.choice("--format", "table", &["table", "json"])? == "json",
+            format: flags.format()?,
         }))
     }
 }
@@ -94,11 +92,11 @@ struct Row {
 
 fn main() -> Result<()> {
     let Some(options) = Options::parse(std::env::args().skip(1))? else {
-        println!("{USAGE}");
+        println!("{}", options::help(USAGE));
         return Ok(());
     };
     let bin = knit_tests::use_release_knit()?;
-    eprintln!("knit: {}", bin.display());
+    let out = Report::start("bench-calibrate", options.format, Some(&bin));
     let start = sim::measure_start(options.spawns)?;
     eprintln!(
         "process start (fork+exec of sleep, {} spawns): p10 {} µs, p50 {} µs, p90 {} µs, max {} µs -> simulated start uniform {}..={} ms",
@@ -123,14 +121,7 @@ fn main() -> Result<()> {
             sim,
         });
     }
-    if options.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report_json(&options, &start, &rows))?
-        );
-    } else {
-        println!("{}", report_table(&options, &start, &rows));
-    }
+    print(&out, &options, &start, &rows);
     Ok(())
 }
 
@@ -142,164 +133,166 @@ fn error(real: Option<u64>, sim: Option<u64>) -> Option<f64> {
     (real > 0).then(|| (sim as f64 - real as f64) / real as f64)
 }
 
-fn secs(ms: Option<u64>) -> String {
-    // Milliseconds far below 2^52.
-    #[allow(clippy::cast_precision_loss)]
-    ms.map_or_else(|| "–".to_owned(), |ms| format!("{:.2}", ms as f64 / 1000.0))
+/// An error against the goal: `+12%`, marked `✗` when outside it.
+fn percent(e: Option<f64>) -> Cell {
+    e.map_or_else(Cell::missing, |e| {
+        let mark = if e.abs() <= GOAL { "" } else { " ✗" };
+        Cell::figure(format!("{:+.0}%{mark}", e * 100.0), e)
+    })
 }
 
-fn percent(e: Option<f64>) -> String {
-    e.map_or_else(
-        || "–".to_owned(),
-        |e| {
-            let mark = if e.abs() <= GOAL { "" } else { " ✗" };
-            format!("{:+.0}%{mark}", e * 100.0)
-        },
+/// A p50 / p90 pair, in seconds.
+fn pair(v: &Samples) -> Cell {
+    let (p50, p90) = (Cell::secs(v.p50()), Cell::secs(v.p90()));
+    Cell::figure(
+        format!("{} / {}", p50.shown(), p90.shown()),
+        json!({ "p50": p50.value(), "p90": p90.value() }),
     )
 }
 
-/// Per profile: (real detection, sim detection, real heal, sim heal) samples in ms.
-fn samples(row: &Row) -> [Vec<u64>; 4] {
-    [
-        row.real.heals.iter().map(|h| h.detect_last_ms).collect(),
-        row.sim.detection_ms.clone(),
-        row.real.heals.iter().map(|h| h.heal_ms).collect(),
-        row.sim.heal_ms.clone(),
-    ]
+/// One profile's samples in ms.
+struct Sampled {
+    real_detect: Samples,
+    sim_detect: Samples,
+    real_heal: Samples,
+    sim_heal: Samples,
+    /// `heal - detection`, trial by trial (real, then sim).
+    real_gap: Samples,
+    sim_gap: Samples,
+    /// Detection by the first survivor (real only).
+    real_first: Samples,
 }
 
-fn report_table(options: &Options, start: &StartTime, rows: &[Row]) -> String {
-    let mut out = String::new();
-    out.push_str(
-        "| profile | real detect p50 / p90 (s) | sim detect p50 / p90 (s) | detect error (p50) \
-         | real heal p50 / p90 (s) | sim heal p50 / p90 (s) | heal error (p50) | real trials ok | sim seeds detected / healed |\n",
-    );
-    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-    for row in rows {
-        let [rd, sd, rh, sh] = samples(row);
-        let pair = |v: &[u64]| {
-            format!(
-                "{} / {}",
-                secs(percentile(v, 0.5)),
-                secs(percentile(v, 0.9))
-            )
+impl Sampled {
+    fn of(row: &Row) -> Self {
+        let gap = |heal: &[u64], detection: &[u64]| {
+            // The two lists are index-aligned.
+            heal.iter()
+                .zip(detection)
+                .map(|(h, d)| h.saturating_sub(*d))
+                .collect::<Samples>()
         };
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} | {} | {} | {} | {}/{} | {} / {} of {} |",
-            row.profile,
-            pair(&rd),
-            pair(&sd),
-            percent(error(percentile(&rd, 0.5), percentile(&sd, 0.5))),
-            pair(&rh),
-            pair(&sh),
-            percent(error(percentile(&rh, 0.5), percentile(&sh, 0.5))),
-            row.real.heals.len(),
-            options.trials,
-            row.sim.detection_ms.len(),
-            row.sim.heal_ms.len(),
-            options.seeds,
+        let real_detect: Vec<u64> = row.real.heals.iter().map(|h| h.detect_last_ms).collect();
+        let real_heal: Vec<u64> = row.real.heals.iter().map(|h| h.heal_ms).collect();
+        Self {
+            real_gap: gap(&real_heal, &real_detect),
+            sim_gap: gap(&row.sim.heal_ms, &row.sim.detection_ms),
+            real_first: row.real.heals.iter().map(|h| h.detect_first_ms).collect(),
+            real_detect: Samples::new(real_detect),
+            real_heal: Samples::new(real_heal),
+            sim_detect: Samples::new(row.sim.detection_ms.iter().copied()),
+            sim_heal: Samples::new(row.sim.heal_ms.iter().copied()),
+        }
+    }
+}
+
+/// The table, one row per profile (in JSON with the per-trial figures), then the notes.
+fn print(out: &Report, options: &Options, start: &StartTime, rows: &[Row]) {
+    let mut table = Table::new(&[
+        "profile",
+        "real detect p50 / p90 (s)",
+        "sim detect p50 / p90 (s)",
+        "detect error (p50)",
+        "real heal p50 / p90 (s)",
+        "sim heal p50 / p90 (s)",
+        "heal error (p50)",
+        "real trials ok",
+        "sim seeds detected / healed",
+    ]);
+    for row in rows {
+        let s = Sampled::of(row);
+        let (detected, healed) = (s.sim_detect.count(), s.sim_heal.count());
+        table.row_with(
+            vec![
+                Cell::text(&row.profile),
+                pair(&s.real_detect),
+                pair(&s.sim_detect),
+                percent(error(s.real_detect.p50(), s.sim_detect.p50())),
+                pair(&s.real_heal),
+                pair(&s.sim_heal),
+                percent(error(s.real_heal.p50(), s.sim_heal.p50())),
+                Cell::ratio(row.real.heals.len(), options.trials),
+                Cell::figure(
+                    format!("{detected} / {healed} of {}", options.seeds),
+                    json!({ "detected": detected, "healed": healed, "of": options.seeds }),
+                ),
+            ],
+            details(options, row, &s),
         );
     }
-    let _ = writeln!(
-        out,
+    out.table("calibrate", &table);
+    out.text(&format!(
         "\n{} peers / simulated hosts, {} replicas of `sleep 600` (process driver, no health check). \
          Error = (sim − real) / real of the p50; goal ±{:.0}% (✗ = outside).",
         options.peers,
         options.replicas,
         GOAL * 100.0
+    ));
+    let mut start_json = Map::new();
+    start_json.insert("start_time".into(), json!(start));
+    out.text_with(
+        &format!(
+            "Simulated container start: uniform {}..={} ms = p10..p90 of {} timed spawns of `sleep 600` \
+             (fork+exec, own process group; p50 {} µs, max {} µs).",
+            start.start_min_ms, start.start_max_ms, start.samples, start.p50_us, start.max_us
+        ),
+        &start_json,
     );
-    let _ = writeln!(
-        out,
-        "Simulated container start: uniform {}..={} ms = p10..p90 of {} timed spawns of `sleep 600` \
-         (fork+exec, own process group; p50 {} µs, max {} µs).",
-        start.start_min_ms, start.start_max_ms, start.samples, start.p50_us, start.max_us
-    );
+    let mut notes = Notes::new();
     for row in rows {
-        let [rd, sd, rh, sh] = samples(row);
-        let _ = writeln!(
-            out,
-            "- {}: heal − detection p50 (agent reaction + start): real {} s, sim {} s; \
+        let s = Sampled::of(row);
+        notes.add(format!(
+            "{}: heal − detection p50 (agent reaction + start): real {} s, sim {} s; \
              detection by the first survivor p50: real {} s; sim kills of a host without \
              slots (detection only): {}",
             row.profile,
-            secs(gap_p50(&rh, &rd)),
-            secs(gap_p50(&sh, &sd)),
-            secs(percentile(
-                &row.real
-                    .heals
-                    .iter()
-                    .map(|h| h.detect_first_ms)
-                    .collect::<Vec<_>>(),
-                0.5
-            )),
+            Cell::secs(s.real_gap.p50()).shown(),
+            Cell::secs(s.sim_gap.p50()).shown(),
+            Cell::secs(s.real_first.p50()).shown(),
             row.sim.no_slot_kills,
-        );
+        ));
     }
     for row in rows {
         for failure in &row.real.failures {
-            let _ = writeln!(out, "- {} real: {failure}", row.profile);
+            notes.add(format!("{} real: {failure}", row.profile));
         }
         for failure in &row.sim.failures {
-            let _ = writeln!(out, "- {} sim: {failure}", row.profile);
+            notes.add(format!("{} sim: {failure}", row.profile));
         }
     }
-    out
+    // The notes follow the paragraph above without a blank line, as a list.
+    out.text(notes.markdown().trim_start());
 }
 
-/// The p50 of `heal - detection`, trial by trial (the two lists are index-aligned).
-fn gap_p50(heal: &[u64], detection: &[u64]) -> Option<u64> {
-    let gaps: Vec<u64> = heal
-        .iter()
-        .zip(detection)
-        .map(|(h, d)| h.saturating_sub(*d))
-        .collect();
-    percentile(&gaps, 0.5)
-}
-
-fn report_json(options: &Options, start: &StartTime, rows: &[Row]) -> serde_json::Value {
-    let dist = |v: &[u64]| {
-        json!({
-            "count": v.len(),
-            "p50_ms": percentile(v, 0.5),
-            "p90_ms": percentile(v, 0.9),
-            "max_ms": v.iter().max(),
-        })
-    };
-    let profiles: Vec<serde_json::Value> = rows
-        .iter()
-        .map(|row| {
-            let [rd, sd, rh, sh] = samples(row);
-            json!({
-                "profile": row.profile,
-                "real": {
-                    "trials": options.trials,
-                    "detection": dist(&rd),
-                    "heal": dist(&rh),
-                    "per_trial": row.real.heals,
-                    "failures": row.real.failures,
-                },
-                "sim": {
-                    "seeds": options.seeds,
-                    "detection": dist(&sd),
-                    "heal": dist(&sh),
-                    "kills_of_hosts_without_slots": row.sim.no_slot_kills,
-                    "failures": row.sim.failures,
-                },
-                "detection_error_p50": error(percentile(&rd, 0.5), percentile(&sd, 0.5)),
-                "heal_error_p50": error(percentile(&rh, 0.5), percentile(&sh, 0.5)),
-                "heal_minus_detection_p50_ms": {
-                    "real": gap_p50(&rh, &rd),
-                    "sim": gap_p50(&sh, &sd),
-                },
-            })
-        })
-        .collect();
-    json!({
+/// What a JSON row carries beside the table's cells: the run's settings, the per-trial
+/// figures, the full distributions and the failures.
+fn details(options: &Options, row: &Row, s: &Sampled) -> Map<String, Value> {
+    let fields = json!({
         "peers": options.peers,
         "replicas": options.replicas,
         "goal_error": GOAL,
-        "start_time": start,
-        "profiles": profiles,
-    })
+        "real": {
+            "trials": options.trials,
+            "detection_ms": s.real_detect.summary_json(),
+            "heal_ms": s.real_heal.summary_json(),
+            "per_trial": row.real.heals,
+            "failures": row.real.failures,
+        },
+        "sim": {
+            "seeds": options.seeds,
+            "detection_ms": s.sim_detect.summary_json(),
+            "heal_ms": s.sim_heal.summary_json(),
+            "kills_of_hosts_without_slots": row.sim.no_slot_kills,
+            "failures": row.sim.failures,
+        },
+        "heal_minus_detection_p50_ms": {
+            "real": s.real_gap.p50(),
+            "sim": s.sim_gap.p50(),
+        },
+        "detect_first_p50_ms": s.real_first.p50(),
+    });
+    match fields {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
 }

@@ -1,11 +1,12 @@
 //! `bench-detect`: the membership benchmark. For each cluster size and timing profile it
 //! starts real `knit` peers on loopback and measures how long a `kill -9` takes to be seen
 //! `down` by every survivor, how long a join and a rejoin take, the gossip an idle cluster
-//! sends, and the peers' resident memory; then it prints a markdown table. It asserts
-//! nothing: it reports, and a failed trial is a line in the report.
+//! sends, and the peers' resident memory; then it prints the run header and a table
+//! (markdown, or JSON rows with `--format json`). It asserts nothing: it reports, and a
+//! failed trial is a line in the report.
 //!
 //! ```text
-//! cargo run --release -p knit-tests --bin bench-detect -- [--trials N] [--sizes 5,20] [--profiles lan,fast]
+//! cargo run --release -p knit-tests --bin bench-detect -- [--trials N] [--sizes 5,20] [--profiles lan,fast] [--format table|json]
 //! ```
 //!
 //! It builds and runs the release `knit` (or `$KNIT_BIN` when set).
@@ -20,7 +21,8 @@ mod scenario;
 use std::time::Duration;
 
 use anyhow::Result;
-use knit_tests::options::Flags;
+use knit_tests::options::{self, Flags};
+use knit_tests::report::{Format, Report};
 
 use crate::scenario::Setup;
 
@@ -42,6 +44,7 @@ struct Options {
     profiles: Vec<String>,
     joins: usize,
     idle_secs: u64,
+    format: Format,
 }
 
 impl Options {
@@ -68,18 +71,18 @@ impl Options {
             )?,
             joins: flags.number("--joins", 5, 0..=usize::MAX)?,
             idle_secs: u64::try_from(flags.number("--idle-secs", 10, 0..=usize::MAX)?)?,
+            format: flags.format()?,
         }))
     }
 }
 
 fn main() -> Result<()> {
     let Some(options) = Options::parse(std::env::args().skip(1))? else {
-        println!("{USAGE}");
+        println!("{}", options::help(USAGE));
         return Ok(());
     };
     let bin = knit_tests::use_release_knit()?;
-    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
-    eprintln!("knit: {} ({cores} cores)", bin.display());
+    let out = Report::start("bench-detect", options.format, Some(&bin));
     let mut results = Vec::new();
     for &size in &options.sizes {
         for profile in &options.profiles {
@@ -96,6 +99,6 @@ fn main() -> Result<()> {
             results.push((setup, figures));
         }
     }
-    println!("{}", report::table(&results));
+    report::print(&out, &results);
     Ok(())
 }

@@ -2,10 +2,11 @@
 //! peer, runs `--replicas` containers of the local test image (an idle HTTP server each)
 //! under it, lets them settle,
 //! and then measures, over `--window-secs`, the CPU time of `dockerd` and of the peer, in
-//! percent of one core. It prints a markdown table. It asserts nothing.
+//! percent of one core. It prints the run header and a table (markdown, or JSON rows with
+//! `--format json`). It asserts nothing.
 //!
 //! ```text
-//! cargo run --release -p knit-tests --bin bench-docker-idle -- [--replicas 20] [--window-secs 30]
+//! cargo run --release -p knit-tests --bin bench-docker-idle -- [--replicas 20] [--window-secs 30] [--format table|json]
 //! ```
 //!
 //! It builds and runs the release `knit` (or `$KNIT_BIN` when set), so that two builds can
@@ -14,7 +15,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use knit_tests::options::Flags;
+use knit_tests::options::{self, Flags};
+use knit_tests::report::{Cell, Report, Table};
 use knit_tests::{Cluster, images, wait_until};
 
 const USAGE: &str = "usage: bench-docker-idle [--replicas N] [--window-secs S] [--healthcheck H]
@@ -68,7 +70,7 @@ fn main() -> Result<()> {
         USAGE,
     )?
     else {
-        println!("{USAGE}");
+        println!("{}", options::help(USAGE));
         return Ok(());
     };
     let replicas = flags.number("--replicas", 20, 1..=200)?;
@@ -78,12 +80,14 @@ fn main() -> Result<()> {
         1..=3600,
     )?)?);
     let healthcheck = flags.choice("--healthcheck", "none", &["image", "none"])?;
+    let format = flags.format()?;
     let bin = knit_tests::use_release_knit()?;
+    let out = Report::start("bench-docker-idle", format, Some(&bin));
     let image = images::busybox_image()?.context(
         "no static busybox to build the test image from: apt-get install busybox-static",
     )?;
     let dockerd = dockerd_pid()?;
-    eprintln!("knit: {}; dockerd pid {dockerd}", bin.display());
+    eprintln!("dockerd pid {dockerd}");
 
     let cluster = Cluster::start(1, "fast")?;
     let peer = &cluster.peers[0];
@@ -120,12 +124,22 @@ fn main() -> Result<()> {
     });
     knit_tests::remove_containers(&format!("knit.service={name}"));
     let (dockerd_pct, knit_pct) = result?;
-    println!("| replicas | image HEALTHCHECK | window | dockerd CPU | knit CPU |");
-    println!("|---:|---|---:|---:|---:|");
-    println!(
-        "| {replicas} | {healthcheck} | {} s | {dockerd_pct:.1}% | {knit_pct:.1}% |",
-        window.as_secs()
-    );
+    let cpu = |pct: f64| Cell::figure(format!("{pct:.1}%"), pct);
+    let mut table = Table::new(&[
+        "replicas",
+        "image HEALTHCHECK",
+        "window",
+        "dockerd CPU",
+        "knit CPU",
+    ]);
+    table.row(vec![
+        Cell::count(replicas),
+        Cell::text(healthcheck),
+        Cell::figure(format!("{} s", window.as_secs()), window.as_secs()),
+        cpu(dockerd_pct),
+        cpu(knit_pct),
+    ]);
+    out.table("docker-idle", &table);
     Ok(())
 }
 

@@ -2,11 +2,13 @@
 //! namespace of its own, every link losing a share of its packets (`iptables` statistic
 //! match) and one peer starved of CPU (a CPU cgroup quota); nobody dies, so every
 //! `suspect` and `down` any peer logs is false. The starved peer shares its quota with a
-//! busy loop, so its timers fire late (an idle peer alone stays far under any quota). Prints a markdown table per profile.
-//! It asserts nothing: it reports. Needs root.
+//! busy loop, so its timers fire late (an idle peer alone stays far under any quota).
+//! Prints the run header, a line per profile as it ends, then a table with a row per
+//! profile (markdown, or JSON with `--format json`). It asserts nothing: it reports.
+//! Needs root.
 //!
 //! ```text
-//! cargo run --release -p knit-tests --bin bench-false-downs -- [--peers 10] [--minutes 10] [--loss 5] [--cpu-percent 10] [--profiles fast,lan]
+//! cargo run --release -p knit-tests --bin bench-false-downs -- [--peers 10] [--minutes 10] [--loss 5] [--cpu-percent 10] [--profiles fast,lan] [--format table|json]
 //! ```
 //!
 //! It builds and runs the release `knit` (or `$KNIT_BIN` when set).
@@ -16,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use knit_tests::Cluster;
-use knit_tests::options::Flags;
+use knit_tests::options::{self, Flags};
+use knit_tests::report::{Cell, Report, Table};
 
 const USAGE: &str = "usage: bench-false-downs [--peers N] [--minutes M] [--loss PERCENT] [--cpu-percent P] [--profiles LIST]
 
@@ -104,7 +107,7 @@ fn main() -> Result<()> {
         "--profiles",
     ];
     let Some(flags) = Flags::parse(std::env::args().skip(1), &known, USAGE)? else {
-        println!("{USAGE}");
+        println!("{}", options::help(USAGE));
         return Ok(());
     };
     let peers = flags.number("--peers", 10, 2..=60)?;
@@ -116,12 +119,21 @@ fn main() -> Result<()> {
         &["fast", "lan"],
         Some(&["lan", "wan", "fast"]),
     )?;
+    let format = flags.format()?;
     if !knit_tests::is_root() {
         bail!("bench-false-downs needs root (network namespaces, iptables, cgroups)");
     }
     let bin = knit_tests::use_release_knit()?;
-    println!("knit: {}", bin.display());
-    let mut rows = Vec::new();
+    let out = Report::start("bench-false-downs", format, Some(&bin));
+    let mut table = Table::new(&[
+        "profile",
+        "peers",
+        "loss",
+        "starved peer",
+        "minutes",
+        "false suspects",
+        "false downs",
+    ]);
     for profile in &profiles {
         let mut cluster = Cluster::in_namespaces(peers, profile)?;
         let starved_peer = peers - 1;
@@ -161,21 +173,23 @@ fn main() -> Result<()> {
         }
         net.heal()?;
         let healthy = cluster.wait_all_alive(Duration::from_secs(60)).is_ok();
-        println!(
+        out.text(&format!(
             "{profile}: {suspects} false suspect(s), {downs} false down(s) over {minutes} min ({dropped} packets dropped); all alive after: {healthy}"
-        );
-        rows.push((profile.clone(), suspects, downs));
+        ));
+        table.row(vec![
+            Cell::text(profile),
+            Cell::count(peers),
+            Cell::figure(format!("{loss}%"), loss),
+            Cell::text(format!("1 at {cpu}% of a core")),
+            Cell::count(minutes),
+            Cell::count(suspects),
+            Cell::count(downs),
+        ]);
         // The peers first, so that the cgroup is empty when it is removed.
         drop(cluster);
         drop(starved);
     }
-    println!();
-    println!("| profile | peers | loss | starved peer | minutes | false suspects | false downs |");
-    println!("|---|---:|---:|---|---:|---:|---:|");
-    for (profile, suspects, downs) in rows {
-        println!(
-            "| {profile} | {peers} | {loss}% | 1 at {cpu}% of a core | {minutes} | {suspects} | {downs} |"
-        );
-    }
+    out.text("");
+    out.table("false-downs", &table);
     Ok(())
 }

@@ -3,11 +3,12 @@
 //! trial, loses the host that runs the most replicas (SIGKILL of its peer and of its
 //! replicas) and measures how long until every slot runs healthy again on a live node,
 //! split into failure detection (the victim seen `down`) and restart. Then it brings the
-//! host back and waits for the placement to return before the next trial. It prints a
-//! markdown table. It asserts nothing: a failed trial is a line in the report.
+//! host back and waits for the placement to return before the next trial. It prints the
+//! run header and a table (markdown, or JSON rows with `--format json`). It asserts
+//! nothing: a failed trial is a line in the report.
 //!
 //! ```text
-//! cargo run --release -p knit-tests --bin bench-heal -- [--trials N] [--profiles lan,fast] [--drivers process,docker] [--replicas 10]
+//! cargo run --release -p knit-tests --bin bench-heal -- [--trials N] [--profiles lan,fast] [--drivers process,docker] [--replicas 10] [--format table|json]
 //! ```
 //!
 //! It builds and runs the release `knit` (or `$KNIT_BIN` when set). The `docker` driver is
@@ -21,7 +22,8 @@ mod scenario;
 mod service;
 
 use anyhow::Result;
-use knit_tests::options::Flags;
+use knit_tests::options::{self, Flags};
+use knit_tests::report::{Format, Report};
 
 use crate::scenario::Setup;
 use crate::service::Workload;
@@ -44,6 +46,7 @@ struct Options {
     drivers: Vec<String>,
     replicas: usize,
     peers: usize,
+    format: Format,
 }
 
 impl Options {
@@ -73,18 +76,18 @@ impl Options {
             )?,
             replicas: flags.number("--replicas", 10, 1..=100)?,
             peers: flags.number("--peers", 5, 2..=50)?,
+            format: flags.format()?,
         }))
     }
 }
 
 fn main() -> Result<()> {
     let Some(options) = Options::parse(std::env::args().skip(1))? else {
-        println!("{USAGE}");
+        println!("{}", options::help(USAGE));
         return Ok(());
     };
     let bin = knit_tests::use_release_knit()?;
-    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
-    eprintln!("knit: {} ({cores} cores)", bin.display());
+    let out = Report::start("bench-heal", options.format, Some(&bin));
     let mut results = Vec::new();
     for profile in &options.profiles {
         for driver in &options.drivers {
@@ -106,6 +109,6 @@ fn main() -> Result<()> {
             results.push((setup, driver.clone(), figures));
         }
     }
-    println!("{}", report::table(&results));
+    report::print(&out, &results);
     Ok(())
 }

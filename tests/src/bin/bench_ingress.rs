@@ -4,10 +4,11 @@
 //! load with `wrk --latency` at (a) one replica directly, (b) the ingress of the peer
 //! that runs that replica (the local-first path), and (c) the ingress of a peer without a
 //! replica (the remote path; when placement puts a replica on every peer, one peer is
-//! drained first). Then it prints a markdown table. It asserts nothing: it reports.
+//! drained first). Then it prints the run header and a table (markdown, or JSON rows with
+//! `--format json`). It asserts nothing: it reports.
 //!
 //! ```text
-//! cargo run --release -p knit-tests --bin bench-ingress -- [--duration 10s] [--connections 32]
+//! cargo run --release -p knit-tests --bin bench-ingress -- [--duration 10s] [--connections 32] [--format table|json]
 //! ```
 //!
 //! It builds and runs the release `knit` (or `$KNIT_BIN` when set).
@@ -15,7 +16,6 @@
 #[path = "bench_ingress/load.rs"]
 mod load;
 
-use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -23,7 +23,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use knit_tests::options::Flags;
+use knit_tests::options::{self, Flags};
+use knit_tests::report::{Cell, Format, Notes, Report, Table};
 use knit_tests::{Cluster, Peer, wait_until};
 use serde::Deserialize;
 
@@ -51,6 +52,7 @@ struct Options {
     connections: usize,
     threads: usize,
     rounds: usize,
+    format: Format,
 }
 
 fn duration(value: &str) -> Result<Duration> {
@@ -78,12 +80,13 @@ impl Options {
             connections: flags.number("--connections", 32, 1..=usize::MAX)?,
             threads: flags.number("--threads", 2, 0..=usize::MAX)?,
             rounds: flags.number("--rounds", 1, 1..=usize::MAX)?,
+            format: flags.format()?,
         };
         if options.duration.is_zero() {
-            bail!("--duration must be above 0\n\n{USAGE}");
+            bail!("--duration must be above 0\n\n{}", options::help(USAGE));
         }
         if options.duration > Duration::from_secs(600) {
-            bail!("--duration: at most 600s\n\n{USAGE}");
+            bail!("--duration: at most 600s\n\n{}", options::help(USAGE));
         }
         Ok(Some(options))
     }
@@ -275,67 +278,69 @@ impl Bench<'_> {
             .find_map(|r| r.figures.as_ref().ok().map(|f| f.per_second))
     }
 
-    fn table(&self) -> String {
-        let ms = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), |v| format!("{v:.2}"));
-        let mut out = String::from(
-            "| path | round | requests/s | p50 (ms) | p99 (ms) | requests | errors | ingress retries / failures | ingress/direct (req/s) |\n\
-             |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
-        );
+    fn table(&self) -> Table {
+        let mut table = Table::new(&[
+            "path",
+            "round",
+            "requests/s",
+            "p50 (ms)",
+            "p99 (ms)",
+            "requests",
+            "errors",
+            "ingress retries / failures",
+            "ingress/direct (req/s)",
+        ]);
         for row in &self.rows {
             let t = &self.targets[row.target];
-            match &row.figures {
-                Ok(f) => {
-                    let ingress = match (t.api, row.ingress) {
-                        (None, _) => "–".to_owned(),
-                        (Some(_), None) => "?".to_owned(),
-                        (Some(_), Some((r, f))) => format!("{r} / {f}"),
-                    };
-                    let ratio = if t.api.is_none() {
-                        "1.00".to_owned()
-                    } else {
-                        self.direct_rate(row.round)
-                            .map_or_else(|| "–".to_owned(), |d| format!("{:.2}", f.per_second / d))
-                    };
-                    let _ = writeln!(
-                        out,
-                        "| {} | {} | {:.0} | {} | {} | {} | {} | {ingress} | {ratio} |",
-                        t.label,
-                        row.round,
-                        f.per_second,
-                        ms(f.p50_ms),
-                        ms(f.p99_ms),
-                        f.requests,
-                        f.errors,
-                    );
-                }
+            let (label, round) = (Cell::text(&t.label), Cell::count(row.round));
+            let f = match &row.figures {
+                Ok(f) => f,
                 Err(e) => {
-                    let _ = writeln!(
-                        out,
-                        "| {} | {} | failed: {} | | | | | | |",
-                        t.label,
-                        row.round,
-                        format!("{e:#}").replace(['\n', '|'], " ")
-                    );
+                    let why = format!("failed: {e:#}").replace(['\n', '|'], " ");
+                    let mut cells = vec![label, round, Cell::text(why)];
+                    cells.resize(9, Cell::blank());
+                    table.row(cells);
+                    continue;
                 }
-            }
+            };
+            let ingress = match (t.api, row.ingress) {
+                (None, _) => Cell::missing(),
+                (Some(_), None) => Cell::figure("?", serde_json::Value::Null),
+                (Some(_), Some((r, f))) => Cell::figure(
+                    format!("{r} / {f}"),
+                    serde_json::json!({ "retries": r, "failures": f }),
+                ),
+            };
+            let ratio = if t.api.is_none() {
+                Some(1.0)
+            } else {
+                self.direct_rate(row.round).map(|d| f.per_second / d)
+            };
+            table.row(vec![
+                label,
+                round,
+                Cell::num(Some(f.per_second), 0),
+                Cell::num(f.p50_ms, 2),
+                Cell::num(f.p99_ms, 2),
+                Cell::int(f.requests),
+                Cell::int(f.errors),
+                ingress,
+                Cell::num(ratio, 2),
+            ]);
         }
-        out
+        table
     }
 }
 
 fn main() -> Result<()> {
     let Some(options) = Options::parse(std::env::args().skip(1))? else {
-        println!("{USAGE}");
+        println!("{}", options::help(USAGE));
         return Ok(());
     };
     let bin = knit_tests::use_release_knit()?;
+    let out = Report::start("bench-ingress", options.format, Some(&bin));
     let tool = load::tool();
-    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
-    eprintln!(
-        "knit: {} ({cores} cores); load: {}",
-        bin.display(),
-        tool.describe()
-    );
+    eprintln!("load: {}", tool.describe());
 
     let docroot = Docroot::new()?;
     let (command, server_name) = server(&docroot.0);
@@ -394,7 +399,8 @@ fn main() -> Result<()> {
         targets: Vec::new(),
         rows: Vec::new(),
     };
-    let mut notes = vec![format!(
+    let mut notes = Notes::new();
+    notes.add(format!(
         "replicas on {}: {server_name}, which closes every connection after one answer, \
          so every request is a new TCP connection (and, through an ingress, a new upstream one)",
         spread
@@ -402,10 +408,10 @@ fn main() -> Result<()> {
             .map(|&i| cluster.peers[i].name.clone())
             .collect::<Vec<_>>()
             .join(", ")
-    )];
+    ));
     let on_local = spread.iter().filter(|&&i| i == local).count();
     if on_local > 1 {
-        notes.push(format!(
+        notes.add(format!(
             "no peer runs a single replica: the ingress of (b) shares its load over {on_local} local replicas"
         ));
     }
@@ -446,7 +452,7 @@ fn main() -> Result<()> {
         // has to forward to remote replicas only.
         let drained = (0..PEERS).find(|&i| i != local).context("one peer only")?;
         let name = cluster.peers[drained].name.clone();
-        notes.push(format!(
+        notes.add(format!(
             "placement put a replica on every peer: (c) was measured after \
              `knit node update --availability drain {name}` (its replica moved to another peer)"
         ));
@@ -465,17 +471,15 @@ fn main() -> Result<()> {
         }
     }
 
-    println!(
-        "{} peers (profile fast), {REPLICAS} replicas; load: {}; {} connections, {} per run, {cores} cores\n",
+    out.text(&format!(
+        "{} peers (profile fast), {REPLICAS} replicas; load: {}; {} connections, {} per run\n",
         PEERS,
         tool.describe(),
         options.connections,
         humantime(options.duration),
-    );
-    println!("{}", bench.table());
-    for note in notes {
-        println!("- {note}");
-    }
+    ));
+    out.table("ingress", &bench.table());
+    out.notes(&notes);
     drop(cluster);
     drop(docroot);
     Ok(())

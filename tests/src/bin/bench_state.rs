@@ -2,10 +2,11 @@
 //! `knit` peers on loopback and measures how long a service update written on one peer
 //! takes to be read back from every peer, and how many bytes of membership gossip and of
 //! anti-entropy each node moves per second, idle and under a steady stream of writes. It
-//! prints markdown tables. It asserts nothing: a failed trial is a line in the report.
+//! prints the run header and two tables (markdown, or JSON rows with `--format json`). It
+//! asserts nothing: a failed trial is a line in the report.
 //!
 //! ```text
-//! cargo run --release -p knit-tests --bin bench-state -- [--sizes 5,20] [--trials 20] [--profile fast]
+//! cargo run --release -p knit-tests --bin bench-state -- [--sizes 5,20] [--trials 20] [--profile fast] [--format table|json]
 //! ```
 //!
 //! It builds and runs the release `knit` (or `$KNIT_BIN` when set). The services it writes
@@ -21,7 +22,8 @@ mod traffic;
 use std::time::Duration;
 
 use anyhow::Result;
-use knit_tests::options::Flags;
+use knit_tests::options::{self, Flags};
+use knit_tests::report::{Format, Report};
 
 use crate::scenario::Setup;
 
@@ -43,6 +45,7 @@ struct Options {
     profile: String,
     window_secs: u64,
     writes_per_sec: u64,
+    format: Format,
 }
 
 impl Options {
@@ -64,18 +67,18 @@ impl Options {
             profile: flags.choice("--profile", "fast", &["lan", "wan", "fast"])?,
             window_secs: u64::try_from(flags.number("--window-secs", 15, 1..=usize::MAX)?)?,
             writes_per_sec: u64::try_from(flags.number("--writes-per-sec", 10, 1..=100)?)?,
+            format: flags.format()?,
         }))
     }
 }
 
 fn main() -> Result<()> {
     let Some(options) = Options::parse(std::env::args().skip(1))? else {
-        println!("{USAGE}");
+        println!("{}", options::help(USAGE));
         return Ok(());
     };
     let bin = knit_tests::use_release_knit()?;
-    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
-    eprintln!("knit: {} ({cores} cores)", bin.display());
+    let out = Report::start("bench-state", options.format, Some(&bin));
     let mut results = Vec::new();
     for &size in &options.sizes {
         let setup = Setup {
@@ -89,6 +92,6 @@ fn main() -> Result<()> {
         let figures = scenario::run(&setup);
         results.push((setup, figures));
     }
-    println!("{}", report::tables(&results));
+    report::print(&out, &results);
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use knit_tests::percentile;
+use knit_tests::report::Samples;
 
 /// Simulated time before the kill: the warm-up (10 s) and 10 s for the first placement to
 /// run everywhere.
@@ -72,14 +72,15 @@ pub(crate) fn measure_start(samples: usize) -> Result<StartTime> {
     }
     let _ = std::fs::remove_dir_all(&dir);
     outcome?;
-    let at = |q| percentile(&us, q).unwrap_or(0);
+    let us = Samples::new(us);
+    let at = |q| us.percentile(q).unwrap_or(0);
     let (p10_us, p90_us) = (at(0.10), at(0.90));
     Ok(StartTime {
-        samples: us.len(),
+        samples: us.count(),
         p10_us,
         p50_us: at(0.50),
         p90_us,
-        max_us: us.iter().copied().max().unwrap_or(0),
+        max_us: us.max().unwrap_or(0),
         start_min_ms: p10_us / 1000,
         start_max_ms: p90_us.div_ceil(1000).max(1),
     })

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use knit_tests::{Cluster, Peer, wall_ms};
+use knit_tests::{Cluster, Peer, metric_value, wall_ms};
 use serde::Deserialize;
 
 /// How long one read of one peer's API may take.
@@ -194,38 +194,9 @@ impl Gossip {
     pub(crate) fn read(peer: &Peer) -> Result<Self> {
         let text = peer.metrics_text(READ_LIMIT)?;
         Ok(Self {
-            bytes_sent: counter(&text, "knit_gossip_bytes_sent_total")?,
-            bytes_received: counter(&text, "knit_gossip_bytes_received_total")?,
-            packets_sent: counter(&text, "knit_gossip_packets_sent_total")?,
+            bytes_sent: metric_value(&text, "knit_gossip_bytes_sent_total")?,
+            bytes_received: metric_value(&text, "knit_gossip_bytes_received_total")?,
+            packets_sent: metric_value(&text, "knit_gossip_packets_sent_total")?,
         })
-    }
-}
-
-/// The value of the sample named `name` in Prometheus/OpenMetrics text.
-fn counter(text: &str, name: &str) -> Result<u64> {
-    for line in text.lines() {
-        let mut parts = line.split_whitespace();
-        if parts.next() == Some(name)
-            && let Some(value) = parts.next()
-        {
-            // Counters may be written as floats ("12.0").
-            let value: f64 = value.parse()?;
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            return Ok(value as u64);
-        }
-    }
-    bail!("no {name} in /metrics")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::counter;
-
-    #[test]
-    fn counters_are_read_as_integers_or_floats() {
-        let text = "# TYPE knit_gossip_bytes_sent counter\nknit_gossip_bytes_sent_total 1234\nknit_x_total 5.0\n# EOF\n";
-        assert_eq!(counter(text, "knit_gossip_bytes_sent_total").unwrap(), 1234);
-        assert_eq!(counter(text, "knit_x_total").unwrap(), 5);
-        assert!(counter(text, "knit_missing_total").is_err());
     }
 }

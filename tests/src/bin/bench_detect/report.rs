@@ -1,75 +1,66 @@
-//! The markdown table the benchmark prints.
+//! The table the benchmark prints, and its notes.
 
-use std::fmt::Write as _;
-
-use knit_tests::percentile;
+use knit_tests::report::{Cell, Notes, Report, Samples, Table};
 
 use crate::scenario::{Figures, Setup};
 
-fn secs(ms: Option<u64>) -> String {
-    // Milliseconds far below 2^52.
-    #[allow(clippy::cast_precision_loss)]
-    ms.map_or_else(|| "–".to_owned(), |ms| format!("{:.2}", ms as f64 / 1000.0))
+/// KiB shown as MiB with one decimal.
+fn mib(kib: Option<f64>) -> Cell {
+    Cell::num(kib.map(|kib| kib / 1024.0), 1)
 }
 
-fn mib(kib: Option<u64>) -> String {
-    #[allow(clippy::cast_precision_loss)]
-    kib.map_or_else(
-        || "–".to_owned(),
-        |kib| format!("{:.1}", kib as f64 / 1024.0),
-    )
-}
-
-/// The markdown table, one row per configuration, then one line per failure.
-pub(crate) fn table(results: &[(Setup, Figures)]) -> String {
-    let mut out = String::new();
-    out.push_str(
-        "| peers | profile | detect p50 (s) | detect p99 (s) | detect max (s) | trials ok | join p50 (s) \
-         | rejoin p50 (s) | idle gossip (B/s/node) | idle packets (/s/node) | RSS mean (MiB) | RSS max (MiB) \
-         | false suspect / down |\n",
-    );
-    out.push_str("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+/// The table, one row per configuration, then one line per failure.
+pub(crate) fn print(out: &Report, results: &[(Setup, Figures)]) {
+    let mut table = Table::new(&[
+        "peers",
+        "profile",
+        "detect p50 (s)",
+        "detect p99 (s)",
+        "detect max (s)",
+        "trials ok",
+        "join p50 (s)",
+        "rejoin p50 (s)",
+        "idle gossip (B/s/node)",
+        "idle packets (/s/node)",
+        "RSS mean (MiB)",
+        "RSS max (MiB)",
+        "false suspect / down",
+    ]);
     for (setup, f) in results {
-        let rss_mean =
-            (!f.rss_kib.is_empty()).then(|| f.rss_kib.iter().sum::<u64>() / f.rss_kib.len() as u64);
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} | {} | {}/{} | {} | {} | {} | {} | {} | {} | {} / {} |",
-            setup.size,
-            setup.profile,
-            secs(percentile(&f.detect_ms, 0.50)),
-            secs(percentile(&f.detect_ms, 0.99)),
-            secs(f.detect_ms.iter().max().copied()),
-            f.detect_ms.len(),
-            setup.trials,
-            secs(percentile(&f.join_ms, 0.50)),
-            secs(percentile(&f.rejoin_ms, 0.50)),
-            f.idle_bytes_per_s
-                .map_or_else(|| "–".to_owned(), |b| format!("{b:.0}")),
-            f.idle_packets_per_s
-                .map_or_else(|| "–".to_owned(), |p| format!("{p:.1}")),
-            mib(rss_mean),
-            mib(f.rss_kib.iter().max().copied()),
-            f.alarms.suspect.len(),
-            f.alarms.down.len(),
-        );
+        let detect = Samples::new(f.detect_ms.iter().copied());
+        let rss = Samples::new(f.rss_kib.iter().copied());
+        let (suspect, down) = (f.alarms.suspect.len(), f.alarms.down.len());
+        // KiB far below 2^52.
+        #[allow(clippy::cast_precision_loss)]
+        let rss_max = rss.max().map(|kib| kib as f64);
+        table.row(vec![
+            Cell::count(setup.size),
+            Cell::text(&setup.profile),
+            Cell::secs(detect.p50()),
+            Cell::secs(detect.p99()),
+            Cell::secs(detect.max()),
+            Cell::ratio(detect.count(), setup.trials),
+            Cell::secs(Samples::new(f.join_ms.iter().copied()).p50()),
+            Cell::secs(Samples::new(f.rejoin_ms.iter().copied()).p50()),
+            Cell::num(f.idle_bytes_per_s, 0),
+            Cell::num(f.idle_packets_per_s, 1),
+            // The mean of whole KiB, as before: truncated to a whole KiB.
+            mib(rss.mean().map(f64::floor)),
+            mib(rss_max),
+            Cell::figure(
+                format!("{suspect} / {down}"),
+                serde_json::json!({ "suspect": suspect, "down": down }),
+            ),
+        ]);
     }
-    let mut notes = String::new();
+    out.table("detect", &table);
+    let mut notes = Notes::new();
     for (setup, f) in results {
         let label = format!("{} peers, {}", setup.size, setup.profile);
         if let Some(formed) = f.formed {
-            let _ = writeln!(notes, "- {label}: formed in {:.1} s", formed.as_secs_f64());
+            notes.add(format!("{label}: formed in {:.1} s", formed.as_secs_f64()));
         }
-        for failure in &f.failures {
-            let _ = writeln!(notes, "- {label}: failed: {failure}");
-        }
-        if let Some(why) = &f.aborted {
-            let _ = writeln!(notes, "- {label}: stopped early: {why}");
-        }
+        notes.outcome(&label, &f.failures, f.aborted.as_ref());
     }
-    if !notes.is_empty() {
-        out.push('\n');
-        out.push_str(&notes);
-    }
-    out
+    out.notes(&notes);
 }

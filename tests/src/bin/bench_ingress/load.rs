@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use knit_tests::percentile;
+use knit_tests::report::Samples;
 
 /// What drives the load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,15 +203,16 @@ fn client_loop(addr: SocketAddr, duration: Duration, connections: usize) -> Figu
     let elapsed = started.elapsed().as_secs_f64();
     let (latencies, errors) =
         std::mem::take(&mut *samples.lock().unwrap_or_else(PoisonError::into_inner));
+    let latencies = Samples::new(latencies);
     // Microsecond latencies and counts far below 2^52.
     #[allow(clippy::cast_precision_loss)]
     let ms = |us: Option<u64>| us.map(|us| us as f64 / 1000.0);
     #[allow(clippy::cast_precision_loss)]
     Figures {
-        requests: latencies.len() as u64,
-        per_second: latencies.len() as f64 / elapsed,
-        p50_ms: ms(percentile(&latencies, 0.50)),
-        p99_ms: ms(percentile(&latencies, 0.99)),
+        requests: latencies.count() as u64,
+        per_second: latencies.count() as f64 / elapsed,
+        p50_ms: ms(latencies.p50()),
+        p99_ms: ms(latencies.p99()),
         errors,
     }
 }
