@@ -53,6 +53,9 @@ pub(crate) enum Command {
     /// Manage services.
     #[command(subcommand)]
     Service(ServiceCommand),
+    /// Manage secrets: values sealed in the cluster's state, given to replicas as files.
+    #[command(subcommand)]
+    Secret(SecretCommand),
     /// Show or change cluster-wide settings.
     #[command(subcommand)]
     Cluster(ClusterCommand),
@@ -73,6 +76,41 @@ pub(crate) enum Command {
     Man {
         /// The folder (created if missing).
         dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SecretCommand {
+    /// Create a secret from a file, or from standard input with `-`.
+    Create {
+        /// The secret's name.
+        name: String,
+        /// The file holding the value, or `-` for standard input.
+        file: PathBuf,
+    },
+    /// List secrets (never their values).
+    #[command(alias = "list")]
+    Ls {
+        /// Output format: `table`, `json` (one object per line), or a template such as
+        /// '{{.Name}} {{.Services}}'.
+        #[arg(long, default_value = "table", value_name = "table|json|TEMPLATE")]
+        format: Format,
+        /// Print names only.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Show secrets' details (JSON; never their values).
+    Inspect {
+        /// The secrets.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove secrets no service uses.
+    #[command(alias = "remove")]
+    Rm {
+        /// The secrets.
+        #[arg(required = true)]
+        names: Vec<String>,
     },
 }
 

@@ -8,8 +8,8 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use knit_scheduler::ServiceSpec;
 use knit_scheduler::spec::{
-    Autoscale, Constraint, Driver, HealthCheck, Limits, Mode, Mount, PortSpec, Probe, UpdateConfig,
-    parse_cpu_millis, parse_duration_ms, parse_memory_bytes,
+    Autoscale, Constraint, Driver, HealthCheck, Limits, Mode, Mount, PortSpec, Probe, SecretRef,
+    UpdateConfig, parse_cpu_millis, parse_duration_ms, parse_memory_bytes,
 };
 use serde::de::DeserializeOwned;
 
@@ -156,6 +156,16 @@ pub(crate) fn mounts(flag: &str, items: &[String]) -> Result<Vec<Mount>> {
         .iter()
         .map(|m| {
             m.parse::<Mount>()
+                .with_context(|| format!("--{flag} {m:?}"))
+        })
+        .collect()
+}
+
+pub(crate) fn secrets(flag: &str, items: &[String]) -> Result<Vec<SecretRef>> {
+    items
+        .iter()
+        .map(|m| {
+            m.parse::<SecretRef>()
                 .with_context(|| format!("--{flag} {m:?}"))
         })
         .collect()
@@ -382,6 +392,10 @@ pub(crate) struct CreateArgs {
     /// the host that runs the replica.
     #[arg(long = "mount")]
     pub(crate) mounts: Vec<String>,
+    /// Give each replica a secret as the file /run/secrets/TARGET: NAME, or
+    /// source=NAME,target=FILE[,uid=N,gid=N,mode=0400] (`knit secret create` first).
+    #[arg(long = "secret")]
+    pub(crate) secrets: Vec<String>,
     /// Set an environment variable: KEY=VALUE.
     #[arg(short = 'e', long = "env")]
     pub(crate) env: Vec<String>,
@@ -438,6 +452,7 @@ impl CreateArgs {
         }
         spec.ports = ports("publish", &self.publish)?;
         spec.mounts = mounts("mount", &self.mounts)?;
+        spec.secrets = secrets("secret", &self.secrets)?;
         spec.env = pairs("env", &self.env)?;
         spec.labels = pairs("label", &self.labels)?;
         spec.constraints = constraints("constraint", &self.constraints)?;
@@ -470,6 +485,12 @@ pub(crate) struct UpdateArgs {
     /// Remove the mount at a target path.
     #[arg(long)]
     pub(crate) mount_rm: Vec<String>,
+    /// Add or replace a secret (by target): NAME or source=NAME,target=FILE,...
+    #[arg(long)]
+    pub(crate) secret_add: Vec<String>,
+    /// Remove a secret by name.
+    #[arg(long)]
+    pub(crate) secret_rm: Vec<String>,
     /// Add or change an environment variable: KEY=VALUE.
     #[arg(long)]
     pub(crate) env_add: Vec<String>,
@@ -528,6 +549,11 @@ impl UpdateArgs {
             let target = target.trim_end_matches('/');
             spec.mounts
                 .retain(|m| m.target.trim_end_matches('/') != target);
+        }
+        spec.secrets.retain(|r| !self.secret_rm.contains(&r.source));
+        for add in secrets("secret-add", &self.secret_add)? {
+            spec.secrets.retain(|r| r.target != add.target);
+            spec.secrets.push(add);
         }
         for add in mounts("mount-add", &self.mount_add)? {
             let target = add.target.trim_end_matches('/').to_owned();

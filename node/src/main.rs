@@ -24,6 +24,7 @@ mod notify;
 mod peer;
 mod persist;
 mod records;
+mod secrets;
 mod tasks;
 mod telemetry;
 mod version;

@@ -225,7 +225,16 @@ pub(crate) async fn up(args: UpArgs, api: Option<&str>, api_insecure: bool) -> R
             .context("--clock-skew-max")?,
     };
     let mesh = Mesh::start(endpoint, creds.clone(), config, tasks.shutdown().clone())?;
-    let drivers = Arc::new(drivers(dir.path(), process_user, advertise.ip(), &tasks).await?);
+    let drivers = Arc::new(
+        drivers(
+            dir.path(),
+            process_user,
+            advertise.ip(),
+            &tasks,
+            &node.to_string(),
+        )
+        .await?,
+    );
     let driver_names = drivers.names();
     let info = NodeInfo {
         name: args.name.clone().unwrap_or_else(host_name),
@@ -277,7 +286,15 @@ pub(crate) async fn up(args: UpArgs, api: Option<&str>, api_insecure: bool) -> R
                 .context("--recover-after")?,
         ),
     };
-    let (agent, events) = Agent::new(mesh.clone(), drivers.clone(), node, thresholds, &tasks)?;
+    let secrets = crate::secrets::SecretSource::new(mesh.clone(), Arc::new(creds.clone()));
+    let (agent, events) = Agent::new(
+        mesh.clone(),
+        drivers.clone(),
+        node,
+        thresholds,
+        &tasks,
+        secrets,
+    )?;
     tasks.spawn("agent", agent.run(events));
     let ingress = Arc::new(crate::ingress::IngressStats::default());
     tasks.spawn(
@@ -336,6 +353,7 @@ async fn drivers(
     process_user: Option<crate::driver::process::RunAs>,
     publish_ip: std::net::IpAddr,
     tasks: &Tasks,
+    node: &str,
 ) -> Result<Drivers> {
     let process = ProcessDriver::new(&data_dir.join("processes"), process_user, tasks)?;
     let docker = match DockerDriver::connect(publish_ip, tasks).await {
@@ -345,7 +363,12 @@ async fn drivers(
             None
         }
     };
-    Ok(Drivers { docker, process })
+    let secrets = crate::secrets::SecretFiles::for_node(node);
+    Ok(Drivers {
+        docker,
+        process,
+        secrets,
+    })
 }
 
 /// Addresses of members this node knew before, to find the cluster again after a restart.

@@ -8,6 +8,7 @@
 //! | `svc/<name>` | any peer (API, autoscaler, rollback) | `ServiceSpec` |
 //! | `svc-version/<name>` | with every spec | the last version the name used |
 //! | `cluster/limits` | any peer | `Limits` |
+//! | `secret/<name>` | any peer (`secret create/rm`) | `SecretRecord`: the value sealed |
 //! | `node/<id>/spec` | any peer (`node update`) | `NodeSpec` |
 //! | `owned/<id>/info` | the node | `NodeInfo` |
 //! | `owned/<id>/applied` | the node | `Applied` |
@@ -27,6 +28,24 @@ pub(crate) fn service_key(name: &str) -> String {
 }
 
 pub(crate) const SERVICE_PREFIX: &str = "svc/";
+
+/// Secrets live under `secret/<name>`, their values sealed for the cluster.
+pub(crate) fn secret_key(name: &str) -> String {
+    format!("{SECRET_PREFIX}{name}")
+}
+
+pub(crate) const SECRET_PREFIX: &str = "secret/";
+
+/// A secret as stored: its value sealed (`knit_mesh::quic::sealed`, purpose `Secret`,
+/// named by the secret's name), never in clear text.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct SecretRecord {
+    pub(crate) name: String,
+    /// Nonce, ciphertext and tag, in hex.
+    pub(crate) sealed_hex: String,
+    pub(crate) size_bytes: usize,
+    pub(crate) created_at_ms: u64,
+}
 
 /// The cluster's limits (`knit cluster update`), written by any peer; last writer wins,
 /// and the defaults hold while it is absent.

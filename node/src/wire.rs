@@ -116,6 +116,24 @@ pub(crate) struct ClientCertResponse {
     pub(crate) ca_pem: String,
 }
 
+/// `knit secret create`: the name and the value, in hex.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SecretCreate {
+    pub(crate) name: String,
+    pub(crate) data_hex: String,
+}
+
+/// A secret as `secret ls` and `secret inspect` show it: never its value.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SecretSummary {
+    pub(crate) name: String,
+    pub(crate) size_bytes: usize,
+    pub(crate) created_at_ms: u64,
+    /// The services that name it.
+    pub(crate) services: Vec<String>,
+}
+
 /// A value's serde name (`"alive"`, `"on_failure"`), for tables.
 pub(crate) fn word<T: Serialize>(value: &T) -> String {
     serde_json::to_value(value)

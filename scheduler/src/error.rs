@@ -16,6 +16,16 @@ pub enum SpecError {
         /// What is wrong with it.
         why: String,
     },
+    /// A secret reference could not be read.
+    #[error(
+        "invalid secret {input:?}: {why}; write --secret NAME or --secret source=NAME,target=FILE[,uid=N,gid=N,mode=0400]"
+    )]
+    Secret {
+        /// The text given.
+        input: String,
+        /// What is wrong with it.
+        why: String,
+    },
     /// A mount could not be read.
     #[error(
         "invalid mount {input:?}: {why}; write type=bind|volume|tmpfs,source=...,target=/path[,readonly], e.g. type=volume,source=db,target=/var/lib/db"

@@ -13,6 +13,7 @@ pub mod mesh;
 pub mod metrics;
 pub mod operator;
 pub mod reach;
+pub mod sealed;
 pub mod sync;
 pub mod tls;
 

@@ -114,6 +114,8 @@ pub(crate) struct Agent {
     applied_spec: Option<knit_mesh::store::Stamp>,
     /// Where operations and probes are spawned, and the signal that ends the rounds.
     tasks: Tasks,
+    /// The secrets replicas are started with.
+    secrets: crate::secrets::SecretSource,
 }
 
 impl Agent {
@@ -123,6 +125,7 @@ impl Agent {
         me: knit_mesh::NodeId,
         thresholds: prevention::Thresholds,
         tasks: &Tasks,
+        secrets: crate::secrets::SecretSource,
     ) -> anyhow::Result<(Self, mpsc::Receiver<Event>)> {
         let (events, rx) = mpsc::channel(EVENTS_MAX);
         let node = knit_scheduler::NodeId::new(me.to_string())?;
@@ -143,6 +146,7 @@ impl Agent {
             history_dirty: BTreeSet::new(),
             applied_spec: None,
             tasks: tasks.clone(),
+            secrets,
         };
         Ok((agent, rx))
     }
@@ -299,6 +303,11 @@ impl Agent {
             tracing::info!(driver = %kind, "the driver answers again");
         }
         self.silent = silent;
+        if listing.failed.is_empty() {
+            self.drivers
+                .secrets
+                .prune(listing.replicas.iter().map(|(r, _)| (&r.slot, r.template)));
+        }
         let listed = listing.replicas;
         let ids: BTreeSet<String> = listed.iter().map(|(r, _)| r.runtime_id.clone()).collect();
         let gone: Vec<Replica> = self
@@ -560,6 +569,7 @@ impl Agent {
                     .find_map(|t| t.stopped_at),
                 events: self.events.clone(),
                 shutdown: self.tasks.shutdown().clone(),
+                secrets: self.secrets.clone(),
             };
             self.tasks.spawn("replica operation", op.run());
         }

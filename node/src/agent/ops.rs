@@ -28,6 +28,8 @@ pub(crate) struct Op {
     pub(crate) events: mpsc::Sender<Event>,
     /// The peer is stopping: a restart still waiting out its delay is not started.
     pub(crate) shutdown: CancellationToken,
+    /// The values of the secrets a started replica gets.
+    pub(crate) secrets: crate::secrets::SecretSource,
 }
 
 impl Op {
@@ -92,6 +94,28 @@ impl Op {
         }
     }
 
+    /// Writes the files of the secrets `spec` names, on memory; their folder.
+    fn secret_files(
+        &self,
+        slot: &SlotId,
+        spec: &ServiceSpec,
+    ) -> Result<Option<std::path::PathBuf>, DriverError> {
+        if spec.secrets.is_empty() {
+            return Ok(None);
+        }
+        let values = self.secrets.values(&spec.secrets)?;
+        let owner = match spec.driver {
+            DriverKind::Docker => crate::secrets::Owner::Container,
+            DriverKind::Process => {
+                crate::secrets::Owner::Process(self.drivers.process.run_as_ids())
+            }
+        };
+        self.drivers
+            .secrets
+            .write(slot, spec.template_id(), &spec.secrets, &values, owner)
+            .map(Some)
+    }
+
     async fn start(&self, slot: &SlotId, version: u64) -> Result<(), (SpecRef, DriverError)> {
         let Some(spec) = self
             .specs
@@ -105,10 +129,12 @@ impl Op {
             template: spec.template_id(),
         };
         let driver = self.drivers.for_kind(spec.driver).map_err(|e| (from, e))?;
+        let secrets = self.secret_files(slot, spec).map_err(|e| (from, e))?;
         let launch = Launch {
             slot: slot.clone(),
             spec: Arc::new(spec.clone()),
             node: self.node.clone(),
+            secrets,
         };
         let replica = driver.start(&launch).await.map_err(|e| (from, e))?;
         tracing::info!(slot = %slot, runtime_id = %replica.runtime_id, version, ports = ?replica.host_ports, "started");

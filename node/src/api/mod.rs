@@ -11,6 +11,7 @@ mod metrics;
 mod nodes;
 mod operators;
 mod picture;
+pub(crate) mod secrets;
 mod services;
 mod tally;
 
@@ -175,6 +176,11 @@ pub(crate) fn router(state: ApiState, hosts: AllowedHosts) -> Router {
         .route("/v1/services/{name}/rollback", post(services::rollback))
         .route("/v1/services/{name}/ps", get(services::ps))
         .route("/v1/services/{name}/logs", get(services::logs))
+        .route("/v1/secrets", get(secrets::list).post(secrets::create))
+        .route(
+            "/v1/secrets/{name}",
+            get(secrets::inspect).delete(secrets::remove),
+        )
         .route(
             "/v1/cluster/limits",
             get(cluster::limits).post(cluster::set_limits),

@@ -145,6 +145,7 @@ pub(super) async fn create(
     let limits = snapshot.limits();
     spec.validate(&limits).map_err(invalid)?;
     check_driver(&snapshot, &spec)?;
+    super::secrets::check_exist(&snapshot, &spec)?;
     let services = snapshot.services();
     if services.valid.contains_key(&spec.name) {
         return Err(ApiError::new(
@@ -230,6 +231,7 @@ pub(super) async fn update(
     if spec.driver != current.driver {
         check_driver(&snapshot, &spec)?;
     }
+    super::secrets::check_exist(&snapshot, &spec)?;
     let mut next = current.followed_by(spec, request.redeploy);
     if fixing {
         next.previous = None;

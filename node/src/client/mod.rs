@@ -4,6 +4,7 @@ mod filter;
 mod nodes;
 mod progress;
 mod records;
+mod secrets;
 mod services;
 mod transport;
 
@@ -149,6 +150,7 @@ pub(crate) async fn run(
         Command::ClientCert(args) => client_cert(&client, &args).await,
         Command::Node(command) => nodes::run(&client, command).await,
         Command::Service(command) => services::run(&client, command).await,
+        Command::Secret(command) => secrets::run(&client, command).await,
         Command::Cluster(command) => cluster(&client, command).await,
     }
 }

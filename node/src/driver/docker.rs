@@ -572,7 +572,8 @@ fn container_body(launch: &Launch, image: &str, publish_ip: IpAddr) -> Container
             maximum_retry_count: None,
         }),
         log_config: Some(log_config()),
-        mounts: (!spec.mounts.is_empty()).then(|| mounts(spec)),
+        mounts: (!spec.mounts.is_empty() || launch.secrets.is_some())
+            .then(|| mounts(spec, launch.secrets.as_deref())),
         ..Default::default()
     };
     ContainerCreateBody {
@@ -592,9 +593,17 @@ fn container_body(launch: &Launch, image: &str, publish_ip: IpAddr) -> Container
     }
 }
 
-/// The spec's mounts as Docker's. A named volume the engine creates for it is labelled
-/// with the service, so that `docker volume ls --filter label=knit.service=NAME` finds it.
-fn mounts(spec: &ServiceSpec) -> Vec<DockerMount> {
+/// The spec's mounts as Docker's, and the folder of its secrets' files read-only at
+/// `/run/secrets`. A named volume the engine creates for it is labelled with the service,
+/// so that `docker volume ls --filter label=knit.service=NAME` finds it.
+fn mounts(spec: &ServiceSpec, secrets: Option<&std::path::Path>) -> Vec<DockerMount> {
+    let secrets = secrets.map(|dir| DockerMount {
+        target: Some("/run/secrets".to_owned()),
+        source: Some(dir.display().to_string()),
+        typ: Some(MountType::BIND),
+        read_only: Some(true),
+        ..Default::default()
+    });
     spec.mounts
         .iter()
         .map(|m| {
@@ -621,6 +630,7 @@ fn mounts(spec: &ServiceSpec) -> Vec<DockerMount> {
                 ..Default::default()
             }
         })
+        .chain(secrets)
         .collect()
 }
 

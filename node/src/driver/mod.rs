@@ -27,6 +27,8 @@ pub(crate) struct Launch {
     pub(crate) spec: Arc<ServiceSpec>,
     /// This node's id, for the `knit.node` label.
     pub(crate) node: String,
+    /// The folder of the replica's secrets' files, when its spec names any.
+    pub(crate) secrets: Option<std::path::PathBuf>,
 }
 
 /// One replica as its driver sees it.
@@ -81,6 +83,8 @@ pub(crate) mod labels {
 pub(crate) struct Drivers {
     pub(crate) docker: Option<docker::DockerDriver>,
     pub(crate) process: process::ProcessDriver,
+    /// Where replicas' secrets are written, on memory.
+    pub(crate) secrets: crate::secrets::SecretFiles,
 }
 
 impl Drivers {

@@ -181,6 +181,11 @@ impl ProcessDriver {
         })
     }
 
+    /// The user and group replicas run as, when the peer switches to them.
+    pub(crate) fn run_as_ids(&self) -> Option<(u32, u32)> {
+        self.run_as.as_ref().and_then(|r| r.ids)
+    }
+
     /// Whether it starts replicas (`--enable-process-driver`).
     pub(crate) fn enabled(&self) -> bool {
         self.run_as.is_some()
@@ -240,12 +245,15 @@ impl ProcessDriver {
         let log = log::open(&self.log_path(&runtime_id)).map_err(failed)?;
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(words);
-        let env = run_as.environment(
+        let mut env = run_as.environment(
             &spec.env,
             host_ports.values().next().copied(),
             &spec.name,
             &launch.slot.to_string(),
         );
+        if let Some(dir) = &launch.secrets {
+            env.insert("KNIT_SECRETS_DIR".into(), dir.display().to_string());
+        }
         run_as.apply(&mut cmd, &env);
         cmd.stdin(std::process::Stdio::null())
             .stdout(log.try_clone().map_err(failed)?)

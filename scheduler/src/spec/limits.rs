@@ -48,6 +48,8 @@ pub const LABEL_VALUE_MAX_BYTES: usize = 4 * 1024;
 pub const PORTS_MAX: usize = 64;
 /// Placement constraints per spec.
 pub const CONSTRAINTS_MAX: usize = 32;
+/// Secrets per service.
+pub const SECRETS_MAX: usize = 64;
 /// Mounts per service.
 pub const MOUNTS_MAX: usize = 32;
 /// The longest mount source or target path, in bytes.

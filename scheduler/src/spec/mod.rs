@@ -8,6 +8,7 @@ pub mod limits;
 mod mount;
 mod port;
 mod quantity;
+mod secret;
 mod signal;
 mod validate;
 
@@ -21,6 +22,7 @@ pub use limits::Limits;
 pub use mount::{Mount, MountKind};
 pub use port::{PortSpec, Protocol};
 pub use quantity::{parse_cpu_millis, parse_duration_ms, parse_memory_bytes};
+pub use secret::{SECRET_MODE_DEFAULT, SecretRef, secret_name_is_valid};
 pub use signal::{normalize_signal, signal_number};
 
 /// CPU and memory, as reserved by a replica or offered by a node.
@@ -303,6 +305,8 @@ pub struct ServiceSpec {
     pub ports: Vec<PortSpec>,
     /// Volumes, host paths and tmpfs mounted in each replica (Docker driver only).
     pub mounts: Vec<Mount>,
+    /// Secrets each replica gets as files under `/run/secrets`.
+    pub secrets: Vec<SecretRef>,
     /// Environment variables.
     pub env: BTreeMap<String, String>,
     /// Labels on the service and its containers.
@@ -358,6 +362,9 @@ pub struct Template<'a> {
     /// Left out when empty, so that specs written before mounts existed keep their ids.
     #[serde(skip_serializing_if = "no_mounts")]
     mounts: &'a [Mount],
+    /// Left out when empty, as mounts.
+    #[serde(skip_serializing_if = "no_secrets")]
+    secrets: &'a [SecretRef],
     env: &'a BTreeMap<String, String>,
     labels: &'a BTreeMap<String, String>,
     limits: Resources,
@@ -369,6 +376,10 @@ pub struct Template<'a> {
 
 fn no_mounts(mounts: &&[Mount]) -> bool {
     mounts.is_empty()
+}
+
+fn no_secrets(secrets: &&[SecretRef]) -> bool {
+    secrets.is_empty()
 }
 
 /// Docker's default stop grace period.
@@ -385,6 +396,7 @@ impl Default for ServiceSpec {
             mode: Mode::default(),
             ports: Vec::new(),
             mounts: Vec::new(),
+            secrets: Vec::new(),
             env: BTreeMap::new(),
             labels: BTreeMap::new(),
             reservations: Resources::default(),
@@ -443,6 +455,7 @@ impl ServiceSpec {
             args: &self.args,
             ports: &self.ports,
             mounts: &self.mounts,
+            secrets: &self.secrets,
             env: &self.env,
             labels: &self.labels,
             limits: self.limits,

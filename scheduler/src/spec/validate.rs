@@ -6,7 +6,7 @@ use super::limits::{
     ARG_MAX_BYTES, ARGS_MAX, CONSTRAINT_MAX_BYTES, CONSTRAINTS_MAX, DURATION_MAX_MS, ENV_MAX,
     ENV_NAME_MAX_BYTES, ENV_VALUE_MAX_BYTES, HEALTH_INTERVAL_MIN_MS, HEALTH_PATH_MAX_BYTES,
     HEALTH_RETRIES_MAX, IMAGE_MAX_BYTES, LABEL_KEY_MAX_BYTES, LABEL_VALUE_MAX_BYTES, LABELS_MAX,
-    Limits, MOUNTS_MAX, PORTS_MAX, SPEC_ENCODED_MAX_BYTES, encoded_len,
+    Limits, MOUNTS_MAX, PORTS_MAX, SECRETS_MAX, SPEC_ENCODED_MAX_BYTES, encoded_len,
 };
 use super::{Driver, Mode, Probe, ServiceSpec, UpdateConfig};
 use crate::error::SpecError;
@@ -77,6 +77,7 @@ impl ServiceSpec {
         self.validate_scale(limits)?;
         self.validate_ports()?;
         self.validate_mounts()?;
+        self.validate_secrets()?;
         self.validate_resources()?;
         if let Some(key) = self.env.keys().find(|k| k.is_empty() || k.contains('=')) {
             return bad(
@@ -205,6 +206,24 @@ impl ServiceSpec {
                 return bad(format!(
                     "{} is mounted twice; each target may appear once",
                     m.target
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_secrets(&self) -> Result<(), SpecError> {
+        let bad = |why: String| Err(SpecError::invalid(&self.name, "secrets", why));
+        check_count(&self.name, "secret", self.secrets.len(), SECRETS_MAX)?;
+        let mut targets = BTreeSet::new();
+        for s in &self.secrets {
+            if let Some(why) = s.problem() {
+                return bad(format!("{s}: {why}"));
+            }
+            if !targets.insert(s.target.as_str()) {
+                return bad(format!(
+                    "/run/secrets/{} is given twice; each target may appear once",
+                    s.target
                 ));
             }
         }

@@ -87,6 +87,7 @@ fn launch(node: &str, slot: SlotId, image: &str, command: &[&str]) -> Launch {
         proxy_protocol: false,
     }];
     Launch {
+        secrets: None,
         slot,
         spec: Arc::new(spec),
         node: node.to_owned(),

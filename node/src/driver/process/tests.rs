@@ -65,6 +65,7 @@ fn launch(name: &str, script: &str, stop_signal: Option<&str>) -> Launch {
         ..ServiceSpec::default()
     };
     Launch {
+        secrets: None,
         slot: SlotId::replica(name, 1),
         spec: Arc::new(spec),
         node: "test".into(),
