@@ -226,8 +226,13 @@ impl<'a> Shapes<'a> {
     }
 
     /// A field of the shapes, or of the objects below them, whose name is close to `key`:
-    /// its path from here.
+    /// its path from here. A misspelling anywhere is a better guess than a prefix.
     fn near(&self, shapes: &[&'a Object], key: &str) -> Option<String> {
+        self.near_by(shapes, |name| misspelled(name, key))
+            .or_else(|| self.near_by(shapes, |name| prefixed(name, key)))
+    }
+
+    fn near_by(&self, shapes: &[&'a Object], close: impl Fn(&str) -> bool) -> Option<String> {
         let mut level: Vec<(String, &'a Object)> =
             shapes.iter().map(|o| (String::new(), *o)).collect();
         for _ in 0..HINT_DEPTH_MAX {
@@ -239,7 +244,7 @@ impl<'a> Shapes<'a> {
                     } else {
                         format!("{path}.{name}")
                     };
-                    if close(name, key) {
+                    if close(name) {
                         return Some(full);
                     }
                     next.extend(self.objects(schema).into_iter().map(|o| (full.clone(), o)));
@@ -281,35 +286,49 @@ fn open(o: &Object) -> bool {
     }
 }
 
-/// Whether `name` is `key` misspelled: the same but for case, `_` and `-`, one the start
-/// of the other (`proxy`, `proxy_protocol`), or at most two edits apart (one for short
-/// names).
-fn close(name: &str, key: &str) -> bool {
-    let fold = |s: &str| s.to_lowercase().replace('-', "_");
-    let (a, b) = (fold(name), fold(key));
-    let shorter = a.len().min(b.len());
-    if a == b || (shorter >= 4 && (a.starts_with(&b) || b.starts_with(&a))) {
-        return true;
-    }
-    let allowed = if a.len() <= 4 { 1 } else { 2 };
-    edits(&a, &b) <= allowed
+fn fold(name: &str) -> String {
+    name.to_lowercase().replace('-', "_")
 }
 
-/// The Levenshtein distance of two short strings (field names).
+/// Whether `name` is `key` misspelled: the same but for case, `_` and `-`, or at most two
+/// edits apart (one for names of four letters or fewer).
+fn misspelled(name: &str, key: &str) -> bool {
+    let (a, b) = (fold(name), fold(key));
+    let allowed = if a.len() <= 4 { 1 } else { 2 };
+    a == b || edits(&a, &b) <= allowed
+}
+
+/// Whether one of `name` and `key` starts the other (`proxy`, `proxy_protocol`), four
+/// letters at least.
+fn prefixed(name: &str, key: &str) -> bool {
+    let (a, b) = (fold(name), fold(key));
+    a.len().min(b.len()) >= 4 && (a.starts_with(&b) || b.starts_with(&a))
+}
+
+/// The edit distance of two short strings (field names), a swap of two neighbours counting
+/// as one edit (optimal string alignment).
 fn edits(a: &str, b: &str) -> usize {
     let a: Vec<char> = a.chars().take(64).collect();
     let b: Vec<char> = b.chars().take(64).collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.iter().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let substitution = diagonal + usize::from(ca != cb);
-            diagonal = row[j + 1];
-            row[j + 1] = substitution.min(row[j] + 1).min(row[j + 1] + 1);
+    let width = b.len() + 1;
+    let mut d = vec![0_usize; (a.len() + 1) * width];
+    for i in 0..=a.len() {
+        for j in 0..=b.len() {
+            d[i * width + j] = if i == 0 || j == 0 {
+                i + j
+            } else {
+                let cost = usize::from(a[i - 1] != b[j - 1]);
+                let mut best = (d[(i - 1) * width + j] + 1)
+                    .min(d[i * width + j - 1] + 1)
+                    .min(d[(i - 1) * width + j - 1] + cost);
+                if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                    best = best.min(d[(i - 2) * width + j - 2] + 1);
+                }
+                best
+            };
         }
     }
-    row[b.len()]
+    d[a.len() * width + b.len()]
 }
 
 #[cfg(test)]
@@ -319,13 +338,15 @@ mod tests {
     #[test]
     fn distances() {
         assert_eq!(edits("replica", "replicas"), 1);
-        assert_eq!(edits("image", "imgae"), 2);
+        assert_eq!(edits("image", "imgae"), 1);
+        assert_eq!(edits("path", "paht"), 1);
+        assert_eq!(edits("kitten", "sitting"), 3);
         assert_eq!(edits("", "abc"), 3);
-        assert!(close("stop_grace_ms", "stop-grace-ms"));
-        assert!(!close("env", "args"));
-        assert!(!close("name", "mode"));
-        assert!(close("proxy_protocol", "proxy"));
-        assert!(!close("env", "e"));
+        assert!(misspelled("stop_grace_ms", "stop-grace-ms"));
+        assert!(!misspelled("env", "args"));
+        assert!(!misspelled("name", "mode"));
+        assert!(prefixed("proxy_protocol", "proxy"));
+        assert!(!prefixed("env", "e"));
     }
 
     #[test]
