@@ -143,6 +143,7 @@ pub(crate) struct TokenAnswer {
 /// nothing of OpenAPI); a test holds the two to the same words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[schema(as = MemberState)]
 pub(crate) enum MemberStateName {
     /// Answers probes.
     Alive,
