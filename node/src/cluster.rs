@@ -201,7 +201,7 @@ pub(crate) struct NodeInfo {
 }
 
 /// What `knit node update` sets.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub(crate) struct NodeSpec {
     pub(crate) availability: Availability,
     /// The node's labels in full, replacing those given to `knit up --label`.
@@ -214,7 +214,7 @@ pub(crate) struct NodeSpec {
 
 /// What a node says of its own condition (preventive healing), in its node-owned record
 /// `condition`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub(crate) struct Condition {
     /// Why it wants to drain itself, while it does.
     pub(crate) failing: Option<String>,

@@ -19,7 +19,7 @@ const CHANGE_POINTS: f64 = 5.0;
 const REPUBLISH_EVERY: Duration = Duration::from_secs(60);
 
 /// One sample.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub(crate) struct Telemetry {
     /// Busy CPU over the last sample period, 0-100 (all cores).
     pub(crate) cpu_percent: f32,

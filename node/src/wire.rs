@@ -6,13 +6,15 @@ use std::collections::BTreeMap;
 use knit_mesh::MemberState;
 use knit_scheduler::{Availability, Resources, ServiceSpec};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// One node as `node ls` shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub(crate) struct NodeSummary {
     pub(crate) id: String,
     pub(crate) name: String,
     pub(crate) addr: String,
+    #[schema(value_type = MemberStateName)]
     pub(crate) state: MemberState,
     pub(crate) availability: Availability,
     pub(crate) epoch: u64,
@@ -44,7 +46,7 @@ pub(crate) struct NodeSummary {
 }
 
 /// One service as `service ls` shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub(crate) struct ServiceSummary {
     pub(crate) name: String,
     pub(crate) mode: String,
@@ -62,7 +64,7 @@ pub(crate) struct ServiceSummary {
 }
 
 /// One task (a slot, or a replica being handed off) as `service ps` shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub(crate) struct TaskRow {
     pub(crate) slot: String,
     /// The replica's runtime id (its container's name, for Docker); empty before it starts.
@@ -90,7 +92,7 @@ pub(crate) struct TaskRow {
 }
 
 /// An update: the new spec and the version it was made from.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub(crate) struct UpdateRequest {
     pub(crate) spec: ServiceSpec,
     pub(crate) from_version: u64,
@@ -100,7 +102,7 @@ pub(crate) struct UpdateRequest {
 }
 
 /// A request for an operator's certificate.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ClientCertRequest {
     /// The operator's name, a DNS label.
@@ -110,28 +112,81 @@ pub(crate) struct ClientCertRequest {
 }
 
 /// The certificate, and the cluster CA to trust the peers with.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub(crate) struct ClientCertResponse {
     pub(crate) cert_pem: String,
     pub(crate) ca_pem: String,
 }
 
 /// `knit secret create`: the name and the value, in hex.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SecretCreate {
+    /// The secret's name.
     pub(crate) name: String,
+    /// The value's bytes, in hex (at most 500 KiB).
     pub(crate) data_hex: String,
 }
 
 /// A secret as `secret ls` and `secret inspect` show it: never its value.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub(crate) struct SecretSummary {
+    /// The secret's name.
     pub(crate) name: String,
+    /// The value's size.
     pub(crate) size_bytes: usize,
+    /// When it was created, in ms since the Unix epoch.
     pub(crate) created_at_ms: u64,
     /// The services that name it.
     pub(crate) services: Vec<String>,
+}
+
+/// What the API answers with an error status (4xx, 5xx).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub(crate) struct ErrorBody {
+    /// What went wrong, and what to do about it.
+    pub(crate) error: String,
+}
+
+/// The answer to a removal.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub(crate) struct Removed {
+    /// The name of what was removed.
+    pub(crate) removed: String,
+}
+
+/// The cluster's join token.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub(crate) struct TokenAnswer {
+    /// What `knit up --join ... --token` takes.
+    pub(crate) token: String,
+}
+
+/// [`MemberState`] as the API writes it, for the API's document (the mesh crate knows
+/// nothing of OpenAPI); a test holds the two to the same words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[schema(as = MemberState)]
+pub(crate) enum MemberStateName {
+    /// Answers probes.
+    Alive,
+    /// Missed a probe; declared down unless it refutes in time.
+    Suspect,
+    /// Declared dead by the failure detector.
+    Down,
+    /// Left on purpose (SIGTERM, `knit down`).
+    Left,
+}
+
+impl From<MemberState> for MemberStateName {
+    fn from(state: MemberState) -> Self {
+        match state {
+            MemberState::Alive => Self::Alive,
+            MemberState::Suspect => Self::Suspect,
+            MemberState::Down => Self::Down,
+            MemberState::Left => Self::Left,
+        }
+    }
 }
 
 /// A value's serde name (`"alive"`, `"on_failure"`), for tables.
@@ -140,4 +195,21 @@ pub(crate) fn word<T: Serialize>(value: &T) -> String {
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_states_are_documented_with_their_words() {
+        for state in [
+            MemberState::Alive,
+            MemberState::Suspect,
+            MemberState::Down,
+            MemberState::Left,
+        ] {
+            assert_eq!(word(&state), word(&MemberStateName::from(state)));
+        }
+    }
 }

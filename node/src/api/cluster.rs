@@ -7,20 +7,39 @@ use axum::http::StatusCode;
 use knit_scheduler::spec::Limits;
 use knit_scheduler::spec::limits::over_slot_cap;
 
+use super::body::Strict;
 use super::{ApiError, ApiState};
 use crate::cluster::Snapshot;
 use crate::records::LIMITS_KEY;
+use crate::wire::ErrorBody;
 
 /// The limits in force.
+#[utoipa::path(
+    get,
+    path = "/v1/cluster/limits",
+    tag = "cluster",
+    responses((status = 200, description = "The limits in force", body = Limits))
+)]
 pub(super) async fn limits(State(state): State<ApiState>) -> Json<Limits> {
     Json(Snapshot::of(&state.mesh).limits())
 }
 
 /// Sets the limits. Refused when out of range, or when a service that peers act on now
 /// would break them (it would be ignored from then on): scale it down first.
+#[utoipa::path(
+    post,
+    path = "/v1/cluster/limits",
+    tag = "cluster",
+    request_body = Limits,
+    responses(
+        (status = 200, description = "The limits now in force", body = Limits),
+        (status = 400, description = "Out of range, a service would break them, or not a limits body", body = ErrorBody),
+        (status = 503, description = "Not applied or not saved in time", body = ErrorBody),
+    )
+)]
 pub(super) async fn set_limits(
     State(state): State<ApiState>,
-    Json(limits): Json<Limits>,
+    Strict(limits): Strict<Limits>,
 ) -> Result<Json<Limits>, ApiError> {
     let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, message);
     limits.validate().map_err(|e| bad(e.to_string()))?;

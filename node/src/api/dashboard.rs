@@ -16,7 +16,13 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'unsafe-in
      style-src 'unsafe-inline'; connect-src 'self'; img-src data:; base-uri 'none'; \
      form-action 'none'; frame-ancestors 'none'";
 
-/// `GET /ui`.
+/// The dashboard: one HTML page that follows `/v1/events`.
+#[utoipa::path(
+    get,
+    path = "/ui",
+    tag = "events",
+    responses((status = 200, description = "The page", content_type = "text/html", body = String))
+)]
 pub(super) async fn page() -> impl IntoResponse {
     (
         [

@@ -201,7 +201,19 @@ fn event(change: &Change) -> Event {
         .data(change.data())
 }
 
-/// `GET /v1/events`.
+/// The cluster's changes as server-sent events: the whole picture first (one event per
+/// node, replica, service and rollout), an event `synced`, then each change as it happens.
+/// Events are named by kind and carry `{"key": ..., "value": ...}`, `value` being what
+/// `/v1/nodes` or `/v1/services` serve for the entry, or `null` when it went away.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "events",
+    responses(
+        (status = 200, description = "A stream of server-sent events", content_type = "text/event-stream", body = String),
+        (status = 503, description = "Too many streams are open", body = crate::wire::ErrorBody),
+    )
+)]
 pub(super) async fn stream(
     State(state): State<ApiState>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {

@@ -1,31 +1,39 @@
 //! The admin API: JSON over HTTP on a root-only Unix socket (or mutual TLS on TCP), used by
 //! the client commands; a stream of the cluster's changes (`/v1/events`) and a dashboard
 //! that follows it (`/ui`); `/metrics` and `/healthz` for Prometheus on a listener of
-//! their own.
+//! their own. Its routes are one table ([`routes`]); `GET /v1/openapi.json` documents them
+//! (`openapi.rs`), and JSON request bodies are read strictly against that document
+//! (`body.rs`).
 
+mod body;
 mod cluster;
 mod dashboard;
 mod events;
 mod listen;
 mod metrics;
 mod nodes;
+mod openapi;
 mod operators;
 mod picture;
 pub(crate) mod secrets;
 mod services;
+mod shape;
 mod tally;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
+use axum::handler::Handler;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodFilter, MethodRouter, get, on};
 use axum::{Json, Router};
 use knit_mesh::quic::Mesh;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+
+use crate::wire::{ErrorBody, TokenAnswer};
 
 pub(crate) use listen::{AllowedHosts, ApiListener, metrics_addr};
 
@@ -153,43 +161,87 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+        (self.0, Json(ErrorBody { error: self.1 })).into_response()
     }
 }
 
-/// The admin API's routes, behind the `Host` check.
+/// The HTTP methods the admin API serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verb {
+    Get,
+    Post,
+    Delete,
+}
+
+impl Verb {
+    fn filter(self) -> MethodFilter {
+        match self {
+            Self::Get => MethodFilter::GET,
+            Self::Post => MethodFilter::POST,
+            Self::Delete => MethodFilter::DELETE,
+        }
+    }
+}
+
+/// One route of the admin API.
+pub(crate) struct Route {
+    /// Read by the test that holds the document to the routes.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) verb: Verb,
+    /// axum's path syntax, which is OpenAPI's (`/v1/services/{name}`).
+    pub(crate) path: &'static str,
+    handler: MethodRouter<ApiState>,
+}
+
+fn route<H, T>(verb: Verb, path: &'static str, handler: H) -> Route
+where
+    H: Handler<T, ApiState>,
+    T: 'static,
+{
+    Route {
+        verb,
+        path,
+        handler: on(verb.filter(), handler),
+    }
+}
+
+/// Every route of the admin API, in one place: [`router`] serves these, and a test holds
+/// the OpenAPI document (`/v1/openapi.json`) to them.
+pub(crate) fn routes() -> Vec<Route> {
+    use Verb::{Delete, Get, Post};
+    vec![
+        route(Get, "/v1/nodes", nodes::list),
+        route(Get, "/v1/nodes/{node}", nodes::inspect),
+        route(Delete, "/v1/nodes/{node}", nodes::remove),
+        route(Post, "/v1/nodes/{node}/spec", nodes::update),
+        route(Get, "/v1/services", services::list),
+        route(Post, "/v1/services", services::create),
+        route(Get, "/v1/services/{name}", services::inspect),
+        route(Post, "/v1/services/{name}", services::update),
+        route(Delete, "/v1/services/{name}", services::remove),
+        route(Post, "/v1/services/{name}/rollback", services::rollback),
+        route(Get, "/v1/services/{name}/ps", services::ps),
+        route(Get, "/v1/services/{name}/logs", services::logs),
+        route(Get, "/v1/secrets", secrets::list),
+        route(Post, "/v1/secrets", secrets::create),
+        route(Get, "/v1/secrets/{name}", secrets::inspect),
+        route(Delete, "/v1/secrets/{name}", secrets::remove),
+        route(Get, "/v1/cluster/limits", cluster::limits),
+        route(Post, "/v1/cluster/limits", cluster::set_limits),
+        route(Get, "/v1/events", events::stream),
+        route(Get, "/ui", dashboard::page),
+        route(Get, "/v1/token", token),
+        route(Post, "/v1/token/rotate", rotate_token),
+        route(Post, "/v1/client-certs", operators::client_cert),
+        route(Get, "/v1/openapi.json", openapi::serve),
+    ]
+}
+
+/// The admin API's routes ([`routes`]), behind the `Host` check.
 pub(crate) fn router(state: ApiState, hosts: AllowedHosts) -> Router {
-    Router::new()
-        .route("/v1/nodes", get(nodes::list))
-        .route(
-            "/v1/nodes/{node}",
-            get(nodes::inspect).delete(nodes::remove),
-        )
-        .route("/v1/nodes/{node}/spec", post(nodes::update))
-        .route("/v1/services", get(services::list).post(services::create))
-        .route(
-            "/v1/services/{name}",
-            get(services::inspect)
-                .post(services::update)
-                .delete(services::remove),
-        )
-        .route("/v1/services/{name}/rollback", post(services::rollback))
-        .route("/v1/services/{name}/ps", get(services::ps))
-        .route("/v1/services/{name}/logs", get(services::logs))
-        .route("/v1/secrets", get(secrets::list).post(secrets::create))
-        .route(
-            "/v1/secrets/{name}",
-            get(secrets::inspect).delete(secrets::remove),
-        )
-        .route(
-            "/v1/cluster/limits",
-            get(cluster::limits).post(cluster::set_limits),
-        )
-        .route("/v1/events", get(events::stream))
-        .route("/ui", get(dashboard::page))
-        .route("/v1/token", get(token))
-        .route("/v1/token/rotate", post(rotate_token))
-        .route("/v1/client-certs", post(operators::client_cert))
+    routes()
+        .into_iter()
+        .fold(Router::new(), |router, r| router.route(r.path, r.handler))
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(
             hosts,
@@ -284,14 +336,34 @@ async fn healthz(State(state): State<ApiState>) -> Json<serde_json::Value> {
     }))
 }
 
-async fn token(State(state): State<ApiState>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "token": state.mesh.token().to_string() }))
+/// The cluster's join token (`knit token`).
+#[utoipa::path(
+    get,
+    path = "/v1/token",
+    tag = "cluster",
+    responses((status = 200, description = "The join token", body = TokenAnswer))
+)]
+async fn token(State(state): State<ApiState>) -> Json<TokenAnswer> {
+    Json(TokenAnswer {
+        token: state.mesh.token().to_string(),
+    })
 }
 
 /// Rotates the join secret; answers with the new token once this peer has it on disk.
-async fn rotate_token(State(state): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
+/// Members keep their membership; a node that joins from now on needs the new token.
+#[utoipa::path(
+    post,
+    path = "/v1/token/rotate",
+    tag = "cluster",
+    responses(
+        (status = 200, description = "The new join token", body = TokenAnswer),
+        (status = 503, description = "Not applied or not saved in time", body = ErrorBody),
+        (status = 507, description = "Applied, but this peer's disk is full", body = ErrorBody),
+    )
+)]
+async fn rotate_token(State(state): State<ApiState>) -> Result<Json<TokenAnswer>, ApiError> {
     let token = rotate(&state).await?;
-    Ok(Json(serde_json::json!({ "token": token })))
+    Ok(Json(TokenAnswer { token }))
 }
 
 /// Rotates the join secret and waits until the write is persisted here.

@@ -6,10 +6,11 @@ use axum::http::StatusCode;
 use knit_mesh::NodeId;
 use serde::Deserialize;
 
+use super::body::Strict;
 use super::{ApiError, ApiState};
 use crate::cluster::{NodeSpec, Snapshot};
 use crate::records::node_spec_key;
-use crate::wire::NodeSummary;
+use crate::wire::{ErrorBody, NodeSummary};
 
 /// Every member as `node ls` shows it (without this peer's ingress errors).
 pub(super) fn summaries(snapshot: &Snapshot) -> Vec<NodeSummary> {
@@ -45,6 +46,13 @@ pub(super) fn summaries(snapshot: &Snapshot) -> Vec<NodeSummary> {
         .collect()
 }
 
+/// Every member, as `knit node ls` shows them.
+#[utoipa::path(
+    get,
+    path = "/v1/nodes",
+    tag = "nodes",
+    responses((status = 200, description = "Every member, as this peer sees it", body = Vec<NodeSummary>))
+)]
 pub(super) async fn list(State(state): State<ApiState>) -> Json<Vec<NodeSummary>> {
     let mut nodes = summaries(&Snapshot::of(&state.mesh));
     // This peer's ingress problems (a published port taken by something else).
@@ -96,6 +104,18 @@ fn mesh_id(node: &NodeSummary) -> Result<NodeId, ApiError> {
         .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "bad node id"))
 }
 
+/// One member (`knit node inspect`).
+#[utoipa::path(
+    get,
+    path = "/v1/nodes/{node}",
+    tag = "nodes",
+    params(("node" = String, Path, description = "The node's id, a unique prefix of it, or its name")),
+    responses(
+        (status = 200, description = "The node", body = NodeSummary),
+        (status = 404, description = "No such node", body = ErrorBody),
+        (status = 409, description = "The key matches several nodes", body = ErrorBody),
+    )
+)]
 pub(super) async fn inspect(
     State(state): State<ApiState>,
     Path(node): Path<String>,
@@ -105,10 +125,24 @@ pub(super) async fn inspect(
 }
 
 /// Replaces a node's availability and labels (the client merges `--label-add/--label-rm`).
+#[utoipa::path(
+    post,
+    path = "/v1/nodes/{node}/spec",
+    tag = "nodes",
+    params(("node" = String, Path, description = "The node's id, a unique prefix of it, or its name")),
+    request_body = NodeSpec,
+    responses(
+        (status = 200, description = "The node, with the new spec", body = NodeSummary),
+        (status = 400, description = "The body is not a node spec (an unknown field, a wrong type)", body = ErrorBody),
+        (status = 404, description = "No such node", body = ErrorBody),
+        (status = 409, description = "The key matches several nodes", body = ErrorBody),
+        (status = 503, description = "Not applied or not saved in time", body = ErrorBody),
+    )
+)]
 pub(super) async fn update(
     State(state): State<ApiState>,
     Path(node): Path<String>,
-    Json(spec): Json<NodeSpec>,
+    Strict(spec): Strict<NodeSpec>,
 ) -> Result<Json<NodeSummary>, ApiError> {
     let nodes = summaries(&Snapshot::of(&state.mesh));
     let id = mesh_id(find(&nodes, &node)?)?;
@@ -120,8 +154,10 @@ pub(super) async fn update(
 }
 
 /// `DELETE /v1/nodes/{node}?force=true`'s options.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct RemoveOptions {
+    /// Remove a member that is still alive or suspect.
     #[serde(default)]
     force: bool,
 }
@@ -129,6 +165,21 @@ pub(super) struct RemoveOptions {
 /// Removes a node from the cluster for good (`knit node rm`): every member forgets it and
 /// its records, and refuses it from then on, in any epoch, so its data dir can never bring
 /// it back. A member that is still alive or suspect is refused without `force`.
+#[utoipa::path(
+    delete,
+    path = "/v1/nodes/{node}",
+    tag = "nodes",
+    params(
+        ("node" = String, Path, description = "The node's id, a unique prefix of it, or its name"),
+        RemoveOptions,
+    ),
+    responses(
+        (status = 200, description = "The node as it was", body = NodeSummary),
+        (status = 404, description = "No such node", body = ErrorBody),
+        (status = 409, description = "The node answers this request, or is active and `force` is not set", body = ErrorBody),
+        (status = 503, description = "Not applied or not saved in time", body = ErrorBody),
+    )
+)]
 pub(super) async fn remove(
     State(state): State<ApiState>,
     Path(node): Path<String>,

@@ -5,12 +5,24 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 
+use super::body::Strict;
 use super::{ApiError, ApiState};
-use crate::wire::{ClientCertRequest, ClientCertResponse};
+use crate::wire::{ClientCertRequest, ClientCertResponse, ErrorBody};
 
+/// Signs an operator's public key with the cluster CA (`knit client-cert`).
+#[utoipa::path(
+    post,
+    path = "/v1/client-certs",
+    tag = "operators",
+    request_body = ClientCertRequest,
+    responses(
+        (status = 200, description = "The certificate, and the CA to trust the peers with", body = ClientCertResponse),
+        (status = 400, description = "A bad name or key, or not a certificate request", body = ErrorBody),
+    )
+)]
 pub(super) async fn client_cert(
     State(state): State<ApiState>,
-    Json(request): Json<ClientCertRequest>,
+    Strict(request): Strict<ClientCertRequest>,
 ) -> Result<Json<ClientCertResponse>, ApiError> {
     let bad = |e: &dyn std::fmt::Display| ApiError::new(StatusCode::BAD_REQUEST, e.to_string());
     let public_key = hex::decode(request.public_key.trim())

@@ -16,10 +16,11 @@ use knit_mesh::quic::sealed::{self, Purpose};
 use knit_scheduler::ServiceSpec;
 use knit_scheduler::spec::secret_name_is_valid;
 
+use super::body::Strict;
 use super::{ApiError, ApiState};
 use crate::cluster::Snapshot;
 use crate::records::{SECRET_PREFIX, SecretRecord, secret_key};
-use crate::wire::{SecretCreate, SecretSummary};
+use crate::wire::{ErrorBody, Removed, SecretCreate, SecretSummary};
 
 /// The largest secret, as Docker's.
 pub(crate) const SECRET_MAX_BYTES: usize = 500 * 1024;
@@ -84,9 +85,22 @@ fn summary(record: &SecretRecord, specs: &BTreeMap<String, ServiceSpec>) -> Secr
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/secrets",
+    tag = "secrets",
+    request_body = SecretCreate,
+    responses(
+        (status = 201, description = "Stored, sealed; never its value", body = SecretSummary),
+        (status = 400, description = "A bad name, not hex, empty or over 500 KiB, or an unknown field", body = ErrorBody),
+        (status = 409, description = "A secret of this name exists (secrets do not change)", body = ErrorBody),
+        (status = 503, description = "Not applied or not saved in time", body = ErrorBody),
+        (status = 507, description = "The cluster keeps 1000 secrets already, or this peer's disk is full", body = ErrorBody),
+    )
+)]
 pub(super) async fn create(
     State(state): State<ApiState>,
-    Json(request): Json<SecretCreate>,
+    Strict(request): Strict<SecretCreate>,
 ) -> Result<(StatusCode, Json<SecretSummary>), ApiError> {
     let bad = |why: String| ApiError::new(StatusCode::BAD_REQUEST, why);
     if !secret_name_is_valid(&request.name) {
@@ -134,6 +148,12 @@ pub(super) async fn create(
     Ok((StatusCode::CREATED, Json(summary(&record, &specs))))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/secrets",
+    tag = "secrets",
+    responses((status = 200, description = "Every secret, never its value", body = [SecretSummary]))
+)]
 pub(super) async fn list(State(state): State<ApiState>) -> Json<Vec<SecretSummary>> {
     let snapshot = Snapshot::of(&state.mesh);
     let specs = snapshot.services().valid;
@@ -145,6 +165,16 @@ pub(super) async fn list(State(state): State<ApiState>) -> Json<Vec<SecretSummar
     )
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/secrets/{name}",
+    tag = "secrets",
+    params(("name" = String, Path, description = "The secret's name")),
+    responses(
+        (status = 200, description = "The secret, never its value", body = SecretSummary),
+        (status = 404, description = "No such secret", body = ErrorBody),
+    )
+)]
 pub(super) async fn inspect(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -155,10 +185,22 @@ pub(super) async fn inspect(
     Ok(Json(summary(record, &snapshot.services().valid)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/secrets/{name}",
+    tag = "secrets",
+    params(("name" = String, Path, description = "The secret's name")),
+    responses(
+        (status = 200, description = "Removed", body = Removed),
+        (status = 404, description = "No such secret", body = ErrorBody),
+        (status = 409, description = "A service names it", body = ErrorBody),
+        (status = 503, description = "Not applied or not saved in time", body = ErrorBody),
+    )
+)]
 pub(super) async fn remove(
     State(state): State<ApiState>,
     Path(name): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Removed>, ApiError> {
     let snapshot = Snapshot::of(&state.mesh);
     if !records(&snapshot).contains_key(&name) {
         return Err(not_found(&name));
@@ -174,5 +216,5 @@ pub(super) async fn remove(
         ));
     }
     state.write(&secret_key(&name), None).await?;
-    Ok(Json(serde_json::json!({ "removed": name })))
+    Ok(Json(Removed { removed: name }))
 }

@@ -15,10 +15,11 @@ use knit_scheduler::spec::{Limits, Mode};
 use knit_scheduler::{Health, Placement, ReplicaReport, ReplicaState, ServiceSpec, SlotId};
 use serde::{Deserialize, Serialize};
 
+use super::body::Strict;
 use super::{ApiError, ApiState};
 use crate::cluster::{Invalid, Services, Snapshot};
 use crate::records::service_key;
-use crate::wire::{ServiceSummary, TaskRow, UpdateRequest};
+use crate::wire::{ErrorBody, Removed, ServiceSummary, TaskRow, UpdateRequest};
 
 /// A replica that runs where its slot no longer is (handed off, or scaled away): on its way
 /// out. A node that is down cannot say what became of its replicas: `lost`.
@@ -136,9 +137,23 @@ async fn store_spec(state: &ApiState, spec: &ServiceSpec) -> Result<(), ApiError
     state.applied(&service_key(&spec.name), stamp).await
 }
 
+/// Creates a service (`knit service create`); `version` and `previous` are set by the peer.
+#[utoipa::path(
+    post,
+    path = "/v1/services",
+    tag = "services",
+    request_body = ServiceSpec,
+    responses(
+        (status = 200, description = "The service as stored, with its version", body = ServiceSpec),
+        (status = 400, description = "Not a valid spec: an unknown field, a wrong type, a value out of range or over the cluster's limits", body = ErrorBody),
+        (status = 409, description = "A service of this name exists", body = ErrorBody),
+        (status = 503, description = "Not applied or not saved in time", body = ErrorBody),
+        (status = 507, description = "Applied, but this peer's disk is full", body = ErrorBody),
+    )
+)]
 pub(super) async fn create(
     State(state): State<ApiState>,
-    Json(mut spec): Json<ServiceSpec>,
+    Strict(mut spec): Strict<ServiceSpec>,
 ) -> Result<Json<ServiceSpec>, ApiError> {
     spec.previous = None;
     let snapshot = Snapshot::of(&state.mesh);
@@ -171,6 +186,19 @@ pub(super) async fn create(
     Ok(Json(spec))
 }
 
+/// A service's spec as stored (`knit service inspect`), also when peers ignore it as
+/// invalid, so that an update can start from it.
+#[utoipa::path(
+    get,
+    path = "/v1/services/{name}",
+    tag = "services",
+    params(("name" = String, Path, description = "The service's name")),
+    responses(
+        (status = 200, description = "The spec", body = ServiceSpec),
+        (status = 404, description = "No such service", body = ErrorBody),
+        (status = 422, description = "The stored spec does not decode; remove it", body = ErrorBody),
+    )
+)]
 pub(super) async fn inspect(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -187,10 +215,28 @@ pub(super) async fn inspect(
     }
 }
 
+/// Replaces a service's spec (`knit service update`, `scale`); the old one is kept for
+/// rollback.
+#[utoipa::path(
+    post,
+    path = "/v1/services/{name}",
+    tag = "services",
+    params(("name" = String, Path, description = "The service's name")),
+    request_body = UpdateRequest,
+    responses(
+        (status = 200, description = "The service as stored, with its new version", body = ServiceSpec),
+        (status = 400, description = "Not a valid update: an unknown field, a wrong type, a rename, a value out of range", body = ErrorBody),
+        (status = 404, description = "No such service", body = ErrorBody),
+        (status = 409, description = "The service changed since `from_version`", body = ErrorBody),
+        (status = 422, description = "The stored spec does not decode; remove it", body = ErrorBody),
+        (status = 503, description = "Not applied or not saved in time", body = ErrorBody),
+        (status = 507, description = "Applied, but this peer's disk is full", body = ErrorBody),
+    )
+)]
 pub(super) async fn update(
     State(state): State<ApiState>,
     Path(name): Path<String>,
-    Json(request): Json<UpdateRequest>,
+    Strict(request): Strict<UpdateRequest>,
 ) -> Result<Json<ServiceSpec>, ApiError> {
     let snapshot = Snapshot::of(&state.mesh);
     let services = snapshot.services();
@@ -241,6 +287,19 @@ pub(super) async fn update(
     Ok(Json(next))
 }
 
+/// Goes back to the spec before the last update (`knit service rollback`). Takes no body.
+#[utoipa::path(
+    post,
+    path = "/v1/services/{name}/rollback",
+    tag = "services",
+    params(("name" = String, Path, description = "The service's name")),
+    responses(
+        (status = 200, description = "The service as stored, with its new version", body = ServiceSpec),
+        (status = 400, description = "There is no previous spec", body = ErrorBody),
+        (status = 404, description = "No such service", body = ErrorBody),
+        (status = 503, description = "Not applied or not saved in time", body = ErrorBody),
+    )
+)]
 pub(super) async fn rollback(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -260,10 +319,22 @@ pub(super) async fn rollback(
     Ok(Json(next))
 }
 
+/// Removes a service (`knit service rm`); its replicas stop everywhere.
+#[utoipa::path(
+    delete,
+    path = "/v1/services/{name}",
+    tag = "services",
+    params(("name" = String, Path, description = "The service's name")),
+    responses(
+        (status = 200, description = "Removed", body = Removed),
+        (status = 404, description = "No such service", body = ErrorBody),
+        (status = 503, description = "Not applied or not saved in time", body = ErrorBody),
+    )
+)]
 pub(super) async fn remove(
     State(state): State<ApiState>,
     Path(name): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Removed>, ApiError> {
     // Whatever the record holds: an invalid spec is removed as any other.
     if Snapshot::of(&state.mesh)
         .store
@@ -273,9 +344,16 @@ pub(super) async fn remove(
         return Err(not_found(&name));
     }
     state.write(&service_key(&name), None).await?;
-    Ok(Json(serde_json::json!({ "removed": name })))
+    Ok(Json(Removed { removed: name }))
 }
 
+/// Every service, as `knit service ls` shows them.
+#[utoipa::path(
+    get,
+    path = "/v1/services",
+    tag = "services",
+    responses((status = 200, description = "Every stored service, by name", body = Vec<ServiceSummary>))
+)]
 pub(super) async fn list(State(state): State<ApiState>) -> Json<Vec<ServiceSummary>> {
     let snapshot = Snapshot::of(&state.mesh);
     Json(summaries(&snapshot, &snapshot.placement()))
@@ -357,12 +435,27 @@ fn invalid_summary(
 }
 
 /// `?history=true` adds the replicas each slot had before.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct PsQuery {
+    /// Add the replicas each slot had before, newest first.
     #[serde(default)]
     history: bool,
 }
 
+/// The service's tasks (`knit service ps`): each slot, where it runs and how it is, and the
+/// replicas on their way out.
+#[utoipa::path(
+    get,
+    path = "/v1/services/{name}/ps",
+    tag = "services",
+    params(("name" = String, Path, description = "The service's name"), PsQuery),
+    responses(
+        (status = 200, description = "The tasks", body = Vec<TaskRow>),
+        (status = 404, description = "No such service", body = ErrorBody),
+        (status = 422, description = "Every peer ignores the service as invalid", body = ErrorBody),
+    )
+)]
 pub(super) async fn ps(
     State(state): State<ApiState>,
     Path(name): Path<String>,

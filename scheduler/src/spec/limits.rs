@@ -74,6 +74,7 @@ pub const DURATION_MAX_MS: u64 = 7 * 24 * 3600 * 1000;
 /// The limits a cluster chose (`knit cluster update`); defaults when it chose none.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Limits {
     /// Replicas one service may ask for, 1 to [`REPLICAS_MAX_CEILING`].
     pub replicas_max: u32,

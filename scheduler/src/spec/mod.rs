@@ -30,6 +30,7 @@ pub use signal::{normalize_signal, signal_number};
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
 #[serde(default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Resources {
     /// Thousandths of a core; `--reserve-cpu 0.5` is 500. Zero: none or unknown.
     pub cpu_millis: u64,
@@ -67,6 +68,7 @@ impl Resources {
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Driver {
     /// A Docker container from `image`.
     #[default]
@@ -87,6 +89,7 @@ impl std::fmt::Display for Driver {
 /// How many replicas and where.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Mode {
     /// A fixed number of slots, `name.1` to `name.N`, placed by hashing.
     Replicated {
@@ -106,6 +109,7 @@ impl Default for Mode {
 /// When a stopped replica is started again (Docker's `--restart-*` flags).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum RestartCondition {
     /// Whatever the exit.
     #[default]
@@ -119,6 +123,7 @@ pub enum RestartCondition {
 /// Restart policy; the defaults are Docker's (any, 5 s, unlimited).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RestartPolicy {
     /// When to restart.
     pub condition: RestartCondition,
@@ -145,6 +150,7 @@ impl Default for RestartPolicy {
 /// How a health check probes a replica.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Probe {
     /// Run a command in the replica; exit 0 is healthy.
     Command(Vec<String>),
@@ -160,6 +166,7 @@ pub enum Probe {
 
 /// A health check; Docker's defaults (30 s, 30 s, 3 retries, no start period).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HealthCheck {
     /// What to run.
     pub probe: Probe,
@@ -206,6 +213,7 @@ impl HealthCheck {
 /// What a rolling update does when a wave fails.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum FailureAction {
     /// Stop the rollout and wait for the operator.
     #[default]
@@ -220,6 +228,7 @@ pub enum FailureAction {
 /// see (`--partition-policy`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum PartitionPolicy {
     /// Only a side that sees a majority of the known members reclaims them; a minority
     /// keeps what it runs and starts nothing of theirs. Never two copies of a slot.
@@ -233,6 +242,7 @@ pub enum PartitionPolicy {
 /// Whether the old replica stops before or after its replacement starts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum UpdateOrder {
     /// Stop, then start (Docker's default).
     #[default]
@@ -244,6 +254,7 @@ pub enum UpdateOrder {
 /// A rolling update's pace (`--update-*` flags); defaults are Docker's.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UpdateConfig {
     /// Replicas replaced per wave; 0 replaces all at once.
     pub parallelism: u32,
@@ -274,6 +285,7 @@ impl Default for UpdateConfig {
 
 /// Scaling by policy: keep average CPU near a target between `min` and `max` replicas.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Autoscale {
     /// Fewest replicas.
     pub min: u32,
@@ -287,6 +299,7 @@ pub struct Autoscale {
 /// A service: what to run, how many, where, and how to heal and update it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ServiceSpec {
     /// `[a-z0-9][a-z0-9_.-]{0,62}`; names slots (`blog.3`) and containers.
     pub name: String,
@@ -316,6 +329,7 @@ pub struct ServiceSpec {
     /// The most a replica may use; enforced by the driver. Zero is no limit.
     pub limits: Resources,
     /// Where replicas may go; all must hold.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>, example = json!(["node.labels.zone==a"])))]
     pub constraints: Vec<Constraint>,
     /// When to restart a stopped replica.
     pub restart: RestartPolicy,
@@ -346,6 +360,7 @@ pub struct ServiceSpec {
     /// replicas of an unchanged spec are replaced anyway.
     pub force_update: u64,
     /// The spec before the last update, for `knit service rollback`; one level only.
+    #[cfg_attr(feature = "openapi", schema(no_recursion))]
     pub previous: Option<Box<ServiceSpec>>,
 }
 

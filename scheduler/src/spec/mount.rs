@@ -18,6 +18,7 @@ use crate::error::SpecError;
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum MountKind {
     /// A host path.
     Bind,
@@ -40,6 +41,7 @@ impl fmt::Display for MountKind {
 
 /// One mount of a replica.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Mount {
     /// Bind, volume or tmpfs.
     #[serde(rename = "type")]

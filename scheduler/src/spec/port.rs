@@ -12,6 +12,7 @@ use crate::error::SpecError;
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Protocol {
     /// TCP, the default.
     #[default]
@@ -31,6 +32,7 @@ impl fmt::Display for Protocol {
 
 /// A port the mesh publishes on every node and forwards to a replica's target port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PortSpec {
     /// The port clients connect to, on every node (1-65535).
     pub published: u16,

@@ -17,6 +17,7 @@ pub const SECRET_MODE_DEFAULT: u32 = 0o444;
 
 /// One secret a replica gets, and how its file looks.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SecretRef {
     /// The secret's name.
     pub source: String,
