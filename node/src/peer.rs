@@ -222,6 +222,12 @@ pub(crate) async fn up(args: UpArgs, api: Option<&str>, api_insecure: bool) -> R
     };
     let mesh = Mesh::start(endpoint, creds.clone(), config, shutdown.clone())?;
     let drivers = Arc::new(drivers(dir.path(), process_user, advertise.ip()).await?);
+    tokio::spawn(api::serve_peers(
+        mesh.serve_requests(),
+        drivers.clone(),
+        node.to_string(),
+        shutdown.clone(),
+    ));
     let driver_names = drivers.names();
     let info = NodeInfo {
         name: args.name.clone().unwrap_or_else(host_name),

@@ -7,6 +7,8 @@ mod cluster;
 mod dashboard;
 mod events;
 mod listen;
+mod log_source;
+mod logs;
 mod metrics;
 mod nodes;
 mod operators;
@@ -27,6 +29,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use listen::{AllowedHosts, ApiListener, metrics_addr};
+pub(crate) use log_source::serve_peers;
 
 /// How long a write may wait to be applied and persisted before the API gives up.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -174,7 +177,7 @@ pub(crate) fn router(state: ApiState, hosts: AllowedHosts) -> Router {
         )
         .route("/v1/services/{name}/rollback", post(services::rollback))
         .route("/v1/services/{name}/ps", get(services::ps))
-        .route("/v1/services/{name}/logs", get(services::logs))
+        .route("/v1/services/{name}/logs", get(logs::logs))
         .route(
             "/v1/cluster/limits",
             get(cluster::limits).post(cluster::set_limits),

@@ -13,7 +13,11 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
+use super::output::{self, FOLLOW_POLL_MS, LineSink, Lines, LogLine, LogQuery};
 use super::{DriverError, Launch, Replica};
+
+/// The most of a followed log read in one poll.
+const FOLLOW_READ_MAX_BYTES: u64 = 256 * 1024;
 
 mod log;
 mod user;
@@ -417,7 +421,69 @@ impl ProcessDriver {
         Ok(())
     }
 
+    /// Sends the replica's output that `query` asks for to `sink`: its past lines (stamped
+    /// with their file's last change), then, to follow, what it writes next (stamped when
+    /// read, at most [`FOLLOW_POLL_MS`] late) until `sink` closes or the log is removed.
+    /// Reads at most [`FOLLOW_READ_MAX_BYTES`] a poll: a chatty replica is followed at the
+    /// reader's pace, and what rotation cuts meanwhile is skipped.
+    pub(crate) async fn stream_logs(
+        &self,
+        runtime_id: &str,
+        query: LogQuery,
+        sink: &LineSink,
+    ) -> Result<(), DriverError> {
+        let path = self.log_path(runtime_id);
+        let (bound, at) = (self.log_bound, path.clone());
+        let (files, mut offset) = tokio::task::spawn_blocking(move || log::history(&at, bound))
+            .await
+            .map_err(failed)?
+            .map_err(failed)?;
+        let mut past = Vec::new();
+        for file in files {
+            let mut lines = Lines::default();
+            let texts = lines.push(&file.bytes).into_iter().chain(lines.finish());
+            past.extend(texts.map(|text| LogLine {
+                time_ms: file.modified_ms,
+                text,
+            }));
+        }
+        past.retain(|l| query.since_ms.is_none_or(|since| l.time_ms >= since));
+        for line in output::last(past, query.tail) {
+            if sink.send(line).await.is_err() {
+                return Ok(());
+            }
+        }
+        if !query.follow {
+            return Ok(());
+        }
+        let mut lines = Lines::default();
+        loop {
+            tokio::select! {
+                () = sink.closed() => return Ok(()),
+                () = tokio::time::sleep(Duration::from_millis(FOLLOW_POLL_MS)) => {}
+            }
+            let at = path.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                log::read_from(&at, offset, FOLLOW_READ_MAX_BYTES)
+            })
+            .await
+            .map_err(failed)?
+            .map_err(failed)?;
+            let Some((bytes, next)) = read else {
+                return Ok(());
+            };
+            offset = next;
+            let time_ms = crate::clock::now_ms();
+            for text in lines.push(&bytes) {
+                if sink.send(LogLine { time_ms, text }).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
     /// The last `tail` lines of the replica's output.
+    #[cfg(test)]
     pub(crate) async fn logs(&self, runtime_id: &str, tail: usize) -> Result<String, DriverError> {
         let text = log::read_all(&self.log_path(runtime_id), self.log_bound).map_err(failed)?;
         let lines: Vec<&str> = text.lines().collect();

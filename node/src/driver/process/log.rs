@@ -86,6 +86,7 @@ pub(crate) fn remove(path: &Path, bound: LogBound) {
 }
 
 /// The replica's output, oldest first: its rotated copies, then the live file.
+#[cfg(test)]
 pub(crate) fn read_all(path: &Path, bound: LogBound) -> io::Result<String> {
     let mut bytes = Vec::new();
     for n in (1..bound.files_max).rev() {
@@ -95,6 +96,70 @@ pub(crate) fn read_all(path: &Path, bound: LogBound) -> io::Result<String> {
     }
     File::open(path)?.read_to_end(&mut bytes)?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// One file of a replica's past output: its bytes and when it last changed.
+pub(crate) struct Written {
+    pub(crate) bytes: Vec<u8>,
+    /// The file's modification time, ms since the epoch: every line in it was written at
+    /// or before it.
+    pub(crate) modified_ms: u64,
+}
+
+fn modified_ms(file: &File) -> u64 {
+    file.metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The replica's output so far, oldest file first (at most the bound's bytes of each),
+/// and the live file's length when read (where following it goes on from).
+pub(crate) fn history(path: &Path, bound: LogBound) -> io::Result<(Vec<Written>, u64)> {
+    let mut files = Vec::new();
+    for n in (1..bound.files_max).rev() {
+        if let Ok(file) = File::open(rotated(path, n)) {
+            files.push(read_file(file, bound.file_max_bytes)?.0);
+        }
+    }
+    let (live, len) = read_file(File::open(path)?, bound.file_max_bytes)?;
+    files.push(live);
+    Ok((files, len))
+}
+
+/// The last `max_bytes` of a file up to its length now (not what is written meanwhile),
+/// and that length.
+fn read_file(mut file: File, max_bytes: u64) -> io::Result<(Written, u64)> {
+    let modified_ms = modified_ms(&file);
+    let len = file.metadata()?.len();
+    let start = len.saturating_sub(max_bytes);
+    file.seek(SeekFrom::Start(start))?;
+    let mut bytes = Vec::new();
+    file.take(len - start).read_to_end(&mut bytes)?;
+    Ok((Written { bytes, modified_ms }, len))
+}
+
+/// Up to `max_bytes` of the live file from `offset` on, and the offset after them; `None`
+/// when the file is gone (the replica was removed). A file shorter than `offset` was
+/// rotated (truncated): reading starts over at its beginning.
+pub(crate) fn read_from(
+    path: &Path,
+    offset: u64,
+    max_bytes: u64,
+) -> io::Result<Option<(Vec<u8>, u64)>> {
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let len = file.metadata()?.len();
+    let start = if len < offset { 0 } else { offset };
+    file.seek(SeekFrom::Start(start))?;
+    let mut bytes = Vec::new();
+    file.take(max_bytes).read_to_end(&mut bytes)?;
+    let next = start + bytes.len() as u64;
+    Ok(Some((bytes, next)))
 }
 
 /// The bytes a replica's logs take on disk.
