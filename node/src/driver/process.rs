@@ -57,6 +57,8 @@ pub(crate) struct ProcessDriver {
     exits: Arc<Mutex<BTreeMap<String, Option<i32>>>>,
     /// How big replicas' logs may grow.
     log_bound: log::LogBound,
+    /// When replicas' logs reached which length, for the times of past lines.
+    marks: Arc<Mutex<log::Marks>>,
 }
 
 fn failed(e: impl std::fmt::Display) -> DriverError {
@@ -175,6 +177,7 @@ impl ProcessDriver {
             run_as,
             exits: Arc::default(),
             log_bound: log::LogBound::default(),
+            marks: Arc::default(),
         })
     }
 
@@ -357,11 +360,16 @@ impl ProcessDriver {
             .filter(|r| r.state == ReplicaState::Running)
             .map(|r| self.log_path(&r.runtime_id))
             .collect();
-        let bound = self.log_bound;
+        let (bound, marks) = (self.log_bound, self.marks.clone());
         let rotated = tokio::task::spawn_blocking(move || {
             for path in logs {
-                if let Err(e) = log::rotate(&path, bound) {
+                let rotated = log::rotate(&path, bound).unwrap_or_else(|e| {
                     tracing::warn!(log = %path.display(), error = %e, "cannot rotate a replica's log");
+                    false
+                });
+                if let Ok(meta) = std::fs::metadata(&path) {
+                    let mut marks = marks.lock().unwrap_or_else(PoisonError::into_inner);
+                    marks.note(&path, meta.len(), rotated, crate::clock::now_ms());
                 }
             }
         });
@@ -414,6 +422,10 @@ impl ProcessDriver {
         }
         let _ = std::fs::remove_file(self.record_path(runtime_id));
         log::remove(&self.log_path(runtime_id), self.log_bound);
+        self.marks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .forget(&self.log_path(runtime_id));
         self.exits
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -438,14 +450,27 @@ impl ProcessDriver {
             .await
             .map_err(failed)?
             .map_err(failed)?;
+        let live = files.len().saturating_sub(1);
         let mut past = Vec::new();
-        for file in files {
-            let mut lines = Lines::default();
-            let texts = lines.push(&file.bytes).into_iter().chain(lines.finish());
-            past.extend(texts.map(|text| LogLine {
-                time_ms: file.modified_ms,
-                text,
-            }));
+        for (i, file) in files.into_iter().enumerate() {
+            let marks = self.marks.lock().unwrap_or_else(PoisonError::into_inner);
+            let time = |end: u64| {
+                (i == live)
+                    .then(|| marks.time_of(&path, end))
+                    .flatten()
+                    .unwrap_or(file.modified_ms)
+            };
+            let mut end = file.start;
+            for piece in file.bytes.split_inclusive(|&b| b == b'\n') {
+                end += piece.len() as u64;
+                let mut lines = Lines::default();
+                for text in lines.push(piece).into_iter().chain(lines.finish()) {
+                    past.push(LogLine {
+                        time_ms: time(end),
+                        text,
+                    });
+                }
+            }
         }
         past.retain(|l| query.since_ms.is_none_or(|since| l.time_ms >= since));
         for line in output::last(past, query.tail) {

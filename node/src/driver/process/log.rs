@@ -8,6 +8,7 @@
 //! lost (a window of a few milliseconds), and while the peer is down the live file grows
 //! until the peer is back, then is cut back on the first round.
 
+use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -98,8 +99,58 @@ pub(crate) fn read_all(path: &Path, bound: LogBound) -> io::Result<String> {
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
+/// Marks kept per replica at most; the oldest go first.
+const MARKS_MAX: usize = 512;
+/// A new mark at most this often.
+const MARK_EVERY_MS: u64 = 1000;
+
+/// When each replica's live file had reached which length, as the peer saw it (every
+/// listing, at most every [`MARK_EVERY_MS`]): the time of a past line is that of the first
+/// mark at or past its end, a bound on when it was written that is at most a second or
+/// so late (a replica writes its file directly, so the peer sees no line as it is written).
+/// About [`MARKS_MAX`] seconds of writing are marked; older lines, and lines of a peer that
+/// just started, have their file's last change as their time.
+#[derive(Debug, Default)]
+pub(crate) struct Marks {
+    by_path: HashMap<PathBuf, VecDeque<(u64, u64)>>,
+}
+
+impl Marks {
+    /// Notes that the live file at `path` is `len` bytes long at `now_ms`; after a
+    /// rotation (the file started over) the old marks go.
+    pub(crate) fn note(&mut self, path: &Path, len: u64, rotated: bool, now_ms: u64) {
+        let marks = self.by_path.entry(path.to_owned()).or_default();
+        if rotated {
+            marks.clear();
+        }
+        match marks.back() {
+            Some(&(last, _)) if last >= len => return,
+            Some(&(_, at)) if at + MARK_EVERY_MS > now_ms => return,
+            _ => {}
+        }
+        marks.push_back((len, now_ms));
+        if marks.len() > MARKS_MAX {
+            marks.pop_front();
+        }
+    }
+
+    /// The time of the first mark at or past byte `end` of the live file at `path`.
+    pub(crate) fn time_of(&self, path: &Path, end: u64) -> Option<u64> {
+        let marks = self.by_path.get(path)?;
+        let i = marks.partition_point(|&(len, _)| len < end);
+        marks.get(i).map(|&(_, at)| at)
+    }
+
+    /// Forgets a removed replica's marks.
+    pub(crate) fn forget(&mut self, path: &Path) {
+        self.by_path.remove(path);
+    }
+}
+
 /// One file of a replica's past output: its bytes and when it last changed.
 pub(crate) struct Written {
+    /// Where in the file `bytes` start.
+    pub(crate) start: u64,
     pub(crate) bytes: Vec<u8>,
     /// The file's modification time, ms since the epoch: every line in it was written at
     /// or before it.
@@ -137,7 +188,14 @@ fn read_file(mut file: File, max_bytes: u64) -> io::Result<(Written, u64)> {
     file.seek(SeekFrom::Start(start))?;
     let mut bytes = Vec::new();
     file.take(len - start).read_to_end(&mut bytes)?;
-    Ok((Written { bytes, modified_ms }, len))
+    Ok((
+        Written {
+            start,
+            bytes,
+            modified_ms,
+        },
+        len,
+    ))
 }
 
 /// Up to `max_bytes` of the live file from `offset` on, and the offset after them; `None`
@@ -171,4 +229,28 @@ pub(crate) fn total_bytes(path: &Path, bound: LogBound) -> u64 {
         .filter_map(|p| fs::metadata(p).ok())
         .map(|m| m.len())
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_takes_the_time_of_the_first_mark_past_its_end() {
+        let path = Path::new("/r.log");
+        let mut marks = Marks::default();
+        marks.note(path, 10, false, 1_000);
+        marks.note(path, 20, false, 1_500); // too soon: skipped
+        marks.note(path, 30, false, 2_000);
+        marks.note(path, 30, false, 3_000); // no growth: skipped
+        assert_eq!(marks.time_of(path, 5), Some(1_000));
+        assert_eq!(marks.time_of(path, 10), Some(1_000));
+        assert_eq!(marks.time_of(path, 11), Some(2_000));
+        assert_eq!(marks.time_of(path, 31), None);
+        marks.note(path, 4, true, 4_000);
+        assert_eq!(marks.time_of(path, 3), Some(4_000));
+        assert_eq!(marks.time_of(path, 10), None);
+        marks.forget(path);
+        assert_eq!(marks.time_of(path, 1), None);
+    }
 }
