@@ -446,11 +446,21 @@ impl ProcessDriver {
     ) -> Result<(), DriverError> {
         let path = self.log_path(runtime_id);
         let (bound, at) = (self.log_bound, path.clone());
-        let (files, mut offset) = tokio::task::spawn_blocking(move || log::history(&at, bound))
+        let (mut files, mut offset) = tokio::task::spawn_blocking(move || log::history(&at, bound))
             .await
             .map_err(failed)?
             .map_err(failed)?;
         let live = files.len().saturating_sub(1);
+        if let Some(file) = files.last_mut().filter(|_| query.follow) {
+            // An unfinished last line is left to the follow, which reads it whole.
+            let whole = file
+                .bytes
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1);
+            offset -= (file.bytes.len() - whole) as u64;
+            file.bytes.truncate(whole);
+        }
         let mut past = Vec::new();
         for (i, file) in files.into_iter().enumerate() {
             let marks = self.marks.lock().unwrap_or_else(PoisonError::into_inner);

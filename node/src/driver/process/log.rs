@@ -100,16 +100,17 @@ pub(crate) fn read_all(path: &Path, bound: LogBound) -> io::Result<String> {
 }
 
 /// Marks kept per replica at most; the oldest go first.
-const MARKS_MAX: usize = 512;
+const MARKS_MAX: usize = 2048;
 /// A new mark at most this often.
-const MARK_EVERY_MS: u64 = 1000;
+const MARK_EVERY_MS: u64 = 250;
 
 /// When each replica's live file had reached which length, as the peer saw it (every
 /// listing, at most every [`MARK_EVERY_MS`]): the time of a past line is that of the first
-/// mark at or past its end, a bound on when it was written that is at most a second or
-/// so late (a replica writes its file directly, so the peer sees no line as it is written).
-/// About [`MARKS_MAX`] seconds of writing are marked; older lines, and lines of a peer that
-/// just started, have their file's last change as their time.
+/// mark at or past its end, a bound on when it was written that is late by up to a listing
+/// period and the mark spacing (under a second; a replica writes its file directly, so the
+/// peer sees no line as it is written). About the last 8 minutes of writing are marked;
+/// older lines, and lines of a peer that just started, have their file's last change as
+/// their time.
 #[derive(Debug, Default)]
 pub(crate) struct Marks {
     by_path: HashMap<PathBuf, VecDeque<(u64, u64)>>,
@@ -240,7 +241,7 @@ mod tests {
         let path = Path::new("/r.log");
         let mut marks = Marks::default();
         marks.note(path, 10, false, 1_000);
-        marks.note(path, 20, false, 1_500); // too soon: skipped
+        marks.note(path, 20, false, 1_100); // too soon: skipped
         marks.note(path, 30, false, 2_000);
         marks.note(path, 30, false, 3_000); // no growth: skipped
         assert_eq!(marks.time_of(path, 5), Some(1_000));
