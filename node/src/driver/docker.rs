@@ -29,14 +29,13 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::{API_DEFAULT_VERSION, Docker};
 use futures_util::{StreamExt, TryStreamExt};
 use knit_scheduler::{Health, NodeId, ReplicaState, SlotId};
 use tokio::sync::Notify;
 
-use super::output::{self, LineSink, LogLine, LogQuery};
 use super::{DriverError, Launch, Replica, labels};
 
 /// The limit on reaching the engine when connecting.
@@ -47,9 +46,6 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const PULL_TIMEOUT: Duration = Duration::from_secs(600);
 /// Containers inspected at once by [`DockerDriver::list`].
 const INSPECTS_IN_FLIGHT_MAX: usize = 8;
-/// The most [`DockerDriver::logs`] returns; older output is cut.
-#[cfg(test)]
-const LOGS_BYTES_MAX: usize = 1 << 20;
 
 /// Runs replicas as Docker containers.
 pub(crate) struct DockerDriver {
@@ -329,81 +325,6 @@ impl DockerDriver {
         }
         replicas.sort_by(|a, b| (&a.slot, &a.runtime_id).cmp(&(&b.slot, &b.runtime_id)));
         Ok(replicas)
-    }
-
-    /// Sends the container's stdout and stderr lines that `query` asks for to `sink`, in
-    /// the order written, each with Docker's time; to follow, until `sink` closes or the
-    /// container stops. A read that does not follow must end within the call timeout.
-    pub(crate) async fn stream_logs(
-        &self,
-        runtime_id: &str,
-        query: LogQuery,
-        sink: &LineSink,
-    ) -> Result<(), DriverError> {
-        let tail = query
-            .tail
-            .map_or_else(|| "all".to_owned(), |n| n.to_string());
-        let since_s = query
-            .since_ms
-            .map_or(0, |ms| i32::try_from(ms / 1000).unwrap_or(i32::MAX));
-        let options = LogsOptionsBuilder::default()
-            .stdout(true)
-            .stderr(true)
-            .timestamps(true)
-            .follow(query.follow)
-            .since(since_s)
-            .tail(&tail)
-            .build();
-        let mut stream = self.docker.logs(runtime_id, Some(options));
-        let deadline = (!query.follow).then(|| tokio::time::Instant::now() + CALL_TIMEOUT);
-        let mut lines = output::Lines::default();
-        loop {
-            let next = tokio::select! {
-                () = sink.closed() => return Ok(()),
-                () = sleep_until_some(deadline) => {
-                    return Err(DriverError::Failed(format!("logs of {runtime_id}: no end within {CALL_TIMEOUT:?}")));
-                }
-                next = stream.next() => next,
-            };
-            let bytes = match next {
-                Some(Ok(chunk)) => chunk.into_bytes(),
-                Some(Err(e)) => return Err(failed(&format!("logs of {runtime_id}"), &e)),
-                None => return Ok(()),
-            };
-            for text in lines.push(&bytes) {
-                let line = stamped(&text);
-                if query.since_ms.is_some_and(|since| line.time_ms < since) {
-                    continue;
-                }
-                if sink.send(line).await.is_err() {
-                    return Ok(());
-                }
-            }
-        }
-    }
-
-    /// The last `tail` lines of the container's stdout and stderr, interleaved as written.
-    #[cfg(test)]
-    pub(crate) async fn logs(&self, runtime_id: &str, tail: usize) -> Result<String, DriverError> {
-        let options = LogsOptionsBuilder::default()
-            .stdout(true)
-            .stderr(true)
-            .tail(&tail.to_string())
-            .build();
-        let read = self.docker.logs(runtime_id, Some(options)).try_fold(
-            Vec::new(),
-            |mut bytes, chunk| async move {
-                bytes.extend_from_slice(&chunk.into_bytes());
-                if bytes.len() > LOGS_BYTES_MAX {
-                    bytes.drain(..bytes.len() - LOGS_BYTES_MAX);
-                }
-                Ok(bytes)
-            },
-        );
-        let bytes = within(CALL_TIMEOUT, read)
-            .await
-            .map_err(|e| failed(&format!("logs of {runtime_id}"), &e))?;
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
     /// Runs `command` inside the container (docker exec): true when it exits 0 within
@@ -770,32 +691,6 @@ fn host_ports(ports: &PortMap) -> BTreeMap<u16, u16> {
     out
 }
 
-/// A line as Docker writes it with timestamps (`TIME TEXT`), split; a line without a time
-/// is stamped now.
-fn stamped(line: &str) -> LogLine {
-    match line
-        .split_once(' ')
-        .and_then(|(t, text)| Some((rfc3339_ms(t)?, text)))
-    {
-        Some((time_ms, text)) => LogLine {
-            time_ms,
-            text: text.to_owned(),
-        },
-        None => LogLine {
-            time_ms: crate::clock::now_ms(),
-            text: line.to_owned(),
-        },
-    }
-}
-
-/// Waits until `deadline`, or for ever without one.
-async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Milliseconds since the epoch of an RFC 3339 UTC time as Docker writes it
 /// (`2024-05-07T21:09:36.123456789Z`); `None` before the epoch (Docker's zero time) or
 /// when it does not parse.
@@ -818,6 +713,7 @@ pub(crate) fn rfc3339_ms(text: &str) -> Option<u64> {
     u64::try_from(total * 1000 + ms).ok()
 }
 
+mod logs;
 mod watch;
 
 #[cfg(test)]

@@ -450,7 +450,6 @@ impl ProcessDriver {
             .await
             .map_err(failed)?
             .map_err(failed)?;
-        let live = files.len().saturating_sub(1);
         if let Some(file) = files.last_mut().filter(|_| query.follow) {
             // An unfinished last line is left to the follow, which reads it whole.
             let whole = file
@@ -461,27 +460,7 @@ impl ProcessDriver {
             offset -= (file.bytes.len() - whole) as u64;
             file.bytes.truncate(whole);
         }
-        let mut past = Vec::new();
-        for (i, file) in files.into_iter().enumerate() {
-            let marks = self.marks.lock().unwrap_or_else(PoisonError::into_inner);
-            let time = |end: u64| {
-                (i == live)
-                    .then(|| marks.time_of(&path, end))
-                    .flatten()
-                    .unwrap_or(file.modified_ms)
-            };
-            let mut end = file.start;
-            for piece in file.bytes.split_inclusive(|&b| b == b'\n') {
-                end += piece.len() as u64;
-                let mut lines = Lines::default();
-                for text in lines.push(piece).into_iter().chain(lines.finish()) {
-                    past.push(LogLine {
-                        time_ms: time(end),
-                        text,
-                    });
-                }
-            }
-        }
+        let mut past = self.past_lines(files, &path);
         past.retain(|l| query.since_ms.is_none_or(|since| l.time_ms >= since));
         for line in output::last(past, query.tail) {
             if sink.send(line).await.is_err() {
@@ -515,6 +494,34 @@ impl ProcessDriver {
                 }
             }
         }
+    }
+
+    /// The lines of a replica's past output, each with its time: from the marks for the
+    /// live file (the last), else the file's last change.
+    fn past_lines(&self, files: Vec<log::Written>, path: &Path) -> Vec<LogLine> {
+        let live = files.len().saturating_sub(1);
+        let marks = self.marks.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut past = Vec::new();
+        for (i, file) in files.into_iter().enumerate() {
+            let time = |end: u64| {
+                (i == live)
+                    .then(|| marks.time_of(path, end))
+                    .flatten()
+                    .unwrap_or(file.modified_ms)
+            };
+            let mut end = file.start;
+            for piece in file.bytes.split_inclusive(|&b| b == b'\n') {
+                end += piece.len() as u64;
+                let mut lines = Lines::default();
+                for text in lines.push(piece).into_iter().chain(lines.finish()) {
+                    past.push(LogLine {
+                        time_ms: time(end),
+                        text,
+                    });
+                }
+            }
+        }
+        past
     }
 
     /// The last `tail` lines of the replica's output.

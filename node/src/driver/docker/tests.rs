@@ -571,7 +571,7 @@ async fn logs_are_read_with_tail_and_followed_until_the_reader_goes() {
     );
     let id = driver.start(&launch).await.expect("start").runtime_id;
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let query = |tail, follow| output::LogQuery {
+    let query = |tail, follow| crate::driver::output::LogQuery {
         tail,
         since_ms: None,
         follow,
