@@ -1,4 +1,4 @@
-//! Anti-entropy frames from a peer's stream, and what the mesh task does with their
+//! Anti-entropy frames (and application-stream replies) from a peer's stream, and what the mesh task does with their
 //! parts: a peer's freshness met (a rebase past its horizon), a summary compared with the
 //! store's, a peer's buckets and digest answered with the store's deltas and digest, a
 //! completed exchange noted.
@@ -43,6 +43,7 @@ fn store() -> &'static Store {
 
 fuzz_target!(|data: &[u8]| {
     let _ = sync::decode_frame(data);
+    let _ = knit_mesh::quic::app::decode_reply(data);
     let mut store = store().clone();
     if let Ok((summary, peer)) = codec::decode_large::<(Summary, Freshness)>(data) {
         store.meet(peer);

@@ -181,13 +181,23 @@ pub(crate) enum ServiceCommand {
     },
     /// Update a service.
     Update(Box<UpdateArgs>),
-    /// Show the output of a service's replicas on this peer's host.
+    /// Show the output of a service's replicas, gathered from every host that runs them.
     Logs {
         /// The service.
         name: String,
-        /// Lines per replica.
-        #[arg(long, short = 'n', default_value_t = 100)]
-        tail: usize,
+        /// Keep streaming new output (Ctrl-C ends).
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Only output since then: a duration back from now (10m, 1h30m) or an RFC 3339
+        /// UTC time (2026-12-02T17:00:00Z).
+        #[arg(long)]
+        since: Option<String>,
+        /// Lines per replica: a number, or `all`.
+        #[arg(long, short = 'n', default_value = "all")]
+        tail: String,
+        /// Show each line's time.
+        #[arg(long, short = 't')]
+        timestamps: bool,
     },
     /// Revert a service to its previous spec.
     Rollback {

@@ -235,6 +235,15 @@ pub(crate) async fn up(args: UpArgs, api: Option<&str>, api_insecure: bool) -> R
         )
         .await?,
     );
+    tasks.spawn(
+        "peer requests",
+        api::serve_peers(
+            mesh.serve_requests(),
+            drivers.clone(),
+            node.to_string(),
+            tasks.shutdown().clone(),
+        ),
+    );
     let driver_names = drivers.names();
     let info = NodeInfo {
         name: args.name.clone().unwrap_or_else(host_name),

@@ -77,25 +77,67 @@ pub async fn read_within<T: DeserializeOwned>(
     recv: &mut quinn::RecvStream,
     timeout: Duration,
 ) -> Result<T, FrameError> {
+    read_within_max(recv, timeout, FRAME_MAX_BYTES).await
+}
+
+/// Reads one frame of at most `max_bytes` within `timeout`.
+pub async fn read_within_max<T: DeserializeOwned>(
+    recv: &mut quinn::RecvStream,
+    timeout: Duration,
+    max_bytes: usize,
+) -> Result<T, FrameError> {
     timed(timeout, async {
         let mut len = [0u8; 4];
         recv.read_exact(&mut len)
             .await
             .map_err(|e| FrameError::Stream(e.to_string()))?;
-        let len = u32::from_be_bytes(len) as usize;
-        if len > FRAME_MAX_BYTES {
-            return Err(FrameError::TooBig(len));
-        }
-        let mut bytes = Vec::new();
-        while bytes.len() < len {
-            let piece = (len - bytes.len()).min(READ_PIECE_BYTES);
-            match recv.read_chunk(piece, true).await {
-                Ok(Some(chunk)) => bytes.extend_from_slice(&chunk.bytes),
-                Ok(None) => return Err(FrameError::Stream("stream ended inside a frame".into())),
-                Err(e) => return Err(FrameError::Stream(e.to_string())),
-            }
-        }
-        Ok(codec::decode_large(&bytes)?)
+        read_body(recv, u32::from_be_bytes(len) as usize, max_bytes).await
     })
     .await
+}
+
+/// Reads one frame of at most `max_bytes`, or `None` at the end of the stream. The wait for
+/// the frame to begin has no timeout of its own (the connection's idle timeout ends it
+/// when the peer is gone); the rest of the frame must come within [`FRAME_TIMEOUT`].
+pub async fn read_after_idle<T: DeserializeOwned>(
+    recv: &mut quinn::RecvStream,
+    max_bytes: usize,
+) -> Result<Option<T>, FrameError> {
+    let mut first = [0u8; 1];
+    match recv.read(&mut first).await {
+        Ok(Some(0)) => return Err(FrameError::Stream("empty read".into())),
+        Ok(Some(_)) => {}
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(FrameError::Stream(e.to_string())),
+    }
+    timed(FRAME_TIMEOUT, async {
+        let mut rest = [0u8; 3];
+        recv.read_exact(&mut rest)
+            .await
+            .map_err(|e| FrameError::Stream(e.to_string()))?;
+        let len = u32::from_be_bytes([first[0], rest[0], rest[1], rest[2]]) as usize;
+        read_body(recv, len, max_bytes).await.map(Some)
+    })
+    .await
+}
+
+/// Reads a frame's `len` bytes, refusing more than `max_bytes` (and the frame limit).
+async fn read_body<T: DeserializeOwned>(
+    recv: &mut quinn::RecvStream,
+    len: usize,
+    max_bytes: usize,
+) -> Result<T, FrameError> {
+    if len > FRAME_MAX_BYTES.min(max_bytes) {
+        return Err(FrameError::TooBig(len));
+    }
+    let mut bytes = Vec::new();
+    while bytes.len() < len {
+        let piece = (len - bytes.len()).min(READ_PIECE_BYTES);
+        match recv.read_chunk(piece, true).await {
+            Ok(Some(chunk)) => bytes.extend_from_slice(&chunk.bytes),
+            Ok(None) => return Err(FrameError::Stream("stream ended inside a frame".into())),
+            Err(e) => return Err(FrameError::Stream(e.to_string())),
+        }
+    }
+    Ok(codec::decode_large(&bytes)?)
 }

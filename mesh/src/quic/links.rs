@@ -19,7 +19,7 @@ pub use super::metrics::MeshMetrics;
 use super::metrics::bump;
 use super::sync::{self, SyncContext};
 use super::tls::{self, GOSSIP_ALPN, JOIN_ALPN};
-use super::{frame, join};
+use super::{app, frame, join};
 use crate::codec;
 use crate::id::{NodeId, PeerId};
 use crate::node_core::{Input, View};
@@ -71,6 +71,8 @@ pub(crate) struct Links {
     links: Mutex<HashMap<NodeId, Link>>,
     /// Members' stream exchanges.
     streams: Arc<Semaphore>,
+    /// Application streams (see [`app`]), in a pool of their own.
+    pub(crate) app: app::Service,
     /// Unauthenticated connections on the join service.
     join_connections: Arc<Semaphore>,
     /// Join requests being served.
@@ -115,6 +117,7 @@ impl Links {
             shutdown,
             links: Mutex::new(HashMap::new()),
             streams: Arc::new(Semaphore::new(STREAMS_MAX)),
+            app: app::Service::new(),
             join_connections: Arc::new(Semaphore::new(JOIN_CONNECTIONS_MAX)),
             join_streams: Semaphore::new(JOIN_STREAMS_MAX),
             revoked: std::sync::RwLock::default(),
@@ -402,6 +405,7 @@ impl Links {
         if let (Some(node), Some(cert)) = (known, &cert) {
             self.offer_cert(node, cert);
         }
+        let app_streams = Arc::new(Semaphore::new(app::STREAMS_PER_CONNECTION_MAX));
         loop {
             tokio::select! {
                 () = self.shutdown.cancelled() => return,
@@ -431,10 +435,19 @@ impl Links {
                         continue;
                     };
                     let links = Arc::clone(&self);
+                    let app_streams = app_streams.clone();
                     tokio::spawn(async move {
-                        let _permit = permit;
-                        if let Err(e) = sync::respond(&links.sync_context(), send, recv).await {
-                            tracing::debug!(error = %e, "anti-entropy exchange failed");
+                        let opened = sync::respond(&links.sync_context(), send, recv).await;
+                        drop(permit);
+                        let result = match opened {
+                            Ok(sync::Opened::Synced) => Ok(()),
+                            Ok(sync::Opened::Application { request, send, recv }) => {
+                                links.app.serve(&app_streams, request, send, recv).await
+                            }
+                            Err(e) => Err(e),
+                        };
+                        if let Err(e) = result {
+                            tracing::debug!(error = %e, "member stream failed");
                         }
                     });
                 }

@@ -88,6 +88,8 @@ pub struct Mesh {
     creds: Arc<Credentials>,
     /// Which members answered when the set of members seen down last changed.
     reachability: watch::Receiver<Arc<super::reach::Reachability>>,
+    /// The connections to members, for application streams.
+    links: Arc<Links>,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -196,6 +198,7 @@ impl Mesh {
         };
         tokio::spawn(task.run(commands, shutdown.clone()));
         tokio::spawn(links.clone().accept());
+        let links_handle = links.clone();
         tokio::spawn(seed(links, config.seeds));
         let (reach_tx, reachability) = watch::channel(Arc::default());
         tokio::spawn(super::reach::run(
@@ -214,7 +217,45 @@ impl Mesh {
             shutdown,
             creds: mesh_creds,
             reachability,
+            links: links_handle,
         })
+    }
+
+    /// Registers this node's handler of application requests (see [`super::app`]) and
+    /// returns the calls it must serve; until then requests are refused.
+    pub fn serve_requests(&self) -> mpsc::Receiver<super::app::Call> {
+        self.links.app.register()
+    }
+
+    /// Sends `request` to member `node` on an application stream and returns its answer once
+    /// accepted. A member this node sees down (or suspect) is not dialed; one that does not
+    /// answer within [`super::app::OPEN_TIMEOUT`] per step is reported unreachable.
+    pub async fn request(
+        &self,
+        node: crate::id::NodeId,
+        request: Vec<u8>,
+    ) -> Result<super::app::AppStream, super::app::AppError> {
+        use super::app::{AppError, AppStream, OPEN_TIMEOUT, REQUEST_MAX_BYTES};
+        if request.len() > REQUEST_MAX_BYTES {
+            return Err(AppError::TooBig(request.len()));
+        }
+        let peer = self
+            .view
+            .borrow()
+            .members
+            .iter()
+            .find(|m| m.peer.node == node && m.state == crate::MemberState::Alive)
+            .map(|m| m.peer)
+            .ok_or(AppError::Down(node))?;
+        let conn = tokio::time::timeout(OPEN_TIMEOUT, self.links.connection(peer))
+            .await
+            .ok()
+            .flatten()
+            .ok_or_else(|| AppError::Unreachable {
+                node,
+                detail: format!("no connection within {OPEN_TIMEOUT:?}"),
+            })?;
+        AppStream::open(&conn, node, &sync::SyncMessage::Application(request)).await
     }
 
     /// Which members answered a dial when the set of members seen down last changed (see

@@ -1,7 +1,8 @@
 //! The QUIC transport, a driver of the node core: quinn connections with mutual TLS
 //! against the cluster CA, foca packets as datagrams, anti-entropy and the join service on
-//! streams, and the task that feeds the node core and carries out what it asks.
+//! streams, application streams for the node layer (see [`app`]), and the task that feeds the node core and carries out what it asks.
 
+pub mod app;
 mod command;
 pub mod credentials;
 pub mod frame;

@@ -43,7 +43,7 @@ pub(crate) struct SyncContext {
 pub(crate) const DIGEST_MAX_BYTES: usize = 256 * 1024 * 1024;
 
 #[derive(Debug, Serialize, Deserialize)]
-enum SyncMessage {
+pub(crate) enum SyncMessage {
     /// Writes too big to ride on gossip, pushed by their writer; no answer.
     Push(Vec<Delta>),
     /// The initiator's summary (one hash per bucket of keys) and freshness.
@@ -63,6 +63,21 @@ enum SyncMessage {
     Deltas(Vec<Delta>),
     /// The end of a sequence of chunks.
     End,
+    /// Not anti-entropy: the request that opens an application stream (see
+    /// [`super::app`]), served apart from exchanges.
+    Application(Vec<u8>),
+}
+
+/// What a member stream turned out to be once [`respond`] read its first frame.
+pub(crate) enum Opened {
+    /// An exchange or a push, served to its end.
+    Synced,
+    /// An application request, for [`super::app`] to serve.
+    Application {
+        request: Vec<u8>,
+        send: quinn::SendStream,
+        recv: quinn::RecvStream,
+    },
 }
 
 /// Decodes one anti-entropy frame as [`respond`] and [`initiate`] read it, without acting
@@ -265,20 +280,40 @@ pub(crate) async fn push(
     Ok(())
 }
 
-/// Serves one exchange that a peer started.
+/// Serves one exchange that a peer started; hands back an application request instead.
 pub(crate) async fn respond(
     ctx: &SyncContext,
-    mut send: quinn::SendStream,
+    send: quinn::SendStream,
     mut recv: quinn::RecvStream,
-) -> Result<(), FrameError> {
+) -> Result<Opened, FrameError> {
     let (summary, theirs) = match frame::read(&mut recv).await? {
         SyncMessage::Summary { summary, freshness } => {
             count_digest(ctx, &Vec::new(), summary.len() * 8);
             (summary, freshness)
         }
-        SyncMessage::Push(deltas) => return merge(ctx, deltas).await,
+        SyncMessage::Push(deltas) => return merge(ctx, deltas).await.map(|()| Opened::Synced),
+        SyncMessage::Application(request) => {
+            return Ok(Opened::Application {
+                request,
+                send,
+                recv,
+            });
+        }
         _ => return Err(unexpected()),
     };
+    exchange_rest(ctx, send, recv, summary, theirs)
+        .await
+        .map(|()| Opened::Synced)
+}
+
+/// The responder's part of an exchange after the initiator's summary.
+async fn exchange_rest(
+    ctx: &SyncContext,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    summary: Summary,
+    theirs: Freshness,
+) -> Result<(), FrameError> {
     let (buckets, digest, freshness) = ask(ctx, |reply| Command::Differ {
         summary,
         peer: theirs,

@@ -10,6 +10,8 @@ mod cluster;
 mod dashboard;
 mod events;
 mod listen;
+mod log_source;
+mod logs;
 mod metrics;
 mod nodes;
 mod openapi;
@@ -36,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use crate::wire::{ErrorBody, TokenAnswer};
 
 pub(crate) use listen::{AllowedHosts, ApiListener, metrics_addr};
+pub(crate) use log_source::serve_peers;
 
 /// How long a write may wait to be applied and persisted before the API gives up.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -221,7 +224,7 @@ pub(crate) fn routes() -> Vec<Route> {
         route(Delete, "/v1/services/{name}", services::remove),
         route(Post, "/v1/services/{name}/rollback", services::rollback),
         route(Get, "/v1/services/{name}/ps", services::ps),
-        route(Get, "/v1/services/{name}/logs", services::logs),
+        route(Get, "/v1/services/{name}/logs", logs::logs),
         route(Get, "/v1/secrets", secrets::list),
         route(Post, "/v1/secrets", secrets::create),
         route(Get, "/v1/secrets/{name}", secrets::inspect),

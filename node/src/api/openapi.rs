@@ -85,21 +85,26 @@ pub(super) async fn serve() -> Json<&'static Document> {
     Json(document())
 }
 
-/// The output of the service's replicas on the answering peer's host, each line prefixed
-/// with the replica's slot and id, and a `#` line naming the nodes that run the others
-/// (logs stay on the host that made them).
+/// The output of the service's replicas on every host that runs them, gathered over the
+/// mesh, each line prefixed `service.N@node | `; a host that is down or does not answer
+/// is a line starting `error: `. Streamed (chunked) as it comes, to the end of the logs or,
+/// with `follow`, until the client goes.
 ///
-/// Documented here; the handler is `services::logs`.
+/// Documented here; the handler is `logs::logs`.
 #[utoipa::path(
     get,
     path = "/v1/services/{name}/logs",
     tag = "services",
     params(
         ("name" = String, Path, description = "The service's name"),
-        ("tail" = Option<usize>, Query, description = "Lines per replica, at most 10000 (default 100)"),
+        ("tail" = Option<String>, Query, description = "Lines per replica: a number, or `all` (the default)"),
+        ("since" = Option<String>, Query, description = "Only lines since then: a duration back from now (`10m`) or an RFC 3339 UTC time"),
+        ("follow" = Option<bool>, Query, description = "Keep streaming new lines"),
+        ("timestamps" = Option<bool>, Query, description = "Show each line's time"),
     ),
     responses(
-        (status = 200, description = "Plain text", content_type = "text/plain", body = String),
+        (status = 200, description = "Streamed plain text", content_type = "text/plain", body = String),
+        (status = 400, description = "A bad `tail` or `since`", body = ErrorBody),
         (status = 404, description = "No such service", body = ErrorBody),
     )
 )]

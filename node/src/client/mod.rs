@@ -1,6 +1,7 @@
 //! The client commands: they talk to the local peer's admin API and print what it says.
 
 mod filter;
+mod logs;
 mod nodes;
 mod progress;
 mod records;
@@ -95,12 +96,6 @@ impl Client {
     ) -> Result<T> {
         let body = self.send_raw(method, path, body).await?;
         serde_json::from_slice(&body).context("unexpected answer from the knit API")
-    }
-
-    /// GETs a plain-text answer.
-    pub(crate) async fn get_text(&self, path: &str) -> Result<String> {
-        let body = self.send_raw(Method::GET, path, None).await?;
-        Ok(String::from_utf8_lossy(&body).into_owned())
     }
 
     pub(crate) async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {

@@ -111,11 +111,20 @@ pub(super) async fn run(client: &Client, command: ServiceCommand) -> Result<()> 
                 None => println!("{}: nothing to change (use --force to redeploy)", args.name),
             }
         }
-        ServiceCommand::Logs { name, tail } => {
-            let text = client
-                .get_text(&format!("/v1/services/{name}/logs?tail={tail}"))
-                .await?;
-            print!("{text}");
+        ServiceCommand::Logs {
+            name,
+            follow,
+            since,
+            tail,
+            timestamps,
+        } => {
+            let query = super::logs::LogsQuery {
+                follow,
+                since,
+                tail,
+                timestamps,
+            };
+            super::logs::run(client, &name, &query).await?;
         }
         ServiceCommand::Rollback { name, detach } => {
             let spec: ServiceSpec = client

@@ -73,6 +73,23 @@ impl Transport {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<(StatusCode, Bytes)> {
+        let response = self.open(method, path, body).await?;
+        let status = response.status();
+        let body = Limited::new(response.into_body(), RESPONSE_MAX_BYTES)
+            .collect()
+            .await
+            .map_err(|e| anyhow!("reading the answer: {e}"))?
+            .to_bytes();
+        Ok((status, body))
+    }
+
+    /// Sends one request; returns the answer as it starts, its body still to read.
+    pub(crate) async fn open(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Response<Incoming>> {
         let mut request = Request::builder()
             .method(method)
             .uri(path)
@@ -102,13 +119,7 @@ impl Transport {
                 exchange(tls, request).await?
             }
         };
-        let status = response.status();
-        let body = Limited::new(response.into_body(), RESPONSE_MAX_BYTES)
-            .collect()
-            .await
-            .map_err(|e| anyhow!("reading the answer: {e}"))?
-            .to_bytes();
-        Ok((status, body))
+        Ok(response)
     }
 }
 

@@ -29,7 +29,7 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::{API_DEFAULT_VERSION, Docker};
 use futures_util::{StreamExt, TryStreamExt};
@@ -47,8 +47,6 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const PULL_TIMEOUT: Duration = Duration::from_secs(600);
 /// Containers inspected at once by [`DockerDriver::list`].
 const INSPECTS_IN_FLIGHT_MAX: usize = 8;
-/// The most [`DockerDriver::logs`] returns; older output is cut.
-const LOGS_BYTES_MAX: usize = 1 << 20;
 
 /// Runs replicas as Docker containers.
 pub(crate) struct DockerDriver {
@@ -331,29 +329,6 @@ impl DockerDriver {
         }
         replicas.sort_by(|a, b| (&a.slot, &a.runtime_id).cmp(&(&b.slot, &b.runtime_id)));
         Ok(replicas)
-    }
-
-    /// The last `tail` lines of the container's stdout and stderr, interleaved as written.
-    pub(crate) async fn logs(&self, runtime_id: &str, tail: usize) -> Result<String, DriverError> {
-        let options = LogsOptionsBuilder::default()
-            .stdout(true)
-            .stderr(true)
-            .tail(&tail.to_string())
-            .build();
-        let read = self.docker.logs(runtime_id, Some(options)).try_fold(
-            Vec::new(),
-            |mut bytes, chunk| async move {
-                bytes.extend_from_slice(&chunk.into_bytes());
-                if bytes.len() > LOGS_BYTES_MAX {
-                    bytes.drain(..bytes.len() - LOGS_BYTES_MAX);
-                }
-                Ok(bytes)
-            },
-        );
-        let bytes = within(CALL_TIMEOUT, read)
-            .await
-            .map_err(|e| failed(&format!("logs of {runtime_id}"), &e))?;
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
     /// Runs `command` inside the container (docker exec): true when it exits 0 within
@@ -766,7 +741,7 @@ fn host_ports(ports: &PortMap) -> BTreeMap<u16, u16> {
 /// Milliseconds since the epoch of an RFC 3339 UTC time as Docker writes it
 /// (`2024-05-07T21:09:36.123456789Z`); `None` before the epoch (Docker's zero time) or
 /// when it does not parse.
-fn rfc3339_ms(text: &str) -> Option<u64> {
+pub(crate) fn rfc3339_ms(text: &str) -> Option<u64> {
     let (date, time) = text.strip_suffix('Z')?.split_once('T')?;
     let mut d = date.splitn(3, '-').map(|s| s.parse::<i64>().ok());
     let (y, m, day) = (d.next()??, d.next()??, d.next()??);
@@ -785,6 +760,7 @@ fn rfc3339_ms(text: &str) -> Option<u64> {
     u64::try_from(total * 1000 + ms).ok()
 }
 
+mod logs;
 mod watch;
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! already runs instead of starting it twice.
 
 pub(crate) mod docker;
+pub(crate) mod output;
 pub(crate) mod process;
 
 use std::collections::BTreeMap;
@@ -182,11 +183,17 @@ impl Driver<'_> {
         }
     }
 
-    /// The last `tail` lines of a replica's output.
-    pub(crate) async fn logs(&self, runtime_id: &str, tail: usize) -> Result<String, DriverError> {
+    /// Sends the lines of a replica's output that `query` asks for to `sink`; returns when
+    /// they are sent, or (to follow) when `sink` closes or the replica is gone.
+    pub(crate) async fn stream_logs(
+        &self,
+        runtime_id: &str,
+        query: output::LogQuery,
+        sink: &output::LineSink,
+    ) -> Result<(), DriverError> {
         match self {
-            Driver::Docker(d) => d.logs(runtime_id, tail).await,
-            Driver::Process(d) => d.logs(runtime_id, tail).await,
+            Driver::Docker(d) => d.stream_logs(runtime_id, query, sink).await,
+            Driver::Process(d) => d.stream_logs(runtime_id, query, sink).await,
         }
     }
 

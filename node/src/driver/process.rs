@@ -13,7 +13,11 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
+use super::output::{self, FOLLOW_POLL_MS, LineSink, Lines, LogLine, LogQuery};
 use super::{DriverError, Launch, Replica};
+
+/// The most of a followed log read in one poll.
+const FOLLOW_READ_MAX_BYTES: u64 = 256 * 1024;
 
 mod log;
 mod user;
@@ -55,6 +59,8 @@ pub(crate) struct ProcessDriver {
     log_bound: log::LogBound,
     /// Where the children's waiters run.
     tasks: crate::tasks::Tasks,
+    /// When replicas' logs reached which length, for the times of past lines.
+    marks: Arc<Mutex<log::Marks>>,
 }
 
 fn failed(e: impl std::fmt::Display) -> DriverError {
@@ -178,6 +184,7 @@ impl ProcessDriver {
             tasks: tasks.clone(),
             exits: Arc::default(),
             log_bound: log::LogBound::default(),
+            marks: Arc::default(),
         })
     }
 
@@ -375,11 +382,16 @@ impl ProcessDriver {
             .filter(|r| r.state == ReplicaState::Running)
             .map(|r| self.log_path(&r.runtime_id))
             .collect();
-        let bound = self.log_bound;
+        let (bound, marks) = (self.log_bound, self.marks.clone());
         let rotated = tokio::task::spawn_blocking(move || {
             for path in logs {
-                if let Err(e) = log::rotate(&path, bound) {
+                let rotated = log::rotate(&path, bound).unwrap_or_else(|e| {
                     tracing::warn!(log = %path.display(), error = %e, "cannot rotate a replica's log");
+                    false
+                });
+                if let Ok(meta) = std::fs::metadata(&path) {
+                    let mut marks = marks.lock().unwrap_or_else(PoisonError::into_inner);
+                    marks.note(&path, meta.len(), rotated, crate::clock::now_ms());
                 }
             }
         });
@@ -432,6 +444,10 @@ impl ProcessDriver {
         }
         let _ = std::fs::remove_file(self.record_path(runtime_id));
         log::remove(&self.log_path(runtime_id), self.log_bound);
+        self.marks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .forget(&self.log_path(runtime_id));
         self.exits
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -439,7 +455,99 @@ impl ProcessDriver {
         Ok(())
     }
 
+    /// Sends the replica's output that `query` asks for to `sink`: its past lines (stamped
+    /// with their file's last change), then, to follow, what it writes next (stamped when
+    /// read, at most [`FOLLOW_POLL_MS`] late) until `sink` closes or the log is removed.
+    /// Reads at most [`FOLLOW_READ_MAX_BYTES`] a poll: a chatty replica is followed at the
+    /// reader's pace, and what rotation cuts meanwhile is skipped.
+    pub(crate) async fn stream_logs(
+        &self,
+        runtime_id: &str,
+        query: LogQuery,
+        sink: &LineSink,
+    ) -> Result<(), DriverError> {
+        let path = self.log_path(runtime_id);
+        let (bound, at) = (self.log_bound, path.clone());
+        let (mut files, mut offset) = tokio::task::spawn_blocking(move || log::history(&at, bound))
+            .await
+            .map_err(failed)?
+            .map_err(failed)?;
+        if let Some(file) = files.last_mut().filter(|_| query.follow) {
+            // An unfinished last line is left to the follow, which reads it whole.
+            let whole = file
+                .bytes
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1);
+            offset -= (file.bytes.len() - whole) as u64;
+            file.bytes.truncate(whole);
+        }
+        let mut past = self.past_lines(files, &path);
+        past.retain(|l| query.since_ms.is_none_or(|since| l.time_ms >= since));
+        for line in output::last(past, query.tail) {
+            if sink.send(line).await.is_err() {
+                return Ok(());
+            }
+        }
+        if !query.follow {
+            return Ok(());
+        }
+        let mut lines = Lines::default();
+        loop {
+            tokio::select! {
+                () = sink.closed() => return Ok(()),
+                () = tokio::time::sleep(Duration::from_millis(FOLLOW_POLL_MS)) => {}
+            }
+            let at = path.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                log::read_from(&at, offset, FOLLOW_READ_MAX_BYTES)
+            })
+            .await
+            .map_err(failed)?
+            .map_err(failed)?;
+            let Some((bytes, next)) = read else {
+                return Ok(());
+            };
+            offset = next;
+            let time_ms = crate::clock::now_ms();
+            for text in lines.push(&bytes) {
+                if sink.send(LogLine { time_ms, text }).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// The lines of a replica's past output, each with its time: from the marks for the
+    /// live file (the last), else the file's last change.
+    fn past_lines(&self, files: Vec<log::Written>, path: &Path) -> Vec<LogLine> {
+        let live = files.len().saturating_sub(1);
+        let marks = self.marks.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut past = Vec::new();
+        for (i, file) in files.into_iter().enumerate() {
+            let time = |end: u64| {
+                (i == live)
+                    .then(|| marks.time_of(path, end))
+                    .flatten()
+                    .unwrap_or(file.modified_ms)
+            };
+            let mut end = file.start;
+            for piece in file.bytes.split_inclusive(|&b| b == b'\n') {
+                end += piece.len() as u64;
+                let mut lines = Lines::default();
+                for text in lines.push(piece).into_iter().chain(lines.finish()) {
+                    past.push(LogLine {
+                        time_ms: time(end),
+                        text,
+                    });
+                }
+            }
+        }
+        past
+    }
+
     /// The last `tail` lines of the replica's output.
+    #[cfg(test)]
     pub(crate) async fn logs(&self, runtime_id: &str, tail: usize) -> Result<String, DriverError> {
         let text = log::read_all(&self.log_path(runtime_id), self.log_bound).map_err(failed)?;
         let lines: Vec<&str> = text.lines().collect();

@@ -639,3 +639,66 @@ async fn mounts_reach_the_container_as_asked() {
     drop(node);
     let _ = std::fs::remove_dir_all(&host);
 }
+
+#[tokio::test]
+async fn logs_are_read_with_tail_and_followed_until_the_reader_goes() {
+    let Some((driver, image)) = driver_and_image().await else {
+        return;
+    };
+    let node = TestNode::new();
+    let script = "i=0; while :; do i=$((i+1)); echo n-$i; sleep 0.1; done";
+    let launch = launch(
+        &node.0,
+        SlotId::replica("chatty", 1),
+        &image,
+        &["/bin/sh", "-c", script],
+    );
+    let id = driver.start(&launch).await.expect("start").runtime_id;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let query = |tail, follow| crate::driver::output::LogQuery {
+        tail,
+        since_ms: None,
+        follow,
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    driver
+        .stream_logs(&id, query(Some(2), false), &tx)
+        .await
+        .expect("logs");
+    drop(tx);
+    let mut tail = Vec::new();
+    while let Some(line) = rx.recv().await {
+        tail.push(line);
+    }
+    assert_eq!(tail.len(), 2, "{tail:?}");
+    assert!(tail.iter().all(|l| l.text.starts_with("n-")), "{tail:?}");
+    let now = crate::clock::now_ms();
+    assert!(
+        tail.iter().all(|l| l.time_ms.abs_diff(now) < 5_000),
+        "{tail:?}"
+    );
+
+    // Following: a new line within a second, and the read ends once the reader goes.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let follow = tokio::spawn({
+        let driver = DockerDriver::connect(
+            std::net::IpAddr::from([127, 0, 0, 1]),
+            &crate::tasks::Tasks::new(),
+        )
+        .await
+        .expect("a second client");
+        let id = id.clone();
+        async move { driver.stream_logs(&id, query(Some(0), true), &tx).await }
+    });
+    let first = tokio::time::timeout(Duration::from_secs(1), rx.recv())
+        .await
+        .expect("a followed line within 1 s")
+        .expect("a line");
+    assert!(first.text.starts_with("n-"), "{first:?}");
+    drop(rx);
+    tokio::time::timeout(Duration::from_secs(2), follow)
+        .await
+        .expect("the follow ends when its reader goes")
+        .expect("the follow task")
+        .expect("the follow");
+}

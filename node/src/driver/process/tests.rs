@@ -274,3 +274,88 @@ async fn a_chatty_replica_s_log_stays_under_its_bound() {
         "logs removed with the replica"
     );
 }
+
+#[tokio::test]
+async fn logs_are_tailed_dated_and_followed_in_whole_lines() {
+    let scratch = Scratch::new();
+    // Each line is written in two halves, 50 ms apart: a read may land between them.
+    let script = "i=0; while :; do i=$((i+1)); printf n-$i; sleep 0.05; echo; sleep 0.05; done";
+    let replica = scratch
+        .driver
+        .start(&launch("ticker", script, None))
+        .await
+        .expect("started");
+    let id = replica.runtime_id.clone();
+    for _ in 0..12 {
+        scratch.driver.list().await.expect("listed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let query = |tail, since_ms, follow| crate::driver::output::LogQuery {
+        tail,
+        since_ms,
+        follow,
+    };
+    let read = |q| {
+        let driver = &scratch.driver;
+        let id = id.clone();
+        async move {
+            let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+            driver.stream_logs(&id, q, &tx).await.expect("logs");
+            drop(tx);
+            let mut lines = Vec::new();
+            while let Some(line) = rx.recv().await {
+                lines.push(line);
+            }
+            lines
+        }
+    };
+    let tail = read(query(Some(2), None, false)).await;
+    assert_eq!(tail.len(), 2, "{tail:?}");
+    let now = crate::clock::now_ms();
+    assert!(
+        tail.iter().all(|l| l.time_ms.abs_diff(now) < 2_000),
+        "{tail:?}"
+    );
+    let all = read(query(None, None, false)).await;
+    let recent = read(query(None, Some(now.saturating_sub(300)), false)).await;
+    assert!(
+        !recent.is_empty() && recent.len() < all.len(),
+        "since keeps the recent lines: {} of {}",
+        recent.len(),
+        all.len()
+    );
+
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let driver = &scratch.driver;
+    let follow = driver.stream_logs(&id, query(Some(1), None, true), &tx);
+    let collect = async {
+        let mut numbers = Vec::new();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_millis(1500) {
+            let line = tokio::time::timeout(Duration::from_secs(1), rx.recv())
+                .await
+                .expect("a followed line within 1 s")
+                .expect("a line");
+            let n: u64 = line
+                .text
+                .strip_prefix("n-")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("a broken line: {line:?}"));
+            numbers.push(n);
+        }
+        drop(rx);
+        numbers
+    };
+    let (ended, numbers) = tokio::join!(
+        tokio::time::timeout(Duration::from_secs(5), follow),
+        collect
+    );
+    ended
+        .expect("the follow ends when its reader goes")
+        .expect("the follow");
+    assert!(
+        numbers.windows(2).all(|w| w[1] == w[0] + 1),
+        "every line once, in order: {numbers:?}"
+    );
+    assert!(numbers.len() >= 8, "{numbers:?}");
+}
