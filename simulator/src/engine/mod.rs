@@ -201,6 +201,9 @@ pub struct Engine {
     /// The published reports of each slot (by slot index), with their hosts: what other
     /// hosts read, indexed so that a round reads only the slots it looks at.
     by_slot: Vec<Vec<(usize, ReplicaReport)>>,
+    /// Coordinator tables hosts share, by the set of hosts they cover (see
+    /// `Engine::coordinated`).
+    coordinators: BTreeMap<crate::healing::HostSet, knit_scheduler::agent::Coordinators>,
 }
 
 /// The mesh identity of host `h`: its index in the first four bytes of the node id.
@@ -280,6 +283,7 @@ impl Engine {
             board: round::Board::default(),
             reports_version: 0,
             by_slot: vec![Vec::new(); slots],
+            coordinators: BTreeMap::new(),
         };
         engine.boot(scenario);
         Ok(engine)

@@ -14,7 +14,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use knit_scheduler::NodeId;
 use knit_scheduler::agent::{Done, Input, Members, Plan, Published, Write};
 use knit_scheduler::reconcile::Action;
 use knit_scheduler::reconcile::pace::ROUND_EVERY_MS;
@@ -24,7 +23,7 @@ use rand::RngExt;
 
 use super::node::Core;
 use super::{Engine, Event, SlotState, host_of};
-use crate::healing::{Healing, insert};
+use crate::healing::{Healing, HostSet, insert};
 
 /// What hosts published that rounds read: rollout progress, by service and host.
 #[derive(Debug, Default)]
@@ -45,6 +44,9 @@ impl Published for Board {
         0
     }
 }
+
+/// Coordinator tables kept for sharing, by the set of hosts they were filled for.
+const SHARED_TABLES_MAX: usize = 16;
 
 /// The inputs of a host's last quiet round: (view version, published reports version,
 /// own replicas version).
@@ -207,8 +209,7 @@ impl Engine {
         }
         let set = self.set_of(members);
         let placement = self.healing.placement_for(&set);
-        let alive: BTreeSet<NodeId> = members.active.keys().cloned().collect();
-        let coordinated = self.hosts[h].agent.coordinated(&alive, &self.specs).clone();
+        let coordinated = self.coordinated(h, members, &set);
         let observed = self.observed_for(h, &placement.by_host[h], &coordinated);
         let input = Input {
             members,
@@ -220,6 +221,27 @@ impl Engine {
             active_nodes: members.active.len(),
         };
         Some(self.hosts[h].agent.round(&input, now))
+    }
+
+    /// The services host `h` coordinates among `members` (the hosts of `set`). Hosts that
+    /// see the same members share one coordinator table: the first to need it fills it, the
+    /// others take it ([`knit_scheduler::agent::Agent::share`]), as it is a pure function of
+    /// the members and services.
+    fn coordinated(&mut self, h: usize, members: &Members, set: &HostSet) -> BTreeSet<String> {
+        let agent = &mut self.hosts[h].agent;
+        let alive = agent.alive(members);
+        if let Some(shared) = self.coordinators.get(set) {
+            agent.share(shared, &alive, &self.specs);
+        }
+        let coordinated = agent.coordinated_among(&alive, &self.specs).clone();
+        if !self.coordinators.contains_key(set) {
+            if self.coordinators.len() >= SHARED_TABLES_MAX {
+                self.coordinators.pop_first();
+            }
+            let table = agent.coordinators().clone();
+            self.coordinators.insert(set.clone(), table);
+        }
+        coordinated
     }
 
     /// The reports host `h`'s round reads: of the slots it runs or owns and of the services
