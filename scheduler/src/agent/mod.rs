@@ -316,6 +316,12 @@ impl Agent {
         &self.coordinated
     }
 
+    /// The services this host coordinated at its last round (or last
+    /// [`Agent::coordinated`] call).
+    pub fn coordinating(&self) -> &BTreeSet<String> {
+        &self.coordinated
+    }
+
     /// This agent's coordinator table, to [`Agent::share`] with agents that see the same
     /// members and services.
     pub fn coordinators(&self) -> &Coordinators {
@@ -335,6 +341,8 @@ impl Agent {
             return;
         }
         self.coordinators = table.clone();
+        // The same members: keep one copy of them.
+        self.alive = Arc::clone(&table.alive);
         self.coordinated = specs
             .keys()
             .filter(|name| self.coordinators.table.of(name) == Some(&self.me))
@@ -506,6 +514,18 @@ impl Agent {
     /// Keeps each service's stop grace period while the service exists or its replicas
     /// run here.
     fn keep_stop_graces(&mut self, input: &Input<'_>) {
+        // Most rounds: one entry per service, each as the specs have it; nothing to do.
+        let same = self.stop_graces.len() == input.specs.len()
+            && self
+                .stop_graces
+                .iter()
+                .zip(input.specs)
+                .all(|((n, g), (name, spec))| {
+                    n == name && *n == spec.name && *g == spec.stop_grace_ms
+                });
+        if same {
+            return;
+        }
         for spec in input.specs.values() {
             match self.stop_graces.get_mut(&spec.name) {
                 Some(grace) => *grace = spec.stop_grace_ms,

@@ -140,8 +140,11 @@ struct Host {
     quiet: Option<round::Seen>,
     /// Bumped on every change of `running`.
     local_version: u64,
-    /// The members this host sees, at the view version they were read at.
-    members: Option<(u64, knit_scheduler::agent::Members)>,
+    /// The members this host sees, and the same as a set, at the view version they were
+    /// read at.
+    members: Option<(u64, knit_scheduler::agent::Members, crate::healing::HostSet)>,
+    /// The placement of the last round that placed, for [`round`]'s skip test.
+    placed: Option<std::rc::Rc<crate::healing::Computed>>,
     /// When the next round is due.
     round_at: u64,
     /// When the last round ran.
@@ -198,6 +201,9 @@ pub struct Engine {
     board: round::Board,
     /// Bumped on every change of a published report (`reported`).
     reports_version: u64,
+    /// The `reports_version` at the last change of each slot's published reports: a
+    /// round's reports changed when one of the slots it reads has a newer stamp.
+    slot_stamp: Vec<u64>,
     /// The published reports of each slot (by slot index), with their hosts: what other
     /// hosts read, indexed so that a round reads only the slots it looks at.
     by_slot: Vec<Vec<(usize, ReplicaReport)>>,
@@ -282,6 +288,7 @@ impl Engine {
             templates,
             board: round::Board::default(),
             reports_version: 0,
+            slot_stamp: vec![0; slots],
             by_slot: vec![Vec::new(); slots],
             coordinators: BTreeMap::new(),
         };
@@ -315,6 +322,7 @@ impl Engine {
                 quiet: None,
                 local_version: 0,
                 members: None,
+                placed: None,
                 round_at: 0,
                 last_round_ms: 0,
                 active_epochs: known,
@@ -512,6 +520,7 @@ impl Engine {
         self.reports_version += 1;
         for &s in &reported {
             self.by_slot[s as usize].retain(|(o, _)| *o != h);
+            self.slot_stamp[s as usize] = self.reports_version;
         }
         host.unreported.clear();
         for (s, state) in std::mem::take(&mut host.running) {

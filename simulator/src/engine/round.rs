@@ -148,9 +148,16 @@ impl Engine {
     /// out its plan.
     fn act(&mut self, h: usize, view_version: u64) {
         let now = self.now_ms;
+        let quiet_view = self.hosts[h]
+            .quiet
+            .is_some_and(|(v, _, l)| v == view_version && l == self.hosts[h].local_version);
         let seen = (
             view_version,
-            self.reports_version,
+            if quiet_view {
+                self.reads_stamp(h)
+            } else {
+                self.reports_version
+            },
             self.hosts[h].local_version,
         );
         if self.hosts[h].quiet == Some(seen) {
@@ -159,16 +166,17 @@ impl Engine {
         if self.hosts[h]
             .members
             .as_ref()
-            .is_none_or(|(v, _)| *v != view_version)
+            .is_none_or(|(v, _, _)| *v != view_version)
         {
             let members = self.members_of(h);
-            self.hosts[h].members = Some((view_version, members));
+            let set = self.set_of(&members);
+            self.hosts[h].members = Some((view_version, members, set));
         }
-        let Some((_, members)) = self.hosts[h].members.take() else {
+        let Some((_, members, set)) = self.hosts[h].members.take() else {
             return;
         };
-        let plan = self.plan(h, &members, seen, now);
-        self.hosts[h].members = Some((view_version, members));
+        let plan = self.plan(h, &members, &set, seen, now);
+        self.hosts[h].members = Some((view_version, members, set));
         let Some(plan) = plan else {
             return;
         };
@@ -195,7 +203,14 @@ impl Engine {
 
     /// Host `h`'s round over `members`, or `None` when it did not act (warming up, or
     /// views not settled).
-    fn plan(&mut self, h: usize, members: &Members, seen: Seen, now: u64) -> Option<Plan> {
+    fn plan(
+        &mut self,
+        h: usize,
+        members: &Members,
+        set: &HostSet,
+        seen: Seen,
+        now: u64,
+    ) -> Option<Plan> {
         let host = &mut self.hosts[h];
         if now < self.warmup_ms {
             // Slots run where the full placement put them; the agent only follows joins.
@@ -207,9 +222,9 @@ impl Engine {
             host.quiet = None;
             return None;
         }
-        let set = self.set_of(members);
-        let placement = self.healing.placement_for(&set);
-        let coordinated = self.coordinated(h, members, &set);
+        let placement = self.healing.placement_for(set);
+        self.hosts[h].placed = Some(std::rc::Rc::clone(&placement));
+        let coordinated = self.coordinated(h, members, set);
         let observed = self.observed_for(h, &placement.by_host[h], &coordinated);
         let input = Input {
             members,
@@ -221,6 +236,27 @@ impl Engine {
             active_nodes: members.active.len(),
         };
         Some(self.hosts[h].agent.round(&input, now))
+    }
+
+    /// The newest stamp of the slots whose reports host `h`'s round reads (as
+    /// [`Engine::observed_for`] picks them), with the members of its last round: the
+    /// reports it reads changed since a round iff this is newer than that round.
+    fn reads_stamp(&self, h: usize) -> u64 {
+        let host = &self.hosts[h];
+        let Some(placement) = host.placed.as_ref() else {
+            return self.reports_version;
+        };
+        let stamp = &self.slot_stamp;
+        let mut newest = 0;
+        for &s in placement.by_host[h].iter().chain(host.running.keys()) {
+            newest = newest.max(stamp[s as usize]);
+        }
+        for service in host.agent.coordinating() {
+            for s in self.healing.slots_of_service(service) {
+                newest = newest.max(stamp[s as usize]);
+            }
+        }
+        newest
     }
 
     /// The services host `h` coordinates among `members` (the hosts of `set`). Hosts that
@@ -344,6 +380,7 @@ impl Engine {
         if host.reported.remove(&s) {
             self.reported_count[s as usize] -= 1;
             self.reports_version += 1;
+            self.slot_stamp[s as usize] = self.reports_version;
             self.by_slot[s as usize].retain(|(o, _)| *o != h);
         }
     }
@@ -385,6 +422,7 @@ impl Engine {
         if host.reported.insert(slot) {
             self.reported_count[slot as usize] += 1;
             self.reports_version += 1;
+            self.slot_stamp[slot as usize] = self.reports_version;
             let r = report(&self.healing, &self.templates, h, slot);
             self.by_slot[slot as usize].push((h, r));
             let counts = &self.reported_count;
