@@ -90,6 +90,17 @@ impl Healing {
 
     /// The slot table for `services` on hosts as `hosts` describes them, by index.
     pub fn with_hosts(services: Vec<ServiceSpec>, hosts: Vec<HostView>) -> Self {
+        Self::with_table(services.clone(), &services, hosts)
+    }
+
+    /// As [`Healing::with_hosts`], with the slots of `table` (the services at their most
+    /// replicas over the run, see [`crate::scenario::Scenario::table_specs`]) and the
+    /// placement of `services`.
+    pub fn with_table(
+        services: Vec<ServiceSpec>,
+        table: &[ServiceSpec],
+        hosts: Vec<HostView>,
+    ) -> Self {
         let names: Vec<knit_scheduler::NodeId> = (0..hosts.len())
             .map(|h| knit_scheduler::NodeId::new(host_name(h)).expect("non-empty name"))
             .collect();
@@ -112,9 +123,8 @@ impl Healing {
             uses: 0,
             computed: 0,
         };
-        let placement = place(&[], &healing.services, &healing.config);
-        let reservations: BTreeMap<&str, Resources> = healing
-            .services
+        let placement = place(&[], table, &healing.config);
+        let reservations: BTreeMap<&str, Resources> = table
             .iter()
             .map(|s| (s.name.as_str(), s.reservations))
             .collect();
@@ -151,7 +161,16 @@ impl Healing {
             .map(|(_, &i)| i)
     }
 
-    /// The services, as the scenario gives them.
+    /// Replaces the spec of `spec.name` (a spec change): placements are computed anew.
+    /// Its slots must be in the table (at most its replicas there).
+    pub fn set_service(&mut self, spec: ServiceSpec) {
+        if let Some(old) = self.services.iter_mut().find(|s| s.name == spec.name) {
+            *old = spec;
+            self.cache.clear();
+        }
+    }
+
+    /// The services, as they are now.
     pub fn services(&self) -> &[ServiceSpec] {
         &self.services
     }

@@ -263,7 +263,40 @@ pub enum Fault {
         /// The value's size (at most [`WRITE_MAX_BYTES`]).
         bytes: usize,
     },
+    /// The operator changes a service's spec, as `knit service update` does: a new image
+    /// rolls out through the agents' real rollout (waves of `parallelism` replicas, each
+    /// watched for `monitor_s`, then `delay_s` before the next), a new replica count scales
+    /// the service. Every host reads the new spec from then on (at once: hosts do not read
+    /// specs from their stores); with `store = true`, the spec record is also written to
+    /// `host`'s store (`svc/<service>`) and spreads as any write does.
+    Update {
+        /// When.
+        at_s: f64,
+        /// The service, one of `[[services]]`.
+        service: String,
+        /// The host the operator writes through (default 0).
+        #[serde(default)]
+        host: usize,
+        /// A new image: every replica is replaced, wave by wave.
+        #[serde(default)]
+        image: Option<String>,
+        /// A new replica count.
+        #[serde(default)]
+        replicas: Option<u32>,
+        /// Replicas replaced per wave (default 1; 0: all at once).
+        #[serde(default)]
+        parallelism: Option<u32>,
+        /// Wait between waves, in seconds (default 0).
+        #[serde(default)]
+        delay_s: Option<f64>,
+        /// How long a wave is watched before the next may open, in seconds (default 5).
+        #[serde(default)]
+        monitor_s: Option<f64>,
+    },
 }
+
+/// The most replicas an `update` fault may ask for.
+pub const REPLICAS_MAX: u32 = 100_000;
 
 /// The largest value a `write` fault may write.
 pub const WRITE_MAX_BYTES: usize = 1024 * 1024;
@@ -278,7 +311,8 @@ impl Fault {
             | Fault::Heal { at_s }
             | Fault::Cut { at_s, .. }
             | Fault::Restore { at_s, .. }
-            | Fault::Write { at_s, .. } => *at_s,
+            | Fault::Write { at_s, .. }
+            | Fault::Update { at_s, .. } => *at_s,
         }
     }
 
@@ -289,6 +323,7 @@ impl Fault {
             }
             Fault::Partition { groups, .. } => groups.iter().flatten().copied().collect(),
             Fault::Heal { .. } => Vec::new(),
+            Fault::Update { host, .. } => vec![*host],
             Fault::Cut { from, to, .. } | Fault::Restore { from, to, .. } => vec![*from, *to],
         }
     }
@@ -361,6 +396,7 @@ impl Scenario {
             );
         }
         for fault in &self.faults {
+            self.validate_update(fault)?;
             if let Fault::Write { bytes, .. } = fault {
                 if !self.store {
                     return bad("a write fault needs store = true".into());
@@ -386,6 +422,73 @@ impl Scenario {
         self.host_views()?;
         self.specs()?;
         Ok(())
+    }
+
+    /// Checks an `update` fault: it names a service and changes what runs.
+    fn validate_update(&self, fault: &Fault) -> Result<(), ScenarioError> {
+        let Fault::Update {
+            service,
+            image,
+            replicas,
+            delay_s,
+            monitor_s,
+            ..
+        } = fault
+        else {
+            return Ok(());
+        };
+        let bad = |why: String| Err(ScenarioError::Invalid(why));
+        if !self.services.iter().any(|s| &s.name == service) {
+            let names: Vec<&str> = self.services.iter().map(|s| s.name.as_str()).collect();
+            return bad(format!(
+                "an update fault names service `{service}`, but the services are [{}]: fix the name or add it under [[services]]",
+                names.join(", ")
+            ));
+        }
+        if image.is_none() && replicas.is_none() {
+            return bad(format!(
+                "the update fault of `{service}` changes nothing that runs: give it an image (rolls out) or replicas (scales)"
+            ));
+        }
+        if image.as_deref().is_some_and(str::is_empty) {
+            return bad(format!(
+                "the update fault of `{service}` has an empty image: name one, as \"sim:2\""
+            ));
+        }
+        if replicas.is_some_and(|r| r > REPLICAS_MAX) {
+            return bad(format!(
+                "the update fault of `{service}` asks for more than {REPLICAS_MAX} replicas: ask for fewer"
+            ));
+        }
+        if [delay_s, monitor_s]
+            .into_iter()
+            .flatten()
+            .any(|s| !(s.is_finite() && *s >= 0.0))
+        {
+            return bad(format!(
+                "the update fault of `{service}` has a negative or non-finite delay_s or monitor_s: give seconds, 0 or more"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The services with as many slots as any `update` fault gives them: the slot table
+    /// of the run.
+    pub fn table_specs(&self) -> Result<Vec<ServiceSpec>, ScenarioError> {
+        let mut specs = self.specs()?;
+        for fault in &self.faults {
+            if let Fault::Update {
+                service,
+                replicas: Some(r),
+                ..
+            } = fault
+                && let Some(spec) = specs.iter_mut().find(|s| &s.name == service)
+                && *r > spec.replicas()
+            {
+                spec.mode = Mode::Replicated { replicas: *r };
+            }
+        }
+        Ok(specs)
     }
 
     /// Every host: the main ones and every group's.

@@ -153,6 +153,8 @@ struct Host {
     /// core's notifications; with the model, the view itself.
     active_epochs: Vec<u32>,
     running: BTreeMap<u32, SlotState>,
+    /// The spec version and template each running slot was started from.
+    started_as: BTreeMap<u32, (u64, u64)>,
     /// Running slots whose report other hosts have seen.
     reported: BTreeSet<u32>,
     /// Slots started since the last round, reported at the next one (as the agent does).
@@ -246,7 +248,7 @@ impl Engine {
         let views = scenario.host_views()?;
         let n = views.len();
         let capacity = views.iter().map(|v| v.capacity).collect();
-        let healing = Healing::with_hosts(scenario.specs()?, views);
+        let healing = Healing::with_table(scenario.specs()?, &scenario.table_specs()?, views);
         let slots = healing.slots.len();
         let specs: BTreeMap<String, ServiceSpec> = healing
             .services()
@@ -327,6 +329,7 @@ impl Engine {
                 last_round_ms: 0,
                 active_epochs: known,
                 running: BTreeMap::new(),
+                started_as: BTreeMap::new(),
                 reported: BTreeSet::new(),
                 unreported: Vec::new(),
                 announce_at_ms: 1_000,
@@ -351,8 +354,10 @@ impl Engine {
         for (h, owned) in full.by_host.iter().enumerate() {
             for &s in owned {
                 self.hosts[h].running.insert(s, SlotState::Running);
+                let as_ = self.templates[&self.healing.slots[s as usize].service];
+                self.hosts[h].started_as.insert(s, as_);
                 self.hosts[h].reported.insert(s);
-                let r = round::report(&self.healing, &self.templates, h, s);
+                let r = round::report(&self.healing, as_, h, s);
                 self.by_slot[s as usize].push((h, r));
                 self.running_count[s as usize] += 1;
                 self.reported_count[s as usize] += 1;
@@ -478,7 +483,7 @@ impl Engine {
     }
 
     fn fault(&mut self, fault: Fault) {
-        if !matches!(fault, Fault::Write { .. }) {
+        if !matches!(fault, Fault::Write { .. } | Fault::Update { .. }) {
             self.stores.disturbed(self.now_ms);
         }
         match fault {
@@ -491,6 +496,7 @@ impl Engine {
             Fault::Write {
                 host, key, bytes, ..
             } => self.write(host, key, bytes),
+            update @ Fault::Update { .. } => self.update(&update),
         }
     }
 
@@ -523,6 +529,7 @@ impl Engine {
             self.slot_stamp[s as usize] = self.reports_version;
         }
         host.unreported.clear();
+        host.started_as.clear();
         for (s, state) in std::mem::take(&mut host.running) {
             if state == SlotState::Running {
                 self.running_count[s as usize] -= 1;
@@ -692,12 +699,19 @@ impl Engine {
                         names(hosts)
                     ));
                 }
+                None if truth.placement.get(slot).is_none() && !hosts.is_empty() => {
+                    violations.push(format!(
+                        "{slot}: not in the spec any more, runs on [{}]",
+                        names(hosts)
+                    ));
+                }
                 None if hosts.len() > 1 => {
                     violations.push(format!("{slot}: pending, runs on [{}]", names(hosts)));
                 }
                 _ => {}
             }
         }
+        violations.extend(self.outdated());
         let pending = truth
             .placement
             .pending()
@@ -756,9 +770,12 @@ pub fn run(scenario: &Scenario, seed: Option<u64>) -> Result<Report, SimError> {
 mod membership;
 mod node;
 mod round;
+mod specs;
 
 use node::{Core, StoreWatch};
 
+#[cfg(test)]
+mod specs_tests;
 #[cfg(test)]
 mod store_tests;
 #[cfg(test)]

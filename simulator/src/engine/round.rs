@@ -9,15 +9,15 @@
 //! A round's inputs change only when the host's view, the published reports or its own
 //! replicas change, so a host whose inputs did not change since a quiet round (settled, no
 //! operation, no write) skips the core: the same inputs give the same plan. The one thing
-//! that time alone moves in the core, a rollout wave's monitor and delay, has no use here:
-//! the simulator's specs do not change during a run.
+//! that time alone moves in the core, a rollout wave's monitor and delay, is covered by
+//! running every round while a rollout is under way (see [`super::specs`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use knit_scheduler::agent::{Done, Input, Members, Plan, Published, Write};
 use knit_scheduler::reconcile::Action;
 use knit_scheduler::reconcile::pace::ROUND_EVERY_MS;
-use knit_scheduler::rollout::Progress;
+use knit_scheduler::rollout::{Progress, RolloutState};
 use knit_scheduler::{Health, ReplicaReport, ReplicaState, SlotId};
 use rand::RngExt;
 
@@ -25,10 +25,41 @@ use super::node::Core;
 use super::{Engine, Event, SlotState, host_of};
 use crate::healing::{Healing, HostSet, insert};
 
-/// What hosts published that rounds read: rollout progress, by service and host.
+/// What hosts published that rounds read: rollout progress, by service and host, and
+/// when each service's spec was last written.
 #[derive(Debug, Default)]
 pub(super) struct Board {
     progress: BTreeMap<(String, usize), Progress>,
+    /// Published progresses of rollouts under way (updating or rolling back).
+    rolling: usize,
+    written_ms: BTreeMap<String, u64>,
+}
+
+impl Board {
+    /// Sets (or, with `None`, removes) host `h`'s progress of `service`.
+    fn set(&mut self, service: String, h: usize, progress: Option<Progress>) {
+        let under_way =
+            |p: &Progress| matches!(p.state, RolloutState::Updating | RolloutState::RollingBack);
+        let key = (service, h);
+        let old = match progress {
+            Some(p) => {
+                self.rolling += usize::from(under_way(&p));
+                self.progress.insert(key, p)
+            }
+            None => self.progress.remove(&key),
+        };
+        self.rolling -= old.as_ref().map_or(0, |p| usize::from(under_way(p)));
+    }
+
+    /// Whether a rollout is under way: time alone moves it.
+    pub(super) fn rolling(&self) -> bool {
+        self.rolling > 0
+    }
+
+    /// `service`'s spec was written at `now_ms`.
+    pub(super) fn written(&mut self, service: &str, now_ms: u64) {
+        self.written_ms.insert(service.to_owned(), now_ms);
+    }
 }
 
 impl Published for Board {
@@ -39,9 +70,9 @@ impl Published for Board {
             .collect()
     }
 
-    /// Specs are written before the run starts.
-    fn spec_written_ms(&self, _service: &str) -> u64 {
-        0
+    /// Specs are written before the run starts, or by `update` faults.
+    fn spec_written_ms(&self, service: &str) -> u64 {
+        self.written_ms.get(service).copied().unwrap_or(0)
     }
 }
 
@@ -160,7 +191,7 @@ impl Engine {
             },
             self.hosts[h].local_version,
         );
-        if self.hosts[h].quiet == Some(seen) {
+        if self.hosts[h].quiet == Some(seen) && !self.board.rolling() {
             return;
         }
         if self.hosts[h]
@@ -184,15 +215,8 @@ impl Engine {
         self.hosts[h].quiet = quiet.then_some(seen);
         for write in plan.writes {
             match write {
-                Write::Progress { service, progress } => match progress {
-                    Some(p) => {
-                        self.board.progress.insert((service, h), p);
-                    }
-                    None => {
-                        self.board.progress.remove(&(service, h));
-                    }
-                },
-                // Autoscaling and rollbacks: the simulator's specs are fixed for the run.
+                Write::Progress { service, progress } => self.board.set(service, h, progress),
+                // Autoscaling and rollbacks: only `update` faults change specs.
                 Write::Spec(_) => {}
             }
         }
@@ -315,9 +339,14 @@ impl Engine {
                     SlotState::Starting => ReplicaState::Starting,
                     SlotState::Running => ReplicaState::Running,
                 };
+                let as_ = self.hosts[h]
+                    .started_as
+                    .get(&s)
+                    .copied()
+                    .unwrap_or_default();
                 ReplicaReport {
                     state,
-                    ..report(&self.healing, &self.templates, h, s)
+                    ..report(&self.healing, as_, h, s)
                 }
             })
             .collect();
@@ -356,6 +385,9 @@ impl Engine {
         };
         let host = &mut self.hosts[h];
         host.running.insert(s, SlotState::Starting);
+        let service = &self.healing.slots[s as usize].service;
+        let as_ = self.templates.get(service).copied().unwrap_or_default();
+        host.started_as.insert(s, as_);
         host.local_version += 1;
         self.metrics.starts += 1;
         let inc = host.inc;
@@ -372,6 +404,7 @@ impl Engine {
     /// Stops slot `s` on host `h` at once.
     fn stop(&mut self, h: usize, s: u32) {
         let host = &mut self.hosts[h];
+        host.started_as.remove(&s);
         if host.running.remove(&s) == Some(SlotState::Running) {
             self.running_count[s as usize] -= 1;
         }
@@ -423,7 +456,8 @@ impl Engine {
             self.reported_count[slot as usize] += 1;
             self.reports_version += 1;
             self.slot_stamp[slot as usize] = self.reports_version;
-            let r = report(&self.healing, &self.templates, h, slot);
+            let as_ = host.started_as.get(&slot).copied().unwrap_or_default();
+            let r = report(&self.healing, as_, h, slot);
             self.by_slot[slot as usize].push((h, r));
             let counts = &self.reported_count;
             self.metrics
@@ -432,15 +466,11 @@ impl Engine {
     }
 }
 
-/// The report of slot `s` running on host `h`.
-pub(super) fn report(
-    healing: &Healing,
-    templates: &BTreeMap<String, (u64, u64)>,
-    h: usize,
-    s: u32,
-) -> ReplicaReport {
+/// The report of slot `s` running on host `h`, started from spec version and template
+/// `started_as`.
+pub(super) fn report(healing: &Healing, started_as: (u64, u64), h: usize, s: u32) -> ReplicaReport {
     let slot = healing.slots[s as usize].clone();
-    let (spec_version, template) = templates[&slot.service];
+    let (spec_version, template) = started_as;
     ReplicaReport {
         runtime_id: format!("h{h}-{s}"),
         slot,
