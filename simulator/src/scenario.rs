@@ -293,6 +293,19 @@ pub enum Fault {
         #[serde(default)]
         monitor_s: Option<f64>,
     },
+    /// The operator removes a down host from the cluster, as `knit node rm` does: it never
+    /// comes back, and with `store = true` the removal record (`revoked/<node>`) is written
+    /// through host `through` and spreads, and every member that reads it cuts the host
+    /// off (the real node core's revocation).
+    Remove {
+        /// When.
+        at_s: f64,
+        /// The host removed: down at `at_s` (killed earlier, not restarted).
+        host: usize,
+        /// The host the operator removes it through (default 0).
+        #[serde(default)]
+        through: usize,
+    },
 }
 
 /// The most replicas an `update` fault may ask for.
@@ -312,7 +325,8 @@ impl Fault {
             | Fault::Cut { at_s, .. }
             | Fault::Restore { at_s, .. }
             | Fault::Write { at_s, .. }
-            | Fault::Update { at_s, .. } => *at_s,
+            | Fault::Update { at_s, .. }
+            | Fault::Remove { at_s, .. } => *at_s,
         }
     }
 
@@ -324,6 +338,7 @@ impl Fault {
             Fault::Partition { groups, .. } => groups.iter().flatten().copied().collect(),
             Fault::Heal { .. } => Vec::new(),
             Fault::Update { host, .. } => vec![*host],
+            Fault::Remove { host, through, .. } => vec![*host, *through],
             Fault::Cut { from, to, .. } | Fault::Restore { from, to, .. } => vec![*from, *to],
         }
     }
@@ -397,6 +412,7 @@ impl Scenario {
         }
         for fault in &self.faults {
             self.validate_update(fault)?;
+            self.validate_remove(fault)?;
             if let Fault::Write { bytes, .. } = fault {
                 if !self.store {
                     return bad("a write fault needs store = true".into());
@@ -467,6 +483,50 @@ impl Scenario {
         {
             return bad(format!(
                 "the update fault of `{service}` has a negative or non-finite delay_s or monitor_s: give seconds, 0 or more"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks a `remove` fault: the host is down then and never restarts after.
+    fn validate_remove(&self, fault: &Fault) -> Result<(), ScenarioError> {
+        let &Fault::Remove {
+            at_s,
+            host,
+            through,
+        } = fault
+        else {
+            return Ok(());
+        };
+        let bad = |why: String| Err(ScenarioError::Invalid(why));
+        if through == host {
+            return bad(format!(
+                "the remove fault of host {host} goes through the host itself: give another host as `through` (knit node rm runs on another peer)"
+            ));
+        }
+        let last_before = self
+            .faults
+            .iter()
+            .filter(|f| f.at_s() < at_s)
+            .filter_map(|f| match f {
+                Fault::Kill { host: h, at_s } if *h == host => Some((*at_s, true)),
+                Fault::Restart { host: h, at_s } if *h == host => Some((*at_s, false)),
+                _ => None,
+            })
+            .max_by(|a, b| a.0.total_cmp(&b.0));
+        if last_before.is_none_or(|(_, killed)| !killed) {
+            return bad(format!(
+                "the remove fault at {at_s} s removes host {host}, which is not down then: add a kill fault of it before (knit node rm refuses an active member)"
+            ));
+        }
+        let back = self
+            .faults
+            .iter()
+            .find(|f| matches!(f, Fault::Restart { host: h, at_s: t } if *h == host && *t >= at_s));
+        if let Some(back) = back {
+            return bad(format!(
+                "host {host} is removed at {at_s} s and never comes back: drop its restart at {} s",
+                back.at_s()
             ));
         }
         Ok(())

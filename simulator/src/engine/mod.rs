@@ -119,6 +119,8 @@ struct Host {
     peer: PeerId,
     /// Whether the host runs (not killed).
     up: bool,
+    /// Removed from the cluster (a `remove` fault): it never restarts.
+    removed: bool,
     /// The real membership core, or the whole node core; `None` while the host is down,
     /// and with the model.
     core: Option<Core>,
@@ -310,6 +312,7 @@ impl Engine {
             self.hosts.push(Host {
                 peer,
                 up: true,
+                removed: false,
                 core,
                 certs_from: BTreeSet::new(),
                 seen: if self.store {
@@ -497,6 +500,7 @@ impl Engine {
                 host, key, bytes, ..
             } => self.write(host, key, bytes),
             update @ Fault::Update { .. } => self.update(&update),
+            Fault::Remove { host, through, .. } => self.remove(host, through),
         }
     }
 
@@ -561,7 +565,7 @@ impl Engine {
     }
 
     fn restart(&mut self, h: usize) {
-        if self.hosts[h].up {
+        if self.hosts[h].up || self.hosts[h].removed {
             return;
         }
         self.metrics.restarted(h);
@@ -769,13 +773,13 @@ pub fn run(scenario: &Scenario, seed: Option<u64>) -> Result<Report, SimError> {
 
 mod membership;
 mod node;
+mod operator;
 mod round;
-mod specs;
 
 use node::{Core, StoreWatch};
 
 #[cfg(test)]
-mod specs_tests;
+mod operator_tests;
 #[cfg(test)]
 mod store_tests;
 #[cfg(test)]

@@ -128,7 +128,7 @@ impl Engine {
     }
 
     /// The members host `h` sees, as the round's core reads them.
-    fn members_of(&self, h: usize) -> Members {
+    pub(super) fn members_of(&self, h: usize) -> Members {
         let mut active = BTreeMap::new();
         let host = &self.hosts[h];
         active.insert(self.healing.name(h).clone(), host.peer.epoch);

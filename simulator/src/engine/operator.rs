@@ -1,7 +1,12 @@
-//! Spec changes during a run (`update` faults): the operator writes a new version of a
-//! service's spec, every host reads it from the next round, and the agents roll it out
-//! through the real rollout core (the coordinator opens waves, every host replaces its
-//! replicas as the waves allow) or scale it (new slots placed, surplus ones stopped).
+//! The operator's changes during a run.
+//!
+//! - `update` faults: the operator writes a new version of a service's spec, every host
+//!   reads it from the next round, and the agents roll it out through the real rollout core
+//!   (the coordinator opens waves, every host replaces its replicas as the waves allow) or
+//!   scale it (new slots placed, surplus ones stopped).
+//! - `remove` faults: a down host is removed (`knit node rm`) and never restarts; with
+//!   `store = true` the removal record is written through another host and the real node
+//!   cores cut the host off as it reaches them.
 //!
 //! A rollout moves with time alone (a wave is watched for its monitor time, then the delay
 //! runs), so while any rollout is under way no host skips its round (see [`super::round`]).
@@ -61,6 +66,28 @@ impl Engine {
         self.specs.insert(service.clone(), next);
         // Every host's inputs changed.
         self.hosts.iter_mut().for_each(|host| host.quiet = None);
+    }
+
+    /// Removes down host `h` from the cluster through host `through` (a `remove` fault).
+    pub(super) fn remove(&mut self, h: usize, through: usize) {
+        self.hosts[h].removed = true;
+        if !(self.store && self.hosts[through].up) {
+            return;
+        }
+        let node = self.hosts[h].peer.node;
+        let record = serde_json::json!({
+            "name": crate::healing::host_name(h),
+            "removed_at_ms": self.now_ms,
+        });
+        let value = serde_json::to_vec(&record).unwrap_or_default();
+        self.stores.disturbed(self.now_ms);
+        self.node_input(
+            through,
+            knit_mesh::node_core::Input::Put {
+                key: knit_mesh::store::revoked_key(&node),
+                value: Some(value),
+            },
+        );
     }
 
     /// Each running replica that does not run its service's current spec, as

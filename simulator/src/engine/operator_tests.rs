@@ -157,3 +157,72 @@ fn bad_update_faults_say_what_to_do() {
         assert!(err.to_string().contains(says), "{to}: {err}");
     }
 }
+
+fn remove() -> Scenario {
+    Scenario::from_toml(include_str!("../../scenarios/remove.toml")).unwrap()
+}
+
+#[test]
+fn a_removed_host_is_cut_off_everywhere_and_never_comes_back() {
+    let s = remove();
+    let mut engine = Engine::new(&s, s.seed).unwrap();
+    engine.advance(25_000).unwrap();
+    let gone = engine.hosts[3].peer.node;
+    engine.advance(40_000).unwrap();
+    // The operator restarting it anyway: a removed host stays down.
+    engine.fault(Fault::Restart {
+        at_s: 40.0,
+        host: 3,
+    });
+    assert!(!engine.hosts[3].up);
+    engine.advance(u64::MAX).unwrap();
+    let name = engine.healing.name(3).clone();
+    for h in (0..8).filter(|&h| h != 3) {
+        let core = engine.hosts[h].core.as_ref().unwrap();
+        assert!(core.store().unwrap().is_revoked(&gone), "host {h}'s store");
+        assert!(
+            !engine.members_of(h).active.contains_key(&name),
+            "host {h} counts the removed host active"
+        );
+        assert!(
+            core.membership()
+                .members()
+                .all(|m| m.peer.node != gone || !m.state.is_active()),
+            "host {h}'s membership"
+        );
+    }
+    assert_eq!(running(&engine, "web"), (12, 12));
+    assert_eq!(running(&engine, "worker"), (6, 6));
+    let report = engine.finish_report(&s);
+    assert_converged(&report);
+    assert!(report.store_converged_ms.is_some(), "{}", report.table());
+}
+
+#[test]
+fn bad_remove_faults_say_what_to_do() {
+    let base = include_str!("../../scenarios/remove.toml");
+    let cases = [
+        (
+            "kind = \"kill\"\nat_s = 15",
+            "kind = \"kill\"\nat_s = 30",
+            "add a kill fault of it before",
+        ),
+        (
+            "through = 0",
+            "through = 3",
+            "give another host as `through`",
+        ),
+        ("through = 0", "through = 8", "hosts are 0..8"),
+    ];
+    for (from, to, says) in cases {
+        assert!(base.contains(from), "{from}");
+        let err = Scenario::from_toml(&base.replacen(from, to, 1)).unwrap_err();
+        assert!(err.to_string().contains(says), "{to}: {err}");
+    }
+    let back = format!("{base}\n[[faults]]\nkind = \"restart\"\nat_s = 50\nhost = 3\n");
+    let err = Scenario::from_toml(&back).unwrap_err();
+    assert!(
+        err.to_string().contains("drop its restart at 50 s"),
+        "{err}"
+    );
+}
