@@ -3,17 +3,16 @@
 //!
 //! Placement is a pure function, so the result for one set of active hosts is computed
 //! once and shared by every host that sees that set (a cache, not a second copy of the
-//! logic). A set not seen before is reached from the nearest cached one by the
-//! scheduler's incremental [`Placer`] (hosts lost and joined), whose result equals a full
-//! `place` over the same hosts by its law; far from every cached set, `place` runs in full.
+//! logic). Each set is placed in full, by `place`, as the peer places: the incremental
+//! [`knit_scheduler::Placer`], repaired from a nearby set, gave another placement than
+//! `place` over the same hosts for most sets of a 250-host run (2 to 4 slots apart after
+//! one host lost), which made a run depend on the order its sets were met in.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use knit_scheduler::placement::Assignment;
-use knit_scheduler::{
-    NodeView, Placement, PlacementConfig, Placer, Resources, ServiceSpec, SlotId, place,
-};
+use knit_scheduler::{NodeView, Placement, PlacementConfig, Resources, ServiceSpec, SlotId, place};
 
 use crate::scenario::HostView;
 
@@ -32,11 +31,6 @@ pub fn insert(set: &mut HostSet, host: usize) {
 
 fn contains(set: &HostSet, host: usize) -> bool {
     set[host / 64] & (1 << (host % 64)) != 0
-}
-
-/// The number of hosts in one set and not the other.
-fn distance(a: &HostSet, b: &HostSet) -> u32 {
-    a.iter().zip(b).map(|(x, y)| (x ^ y).count_ones()).sum()
 }
 
 /// One placement and, for each host, the slot indices it owns.
@@ -64,21 +58,25 @@ pub struct Healing {
     by_name: BTreeMap<knit_scheduler::NodeId, u32>,
     hosts: Vec<HostView>,
     config: PlacementConfig,
-    cache: BTreeMap<HostSet, Rc<Computed>>,
-    /// Insertion order of the cache, oldest first, to bound it.
-    cache_order: Vec<HostSet>,
-    /// Incremental placers of recent sets, newest last, to start repairs from.
-    placers: Vec<(HostSet, Placer)>,
+    /// Placements by host set, each with the last time (a use count) it was asked for.
+    cache: BTreeMap<HostSet, (Rc<Computed>, u64)>,
+    /// Placements the cache keeps (see [`CACHE_CELLS_MAX`]).
+    cache_max: usize,
+    /// Uses of the cache so far, to stamp each use.
+    uses: u64,
     /// Placements computed (cache misses), in full or by repair.
     pub computed: u64,
 }
 
-/// Placements kept, by host set.
-const CACHE_MAX: usize = 64;
-/// Placers kept to repair from (each holds a full matching).
-const PLACERS_MAX: usize = 4;
-/// Past this many hosts of difference, a repair is no cheaper than a full placement.
-const REPAIR_MAX: u32 = 32;
+/// Slot cells the placement cache holds at most, all placements together (about 40 bytes
+/// each with their indexes): at 250 hosts of 10 slots, 800 placements. Hosts whose views
+/// differ by one member each (a join or a loss not yet seen everywhere) ask for hundreds of
+/// sets in turn; a cache smaller than that computes each one again and again (4,332
+/// placements for 386 sets in a 250-host run with room for 64).
+const CACHE_CELLS_MAX: usize = 2_000_000;
+/// Placements kept at least, and at most, whatever their size.
+const CACHE_MIN: usize = 64;
+const CACHE_MAX: usize = 4_096;
 
 impl Healing {
     /// The slot table for `services` on `hosts` hosts of `capacity`, without labels.
@@ -92,6 +90,17 @@ impl Healing {
 
     /// The slot table for `services` on hosts as `hosts` describes them, by index.
     pub fn with_hosts(services: Vec<ServiceSpec>, hosts: Vec<HostView>) -> Self {
+        Self::with_table(services.clone(), &services, hosts)
+    }
+
+    /// As [`Healing::with_hosts`], with the slots of `table` (the services at their most
+    /// replicas over the run, see [`crate::scenario::Scenario::table_specs`]) and the
+    /// placement of `services`.
+    pub fn with_table(
+        services: Vec<ServiceSpec>,
+        table: &[ServiceSpec],
+        hosts: Vec<HostView>,
+    ) -> Self {
         let names: Vec<knit_scheduler::NodeId> = (0..hosts.len())
             .map(|h| knit_scheduler::NodeId::new(host_name(h)).expect("non-empty name"))
             .collect();
@@ -110,13 +119,12 @@ impl Healing {
             hosts,
             config: PlacementConfig::default(),
             cache: BTreeMap::new(),
-            cache_order: Vec::new(),
-            placers: Vec::new(),
+            cache_max: CACHE_MIN,
+            uses: 0,
             computed: 0,
         };
-        let placement = place(&[], &healing.services, &healing.config);
-        let reservations: BTreeMap<&str, Resources> = healing
-            .services
+        let placement = place(&[], table, &healing.config);
+        let reservations: BTreeMap<&str, Resources> = table
             .iter()
             .map(|s| (s.name.as_str(), s.reservations))
             .collect();
@@ -129,6 +137,8 @@ impl Healing {
                 .insert(slot.clone(), u32::try_from(i).unwrap_or(u32::MAX));
             healing.slots.push(slot);
         }
+        healing.cache_max =
+            (CACHE_CELLS_MAX / healing.slots.len().max(1)).clamp(CACHE_MIN, CACHE_MAX);
         healing
     }
 
@@ -151,7 +161,16 @@ impl Healing {
             .map(|(_, &i)| i)
     }
 
-    /// The services, as the scenario gives them.
+    /// Replaces the spec of `spec.name` (a spec change): placements are computed anew.
+    /// Its slots must be in the table (at most its replicas there).
+    pub fn set_service(&mut self, spec: ServiceSpec) {
+        if let Some(old) = self.services.iter_mut().find(|s| s.name == spec.name) {
+            *old = spec;
+            self.cache.clear();
+        }
+    }
+
+    /// The services, as they are now.
     pub fn services(&self) -> &[ServiceSpec] {
         &self.services
     }
@@ -163,50 +182,32 @@ impl Healing {
 
     /// The placement over exactly the hosts in `set`, from the cache or computed now.
     pub fn placement_for(&mut self, set: &HostSet) -> Rc<Computed> {
-        if let Some(hit) = self.cache.get(set) {
+        self.uses += 1;
+        if let Some((hit, used)) = self.cache.get_mut(set) {
+            *used = self.uses;
             return Rc::clone(hit);
         }
-        let placer = self.placer_for(set);
-        let computed = Rc::new(self.index_placement(placer.placement()));
-        if self.placers.len() >= PLACERS_MAX {
-            self.placers.remove(0);
-        }
-        self.placers.push((set.clone(), placer));
+        let nodes: Vec<NodeView> = (0..self.names.len())
+            .filter(|&h| contains(set, h))
+            .map(|h| self.view(h))
+            .collect();
+        let placement = place(&nodes, &self.services, &self.config);
+        let computed = Rc::new(self.index_placement(placement));
         self.computed += 1;
-        if self.cache_order.len() >= CACHE_MAX {
-            let oldest = self.cache_order.remove(0);
-            self.cache.remove(&oldest);
+        if self.cache.len() >= self.cache_max {
+            // The one used least lately goes.
+            let oldest = self
+                .cache
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(set, _)| set.clone());
+            if let Some(oldest) = oldest {
+                self.cache.remove(&oldest);
+            }
         }
-        self.cache_order.push(set.clone());
-        self.cache.insert(set.clone(), Rc::clone(&computed));
+        self.cache
+            .insert(set.clone(), (Rc::clone(&computed), self.uses));
         computed
-    }
-
-    /// A placer over exactly the hosts in `set`: the nearest kept one, repaired, or new.
-    fn placer_for(&self, set: &HostSet) -> Placer {
-        let nearest = self
-            .placers
-            .iter()
-            .rev()
-            .map(|(base, placer)| (distance(base, set), base, placer))
-            .min_by_key(|(d, _, _)| *d);
-        let Some((d, base, placer)) = nearest.filter(|(d, _, _)| *d <= REPAIR_MAX) else {
-            let nodes: Vec<NodeView> = (0..self.names.len())
-                .filter(|&h| contains(set, h))
-                .map(|h| self.view(h))
-                .collect();
-            return Placer::new(&nodes, &self.services, &self.config);
-        };
-        let mut placer = placer.clone();
-        if d > 0 {
-            for h in (0..self.names.len()).filter(|&h| contains(base, h) && !contains(set, h)) {
-                placer.node_lost(&self.names[h]);
-            }
-            for h in (0..self.names.len()).filter(|&h| !contains(base, h) && contains(set, h)) {
-                placer.node_joined(self.view(h));
-            }
-        }
-        placer
     }
 
     fn view(&self, host: usize) -> NodeView {
@@ -273,19 +274,37 @@ mod tests {
     }
 
     #[test]
-    fn a_repaired_placement_equals_a_full_one() {
-        let mut repaired = healing(70);
-        let all = repaired.placement_for(&set(70, &[]));
-        // Reached from the full set by the incremental placer: hosts lost, then one back.
-        for without in [&[3, 64][..], &[3, 64, 65, 9], &[3, 9]] {
-            let target = set(70, without);
-            let from_repair = repaired.placement_for(&target);
-            let from_scratch = healing(70).placement_for(&target);
-            assert_eq!(from_repair.placement, from_scratch.placement, "{without:?}");
-            assert_eq!(from_repair.by_host, from_scratch.by_host);
-            assert!(from_repair.by_host[3].is_empty());
+    fn a_placement_does_not_depend_on_the_sets_asked_before() {
+        let sets = [&[][..], &[3, 64], &[3, 64, 65, 9], &[3, 9]];
+        let mut forward = healing(70);
+        let mut backward = healing(70);
+        let ahead: Vec<_> = sets
+            .iter()
+            .map(|w| forward.placement_for(&set(70, w)))
+            .collect();
+        for (i, without) in sets.iter().enumerate().rev() {
+            let back = backward.placement_for(&set(70, without));
+            assert_eq!(ahead[i].placement, back.placement, "{without:?}");
+            assert_eq!(ahead[i].by_host, back.by_host);
+            for &h in *without {
+                assert!(back.by_host[h].is_empty(), "h{h} is not in the set");
+            }
         }
-        assert_eq!(repaired.computed, 4);
-        assert!(Rc::ptr_eq(&all, &repaired.placement_for(&set(70, &[]))));
+        assert_eq!(forward.computed, 4);
+        assert!(Rc::ptr_eq(&ahead[0], &forward.placement_for(&set(70, &[]))));
+    }
+
+    #[test]
+    fn the_cache_drops_the_set_used_least_lately() {
+        let mut h = healing(70);
+        h.cache_max = 8;
+        let kept = h.placement_for(&set(70, &[]));
+        for i in 0..20 {
+            h.placement_for(&set(70, &[i]));
+            // The full set is asked for between the others, as the hosts that agree do.
+            assert!(Rc::ptr_eq(&kept, &h.placement_for(&set(70, &[]))));
+        }
+        assert_eq!(h.cache.len(), 8);
+        assert_eq!(h.computed, 21);
     }
 }

@@ -263,7 +263,53 @@ pub enum Fault {
         /// The value's size (at most [`WRITE_MAX_BYTES`]).
         bytes: usize,
     },
+    /// The operator changes a service's spec, as `knit service update` does: a new image
+    /// rolls out through the agents' real rollout (waves of `parallelism` replicas, each
+    /// watched for `monitor_s`, then `delay_s` before the next), a new replica count scales
+    /// the service. Every host reads the new spec from then on (at once: hosts do not read
+    /// specs from their stores); with `store = true`, the spec record is also written to
+    /// `host`'s store (`svc/<service>`) and spreads as any write does.
+    Update {
+        /// When.
+        at_s: f64,
+        /// The service, one of `[[services]]`.
+        service: String,
+        /// The host the operator writes through (default 0).
+        #[serde(default)]
+        host: usize,
+        /// A new image: every replica is replaced, wave by wave.
+        #[serde(default)]
+        image: Option<String>,
+        /// A new replica count.
+        #[serde(default)]
+        replicas: Option<u32>,
+        /// Replicas replaced per wave (default 1; 0: all at once).
+        #[serde(default)]
+        parallelism: Option<u32>,
+        /// Wait between waves, in seconds (default 0).
+        #[serde(default)]
+        delay_s: Option<f64>,
+        /// How long a wave is watched before the next may open, in seconds (default 5).
+        #[serde(default)]
+        monitor_s: Option<f64>,
+    },
+    /// The operator removes a down host from the cluster, as `knit node rm` does: it never
+    /// comes back, and with `store = true` the removal record (`revoked/<node>`) is written
+    /// through host `through` and spreads, and every member that reads it cuts the host
+    /// off (the real node core's revocation).
+    Remove {
+        /// When.
+        at_s: f64,
+        /// The host removed: down at `at_s` (killed earlier, not restarted).
+        host: usize,
+        /// The host the operator removes it through (default 0).
+        #[serde(default)]
+        through: usize,
+    },
 }
+
+/// The most replicas an `update` fault may ask for.
+pub const REPLICAS_MAX: u32 = 100_000;
 
 /// The largest value a `write` fault may write.
 pub const WRITE_MAX_BYTES: usize = 1024 * 1024;
@@ -278,7 +324,9 @@ impl Fault {
             | Fault::Heal { at_s }
             | Fault::Cut { at_s, .. }
             | Fault::Restore { at_s, .. }
-            | Fault::Write { at_s, .. } => *at_s,
+            | Fault::Write { at_s, .. }
+            | Fault::Update { at_s, .. }
+            | Fault::Remove { at_s, .. } => *at_s,
         }
     }
 
@@ -289,6 +337,8 @@ impl Fault {
             }
             Fault::Partition { groups, .. } => groups.iter().flatten().copied().collect(),
             Fault::Heal { .. } => Vec::new(),
+            Fault::Update { host, .. } => vec![*host],
+            Fault::Remove { host, through, .. } => vec![*host, *through],
             Fault::Cut { from, to, .. } | Fault::Restore { from, to, .. } => vec![*from, *to],
         }
     }
@@ -361,6 +411,8 @@ impl Scenario {
             );
         }
         for fault in &self.faults {
+            self.validate_update(fault)?;
+            self.validate_remove(fault)?;
             if let Fault::Write { bytes, .. } = fault {
                 if !self.store {
                     return bad("a write fault needs store = true".into());
@@ -386,6 +438,117 @@ impl Scenario {
         self.host_views()?;
         self.specs()?;
         Ok(())
+    }
+
+    /// Checks an `update` fault: it names a service and changes what runs.
+    fn validate_update(&self, fault: &Fault) -> Result<(), ScenarioError> {
+        let Fault::Update {
+            service,
+            image,
+            replicas,
+            delay_s,
+            monitor_s,
+            ..
+        } = fault
+        else {
+            return Ok(());
+        };
+        let bad = |why: String| Err(ScenarioError::Invalid(why));
+        if !self.services.iter().any(|s| &s.name == service) {
+            let names: Vec<&str> = self.services.iter().map(|s| s.name.as_str()).collect();
+            return bad(format!(
+                "an update fault names service `{service}`, but the services are [{}]: fix the name or add it under [[services]]",
+                names.join(", ")
+            ));
+        }
+        if image.is_none() && replicas.is_none() {
+            return bad(format!(
+                "the update fault of `{service}` changes nothing that runs: give it an image (rolls out) or replicas (scales)"
+            ));
+        }
+        if image.as_deref().is_some_and(str::is_empty) {
+            return bad(format!(
+                "the update fault of `{service}` has an empty image: name one, as \"sim:2\""
+            ));
+        }
+        if replicas.is_some_and(|r| r > REPLICAS_MAX) {
+            return bad(format!(
+                "the update fault of `{service}` asks for more than {REPLICAS_MAX} replicas: ask for fewer"
+            ));
+        }
+        if [delay_s, monitor_s]
+            .into_iter()
+            .flatten()
+            .any(|s| !(s.is_finite() && *s >= 0.0))
+        {
+            return bad(format!(
+                "the update fault of `{service}` has a negative or non-finite delay_s or monitor_s: give seconds, 0 or more"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks a `remove` fault: the host is down then and never restarts after.
+    fn validate_remove(&self, fault: &Fault) -> Result<(), ScenarioError> {
+        let &Fault::Remove {
+            at_s,
+            host,
+            through,
+        } = fault
+        else {
+            return Ok(());
+        };
+        let bad = |why: String| Err(ScenarioError::Invalid(why));
+        if through == host {
+            return bad(format!(
+                "the remove fault of host {host} goes through the host itself: give another host as `through` (knit node rm runs on another peer)"
+            ));
+        }
+        let last_before = self
+            .faults
+            .iter()
+            .filter(|f| f.at_s() < at_s)
+            .filter_map(|f| match f {
+                Fault::Kill { host: h, at_s } if *h == host => Some((*at_s, true)),
+                Fault::Restart { host: h, at_s } if *h == host => Some((*at_s, false)),
+                _ => None,
+            })
+            .max_by(|a, b| a.0.total_cmp(&b.0));
+        if last_before.is_none_or(|(_, killed)| !killed) {
+            return bad(format!(
+                "the remove fault at {at_s} s removes host {host}, which is not down then: add a kill fault of it before (knit node rm refuses an active member)"
+            ));
+        }
+        let back = self
+            .faults
+            .iter()
+            .find(|f| matches!(f, Fault::Restart { host: h, at_s: t } if *h == host && *t >= at_s));
+        if let Some(back) = back {
+            return bad(format!(
+                "host {host} is removed at {at_s} s and never comes back: drop its restart at {} s",
+                back.at_s()
+            ));
+        }
+        Ok(())
+    }
+
+    /// The services with as many slots as any `update` fault gives them: the slot table
+    /// of the run.
+    pub fn table_specs(&self) -> Result<Vec<ServiceSpec>, ScenarioError> {
+        let mut specs = self.specs()?;
+        for fault in &self.faults {
+            if let Fault::Update {
+                service,
+                replicas: Some(r),
+                ..
+            } = fault
+                && let Some(spec) = specs.iter_mut().find(|s| &s.name == service)
+                && *r > spec.replicas()
+            {
+                spec.mode = Mode::Replicated { replicas: *r };
+            }
+        }
+        Ok(specs)
     }
 
     /// Every host: the main ones and every group's.

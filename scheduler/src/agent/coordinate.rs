@@ -50,12 +50,12 @@ pub fn gate(input: &Input<'_>, me: &NodeId) -> BTreeSet<SlotId> {
 pub(super) fn coordinate(
     agent: &mut Agent,
     input: &Input<'_>,
-    alive: &BTreeSet<NodeId>,
+    alive: &std::sync::Arc<BTreeSet<NodeId>>,
     now_ms: u64,
     plan: &mut Plan,
 ) {
     let mine: Vec<String> = agent
-        .coordinated(alive, input.specs)
+        .coordinated_among(alive, input.specs)
         .iter()
         .cloned()
         .collect();

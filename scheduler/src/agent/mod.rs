@@ -31,6 +31,7 @@ pub mod settle;
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use crate::node::NodeId;
 use crate::placement::Placement;
@@ -206,10 +207,52 @@ pub struct Agent {
     stop_graces: BTreeMap<String, u64>,
     /// Handoff starts in flight at once; see [`ReconcileConfig::moves_in_flight_max`].
     moves_in_flight_max: u32,
+    /// The active members' ids at the last round (rebuilt only when they change).
+    alive: Arc<BTreeSet<NodeId>>,
     /// Every service's coordinator among the members at the last round, and the services
-    /// this host coordinates (recomputed only when members or services change).
-    coordinators: crate::rollout::CoordinatorTable,
+    /// this host coordinates (recomputed only when members or services change). Hosts
+    /// that see the same members and services may share one table ([`Agent::share`]).
+    coordinators: Coordinators,
     coordinated: BTreeSet<String>,
+}
+
+/// A coordinator table and what it was brought to: cheap to share between agents that see
+/// the same members (the table costs every service times every member to fill).
+#[derive(Clone, Debug, Default)]
+pub struct Coordinators {
+    table: Arc<crate::rollout::CoordinatorTable>,
+    /// The members the table was brought to.
+    alive: Arc<BTreeSet<NodeId>>,
+    /// The services the table was brought to.
+    services: Arc<Vec<String>>,
+}
+
+impl Coordinators {
+    /// Whether this table was brought to exactly `alive` and `specs`' services.
+    pub fn covers(
+        &self,
+        alive: &Arc<BTreeSet<NodeId>>,
+        specs: &BTreeMap<String, ServiceSpec>,
+    ) -> bool {
+        (Arc::ptr_eq(&self.alive, alive) || self.alive == *alive)
+            && self.services.len() == specs.len()
+            && self.services.iter().eq(specs.keys())
+    }
+
+    /// Brings the table to `alive` and `specs`' services; false when it was there already.
+    fn update(
+        &mut self,
+        alive: &Arc<BTreeSet<NodeId>>,
+        specs: &BTreeMap<String, ServiceSpec>,
+    ) -> bool {
+        if self.covers(alive, specs) {
+            return false;
+        }
+        Arc::make_mut(&mut self.table).update(alive, specs.keys().map(String::as_str));
+        self.alive = Arc::clone(alive);
+        self.services = Arc::new(specs.keys().cloned().collect());
+        true
+    }
 }
 
 impl Agent {
@@ -225,9 +268,21 @@ impl Agent {
             rollouts: BTreeMap::new(),
             stop_graces: BTreeMap::new(),
             moves_in_flight_max: ReconcileConfig::default().moves_in_flight_max,
-            coordinators: crate::rollout::CoordinatorTable::default(),
+            alive: Arc::default(),
+            coordinators: Coordinators::default(),
             coordinated: BTreeSet::new(),
         }
+    }
+
+    /// The ids of `members`' active members, as a set (the one of the last call when they
+    /// are the same).
+    pub fn alive(&mut self, members: &Members) -> Arc<BTreeSet<NodeId>> {
+        let same =
+            self.alive.len() == members.active.len() && self.alive.iter().eq(members.active.keys());
+        if !same {
+            self.alive = Arc::new(members.active.keys().cloned().collect());
+        }
+        Arc::clone(&self.alive)
     }
 
     /// The services of `specs` this host coordinates among `alive` (see
@@ -237,17 +292,62 @@ impl Agent {
         alive: &BTreeSet<NodeId>,
         specs: &BTreeMap<String, ServiceSpec>,
     ) -> &BTreeSet<String> {
-        if self
-            .coordinators
-            .update(alive, specs.keys().map(String::as_str))
-        {
+        let alive = if *self.alive == *alive {
+            Arc::clone(&self.alive)
+        } else {
+            Arc::new(alive.clone())
+        };
+        self.coordinated_among(&alive, specs)
+    }
+
+    /// As [`Agent::coordinated`], with the set [`Agent::alive`] gave.
+    pub fn coordinated_among(
+        &mut self,
+        alive: &Arc<BTreeSet<NodeId>>,
+        specs: &BTreeMap<String, ServiceSpec>,
+    ) -> &BTreeSet<String> {
+        if self.coordinators.update(alive, specs) {
             self.coordinated = specs
                 .keys()
-                .filter(|name| self.coordinators.of(name) == Some(&self.me))
+                .filter(|name| self.coordinators.table.of(name) == Some(&self.me))
                 .cloned()
                 .collect();
         }
         &self.coordinated
+    }
+
+    /// The services this host coordinated at its last round (or last
+    /// [`Agent::coordinated`] call).
+    pub fn coordinating(&self) -> &BTreeSet<String> {
+        &self.coordinated
+    }
+
+    /// This agent's coordinator table, to [`Agent::share`] with agents that see the same
+    /// members and services.
+    pub fn coordinators(&self) -> &Coordinators {
+        &self.coordinators
+    }
+
+    /// Takes `table` (another agent's, brought to the same members and services as this
+    /// one's next round sees) instead of filling its own: the same table, computed once.
+    /// A table that covers other members or services is ignored.
+    pub fn share(
+        &mut self,
+        table: &Coordinators,
+        alive: &Arc<BTreeSet<NodeId>>,
+        specs: &BTreeMap<String, ServiceSpec>,
+    ) {
+        if !table.covers(alive, specs) || self.coordinators.covers(alive, specs) {
+            return;
+        }
+        self.coordinators = table.clone();
+        // The same members: keep one copy of them.
+        self.alive = Arc::clone(&table.alive);
+        self.coordinated = specs
+            .keys()
+            .filter(|name| self.coordinators.table.of(name) == Some(&self.me))
+            .cloned()
+            .collect();
     }
 
     /// This host.
@@ -362,7 +462,7 @@ impl Agent {
         if !settled {
             return plan;
         }
-        let alive: BTreeSet<NodeId> = input.members.active.keys().cloned().collect();
+        let alive = self.alive(input.members);
         coordinate::coordinate(self, input, &alive, now_ms, &mut plan);
         let config = ReconcileConfig {
             moves_in_flight_max: self.moves_in_flight_max,
@@ -414,9 +514,26 @@ impl Agent {
     /// Keeps each service's stop grace period while the service exists or its replicas
     /// run here.
     fn keep_stop_graces(&mut self, input: &Input<'_>) {
+        // Most rounds: one entry per service, each as the specs have it; nothing to do.
+        let same = self.stop_graces.len() == input.specs.len()
+            && self
+                .stop_graces
+                .iter()
+                .zip(input.specs)
+                .all(|((n, g), (name, spec))| {
+                    n == name && *n == spec.name && *g == spec.stop_grace_ms
+                });
+        if same {
+            return;
+        }
         for spec in input.specs.values() {
-            self.stop_graces
-                .insert(spec.name.clone(), spec.stop_grace_ms);
+            match self.stop_graces.get_mut(&spec.name) {
+                Some(grace) => *grace = spec.stop_grace_ms,
+                None => {
+                    self.stop_graces
+                        .insert(spec.name.clone(), spec.stop_grace_ms);
+                }
+            }
         }
         let running: BTreeSet<&str> = input
             .observed

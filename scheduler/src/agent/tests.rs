@@ -602,3 +602,63 @@ fn no_more_than_ops_max_operations_run_at_once() {
         .collect();
     assert!(busy.iter().all(|s| w.hosts[&id("a")].agent.busy(s)));
 }
+
+#[test]
+fn a_shared_coordinator_table_gives_what_each_agent_would_compute() {
+    let specs: BTreeMap<String, ServiceSpec> = (0..40)
+        .map(|i| {
+            let mut s = blog(1, "img");
+            s.name = format!("svc{i}");
+            (s.name.clone(), s)
+        })
+        .collect();
+    let nodes = ["a", "b", "c", "d", "e"];
+    let members = |names: &[&str]| Members {
+        active: names.iter().map(|n| (id(n), 1)).collect(),
+        knows_others: true,
+        connected: true,
+    };
+    let all = members(&nodes);
+    for me in nodes {
+        // `a` fills the table; `me` takes it; `alone` computes its own.
+        let mut filler = Agent::new(id("a"), 0);
+        let alive = filler.alive(&all);
+        filler.coordinated_among(&alive, &specs);
+        let mut sharer = Agent::new(id(me), 0);
+        let mut alone = Agent::new(id(me), 0);
+        let alive_sharer = sharer.alive(&all);
+        sharer.share(filler.coordinators(), &alive_sharer, &specs);
+        let own = alone.coordinated(&alive, &specs).clone();
+        assert!(!own.is_empty(), "{me} coordinates some of 40 services");
+        assert_eq!(sharer.coordinating(), &own, "{me}");
+        assert_eq!(
+            sharer.coordinated_among(&alive_sharer, &specs),
+            &own,
+            "{me}"
+        );
+    }
+    // Every service has one coordinator among the five.
+    let coordinated: usize = nodes
+        .iter()
+        .map(|me| {
+            let mut agent = Agent::new(id(me), 0);
+            let alive = agent.alive(&all);
+            agent.coordinated_among(&alive, &specs).len()
+        })
+        .sum();
+    assert_eq!(coordinated, specs.len());
+    // A table over other members is not taken.
+    let mut filler = Agent::new(id("a"), 0);
+    let fewer = filler.alive(&members(&["a", "b"]));
+    filler.coordinated_among(&fewer, &specs);
+    let mut e = Agent::new(id("e"), 0);
+    let alive = e.alive(&all);
+    e.share(filler.coordinators(), &alive, &specs);
+    assert!(
+        e.coordinating().is_empty(),
+        "nothing taken, nothing computed yet"
+    );
+    let mut alone = Agent::new(id("e"), 0);
+    let own = alone.coordinated(&alive, &specs).clone();
+    assert_eq!(e.coordinated_among(&alive, &specs), &own);
+}

@@ -235,9 +235,16 @@ pub fn plan(
     };
     let mut actions = Vec::new();
     let mut in_flight = 0u32;
+    // Each service's template, hashed once per plan rather than once per replica.
+    let mut templates: BTreeMap<&str, u64> = BTreeMap::new();
     for (slot, reports) in &mine {
         let keeper = keep_best(slot, reports, &mut actions);
-        let spec = specs.get(&slot.service);
+        let spec = specs.get(&slot.service).map(|spec| {
+            let template = *templates
+                .entry(slot.service.as_str())
+                .or_insert_with(|| spec.template_id());
+            Current { spec, template }
+        });
         in_flight += u32::from(is_move_in_flight(&view, placement, spec, keeper));
         plan_running(&view, placement, spec, keeper, config, &mut actions);
     }
@@ -291,16 +298,25 @@ fn keep_best<'a>(
     sorted[0]
 }
 
+/// A service's spec with its template ([`ServiceSpec::template_id`]), computed once.
+#[derive(Clone, Copy)]
+struct Current<'a> {
+    spec: &'a ServiceSpec,
+    template: u64,
+}
+
 /// Whether `r` is a handoff this node started that is not serving yet.
 fn is_move_in_flight(
     view: &View<'_>,
     placement: &Placement,
-    spec: Option<&ServiceSpec>,
+    spec: Option<Current<'_>>,
     r: &ReplicaReport,
 ) -> bool {
-    let Some(spec) = spec else { return false };
+    let Some(Current { template, .. }) = spec else {
+        return false;
+    };
     r.state.is_live()
-        && !r.serves(spec.template_id())
+        && !r.serves(template)
         && placement.owner(&r.slot) == Some(view.me)
         && view.server(&r.slot).is_some()
 }
@@ -309,7 +325,7 @@ fn is_move_in_flight(
 fn plan_running(
     view: &View<'_>,
     placement: &Placement,
-    spec: Option<&ServiceSpec>,
+    spec: Option<Current<'_>>,
     r: &ReplicaReport,
     config: &ReconcileConfig,
     actions: &mut Vec<Action>,
@@ -319,24 +335,24 @@ fn plan_running(
         runtime_id: r.runtime_id.clone(),
         reason,
     };
-    let Some(spec) = spec else {
+    let Some(current) = spec else {
         actions.push(stop(StopReason::ServiceRemoved));
         return;
     };
+    let template = current.template;
     match placement.get(&r.slot) {
         None => actions.push(stop(StopReason::SlotRemoved)),
         Some(Assignment::Assigned(owner)) if owner == view.me => {
-            plan_owned(spec, r, config, actions)
+            plan_owned(current, r, config, actions)
         }
         Some(Assignment::Assigned(owner)) => {
             if !r.state.is_live() {
                 actions.push(stop(StopReason::NotOwned));
-            } else if view.serves(owner, &r.slot, spec.template_id()) {
+            } else if view.serves(owner, &r.slot, template) {
                 actions.push(stop(StopReason::HandedOff { to: owner.clone() }));
             }
         }
         Some(Assignment::Pending(_)) => {
-            let template = spec.template_id();
             let smaller_serves = view.elsewhere.get(&r.slot).is_some_and(|reps| {
                 reps.iter()
                     .any(|(n, other)| *n < view.me && other.serves(template))
@@ -350,11 +366,13 @@ fn plan_running(
 
 /// The plan for a replica of a slot this node owns.
 fn plan_owned(
-    spec: &ServiceSpec,
+    current: Current<'_>,
     r: &ReplicaReport,
     config: &ReconcileConfig,
     actions: &mut Vec<Action>,
 ) {
+    let Current { spec, template } = current;
+    let runs_current = r.template == template;
     let policy = &spec.restart;
     let attempts_left = policy.max_attempts.is_none_or(|m| r.restarts < m);
     let replace = |reason| Action::Replace {
@@ -376,7 +394,7 @@ fn plan_owned(
                 && attempts_left
             {
                 actions.push(replace(ReplaceReason::Unhealthy));
-            } else if !spec.runs_current(r.template) && may_update {
+            } else if !runs_current && may_update {
                 actions.push(replace(ReplaceReason::Outdated));
             }
         }
@@ -386,7 +404,7 @@ fn plan_owned(
                 RestartCondition::OnFailure => r.state == ReplicaState::Failed,
                 RestartCondition::None => false,
             };
-            if !spec.runs_current(r.template) && may_update {
+            if !runs_current && may_update {
                 // A new template gets a fresh start, whatever the old one's restarts.
                 actions.push(Action::Start {
                     slot: r.slot.clone(),

@@ -119,6 +119,8 @@ struct Host {
     peer: PeerId,
     /// Whether the host runs (not killed).
     up: bool,
+    /// Removed from the cluster (a `remove` fault): it never restarts.
+    removed: bool,
     /// The real membership core, or the whole node core; `None` while the host is down,
     /// and with the model.
     core: Option<Core>,
@@ -140,8 +142,11 @@ struct Host {
     quiet: Option<round::Seen>,
     /// Bumped on every change of `running`.
     local_version: u64,
-    /// The members this host sees, at the view version they were read at.
-    members: Option<(u64, knit_scheduler::agent::Members)>,
+    /// The members this host sees, and the same as a set, at the view version they were
+    /// read at.
+    members: Option<(u64, knit_scheduler::agent::Members, crate::healing::HostSet)>,
+    /// The placement of the last round that placed, for [`round`]'s skip test.
+    placed: Option<std::rc::Rc<crate::healing::Computed>>,
     /// When the next round is due.
     round_at: u64,
     /// When the last round ran.
@@ -150,6 +155,8 @@ struct Host {
     /// core's notifications; with the model, the view itself.
     active_epochs: Vec<u32>,
     running: BTreeMap<u32, SlotState>,
+    /// The spec version and template each running slot was started from.
+    started_as: BTreeMap<u32, (u64, u64)>,
     /// Running slots whose report other hosts have seen.
     reported: BTreeSet<u32>,
     /// Slots started since the last round, reported at the next one (as the agent does).
@@ -198,9 +205,15 @@ pub struct Engine {
     board: round::Board,
     /// Bumped on every change of a published report (`reported`).
     reports_version: u64,
+    /// The `reports_version` at the last change of each slot's published reports: a
+    /// round's reports changed when one of the slots it reads has a newer stamp.
+    slot_stamp: Vec<u64>,
     /// The published reports of each slot (by slot index), with their hosts: what other
     /// hosts read, indexed so that a round reads only the slots it looks at.
     by_slot: Vec<Vec<(usize, ReplicaReport)>>,
+    /// Coordinator tables hosts share, by the set of hosts they cover (see
+    /// `Engine::coordinated`).
+    coordinators: BTreeMap<crate::healing::HostSet, knit_scheduler::agent::Coordinators>,
 }
 
 /// The mesh identity of host `h`: its index in the first four bytes of the node id.
@@ -237,7 +250,7 @@ impl Engine {
         let views = scenario.host_views()?;
         let n = views.len();
         let capacity = views.iter().map(|v| v.capacity).collect();
-        let healing = Healing::with_hosts(scenario.specs()?, views);
+        let healing = Healing::with_table(scenario.specs()?, &scenario.table_specs()?, views);
         let slots = healing.slots.len();
         let specs: BTreeMap<String, ServiceSpec> = healing
             .services()
@@ -279,7 +292,9 @@ impl Engine {
             templates,
             board: round::Board::default(),
             reports_version: 0,
+            slot_stamp: vec![0; slots],
             by_slot: vec![Vec::new(); slots],
+            coordinators: BTreeMap::new(),
         };
         engine.boot(scenario);
         Ok(engine)
@@ -297,6 +312,7 @@ impl Engine {
             self.hosts.push(Host {
                 peer,
                 up: true,
+                removed: false,
                 core,
                 certs_from: BTreeSet::new(),
                 seen: if self.store {
@@ -311,10 +327,12 @@ impl Engine {
                 quiet: None,
                 local_version: 0,
                 members: None,
+                placed: None,
                 round_at: 0,
                 last_round_ms: 0,
                 active_epochs: known,
                 running: BTreeMap::new(),
+                started_as: BTreeMap::new(),
                 reported: BTreeSet::new(),
                 unreported: Vec::new(),
                 announce_at_ms: 1_000,
@@ -339,8 +357,10 @@ impl Engine {
         for (h, owned) in full.by_host.iter().enumerate() {
             for &s in owned {
                 self.hosts[h].running.insert(s, SlotState::Running);
+                let as_ = self.templates[&self.healing.slots[s as usize].service];
+                self.hosts[h].started_as.insert(s, as_);
                 self.hosts[h].reported.insert(s);
-                let r = round::report(&self.healing, &self.templates, h, s);
+                let r = round::report(&self.healing, as_, h, s);
                 self.by_slot[s as usize].push((h, r));
                 self.running_count[s as usize] += 1;
                 self.reported_count[s as usize] += 1;
@@ -466,7 +486,7 @@ impl Engine {
     }
 
     fn fault(&mut self, fault: Fault) {
-        if !matches!(fault, Fault::Write { .. }) {
+        if !matches!(fault, Fault::Write { .. } | Fault::Update { .. }) {
             self.stores.disturbed(self.now_ms);
         }
         match fault {
@@ -479,6 +499,8 @@ impl Engine {
             Fault::Write {
                 host, key, bytes, ..
             } => self.write(host, key, bytes),
+            update @ Fault::Update { .. } => self.update(&update),
+            Fault::Remove { host, through, .. } => self.remove(host, through),
         }
     }
 
@@ -508,8 +530,10 @@ impl Engine {
         self.reports_version += 1;
         for &s in &reported {
             self.by_slot[s as usize].retain(|(o, _)| *o != h);
+            self.slot_stamp[s as usize] = self.reports_version;
         }
         host.unreported.clear();
+        host.started_as.clear();
         for (s, state) in std::mem::take(&mut host.running) {
             if state == SlotState::Running {
                 self.running_count[s as usize] -= 1;
@@ -541,7 +565,7 @@ impl Engine {
     }
 
     fn restart(&mut self, h: usize) {
-        if self.hosts[h].up {
+        if self.hosts[h].up || self.hosts[h].removed {
             return;
         }
         self.metrics.restarted(h);
@@ -655,72 +679,6 @@ impl Engine {
         self.now_ms = self.now_ms.min(self.end_ms);
         self.finish(scenario)
     }
-
-    fn finish(mut self, scenario: &Scenario) -> Report {
-        let util_after = self.utilisation();
-        let live = self.live_set();
-        let truth = self.healing.placement_for(&live);
-        let mut runs_on: Vec<Vec<usize>> = vec![Vec::new(); self.healing.slots.len()];
-        for (h, host) in self.hosts.iter().enumerate() {
-            for (&s, &state) in &host.running {
-                if state == SlotState::Running {
-                    runs_on[s as usize].push(h);
-                }
-            }
-        }
-        let mut violations = Vec::new();
-        for (s, hosts) in runs_on.iter().enumerate() {
-            let slot = &self.healing.slots[s];
-            match truth.owner[s] {
-                Some(owner) if hosts.len() != 1 || hosts[0] != owner as usize => {
-                    violations.push(format!(
-                        "{slot}: placement names {}, runs on [{}]",
-                        crate::healing::host_name(owner as usize),
-                        names(hosts)
-                    ));
-                }
-                None if hosts.len() > 1 => {
-                    violations.push(format!("{slot}: pending, runs on [{}]", names(hosts)));
-                }
-                _ => {}
-            }
-        }
-        let pending = truth
-            .placement
-            .pending()
-            .into_iter()
-            .map(|(slot, why)| (slot.to_string(), format!("{why:?}")))
-            .collect();
-        let live_hosts = self.hosts.iter().filter(|h| h.up).count();
-        let divergent_views = (0..self.hosts.len())
-            .filter(|&h| self.hosts[h].up && self.active_set(h) != live)
-            .count();
-        if std::env::var_os("KNIT_SIM_DEBUG").is_some() {
-            self.debug_views(&live);
-        }
-        self.metrics.report(crate::metrics::Ending {
-            scenario,
-            seed: self.seed,
-            end_ms: self.end_ms,
-            steps: self.steps,
-            queued: self.queue.len(),
-            placements_computed: self.healing.computed,
-            util_after,
-            pending,
-            violations,
-            live_hosts,
-            divergent_views,
-            store_converged_ms: self.stores.converged_ms().filter(|_| self.store),
-        })
-    }
-}
-
-fn names(hosts: &[usize]) -> String {
-    hosts
-        .iter()
-        .map(|&h| crate::healing::host_name(h))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 fn ratio(used: u64, capacity: u64) -> f64 {
@@ -740,12 +698,16 @@ pub fn run(scenario: &Scenario, seed: Option<u64>) -> Result<Report, SimError> {
     Engine::new(scenario, seed)?.run(scenario)
 }
 
+mod ending;
 mod membership;
 mod node;
+mod operator;
 mod round;
 
 use node::{Core, StoreWatch};
 
+#[cfg(test)]
+mod operator_tests;
 #[cfg(test)]
 mod store_tests;
 #[cfg(test)]

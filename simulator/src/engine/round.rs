@@ -9,27 +9,57 @@
 //! A round's inputs change only when the host's view, the published reports or its own
 //! replicas change, so a host whose inputs did not change since a quiet round (settled, no
 //! operation, no write) skips the core: the same inputs give the same plan. The one thing
-//! that time alone moves in the core, a rollout wave's monitor and delay, has no use here:
-//! the simulator's specs do not change during a run.
+//! that time alone moves in the core, a rollout wave's monitor and delay, is covered by
+//! running every round while a rollout is under way (see [`super::specs`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use knit_scheduler::NodeId;
 use knit_scheduler::agent::{Done, Input, Members, Plan, Published, Write};
 use knit_scheduler::reconcile::Action;
 use knit_scheduler::reconcile::pace::ROUND_EVERY_MS;
-use knit_scheduler::rollout::Progress;
+use knit_scheduler::rollout::{Progress, RolloutState};
 use knit_scheduler::{Health, ReplicaReport, ReplicaState, SlotId};
 use rand::RngExt;
 
 use super::node::Core;
 use super::{Engine, Event, SlotState, host_of};
-use crate::healing::{Healing, insert};
+use crate::healing::{Healing, HostSet, insert};
 
-/// What hosts published that rounds read: rollout progress, by service and host.
+/// What hosts published that rounds read: rollout progress, by service and host, and
+/// when each service's spec was last written.
 #[derive(Debug, Default)]
 pub(super) struct Board {
     progress: BTreeMap<(String, usize), Progress>,
+    /// Published progresses of rollouts under way (updating or rolling back).
+    rolling: usize,
+    written_ms: BTreeMap<String, u64>,
+}
+
+impl Board {
+    /// Sets (or, with `None`, removes) host `h`'s progress of `service`.
+    fn set(&mut self, service: String, h: usize, progress: Option<Progress>) {
+        let under_way =
+            |p: &Progress| matches!(p.state, RolloutState::Updating | RolloutState::RollingBack);
+        let key = (service, h);
+        let old = match progress {
+            Some(p) => {
+                self.rolling += usize::from(under_way(&p));
+                self.progress.insert(key, p)
+            }
+            None => self.progress.remove(&key),
+        };
+        self.rolling -= old.as_ref().map_or(0, |p| usize::from(under_way(p)));
+    }
+
+    /// Whether a rollout is under way: time alone moves it.
+    pub(super) fn rolling(&self) -> bool {
+        self.rolling > 0
+    }
+
+    /// `service`'s spec was written at `now_ms`.
+    pub(super) fn written(&mut self, service: &str, now_ms: u64) {
+        self.written_ms.insert(service.to_owned(), now_ms);
+    }
 }
 
 impl Published for Board {
@@ -40,11 +70,14 @@ impl Published for Board {
             .collect()
     }
 
-    /// Specs are written before the run starts.
-    fn spec_written_ms(&self, _service: &str) -> u64 {
-        0
+    /// Specs are written before the run starts, or by `update` faults.
+    fn spec_written_ms(&self, service: &str) -> u64 {
+        self.written_ms.get(service).copied().unwrap_or(0)
     }
 }
+
+/// Coordinator tables kept for sharing, by the set of hosts they were filled for.
+const SHARED_TABLES_MAX: usize = 16;
 
 /// The inputs of a host's last quiet round: (view version, published reports version,
 /// own replicas version).
@@ -95,7 +128,7 @@ impl Engine {
     }
 
     /// The members host `h` sees, as the round's core reads them.
-    fn members_of(&self, h: usize) -> Members {
+    pub(super) fn members_of(&self, h: usize) -> Members {
         let mut active = BTreeMap::new();
         let host = &self.hosts[h];
         active.insert(self.healing.name(h).clone(), host.peer.epoch);
@@ -146,27 +179,35 @@ impl Engine {
     /// out its plan.
     fn act(&mut self, h: usize, view_version: u64) {
         let now = self.now_ms;
+        let quiet_view = self.hosts[h]
+            .quiet
+            .is_some_and(|(v, _, l)| v == view_version && l == self.hosts[h].local_version);
         let seen = (
             view_version,
-            self.reports_version,
+            if quiet_view {
+                self.reads_stamp(h)
+            } else {
+                self.reports_version
+            },
             self.hosts[h].local_version,
         );
-        if self.hosts[h].quiet == Some(seen) {
+        if self.hosts[h].quiet == Some(seen) && !self.board.rolling() {
             return;
         }
         if self.hosts[h]
             .members
             .as_ref()
-            .is_none_or(|(v, _)| *v != view_version)
+            .is_none_or(|(v, _, _)| *v != view_version)
         {
             let members = self.members_of(h);
-            self.hosts[h].members = Some((view_version, members));
+            let set = self.set_of(&members);
+            self.hosts[h].members = Some((view_version, members, set));
         }
-        let Some((_, members)) = self.hosts[h].members.take() else {
+        let Some((_, members, set)) = self.hosts[h].members.take() else {
             return;
         };
-        let plan = self.plan(h, &members, seen, now);
-        self.hosts[h].members = Some((view_version, members));
+        let plan = self.plan(h, &members, &set, seen, now);
+        self.hosts[h].members = Some((view_version, members, set));
         let Some(plan) = plan else {
             return;
         };
@@ -174,15 +215,8 @@ impl Engine {
         self.hosts[h].quiet = quiet.then_some(seen);
         for write in plan.writes {
             match write {
-                Write::Progress { service, progress } => match progress {
-                    Some(p) => {
-                        self.board.progress.insert((service, h), p);
-                    }
-                    None => {
-                        self.board.progress.remove(&(service, h));
-                    }
-                },
-                // Autoscaling and rollbacks: the simulator's specs are fixed for the run.
+                Write::Progress { service, progress } => self.board.set(service, h, progress),
+                // Autoscaling and rollbacks: only `update` faults change specs.
                 Write::Spec(_) => {}
             }
         }
@@ -193,7 +227,14 @@ impl Engine {
 
     /// Host `h`'s round over `members`, or `None` when it did not act (warming up, or
     /// views not settled).
-    fn plan(&mut self, h: usize, members: &Members, seen: Seen, now: u64) -> Option<Plan> {
+    fn plan(
+        &mut self,
+        h: usize,
+        members: &Members,
+        set: &HostSet,
+        seen: Seen,
+        now: u64,
+    ) -> Option<Plan> {
         let host = &mut self.hosts[h];
         if now < self.warmup_ms {
             // Slots run where the full placement put them; the agent only follows joins.
@@ -205,10 +246,9 @@ impl Engine {
             host.quiet = None;
             return None;
         }
-        let set = self.set_of(members);
-        let placement = self.healing.placement_for(&set);
-        let alive: BTreeSet<NodeId> = members.active.keys().cloned().collect();
-        let coordinated = self.hosts[h].agent.coordinated(&alive, &self.specs).clone();
+        let placement = self.healing.placement_for(set);
+        self.hosts[h].placed = Some(std::rc::Rc::clone(&placement));
+        let coordinated = self.coordinated(h, members, set);
         let observed = self.observed_for(h, &placement.by_host[h], &coordinated);
         let input = Input {
             members,
@@ -220,6 +260,48 @@ impl Engine {
             active_nodes: members.active.len(),
         };
         Some(self.hosts[h].agent.round(&input, now))
+    }
+
+    /// The newest stamp of the slots whose reports host `h`'s round reads (as
+    /// [`Engine::observed_for`] picks them), with the members of its last round: the
+    /// reports it reads changed since a round iff this is newer than that round.
+    fn reads_stamp(&self, h: usize) -> u64 {
+        let host = &self.hosts[h];
+        let Some(placement) = host.placed.as_ref() else {
+            return self.reports_version;
+        };
+        let stamp = &self.slot_stamp;
+        let mut newest = 0;
+        for &s in placement.by_host[h].iter().chain(host.running.keys()) {
+            newest = newest.max(stamp[s as usize]);
+        }
+        for service in host.agent.coordinating() {
+            for s in self.healing.slots_of_service(service) {
+                newest = newest.max(stamp[s as usize]);
+            }
+        }
+        newest
+    }
+
+    /// The services host `h` coordinates among `members` (the hosts of `set`). Hosts that
+    /// see the same members share one coordinator table: the first to need it fills it, the
+    /// others take it ([`knit_scheduler::agent::Agent::share`]), as it is a pure function of
+    /// the members and services.
+    fn coordinated(&mut self, h: usize, members: &Members, set: &HostSet) -> BTreeSet<String> {
+        let agent = &mut self.hosts[h].agent;
+        let alive = agent.alive(members);
+        if let Some(shared) = self.coordinators.get(set) {
+            agent.share(shared, &alive, &self.specs);
+        }
+        let coordinated = agent.coordinated_among(&alive, &self.specs).clone();
+        if !self.coordinators.contains_key(set) {
+            if self.coordinators.len() >= SHARED_TABLES_MAX {
+                self.coordinators.pop_first();
+            }
+            let table = agent.coordinators().clone();
+            self.coordinators.insert(set.clone(), table);
+        }
+        coordinated
     }
 
     /// The reports host `h`'s round reads: of the slots it runs or owns and of the services
@@ -257,9 +339,14 @@ impl Engine {
                     SlotState::Starting => ReplicaState::Starting,
                     SlotState::Running => ReplicaState::Running,
                 };
+                let as_ = self.hosts[h]
+                    .started_as
+                    .get(&s)
+                    .copied()
+                    .unwrap_or_default();
                 ReplicaReport {
                     state,
-                    ..report(&self.healing, &self.templates, h, s)
+                    ..report(&self.healing, as_, h, s)
                 }
             })
             .collect();
@@ -298,6 +385,9 @@ impl Engine {
         };
         let host = &mut self.hosts[h];
         host.running.insert(s, SlotState::Starting);
+        let service = &self.healing.slots[s as usize].service;
+        let as_ = self.templates.get(service).copied().unwrap_or_default();
+        host.started_as.insert(s, as_);
         host.local_version += 1;
         self.metrics.starts += 1;
         let inc = host.inc;
@@ -314,6 +404,7 @@ impl Engine {
     /// Stops slot `s` on host `h` at once.
     fn stop(&mut self, h: usize, s: u32) {
         let host = &mut self.hosts[h];
+        host.started_as.remove(&s);
         if host.running.remove(&s) == Some(SlotState::Running) {
             self.running_count[s as usize] -= 1;
         }
@@ -322,6 +413,7 @@ impl Engine {
         if host.reported.remove(&s) {
             self.reported_count[s as usize] -= 1;
             self.reports_version += 1;
+            self.slot_stamp[s as usize] = self.reports_version;
             self.by_slot[s as usize].retain(|(o, _)| *o != h);
         }
     }
@@ -363,7 +455,9 @@ impl Engine {
         if host.reported.insert(slot) {
             self.reported_count[slot as usize] += 1;
             self.reports_version += 1;
-            let r = report(&self.healing, &self.templates, h, slot);
+            self.slot_stamp[slot as usize] = self.reports_version;
+            let as_ = host.started_as.get(&slot).copied().unwrap_or_default();
+            let r = report(&self.healing, as_, h, slot);
             self.by_slot[slot as usize].push((h, r));
             let counts = &self.reported_count;
             self.metrics
@@ -372,15 +466,11 @@ impl Engine {
     }
 }
 
-/// The report of slot `s` running on host `h`.
-pub(super) fn report(
-    healing: &Healing,
-    templates: &BTreeMap<String, (u64, u64)>,
-    h: usize,
-    s: u32,
-) -> ReplicaReport {
+/// The report of slot `s` running on host `h`, started from spec version and template
+/// `started_as`.
+pub(super) fn report(healing: &Healing, started_as: (u64, u64), h: usize, s: u32) -> ReplicaReport {
     let slot = healing.slots[s as usize].clone();
-    let (spec_version, template) = templates[&slot.service];
+    let (spec_version, template) = started_as;
     ReplicaReport {
         runtime_id: format!("h{h}-{s}"),
         slot,
