@@ -150,6 +150,33 @@ pub(crate) async fn run(
     }
 }
 
+/// Removes each of `names` under `collection` (`/v1/services`), printing each name
+/// removed and each refusal; fails, after trying them all, if any was refused.
+async fn remove_each(
+    client: &Client,
+    collection: &str,
+    names: &[String],
+    what: &str,
+) -> Result<()> {
+    let mut failed = 0;
+    for name in names {
+        match client
+            .delete::<serde_json::Value>(&format!("{collection}/{name}"))
+            .await
+        {
+            Ok(_) => println!("{name}"),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} {what} could not be removed");
+    }
+    Ok(())
+}
+
 /// The data dir whose socket client commands use without `--api`: the default one
 /// (`~/.knit`), or the system service's (`/var/lib/knit`) when only that one has a socket,
 /// so that `knit node ls` works as it is on a host where knit was installed as a service.

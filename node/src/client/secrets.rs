@@ -2,7 +2,7 @@
 
 use std::io::Read;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 use super::Client;
 use crate::cli::SecretCommand;
@@ -54,22 +54,7 @@ pub(super) async fn run(client: &Client, command: SecretCommand) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&found)?);
         }
         SecretCommand::Rm { names } => {
-            let mut failed = 0;
-            for name in names {
-                match client
-                    .delete::<serde_json::Value>(&format!("/v1/secrets/{name}"))
-                    .await
-                {
-                    Ok(_) => println!("{name}"),
-                    Err(e) => {
-                        eprintln!("error: {e:#}");
-                        failed += 1;
-                    }
-                }
-            }
-            if failed > 0 {
-                bail!("{failed} secret(s) could not be removed");
-            }
+            super::remove_each(client, "/v1/secrets", &names, "secret(s)").await?;
         }
     }
     Ok(())

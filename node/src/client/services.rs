@@ -139,22 +139,7 @@ pub(super) async fn run(client: &Client, command: ServiceCommand) -> Result<()> 
             }
         }
         ServiceCommand::Rm { names } => {
-            let mut failed = 0;
-            for name in names {
-                match client
-                    .delete::<serde_json::Value>(&format!("/v1/services/{name}"))
-                    .await
-                {
-                    Ok(_) => println!("{name}"),
-                    Err(e) => {
-                        eprintln!("error: {e:#}");
-                        failed += 1;
-                    }
-                }
-            }
-            if failed > 0 {
-                bail!("{failed} service(s) could not be removed");
-            }
+            super::remove_each(client, "/v1/services", &names, "service(s)").await?;
         }
     }
     Ok(())
