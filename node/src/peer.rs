@@ -372,7 +372,7 @@ async fn drivers(
             None
         }
     };
-    let secrets = crate::secrets::SecretFiles::for_node(node);
+    let secrets = crate::driver::secret_files::SecretFiles::for_node(node);
     Ok(Drivers {
         docker,
         process,

@@ -42,6 +42,7 @@ pub mod node;
 pub mod placement;
 pub mod reconcile;
 pub mod replica;
+mod resources;
 pub mod rollout;
 pub mod spec;
 

@@ -7,7 +7,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::error::SpecError;
-use crate::spec::Resources;
+use crate::resources::Resources;
 
 /// A node's id as text: the mesh writes it as 32 lowercase hex digits. Any non-empty text
 /// is accepted, so tests and the simulator can use short names.

@@ -105,9 +105,9 @@ impl Op {
         }
         let values = self.secrets.values(&spec.secrets)?;
         let owner = match spec.driver {
-            DriverKind::Docker => crate::secrets::Owner::Container,
+            DriverKind::Docker => crate::driver::secret_files::Owner::Container,
             DriverKind::Process => {
-                crate::secrets::Owner::Process(self.drivers.process.run_as_ids())
+                crate::driver::secret_files::Owner::Process(self.drivers.process.run_as_ids())
             }
         };
         self.drivers

@@ -6,6 +6,7 @@
 pub(crate) mod docker;
 pub(crate) mod output;
 pub(crate) mod process;
+pub(crate) mod secret_files;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -85,7 +86,7 @@ pub(crate) struct Drivers {
     pub(crate) docker: Option<docker::DockerDriver>,
     pub(crate) process: process::ProcessDriver,
     /// Where replicas' secrets are written, on memory.
-    pub(crate) secrets: crate::secrets::SecretFiles,
+    pub(crate) secrets: crate::driver::secret_files::SecretFiles,
 }
 
 impl Drivers {

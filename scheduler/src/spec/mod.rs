@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
+pub use crate::resources::Resources;
 pub use constraint::{Constraint, ConstraintField, ConstraintOp};
 pub use limits::Limits;
 pub use mount::{Mount, MountKind};
@@ -24,44 +25,6 @@ pub use port::{PortSpec, Protocol};
 pub use quantity::{parse_cpu_millis, parse_duration_ms, parse_memory_bytes};
 pub use secret::{SECRET_MODE_DEFAULT, SecretRef, secret_name_is_valid};
 pub use signal::{normalize_signal, signal_number};
-
-/// CPU and memory, as reserved by a replica or offered by a node.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
-#[serde(default)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct Resources {
-    /// Thousandths of a core; `--reserve-cpu 0.5` is 500. Zero: none or unknown.
-    pub cpu_millis: u64,
-    /// Bytes; `--reserve-memory 512M`. Zero: none or unknown.
-    pub memory_bytes: u64,
-}
-
-impl Resources {
-    /// Whether `self` (a reservation) fits in `room`; a zero field of `capacity` means
-    /// unknown, and that dimension is not checked.
-    pub fn fits(&self, room: &Resources, capacity: &Resources) -> bool {
-        (capacity.cpu_millis == 0 || self.cpu_millis <= room.cpu_millis)
-            && (capacity.memory_bytes == 0 || self.memory_bytes <= room.memory_bytes)
-    }
-
-    /// Field-wise sum, saturating.
-    pub fn plus(&self, other: &Resources) -> Resources {
-        Resources {
-            cpu_millis: self.cpu_millis.saturating_add(other.cpu_millis),
-            memory_bytes: self.memory_bytes.saturating_add(other.memory_bytes),
-        }
-    }
-
-    /// Field-wise difference, saturating at zero.
-    pub fn minus(&self, other: &Resources) -> Resources {
-        Resources {
-            cpu_millis: self.cpu_millis.saturating_sub(other.cpu_millis),
-            memory_bytes: self.memory_bytes.saturating_sub(other.memory_bytes),
-        }
-    }
-}
 
 /// How replicas run.
 #[derive(
