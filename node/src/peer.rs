@@ -241,7 +241,7 @@ pub(crate) async fn up(args: UpArgs, api: Option<&str>, api_insecure: bool) -> R
             mesh.serve_requests(),
             drivers.clone(),
             node.to_string(),
-            tasks.shutdown().clone(),
+            tasks.clone(),
         ),
     );
     let driver_names = drivers.names();

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use knit_mesh::quic::app::Call;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use crate::driver::Drivers;
 use crate::driver::output::{LogLine, LogQuery};
@@ -139,8 +138,9 @@ pub(crate) async fn serve_peers(
     mut calls: mpsc::Receiver<Call>,
     drivers: Arc<Drivers>,
     node: String,
-    shutdown: CancellationToken,
+    tasks: crate::tasks::Tasks,
 ) {
+    let shutdown = tasks.shutdown().clone();
     let busy = Arc::new(tokio::sync::Semaphore::new(PEER_REQUESTS_MAX));
     loop {
         let call = tokio::select! {
@@ -151,13 +151,20 @@ pub(crate) async fn serve_peers(
             },
         };
         let Ok(permit) = busy.clone().try_acquire_owned() else {
-            tokio::spawn(call.reply.fail("busy: too many log requests; retry".into()));
+            tasks.spawn(
+                "peer log refusal",
+                call.reply.fail("busy: too many log requests; retry".into()),
+            );
             continue;
         };
         let (drivers, node) = (drivers.clone(), node.clone());
-        tokio::spawn(async move {
+        let stop = shutdown.clone();
+        tasks.spawn("peer log answer", async move {
             let _permit = permit;
-            answer(call, drivers, node).await;
+            tokio::select! {
+                () = answer(call, drivers, node) => {}
+                () = stop.cancelled() => {}
+            }
         });
     }
 }

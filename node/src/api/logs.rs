@@ -102,18 +102,26 @@ pub(super) async fn logs(
             .cloned()
             .unwrap_or_else(|| node.short());
         let (state, request, items) = (state.clone(), request.clone(), items.clone());
-        tokio::spawn(async move {
-            if node == me {
-                local(&state, node, request, items).await;
-            } else {
-                remote(&state, node, &label, request, items).await;
+        let stop = state.tasks.shutdown().clone();
+        state.tasks.clone().spawn("logs read", async move {
+            let read = async {
+                if node == me {
+                    local(&state, node, request, items).await;
+                } else {
+                    remote(&state, node, &label, request, items).await;
+                }
+            };
+            // A follow of a silent replica would wait for its next line: not at a stop.
+            tokio::select! {
+                () = read => {}
+                () = stop.cancelled() => {}
             }
         });
     }
     drop(items);
     let (lines, body) = mpsc::channel::<String>(BODY_QUEUE_MAX);
     let timestamps = query.timestamps;
-    tokio::spawn(async move {
+    state.tasks.spawn("logs merge", async move {
         loop {
             let (node, item) = tokio::select! {
                 () = lines.closed() => return,

@@ -57,6 +57,8 @@ pub(crate) struct ApiState {
     ingress: Arc<crate::ingress::IngressStats>,
     /// The observer of the cluster's changes, and the event streams it feeds.
     events: Arc<events::Events>,
+    /// Where request-scoped tasks (a logs fan-out) are spawned, so that they end with the peer.
+    tasks: crate::tasks::Tasks,
 }
 
 impl ApiState {
@@ -70,6 +72,7 @@ impl ApiState {
     ) -> Self {
         Self {
             events: events::Events::start(mesh.clone(), tasks),
+            tasks: tasks.clone(),
             mesh,
             creds: Arc::new(creds),
             saved,

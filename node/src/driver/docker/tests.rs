@@ -607,7 +607,8 @@ async fn mounts_reach_the_container_as_asked() {
     .collect();
     driver.start(&launch).await.expect("start");
     let started = Instant::now();
-    while !output.join("volume").exists() {
+    // The shell creates the file before `cat` fills it: wait for its line.
+    while !std::fs::read_to_string(output.join("volume")).is_ok_and(|t| t.ends_with('\n')) {
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "the replica wrote nothing to its bind mount"

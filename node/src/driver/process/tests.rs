@@ -235,7 +235,11 @@ async fn a_chatty_replica_s_log_stays_under_its_bound() {
     let mut rotations = 0;
     let size = || std::fs::metadata(&path).map_or(0, |m| m.len());
     let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(3) {
+    // At least 3 s and 3 rotations; a loaded machine writes (and lists) more slowly, so
+    // the run may last up to 20 s.
+    while started.elapsed() < Duration::from_secs(20)
+        && (started.elapsed() < Duration::from_secs(3) || rotations < 3)
+    {
         tokio::time::sleep(Duration::from_millis(100)).await;
         peak = peak.max(log::total_bytes(&path, bound));
         let before = size();
@@ -254,9 +258,11 @@ async fn a_chatty_replica_s_log_stays_under_its_bound() {
         rotations >= 3,
         "{rotations} rotations: the replica wrote well past the bound"
     );
-    // Three files of the bound, plus what one round (100 ms, ~330 kB) adds to the live one.
+    // Three files of the bound, plus what one round adds to the live one: ~330 kB in the
+    // 100 ms between lists, more when a loaded machine stretches them (unbounded growth
+    // would be tens of MB by now).
     assert!(
-        peak <= 3 * bound.file_max_bytes + 512 * 1024,
+        peak <= 3 * bound.file_max_bytes + 1024 * 1024,
         "{peak} bytes"
     );
     assert!(
