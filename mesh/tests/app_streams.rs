@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use knit_mesh::NodeId;
 use knit_mesh::quic::app::{AppError, STREAMS_PER_CONNECTION_MAX};
-use knit_mesh::quic::{Credentials, Mesh, bind, join};
+use knit_mesh::quic::{Credentials, Mesh, bind};
 use knit_mesh::store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -20,16 +20,7 @@ async fn pair(shutdown: &CancellationToken) -> (Mesh, Mesh) {
     let endpoint = bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = endpoint.local_addr().unwrap();
     let a = common::start_mesh(endpoint, node, &creds, Store::new(node), vec![], shutdown);
-    let endpoint = bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let (b_node, b_creds, _) = join::join(&endpoint, addr, &a.token()).await.unwrap();
-    let b = common::start_mesh(
-        endpoint,
-        b_node,
-        &b_creds,
-        Store::new(b_node),
-        vec![addr],
-        shutdown,
-    );
+    let b = common::join_second(&a, addr, shutdown).await;
     let started = Instant::now();
     while [&a, &b].iter().any(|m| {
         m.view()

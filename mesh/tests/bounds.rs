@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use knit_mesh::NodeId;
 use knit_mesh::quic::credentials::write_atomic;
 use knit_mesh::quic::keys::NodeSigner;
-use knit_mesh::quic::{Credentials, Mesh, bind, join, tls};
+use knit_mesh::quic::{Credentials, Mesh, bind, tls};
 use knit_mesh::store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -61,16 +61,7 @@ async fn pair(state_mb: usize, shutdown: &CancellationToken) -> (Mesh, Mesh, Soc
     let endpoint = bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = endpoint.local_addr().unwrap();
     let a = common::start_mesh(endpoint, node, &creds, loaded, Vec::new(), shutdown);
-    let endpoint = bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let (b_node, b_creds, _) = join::join(&endpoint, addr, &a.token()).await.unwrap();
-    let b = common::start_mesh(
-        endpoint,
-        b_node,
-        &b_creds,
-        Store::new(b_node),
-        vec![addr],
-        shutdown,
-    );
+    let b = common::join_second(&a, addr, shutdown).await;
     (a, b, addr, keys)
 }
 

@@ -64,6 +64,27 @@ pub fn create_web_service(
     cluster.peers[0].cli_ok(&args).map(|_| ())
 }
 
+/// `curl` with `args` (10 s at most); returns the HTTP status it printed (`000` when no
+/// answer came). For what [`http_request`] cannot do: Unix sockets, client certificates,
+/// a foreign `Host`.
+pub fn curl_status(args: &[&str]) -> Result<String> {
+    let out = crate::run_bounded(
+        std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "10",
+            ])
+            .args(args),
+        Duration::from_secs(20),
+    )?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// Whether `GET path` on `addr` answers `200` within 3 s: a replica, or a published port.
 pub fn answers(addr: SocketAddr, path: &str) -> bool {
     http_get(addr, path, Duration::from_secs(3)).is_ok()

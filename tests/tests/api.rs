@@ -2,10 +2,9 @@
 //! field their schema does not are refused (400, the field named, nothing written), and
 //! `/v1/openapi.json` documents the routes the peer serves, behind the API's access rules.
 
-use std::process::Command;
 use std::time::Duration;
 
-use knit_tests::{Cluster, Peer, cluster_lock, run_bounded};
+use knit_tests::{Cluster, Peer, cluster_lock};
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -166,23 +165,13 @@ fn the_openapi_document_describes_what_the_peer_serves() {
 
     // The document is behind the API's access rules: another Host is refused.
     let socket = peer.api.to_str().expect("a UTF-8 path");
-    let out = run_bounded(
-        Command::new("curl").args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--max-time",
-            "10",
-            "--unix-socket",
-            socket,
-            "-H",
-            "Host: evil.example",
-            "http://localhost/v1/openapi.json",
-        ]),
-        Duration::from_secs(20),
-    )
+    let status = knit_tests::curl_status(&[
+        "--unix-socket",
+        socket,
+        "-H",
+        "Host: evil.example",
+        "http://localhost/v1/openapi.json",
+    ])
     .expect("curl runs");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "403");
+    assert_eq!(status, "403");
 }

@@ -23,24 +23,9 @@ fn as_nobody(program: &str, args: &[&str]) -> std::process::Output {
     run_bounded(&mut cmd, Duration::from_secs(20)).expect("setpriv runs")
 }
 
-/// `curl` with `args`; returns the HTTP status it printed (000 when no answer came).
+/// The status `curl` printed for `args`.
 fn curl_status(args: &[&str]) -> String {
-    let out = run_bounded(
-        Command::new("curl")
-            .args([
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "--max-time",
-                "10",
-            ])
-            .args(args),
-        Duration::from_secs(20),
-    )
-    .expect("curl runs");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    knit_tests::curl_status(args).expect("curl runs")
 }
 
 #[test]

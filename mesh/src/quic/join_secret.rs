@@ -5,60 +5,27 @@
 //! the replicated state or its file. The join service and the token shown to operators use
 //! the newest secret in the store, and the one in the credentials while there is none.
 
-use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
-use ring::hkdf;
-use ring::rand::{SecureRandom, SystemRandom};
-
 use super::credentials::Credentials;
+use super::sealed::{self, Purpose};
 use crate::store::Store;
 use crate::token::JoinToken;
 
 /// The store key holding the current join secret, encrypted.
 pub const JOIN_SECRET_KEY: &str = "cluster/join-secret";
 
-const HKDF_SALT: &[u8] = b"knit join secret v1";
-
 /// The secret could not be encrypted (the system's random source failed).
-#[derive(Debug, thiserror::Error)]
-#[error("cannot encrypt the join secret (the system's random source failed); try again")]
-pub struct SealError;
+pub use super::sealed::SealError;
 
-/// The AES-256-GCM key of this cluster (`None` cannot happen: HKDF-SHA256 expands to
-/// 32 bytes).
-fn aead_key(creds: &Credentials) -> Option<LessSafeKey> {
-    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, HKDF_SALT).extract(creds.ca_key_pem.as_bytes());
-    let info = [creds.cluster_id.as_bytes()];
-    let okm = prk.expand(&info, &AES_256_GCM).ok()?;
-    Some(LessSafeKey::new(UnboundKey::from(okm)))
-}
-
-/// `secret` encrypted for the store: nonce, then ciphertext and tag.
+/// `secret` encrypted for the store: nonce, then ciphertext and tag (see [`sealed`]).
 pub fn seal(creds: &Credentials, secret: &[u8; 16]) -> Result<Vec<u8>, SealError> {
-    let mut nonce = [0u8; NONCE_LEN];
-    SystemRandom::new()
-        .fill(&mut nonce)
-        .map_err(|_| SealError)?;
-    let mut sealed = secret.to_vec();
-    aead_key(creds)
-        .ok_or(SealError)?
-        .seal_in_place_append_tag(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(JOIN_SECRET_KEY.as_bytes()),
-            &mut sealed,
-        )
-        .map_err(|_| SealError)?;
-    Ok([&nonce[..], &sealed].concat())
+    sealed::seal(creds, Purpose::JoinSecret, JOIN_SECRET_KEY, secret)
 }
 
 /// The secret in a value [`seal`] made, if it opens under this cluster's key.
 pub fn open(creds: &Credentials, value: &[u8]) -> Option<[u8; 16]> {
-    let (nonce, sealed) = value.split_at_checked(NONCE_LEN)?;
-    let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
-    let mut buf = sealed.to_vec();
-    let plain = aead_key(creds)?
-        .open_in_place(nonce, Aad::from(JOIN_SECRET_KEY.as_bytes()), &mut buf)
-        .ok()?;
-    plain.try_into().ok()
+    sealed::open(creds, Purpose::JoinSecret, JOIN_SECRET_KEY, value)?
+        .try_into()
+        .ok()
 }
 
 /// The join secret in force: the newest in `store`, else the credentials'.
@@ -102,6 +69,31 @@ mod tests {
         let mut flipped = sealed.clone();
         flipped[20] ^= 1;
         assert_eq!(open(&creds, &flipped), None);
+    }
+
+    #[test]
+    fn a_secret_sealed_before_the_shared_sealing_still_opens() {
+        use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+        use ring::hkdf;
+        let node = NodeId::from_bytes([1; 16]);
+        let creds = Credentials::create_cluster(&node, [1; 16]).unwrap();
+        // The construction every cluster's state holds: HKDF-SHA256 of the CA key with the
+        // join-secret salt and the cluster id, the store key as associated data.
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"knit join secret v1")
+            .extract(creds.ca_key_pem.as_bytes());
+        let info = [creds.cluster_id.as_bytes()];
+        let okm = prk.expand(&info, &AES_256_GCM).unwrap();
+        let key = LessSafeKey::new(UnboundKey::from(okm));
+        let nonce = [3u8; NONCE_LEN];
+        let mut sealed = vec![5u8; 16];
+        key.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(JOIN_SECRET_KEY.as_bytes()),
+            &mut sealed,
+        )
+        .unwrap();
+        let stored = [&nonce[..], &sealed].concat();
+        assert_eq!(open(&creds, &stored), Some([5; 16]));
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //! one key per purpose, a random nonce stored before the ciphertext, and the value's name
 //! as associated data, so that a sealed value moved to another name does not open.
 //!
-//! Service secrets are stored this way: the replicated state, its file and the API's
-//! answers never hold them in clear text.
+//! The join secret and service secrets are stored this way: the replicated state, its
+//! file and the API's answers never hold them in clear text.
 
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::hkdf;
@@ -15,6 +15,8 @@ use super::credentials::Credentials;
 /// What a sealed value is for; each purpose has its own key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Purpose {
+    /// The rotating join secret (`knit token rotate`), named by its store key.
+    JoinSecret,
     /// A service secret (`knit secret create`).
     Secret,
 }
@@ -22,6 +24,7 @@ pub enum Purpose {
 impl Purpose {
     fn salt(self) -> &'static [u8] {
         match self {
+            Self::JoinSecret => b"knit join secret v1",
             Self::Secret => b"knit service secret v1",
         }
     }

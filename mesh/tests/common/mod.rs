@@ -33,3 +33,26 @@ pub(crate) fn start_mesh(
     };
     Mesh::start(endpoint, creds.clone(), config, shutdown.child_token()).expect("a mesh")
 }
+
+/// A new member, on its own loopback endpoint, joined through `seed` (at `addr`) with its
+/// token and started with an empty store.
+#[allow(dead_code)] // Not every test file joins a second member.
+pub(crate) async fn join_second(
+    seed: &Mesh,
+    addr: SocketAddr,
+    shutdown: &CancellationToken,
+) -> Mesh {
+    let endpoint = knit_mesh::quic::bind("127.0.0.1:0".parse().expect("an address"))
+        .expect("a loopback endpoint");
+    let (node, creds, _) = knit_mesh::quic::join::join(&endpoint, addr, &seed.token())
+        .await
+        .expect("joined");
+    start_mesh(
+        endpoint,
+        node,
+        &creds,
+        Store::new(node),
+        vec![addr],
+        shutdown,
+    )
+}
