@@ -1,5 +1,6 @@
 //! The client commands: they talk to the local peer's admin API and print what it says.
 
+mod changes;
 mod filter;
 mod logs;
 mod nodes;

@@ -2,7 +2,8 @@
 //! overall count, then one line per slot with a bar and its state (`pending`, `assigned`,
 //! `starting`, `running`, `healthy`), redrawn in place on a terminal and written as plain
 //! lines (one per change) when the output is a file or a pipe; then `verify: Service
-//! converged`.
+//! converged`. It reads the replicas again each time the peer's event stream says the
+//! cluster changed (`changes.rs`), or after a quiet spell.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -13,14 +14,18 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use knit_scheduler::ServiceSpec;
 
 use super::Client;
+use super::changes::Changes;
 use crate::wire::TaskRow;
 
 /// How long a command that follows a rollout waits for the replicas.
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(300);
 /// A rollout that makes no progress for this long is reported as stuck.
 const STALL_TIMEOUT: Duration = Duration::from_secs(60);
-/// How often the replicas are read again.
+/// How often the replicas are read again when the peer's event stream cannot be had.
 const POLL: Duration = Duration::from_millis(300);
+/// How long to wait for a change on the event stream before reading again anyway (a
+/// stalled rollout, a timeout to notice).
+const QUIET: Duration = Duration::from_secs(2);
 /// The steps of a slot's bar: pending, assigned, starting, running, serving.
 const STEPS: u64 = 5;
 
@@ -70,6 +75,15 @@ pub(super) async fn converge(client: &Client, written: &ServiceSpec) -> Result<(
     let started = Instant::now();
     let mut progressed = Instant::now();
     let mut display = Display::new(name, written.version, std::io::stdout().is_terminal());
+    // Subscribed before the first read, so that no change between it and the stream is
+    // missed.
+    let mut changes = match Changes::open(client).await {
+        Ok(changes) => Some(changes),
+        Err(e) => {
+            tracing::debug!(error = %e, "no event stream: following by period");
+            None
+        }
+    };
     loop {
         let spec: ServiceSpec = client.get(&format!("/v1/services/{name}")).await?;
         if spec.template_id() != template {
@@ -111,7 +125,12 @@ pub(super) async fn converge(client: &Client, written: &ServiceSpec) -> Result<(
                 "{name} did not converge within {CONVERGE_TIMEOUT:?}; see `knit service ps {name}`"
             );
         }
-        tokio::time::sleep(POLL).await;
+        match changes.as_mut() {
+            Some(changes) => {
+                changes.wait(QUIET).await;
+            }
+            None => tokio::time::sleep(POLL).await,
+        }
     }
 }
 
