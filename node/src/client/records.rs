@@ -130,6 +130,8 @@ impl Row for Task {
             "Service" => self.service.clone(),
             "NodeID" => t.node_id.clone(),
             "Health" => t.health.clone(),
+            // No replica yet (pending or just assigned): no version runs.
+            "Version" if t.spec_version == 0 => "-".to_owned(),
             "Version" => t.spec_version.to_string(),
             "Current" => t.current.to_string(),
             // Percent of one core, as `docker stats` shows it.
