@@ -25,6 +25,7 @@ pub mod profile;
 pub mod rumor;
 pub mod store;
 pub mod token;
+pub mod traffic;
 pub mod trust;
 
 #[cfg(feature = "quic")]

@@ -5,6 +5,7 @@
 //! [`Membership::poll_output`]. The QUIC transport and the simulator drive the same core.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,6 +19,7 @@ use crate::id::{NodeId, PeerId};
 use crate::profile::Profile;
 use crate::rumor::{Rumor, RumorBox};
 use crate::store::Delta;
+use crate::traffic::{Direction, Traffic};
 use crate::trust::CLOCK_SKEW_MAX_MS_DEFAULT;
 
 /// Rumors larger than this are left to anti-entropy, so that a packet still has room for
@@ -228,6 +230,7 @@ impl Membership {
     /// Feeds a packet that arrived from the network.
     pub fn handle_packet(&mut self, packet: &[u8], now_ms: u64) -> Result<(), MembershipError> {
         self.rumors.set_clock(now_ms, self.clock_skew_max_ms);
+        self.rumors.traffic().packet(Direction::In, packet);
         let result = self.foca.handle_data(packet, &mut self.runtime);
         self.absorb(now_ms);
         Ok(result?)
@@ -249,6 +252,9 @@ impl Membership {
         let rumor = codec::encode(&Rumor::Leave(*self.identity()))
             .map_err(|e| foca::Error::CustomBroadcast(Box::new(e)))?;
         self.foca.add_broadcast(&rumor)?;
+        self.rumors
+            .traffic()
+            .rumor(Direction::Out, "leave", rumor.len(), false);
         let result = self.foca.leave_cluster(&mut self.runtime);
         self.absorb(now_ms);
         Ok(result?)
@@ -263,7 +269,13 @@ impl Membership {
         if rumor.len() > RUMOR_MAX_BYTES {
             return false;
         }
-        self.foca.add_broadcast(&rumor).unwrap_or(false)
+        let added = self.foca.add_broadcast(&rumor).unwrap_or(false);
+        if added {
+            self.rumors
+                .traffic()
+                .rumor(Direction::Out, &delta.key, rumor.len(), false);
+        }
+        added
     }
 
     /// Re-derives every member's state from foca's full membership (so a missed
@@ -363,9 +375,15 @@ impl Membership {
         Ok(())
     }
 
+    /// The counters of this core's traffic, by kind of message and by record.
+    pub fn traffic(&self) -> Arc<Traffic> {
+        self.rumors.traffic().clone()
+    }
+
     /// The next thing to do, or `None` when the core is drained. Drain it after every input.
     pub fn poll_output(&mut self) -> Option<Output> {
         if let Some((to, packet)) = self.runtime.to_send() {
+            self.rumors.traffic().packet(Direction::Out, &packet);
             return Some(Output::Send { to, packet });
         }
         if let Some((after, timer)) = self.runtime.to_schedule() {

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::codec::{self, CodecError};
 use crate::id::{NodeId, PeerId};
 use crate::store::{Delta, Stamp};
+use crate::traffic::{Direction, Traffic};
 
 /// A fact spread by piggybacking on membership traffic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +48,8 @@ impl foca::Invalidates for RumorKey {
 #[derive(Debug, Default, Clone)]
 pub struct RumorBox {
     inner: Arc<Mutex<Rumors>>,
+    /// Counts every rumor heard, by record.
+    traffic: Arc<Traffic>,
 }
 
 /// Keys remembered at most in [`Rumors::seen`]; past it the least recently seen go. A
@@ -150,6 +153,11 @@ impl RumorBox {
         });
     }
 
+    /// The counters of the membership traffic this box adds its rumors to.
+    pub fn traffic(&self) -> &Arc<Traffic> {
+        &self.traffic
+    }
+
     /// Takes the rumors that arrived since the last call.
     pub fn drain(&self) -> Vec<Rumor> {
         self.with(|r| std::mem::take(&mut r.fresh))
@@ -174,8 +182,12 @@ impl foca::BroadcastHandler<PeerId> for RumorBox {
         data: &[u8],
         _sender: Option<&PeerId>,
     ) -> Result<Option<RumorKey>, CodecError> {
-        let (rumor, _used): (Rumor, usize) = codec::decode(data)?;
-        Ok(self.with(|r| match rumor {
+        let (rumor, used): (Rumor, usize) = codec::decode(data)?;
+        let key = match &rumor {
+            Rumor::Leave(_) => "leave".to_owned(),
+            Rumor::Delta(delta) => delta.key.clone(),
+        };
+        let news = self.with(|r| match rumor {
             Rumor::Leave(peer) => {
                 if r.left
                     .get(&peer.node)
@@ -207,7 +219,10 @@ impl foca::BroadcastHandler<PeerId> for RumorBox {
                 }
                 Some(key)
             }
-        }))
+        });
+        self.traffic
+            .rumor(Direction::In, &key, used, news.is_some());
+        Ok(news)
     }
 }
 

@@ -275,15 +275,6 @@ pub(crate) async fn up(args: UpArgs, api: Option<&str>, api_insecure: bool) -> R
         .chain(args.api_hosts.iter().cloned()),
     );
     let dir = Arc::new(dir);
-    tasks.spawn(
-        "telemetry",
-        crate::telemetry::run(
-            mesh.clone(),
-            node,
-            dir.path().to_path_buf(),
-            tasks.shutdown().clone(),
-        ),
-    );
     let thresholds = crate::agent::prevention::Thresholds {
         disk_percent: args.drain_disk_percent,
         memory_percent: args.drain_memory_percent,
@@ -295,6 +286,16 @@ pub(crate) async fn up(args: UpArgs, api: Option<&str>, api_insecure: bool) -> R
                 .context("--recover-after")?,
         ),
     };
+    tasks.spawn(
+        "telemetry",
+        crate::telemetry::run(
+            mesh.clone(),
+            node,
+            dir.path().to_path_buf(),
+            thresholds.clone(),
+            tasks.shutdown().clone(),
+        ),
+    );
     let secrets = crate::secrets::SecretSource::new(mesh.clone(), Arc::new(creds.clone()));
     let (agent, events) = Agent::new(
         mesh.clone(),

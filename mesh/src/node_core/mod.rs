@@ -227,6 +227,11 @@ impl NodeCore {
         }
     }
 
+    /// The counters of this node's membership traffic, by kind of message and by record.
+    pub fn traffic(&self) -> std::sync::Arc<crate::traffic::Traffic> {
+        self.membership.traffic()
+    }
+
     /// The view of the cluster now.
     pub fn view(&self) -> View {
         View {

@@ -82,6 +82,8 @@ pub struct Mesh {
     view: watch::Receiver<Arc<View>>,
     store: watch::Receiver<Arc<Store>>,
     metrics: Arc<MeshMetrics>,
+    /// The membership traffic by kind of message and by record.
+    traffic: Arc<crate::traffic::Traffic>,
     endpoint: quinn::Endpoint,
     shutdown: CancellationToken,
     /// For the join token in force and its rotation.
@@ -174,6 +176,7 @@ impl Mesh {
             seed: rand::rng().random(),
         };
         let node_core = NodeCore::new(core_config, Box::new(signer), Box::new(book), now_ms());
+        let traffic = node_core.traffic();
         let (view_tx, view) = watch::channel(Arc::new(node_core.view()));
         let (store_tx, store_rx) = watch::channel(Arc::new(node_core.store().clone()));
         let (core, commands) = mpsc::channel(INPUT_QUEUE_MAX);
@@ -213,6 +216,7 @@ impl Mesh {
             view,
             store: store_rx,
             metrics,
+            traffic,
             endpoint,
             shutdown,
             creds: mesh_creds,
@@ -296,6 +300,11 @@ impl Mesh {
     /// The transport's counters.
     pub fn metrics(&self) -> &MeshMetrics {
         &self.metrics
+    }
+
+    /// The membership traffic, by kind of message and by record.
+    pub fn traffic(&self) -> &crate::traffic::Traffic {
+        &self.traffic
     }
 
     /// Writes `key` (or deletes it with `None`) and spreads the write; refuses one larger

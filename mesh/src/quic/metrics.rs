@@ -28,6 +28,12 @@ pub struct MeshMetrics {
     pub sync_deltas_out: AtomicU64,
     /// Store bytes sent and received through anti-entropy.
     pub sync_bytes: AtomicU64,
+    /// Of those, the bucket summaries and bucket lists that open an exchange.
+    pub sync_summary_bytes: AtomicU64,
+    /// Of those, the digests (key and stamp) of the buckets that differed.
+    pub sync_digest_bytes: AtomicU64,
+    /// Of those, the deltas.
+    pub sync_delta_bytes: AtomicU64,
     /// Store writes from other members applied here (rumors and anti-entropy).
     pub deltas_applied: AtomicU64,
     /// Sum over applied writes of (applied here - written there), in ms: divided by

@@ -118,6 +118,8 @@ fn count(ctx: &SyncContext, deltas: &[Delta], incoming: bool) {
     let m = &ctx.metrics;
     let bytes: usize = deltas.iter().map(delta_bytes).sum();
     m.sync_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    m.sync_delta_bytes
+        .fetch_add(bytes as u64, Ordering::Relaxed);
     let counter = if incoming {
         &m.sync_deltas_in
     } else {
@@ -126,13 +128,17 @@ fn count(ctx: &SyncContext, deltas: &[Delta], incoming: bool) {
     counter.fetch_add(deltas.len() as u64, Ordering::Relaxed);
 }
 
-/// Counts a digest sent or received (and a summary: `extra` bytes) in the anti-entropy
-/// byte counter.
+/// Counts a digest sent or received, and a summary or a bucket list (`extra` bytes), in
+/// the anti-entropy byte counters.
 fn count_digest(ctx: &SyncContext, digest: &Digest, extra: usize) {
-    let bytes: usize = digest.iter().map(digest_bytes).sum::<usize>() + extra;
-    ctx.metrics
-        .sync_bytes
-        .fetch_add(bytes as u64, Ordering::Relaxed);
+    let m = &ctx.metrics;
+    let digest: usize = digest.iter().map(digest_bytes).sum();
+    m.sync_bytes
+        .fetch_add((digest + extra) as u64, Ordering::Relaxed);
+    m.sync_digest_bytes
+        .fetch_add(digest as u64, Ordering::Relaxed);
+    m.sync_summary_bytes
+        .fetch_add(extra as u64, Ordering::Relaxed);
 }
 
 /// Hands deltas to the mesh task, first waiting (up to the frame timeout) while its

@@ -79,6 +79,21 @@ pub(super) async fn metrics(State(state): State<ApiState>) -> Response {
             &m.sync_bytes,
         ),
         (
+            "state_sync_summary_bytes",
+            "Anti-entropy bytes spent on bucket summaries and lists (the exchange's opening)",
+            &m.sync_summary_bytes,
+        ),
+        (
+            "state_sync_digest_bytes",
+            "Anti-entropy bytes spent on digests of the buckets that differed",
+            &m.sync_digest_bytes,
+        ),
+        (
+            "state_sync_delta_bytes",
+            "Anti-entropy bytes spent on the deltas themselves",
+            &m.sync_delta_bytes,
+        ),
+        (
             "state_deltas_parked",
             "State writes held until their writer's certificate is known",
             &m.deltas_parked,
@@ -92,6 +107,7 @@ pub(super) async fn metrics(State(state): State<ApiState>) -> Response {
         );
     }
     register_refusals(&mut registry, m);
+    register_traffic(&mut registry, state.mesh.traffic());
     registry.register(
         "state_deltas_pending",
         "State writes waiting for their writer's certificate now",
@@ -149,6 +165,59 @@ fn register_refusals(registry: &mut Registry, m: &knit_mesh::quic::links::MeshMe
         "state_deltas_refused",
         "State writes from other members refused, by reason",
         refused,
+    );
+}
+
+/// The membership traffic by kind: `knit_gossip_messages_total{kind,direction}` and
+/// `knit_gossip_message_bytes_total{kind,direction}` (ping, ack, ..., feed, gossip), and
+/// the rumors by record: `knit_rumors_total{record,direction}`,
+/// `knit_rumor_bytes_total{record,direction}`, `knit_rumors_news_total{record}` (heard and
+/// new here: relayed and merged).
+fn register_traffic(registry: &mut Registry, traffic: &knit_mesh::traffic::Traffic) {
+    use prometheus_client::metrics::counter::Counter;
+    let (messages, message_bytes) = (
+        Family::<Labels, Counter>::default(),
+        Family::<Labels, Counter>::default(),
+    );
+    for (kind, direction, packets, bytes) in traffic.packets() {
+        let at = labels([("kind", kind), ("direction", direction.name())]);
+        messages.get_or_create(&at).inc_by(packets);
+        message_bytes.get_or_create(&at).inc_by(bytes);
+    }
+    let (rumors, rumor_bytes, news) = (
+        Family::<Labels, Counter>::default(),
+        Family::<Labels, Counter>::default(),
+        Family::<Labels, Counter>::default(),
+    );
+    for (record, direction, count) in traffic.rumors() {
+        let at = labels([("record", &record), ("direction", direction.name())]);
+        rumors.get_or_create(&at).inc_by(count.rumors);
+        rumor_bytes.get_or_create(&at).inc_by(count.bytes);
+        if direction == knit_mesh::traffic::Direction::In {
+            news.get_or_create(&labels([("record", &record)]))
+                .inc_by(count.news);
+        }
+    }
+    registry.register(
+        "gossip_messages",
+        "Membership packets by the SWIM message they carry, sent (out) and received (in)",
+        messages,
+    );
+    registry.register(
+        "gossip_message_bytes",
+        "Membership packet bytes by the SWIM message they carry",
+        message_bytes,
+    );
+    registry.register(
+        "rumors",
+        "Store writes riding on membership packets, by record: started here (out), heard (in)",
+        rumors,
+    );
+    registry.register("rumor_bytes", "Encoded size of those rumors", rumor_bytes);
+    registry.register(
+        "rumors_news",
+        "Rumors heard that were new here (relayed on and merged), by record",
+        news,
     );
 }
 
