@@ -493,12 +493,22 @@ impl Links {
     }
 }
 
-/// QUIC transport settings for gossip: keep connections alive, notice dead ones.
+/// How long a connection between members may carry nothing before it closes. Members
+/// are not kept connected: SWIM's own probes (each member probed about once per round of
+/// the member list) keep a pair's connection in use, and a connection that closed is
+/// dialed again on the next packet. Keep-alives on every connection every second, as
+/// before, cost each peer two packets a second per member and a timer wake-up each:
+/// idle CPU that grew with the cluster's size (issue of idle cost; see BENCHMARKS.md).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// QUIC transport settings for gossip: no keep-alives (see [`IDLE_TIMEOUT`]); failure
+/// detection is SWIM's, not the transport's.
 pub(crate) fn transport_config() -> quinn::TransportConfig {
     let mut config = quinn::TransportConfig::default();
-    config.keep_alive_interval(Some(Duration::from_secs(1)));
+    config.keep_alive_interval(None);
+    let idle_ms = u32::try_from(IDLE_TIMEOUT.as_millis()).unwrap_or(u32::MAX);
     config.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
-        5_000,
+        idle_ms,
     ))));
     config.datagram_receive_buffer_size(Some(256 * 1024));
     config.datagram_send_buffer_size(256 * 1024);

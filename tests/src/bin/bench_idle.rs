@@ -29,6 +29,8 @@ const USAGE: &str = "usage: bench-idle [--sizes 5,20,40,60,100,150] [--profile P
 
 Uses $KNIT_BIN if set, else builds the release knit first.";
 
+/// How long one peer may take to start and have its node id.
+const PEER_START_LIMIT: Duration = Duration::from_secs(60);
 /// How long one `/metrics` read may take.
 const READ_LIMIT: Duration = Duration::from_secs(10);
 /// The kernel's clock ticks per second for `/proc/<pid>/stat` (USER_HZ, 100 on Linux).
@@ -138,7 +140,13 @@ fn measure_into(options: &Options, size: usize, figures: &mut Figures) -> Result
     let started = Instant::now();
     let mut cluster = Cluster::new(&options.profile)?;
     for _ in 0..size {
-        cluster.add_peer()?;
+        let i = cluster.add_peer()?;
+        // Paced: each peer has its identity before the next starts, so that a hundred
+        // peers starting at once on two cores do not time each other out.
+        let peer = &cluster.peers[i];
+        knit_tests::wait_until(PEER_START_LIMIT, "a peer's node id", || {
+            peer.node_id().ok()
+        })?;
     }
     let limit = Duration::from_secs(60 + 3 * u64::try_from(size)?);
     cluster
