@@ -3,6 +3,7 @@
 //! Every struct decodes with missing fields filled by Docker's defaults
 //! (`#[serde(default)]`), so records written by an older knit still read.
 
+mod config;
 mod constraint;
 pub mod limits;
 mod mount;
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
 pub use crate::resources::Resources;
+pub use config::{CONFIG_MODE_DEFAULT, ConfigRef, config_name_is_valid};
 pub use constraint::{Constraint, ConstraintField, ConstraintOp};
 pub use limits::Limits;
 pub use mount::{Mount, MountKind};
@@ -283,6 +285,8 @@ pub struct ServiceSpec {
     pub mounts: Vec<Mount>,
     /// Secrets each replica gets as files under `/run/secrets`.
     pub secrets: Vec<SecretRef>,
+    /// Configs each replica gets as read-only files at their targets.
+    pub configs: Vec<ConfigRef>,
     /// Environment variables.
     pub env: BTreeMap<String, String>,
     /// Labels on the service and its containers.
@@ -343,6 +347,9 @@ pub struct Template<'a> {
     /// Left out when empty, as mounts.
     #[serde(skip_serializing_if = "no_secrets")]
     secrets: &'a [SecretRef],
+    /// Left out when empty, as mounts.
+    #[serde(skip_serializing_if = "no_configs")]
+    configs: &'a [ConfigRef],
     env: &'a BTreeMap<String, String>,
     labels: &'a BTreeMap<String, String>,
     limits: Resources,
@@ -360,6 +367,10 @@ fn no_secrets(secrets: &&[SecretRef]) -> bool {
     secrets.is_empty()
 }
 
+fn no_configs(configs: &&[ConfigRef]) -> bool {
+    configs.is_empty()
+}
+
 /// Docker's default stop grace period.
 pub const DEFAULT_STOP_GRACE_MS: u64 = 10_000;
 
@@ -375,6 +386,7 @@ impl Default for ServiceSpec {
             ports: Vec::new(),
             mounts: Vec::new(),
             secrets: Vec::new(),
+            configs: Vec::new(),
             env: BTreeMap::new(),
             labels: BTreeMap::new(),
             reservations: Resources::default(),
@@ -422,7 +434,7 @@ impl ServiceSpec {
     }
 
     /// What a replica of this spec runs: what the driver starts (driver, image, command,
-    /// args, ports, env, labels, limits, stop signal), how its health is told, and the force
+    /// args, ports, mounts, secrets, configs, env, labels, limits, stop signal), how its health is told, and the force
     /// counter. Scale, placement, restart, update and autoscaling policies are not part of
     /// it: changing them replaces no replica.
     pub fn template(&self) -> Template<'_> {
@@ -434,6 +446,7 @@ impl ServiceSpec {
             ports: &self.ports,
             mounts: &self.mounts,
             secrets: &self.secrets,
+            configs: &self.configs,
             env: &self.env,
             labels: &self.labels,
             limits: self.limits,
