@@ -56,6 +56,12 @@ pub(crate) enum Command {
     /// Manage secrets: values sealed in the cluster's state, given to replicas as files.
     #[command(subcommand)]
     Secret(SecretCommand),
+    /// Manage configs: files given to replicas at a path of their choice.
+    #[command(subcommand)]
+    Config(crate::commands::ConfigCommand),
+    /// Deploy and manage stacks of services from Compose files.
+    #[command(subcommand)]
+    Stack(crate::commands::StackCommand),
     /// Show or change cluster-wide settings.
     #[command(subcommand)]
     Cluster(ClusterCommand),

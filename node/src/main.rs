@@ -11,6 +11,8 @@ mod cli;
 mod client;
 mod clock;
 mod cluster;
+mod commands;
+mod compose;
 mod completion;
 mod datadir;
 mod driver;

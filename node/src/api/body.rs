@@ -50,6 +50,10 @@ impl RequestBody for crate::wire::SecretCreate {
     const WHAT: &'static str = "the secret";
 }
 
+impl RequestBody for crate::wire::ConfigCreate {
+    const WHAT: &'static str = "the config";
+}
+
 /// A request body of type `T`, read strictly (see the module doc).
 #[derive(Debug)]
 pub(crate) struct Strict<T>(pub(crate) T);

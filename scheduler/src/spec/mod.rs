@@ -272,9 +272,12 @@ pub struct ServiceSpec {
     pub driver: Driver,
     /// The image, for the Docker driver.
     pub image: Option<String>,
-    /// The command: for a process, the program and its first arguments; for Docker,
-    /// overrides the image's entrypoint when not empty.
+    /// The command: for a process, the program and its first arguments; for Docker, what
+    /// the entrypoint runs (the image's CMD) when not empty.
     pub command: Vec<String>,
+    /// For Docker, the entrypoint instead of the image's when not empty (Compose's
+    /// `entrypoint`; the image's CMD is then not used). A process has none.
+    pub entrypoint: Vec<String>,
     /// Arguments after the command (Docker: the image's CMD when not empty).
     pub args: Vec<String>,
     /// Replicated or global.
@@ -338,6 +341,9 @@ pub struct ServiceSpec {
 pub struct Template<'a> {
     driver: Driver,
     image: Option<&'a str>,
+    /// Left out when empty, as mounts.
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    entrypoint: &'a [String],
     command: &'a [String],
     args: &'a [String],
     ports: &'a [PortSpec],
@@ -381,6 +387,7 @@ impl Default for ServiceSpec {
             driver: Driver::Docker,
             image: None,
             command: Vec::new(),
+            entrypoint: Vec::new(),
             args: Vec::new(),
             mode: Mode::default(),
             ports: Vec::new(),
@@ -434,13 +441,14 @@ impl ServiceSpec {
     }
 
     /// What a replica of this spec runs: what the driver starts (driver, image, command,
-    /// args, ports, mounts, secrets, configs, env, labels, limits, stop signal), how its health is told, and the force
+    /// entrypoint, args, ports, mounts, secrets, configs, env, labels, limits, stop signal), how its health is told, and the force
     /// counter. Scale, placement, restart, update and autoscaling policies are not part of
     /// it: changing them replaces no replica.
     pub fn template(&self) -> Template<'_> {
         Template {
             driver: self.driver,
             image: self.image.as_deref(),
+            entrypoint: &self.entrypoint,
             command: &self.command,
             args: &self.args,
             ports: &self.ports,

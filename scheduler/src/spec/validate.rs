@@ -71,6 +71,12 @@ impl ServiceSpec {
                     "the process driver needs a command, e.g. [\"/usr/bin/python3\", \"-m\", \"http.server\"]".into(),
                 );
             }
+            Driver::Process if !self.entrypoint.is_empty() => {
+                return bad(
+                    "entrypoint",
+                    "the process driver runs its command and has no entrypoint; put the program first in the command".into(),
+                );
+            }
             _ => {}
         }
         self.validate_sizes()?;
@@ -158,7 +164,7 @@ impl ServiceSpec {
                 format!("is {} bytes, above {IMAGE_MAX_BYTES}", image.len()),
             );
         }
-        check_words(&self.name, "args", self.command.iter().chain(&self.args))?;
+        check_words(&self.name, "args", self.entrypoint.iter().chain(&self.command).chain(&self.args))?;
         check_count(&self.name, "env", self.env.len(), ENV_MAX)?;
         for (key, value) in &self.env {
             check_text(&self.name, "env", key, ENV_NAME_MAX_BYTES)?;

@@ -1,0 +1,95 @@
+//! The command lines of `knit config` and `knit stack`, kept apart from `cli.rs` (which
+//! names them in [`crate::cli::Command`]).
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+
+use crate::cli::ListArgs;
+use crate::format::Format;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ConfigCommand {
+    /// Create a config from a file, or from standard input with `-`.
+    Create {
+        /// The config's name.
+        name: String,
+        /// The file holding the content, or `-` for standard input.
+        file: PathBuf,
+    },
+    /// List configs.
+    #[command(alias = "list")]
+    Ls {
+        /// Output format: `table`, `json` (one object per line), or a template such as
+        /// '{{.Name}} {{.Services}}'.
+        #[arg(long, default_value = "table", value_name = "table|json|TEMPLATE")]
+        format: Format,
+        /// Print names only.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Show configs' details and content (JSON; configs are not secret).
+    Inspect {
+        /// The configs.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove configs no service uses.
+    #[command(alias = "remove")]
+    Rm {
+        /// The configs.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum StackCommand {
+    /// Deploy a new stack or update an existing one from Compose files: services named
+    /// STACK_SERVICE, secrets, configs and volumes named STACK_NAME. Only the services
+    /// whose spec changed are updated.
+    #[command(alias = "up")]
+    Deploy {
+        /// A Compose file (repeat to merge several, later ones over earlier ones).
+        #[arg(short = 'c', long = "compose-file", required = true)]
+        compose_files: Vec<PathBuf>,
+        /// Also remove the stack's services that the files no longer name.
+        #[arg(long)]
+        prune: bool,
+        /// Return once the specs are written, without following the replicas (by default
+        /// the command follows them until they converge when its output is a terminal).
+        #[command(flatten)]
+        detach: crate::flags::DetachArg,
+        /// The stack's name.
+        name: String,
+    },
+    /// List stacks.
+    #[command(alias = "list")]
+    Ls {
+        /// Output format: `table`, `json` (one object per line), or a template such as
+        /// '{{.Name}} {{.Services}}'.
+        #[arg(long, default_value = "table", value_name = "table|json|TEMPLATE")]
+        format: Format,
+    },
+    /// List the tasks of a stack's services.
+    Ps {
+        /// The stack.
+        name: String,
+        #[command(flatten)]
+        list: ListArgs,
+    },
+    /// List a stack's services.
+    Services {
+        /// The stack.
+        name: String,
+        #[command(flatten)]
+        list: ListArgs,
+    },
+    /// Remove stacks: their services, and the secrets and configs deploy created for them.
+    #[command(alias = "remove", alias = "down")]
+    Rm {
+        /// The stacks.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
