@@ -273,6 +273,8 @@ mod tests {
         default_table_names_known_fields::<ServiceSummary>();
         default_table_names_known_fields::<Task>();
         default_table_names_known_fields::<NodeSummary>();
+        default_table_names_known_fields::<SecretSummary>();
+        default_table_names_known_fields::<ConfigSummary>();
     }
 
     fn service(name: &str, image: &str) -> ServiceSummary {
@@ -284,6 +286,7 @@ mod tests {
             image: image.into(),
             ports: vec!["8080:80/tcp".into()],
             version: 4,
+            labels: Default::default(),
             invalid: None,
         }
     }

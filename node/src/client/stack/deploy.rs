@@ -234,3 +234,24 @@ pub(super) fn as_stored(spec: &ServiceSpec, stored: &ServiceSpec) -> ServiceSpec
         ..spec.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spec_equal_to_the_stored_one_but_for_the_peers_bookkeeping_is_unchanged() {
+        let from_file = ServiceSpec::docker("app_web", "nginx:1");
+        let mut stored = from_file.clone();
+        stored.version = 7;
+        stored.force_update = 2;
+        stored.previous = Some(Box::new(ServiceSpec::docker("app_web", "nginx:0")));
+        assert_eq!(as_stored(&from_file, &stored), stored);
+        let mut changed = from_file.clone();
+        changed.image = Some("nginx:2".into());
+        assert_ne!(as_stored(&changed, &stored), stored);
+        let mut scaled = from_file;
+        scaled.mode = knit_scheduler::spec::Mode::Replicated { replicas: 2 };
+        assert_ne!(as_stored(&scaled, &stored), stored);
+    }
+}
