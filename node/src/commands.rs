@@ -1,12 +1,27 @@
-//! The command lines of `knit config` and `knit stack`, kept apart from `cli.rs` (which
-//! names them in [`crate::cli::Command`]).
+//! The command lines of `knit config` and `knit stack`, and the listing flags every list
+//! shares, kept apart from `cli.rs` (which names them in its `Command`, and imports this
+//! module, never the other way round).
 
 use std::path::PathBuf;
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 
-use crate::cli::ListArgs;
 use crate::format::Format;
+
+#[derive(Debug, Args)]
+pub(crate) struct ListArgs {
+    /// Output format: `table`, `json` (one object per line), or a template such as
+    /// '{{.Name}} {{.Replicas}}' or 'table {{.Name}}\t{{.Image}}' (a header and aligned
+    /// columns); an unknown field is an error that lists the fields there are.
+    #[arg(long, default_value = "table", value_name = "table|json|TEMPLATE")]
+    pub(crate) format: Format,
+    /// Filter the rows: KEY=VALUE (repeat; one key's values are alternatives, keys combine).
+    #[arg(short = 'f', long = "filter")]
+    pub(crate) filters: Vec<String>,
+    /// Print ids (names of services) only.
+    #[arg(short, long)]
+    pub(crate) quiet: bool,
+}
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ConfigCommand {

@@ -8,8 +8,8 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use knit_scheduler::ServiceSpec;
 use knit_scheduler::spec::{
-    Autoscale, ConfigRef, Constraint, Driver, HealthCheck, Limits, Mode, Mount, PortSpec, Probe, SecretRef,
-    UpdateConfig, parse_cpu_millis, parse_duration_ms, parse_memory_bytes,
+    Autoscale, ConfigRef, Constraint, Driver, HealthCheck, Limits, Mode, Mount, PortSpec, Probe,
+    SecretRef, UpdateConfig, parse_cpu_millis, parse_duration_ms, parse_memory_bytes,
 };
 use serde::de::DeserializeOwned;
 

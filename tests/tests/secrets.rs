@@ -167,7 +167,10 @@ fn a_secret_reaches_its_replicas_and_no_disk() {
     let said = String::from_utf8_lossy(&rm.stderr).into_owned();
     assert!(said.contains("in use by api"), "{said}");
     let listed = p0.cli_ok(&["config", "ls"]).unwrap();
-    assert!(listed.contains("app_conf") && listed.contains("api"), "{listed}");
+    assert!(
+        listed.contains("app_conf") && listed.contains("api"),
+        "{listed}"
+    );
 
     // Docker: /run/secrets/NAME with its mode, through a bind mount to read it back.
     if let Some(image) = images::busybox_image().expect("the test image") {

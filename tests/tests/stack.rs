@@ -168,7 +168,9 @@ fn a_stack_deploys_updates_one_service_and_goes() {
 
     let listed = p0.cli_ok(&["stack", "ls"]).unwrap();
     assert!(
-        listed.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["app", "2"]),
+        listed
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["app", "2"]),
         "{listed}"
     );
     let tasks = p0.cli_ok(&["stack", "ps", "app"]).unwrap();
@@ -176,7 +178,10 @@ fn a_stack_deploys_updates_one_service_and_goes() {
         assert!(tasks.contains(slot), "{slot} missing from:\n{tasks}");
     }
     let services = p0.cli_ok(&["stack", "services", "app", "-q"]).unwrap();
-    assert_eq!(services.split_whitespace().collect::<Vec<_>>(), ["app_web", "app_worker"]);
+    assert_eq!(
+        services.split_whitespace().collect::<Vec<_>>(),
+        ["app_web", "app_worker"]
+    );
 
     // Removal takes everything the stack made.
     let out = p0.cli_ok(&["stack", "rm", "app"]).expect("stack rm");
@@ -188,25 +193,47 @@ fn a_stack_deploys_updates_one_service_and_goes() {
     ] {
         assert!(out.lines().any(|l| l == line), "no {line:?} in:\n{out}");
     }
-    assert!(p0.cli_ok(&["service", "ls", "-q"]).unwrap().trim().is_empty());
-    assert!(p0.cli_ok(&["secret", "ls", "-q"]).unwrap().trim().is_empty());
-    assert!(p0.cli_ok(&["config", "ls", "-q"]).unwrap().trim().is_empty());
+    assert!(
+        p0.cli_ok(&["service", "ls", "-q"])
+            .unwrap()
+            .trim()
+            .is_empty()
+    );
+    assert!(
+        p0.cli_ok(&["secret", "ls", "-q"])
+            .unwrap()
+            .trim()
+            .is_empty()
+    );
+    assert!(
+        p0.cli_ok(&["config", "ls", "-q"])
+            .unwrap()
+            .trim()
+            .is_empty()
+    );
     assert!(p0.cli_ok(&["stack", "ls"]).unwrap().lines().count() <= 1);
     let gone = p0.cli(&["stack", "ps", "app"]).unwrap();
     assert!(!gone.status.success());
     assert!(String::from_utf8_lossy(&gone.stderr).contains("nothing found in stack app"));
-    wait_until(Duration::from_secs(60), "the stack's containers to stop", || {
-        let out = knit_tests::run_bounded(
-            std::process::Command::new("docker").args([
-                "ps",
-                "-q",
-                "--filter",
-                "label=com.docker.stack.namespace=app",
-            ]),
-            Duration::from_secs(20),
-        )
-        .ok()?;
-        String::from_utf8_lossy(&out.stdout).trim().is_empty().then_some(())
-    })
+    wait_until(
+        Duration::from_secs(60),
+        "the stack's containers to stop",
+        || {
+            let out = knit_tests::run_bounded(
+                std::process::Command::new("docker").args([
+                    "ps",
+                    "-q",
+                    "--filter",
+                    "label=com.docker.stack.namespace=app",
+                ]),
+                Duration::from_secs(20),
+            )
+            .ok()?;
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .is_empty()
+                .then_some(())
+        },
+    )
     .expect("every container of the stack stops");
 }

@@ -37,8 +37,16 @@ pub(super) fn apply(
         }
     };
     if let Some(placement) = deploy.obj("placement")? {
-        for (i, text) in placement.strings("constraints")?.unwrap_or_default().iter().enumerate() {
-            spec.constraints.push(constraint(text, &format!("{}[{i}]", placement.at_key("constraints")))?);
+        for (i, text) in placement
+            .strings("constraints")?
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            spec.constraints.push(constraint(
+                text,
+                &format!("{}[{i}]", placement.at_key("constraints")),
+            )?);
         }
         placement.unread(
             warnings,
@@ -59,7 +67,8 @@ pub(super) fn apply(
     }
     if let Some(restart) = deploy.obj("restart_policy")? {
         if let Some(v) = restart.text("condition")? {
-            spec.restart.condition = choice(&v, &restart.at_key("condition"), "none, on-failure or any")?;
+            spec.restart.condition =
+                choice(&v, &restart.at_key("condition"), "none, on-failure or any")?;
         }
         if let Some(v) = restart.duration_ms("delay")? {
             spec.restart.delay_ms = v;
@@ -121,9 +130,18 @@ fn amounts(obj: &Obj<'_>, warnings: &mut Vec<String>) -> Result<Resources, Compo
     obj.unread(
         warnings,
         &[
-            ("pids", Unread::Refuse("knit cannot limit a replica's processes yet; remove pids")),
-            ("devices", Unread::Refuse("knit cannot give replicas devices yet; remove devices")),
-            ("generic_resources", Unread::Refuse("knit places by CPU and memory only; remove generic_resources")),
+            (
+                "pids",
+                Unread::Refuse("knit cannot limit a replica's processes yet; remove pids"),
+            ),
+            (
+                "devices",
+                Unread::Refuse("knit cannot give replicas devices yet; remove devices"),
+            ),
+            (
+                "generic_resources",
+                Unread::Refuse("knit places by CPU and memory only; remove generic_resources"),
+            ),
         ],
     )?;
     Ok(resources)
@@ -145,8 +163,11 @@ fn rollout(
         config.monitor_ms = v;
     }
     if let Some(v) = obj.text("failure_action")? {
-        config.failure_action =
-            choice(&v, &obj.at_key("failure_action"), "pause, continue or rollback")?;
+        config.failure_action = choice(
+            &v,
+            &obj.at_key("failure_action"),
+            "pause, continue or rollback",
+        )?;
     }
     if let Some(v) = obj.decimal("max_failure_ratio")? {
         config.max_failure_ratio = v;

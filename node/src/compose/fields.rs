@@ -7,17 +7,17 @@ use std::collections::BTreeMap;
 use knit_scheduler::spec::{ConfigRef, Mount, MountKind, PortSpec, Protocol, SecretRef};
 use serde_json::Value;
 
+use super::ComposeError;
 use super::object::{Obj, Unread, invalid, scalar, strings, whole};
 use super::project::{Context, Declared};
-use super::ComposeError;
 
 /// A command as words: a list as it is, a string split as a shell would (quotes and
 /// backslashes, no expansion), as Compose does.
 pub(super) fn words(value: &Value, at: &str) -> Result<Vec<String>, ComposeError> {
     match value {
-        Value::String(text) => split_words(text).ok_or_else(|| {
-            invalid(at, format!("{text:?} has an unclosed quote"))
-        }),
+        Value::String(text) => {
+            split_words(text).ok_or_else(|| invalid(at, format!("{text:?} has an unclosed quote")))
+        }
         other => strings(other, at),
     }
 }
@@ -183,10 +183,7 @@ pub(super) fn ports(
 }
 
 /// `[[HOST_IP:]PUBLISHED:]TARGET[/PROTOCOL]` as (published, target, protocol).
-fn short_port(
-    text: &str,
-    at: &str,
-) -> Result<(Option<String>, String, Protocol), ComposeError> {
+fn short_port(text: &str, at: &str) -> Result<(Option<String>, String, Protocol), ComposeError> {
     let (ports, protocol) = match text.rsplit_once('/') {
         Some((ports, proto)) => (ports, protocol(proto, at)?),
         None => (text, Protocol::Tcp),
@@ -194,7 +191,11 @@ fn short_port(
     let parts: Vec<&str> = ports.rsplitn(3, ':').collect();
     match parts.as_slice() {
         [target] => Ok((None, (*target).to_owned(), protocol)),
-        [target, published] => Ok((Some((*published).to_owned()), (*target).to_owned(), protocol)),
+        [target, published] => Ok((
+            Some((*published).to_owned()),
+            (*target).to_owned(),
+            protocol,
+        )),
         [_, _, host] => Err(host_ip(host, at)),
         _ => Err(invalid(at, format!("{text:?} is not a port"))),
     }
@@ -213,7 +214,10 @@ fn protocol(text: &str, at: &str) -> Result<Protocol, ComposeError> {
     match text {
         "tcp" => Ok(Protocol::Tcp),
         "udp" => Ok(Protocol::Udp),
-        other => Err(invalid(at, format!("protocol {other:?}: knit publishes tcp or udp"))),
+        other => Err(invalid(
+            at,
+            format!("protocol {other:?}: knit publishes tcp or udp"),
+        )),
     }
 }
 
@@ -243,7 +247,10 @@ fn long_port(
         warnings,
         &[
             ("name", Unread::Warn("ports have no names in knit")),
-            ("app_protocol", Unread::Warn("knit forwards TCP and UDP bytes as they are")),
+            (
+                "app_protocol",
+                Unread::Warn("knit forwards TCP and UDP bytes as they are"),
+            ),
         ],
     )?;
     Ok((published, target, protocol))
@@ -335,11 +342,14 @@ fn short_volume(
         match option {
             "ro" => readonly = true,
             "rw" => readonly = false,
-            "z" | "Z" | "nocopy" | "cached" | "delegated" | "consistent" => warnings.push(
-                format!("{at}: option {option} is not applied by knit; ignored"),
-            ),
+            "z" | "Z" | "nocopy" | "cached" | "delegated" | "consistent" => warnings.push(format!(
+                "{at}: option {option} is not applied by knit; ignored"
+            )),
             other => {
-                return Err(invalid(at, format!("unknown volume option {other:?} (ro, rw)")));
+                return Err(invalid(
+                    at,
+                    format!("unknown volume option {other:?} (ro, rw)"),
+                ));
             }
         }
     }
@@ -390,14 +400,19 @@ fn long_volume(
             warnings,
             &[(
                 "subpath",
-                Unread::Refuse("knit mounts whole volumes; mount it whole and use the folder in it"),
+                Unread::Refuse(
+                    "knit mounts whole volumes; mount it whole and use the folder in it",
+                ),
             )],
         )?;
     }
     if let Some(tmpfs) = volume.obj("tmpfs")? {
         tmpfs.unread(
             warnings,
-            &[("size", Unread::Warn("knit's tmpfs mounts take the engine's default size"))],
+            &[(
+                "size",
+                Unread::Warn("knit's tmpfs mounts take the engine's default size"),
+            )],
         )?;
     }
     volume.unread(warnings, &[])?;
@@ -427,9 +442,18 @@ pub(super) fn refs(
                 let key = r
                     .text("source")?
                     .ok_or_else(|| invalid(&at, format!("a {what} needs a source")))?;
-                let uid = r.get("uid").map(|v| whole(v, &r.at_key("uid"))).transpose()?;
-                let gid = r.get("gid").map(|v| whole(v, &r.at_key("gid"))).transpose()?;
-                let mode = r.get("mode").map(|v| mode(v, &r.at_key("mode"))).transpose()?;
+                let uid = r
+                    .get("uid")
+                    .map(|v| whole(v, &r.at_key("uid")))
+                    .transpose()?;
+                let gid = r
+                    .get("gid")
+                    .map(|v| whole(v, &r.at_key("gid")))
+                    .transpose()?;
+                let mode = r
+                    .get("mode")
+                    .map(|v| mode(v, &r.at_key("mode")))
+                    .transpose()?;
                 let target = r.text("target")?;
                 r.unread(&mut Vec::new(), &[])?;
                 (key, target, uid, gid, mode)
@@ -494,6 +518,9 @@ fn mode(value: &Value, at: &str) -> Result<u32, ComposeError> {
         (_, octal) => octal,
     };
     parsed.filter(|m| *m <= 0o777).ok_or_else(|| {
-        invalid(at, format!("mode {text:?} must be octal digits up to 0777, e.g. 0440"))
+        invalid(
+            at,
+            format!("mode {text:?} must be octal digits up to 0777, e.g. 0440"),
+        )
     })
 }

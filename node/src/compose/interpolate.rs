@@ -34,7 +34,11 @@ const NESTING_MAX: usize = 8;
 
 /// Replaces the variables in every string of `value` (not in keys), `at` naming where it
 /// is for errors.
-pub(crate) fn interpolate(value: &mut Value, at: &str, vars: &Variables) -> Result<(), ComposeError> {
+pub(crate) fn interpolate(
+    value: &mut Value,
+    at: &str,
+    vars: &Variables,
+) -> Result<(), ComposeError> {
     match value {
         Value::String(text) => *text = substitute(text, at, vars, 0)?,
         Value::Array(items) => {
@@ -62,7 +66,12 @@ pub(crate) fn join(at: &str, key: &str) -> String {
 }
 
 /// `text` with its variables replaced.
-fn substitute(text: &str, at: &str, vars: &Variables, depth: usize) -> Result<String, ComposeError> {
+fn substitute(
+    text: &str,
+    at: &str,
+    vars: &Variables,
+    depth: usize,
+) -> Result<String, ComposeError> {
     let bad = |why: String| ComposeError::Invalid {
         at: at.to_owned(),
         why,
@@ -279,7 +288,12 @@ mod tests {
         assert!(e.contains("NOPE must be set: give a tag"), "{e}");
         assert!(sub("${TAG").unwrap_err().to_string().contains("unclosed"));
         assert!(sub("${:-x}").is_err());
-        assert!(sub("${TAG/x}").unwrap_err().to_string().contains("unknown form"));
+        assert!(
+            sub("${TAG/x}")
+                .unwrap_err()
+                .to_string()
+                .contains("unknown form")
+        );
     }
 
     #[test]
@@ -304,7 +318,9 @@ mod tests {
         assert_eq!(vars["E"], "bare");
         assert_eq!(vars["FROM_ENV"], "e");
         assert!(!vars.contains_key("UNSET"));
-        let e = read_env_file("A B=1\n", "web.env", &env).unwrap_err().to_string();
+        let e = read_env_file("A B=1\n", "web.env", &env)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("web.env:1"), "{e}");
     }
 }

@@ -145,18 +145,21 @@ mod tests {
             "secrets": ["one", {"source": "two", "target": "t"}],
             "deploy": {"replicas": 1, "labels": {"x": "1"}},
         }}});
-        merge(&mut base, json!({"services": {
-            "web": {
-                "image": "nginx:2",
-                "command": ["b"],
-                "environment": {"B": "3", "C": "4"},
-                "ports": ["80:80", "443:443"],
-                "volumes": [{"type": "volume", "source": "other", "target": "/data"}],
-                "secrets": [{"source": "two", "target": "u"}],
-                "deploy": {"replicas": 3, "labels": ["y=2"]},
-            },
-            "db": {"image": "redis"},
-        }}));
+        merge(
+            &mut base,
+            json!({"services": {
+                "web": {
+                    "image": "nginx:2",
+                    "command": ["b"],
+                    "environment": {"B": "3", "C": "4"},
+                    "ports": ["80:80", "443:443"],
+                    "volumes": [{"type": "volume", "source": "other", "target": "/data"}],
+                    "secrets": [{"source": "two", "target": "u"}],
+                    "deploy": {"replicas": 3, "labels": ["y=2"]},
+                },
+                "db": {"image": "redis"},
+            }}),
+        );
         let web = &base["services"]["web"];
         assert_eq!(web["image"], "nginx:2");
         assert_eq!(web["command"], json!(["b"]));
@@ -169,8 +172,14 @@ mod tests {
                 "./conf:/etc/conf:ro"
             ])
         );
-        assert_eq!(web["secrets"], json!(["one", {"source": "two", "target": "u"}]));
-        assert_eq!(web["deploy"], json!({"replicas": 3, "labels": {"x": "1", "y": "2"}}));
+        assert_eq!(
+            web["secrets"],
+            json!(["one", {"source": "two", "target": "u"}])
+        );
+        assert_eq!(
+            web["deploy"],
+            json!({"replicas": 3, "labels": {"x": "1", "y": "2"}})
+        );
         assert_eq!(base["services"]["db"]["image"], "redis");
     }
 }

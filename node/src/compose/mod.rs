@@ -133,7 +133,8 @@ pub(crate) fn stack_name_is_valid(name: &str) -> bool {
         && chars
             .next()
             .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-'))
+        && chars
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-'))
 }
 
 /// Reads the stack `name` from `inputs` (merged in order), with variables from `vars`

@@ -44,9 +44,10 @@ pub(super) fn scalar(value: &Value, at: &str) -> Result<String, ComposeError> {
             (None, Some(f)) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{f:.0}"),
             _ => n.to_string(),
         }),
-        Value::Null | Value::Array(_) | Value::Object(_) => {
-            Err(invalid(at, "expected a single value (a string or a number)"))
-        }
+        Value::Null | Value::Array(_) | Value::Object(_) => Err(invalid(
+            at,
+            "expected a single value (a string or a number)",
+        )),
     }
 }
 
@@ -135,7 +136,8 @@ impl<'a> Obj<'a> {
     pub(super) fn count(&self, key: &str) -> Result<Option<u32>, ComposeError> {
         self.whole(key)?
             .map(|n| {
-                u32::try_from(n).map_err(|_| invalid(&self.at_key(key), format!("{n} is too large")))
+                u32::try_from(n)
+                    .map_err(|_| invalid(&self.at_key(key), format!("{n} is too large")))
             })
             .transpose()
     }
@@ -189,7 +191,10 @@ impl<'a> Obj<'a> {
         match self.get(key) {
             None => Ok(&[]),
             Some(Value::Array(items)) => Ok(items),
-            Some(_) => Err(invalid(&self.at_key(key), "expected a list (lines starting with -)")),
+            Some(_) => Err(invalid(
+                &self.at_key(key),
+                "expected a list (lines starting with -)",
+            )),
         }
     }
 

@@ -98,9 +98,7 @@ pub(super) fn read(root: &Value, cx: &Context<'_>) -> Result<Stack, ComposeError
         &mut stack.warnings,
         &[(
             "networks",
-            Unread::Warn(
-                "knit has no networks: every replica reaches the others by service name",
-            ),
+            Unread::Warn("knit has no networks: every replica reaches the others by service name"),
         )],
     )?;
     Ok(stack)
@@ -182,10 +180,13 @@ fn read_sealed(
         let file = item.text("file")?;
         let variable = item.text("environment")?;
         let content = if configs { item.text("content")? } else { None };
-        let actual = name
-            .clone()
-            .or(external_name)
-            .unwrap_or_else(|| if is_external { key.clone() } else { cx.scoped(key) });
+        let actual = name.clone().or(external_name).unwrap_or_else(|| {
+            if is_external {
+                key.clone()
+            } else {
+                cx.scoped(key)
+            }
+        });
         if !knit_scheduler::spec::secret_name_is_valid(&actual) {
             return Err(invalid(
                 item.at(),

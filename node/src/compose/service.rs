@@ -14,30 +14,104 @@ use super::{ComposeError, NAMESPACE_LABEL};
 /// Keys of a service that knit does not read: left out with a warning, or refused where
 /// leaving them out would run the service with less protection than the file asks for.
 const UNREAD: &[(&str, Unread)] = &[
-    ("build", Unread::Warn("knit does not build images: build it and make it available to every host (a registry, or `docker load` on each)")),
-    ("depends_on", Unread::Warn("services start together; make each wait for what it needs (a retry loop, or a health check)")),
-    ("networks", Unread::Warn("knit has no networks: every replica reaches the others by service name")),
-    ("container_name", Unread::Warn("knit names containers after their service and slot")),
+    (
+        "build",
+        Unread::Warn(
+            "knit does not build images: build it and make it available to every host (a registry, or `docker load` on each)",
+        ),
+    ),
+    (
+        "depends_on",
+        Unread::Warn(
+            "services start together; make each wait for what it needs (a retry loop, or a health check)",
+        ),
+    ),
+    (
+        "networks",
+        Unread::Warn("knit has no networks: every replica reaches the others by service name"),
+    ),
+    (
+        "container_name",
+        Unread::Warn("knit names containers after their service and slot"),
+    ),
     ("restart", Unread::Warn("use deploy.restart_policy")),
     ("scale", Unread::Warn("use deploy.replicas")),
-    ("hostname", Unread::Warn("knit does not set a replica's host name")),
+    (
+        "hostname",
+        Unread::Warn("knit does not set a replica's host name"),
+    ),
     ("links", Unread::Warn("services reach each other by name")),
-    ("external_links", Unread::Warn("services reach each other by name")),
-    ("network_mode", Unread::Warn("knit runs replicas on the engine's default network")),
-    ("privileged", Unread::Warn("knit runs replicas unprivileged")),
+    (
+        "external_links",
+        Unread::Warn("services reach each other by name"),
+    ),
+    (
+        "network_mode",
+        Unread::Warn("knit runs replicas on the engine's default network"),
+    ),
+    (
+        "privileged",
+        Unread::Warn("knit runs replicas unprivileged"),
+    ),
     ("cap_add", Unread::Warn("knit adds no capabilities")),
-    ("logging", Unread::Warn("knit keeps json-file logs (`knit service logs`)")),
-    ("user", Unread::Refuse("knit cannot run a replica as another user yet; set USER in the image, or remove `user` to run as the image's user")),
-    ("read_only", Unread::Refuse("knit cannot make a replica's root file system read-only yet; remove `read_only` to run it writable")),
-    ("cap_drop", Unread::Refuse("knit cannot drop capabilities yet; remove `cap_drop` to run with the engine's default set")),
-    ("security_opt", Unread::Refuse("knit cannot set security options yet; remove `security_opt` to run with the engine's defaults")),
-    ("mem_limit", Unread::Refuse("give the limit as deploy.resources.limits.memory")),
-    ("memswap_limit", Unread::Refuse("give a memory limit as deploy.resources.limits.memory")),
-    ("cpus", Unread::Refuse("give the limit as deploy.resources.limits.cpus")),
-    ("mem_reservation", Unread::Refuse("give the reservation as deploy.resources.reservations.memory")),
-    ("pids_limit", Unread::Refuse("knit cannot limit a replica's processes yet; remove `pids_limit`")),
-    ("ulimits", Unread::Refuse("knit cannot set ulimits yet; remove `ulimits` to run with the engine's defaults")),
-    ("extends", Unread::Refuse("knit does not follow `extends`; merge files with several -c instead")),
+    (
+        "logging",
+        Unread::Warn("knit keeps json-file logs (`knit service logs`)"),
+    ),
+    (
+        "user",
+        Unread::Refuse(
+            "knit cannot run a replica as another user yet; set USER in the image, or remove `user` to run as the image's user",
+        ),
+    ),
+    (
+        "read_only",
+        Unread::Refuse(
+            "knit cannot make a replica's root file system read-only yet; remove `read_only` to run it writable",
+        ),
+    ),
+    (
+        "cap_drop",
+        Unread::Refuse(
+            "knit cannot drop capabilities yet; remove `cap_drop` to run with the engine's default set",
+        ),
+    ),
+    (
+        "security_opt",
+        Unread::Refuse(
+            "knit cannot set security options yet; remove `security_opt` to run with the engine's defaults",
+        ),
+    ),
+    (
+        "mem_limit",
+        Unread::Refuse("give the limit as deploy.resources.limits.memory"),
+    ),
+    (
+        "memswap_limit",
+        Unread::Refuse("give a memory limit as deploy.resources.limits.memory"),
+    ),
+    (
+        "cpus",
+        Unread::Refuse("give the limit as deploy.resources.limits.cpus"),
+    ),
+    (
+        "mem_reservation",
+        Unread::Refuse("give the reservation as deploy.resources.reservations.memory"),
+    ),
+    (
+        "pids_limit",
+        Unread::Refuse("knit cannot limit a replica's processes yet; remove `pids_limit`"),
+    ),
+    (
+        "ulimits",
+        Unread::Refuse(
+            "knit cannot set ulimits yet; remove `ulimits` to run with the engine's defaults",
+        ),
+    ),
+    (
+        "extends",
+        Unread::Refuse("knit does not follow `extends`; merge files with several -c instead"),
+    ),
 ];
 
 /// Whether `name` is a valid service name (the scheduler's rule).
@@ -47,7 +121,8 @@ fn service_name_is_valid(name: &str) -> bool {
         && chars
             .next()
             .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-'))
+        && chars
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-'))
 }
 
 /// The service `key` of the file.
@@ -133,13 +208,17 @@ pub(super) fn read(
     }
     if let Some(v) = service.text("stop_signal")? {
         spec.stop_signal = Some(normalize_signal(&v).ok_or_else(|| {
-            invalid(&service.at_key("stop_signal"), format!("{v:?} is not a signal, e.g. SIGTERM"))
+            invalid(
+                &service.at_key("stop_signal"),
+                format!("{v:?} is not a signal, e.g. SIGTERM"),
+            )
         })?);
     }
     if let Some(deploy) = service.obj("deploy")? {
         super::deploy::apply(&deploy, &mut spec, warnings)?;
     }
-    spec.labels.insert(NAMESPACE_LABEL.to_owned(), cx.stack.clone());
+    spec.labels
+        .insert(NAMESPACE_LABEL.to_owned(), cx.stack.clone());
     service.unread(warnings, UNREAD)?;
     Ok(spec)
 }

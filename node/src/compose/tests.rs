@@ -162,12 +162,13 @@ fn a_two_service_stack_reads_as_swarm_would() {
     assert_eq!(web.image.as_deref(), Some("nginx:1.27"));
     assert_eq!(web.command, ["nginx", "-g", "daemon off;"]);
     assert_eq!(web.mode, Mode::Replicated { replicas: 3 });
+    assert_eq!((web.ports[0].published, web.ports[0].target), (80, 8080));
     assert_eq!(
-        (web.ports[0].published, web.ports[0].target),
-        (80, 8080)
-    );
-    assert_eq!(
-        (web.ports[1].published, web.ports[1].target, web.ports[1].protocol),
+        (
+            web.ports[1].published,
+            web.ports[1].target,
+            web.ports[1].protocol
+        ),
         (8443, 443, Protocol::Tcp)
     );
     assert_eq!(web.env["PLAIN"], "1");
@@ -206,7 +207,12 @@ fn a_two_service_stack_reads_as_swarm_would() {
         ])
     );
     assert_eq!(
-        (health.interval_ms, health.timeout_ms, health.retries, health.start_period_ms),
+        (
+            health.interval_ms,
+            health.timeout_ms,
+            health.retries,
+            health.start_period_ms
+        ),
         (5_000, 2_000, 4, 20_000)
     );
 
@@ -216,10 +222,16 @@ fn a_two_service_stack_reads_as_swarm_would() {
     assert_eq!(db.command, ["--appendonly", "yes"]);
     assert_eq!(db.env["OVERRIDDEN"], "env");
     assert_eq!(db.env["COUNT"], "3");
-    assert_eq!(db.mounts[0].source, "app_data", "named volumes are the stack's");
+    assert_eq!(
+        db.mounts[0].source, "app_data",
+        "named volumes are the stack's"
+    );
     assert_eq!(db.mounts[1].kind, MountKind::Tmpfs);
     assert_eq!(db.secrets[0].source, "app_db_pass");
-    assert_eq!(db.secrets[0].target, "db_pass", "the file keeps the short name");
+    assert_eq!(
+        db.secrets[0].target, "db_pass",
+        "the file keeps the short name"
+    );
     assert_eq!(db.secrets[1].target, "password");
     assert_eq!((db.secrets[1].uid, db.secrets[1].mode), (999, 0o400));
     assert_eq!(
@@ -293,8 +305,14 @@ fn refused(service: &str) -> String {
 #[test]
 fn what_cannot_be_honoured_safely_is_an_error_that_says_what_to_do() {
     let cases = [
-        ("    image: a\n    user: \"1000\"\n", "services.web.user: knit cannot run"),
-        ("    image: a\n    ports: [\"8080\"]\n", "write PUBLISHED:8080"),
+        (
+            "    image: a\n    user: \"1000\"\n",
+            "services.web.user: knit cannot run",
+        ),
+        (
+            "    image: a\n    ports: [\"8080\"]\n",
+            "write PUBLISHED:8080",
+        ),
         (
             "    image: a\n    ports: [{target: 80}]\n",
             "port 80 has no published port",
@@ -312,7 +330,10 @@ fn what_cannot_be_honoured_safely_is_an_error_that_says_what_to_do() {
             "no manager or worker",
         ),
         ("    image: a\n    volumes: [data:/data]\n", "not declared"),
-        ("    image: a\n    secrets: [pw]\n", "secret \"pw\" is not declared"),
+        (
+            "    image: a\n    secrets: [pw]\n",
+            "secret \"pw\" is not declared",
+        ),
         ("    build: .\n", "knit does not build images"),
         (
             "    image: a\n    deploy:\n      mode: global\n      replicas: 2\n",
@@ -322,8 +343,14 @@ fn what_cannot_be_honoured_safely_is_an_error_that_says_what_to_do() {
             "    image: a\n    deploy:\n      resources:\n        limits:\n          pids: 10\n",
             "limits.pids: knit cannot limit",
         ),
-        ("    image: a\n    mem_limit: 1g\n", "deploy.resources.limits.memory"),
-        ("    image: a\n    command: \"echo 'unclosed\"\n", "unclosed quote"),
+        (
+            "    image: a\n    mem_limit: 1g\n",
+            "deploy.resources.limits.memory",
+        ),
+        (
+            "    image: a\n    command: \"echo 'unclosed\"\n",
+            "unclosed quote",
+        ),
         (
             "    image: a\n    deploy:\n      replicas: many\n",
             "\"many\" is not a whole number",
@@ -332,7 +359,10 @@ fn what_cannot_be_honoured_safely_is_an_error_that_says_what_to_do() {
             "    image: a\n    healthcheck:\n      interval: 5s\n",
             "add `test:`",
         ),
-        ("    image: a\n    environment: ${MISSING:?set it}\n", "MISSING must be set"),
+        (
+            "    image: a\n    environment: ${MISSING:?set it}\n",
+            "MISSING must be set",
+        ),
     ];
     for (service, want) in cases {
         let e = refused(service);
@@ -340,7 +370,9 @@ fn what_cannot_be_honoured_safely_is_an_error_that_says_what_to_do() {
     }
     let e = load_text("services:\n  web: [\n").unwrap_err().to_string();
     assert!(e.contains("is not valid YAML") && e.contains("line"), "{e}");
-    let e = load_text("services:\n  Web:\n    image: a\n").unwrap_err().to_string();
+    let e = load_text("services:\n  Web:\n    image: a\n")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("rename it in the file"), "{e}");
     let e = load("Bad", &[], &vars(), &files()).unwrap_err().to_string();
     assert!(e.contains("must be 1-40 characters"), "{e}");
@@ -381,7 +413,10 @@ configs:
         .collect();
     assert_eq!(
         made,
-        [("app_from_env", &b"shell"[..]), ("app_from_file", &b"hunter2"[..])]
+        [
+            ("app_from_env", &b"shell"[..]),
+            ("app_from_file", &b"hunter2"[..])
+        ]
     );
     assert_eq!(stack.configs[0].value, b"key=value\n");
     let e = load_text("services:\n  web:\n    image: a\nsecrets:\n  s: {}\n")

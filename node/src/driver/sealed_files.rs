@@ -120,9 +120,7 @@ impl SealedFiles {
             // A replica of the same slot and template wrote the same files first: keep them.
             match std::fs::rename(&partial, &dir) {
                 Ok(()) => Ok(()),
-                Err(_) if dir.is_dir() && holds(&dir, entries) => {
-                    std::fs::remove_dir_all(&partial)
-                }
+                Err(_) if dir.is_dir() && holds(&dir, entries) => std::fs::remove_dir_all(&partial),
                 Err(_) if dir.is_dir() => {
                     let stale = dir.with_extension(format!("old-{:08x}", rand::random::<u32>()));
                     std::fs::rename(&dir, &stale)?;

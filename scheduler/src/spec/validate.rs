@@ -3,10 +3,11 @@
 use std::collections::BTreeSet;
 
 use super::limits::{
-    ARG_MAX_BYTES, ARGS_MAX, CONSTRAINT_MAX_BYTES, CONSTRAINTS_MAX, DURATION_MAX_MS, ENV_MAX,
-    ENV_NAME_MAX_BYTES, ENV_VALUE_MAX_BYTES, HEALTH_INTERVAL_MIN_MS, HEALTH_PATH_MAX_BYTES,
-    HEALTH_RETRIES_MAX, IMAGE_MAX_BYTES, LABEL_KEY_MAX_BYTES, LABEL_VALUE_MAX_BYTES, LABELS_MAX,
-    CONFIGS_MAX, Limits, MOUNTS_MAX, PORTS_MAX, SECRETS_MAX, SPEC_ENCODED_MAX_BYTES, encoded_len,
+    ARG_MAX_BYTES, ARGS_MAX, CONFIGS_MAX, CONSTRAINT_MAX_BYTES, CONSTRAINTS_MAX, DURATION_MAX_MS,
+    ENV_MAX, ENV_NAME_MAX_BYTES, ENV_VALUE_MAX_BYTES, HEALTH_INTERVAL_MIN_MS,
+    HEALTH_PATH_MAX_BYTES, HEALTH_RETRIES_MAX, IMAGE_MAX_BYTES, LABEL_KEY_MAX_BYTES,
+    LABEL_VALUE_MAX_BYTES, LABELS_MAX, Limits, MOUNTS_MAX, PORTS_MAX, SECRETS_MAX,
+    SPEC_ENCODED_MAX_BYTES, encoded_len,
 };
 use super::{Driver, Mode, Probe, ServiceSpec, UpdateConfig};
 use crate::error::SpecError;
@@ -164,7 +165,14 @@ impl ServiceSpec {
                 format!("is {} bytes, above {IMAGE_MAX_BYTES}", image.len()),
             );
         }
-        check_words(&self.name, "args", self.entrypoint.iter().chain(&self.command).chain(&self.args))?;
+        check_words(
+            &self.name,
+            "args",
+            self.entrypoint
+                .iter()
+                .chain(&self.command)
+                .chain(&self.args),
+        )?;
         check_count(&self.name, "env", self.env.len(), ENV_MAX)?;
         for (key, value) in &self.env {
             check_text(&self.name, "env", key, ENV_NAME_MAX_BYTES)?;

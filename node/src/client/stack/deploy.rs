@@ -216,10 +216,15 @@ async fn write(
         .await
     {
         Ok(stored) => Ok((Outcome::Updated, stored)),
-        Err(e) if e.downcast_ref::<ApiRefusal>().is_some_and(|r| r.status == 409) => bail!(
-            "service {} changed while the stack was deployed; deploy again",
-            spec.name
-        ),
+        Err(e)
+            if e.downcast_ref::<ApiRefusal>()
+                .is_some_and(|r| r.status == 409) =>
+        {
+            bail!(
+                "service {} changed while the stack was deployed; deploy again",
+                spec.name
+            )
+        }
         Err(e) => Err(e),
     }
 }

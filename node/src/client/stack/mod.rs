@@ -49,8 +49,10 @@ pub(in crate::client) async fn run(client: &Client, command: StackCommand) -> Re
         StackCommand::Services { name, list } => {
             let filters = Filters::parse(&list.filters, filter::SERVICE_KEYS)?;
             let services = members(client, &name).await?;
-            let services: Vec<ServiceSummary> =
-                services.into_iter().filter(|s| filters.service(s)).collect();
+            let services: Vec<ServiceSummary> = services
+                .into_iter()
+                .filter(|s| filters.service(s))
+                .collect();
             if list.quiet {
                 services.iter().for_each(|s| println!("{}", s.name));
                 return Ok(());
@@ -64,11 +66,15 @@ pub(in crate::client) async fn run(client: &Client, command: StackCommand) -> Re
                 let rows: Vec<TaskRow> = client
                     .get(&format!("/v1/services/{}/ps", service.name))
                     .await?;
-                tasks.extend(rows.into_iter().filter(|t| filters.task(t)).map(|row| Task {
-                    row,
-                    service: service.name.clone(),
-                    image: service.image.clone(),
-                }));
+                tasks.extend(
+                    rows.into_iter()
+                        .filter(|t| filters.task(t))
+                        .map(|row| Task {
+                            row,
+                            service: service.name.clone(),
+                            image: service.image.clone(),
+                        }),
+                );
             }
             super::services::show_tasks(&tasks, &list)
         }
