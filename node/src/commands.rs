@@ -108,3 +108,61 @@ pub(crate) enum StackCommand {
         names: Vec<String>,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use knit_scheduler::ServiceSpec;
+    use knit_scheduler::spec::Limits;
+
+    use crate::cli::{Cli, Command, ServiceCommand};
+
+    fn update(args: &[&str], current: &ServiceSpec) -> ServiceSpec {
+        let words = ["knit", "service", "update"].iter().chain(args);
+        let Command::Service(ServiceCommand::Update(update)) =
+            Cli::try_parse_from(words).expect("parses").command
+        else {
+            panic!("not an update");
+        };
+        update.apply(current, &Limits::default()).expect("applies")
+    }
+
+    #[test]
+    fn configs_are_added_by_target_and_removed_by_name_as_dockers() {
+        let mut spec = ServiceSpec::docker("web", "nginx");
+        spec.configs = vec![
+            "site".parse().unwrap(),
+            "source=old,target=/etc/app.conf".parse().unwrap(),
+        ];
+        let next = update(
+            &[
+                "--config-rm",
+                "site",
+                "--config-add",
+                "source=new,target=/etc/app.conf,mode=0440",
+                "web",
+            ],
+            &spec,
+        );
+        assert_eq!(next.configs.len(), 1);
+        assert_eq!(
+            (next.configs[0].source.as_str(), next.configs[0].mode),
+            ("new", 0o440)
+        );
+        assert_ne!(
+            next.template_id(),
+            spec.template_id(),
+            "replicas are replaced"
+        );
+        let Command::Service(ServiceCommand::Create(create)) = Cli::try_parse_from([
+            "knit", "service", "create", "--name", "web", "--config", "site", "nginx",
+        ])
+        .expect("parses")
+        .command
+        else {
+            panic!("not a create");
+        };
+        let created = create.to_spec(&Limits::default()).expect("a spec");
+        assert_eq!(created.configs[0].target, "/site");
+    }
+}
