@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use knit_mesh::Profile;
 
+pub(crate) use crate::commands::ListArgs;
 use crate::flags::{CreateArgs, UpdateArgs};
 pub(crate) use crate::format::Format;
 
@@ -56,6 +57,12 @@ pub(crate) enum Command {
     /// Manage secrets: values sealed in the cluster's state, given to replicas as files.
     #[command(subcommand)]
     Secret(SecretCommand),
+    /// Manage configs: files given to replicas at a path of their choice.
+    #[command(subcommand)]
+    Config(crate::commands::ConfigCommand),
+    /// Deploy and manage stacks of services from Compose files.
+    #[command(subcommand)]
+    Stack(crate::commands::StackCommand),
     /// Show or change cluster-wide settings.
     #[command(subcommand)]
     Cluster(ClusterCommand),
@@ -276,21 +283,6 @@ pub(crate) struct LabArgs {
     /// Keep the temporary data dirs and logs after the lab stops.
     #[arg(long)]
     pub(crate) keep: bool,
-}
-
-#[derive(Debug, Args)]
-pub(crate) struct ListArgs {
-    /// Output format: `table`, `json` (one object per line), or a template such as
-    /// '{{.Name}} {{.Replicas}}' or 'table {{.Name}}\t{{.Image}}' (a header and aligned
-    /// columns); an unknown field is an error that lists the fields there are.
-    #[arg(long, default_value = "table", value_name = "table|json|TEMPLATE")]
-    pub(crate) format: Format,
-    /// Filter the rows: KEY=VALUE (repeat; one key's values are alternatives, keys combine).
-    #[arg(short = 'f', long = "filter")]
-    pub(crate) filters: Vec<String>,
-    /// Print ids (names of services) only.
-    #[arg(short, long)]
-    pub(crate) quiet: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

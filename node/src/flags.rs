@@ -8,8 +8,8 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use knit_scheduler::ServiceSpec;
 use knit_scheduler::spec::{
-    Autoscale, Constraint, Driver, HealthCheck, Limits, Mode, Mount, PortSpec, Probe, SecretRef,
-    UpdateConfig, parse_cpu_millis, parse_duration_ms, parse_memory_bytes,
+    Autoscale, ConfigRef, Constraint, Driver, HealthCheck, Limits, Mode, Mount, PortSpec, Probe,
+    SecretRef, UpdateConfig, parse_cpu_millis, parse_duration_ms, parse_memory_bytes,
 };
 use serde::de::DeserializeOwned;
 
@@ -166,6 +166,16 @@ pub(crate) fn secrets(flag: &str, items: &[String]) -> Result<Vec<SecretRef>> {
         .iter()
         .map(|m| {
             m.parse::<SecretRef>()
+                .with_context(|| format!("--{flag} {m:?}"))
+        })
+        .collect()
+}
+
+pub(crate) fn configs(flag: &str, items: &[String]) -> Result<Vec<ConfigRef>> {
+    items
+        .iter()
+        .map(|m| {
+            m.parse::<ConfigRef>()
                 .with_context(|| format!("--{flag} {m:?}"))
         })
         .collect()
@@ -396,6 +406,10 @@ pub(crate) struct CreateArgs {
     /// source=NAME,target=FILE[,uid=N,gid=N,mode=0400] (`knit secret create` first).
     #[arg(long = "secret")]
     pub(crate) secrets: Vec<String>,
+    /// Give each replica a config as a read-only file: NAME (at /NAME), or
+    /// source=NAME,target=/PATH[,uid=N,gid=N,mode=0440] (`knit config create` first).
+    #[arg(long = "config")]
+    pub(crate) configs: Vec<String>,
     /// Set an environment variable: KEY=VALUE.
     #[arg(short = 'e', long = "env")]
     pub(crate) env: Vec<String>,
@@ -453,6 +467,7 @@ impl CreateArgs {
         spec.ports = ports("publish", &self.publish)?;
         spec.mounts = mounts("mount", &self.mounts)?;
         spec.secrets = secrets("secret", &self.secrets)?;
+        spec.configs = configs("config", &self.configs)?;
         spec.env = pairs("env", &self.env)?;
         spec.labels = pairs("label", &self.labels)?;
         spec.constraints = constraints("constraint", &self.constraints)?;
@@ -491,6 +506,12 @@ pub(crate) struct UpdateArgs {
     /// Remove a secret by name.
     #[arg(long)]
     pub(crate) secret_rm: Vec<String>,
+    /// Add or replace a config (by target): NAME or source=NAME,target=/PATH,...
+    #[arg(long)]
+    pub(crate) config_add: Vec<String>,
+    /// Remove a config by name.
+    #[arg(long)]
+    pub(crate) config_rm: Vec<String>,
     /// Add or change an environment variable: KEY=VALUE.
     #[arg(long)]
     pub(crate) env_add: Vec<String>,
@@ -554,6 +575,11 @@ impl UpdateArgs {
         for add in secrets("secret-add", &self.secret_add)? {
             spec.secrets.retain(|r| r.target != add.target);
             spec.secrets.push(add);
+        }
+        spec.configs.retain(|r| !self.config_rm.contains(&r.source));
+        for add in configs("config-add", &self.config_add)? {
+            spec.configs.retain(|r| r.target != add.target);
+            spec.configs.push(add);
         }
         for add in mounts("mount-add", &self.mount_add)? {
             let target = add.target.trim_end_matches('/').to_owned();

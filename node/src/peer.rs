@@ -373,11 +373,11 @@ async fn drivers(
             None
         }
     };
-    let secrets = crate::driver::secret_files::SecretFiles::for_node(node);
     Ok(Drivers {
         docker,
         process,
-        secrets,
+        secrets: crate::driver::sealed_files::SealedFiles::secrets_of(node),
+        configs: crate::driver::sealed_files::SealedFiles::configs_of(node),
     })
 }
 

@@ -8,7 +8,8 @@
 //! | `svc/<name>` | any peer (API, autoscaler, rollback) | `ServiceSpec` |
 //! | `svc-version/<name>` | with every spec | the last version the name used |
 //! | `cluster/limits` | any peer | `Limits` |
-//! | `secret/<name>` | any peer (`secret create/rm`) | `SecretRecord`: the value sealed |
+//! | `secret/<name>` | any peer (`secret create/rm`) | `SealedRecord`: the value sealed |
+//! | `config/<name>` | any peer (`config create/rm`) | `SealedRecord`: the content sealed |
 //! | `node/<id>/spec` | any peer (`node update`) | `NodeSpec` |
 //! | `owned/<id>/info` | the node | `NodeInfo` |
 //! | `owned/<id>/applied` | the node | `Applied` |
@@ -29,22 +30,59 @@ pub(crate) fn service_key(name: &str) -> String {
 
 pub(crate) const SERVICE_PREFIX: &str = "svc/";
 
-/// Secrets live under `secret/<name>`, their values sealed for the cluster.
-pub(crate) fn secret_key(name: &str) -> String {
-    format!("{SECRET_PREFIX}{name}")
+/// What the cluster keeps sealed under a name: secrets and configs. Both are written
+/// once (they do not change), named by services, and delivered to replicas as files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SealedKind {
+    /// `knit secret`: under `secret/<name>`, sealed with purpose `Secret`.
+    Secret,
+    /// `knit config`: under `config/<name>`, sealed with purpose `Config`.
+    Config,
 }
 
-pub(crate) const SECRET_PREFIX: &str = "secret/";
+impl SealedKind {
+    /// The prefix of every record of this kind.
+    pub(crate) fn prefix(self) -> &'static str {
+        match self {
+            Self::Secret => "secret/",
+            Self::Config => "config/",
+        }
+    }
 
-/// A secret as stored: its value sealed (`knit_mesh::quic::sealed`, purpose `Secret`,
-/// named by the secret's name), never in clear text.
+    /// The key of the record named `name`.
+    pub(crate) fn key(self, name: &str) -> String {
+        format!("{}{name}", self.prefix())
+    }
+
+    /// The key the value is sealed under (each kind its own).
+    pub(crate) fn purpose(self) -> knit_mesh::quic::sealed::Purpose {
+        match self {
+            Self::Secret => knit_mesh::quic::sealed::Purpose::Secret,
+            Self::Config => knit_mesh::quic::sealed::Purpose::Config,
+        }
+    }
+
+    /// The word for it, as the CLI says it (`secret`, `config`).
+    pub(crate) fn word(self) -> &'static str {
+        match self {
+            Self::Secret => "secret",
+            Self::Config => "config",
+        }
+    }
+}
+
+/// A secret or a config as stored: its value sealed (`knit_mesh::quic::sealed`, with its
+/// kind's purpose, named by its name), never in clear text.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub(crate) struct SecretRecord {
+pub(crate) struct SealedRecord {
     pub(crate) name: String,
     /// Nonce, ciphertext and tag, in hex.
     pub(crate) sealed_hex: String,
     pub(crate) size_bytes: usize,
     pub(crate) created_at_ms: u64,
+    /// Labels given at creation (a stack's name).
+    #[serde(default)]
+    pub(crate) labels: std::collections::BTreeMap<String, String>,
 }
 
 /// The cluster's limits (`knit cluster update`), written by any peer; last writer wins,

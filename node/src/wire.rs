@@ -57,6 +57,9 @@ pub(crate) struct ServiceSummary {
     pub(crate) image: String,
     pub(crate) ports: Vec<String>,
     pub(crate) version: u64,
+    /// The service's labels (a stack's services carry `com.docker.stack.namespace`).
+    #[serde(default)]
+    pub(crate) labels: BTreeMap<String, String>,
     /// Why every peer ignores this service (its replicas are left as they are), or `None`
     /// for a service peers act on.
     #[serde(default)]
@@ -126,6 +129,13 @@ pub(crate) struct SecretCreate {
     pub(crate) name: String,
     /// The value's bytes, in hex (at most 500 KiB).
     pub(crate) data_hex: String,
+    /// Labels, such as the stack that brought it (`com.docker.stack.namespace`).
+    #[serde(default)]
+    pub(crate) labels: BTreeMap<String, String>,
+    /// When a secret of this name exists with the same value, answer 200 with it instead
+    /// of 409 (a stack deployed again); with another value, 409 still.
+    #[serde(default)]
+    pub(crate) keep_same: bool,
 }
 
 /// A secret as `secret ls` and `secret inspect` show it: never its value.
@@ -139,6 +149,60 @@ pub(crate) struct SecretSummary {
     pub(crate) created_at_ms: u64,
     /// The services that name it.
     pub(crate) services: Vec<String>,
+    /// Its labels.
+    #[serde(default)]
+    pub(crate) labels: BTreeMap<String, String>,
+}
+
+/// `knit config create`: the name and the content, in hex.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ConfigCreate {
+    /// The config's name.
+    pub(crate) name: String,
+    /// The content's bytes, in hex (at most 500 KiB).
+    pub(crate) data_hex: String,
+    /// Labels, such as the stack that brought it (`com.docker.stack.namespace`).
+    #[serde(default)]
+    pub(crate) labels: BTreeMap<String, String>,
+    /// When a config of this name exists with the same value, answer 200 with it instead
+    /// of 409 (a stack deployed again); with another value, 409 still.
+    #[serde(default)]
+    pub(crate) keep_same: bool,
+}
+
+/// A config as `config ls` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub(crate) struct ConfigSummary {
+    /// The config's name.
+    pub(crate) name: String,
+    /// The content's size.
+    pub(crate) size_bytes: usize,
+    /// When it was created, in ms since the Unix epoch.
+    pub(crate) created_at_ms: u64,
+    /// The services that name it.
+    pub(crate) services: Vec<String>,
+    /// Its labels.
+    #[serde(default)]
+    pub(crate) labels: BTreeMap<String, String>,
+}
+
+/// A config as `config inspect` shows it: with its content (configs are not secret).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub(crate) struct ConfigDetail {
+    /// The config's name.
+    pub(crate) name: String,
+    /// The content's size.
+    pub(crate) size_bytes: usize,
+    /// When it was created, in ms since the Unix epoch.
+    pub(crate) created_at_ms: u64,
+    /// The services that name it.
+    pub(crate) services: Vec<String>,
+    /// Its labels.
+    #[serde(default)]
+    pub(crate) labels: BTreeMap<String, String>,
+    /// The content's bytes, in hex.
+    pub(crate) data_hex: String,
 }
 
 /// What the API answers with an error status (4xx, 5xx).

@@ -26,6 +26,16 @@ pub enum SpecError {
         /// What is wrong with it.
         why: String,
     },
+    /// A config reference could not be read.
+    #[error(
+        "invalid config {input:?}: {why}; write --config NAME or --config source=NAME,target=/PATH[,uid=N,gid=N,mode=0440]"
+    )]
+    Config {
+        /// The text given.
+        input: String,
+        /// What is wrong with it.
+        why: String,
+    },
     /// A mount could not be read.
     #[error(
         "invalid mount {input:?}: {why}; write type=bind|volume|tmpfs,source=...,target=/path[,readonly], e.g. type=volume,source=db,target=/var/lib/db"

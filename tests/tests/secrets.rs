@@ -3,6 +3,11 @@
 //! `state.bin`, their logs, `secret inspect`), a secret in use that cannot be removed, and
 //! a service naming a missing secret refused with what to do. With Docker, the file is
 //! `/run/secrets/NAME` in the container, with its mode.
+//!
+//! Configs ride along on the same cluster: `knit config create`, a process replica that
+//! reads its config under `KNIT_CONFIGS_DIR` at the target's path, a container that reads
+//! it at its target, shown by `config inspect`, in use not removable, and sealed in
+//! `state.bin` as secrets are.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -11,6 +16,7 @@ use std::time::Duration;
 use knit_tests::{Cluster, cluster_lock, images, wait_until};
 
 const VALUE: &str = "hunter2-correct-horse";
+const CONFIG: &str = "listen=8080-config-text";
 
 /// Removes the peers' secret files on memory when the test ends.
 struct ShmFiles(Vec<PathBuf>);
@@ -43,7 +49,12 @@ fn a_secret_reaches_its_replicas_and_no_disk() {
         .collect();
     let _shm = ShmFiles(
         ids.iter()
-            .map(|id| Path::new("/dev/shm/knit").join(id))
+            .flat_map(|id| {
+                [
+                    Path::new("/dev/shm/knit").join(id),
+                    Path::new("/dev/shm/knit/configs").join(id),
+                ]
+            })
             .collect(),
     );
     let p0 = &cluster.peers[0];
@@ -61,6 +72,16 @@ fn a_secret_reaches_its_replicas_and_no_disk() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
 
+    let config_file = cluster.root().join("app.conf");
+    std::fs::write(&config_file, CONFIG).expect("the config's file");
+    let config_file = config_file.display().to_string();
+    assert_eq!(
+        p0.cli_ok(&["config", "create", "app_conf", &config_file])
+            .expect("config create")
+            .trim(),
+        "app_conf"
+    );
+
     // A service naming a secret that does not exist is refused, with what to do.
     let missing = p0
         .cli(&[
@@ -77,7 +98,7 @@ fn a_secret_reaches_its_replicas_and_no_disk() {
     std::fs::create_dir_all(&out_dir).unwrap();
     std::fs::set_permissions(&out_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
     let script = format!(
-        "cat $KNIT_SECRETS_DIR/db_pass > {out}/$TASK_SLOT; cat $KNIT_SECRETS_DIR/pw > {out}/$TASK_SLOT.pw; stat -c %a $KNIT_SECRETS_DIR/pw > {out}/$TASK_SLOT.mode; exec sleep 600",
+        "cat $KNIT_SECRETS_DIR/db_pass > {out}/$TASK_SLOT; cat $KNIT_SECRETS_DIR/pw > {out}/$TASK_SLOT.pw; cat $KNIT_CONFIGS_DIR/etc/app/app.conf > {out}/$TASK_SLOT.conf; stat -c %a $KNIT_SECRETS_DIR/pw > {out}/$TASK_SLOT.mode; exec sleep 600",
         out = out_dir.display()
     );
     p0.cli_ok(&[
@@ -93,6 +114,8 @@ fn a_secret_reaches_its_replicas_and_no_disk() {
         "db_pass",
         "--secret",
         "source=db_pass,target=pw",
+        "--config",
+        "source=app_conf,target=/etc/app/app.conf",
         "--",
         "sh",
         "-c",
@@ -110,6 +133,10 @@ fn a_secret_reaches_its_replicas_and_no_disk() {
         .expect("the secrets reach the replica");
         assert!(contains(&out_dir.join(slot), VALUE));
         assert!(contains(&out_dir.join(format!("{slot}.pw")), VALUE));
+        assert!(
+            contains(&out_dir.join(format!("{slot}.conf")), CONFIG),
+            "a process reads its config at the target's path under KNIT_CONFIGS_DIR"
+        );
         let mode =
             std::fs::read_to_string(out_dir.join(format!("{slot}.mode"))).unwrap_or_default();
         assert_eq!(mode.trim(), "400", "a process gets an owner-only file");
@@ -129,6 +156,22 @@ fn a_secret_reaches_its_replicas_and_no_disk() {
         "{listed}"
     );
 
+    // A config is shown (it is not secret), and in use not removable either.
+    let inspect = p0.cli_ok(&["config", "inspect", "app_conf"]).unwrap();
+    assert!(
+        inspect.contains(CONFIG) && inspect.contains("\"api\""),
+        "{inspect}"
+    );
+    let rm = p0.cli(&["config", "rm", "app_conf"]).unwrap();
+    assert!(!rm.status.success());
+    let said = String::from_utf8_lossy(&rm.stderr).into_owned();
+    assert!(said.contains("in use by api"), "{said}");
+    let listed = p0.cli_ok(&["config", "ls"]).unwrap();
+    assert!(
+        listed.contains("app_conf") && listed.contains("api"),
+        "{listed}"
+    );
+
     // Docker: /run/secrets/NAME with its mode, through a bind mount to read it back.
     if let Some(image) = images::busybox_image().expect("the test image") {
         let dout = cluster.root().join("dout");
@@ -141,12 +184,14 @@ fn a_secret_reaches_its_replicas_and_no_disk() {
             "web",
             "--secret",
             "source=db_pass,target=password,mode=0440",
+            "--config",
+            "source=app_conf,target=/etc/app.conf",
             "--mount",
             &mount,
             &image,
             "/bin/sh",
             "-c",
-            "cat /run/secrets/password > /out/value; stat -c %a /run/secrets/password > /out/mode; exec sleep 600",
+            "cat /run/secrets/password > /out/value; cat /etc/app.conf > /out/conf; stat -c %a /etc/app.conf > /out/conf.mode; stat -c %a /run/secrets/password > /out/mode; exec sleep 600",
         ])
         .expect("docker service create");
         wait_until(
@@ -158,6 +203,12 @@ fn a_secret_reaches_its_replicas_and_no_disk() {
         assert!(contains(&dout.join("value"), VALUE));
         let mode = std::fs::read_to_string(dout.join("mode")).unwrap_or_default();
         assert_eq!(mode.trim(), "440");
+        assert!(
+            contains(&dout.join("conf"), CONFIG),
+            "a container reads its config at its target"
+        );
+        let mode = std::fs::read_to_string(dout.join("conf.mode")).unwrap_or_default();
+        assert_eq!(mode.trim(), "444", "Docker's default mode of a config");
         p0.cli_ok(&["service", "rm", "web"])
             .expect("service rm web");
         for id in &ids {
@@ -175,6 +226,11 @@ fn a_secret_reaches_its_replicas_and_no_disk() {
             state.display()
         );
         assert!(
+            !contains(&state, CONFIG),
+            "{} holds the config in clear text",
+            state.display()
+        );
+        assert!(
             !peer.log().contains(VALUE),
             "{}'s log holds the secret",
             peer.name
@@ -184,6 +240,9 @@ fn a_secret_reaches_its_replicas_and_no_disk() {
     // Once no service names it, it goes.
     p0.cli_ok(&["service", "rm", "api"]).expect("service rm");
     p0.cli_ok(&["secret", "rm", "db_pass"]).expect("secret rm");
+    p0.cli_ok(&["config", "rm", "app_conf"]).expect("config rm");
+    let left = p0.cli_ok(&["config", "ls", "-q"]).unwrap();
+    assert!(left.trim().is_empty(), "{left}");
     let left = p0.cli_ok(&["secret", "ls", "-q"]).unwrap();
     assert!(left.trim().is_empty(), "{left}");
 }

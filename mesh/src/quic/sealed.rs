@@ -3,7 +3,7 @@
 //! one key per purpose, a random nonce stored before the ciphertext, and the value's name
 //! as associated data, so that a sealed value moved to another name does not open.
 //!
-//! The join secret and service secrets are stored this way: the replicated state, its
+//! The join secret, service secrets and configs are stored this way: the replicated state, its
 //! file and the API's answers never hold them in clear text.
 
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
@@ -19,6 +19,9 @@ pub enum Purpose {
     JoinSecret,
     /// A service secret (`knit secret create`).
     Secret,
+    /// A service config (`knit config create`): not secret, but kept out of the state's
+    /// file in clear text all the same.
+    Config,
 }
 
 impl Purpose {
@@ -26,6 +29,7 @@ impl Purpose {
         match self {
             Self::JoinSecret => b"knit join secret v1",
             Self::Secret => b"knit service secret v1",
+            Self::Config => b"knit service config v1",
         }
     }
 }
@@ -112,6 +116,11 @@ mod tests {
             "another cluster"
         );
         assert_eq!(open(&creds, Purpose::Secret, "db_pass", &sealed[..8]), None);
+        assert_eq!(
+            open(&creds, Purpose::Config, "db_pass", &sealed),
+            None,
+            "another purpose"
+        );
         let mut flipped = sealed.clone();
         flipped[14] ^= 1;
         assert_eq!(open(&creds, Purpose::Secret, "db_pass", &flipped), None);

@@ -304,9 +304,9 @@ impl Agent {
         }
         self.silent = silent;
         if listing.failed.is_empty() {
-            self.drivers
-                .secrets
-                .prune(listing.replicas.iter().map(|(r, _)| (&r.slot, r.template)));
+            let live = || listing.replicas.iter().map(|(r, _)| (&r.slot, r.template));
+            self.drivers.secrets.prune(live());
+            self.drivers.configs.prune(live());
         }
         let listed = listing.replicas;
         let ids: BTreeSet<String> = listed.iter().map(|(r, _)| r.runtime_id.clone()).collect();

@@ -11,7 +11,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::health::{self, Outcome};
 use super::{Event, SpecRef};
+use crate::driver::sealed_files::{FileEntry, Owner};
 use crate::driver::{DriverError, Drivers, Launch};
+use crate::records::SealedKind;
 
 /// One action, with what it needs.
 pub(crate) struct Op {
@@ -28,7 +30,7 @@ pub(crate) struct Op {
     pub(crate) events: mpsc::Sender<Event>,
     /// The peer is stopping: a restart still waiting out its delay is not started.
     pub(crate) shutdown: CancellationToken,
-    /// The values of the secrets a started replica gets.
+    /// The values of the secrets and configs a started replica gets.
     pub(crate) secrets: crate::secrets::SecretSource,
 }
 
@@ -94,6 +96,14 @@ impl Op {
         }
     }
 
+    /// Who the files of a replica of `spec` are for.
+    fn owner(&self, spec: &ServiceSpec) -> Owner {
+        match spec.driver {
+            DriverKind::Docker => Owner::Container,
+            DriverKind::Process => Owner::Process(self.drivers.process.run_as_ids()),
+        }
+    }
+
     /// Writes the files of the secrets `spec` names, on memory; their folder.
     fn secret_files(
         &self,
@@ -103,16 +113,53 @@ impl Op {
         if spec.secrets.is_empty() {
             return Ok(None);
         }
-        let values = self.secrets.values(&spec.secrets)?;
-        let owner = match spec.driver {
-            DriverKind::Docker => crate::driver::secret_files::Owner::Container,
-            DriverKind::Process => {
-                crate::driver::secret_files::Owner::Process(self.drivers.process.run_as_ids())
-            }
-        };
+        let names = spec.secrets.iter().map(|r| r.source.as_str());
+        let values = self.secrets.values(SealedKind::Secret, names)?;
+        let entries: Vec<FileEntry<'_>> = spec
+            .secrets
+            .iter()
+            .zip(&values)
+            .map(|(r, value)| FileEntry {
+                path: &r.target,
+                value,
+                mode: r.mode,
+                uid: r.uid,
+                gid: r.gid,
+            })
+            .collect();
         self.drivers
             .secrets
-            .write(slot, spec.template_id(), &spec.secrets, &values, owner)
+            .write(slot, spec.template_id(), &entries, self.owner(spec))
+            .map(Some)
+    }
+
+    /// Writes the files of the configs `spec` names, on memory, each at its target's
+    /// path; their folder.
+    fn config_files(
+        &self,
+        slot: &SlotId,
+        spec: &ServiceSpec,
+    ) -> Result<Option<std::path::PathBuf>, DriverError> {
+        if spec.configs.is_empty() {
+            return Ok(None);
+        }
+        let names = spec.configs.iter().map(|r| r.source.as_str());
+        let values = self.secrets.values(SealedKind::Config, names)?;
+        let entries: Vec<FileEntry<'_>> = spec
+            .configs
+            .iter()
+            .zip(&values)
+            .map(|(r, value)| FileEntry {
+                path: r.relative_target(),
+                value,
+                mode: r.mode,
+                uid: r.uid,
+                gid: r.gid,
+            })
+            .collect();
+        self.drivers
+            .configs
+            .write(slot, spec.template_id(), &entries, self.owner(spec))
             .map(Some)
     }
 
@@ -130,11 +177,13 @@ impl Op {
         };
         let driver = self.drivers.for_kind(spec.driver).map_err(|e| (from, e))?;
         let secrets = self.secret_files(slot, spec).map_err(|e| (from, e))?;
+        let configs = self.config_files(slot, spec).map_err(|e| (from, e))?;
         let launch = Launch {
             slot: slot.clone(),
             spec: Arc::new(spec.clone()),
             node: self.node.clone(),
             secrets,
+            configs,
         };
         let replica = driver.start(&launch).await.map_err(|e| (from, e))?;
         tracing::info!(slot = %slot, runtime_id = %replica.runtime_id, version, ports = ?replica.host_ports, "started");

@@ -50,6 +50,10 @@ impl RequestBody for crate::wire::SecretCreate {
     const WHAT: &'static str = "the secret";
 }
 
+impl RequestBody for crate::wire::ConfigCreate {
+    const WHAT: &'static str = "the config";
+}
+
 /// A request body of type `T`, read strictly (see the module doc).
 #[derive(Debug)]
 pub(crate) struct Strict<T>(pub(crate) T);
@@ -285,7 +289,7 @@ mod tests {
         body["replica"] = 3.into();
         let message = refusal::<ServiceSpec>(&body);
         assert!(
-            message.starts_with(r#"unknown field "replica" in the service spec (did you mean "mode": {"replicated": {"replicas": ...}}?); expected one of: name, driver, image, command, args, mode, ports,"#),
+            message.starts_with(r#"unknown field "replica" in the service spec (did you mean "mode": {"replicated": {"replicas": ...}}?); expected one of: name, driver, image, command, entrypoint, args, mode, ports,"#),
             "{message}"
         );
         assert!(message.ends_with("force_update, previous"), "{message}");

@@ -7,6 +7,7 @@
 
 mod body;
 mod cluster;
+mod configs;
 mod dashboard;
 mod events;
 mod listen;
@@ -17,7 +18,8 @@ mod nodes;
 mod openapi;
 mod operators;
 mod picture;
-pub(crate) mod secrets;
+mod sealed;
+mod secrets;
 mod services;
 mod shape;
 mod tally;
@@ -232,6 +234,10 @@ pub(crate) fn routes() -> Vec<Route> {
         route(Post, "/v1/secrets", secrets::create),
         route(Get, "/v1/secrets/{name}", secrets::inspect),
         route(Delete, "/v1/secrets/{name}", secrets::remove),
+        route(Get, "/v1/configs", configs::list),
+        route(Post, "/v1/configs", configs::create),
+        route(Get, "/v1/configs/{name}", configs::inspect),
+        route(Delete, "/v1/configs/{name}", configs::remove),
         route(Get, "/v1/cluster/limits", cluster::limits),
         route(Post, "/v1/cluster/limits", cluster::set_limits),
         route(Get, "/v1/events", events::stream),

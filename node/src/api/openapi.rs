@@ -9,7 +9,7 @@ use axum::Json;
 use utoipa::OpenApi;
 use utoipa::openapi::{Components, OpenApi as Document};
 
-use super::{cluster, dashboard, events, nodes, operators, secrets, services};
+use super::{cluster, configs, dashboard, events, nodes, operators, secrets, services};
 use crate::wire::ErrorBody;
 
 /// What the document says of the API as a whole.
@@ -40,6 +40,10 @@ field their schema does not are refused with 400; errors are `{\"error\": \"...\
         secrets::create,
         secrets::inspect,
         secrets::remove,
+        configs::list,
+        configs::create,
+        configs::inspect,
+        configs::remove,
         cluster::limits,
         cluster::set_limits,
         events::stream,
@@ -53,6 +57,7 @@ field their schema does not are refused with 400; errors are `{\"error\": \"...\
         (name = "nodes", description = "The members, and operators' overrides of them"),
         (name = "services", description = "Service specs, their tasks and logs"),
         (name = "secrets", description = "Secrets, sealed in the cluster's state and given to replicas as files"),
+        (name = "configs", description = "Configs: files given to replicas at a path, sealed in the cluster's state"),
         (name = "cluster", description = "Cluster-wide settings and the join token"),
         (name = "events", description = "The cluster's changes as they happen, and the dashboard"),
         (name = "operators", description = "Client certificates for the API over TCP"),

@@ -160,7 +160,7 @@ pub(super) async fn create(
     let limits = snapshot.limits();
     spec.validate(&limits).map_err(invalid)?;
     check_driver(&snapshot, &spec)?;
-    super::secrets::check_exist(&snapshot, &spec)?;
+    super::sealed::check_exist(&snapshot, &spec)?;
     let services = snapshot.services();
     if services.valid.contains_key(&spec.name) {
         return Err(ApiError::new(
@@ -277,7 +277,7 @@ pub(super) async fn update(
     if spec.driver != current.driver {
         check_driver(&snapshot, &spec)?;
     }
-    super::secrets::check_exist(&snapshot, &spec)?;
+    super::sealed::check_exist(&snapshot, &spec)?;
     let mut next = current.followed_by(spec, request.redeploy);
     if fixing {
         next.previous = None;
@@ -393,6 +393,7 @@ pub(super) fn summaries(snapshot: &Snapshot, placement: &Placement) -> Vec<Servi
                     .map(|p| format!("*:{}->{}/{}", p.published, p.target, p.protocol))
                     .collect(),
                 version: spec.version,
+                labels: spec.labels.clone(),
                 name: spec.name,
                 invalid: None,
             }
@@ -429,6 +430,7 @@ fn invalid_summary(
         image: spec.image.clone().unwrap_or_else(|| spec.command.join(" ")),
         ports: Vec::new(),
         version: spec.version,
+        labels: spec.labels.clone(),
         name,
         invalid: Some(bad.reason),
     }

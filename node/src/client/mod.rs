@@ -1,6 +1,7 @@
 //! The client commands: they talk to the local peer's admin API and print what it says.
 
 mod changes;
+mod configs;
 mod filter;
 mod logs;
 mod nodes;
@@ -8,6 +9,7 @@ mod progress;
 mod records;
 mod secrets;
 mod services;
+mod stack;
 mod transport;
 
 use std::path::{Path, PathBuf};
@@ -147,6 +149,8 @@ pub(crate) async fn run(
         Command::Node(command) => nodes::run(&client, command).await,
         Command::Service(command) => services::run(&client, command).await,
         Command::Secret(command) => secrets::run(&client, command).await,
+        Command::Config(command) => configs::run(&client, command).await,
+        Command::Stack(command) => stack::run(&client, command).await,
         Command::Cluster(command) => cluster(&client, command).await,
     }
 }

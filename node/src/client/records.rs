@@ -7,7 +7,7 @@ use crate::format::output::Record;
 use crate::format::template::{Field, Row};
 use crate::telemetry::Telemetry;
 use crate::wire::word;
-use crate::wire::{NodeSummary, SecretSummary, ServiceSummary, TaskRow};
+use crate::wire::{ConfigSummary, NodeSummary, SecretSummary, ServiceSummary, TaskRow};
 
 impl Row for SecretSummary {
     const COMMAND: &'static str = "secret ls";
@@ -35,6 +35,35 @@ impl Row for SecretSummary {
 }
 
 impl Record for SecretSummary {
+    const TABLE: &'static str = r"table {{.Name}}\t{{.CreatedAt}}\t{{.Size}}\t{{.Services}}";
+}
+
+impl Row for ConfigSummary {
+    const COMMAND: &'static str = "config ls";
+    const FIELDS: &'static [Field] = &[
+        Field::new("ID", "ID"),
+        Field::new("Name", "NAME"),
+        Field::new("CreatedAt", "CREATED"),
+        Field::new("Size", "SIZE"),
+        Field::new("Services", "SERVICES"),
+    ];
+
+    fn field(&self, name: &str) -> String {
+        match name {
+            "ID" | "Name" => self.name.clone(),
+            "CreatedAt" => crate::clock::ago(self.created_at_ms),
+            "Size" => format!("{} B", self.size_bytes),
+            "Services" => self.services.join(","),
+            _ => String::new(),
+        }
+    }
+
+    fn json(&self) -> serde_json::Result<String> {
+        serde_json::to_string(self)
+    }
+}
+
+impl Record for ConfigSummary {
     const TABLE: &'static str = r"table {{.Name}}\t{{.CreatedAt}}\t{{.Size}}\t{{.Services}}";
 }
 
@@ -246,6 +275,8 @@ mod tests {
         default_table_names_known_fields::<ServiceSummary>();
         default_table_names_known_fields::<Task>();
         default_table_names_known_fields::<NodeSummary>();
+        default_table_names_known_fields::<SecretSummary>();
+        default_table_names_known_fields::<ConfigSummary>();
     }
 
     fn service(name: &str, image: &str) -> ServiceSummary {
@@ -257,6 +288,7 @@ mod tests {
             image: image.into(),
             ports: vec!["8080:80/tcp".into()],
             version: 4,
+            labels: Default::default(),
             invalid: None,
         }
     }

@@ -9,27 +9,36 @@ use crate::cli::SecretCommand;
 use crate::format::output;
 use crate::wire::{SecretCreate, SecretSummary};
 
-/// The most bytes read for one secret (the API refuses more than 500 KiB; reading a little
+/// The most bytes read for one secret or config (the API refuses more than 500 KiB; reading a little
 /// past it lets it say so).
 const READ_MAX_BYTES: u64 = 512 * 1024 + 1;
+
+/// The bytes of `file`, or of standard input for `-` (at most a little past what the API
+/// takes, so that it can say so).
+pub(super) fn read_value(file: &std::path::Path, what: &str) -> Result<Vec<u8>> {
+    let mut data = Vec::new();
+    if file.as_os_str() == "-" {
+        std::io::stdin()
+            .take(READ_MAX_BYTES)
+            .read_to_end(&mut data)
+            .with_context(|| format!("cannot read the {what} from standard input"))?;
+    } else {
+        std::fs::File::open(file)
+            .and_then(|f| f.take(READ_MAX_BYTES).read_to_end(&mut data))
+            .with_context(|| format!("cannot read the {what} from {}", file.display()))?;
+    }
+    Ok(data)
+}
 
 pub(super) async fn run(client: &Client, command: SecretCommand) -> Result<()> {
     match command {
         SecretCommand::Create { name, file } => {
-            let mut data = Vec::new();
-            if file.as_os_str() == "-" {
-                std::io::stdin()
-                    .take(READ_MAX_BYTES)
-                    .read_to_end(&mut data)
-                    .context("cannot read the secret from standard input")?;
-            } else {
-                std::fs::File::open(&file)
-                    .and_then(|f| f.take(READ_MAX_BYTES).read_to_end(&mut data))
-                    .with_context(|| format!("cannot read the secret from {}", file.display()))?;
-            }
+            let data = read_value(&file, "secret")?;
             let request = SecretCreate {
                 name,
                 data_hex: hex::encode(&data),
+                labels: Default::default(),
+                keep_same: false,
             };
             let created: SecretSummary = client.post("/v1/secrets", &request).await?;
             println!("{}", created.name);

@@ -547,13 +547,14 @@ fn container_body(launch: &Launch, image: &str, publish_ip: IpAddr) -> Container
             maximum_retry_count: None,
         }),
         log_config: Some(log_config()),
-        mounts: (!spec.mounts.is_empty() || launch.secrets.is_some())
-            .then(|| mounts(spec, launch.secrets.as_deref())),
+        mounts: (!spec.mounts.is_empty() || launch.secrets.is_some() || launch.configs.is_some())
+            .then(|| mounts(spec, launch.secrets.as_deref(), launch.configs.as_deref())),
         ..Default::default()
     };
     ContainerCreateBody {
         image: Some(image.to_owned()),
         cmd: (!cmd.is_empty()).then_some(cmd),
+        entrypoint: (!spec.entrypoint.is_empty()).then(|| spec.entrypoint.clone()),
         env: Some(env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
         labels: Some(tags),
         exposed_ports: Some(port_bindings.into_keys().collect()),
@@ -568,16 +569,27 @@ fn container_body(launch: &Launch, image: &str, publish_ip: IpAddr) -> Container
     }
 }
 
-/// The spec's mounts as Docker's, and the folder of its secrets' files read-only at
-/// `/run/secrets`. A named volume the engine creates for it is labelled with the service,
-/// so that `docker volume ls --filter label=knit.service=NAME` finds it.
-fn mounts(spec: &ServiceSpec, secrets: Option<&std::path::Path>) -> Vec<DockerMount> {
-    let secrets = secrets.map(|dir| DockerMount {
-        target: Some("/run/secrets".to_owned()),
-        source: Some(dir.display().to_string()),
+/// The spec's mounts as Docker's, the folder of its secrets' files read-only at
+/// `/run/secrets`, and each of its configs' files read-only at its target. A named volume
+/// the engine creates for it is labelled with the service, so that
+/// `docker volume ls --filter label=knit.service=NAME` finds it.
+fn mounts(
+    spec: &ServiceSpec,
+    secrets: Option<&std::path::Path>,
+    configs: Option<&std::path::Path>,
+) -> Vec<DockerMount> {
+    let read_only = |source: &std::path::Path, target: &str| DockerMount {
+        target: Some(target.to_owned()),
+        source: Some(source.display().to_string()),
         typ: Some(MountType::BIND),
         read_only: Some(true),
         ..Default::default()
+    };
+    let secrets = secrets.map(|dir| read_only(dir, "/run/secrets"));
+    let configs = configs.into_iter().flat_map(|dir| {
+        spec.configs
+            .iter()
+            .map(move |c| read_only(&dir.join(c.relative_target()), &c.target))
     });
     spec.mounts
         .iter()
@@ -606,6 +618,7 @@ fn mounts(spec: &ServiceSpec, secrets: Option<&std::path::Path>) -> Vec<DockerMo
             }
         })
         .chain(secrets)
+        .chain(configs)
         .collect()
 }
 

@@ -6,7 +6,7 @@
 pub(crate) mod docker;
 pub(crate) mod output;
 pub(crate) mod process;
-pub(crate) mod secret_files;
+pub(crate) mod sealed_files;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -31,6 +31,9 @@ pub(crate) struct Launch {
     pub(crate) node: String,
     /// The folder of the replica's secrets' files, when its spec names any.
     pub(crate) secrets: Option<std::path::PathBuf>,
+    /// The folder of the replica's configs' files (each at its target's path under it),
+    /// when its spec names any.
+    pub(crate) configs: Option<std::path::PathBuf>,
 }
 
 /// One replica as its driver sees it.
@@ -86,7 +89,9 @@ pub(crate) struct Drivers {
     pub(crate) docker: Option<docker::DockerDriver>,
     pub(crate) process: process::ProcessDriver,
     /// Where replicas' secrets are written, on memory.
-    pub(crate) secrets: crate::driver::secret_files::SecretFiles,
+    pub(crate) secrets: sealed_files::SealedFiles,
+    /// Where replicas' configs are written, on memory.
+    pub(crate) configs: sealed_files::SealedFiles,
 }
 
 impl Drivers {

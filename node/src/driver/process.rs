@@ -261,6 +261,9 @@ impl ProcessDriver {
         if let Some(dir) = &launch.secrets {
             env.insert("KNIT_SECRETS_DIR".into(), dir.display().to_string());
         }
+        if let Some(dir) = &launch.configs {
+            env.insert("KNIT_CONFIGS_DIR".into(), dir.display().to_string());
+        }
         run_as.apply(&mut cmd, &env);
         cmd.stdin(std::process::Stdio::null())
             .stdout(log.try_clone().map_err(failed)?)

@@ -50,6 +50,8 @@ pub const PORTS_MAX: usize = 64;
 pub const CONSTRAINTS_MAX: usize = 32;
 /// Secrets per service.
 pub const SECRETS_MAX: usize = 64;
+/// Configs per service.
+pub const CONFIGS_MAX: usize = 64;
 /// Mounts per service.
 pub const MOUNTS_MAX: usize = 32;
 /// The longest mount source or target path, in bytes.

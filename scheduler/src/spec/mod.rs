@@ -3,6 +3,7 @@
 //! Every struct decodes with missing fields filled by Docker's defaults
 //! (`#[serde(default)]`), so records written by an older knit still read.
 
+mod config;
 mod constraint;
 pub mod limits;
 mod mount;
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
 pub use crate::resources::Resources;
+pub use config::{CONFIG_MODE_DEFAULT, ConfigRef, config_name_is_valid};
 pub use constraint::{Constraint, ConstraintField, ConstraintOp};
 pub use limits::Limits;
 pub use mount::{Mount, MountKind};
@@ -270,9 +272,12 @@ pub struct ServiceSpec {
     pub driver: Driver,
     /// The image, for the Docker driver.
     pub image: Option<String>,
-    /// The command: for a process, the program and its first arguments; for Docker,
-    /// overrides the image's entrypoint when not empty.
+    /// The command: for a process, the program and its first arguments; for Docker, what
+    /// the entrypoint runs (the image's CMD) when not empty.
     pub command: Vec<String>,
+    /// For Docker, the entrypoint instead of the image's when not empty (Compose's
+    /// `entrypoint`; the image's CMD is then not used). A process has none.
+    pub entrypoint: Vec<String>,
     /// Arguments after the command (Docker: the image's CMD when not empty).
     pub args: Vec<String>,
     /// Replicated or global.
@@ -283,6 +288,8 @@ pub struct ServiceSpec {
     pub mounts: Vec<Mount>,
     /// Secrets each replica gets as files under `/run/secrets`.
     pub secrets: Vec<SecretRef>,
+    /// Configs each replica gets as read-only files at their targets.
+    pub configs: Vec<ConfigRef>,
     /// Environment variables.
     pub env: BTreeMap<String, String>,
     /// Labels on the service and its containers.
@@ -334,6 +341,9 @@ pub struct ServiceSpec {
 pub struct Template<'a> {
     driver: Driver,
     image: Option<&'a str>,
+    /// Left out when empty, as mounts.
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    entrypoint: &'a [String],
     command: &'a [String],
     args: &'a [String],
     ports: &'a [PortSpec],
@@ -343,6 +353,9 @@ pub struct Template<'a> {
     /// Left out when empty, as mounts.
     #[serde(skip_serializing_if = "no_secrets")]
     secrets: &'a [SecretRef],
+    /// Left out when empty, as mounts.
+    #[serde(skip_serializing_if = "no_configs")]
+    configs: &'a [ConfigRef],
     env: &'a BTreeMap<String, String>,
     labels: &'a BTreeMap<String, String>,
     limits: Resources,
@@ -360,6 +373,10 @@ fn no_secrets(secrets: &&[SecretRef]) -> bool {
     secrets.is_empty()
 }
 
+fn no_configs(configs: &&[ConfigRef]) -> bool {
+    configs.is_empty()
+}
+
 /// Docker's default stop grace period.
 pub const DEFAULT_STOP_GRACE_MS: u64 = 10_000;
 
@@ -370,11 +387,13 @@ impl Default for ServiceSpec {
             driver: Driver::Docker,
             image: None,
             command: Vec::new(),
+            entrypoint: Vec::new(),
             args: Vec::new(),
             mode: Mode::default(),
             ports: Vec::new(),
             mounts: Vec::new(),
             secrets: Vec::new(),
+            configs: Vec::new(),
             env: BTreeMap::new(),
             labels: BTreeMap::new(),
             reservations: Resources::default(),
@@ -422,18 +441,20 @@ impl ServiceSpec {
     }
 
     /// What a replica of this spec runs: what the driver starts (driver, image, command,
-    /// args, ports, env, labels, limits, stop signal), how its health is told, and the force
+    /// entrypoint, args, ports, mounts, secrets, configs, env, labels, limits, stop signal), how its health is told, and the force
     /// counter. Scale, placement, restart, update and autoscaling policies are not part of
     /// it: changing them replaces no replica.
     pub fn template(&self) -> Template<'_> {
         Template {
             driver: self.driver,
             image: self.image.as_deref(),
+            entrypoint: &self.entrypoint,
             command: &self.command,
             args: &self.args,
             ports: &self.ports,
             mounts: &self.mounts,
             secrets: &self.secrets,
+            configs: &self.configs,
             env: &self.env,
             labels: &self.labels,
             limits: self.limits,

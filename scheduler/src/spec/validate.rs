@@ -3,10 +3,11 @@
 use std::collections::BTreeSet;
 
 use super::limits::{
-    ARG_MAX_BYTES, ARGS_MAX, CONSTRAINT_MAX_BYTES, CONSTRAINTS_MAX, DURATION_MAX_MS, ENV_MAX,
-    ENV_NAME_MAX_BYTES, ENV_VALUE_MAX_BYTES, HEALTH_INTERVAL_MIN_MS, HEALTH_PATH_MAX_BYTES,
-    HEALTH_RETRIES_MAX, IMAGE_MAX_BYTES, LABEL_KEY_MAX_BYTES, LABEL_VALUE_MAX_BYTES, LABELS_MAX,
-    Limits, MOUNTS_MAX, PORTS_MAX, SECRETS_MAX, SPEC_ENCODED_MAX_BYTES, encoded_len,
+    ARG_MAX_BYTES, ARGS_MAX, CONFIGS_MAX, CONSTRAINT_MAX_BYTES, CONSTRAINTS_MAX, DURATION_MAX_MS,
+    ENV_MAX, ENV_NAME_MAX_BYTES, ENV_VALUE_MAX_BYTES, HEALTH_INTERVAL_MIN_MS,
+    HEALTH_PATH_MAX_BYTES, HEALTH_RETRIES_MAX, IMAGE_MAX_BYTES, LABEL_KEY_MAX_BYTES,
+    LABEL_VALUE_MAX_BYTES, LABELS_MAX, Limits, MOUNTS_MAX, PORTS_MAX, SECRETS_MAX,
+    SPEC_ENCODED_MAX_BYTES, encoded_len,
 };
 use super::{Driver, Mode, Probe, ServiceSpec, UpdateConfig};
 use crate::error::SpecError;
@@ -71,6 +72,12 @@ impl ServiceSpec {
                     "the process driver needs a command, e.g. [\"/usr/bin/python3\", \"-m\", \"http.server\"]".into(),
                 );
             }
+            Driver::Process if !self.entrypoint.is_empty() => {
+                return bad(
+                    "entrypoint",
+                    "the process driver runs its command and has no entrypoint; put the program first in the command".into(),
+                );
+            }
             _ => {}
         }
         self.validate_sizes()?;
@@ -78,6 +85,7 @@ impl ServiceSpec {
         self.validate_ports()?;
         self.validate_mounts()?;
         self.validate_secrets()?;
+        self.validate_configs()?;
         self.validate_resources()?;
         if let Some(key) = self.env.keys().find(|k| k.is_empty() || k.contains('=')) {
             return bad(
@@ -157,7 +165,14 @@ impl ServiceSpec {
                 format!("is {} bytes, above {IMAGE_MAX_BYTES}", image.len()),
             );
         }
-        check_words(&self.name, "args", self.command.iter().chain(&self.args))?;
+        check_words(
+            &self.name,
+            "args",
+            self.entrypoint
+                .iter()
+                .chain(&self.command)
+                .chain(&self.args),
+        )?;
         check_count(&self.name, "env", self.env.len(), ENV_MAX)?;
         for (key, value) in &self.env {
             check_text(&self.name, "env", key, ENV_NAME_MAX_BYTES)?;
@@ -224,6 +239,34 @@ impl ServiceSpec {
                 return bad(format!(
                     "/run/secrets/{} is given twice; each target may appear once",
                     s.target
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_configs(&self) -> Result<(), SpecError> {
+        let bad = |why: String| Err(SpecError::invalid(&self.name, "configs", why));
+        check_count(&self.name, "config", self.configs.len(), CONFIGS_MAX)?;
+        let mut targets = BTreeSet::new();
+        for c in &self.configs {
+            if let Some(why) = c.problem() {
+                return bad(format!("{c}: {why}"));
+            }
+            if !targets.insert(c.target.as_str()) {
+                return bad(format!(
+                    "{} is given twice; each target may appear once",
+                    c.target
+                ));
+            }
+        }
+        // A config's file is a file: none may sit inside another's path.
+        for c in &self.configs {
+            let inside = format!("{}/", c.target);
+            if let Some(other) = self.configs.iter().find(|o| o.target.starts_with(&inside)) {
+                return bad(format!(
+                    "{} is inside {}, which is a config's file; give them targets apart",
+                    other.target, c.target
                 ));
             }
         }

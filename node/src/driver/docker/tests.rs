@@ -88,6 +88,7 @@ fn launch(node: &str, slot: SlotId, image: &str, command: &[&str]) -> Launch {
     }];
     Launch {
         secrets: None,
+        configs: None,
         slot,
         spec: Arc::new(spec),
         node: node.to_owned(),
@@ -357,6 +358,55 @@ fn container_states_map_to_replica_states() {
     assert_eq!(
         state_of(&state(S::DEAD, 1, false, "")).0,
         ReplicaState::Failed
+    );
+}
+
+#[test]
+fn entrypoints_secrets_and_configs_reach_the_container_body() {
+    let mut launch = launch("n1", SlotId::replica("web", 1), "img", &["-c", "run"]);
+    let spec = Arc::make_mut(&mut launch.spec);
+    spec.entrypoint = vec!["/bin/sh".into()];
+    spec.configs = vec![
+        "source=site,target=/etc/app/app.conf".parse().unwrap(),
+        "index".parse().unwrap(),
+    ];
+    launch.secrets = Some("/dev/shm/knit/n1/web.1@1".into());
+    launch.configs = Some("/dev/shm/knit/configs/n1/web.1@1".into());
+    let body = container_body(&launch, "img", std::net::IpAddr::from([127, 0, 0, 7]));
+    assert_eq!(body.entrypoint, Some(vec!["/bin/sh".to_owned()]));
+    assert_eq!(body.cmd, Some(vec!["-c".to_owned(), "run".to_owned()]));
+    let mounts: Vec<(String, String, bool)> = body
+        .host_config
+        .and_then(|h| h.mounts)
+        .expect("mounts")
+        .into_iter()
+        .map(|m| {
+            (
+                m.source.unwrap_or_default(),
+                m.target.unwrap_or_default(),
+                m.read_only == Some(true),
+            )
+        })
+        .collect();
+    assert_eq!(
+        mounts,
+        [
+            (
+                "/dev/shm/knit/n1/web.1@1".to_owned(),
+                "/run/secrets".to_owned(),
+                true
+            ),
+            (
+                "/dev/shm/knit/configs/n1/web.1@1/etc/app/app.conf".to_owned(),
+                "/etc/app/app.conf".to_owned(),
+                true
+            ),
+            (
+                "/dev/shm/knit/configs/n1/web.1@1/index".to_owned(),
+                "/index".to_owned(),
+                true
+            ),
+        ]
     );
 }
 

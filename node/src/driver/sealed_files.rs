@@ -1,5 +1,5 @@
-//! The files of this host's replicas' secrets, on memory: see [`crate::secrets`] for
-//! where they come from and how replicas see them.
+//! The files of this host's replicas' secrets and configs, on memory: see
+//! [`crate::secrets`] for where they come from and how replicas see them.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use knit_scheduler::SlotId;
-use knit_scheduler::spec::SecretRef;
 
 use super::DriverError;
 
@@ -20,7 +19,7 @@ const TMPFS: &str = "tmpfs";
 /// in flight.
 const PRUNE_AFTER: Duration = Duration::from_secs(120);
 
-/// Who owns a process replica's secret files.
+/// Who owns a replica's files.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Owner {
     /// A container: each file as its reference says, the directory readable by all.
@@ -29,22 +28,46 @@ pub(crate) enum Owner {
     Process(Option<(u32, u32)>),
 }
 
-/// The files of this host's replicas' secrets.
+/// One file of a replica.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FileEntry<'a> {
+    /// Its path in the replica's folder, relative (`db_pass`, `etc/app.conf`).
+    pub(crate) path: &'a str,
+    /// What it holds.
+    pub(crate) value: &'a [u8],
+    /// Its mode, owner and group for a container (a process gets 0400, its own).
+    pub(crate) mode: u32,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+}
+
+/// The files of this host's replicas' secrets, or of their configs (one of each).
 #[derive(Debug, Clone)]
-pub(crate) struct SecretFiles {
-    /// The folder of every peer's files on this host (knit's own, `/dev/shm/knit`).
-    base: PathBuf,
-    /// This peer's folder in it.
+pub(crate) struct SealedFiles {
+    /// The folders of knit's files on this host (`/dev/shm/knit`), and in it the folder of
+    /// every peer's configs (`configs`): each traversable, not listable.
+    bases: Vec<PathBuf>,
+    /// This peer's folder.
     root: PathBuf,
 }
 
-impl SecretFiles {
-    /// The files of node `node`'s replicas.
-    pub(crate) fn for_node(node: &str) -> Self {
+impl SealedFiles {
+    /// The secrets' files of node `node`'s replicas: `/dev/shm/knit/<node>`.
+    pub(crate) fn secrets_of(node: &str) -> Self {
         let base = Path::new(SHM).join("knit");
         Self {
             root: base.join(node),
-            base,
+            bases: vec![base],
+        }
+    }
+
+    /// The configs' files of node `node`'s replicas: `/dev/shm/knit/configs/<node>`.
+    pub(crate) fn configs_of(node: &str) -> Self {
+        let base = Path::new(SHM).join("knit");
+        let configs = base.join("configs");
+        Self {
+            root: configs.join(node),
+            bases: vec![base, configs],
         }
     }
 
@@ -53,7 +76,7 @@ impl SecretFiles {
     pub(crate) fn at(base: PathBuf) -> Self {
         Self {
             root: base.join("node"),
-            base,
+            bases: vec![base],
         }
     }
 
@@ -61,18 +84,18 @@ impl SecretFiles {
         self.root.join(format!("{slot}@{template:016x}"))
     }
 
-    /// Writes the files of `refs` with their `values` for a replica of `slot` from
-    /// `template`; returns their directory.
+    /// Writes `entries` for a replica of `slot` from `template`; returns their folder.
+    /// A folder of the same slot and template that holds other values (a secret or config
+    /// removed and created again under its name while no service named it) is replaced.
     pub(crate) fn write(
         &self,
         slot: &SlotId,
         template: u64,
-        refs: &[SecretRef],
-        values: &[Vec<u8>],
+        entries: &[FileEntry<'_>],
         owner: Owner,
     ) -> Result<PathBuf, DriverError> {
         let fail = |what: &str, e: std::io::Error| {
-            DriverError::Failed(format!("cannot write the secrets' files ({what}): {e}"))
+            DriverError::Failed(format!("cannot write the replica's files ({what}): {e}"))
         };
         // Traversable, not listable: a process replica reaches its own (private) folder,
         // and no other user learns which secrets this host holds.
@@ -81,52 +104,32 @@ impl SecretFiles {
             .mode(0o711)
             .create(&self.root)
             .map_err(|e| fail("their folder", e))?;
-        for dir in [&self.base, &self.root] {
+        for dir in self.bases.iter().chain([&self.root]) {
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
                 .map_err(|e| fail("their folder's mode", e))?;
         }
         if !on_memory(&self.root) {
             return Err(DriverError::Failed(format!(
-                "{} is not on a tmpfs; knit keeps secrets off disk and will not write them there (mount a tmpfs on {SHM})",
+                "{} is not on a tmpfs; knit keeps secrets and configs off disk and will not write them there (mount a tmpfs on {SHM})",
                 self.root.display()
             )));
         }
         let dir = self.dir(slot, template);
         let partial = dir.with_extension(format!("part-{:08x}", rand::random::<u32>()));
-        let dir_mode = match owner {
-            Owner::Container => 0o755,
-            Owner::Process(_) => 0o700,
-        };
-        std::fs::DirBuilder::new()
-            .mode(dir_mode)
-            .create(&partial)
-            .map_err(|e| fail("the replica's folder", e))?;
-        let written = (|| {
-            for (r, value) in refs.iter().zip(values) {
-                let path = partial.join(&r.target);
-                let (mode, ids) = match owner {
-                    Owner::Container => (r.mode, Some((r.uid, r.gid))),
-                    Owner::Process(ids) => (0o400, ids),
-                };
-                let mut file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&path)?;
-                file.write_all(value)?;
-                chown(&path, ids)?;
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
-            }
-            if let Owner::Process(ids) = owner {
-                chown(&partial, ids)?;
-            }
+        let written = write_folder(&partial, entries, owner).and_then(|()| {
             // A replica of the same slot and template wrote the same files first: keep them.
             match std::fs::rename(&partial, &dir) {
                 Ok(()) => Ok(()),
-                Err(_) if dir.is_dir() => std::fs::remove_dir_all(&partial),
+                Err(_) if dir.is_dir() && holds(&dir, entries) => std::fs::remove_dir_all(&partial),
+                Err(_) if dir.is_dir() => {
+                    let stale = dir.with_extension(format!("old-{:08x}", rand::random::<u32>()));
+                    std::fs::rename(&dir, &stale)?;
+                    std::fs::rename(&partial, &dir)?;
+                    std::fs::remove_dir_all(&stale)
+                }
                 Err(e) => Err(e),
             }
-        })();
+        });
         if let Err(e) = written {
             let _ = std::fs::remove_dir_all(&partial);
             return Err(fail("a file", e));
@@ -156,13 +159,63 @@ impl SecretFiles {
                 continue;
             }
             match std::fs::remove_dir_all(&path) {
-                Ok(()) => tracing::debug!(dir = %path.display(), "secrets no replica uses removed"),
+                Ok(()) => tracing::debug!(dir = %path.display(), "files no replica uses removed"),
                 Err(e) => {
-                    tracing::warn!(dir = %path.display(), error = %e, "cannot remove unused secrets")
+                    tracing::warn!(dir = %path.display(), error = %e, "cannot remove unused files")
                 }
             }
         }
     }
+}
+
+/// Writes `entries` into the new folder `dir`, as `owner` should see them.
+fn write_folder(dir: &Path, entries: &[FileEntry<'_>], owner: Owner) -> std::io::Result<()> {
+    let dir_mode = match owner {
+        Owner::Container => 0o755,
+        Owner::Process(_) => 0o700,
+    };
+    let ids = |entry: &FileEntry<'_>| match owner {
+        Owner::Container => (entry.mode, Some((entry.uid, entry.gid))),
+        Owner::Process(ids) => (0o400, ids),
+    };
+    std::fs::DirBuilder::new().mode(dir_mode).create(dir)?;
+    for entry in entries {
+        let path = dir.join(entry.path);
+        // Folders on the way (a config at /etc/app/app.conf): the owner's, as the top one.
+        if let Some(parent) = path.parent().filter(|p| *p != dir) {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(dir_mode)
+                .create(parent)?;
+            let mut folder = parent;
+            while folder != dir {
+                if let Owner::Process(ids) = owner {
+                    chown(folder, ids)?;
+                }
+                folder = folder.parent().unwrap_or(dir);
+            }
+        }
+        let (mode, ids) = ids(entry);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        file.write_all(entry.value)?;
+        chown(&path, ids)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+    }
+    if let Owner::Process(ids) = owner {
+        chown(dir, ids)?;
+    }
+    Ok(())
+}
+
+/// Whether the folder `dir` holds `entries`' values already.
+fn holds(dir: &Path, entries: &[FileEntry<'_>]) -> bool {
+    entries
+        .iter()
+        .all(|e| std::fs::read(dir.join(e.path)).is_ok_and(|v| v == e.value))
 }
 
 /// Whether `path` is on a tmpfs (memory): read from the mount table.
@@ -200,10 +253,22 @@ fn chown(path: &Path, ids: Option<(u32, u32)>) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
-    fn refs() -> Vec<SecretRef> {
+    fn entries<'a>(values: &'a [&'a [u8]]) -> Vec<FileEntry<'a>> {
         vec![
-            "db_pass".parse().unwrap(),
-            "source=api_key,target=key,mode=0440".parse().unwrap(),
+            FileEntry {
+                path: "db_pass",
+                value: values[0],
+                mode: 0o444,
+                uid: 0,
+                gid: 0,
+            },
+            FileEntry {
+                path: "etc/app/key",
+                value: values[1],
+                mode: 0o440,
+                uid: 0,
+                gid: 0,
+            },
         ]
     }
 
@@ -214,31 +279,43 @@ mod tests {
             return;
         }
         let root = Path::new(SHM).join(format!("knit-test-{}", std::process::id()));
-        let files = SecretFiles::at(root.clone());
+        let files = SealedFiles::at(root.clone());
         let slot = SlotId::replica("db", 1);
-        let values = vec![b"hunter2".to_vec(), b"k3y".to_vec()];
+        let values: [&[u8]; 2] = [b"hunter2", b"k3y"];
         let dir = files
-            .write(&slot, 7, &refs(), &values, Owner::Container)
+            .write(&slot, 7, &entries(&values), Owner::Container)
             .unwrap();
         assert_eq!(std::fs::read(dir.join("db_pass")).unwrap(), b"hunter2");
+        assert_eq!(std::fs::read(dir.join("etc/app/key")).unwrap(), b"k3y");
         let mode = |p: PathBuf| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(dir.join("db_pass")), 0o444);
-        assert_eq!(mode(dir.join("key")), 0o440);
+        assert_eq!(mode(dir.join("etc/app/key")), 0o440);
+        assert_eq!(mode(dir.join("etc/app")), 0o755);
         // A second replica of the same slot and template shares the files.
         let again = files
-            .write(&slot, 7, &refs(), &values, Owner::Container)
+            .write(&slot, 7, &entries(&values), Owner::Container)
             .unwrap();
         assert_eq!(again, dir);
+        // Other values under the same names (removed and created again) replace them.
+        let changed: [&[u8]; 2] = [b"hunter3", b"k3y"];
+        let replaced = files
+            .write(&slot, 7, &entries(&changed), Owner::Container)
+            .unwrap();
+        assert_eq!(replaced, dir);
+        assert_eq!(std::fs::read(dir.join("db_pass")).unwrap(), b"hunter3");
         // A process gets a private folder of owner-only files.
         let private = files
-            .write(&slot, 8, &refs(), &values, Owner::Process(None))
+            .write(&slot, 8, &entries(&values), Owner::Process(None))
             .unwrap();
         assert_eq!(mode(private.clone()), 0o700);
-        assert_eq!(mode(private.join("key")), 0o400);
+        assert_eq!(mode(private.join("etc")), 0o700);
+        assert_eq!(mode(private.join("etc/app/key")), 0o400);
         // Young folders stay; the prune of old unused ones is timed, so only the keep
         // rule is checked here.
         files.prune([(&slot, 7)]);
         assert!(dir.is_dir() && private.is_dir());
+        let left: Vec<_> = std::fs::read_dir(root.join("node")).unwrap().collect();
+        assert_eq!(left.len(), 2, "no partial or stale folder is left");
         std::fs::remove_dir_all(&root).unwrap();
     }
 
@@ -249,13 +326,13 @@ mod tests {
             eprintln!("skipping: the temp dir is a tmpfs here");
             return;
         }
-        let files = SecretFiles::at(root.clone());
+        let files = SealedFiles::at(root.clone());
+        let values: [&[u8]; 2] = [b"1", b"2"];
         let e = files
             .write(
                 &SlotId::replica("db", 1),
                 1,
-                &refs(),
-                &[vec![1], vec![2]],
+                &entries(&values),
                 Owner::Container,
             )
             .unwrap_err()
