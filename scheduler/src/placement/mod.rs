@@ -41,9 +41,10 @@
 //!   candidate, (slot, node, pass). Every rule above is hereditary (a set of candidates that
 //!   keeps them still keeps them with one candidate taken out), and for such rules the
 //!   greedy result is the only set that keeps the rules and in which every candidate left
-//!   out would break one together with the candidates chosen above it: of two such sets,
-//!   the highest candidate in one and not the other would be blocked by candidates the
-//!   first set also holds. Any other way of computing placement (a faster one, an
+//!   out would break one together with the candidates chosen above it. (Of two such sets,
+//!   take the highest candidate that one holds and the other does not: both hold the same
+//!   candidates above it, so the other set's reason to leave it out would break a rule
+//!   inside the first set.) Any other way of computing placement (a faster one, an
 //!   incremental one) must find this same set.
 //! - **Spread.** No active node holds two replicas of a service while an active node that
 //!   meets its constraints, is under its load bound and has room for its reservation holds
