@@ -22,6 +22,9 @@ pub(crate) struct SpecFlags {
     /// Service mode: replicated or global.
     #[arg(long)]
     pub(crate) mode: Option<String>,
+    /// Maximum number of replicas per node (0 = no limit); replicas beyond it stay pending.
+    #[arg(long)]
+    pub(crate) replicas_max_per_node: Option<u32>,
     /// Reserve CPUs (e.g. 0.5).
     #[arg(long)]
     pub(crate) reserve_cpu: Option<String>,
@@ -234,6 +237,9 @@ impl SpecFlags {
                 bail!("--replicas applies to replicated services only; this one is global");
             }
             spec.mode = Mode::Replicated { replicas };
+        }
+        if let Some(max) = self.replicas_max_per_node {
+            spec.replicas_max_per_node = max;
         }
         Ok(())
     }

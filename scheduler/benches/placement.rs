@@ -1,14 +1,16 @@
 //! Placement benchmark: `cargo bench -p knit-scheduler --bench placement`.
 //!
-//! Prints, for clusters of N nodes and S replicated slots (services of 10 replicas, no
-//! constraints, unknown capacity): full placement time (median of several runs), the time
-//! of one incremental node loss and one join (median over several nodes), movement as a
-//! ratio to the optimum (loss: the lost node's slots; join: S/(N+1)), and max/avg load.
+//! Prints, for clusters of N nodes and S replicated slots (services of R replicas, no
+//! constraints, unknown capacity): full placement time (median of several runs), movement
+//! as a ratio to the optimum when one node is lost and when one joins (loss: the lost
+//! node's slots; join: S/(N+1)), each placement computed in full as the peer computes it,
+//! the slots that move when one service scales by a replica (optimum 0), and max/avg load. The first rows are large clusters where a service's replicas rarely
+//! rank one node first; the last ones are small clusters where spread binds (R close to N).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use knit_scheduler::placement::{Placement, PlacementConfig, Placer, place};
+use knit_scheduler::placement::{Placement, PlacementConfig, place};
 use knit_scheduler::{NodeId, NodeView, ServiceSpec};
 
 fn node(i: u64) -> NodeView {
@@ -20,12 +22,12 @@ fn node(i: u64) -> NodeView {
     NodeView::new(NodeId::new(id).expect("non-empty"))
 }
 
-fn cluster(nodes: usize, slots: usize) -> (Vec<NodeView>, Vec<ServiceSpec>) {
+fn cluster(nodes: usize, slots: usize, replicas: u32) -> (Vec<NodeView>, Vec<ServiceSpec>) {
     let views = (0..nodes as u64).map(node).collect();
-    let services = (0..slots / 10)
+    let services = (0..slots / replicas as usize)
         .map(|i| {
             let mut s = ServiceSpec::docker(&format!("svc-{i:05}"), "img");
-            s.mode = knit_scheduler::spec::Mode::Replicated { replicas: 10 };
+            s.mode = knit_scheduler::spec::Mode::Replicated { replicas };
             s
         })
         .collect();
@@ -47,47 +49,52 @@ fn max_over_avg(p: &Placement, slots: usize) -> f64 {
     max / (slots as f64 / loads.len().max(1) as f64)
 }
 
-struct Incremental {
-    op: Duration,
-    op_and_read: Duration,
-    movement: f64,
-    fallbacks: u64,
-}
-
-/// Applies `change` to clones of `base` for several `targets`; medians and mean movement.
-fn incremental<T: Clone>(
-    base: &Placer,
-    before: &Placement,
-    targets: &[T],
-    change: impl Fn(&mut Placer, T),
-    optimum: impl Fn(&T) -> f64,
-) -> Incremental {
-    let (mut op, mut both, mut moved, mut best, mut fallbacks) = (vec![], vec![], 0.0, 0.0, 0);
-    for t in targets {
-        let mut p = base.clone();
-        let start = Instant::now();
-        change(&mut p, t.clone());
-        op.push(start.elapsed());
-        let after = black_box(p.placement());
-        both.push(start.elapsed());
-        moved += after.moves_from(before) as f64;
-        best += optimum(t);
-        fallbacks += p.full_recomputes();
-    }
-    Incremental {
-        op: median(op),
-        op_and_read: median(both),
-        movement: moved / best,
-        fallbacks,
-    }
-}
-
 /// Losses and joins measured per size; movement is averaged over them (one join's share
 /// varies by about 1/sqrt(S/N)).
 const SAMPLES: usize = 25;
 
-fn run(nodes: usize, slots: usize, runs: usize, load_factor: f64) {
-    let (views, services) = cluster(nodes, slots);
+/// Movement from `before` over the optimum, both summed over `changes` (each a node list
+/// and its optimum).
+fn movement(
+    before: &Placement,
+    services: &[ServiceSpec],
+    config: &PlacementConfig,
+    changes: impl Iterator<Item = (Vec<NodeView>, f64)>,
+) -> f64 {
+    let (mut moved, mut best) = (0.0, 0.0);
+    for (views, optimum) in changes {
+        moved += place(&views, services, config).moves_from(before) as f64;
+        best += optimum;
+    }
+    moved / best
+}
+
+/// Slots that were placed before and sit elsewhere after one service scales by one
+/// replica up or down (the optimum is 0), averaged over up to `SAMPLES` services each way.
+fn scale_moves(
+    views: &[NodeView],
+    services: &[ServiceSpec],
+    config: &PlacementConfig,
+    before: &Placement,
+) -> f64 {
+    let samples = SAMPLES.min(services.len());
+    let mut moved = 0;
+    for i in (0..services.len())
+        .step_by(services.len() / samples)
+        .take(samples)
+    {
+        for delta in [1i64, -1] {
+            let mut scaled = services.to_vec();
+            let replicas = (i64::from(scaled[i].replicas()) + delta).max(0) as u32;
+            scaled[i].mode = knit_scheduler::spec::Mode::Replicated { replicas };
+            moved += place(views, &scaled, config).moves_from(before);
+        }
+    }
+    moved as f64 / (2 * samples) as f64
+}
+
+fn run(nodes: usize, slots: usize, replicas: u32, runs: usize, load_factor: f64) {
+    let (views, services) = cluster(nodes, slots, replicas);
     let config = PlacementConfig { load_factor };
     let times: Vec<Duration> = (0..runs)
         .map(|_| {
@@ -97,54 +104,43 @@ fn run(nodes: usize, slots: usize, runs: usize, load_factor: f64) {
         })
         .collect();
     let placed = place(&views, &services, &config);
-    let base = Placer::new(&views, &services, &config);
-    assert_eq!(base.placement(), placed);
-    let lost: Vec<NodeId> = views
-        .iter()
-        .step_by(nodes / SAMPLES)
-        .take(SAMPLES)
-        .map(|v| v.id.clone())
-        .collect();
-    let loss = incremental(
-        &base,
-        &placed,
-        &lost,
-        |p, id| p.node_lost(&id),
-        |id| placed.slots_on(id).len() as f64,
-    );
-    let joiners: Vec<NodeView> = (0..SAMPLES as u64).map(|i| node(1_000_000 + i)).collect();
+    let samples = SAMPLES.min(nodes);
+    let losses = (0..nodes).step_by(nodes / samples).take(samples).map(|i| {
+        let lost = placed.slots_on(&views[i].id).len() as f64;
+        let mut fewer = views.clone();
+        fewer.remove(i);
+        (fewer, lost)
+    });
+    let loss = movement(&placed, &services, &config, losses);
     let optimum = slots as f64 / (nodes + 1) as f64;
-    let join = incremental(
-        &base,
-        &placed,
-        &joiners,
-        |p, v| p.node_joined(v),
-        |_| optimum,
-    );
+    let joins = (0..SAMPLES as u64).map(|i| {
+        let mut more = views.clone();
+        more.push(node(1_000_000 + i));
+        (more, optimum)
+    });
+    let join = movement(&placed, &services, &config, joins);
+    let scale = scale_moves(&views, &services, &config, &placed);
     println!(
-        "c={load_factor:<4} {nodes:>5} x {slots:>6} | full {:>9} (min {:>9}) | loss {:>8} ({:>8} with read) | join {:>8} ({:>8} with read) | loss move {:.2}x | join move {:.2}x | max/avg {:.2} | bound {} | fallbacks {}",
+        "c={load_factor:<4} {nodes:>5} x {slots:>6} (R={replicas:>2}) | full {:>9} (min {:>9}) | loss move {loss:.2}x | join move {join:.2}x | scale moves {scale:.2} | max/avg {:.2} | bound {}",
         ms(median(times.clone())),
         ms(times.iter().copied().min().unwrap_or_default()),
-        ms(loss.op),
-        ms(loss.op_and_read),
-        ms(join.op),
-        ms(join.op_and_read),
-        loss.movement,
-        join.movement,
         max_over_avg(&placed, slots),
         placed.load_bound(),
-        loss.fallbacks + join.fallbacks,
     );
 }
 
 fn main() {
     println!(
-        "c = load factor; nodes x slots | full placement (median) | one node lost / joined, incremental (median of {SAMPLES}) | movement / optimum (mean of {SAMPLES}) | load"
+        "c = load factor; nodes x slots (replicas per service) | full placement (median) | movement / optimum (mean over {SAMPLES} losses and {SAMPLES} joins, or one loss per node) | load"
     );
     for (nodes, slots, runs) in [(100, 1_000, 15), (1_000, 10_000, 11), (5_000, 50_000, 5)] {
-        run(nodes, slots, runs, 1.25);
+        run(nodes, slots, 10, runs, 1.25);
     }
     println!("where a loss or a join moves the bound itself (961 <-> 962 nodes: bound 14 <-> 13):");
-    run(961, 10_000, 5, 1.25);
-    run(962, 10_000, 5, 1.25);
+    run(961, 10_000, 10, 5, 1.25);
+    run(962, 10_000, 10, 5, 1.25);
+    println!("where spread binds (replicas per service close to the node count):");
+    for (nodes, slots, replicas) in [(3, 300, 3), (5, 500, 5), (10, 1_000, 10), (20, 1_000, 10)] {
+        run(nodes, slots, replicas, 15, 1.25);
+    }
 }

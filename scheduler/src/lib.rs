@@ -14,8 +14,8 @@
 //! - [`spec`]: service specs in Docker Swarm's vocabulary, their parsers and `validate`.
 //! - [`node`]: [`node::NodeId`], [`node::NodeView`], availability.
 //! - [`replica`]: slots (`blog.3`) and replica reports.
-//! - [`placement`]: who runs which slot (rendezvous hashing with bounded loads), in full
-//!   ([`placement::place`]) or incrementally ([`placement::Placer`]).
+//! - [`placement`]: who runs which slot ([`placement::place`]: rendezvous hashing with
+//!   bounded loads, replicas of a service spread over nodes before they double up).
 //! - [`reconcile`]: what one node should start, stop or replace ([`reconcile::plan`]).
 //! - [`rollout`] and [`autoscale`]: rolling updates in waves, and replica counts from CPU.
 //! - [`agent`]: one host's whole round ([`agent::Agent::round`]): settling after joins,
@@ -27,10 +27,16 @@
 //! - only active nodes receive slots (a paused node may keep the slots it holds);
 //! - no node holds more than the load bound `ceil(load_factor * slots / active nodes)`;
 //! - reservations never exceed a node's known capacity; constraints always hold;
-//! - the result does not depend on input order, and [`placement::Placer`]'s incremental
-//!   result equals a full [`placement::place`] on the same inputs;
-//! - losing a node moves only that node's slots, and a join moves slots only to the new
-//!   node, whenever no load bound binds (with bounds binding, see [`placement`]);
+//! - no node holds more replicas of a service than its `replicas_max_per_node`;
+//! - spread: no node holds two replicas of a service while an active node that meets its
+//!   constraints, is under its load bound and has room for its reservation holds none;
+//! - the result is the one greedy answer over a total order of (slot, node, pass)
+//!   candidates, so it does not depend on input order (see [`placement`]);
+//! - when no load bound binds, losing a node moves slots only of services that had one
+//!   on it, and a join moves slots only of services that get one on the new node; within
+//!   a service whose slots rank distinct nodes first (spread not binding), a loss moves
+//!   exactly the lost node's slots and a join moves slots only to the new node (with
+//!   spread or bounds binding a few more move, see [`placement`]);
 //! - a handoff is make-before-break: the old owner stops only once the new owner serves.
 
 #![warn(missing_docs)]
@@ -48,7 +54,7 @@ pub mod spec;
 
 pub use error::SpecError;
 pub use node::{Availability, NodeId, NodeView};
-pub use placement::{Placement, PlacementConfig, Placer, place, place_keeping, place_running};
+pub use placement::{Placement, PlacementConfig, place, place_keeping, place_running};
 pub use reconcile::{Action, ReconcileConfig, StartCause, StopReason, plan};
 pub use replica::{Health, ReplicaReport, ReplicaState, SlotId, SlotKey};
 pub use spec::{Resources, ServiceSpec};

@@ -3,10 +3,8 @@
 //!
 //! Placement is a pure function, so the result for one set of active hosts is computed
 //! once and shared by every host that sees that set (a cache, not a second copy of the
-//! logic). Each set is placed in full, by `place`, as the peer places: the incremental
-//! [`knit_scheduler::Placer`], repaired from a nearby set, gave another placement than
-//! `place` over the same hosts for most sets of a 250-host run (2 to 4 slots apart after
-//! one host lost), which made a run depend on the order its sets were met in.
+//! logic). Each set is placed in full, by `place`, as the peer places, so a run does not
+//! depend on the order its sets were met in.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;

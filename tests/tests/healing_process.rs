@@ -189,6 +189,10 @@ fn crashed_and_unhealthy_replicas_are_replaced_and_a_peer_restart_starts_nothing
         converged(&cluster, "app", 3)
     })
     .unwrap();
+    // Spread: three replicas on three hosts, one each (the load bound alone, 2 a host,
+    // let most services land 2-1-0).
+    let hosts: BTreeSet<&String> = placed.values().map(|(node, _)| node).collect();
+    assert_eq!(hosts.len(), 3, "one replica per host: {placed:?}");
 
     // kill -9 one replica: the restart policy (any, 200 ms) brings it back.
     let (_, port) = placed["app.1"].clone();
@@ -323,4 +327,81 @@ fn crashed_and_unhealthy_replicas_are_replaced_and_a_peer_restart_starts_nothing
     )
     .unwrap();
     eprintln!("SIGQUIT reached the replica {took:?} after service rm");
+
+    replicas_max_per_node_leaves_the_rest_pending(&cluster);
+}
+
+/// `--replicas-max-per-node 1` with 4 replicas on 3 hosts: one per host, the fourth
+/// pending with the reason in `service ps`; raising it to 2 places the fourth.
+fn replicas_max_per_node_leaves_the_rest_pending(cluster: &Cluster) {
+    cluster.peers[0]
+        .cli_ok(&[
+            "service",
+            "create",
+            "--name",
+            "capped",
+            "--driver",
+            "process",
+            "--replicas",
+            "4",
+            "--replicas-max-per-node",
+            "1",
+            "--",
+            "sh",
+            "-c",
+            "while true; do sleep 1; done",
+        ])
+        .unwrap();
+    let (rows, _) = wait_until(
+        Duration::from_secs(30),
+        "3 capped running, 1 pending",
+        || {
+            let rows = tasks(cluster, "capped");
+            let running = rows.iter().filter(|t| t["state"] == "running").count();
+            let pending = rows.iter().filter(|t| t["state"] == "pending").count();
+            (rows.len() == 4 && running == 3 && pending == 1).then_some(rows)
+        },
+    )
+    .unwrap();
+    let hosts: BTreeSet<&str> = rows
+        .iter()
+        .filter(|t| t["state"] == "running")
+        .filter_map(|t| t["node_id"].as_str())
+        .collect();
+    assert_eq!(hosts.len(), 3, "one replica per host: {rows:?}");
+    let pending = rows.iter().find(|t| t["state"] == "pending").unwrap();
+    let why = pending["error"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("max replicas per node (1)"),
+        "the pending slot says why: {pending}"
+    );
+    let table = cluster.peers[1]
+        .cli_ok(&["service", "ps", "capped"])
+        .unwrap();
+    assert!(table.contains("max replicas per node"), "{table}");
+    let inspect = cluster.peers[2]
+        .cli_ok(&["service", "inspect", "capped"])
+        .unwrap();
+    let spec: Vec<Value> = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(spec[0]["replicas_max_per_node"], 1, "{spec:?}");
+
+    cluster.peers[1]
+        .cli_ok(&[
+            "service",
+            "update",
+            "--detach",
+            "--replicas-max-per-node",
+            "2",
+            "capped",
+        ])
+        .unwrap();
+    wait_until(Duration::from_secs(30), "4 capped running", || {
+        let rows = tasks(cluster, "capped");
+        let running = rows.iter().filter(|t| t["state"] == "running").count();
+        (rows.len() == 4 && running == 4).then_some(())
+    })
+    .unwrap();
+    cluster.peers[0]
+        .cli_ok(&["service", "rm", "capped"])
+        .unwrap();
 }

@@ -63,11 +63,6 @@ impl Model {
         let at = self.ranked.partition_point(|&(a, b, _)| (a, b) < key);
         self.ranked.insert(at, (key.0, key.1, n));
     }
-
-    /// Removes a node from the ranking.
-    pub(super) fn unrank_node(&mut self, n: u32) {
-        self.ranked.retain(|&(_, _, m)| m != n);
-    }
 }
 
 #[cfg(test)]

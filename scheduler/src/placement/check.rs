@@ -15,6 +15,8 @@ struct Tally<'a> {
     used: BTreeMap<&'a NodeId, Resources>,
     replicas: BTreeMap<String, u32>,
     global: BTreeSet<(String, NodeId)>,
+    /// Replicas of each service on each active node.
+    per_node: BTreeMap<(&'a str, &'a NodeId), u32>,
 }
 
 impl<'a> Tally<'a> {
@@ -23,7 +25,7 @@ impl<'a> Tally<'a> {
         &mut self,
         slot: &SlotId,
         a: Assignment<'_>,
-        spec: &ServiceSpec,
+        spec: &'a ServiceSpec,
         nodes: &BTreeMap<&'a NodeId, &'a NodeView>,
     ) -> Result<(), String> {
         match (&slot.key, spec.mode) {
@@ -53,6 +55,15 @@ impl<'a> Tally<'a> {
             Availability::Active => {
                 if matches!(slot.key, SlotKey::Replica(_)) {
                     *self.load.entry(id).or_insert(0) += 1;
+                    let held = self.per_node.entry((&spec.name, id)).or_insert(0);
+                    *held += 1;
+                    let max = spec.replicas_max_per_node;
+                    if max > 0 && *held > max {
+                        return Err(format!(
+                            "{slot}: node {id} holds more than the {max} replicas per node of {}",
+                            spec.name
+                        ));
+                    }
                 }
                 let u = self.used.entry(id).or_default();
                 *u = u.plus(&spec.reservations);
@@ -116,9 +127,14 @@ impl Placement {
     /// services ask for is present once (global slots on every active node meeting the
     /// constraints; paused nodes may keep more), assigned slots sit on active or paused
     /// nodes that meet the constraints, no active node holds more replicated slots than the
-    /// load bound, and no active node's reservations exceed its known capacity. The error
-    /// names the first broken law.
-    pub fn check(&self, nodes: &[NodeView], services: &[ServiceSpec]) -> Result<(), String> {
+    /// load bound nor more replicas of a service than its `replicas_max_per_node`, and no
+    /// active node's reservations exceed its known capacity. The error names the first
+    /// broken law.
+    pub fn check<'a>(
+        &self,
+        nodes: &'a [NodeView],
+        services: &'a [ServiceSpec],
+    ) -> Result<(), String> {
         let nodes: BTreeMap<&NodeId, &NodeView> = nodes.iter().map(|n| (&n.id, n)).collect();
         let specs: BTreeMap<&str, &ServiceSpec> =
             services.iter().map(|s| (s.name.as_str(), s)).collect();

@@ -6,12 +6,21 @@
 //! active node that meets its constraints, pinned there. A replicated service `blog` of R
 //! replicas has slots `blog.1 … blog.R`; each (slot, node) pair gets a rendezvous score
 //! (xxh3 of the ids once, then one multiply-fold per pair, see `score.rs`), and the slots
-//! are matched to nodes by the **pair-greedy rule**: go through all pairs from the highest
-//! rank down — slots of services with constraints first, then by score — and give the slot
-//! to the node if the slot has no node yet, the node meets the constraints, holds fewer
-//! slots than its load bound, and has room for the reservation. (Constrained slots first:
-//! they have fewer places to go, and an unconstrained slot that ranks higher at the only
-//! eligible node would otherwise use up its bound and leave them pending.)
+//! are matched to nodes by the **greedy rule**: go through the pairs from the highest rank
+//! down and give the slot to the node if the slot has no node yet, the node meets the
+//! constraints, holds fewer slots than its load bound, holds fewer replicas of the service
+//! than the pass allows, and has room for the reservation. A pair's rank is the key
+//! `(priority, pass, score, slot hash, node hash)`:
+//!
+//! - priority: slots of services with constraints first. They have fewer places to go,
+//!   and an unconstrained slot that ranks higher at the only eligible node would otherwise
+//!   use up its bound and leave them pending.
+//! - pass: within a priority, the **spread** pass comes before the **fill** pass. In the
+//!   spread pass a node takes at most one replica of a service; in the fill pass, up to the
+//!   service's `replicas_max_per_node` (no limit when 0). So a service's replicas go one
+//!   per node first, each to the best node that has none of them yet, and only the
+//!   replicas left over (more replicas than nodes with room) double up, each on its best
+//!   node under the cap.
 //!
 //! - Load bound: at most `ceil(c * S / N)` replicated slots per node, S the replicated
 //!   slots (not counting those kept by paused nodes), N the active nodes, c = `load_factor`
@@ -22,12 +31,32 @@
 //!   capacity. A capacity field of zero means "unknown" and that field is not checked, so a
 //!   cluster that reports no capacity is placed by the load bound alone.
 //! - A slot that no node takes is `Pending` with a [`PendingReason`]; nothing is dropped.
-//! - With no bound binding, every slot is on its top-scored node: plain rendezvous hashing.
 //!
-//! The result depends only on the inputs as sets: nodes are sorted by id, services by
-//! name, and pairs are ranked by `(priority, score, slot hash, node hash)`, so neither input order
-//! nor the peer computing it matters. (Node ids and service names are expected unique; of
-//! duplicates, the highest node view and the highest spec version win.)
+//! # Laws
+//!
+//! - **One answer.** The order of pairs is total and depends only on the inputs as sets:
+//!   nodes are sorted by id, services by name. (Node ids and service names are expected
+//!   unique; of duplicates, the highest node view and the highest spec version win.) So
+//!   neither input order nor the peer computing it matters. More: read each pass as its own
+//!   candidate, (slot, node, pass). Every rule above is hereditary (a set of candidates that
+//!   keeps them still keeps them with one candidate taken out), and for such rules the
+//!   greedy result is the only set that keeps the rules and in which every candidate left
+//!   out would break one together with the candidates chosen above it. (Of two such sets,
+//!   take the highest candidate that one holds and the other does not: both hold the same
+//!   candidates above it, so the other set's reason to leave it out would break a rule
+//!   inside the first set.) Any other way of computing placement (a faster one, an
+//!   incremental one) must find this same set.
+//! - **Spread.** No active node holds two replicas of a service while an active node that
+//!   meets its constraints, is under its load bound and has room for its reservation holds
+//!   none. A replica reaches the fill pass only after the spread pass found every such
+//!   node holding one of the service already, at its bound, or without room; loads and
+//!   reservations only grow after that, and replicas never leave a node. So 3 replicas on
+//!   3 nodes with room land one per node.
+//! - **Cap.** No active node holds more than `replicas_max_per_node` replicas of a service.
+//!   Replicas for which every eligible node under its bound is at the cap are pending with
+//!   [`PendingReason::MaxReplicasPerNode`] (Docker's "max replicas per node limit exceed").
+//! - With no load bound, cap or spread binding (a service's slots rank distinct nodes
+//!   first), every slot is on its top-scored node: plain rendezvous hashing.
 //!
 //! # Paused nodes
 //!
@@ -37,50 +66,29 @@
 //! node still meets the constraints), outside the matching and the load bound. [`place`]
 //! keeps nothing: paused nodes lose their slots, like drained ones.
 //!
-//! # Why pair-greedy: one answer, reachable locally
-//!
-//! With bounds alone, each slot ranks nodes by score and each node ranks slots by
-//! (priority, score), the priority being the same for a slot at every node: the preferences
-//! of both sides follow one order of the pairs. Such a many-to-one matching
-//! problem has exactly one stable matching (no slot and node that both prefer each other
-//! to what they have), and the pair-greedy rule computes it. Because it is *unique*, any
-//! procedure that ends in a stable matching finds the same one, in whatever order it works.
-//! [`Placer`] repairs the matching after a change in two phases:
-//!
-//! 1. Changes that only take room away or add slots — a lost node, bounds that shrink, new
-//!    slots: the homeless slots propose to the nodes they rank next (deferred acceptance);
-//!    a node at its bound keeps its best slots and bumps the lowest, which proposes on.
-//!    Every earlier refusal is still justified, so this ends in the unique stable matching
-//!    of that intermediate problem. Cost: one scan of N nodes per proposal.
-//! 2. Changes that only add room — a joined node, bounds that grow, removed slots: a node
-//!    with room pulls the slot it ranks highest among those that rank it above their own
-//!    node, and the node that slot left pulls in turn (a chain, usually short). Slots only
-//!    move up their lists, so this ends in the stable matching. Cost: one scan of S slots
-//!    per pull; a join first takes its whole share in one scan.
-//!
-//! The placer recomputes in full instead when many bounds change at once, or when any
-//! reservation binds: with reservations a node's choice is a knapsack and the answer is no
-//! longer the unique stable matching. The repaired result is kept only if every node it
-//! touched is within capacity; then the pair-greedy run with reservations takes exactly the
-//! same steps (every prefix of a node's final set fits), so the answers agree.
-//! [`Placer::full_recomputes`] counts the fallbacks; proptests check incremental == full.
-//!
 //! # Movement
 //!
-//! When no bound binds, losing a node moves exactly its slots, and a join moves only the
-//! slots that now score highest on the new node (about S/(N+1)). When bounds bind, a few
-//! more move: a displaced slot can bump another from a full node, and a join frees seats
-//! that previously deflected slots return to. No pure function can keep loss movement at
-//! exactly the lost node's slots under a binding bound: if nodes x and y each hold one slot
-//! whose only open alternative is the same last seat on z, removing x then y and removing
-//! y then x must end alike, so one of them moves a slot that was not on the lost node.
-//! `cargo bench -p knit-scheduler --bench placement` measures the ratios.
+//! When no bound binds, services do not interact: a service none of whose slots sat on a
+//! lost node keeps every slot where it was, and a service that gets no slot on a joined
+//! node moves none. Within a service, when its slots rank distinct nodes first (among the
+//! nodes after a loss, before a join), losing a node moves exactly that node's slots of
+//! it, and a join moves its slots only to the new node. When spread binds (two slots of a
+//! service rank one node first), a few more move: a slot that loses its node falls back to
+//! its next node and may take it from another replica of the same service that ranks
+//! lower there, which falls back in turn (a chain within the service); a slot that joins
+//! the new node frees a node that another replica, deflected from it, returns to.
+//!
+//! When load bounds bind, a displaced slot can also bump another from a full node, and a
+//! join frees seats that previously deflected slots return to. No pure function can keep
+//! loss movement at exactly the lost node's slots under a binding bound: if nodes x and y
+//! each hold one slot whose only open alternative is the same last seat on z, removing x
+//! then y and removing y then x must end alike, so one of them moves a slot that was not
+//! on the lost node. `cargo bench -p knit-scheduler --bench placement` measures the
+//! ratios; `BENCHMARKS.md` has the figures, with and without spread binding.
 
 mod bound;
 mod check;
 mod matching;
-mod placer;
-mod repair;
 pub(crate) mod score;
 mod table;
 #[cfg(test)]
@@ -88,7 +96,6 @@ mod tests;
 
 use serde::{Deserialize, Serialize};
 
-pub use placer::Placer;
 pub use table::{Assignment, PendingReason, Placement};
 
 use crate::node::{Availability, NodeId, NodeView};

@@ -113,18 +113,18 @@ pub(super) fn top_all<const K: usize>(slots: [u64; K], hashes: &[u64]) -> [Picks
     picks
 }
 
-/// The best `TOP` of `hashes` for `slot` ranked strictly below `ceiling`, leaving out the
-/// positions `skip` names.
+/// The best `TOP` of `hashes` for `slot` ranked strictly below `ceiling` (all, when
+/// `None`), leaving out the positions `skip` names.
 pub(super) fn top_below(
     slot: u64,
     hashes: &[u64],
-    ceiling: (u64, u64),
+    ceiling: Option<(u64, u64)>,
     skip: impl Fn(usize) -> bool,
 ) -> Picks {
     let mut picks = Picks::default();
     for (pos, &hash) in hashes.iter().enumerate() {
         let score = score(slot, hash);
-        if score < picks.floor() || (score, hash) >= ceiling || skip(pos) {
+        if score < picks.floor() || ceiling.is_some_and(|c| (score, hash) >= c) || skip(pos) {
             continue;
         }
         picks.offer(Pick {
@@ -134,23 +134,6 @@ pub(super) fn top_below(
         });
     }
     picks
-}
-
-/// The best of `hashes` for `slot` ranked strictly below `ceiling` (all, when `None`).
-pub(super) fn best_below(slot: u64, hashes: &[u64], ceiling: Option<(u64, u64)>) -> Option<Pick> {
-    let mut best: Option<Pick> = None;
-    for (pos, &hash) in hashes.iter().enumerate() {
-        let key = (score(slot, hash), hash);
-        if ceiling.is_some_and(|c| key >= c) || best.is_some_and(|b| key <= b.key()) {
-            continue;
-        }
-        best = Some(Pick {
-            score: key.0,
-            hash,
-            pos: pos as u32,
-        });
-    }
-    best
 }
 
 #[cfg(test)]
@@ -167,8 +150,11 @@ mod tests {
         all.sort_unstable_by(|a, b| b.cmp(a));
         let got: Vec<(u64, u64)> = picks.as_slice().iter().map(Pick::key).collect();
         assert_eq!(got, all[..TOP].to_vec());
-        let below = top_below(42, &hashes, all[1], |_| false);
+        let below = top_below(42, &hashes, Some(all[1]), |_| false);
         let got: Vec<(u64, u64)> = below.as_slice().iter().map(Pick::key).collect();
         assert_eq!(got, all[2..2 + TOP].to_vec());
+        let skipped = top_below(42, &hashes, None, |pos| hashes[pos] == all[0].1);
+        let got: Vec<(u64, u64)> = skipped.as_slice().iter().map(Pick::key).collect();
+        assert_eq!(got, all[1..1 + TOP].to_vec());
     }
 }

@@ -32,6 +32,12 @@ pub enum PendingReason {
         /// The largest load bound in force.
         bound: u32,
     },
+    /// Every node that meets the constraints and is under its load bound already runs
+    /// `max` replicas of the service (`--replicas-max-per-node`).
+    MaxReplicasPerNode {
+        /// The service's most replicas per node.
+        max: u32,
+    },
 }
 
 impl fmt::Display for PendingReason {
@@ -53,6 +59,10 @@ impl fmt::Display for PendingReason {
             Self::LoadBound { bound } => write!(
                 f,
                 "every node meeting the constraints is at its load bound ({bound} slots or one less); add nodes or raise load_factor"
+            ),
+            Self::MaxReplicasPerNode { max } => write!(
+                f,
+                "max replicas per node ({max}) reached on every node meeting the constraints that has room; add nodes or raise --replicas-max-per-node"
             ),
         }
     }
@@ -107,11 +117,13 @@ impl Placement {
             .services
             .values()
             .map(|svc| {
+                let mut why = None;
+                let mut reason = || *why.get_or_insert_with(|| m.pending_reason(svc));
                 let replicas = svc
                     .slots
                     .iter()
                     .map(|&s| match m.slots[s as usize].owner {
-                        NONE => Cell::Pending(m.pending_reason(svc)),
+                        NONE => Cell::Pending(reason()),
                         n => Cell::On(position[n as usize]),
                     })
                     .collect();
@@ -123,7 +135,7 @@ impl Placement {
                         let cell = if g.placed {
                             Cell::On(pos)
                         } else {
-                            Cell::Pending(m.pending_reason(svc))
+                            Cell::Pending(reason())
                         };
                         (pos, cell)
                     })
@@ -351,10 +363,24 @@ impl Placement {
 }
 
 impl Model {
-    /// Why a slot of `svc` is pending, from the final state.
+    /// Why a slot of `svc` is pending, from the final state: a node under its load bound
+    /// and under the service's cap that still did not take it has no room; failing that,
+    /// one under its bound is at the cap; failing that, all are at their bounds.
     pub(super) fn pending_reason(&self, svc: &super::matching::Service) -> PendingReason {
         let group = &self.groups[svc.group as usize];
         let need = svc.spec.reservations;
+        let max = svc.spec.replicas_max_per_node;
+        let mut held: BTreeMap<u32, u32> = BTreeMap::new();
+        if max > 0 {
+            for &s in &svc.slots {
+                let slot = &self.slots[s as usize];
+                if slot.owner != NONE && !slot.pinned {
+                    *held.entry(slot.owner).or_insert(0) += 1;
+                }
+            }
+        }
+        let under_bound = |n: &&u32| self.nodes[**n as usize].load < self.caps[**n as usize];
+        let under_cap = |n: &&u32| max == 0 || held.get(*n).copied().unwrap_or(0) < max;
         if self.active == 0 {
             PendingReason::NoActiveNode
         } else if group.members.is_empty() {
@@ -363,12 +389,15 @@ impl Model {
             || group
                 .members
                 .iter()
-                .any(|&n| self.nodes[n as usize].held.len() < self.caps[n as usize] as usize)
+                .filter(under_bound)
+                .any(|n| under_cap(&n))
         {
             PendingReason::InsufficientResources {
                 cpu_millis: need.cpu_millis,
                 memory_bytes: need.memory_bytes,
             }
+        } else if group.members.iter().any(|n| under_bound(&n)) {
+            PendingReason::MaxReplicasPerNode { max }
         } else {
             PendingReason::LoadBound {
                 bound: self.bound(),

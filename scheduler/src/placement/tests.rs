@@ -6,6 +6,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::node::NodeView;
+use crate::placement::score::{node_hash, score, slot_hash};
 use crate::replica::SlotKey;
 use crate::spec::{Constraint, Mode, Resources};
 
@@ -182,61 +183,123 @@ fn loads_stay_within_the_bound() {
 }
 
 #[test]
-fn incremental_loss_and_join_take_the_fast_path() {
-    // 40 nodes x 400 slots: the bound is 13 at 39, 40 and 41 nodes.
-    let ns = nodes(40);
-    let svc = services(40, 10);
-    let cfg = PlacementConfig::default();
-    let mut placer = Placer::new(&ns, &svc, &cfg);
-    let before = placer.placement();
-    placer.node_lost(&ns[7].id);
-    let after = place_keeping(
-        &ns[..7].iter().chain(&ns[8..]).cloned().collect::<Vec<_>>(),
-        &svc,
-        &before,
-        &cfg,
-    );
-    assert_eq!(placer.placement(), after);
-    placer.node_joined(ns[7].clone());
-    assert_eq!(placer.placement(), before, "loss then join is the identity");
-    placer.node_joined(active("newcomer"));
-    let mut grown = ns.clone();
-    grown.push(active("newcomer"));
-    assert_eq!(placer.placement(), place(&grown, &svc, &cfg));
-    assert_eq!(placer.full_recomputes(), 0);
+fn three_replicas_on_three_nodes_land_one_per_node() {
+    // The load bound alone (ceil(1.25 x 3 / 3) = 2) let 7 services in 9 land 2-1-0.
+    let ns = nodes(3);
+    for i in 0..100 {
+        let svc = [replicated(&format!("web-{i}"), 3)];
+        let p = place(&ns, &svc, &PlacementConfig::default());
+        let held: Vec<u32> = replicas_per_node(&p, &svc[0].name).into_values().collect();
+        assert_eq!(held, vec![1, 1, 1], "web-{i}");
+    }
+    // More replicas than nodes: one each first, then the rest double up.
+    let svc = [replicated("web", 4)];
+    let p = place(&ns, &svc, &PlacementConfig::default());
+    let mut held: Vec<u32> = replicas_per_node(&p, "web").into_values().collect();
+    held.sort_unstable();
+    assert_eq!(held, vec![1, 1, 2]);
 }
 
 #[test]
-fn a_long_churn_stays_equal_to_full() {
-    let mut ns = nodes(100);
-    let mut ss = services(100, 10);
+fn spread_gives_way_to_constraints_bounds_and_capacity() {
+    // Only two nodes meet the constraint: three replicas there, 2-1.
+    let mut ns = nodes(3);
+    ns[0].labels.insert("zone".into(), "a".into());
+    ns[1].labels.insert("zone".into(), "a".into());
+    let mut zoned = replicated("zoned", 3);
+    zoned.constraints = vec!["node.labels.zone==a".parse().unwrap()];
+    let p = place(&ns, std::slice::from_ref(&zoned), &unbounded());
+    assert!(p.pending().is_empty());
+    assert_eq!(replicas_per_node(&p, "zoned").len(), 2);
+    p.check(&ns, &[zoned]).unwrap();
+    // A node without room for a second reservation: the replicas double up elsewhere.
+    let mut ns = nodes(3);
+    ns[2].capacity.cpu_millis = 1_000;
+    let mut heavy = replicated("heavy", 3);
+    heavy.reservations.cpu_millis = 800;
+    let busy = {
+        let mut g = ServiceSpec::docker("busy", "img");
+        g.mode = Mode::Global;
+        g.reservations.cpu_millis = 500;
+        g
+    };
+    let services = [heavy, busy];
+    let p = place(&ns, &services, &PlacementConfig::default());
+    assert!(p.pending().is_empty(), "{:?}", p.pending());
+    let held = replicas_per_node(&p, "heavy");
+    assert_eq!(held.get(&ns[2].id), None, "no room on node-002");
+    assert_eq!(held.values().sum::<u32>(), 3);
+    assert_eq!(spread_holds(&p, &ns, &services), Ok(()));
+}
+
+#[test]
+fn the_cap_leaves_the_rest_pending_and_says_why() {
+    let ns = nodes(3);
+    let mut db = replicated("db", 4);
+    db.replicas_max_per_node = 1;
+    let p = place(&ns, std::slice::from_ref(&db), &PlacementConfig::default());
+    let pending = p.pending();
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(pending[0].1, PendingReason::MaxReplicasPerNode { max: 1 });
+    assert!(
+        pending[0]
+            .1
+            .to_string()
+            .contains("max replicas per node (1)"),
+        "{}",
+        pending[0].1
+    );
+    assert_eq!(
+        replicas_per_node(&p, "db")
+            .into_values()
+            .collect::<Vec<_>>(),
+        vec![1, 1, 1]
+    );
+    p.check(&ns, std::slice::from_ref(&db)).unwrap();
+    // A cap of 2: seven replicas, six placed 2-2-2 (the bound, ceil(1.25 x 7 / 3) = 3, is
+    // not what stops the seventh).
+    db.mode = Mode::Replicated { replicas: 7 };
+    db.replicas_max_per_node = 2;
+    let p = place(&ns, std::slice::from_ref(&db), &PlacementConfig::default());
+    assert_eq!(p.load_bound(), 3);
+    let pending = p.pending();
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(pending[0].1, PendingReason::MaxReplicasPerNode { max: 2 });
+    assert_eq!(
+        replicas_per_node(&p, "db")
+            .into_values()
+            .collect::<Vec<_>>(),
+        vec![2, 2, 2]
+    );
+    // The check names a placement above the cap.
+    db.replicas_max_per_node = 1;
+    let e = p.check(&ns, &[db]).unwrap_err();
+    assert!(e.contains("more than the 1 replicas per node"), "{e}");
+}
+
+#[test]
+fn spread_binding_moves_a_few_more_within_the_service() {
+    // 10 services of 10 replicas on 10 nodes: spread puts one replica of each service on
+    // every node. Losing a node moves its 10 slots; the chains that follow stay within
+    // their services and cost a few more moves, not a reshuffle.
+    let ns = nodes(10);
+    let svc = services(10, 10);
     let cfg = PlacementConfig::default();
-    let mut placer = Placer::new(&ns, &ss, &cfg);
-    for step in 0..60u32 {
-        match step % 4 {
-            0 | 2 => {
-                let gone = ns.remove((step as usize * 37) % ns.len());
-                placer.node_lost(&gone.id);
-            }
-            1 => {
-                let v = active(&format!("joiner-{step}"));
-                ns.push(v.clone());
-                placer.node_joined(v);
-            }
-            _ => {
-                let i = (step as usize * 13) % ss.len();
-                ss[i].mode = Mode::Replicated {
-                    replicas: 5 + step % 11,
-                };
-                placer.service_changed(ss[i].clone());
-            }
-        }
-        assert_eq!(placer.placement(), place(&ns, &ss, &cfg), "step {step}");
+    let before = place(&ns, &svc, &cfg);
+    for spec in &svc {
+        assert_eq!(replicas_per_node(&before, &spec.name).len(), 10);
+    }
+    let (mut lost, mut moved) = (0, 0);
+    for gone in &ns {
+        let fewer: Vec<NodeView> = ns.iter().filter(|n| n.id != gone.id).cloned().collect();
+        let after = place(&fewer, &svc, &cfg);
+        lost += before.slots_on(&gone.id).len();
+        moved += after.moves_from(&before);
+        assert_eq!(spread_holds(&after, &fewer, &svc), Ok(()));
     }
     assert!(
-        placer.full_recomputes() < 30,
-        "{}",
-        placer.full_recomputes()
+        moved >= lost && moved as f64 <= 2.5 * lost as f64,
+        "{moved} vs {lost}"
     );
 }
 
@@ -301,10 +364,14 @@ fn service_strategy() -> impl Strategy<Value = ServiceSpec> {
         prop_oneof![3 => Just(0u64), 1 => Just(300u64), 1 => Just(900u64)],
         prop_oneof![3 => Just(0u64), 1 => Just(300u64 << 20)],
         0..3u64,
+        prop_oneof![4 => Just(0u32), 1 => Just(1u32), 1 => Just(2u32)],
     )
-        .prop_map(|(i, mode, constraints, cpu, mem, version)| {
+        .prop_map(|(i, mode, constraints, cpu, mem, version, max)| {
             let mut s = ServiceSpec::docker(&format!("s{i}"), "img");
             s.mode = mode;
+            if mode != Mode::Global {
+                s.replicas_max_per_node = max;
+            }
             s.constraints = constraints.into_iter().map(|c| c.parse().unwrap()).collect();
             s.reservations = Resources {
                 cpu_millis: cpu,
@@ -331,28 +398,31 @@ fn dedup(nodes: Vec<NodeView>, services: Vec<ServiceSpec>) -> (Vec<NodeView>, Ve
     )
 }
 
-/// A change to the inputs.
-#[derive(Clone, Debug)]
-enum Change {
-    Lose(u32),
-    Join(NodeView),
-    Update(Box<ServiceSpec>),
-    Scale(u32, u32),
-    Remove(u32),
+/// The active nodes that meet `spec`'s constraints.
+fn eligible<'a>(nodes: &'a [NodeView], spec: &ServiceSpec) -> Vec<&'a NodeView> {
+    nodes
+        .iter()
+        .filter(|n| {
+            n.availability == Availability::Active && spec.constraints.iter().all(|c| c.matches(n))
+        })
+        .collect()
 }
 
-fn change_strategy() -> impl Strategy<Value = Change> {
-    prop_oneof![
-        3 => (0..16u32).prop_map(Change::Lose),
-        3 => node_strategy().prop_map(Change::Join),
-        2 => service_strategy().prop_map(|s| Change::Update(Box::new(s))),
-        2 => (0..8u32, 0..14u32).prop_map(|(s, r)| Change::Scale(s, r)),
-        1 => (0..8u32).prop_map(Change::Remove),
-    ]
+/// How many replicas of `service` each node holds.
+fn replicas_per_node(p: &Placement, service: &str) -> BTreeMap<NodeId, u32> {
+    let mut held = BTreeMap::new();
+    for (_, a) in p.service_slots(service) {
+        if let Assignment::Assigned(n) = a {
+            *held.entry(n.clone()).or_insert(0) += 1;
+        }
+    }
+    held
 }
 
 /// The pending reason is true of the final state: load-bound pending slots have every
-/// eligible node at the bound.
+/// eligible node at the bound; cap-pending ones have every eligible node at the cap or
+/// at the bound, and some at the cap only; resource-pending ones have an eligible node
+/// under both.
 fn pending_reasons_hold(
     p: &Placement,
     nodes: &[NodeView],
@@ -361,22 +431,27 @@ fn pending_reasons_hold(
     let loads = p.loads();
     for (slot, why) in p.pending() {
         let spec = services.iter().find(|s| s.name == slot.service).unwrap();
-        let eligible: Vec<&NodeView> = nodes
-            .iter()
-            .filter(|n| {
-                n.availability == Availability::Active
-                    && spec.constraints.iter().all(|c| c.matches(n))
-            })
-            .collect();
+        let eligible = eligible(nodes, spec);
+        let held = replicas_per_node(p, &spec.name);
+        let at_bound = |n: &NodeView| loads.get(&n.id).copied().unwrap_or(0) == p.bound_of(&n.id);
+        let at_cap = |n: &NodeView| {
+            spec.replicas_max_per_node > 0
+                && held.get(&n.id).copied().unwrap_or(0) >= spec.replicas_max_per_node
+        };
         let ok = match why {
             PendingReason::NoActiveNode => {
                 !nodes.iter().any(|n| n.availability == Availability::Active)
             }
             PendingReason::NoNodeMatchesConstraints => eligible.is_empty(),
-            PendingReason::LoadBound { .. } => eligible
-                .iter()
-                .all(|n| loads.get(&n.id).copied().unwrap_or(0) == p.bound_of(&n.id)),
-            PendingReason::InsufficientResources { .. } => !eligible.is_empty(),
+            PendingReason::LoadBound { .. } => eligible.iter().all(|n| at_bound(n)),
+            PendingReason::MaxReplicasPerNode { max } => {
+                max == spec.replicas_max_per_node
+                    && eligible.iter().all(|n| at_bound(n) || at_cap(n))
+                    && eligible.iter().any(|n| !at_bound(n))
+            }
+            PendingReason::InsufficientResources { .. } => {
+                spec.mode == Mode::Global || eligible.iter().any(|n| !at_bound(n) && !at_cap(n))
+            }
         };
         if !ok {
             return Err(format!("{slot}: reason {why:?} does not hold"));
@@ -398,6 +473,7 @@ proptest! {
         let p = place(&ns, &ss, &cfg);
         prop_assert_eq!(p.check(&ns, &ss), Ok(()));
         prop_assert_eq!(pending_reasons_hold(&p, &ns, &ss), Ok(()));
+        prop_assert_eq!(spread_holds(&p, &ns, &ss), Ok(()));
     }
 
     #[test]
@@ -416,71 +492,12 @@ proptest! {
         prop_assert_eq!(place(&ns, &ss, &cfg), p);
     }
 
-    #[test]
-    fn incremental_equals_full(
-        ns in prop::collection::vec(node_strategy(), 0..14),
-        ss in prop::collection::vec(service_strategy(), 0..7),
-        cfg in config_strategy(),
-        changes in prop::collection::vec(change_strategy(), 1..12),
-    ) {
-        let (ns, ss) = dedup(ns, ss);
-        let mut nodes: BTreeMap<NodeId, NodeView> = ns.iter().map(|n| (n.id.clone(), n.clone())).collect();
-        let mut specs: BTreeMap<String, ServiceSpec> = ss.iter().map(|s| (s.name.clone(), s.clone())).collect();
-        let mut placer = Placer::new(&ns, &ss, &cfg);
-        let mut previous = place(&ns, &ss, &cfg);
-        prop_assert_eq!(&placer.placement(), &previous);
-        for change in changes {
-            apply(&mut placer, &mut nodes, &mut specs, change);
-            let ns: Vec<NodeView> = nodes.values().cloned().collect();
-            let ss: Vec<ServiceSpec> = specs.values().cloned().collect();
-            let full = place_keeping(&ns, &ss, &previous, &cfg);
-            prop_assert_eq!(&placer.placement(), &full);
-            prop_assert_eq!(full.check(&ns, &ss), Ok(()));
-            previous = full;
-        }
-    }
-
-    /// Larger clusters without capacities or pauses, where the bound rarely moves: the
-    /// local repairs (propose, intake, fill) run instead of the fallback.
-    #[test]
-    fn incremental_repairs_equal_full(
-        n in 20..40usize,
-        constrained in any::<bool>(),
-        changes in prop::collection::vec((0..3u8, 0..60u32, 5..15u32), 1..10),
-    ) {
-        let mut ns = nodes(n);
-        for (i, v) in ns.iter_mut().enumerate() {
-            v.labels.insert("zone".into(), if i % 3 == 0 { "a" } else { "b" }.into());
-        }
-        let mut ss = services(n, 10);
-        if constrained {
-            ss[0].constraints = vec!["node.labels.zone==a".parse().unwrap()];
-        }
-        let cfg = PlacementConfig::default();
-        let mut placer = Placer::new(&ns, &ss, &cfg);
-        for (kind, k, replicas) in changes {
-            match kind {
-                0 if !ns.is_empty() => {
-                    let gone = ns.remove(k as usize % ns.len());
-                    placer.node_lost(&gone.id);
-                }
-                1 => {
-                    let v = active(&format!("joiner-{k}"));
-                    if !ns.iter().any(|x| x.id == v.id) {
-                        ns.push(v.clone());
-                        placer.node_joined(v);
-                    }
-                }
-                _ => {
-                    let i = k as usize % ss.len();
-                    ss[i].mode = Mode::Replicated { replicas };
-                    placer.service_changed(ss[i].clone());
-                }
-            }
-            prop_assert_eq!(placer.placement(), place(&ns, &ss, &cfg));
-        }
-    }
-
+    // With spread, "no bound binds" is not enough for a loss to move only the lost
+    // node's slots: two replicas of one service that rank one node first cannot both
+    // have it, and the chain that follows a loss stays within that service. So the law is
+    // checked service by service: strict where the service's slots rank distinct nodes
+    // first (spread does not bind), and "nothing moves" for services without a slot on
+    // the lost node (services interact only through bounds).
     #[test]
     fn without_binding_bounds_a_loss_moves_only_the_lost_slots(
         n in 2..30usize,
@@ -495,14 +512,32 @@ proptest! {
         let mut fewer = ns.clone();
         fewer.retain(|v| &v.id != gone);
         let after = place(&fewer, &svc, &unbounded());
-        let moved: Vec<SlotId> = after
-            .iter()
-            .filter(|(s, _)| before.owner(s) != after.owner(s))
-            .map(|(s, _)| s)
-            .collect();
-        prop_assert_eq!(moved, before.slots_on(gone));
+        for spec in &svc {
+            let moved: Vec<SlotId> = after
+                .service_slots(&spec.name)
+                .filter(|(s, _)| before.owner(s) != after.owner(s))
+                .map(|(s, _)| s)
+                .collect();
+            let lost_here: Vec<SlotId> = before
+                .service_slots(&spec.name)
+                .filter(|(_, a)| *a == Assignment::Assigned(gone))
+                .map(|(s, _)| s)
+                .collect();
+            if lost_here.is_empty() {
+                prop_assert!(moved.is_empty(), "{}: {:?}", spec.name, moved);
+            } else if tops_distinct(spec, &fewer) {
+                prop_assert_eq!(moved, lost_here);
+            } else {
+                // Spread binds: the lost slots move, and may bump replicas of the same
+                // service from the nodes they fall back to.
+                prop_assert!(lost_here.iter().all(|s| moved.contains(s)));
+            }
+        }
     }
 
+    // As for a loss, checked service by service: a replica that moves to the new node can
+    // free a node that another replica of its service was deflected from, and that one
+    // returns (a move not to the new node) only when spread binds.
     #[test]
     fn without_binding_bounds_a_join_moves_slots_only_to_the_new_node(
         n in 1..30usize,
@@ -515,51 +550,115 @@ proptest! {
         let mut more = ns.clone();
         more.push(active("newcomer"));
         let after = place(&more, &svc, &unbounded());
-        for (slot, _) in after.iter() {
-            if before.owner(&slot) != after.owner(&slot) {
-                prop_assert_eq!(after.owner(&slot), Some(&id("newcomer")));
+        let newcomer = id("newcomer");
+        for spec in &svc {
+            let moved: Vec<SlotId> = after
+                .service_slots(&spec.name)
+                .filter(|(s, _)| before.owner(s) != after.owner(s))
+                .map(|(s, _)| s)
+                .collect();
+            let joined = after
+                .service_slots(&spec.name)
+                .any(|(_, a)| a == Assignment::Assigned(&newcomer));
+            if !joined {
+                prop_assert!(moved.is_empty(), "{}: {:?}", spec.name, moved);
+            } else if tops_distinct(spec, &ns) {
+                for slot in &moved {
+                    prop_assert_eq!(after.owner(slot), Some(&newcomer));
+                }
             }
         }
+    }
+
+    #[test]
+    fn replicas_spread_before_they_double(
+        ns in prop::collection::vec(node_strategy(), 1..8),
+        ss in prop::collection::vec(service_strategy(), 1..5),
+        cfg in config_strategy(),
+    ) {
+        let (ns, ss) = dedup(ns, ss);
+        let p = place(&ns, &ss, &cfg);
+        prop_assert_eq!(spread_holds(&p, &ns, &ss), Ok(()));
+    }
+
+    #[test]
+    fn no_node_holds_more_than_the_cap(
+        ns in prop::collection::vec(node_strategy(), 1..8),
+        ss in prop::collection::vec(service_strategy(), 1..5),
+        max in 1..4u32,
+        cfg in config_strategy(),
+    ) {
+        let (ns, mut ss) = dedup(ns, ss);
+        for s in ss.iter_mut().filter(|s| s.mode != Mode::Global) {
+            s.replicas_max_per_node = max;
+        }
+        let p = place(&ns, &ss, &cfg);
+        for spec in &ss {
+            let most = replicas_per_node(&p, &spec.name).into_values().max().unwrap_or(0);
+            prop_assert!(spec.mode == Mode::Global || most <= max, "{}: {} on one node", spec.name, most);
+        }
+        prop_assert_eq!(p.check(&ns, &ss), Ok(()));
+        prop_assert_eq!(spread_holds(&p, &ns, &ss), Ok(()));
+        prop_assert_eq!(pending_reasons_hold(&p, &ns, &ss), Ok(()));
     }
 }
 
-/// Applies `change` to the placer and to the plain inputs alike.
-fn apply(
-    placer: &mut Placer,
-    nodes: &mut BTreeMap<NodeId, NodeView>,
-    specs: &mut BTreeMap<String, ServiceSpec>,
-    change: Change,
-) {
-    match change {
-        Change::Lose(i) => {
-            let gone = id(&format!("n{i:02}"));
-            nodes.remove(&gone);
-            placer.node_lost(&gone);
-        }
-        Change::Join(view) => {
-            nodes.insert(view.id.clone(), view.clone());
-            placer.node_joined(view);
-        }
-        Change::Update(spec) => {
-            specs.insert(spec.name.clone(), (*spec).clone());
-            placer.service_changed(*spec);
-        }
-        Change::Scale(i, replicas) => {
-            let Some(spec) = specs.get_mut(&format!("s{i}")) else {
-                return;
-            };
-            if spec.mode == Mode::Global {
-                return;
-            }
-            spec.mode = Mode::Replicated { replicas };
-            placer.service_changed(spec.clone());
-        }
-        Change::Remove(i) => {
-            let name = format!("s{i}");
-            specs.remove(&name);
-            placer.service_removed(&name);
+/// Whether the slots of `spec` rank distinct nodes of `nodes` first, by the scores
+/// placement uses: then spread does not bind for it.
+fn tops_distinct(spec: &ServiceSpec, nodes: &[NodeView]) -> bool {
+    let mut tops = std::collections::BTreeSet::new();
+    (1..=spec.replicas()).all(|i| {
+        let slot = slot_hash(&spec.name, i);
+        nodes
+            .iter()
+            .map(|n| {
+                let node = node_hash(&n.id);
+                (score(slot, node), node)
+            })
+            .max()
+            .is_some_and(|(_, node)| tops.insert(node))
+    })
+}
+
+/// The spread law: no active node holds two replicas of a service while an active node
+/// that meets its constraints, is under its load bound and has room for its reservation
+/// holds none.
+fn spread_holds(p: &Placement, nodes: &[NodeView], services: &[ServiceSpec]) -> Result<(), String> {
+    let spec_of = |name: &str| services.iter().find(|s| s.name == name).unwrap();
+    let loads = p.loads();
+    let mut used: BTreeMap<&NodeId, Resources> = BTreeMap::new();
+    for (slot, a) in p.iter() {
+        if let Assignment::Assigned(n) = a {
+            let u = used.entry(n).or_default();
+            *u = u.plus(&spec_of(&slot.service).reservations);
         }
     }
+    let active = |id: &NodeId| {
+        nodes
+            .iter()
+            .any(|n| &n.id == id && n.availability == Availability::Active)
+    };
+    for spec in services.iter().filter(|s| s.mode != Mode::Global) {
+        let held = replicas_per_node(p, &spec.name);
+        let Some((doubled, _)) = held.iter().find(|&(n, &c)| c >= 2 && active(n)) else {
+            continue;
+        };
+        for n in eligible(nodes, spec) {
+            let room = n
+                .capacity
+                .minus(&used.get(&n.id).copied().unwrap_or_default());
+            if !held.contains_key(&n.id)
+                && loads.get(&n.id).copied().unwrap_or(0) < p.bound_of(&n.id)
+                && spec.reservations.fits(&room, &n.capacity)
+            {
+                return Err(format!(
+                    "{}: two replicas on {doubled} while {} holds none and has room",
+                    spec.name, n.id
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[test]

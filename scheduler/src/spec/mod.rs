@@ -301,6 +301,10 @@ pub struct ServiceSpec {
     /// Where replicas may go; all must hold.
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>, example = json!(["node.labels.zone==a"])))]
     pub constraints: Vec<Constraint>,
+    /// The most replicas of this service one node may run (Docker's
+    /// `--replicas-max-per-node`); 0 is no limit. Slots beyond it stay pending. Replicated
+    /// services only.
+    pub replicas_max_per_node: u32,
     /// When to restart a stopped replica.
     pub restart: RestartPolicy,
     /// How long a replica has to exit after SIGTERM before it is killed (ms).
@@ -399,6 +403,7 @@ impl Default for ServiceSpec {
             reservations: Resources::default(),
             limits: Resources::default(),
             constraints: Vec::new(),
+            replicas_max_per_node: 0,
             restart: RestartPolicy::default(),
             stop_grace_ms: DEFAULT_STOP_GRACE_MS,
             stop_signal: None,
@@ -433,11 +438,13 @@ impl ServiceSpec {
         }
     }
 
-    /// Whether the fields placement reads (mode, constraints, reservations) are equal.
+    /// Whether the fields placement reads (mode, constraints, reservations, the most
+    /// replicas per node) are equal.
     pub fn same_placement(&self, other: &ServiceSpec) -> bool {
         self.mode == other.mode
             && self.constraints == other.constraints
             && self.reservations == other.reservations
+            && self.replicas_max_per_node == other.replicas_max_per_node
     }
 
     /// What a replica of this spec runs: what the driver starts (driver, image, command,

@@ -138,6 +138,10 @@ impl ServiceSpec {
             );
             return Err(SpecError::invalid(&self.name, "replicas", why));
         }
+        if self.mode == Mode::Global && self.replicas_max_per_node > 0 {
+            let why = "applies to replicated services only (a global service runs one replica per node); set it to 0 or use --mode replicated";
+            return Err(SpecError::invalid(&self.name, "replicas-max-per-node", why));
+        }
         for (field, u) in [("update", &self.update), ("rollback", &self.rollback)] {
             if u.parallelism > max {
                 let why = format!(
@@ -558,6 +562,16 @@ mod tests {
         assert!(error(&s).contains("stop-signal"), "{}", error(&s));
         s.stop_signal = Some("SIGQUIT".into());
         s.validate(&Limits::default()).unwrap();
+        s.replicas_max_per_node = 2;
+        s.validate(&Limits::default()).unwrap();
+        s.mode = Mode::Global;
+        let e = error(&s);
+        assert!(
+            e.contains("replicas-max-per-node") && e.contains("replicated services only"),
+            "{e}"
+        );
+        s.replicas_max_per_node = 0;
+        s.validate(&Limits::default()).unwrap();
     }
 
     #[test]
@@ -693,6 +707,10 @@ mod tests {
         assert_eq!(s.stop_grace_ms, 10_000);
         assert_eq!(s.update.monitor_ms, 5_000);
         assert_eq!(s.constraints[0].to_string(), "node.labels.zone==a");
+        assert_eq!(
+            s.replicas_max_per_node, 0,
+            "no limit, as before the field existed"
+        );
         let back: ServiceSpec = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
         assert_eq!(back, s);
         let e = serde_json::from_str::<ServiceSpec>(r#"{"constraints":["zone=a"]}"#).unwrap_err();

@@ -8,6 +8,11 @@ fn scenario(text: &str) -> Scenario {
     Scenario::from_toml(text).unwrap()
 }
 
+/// Five hosts, `blog` (6 replicas) and `api` (4); host 2 (blog.6, api.3) dies at 20 s.
+/// The kill moves one slot more than host 2 held: blog's replicas spread one per host with
+/// a sixth doubled, so blog.6 falls back to host 3, which it ranks above blog.1 does, and
+/// blog.1 doubles up on host 1 (spread binds; see "Movement" in the scheduler's placement
+/// doc). Without spread every slot but the killed host's stayed.
 fn kill_one() -> Scenario {
     scenario(include_str!("../../scenarios/kill-one.toml"))
 }
@@ -38,7 +43,7 @@ fn a_kill_is_detected_and_healed_within_the_profile_bound() {
     let heal_bound = report.detection_bound_ms + ROUND_EVERY_MS + s.containers.start_max_ms;
     assert_eq!(report.heal_ms.count, 1);
     assert!(report.heal_ms.max <= heal_bound, "{}", report.table());
-    assert_eq!(report.moves, report.moves_optimum);
+    assert_eq!(report.moves, report.moves_optimum + 1, "{}", report.table());
     assert_eq!(report.false_positives, 0);
     assert!(report.invariant_violations.is_empty(), "{}", report.table());
     assert_eq!(report.divergent_views_at_end, 0);
@@ -179,7 +184,7 @@ fn the_membership_model_heals_kills_and_churn_and_says_it_is_a_model() {
         "{}",
         report.table()
     );
-    assert_eq!(report.moves, report.moves_optimum);
+    assert_eq!(report.moves, report.moves_optimum + 1, "{}", report.table());
     assert!(report.invariant_violations.is_empty(), "{}", report.table());
     assert_eq!(report.live_hosts_at_end, 5, "the killed host came back");
     assert_eq!(report.utilisation_after, report.utilisation_before);
