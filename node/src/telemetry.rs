@@ -228,12 +228,7 @@ mod tests {
             publish_due(Some((second, &at(96, 10.0))), &calm, 3, &limits),
             "and back"
         );
-        assert!(publish_due(
-            Some((REPUBLISH_MIN, &calm)),
-            &calm,
-            3,
-            &limits
-        ));
+        assert!(publish_due(Some((REPUBLISH_MIN, &calm)), &calm, 3, &limits));
         assert!(!publish_due(
             Some((REPUBLISH_MIN, &calm)),
             &calm,

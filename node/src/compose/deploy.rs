@@ -48,12 +48,15 @@ pub(super) fn apply(
                 &format!("{}[{i}]", placement.at_key("constraints")),
             )?);
         }
+        if let Some(max) = placement.count("max_replicas_per_node")? {
+            spec.replicas_max_per_node = max;
+        }
         placement.unread(
             warnings,
-            &[
-                ("preferences", Unread::Warn("knit spreads replicas by hashing over the eligible nodes")),
-                ("max_replicas_per_node", Unread::Refuse("knit does not limit replicas per node yet; remove it (replicas spread one per node while nodes are free), or pin the service with a constraint")),
-            ],
+            &[(
+                "preferences",
+                Unread::Warn("knit spreads replicas one per node before any node gets two"),
+            )],
         )?;
     }
     if let Some(resources) = deploy.obj("resources")? {

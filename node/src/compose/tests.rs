@@ -322,10 +322,6 @@ fn what_cannot_be_honoured_safely_is_an_error_that_says_what_to_do() {
             "cannot bind them to 127.0.0.1",
         ),
         (
-            "    image: a\n    deploy:\n      placement:\n        max_replicas_per_node: 1\n",
-            "deploy.placement.max_replicas_per_node: knit does not limit",
-        ),
-        (
             "    image: a\n    deploy:\n      placement:\n        constraints: [node.role == manager]\n",
             "no manager or worker",
         ),
@@ -485,4 +481,19 @@ fn disabled_health_checks_switch_the_images_off_too() {
         let spec = service(&stack, name);
         assert!(spec.health.is_none() && spec.no_healthcheck, "{name}");
     }
+}
+
+#[test]
+fn max_replicas_per_node_is_docker_s_cap() {
+    let stack = load_text(
+        "services:\n  web:\n    image: a\n    deploy:\n      replicas: 4\n      placement:\n        max_replicas_per_node: 1\n",
+    )
+    .unwrap();
+    assert_eq!(service(&stack, "app_web").replicas_max_per_node, 1);
+    let err = load_text(
+        "services:\n  web:\n    image: a\n    deploy:\n      placement:\n        max_replicas_per_node: -1\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("max_replicas_per_node"), "{err}");
 }

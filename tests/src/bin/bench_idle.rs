@@ -144,16 +144,18 @@ fn measure_into(options: &Options, size: usize, figures: &mut Figures) -> Result
         // Paced: each peer has its identity before the next starts, so that a hundred
         // peers starting at once on two cores do not time each other out.
         let peer = &cluster.peers[i];
-        knit_tests::wait_until(PEER_START_LIMIT, "a peer's node id", || {
-            peer.node_id().ok()
-        })?;
+        knit_tests::wait_until(PEER_START_LIMIT, "a peer's node id", || peer.node_id().ok())
+            .with_context(|| format!("peer {i} of {size}; its log:\n{}", peer.log_tail(15)))?;
     }
     let limit = Duration::from_secs(60 + 3 * u64::try_from(size)?);
     cluster
         .wait_all_alive(limit)
         .context("forming the cluster")?;
     figures.formed_s = Some(started.elapsed().as_secs_f64());
-    eprintln!("  formed in {:.1} s; settling", started.elapsed().as_secs_f64());
+    eprintln!(
+        "  formed in {:.1} s; settling",
+        started.elapsed().as_secs_f64()
+    );
     std::thread::sleep(options.settle);
     // Spread over the cluster: the seed, the last to join, and between.
     let step = (size / options.sampled.min(size)).max(1);
@@ -189,7 +191,10 @@ fn measure_into(options: &Options, size: usize, figures: &mut Figures) -> Result
 /// (seconds times sampled peers).
 fn rates(figures: &mut Figures, before: &[Series], after: &[Series], node_secs: f64) {
     let mut add = |name: &str, value: f64| {
-        let gossip = ["knit_gossip_bytes_sent_total", "knit_gossip_bytes_received_total"];
+        let gossip = [
+            "knit_gossip_bytes_sent_total",
+            "knit_gossip_bytes_received_total",
+        ];
         if gossip.contains(&name) {
             figures.gossip_bytes += value;
         } else if name == "knit_state_sync_bytes_total" {
@@ -218,7 +223,10 @@ fn rates(figures: &mut Figures, before: &[Series], after: &[Series], node_secs: 
     figures.sync_bytes /= node_secs;
     figures.kinds.values_mut().for_each(|v| *v /= node_secs);
     figures.records.values_mut().for_each(|v| *v /= node_secs);
-    figures.sync_parts.values_mut().for_each(|v| *v /= node_secs);
+    figures
+        .sync_parts
+        .values_mut()
+        .for_each(|v| *v /= node_secs);
 }
 
 /// The largest entries of a breakdown, as `name 123` pairs.
