@@ -13,6 +13,7 @@ mod clock;
 mod cluster;
 mod completion;
 mod datadir;
+mod discovery;
 mod driver;
 mod flags;
 mod format;

@@ -135,6 +135,7 @@ impl Op {
             spec: Arc::new(spec.clone()),
             node: self.node.clone(),
             secrets,
+            directory: self.drivers.directory.borrow().clone(),
         };
         let replica = driver.start(&launch).await.map_err(|e| (from, e))?;
         tracing::info!(slot = %slot, runtime_id = %replica.runtime_id, version, ports = ?replica.host_ports, "started");

@@ -54,6 +54,7 @@ impl Row for ServiceSummary {
         Field::new("Desired", "DESIRED"),
         Field::new("Version", "VERSION"),
         Field::new("State", "STATE"),
+        Field::new("VIP", "VIP"),
     ];
 
     fn field(&self, name: &str) -> String {
@@ -71,6 +72,7 @@ impl Row for ServiceSummary {
                 .invalid
                 .as_ref()
                 .map_or_else(|| "ok".to_owned(), |why| format!("invalid: {why}")),
+            "VIP" => self.vip.clone().unwrap_or_default(),
             _ => String::new(),
         }
     }
@@ -256,6 +258,7 @@ mod tests {
             ports: vec!["8080:80/tcp".into()],
             version: 4,
             invalid: None,
+            vip: None,
         }
     }
 

@@ -31,6 +31,9 @@ pub(crate) struct Launch {
     pub(crate) node: String,
     /// The folder of the replica's secrets' files, when its spec names any.
     pub(crate) secrets: Option<std::path::PathBuf>,
+    /// The services' names and addresses as this peer serves them now: the resolver a
+    /// container gets, the variables a process gets (empty when discovery is off).
+    pub(crate) directory: Arc<crate::discovery::Directory>,
 }
 
 /// One replica as its driver sees it.
@@ -87,6 +90,8 @@ pub(crate) struct Drivers {
     pub(crate) process: process::ProcessDriver,
     /// Where replicas' secrets are written, on memory.
     pub(crate) secrets: crate::driver::secret_files::SecretFiles,
+    /// Service discovery's names and addresses, for the replicas started from now on.
+    pub(crate) directory: tokio::sync::watch::Receiver<Arc<crate::discovery::Directory>>,
 }
 
 impl Drivers {

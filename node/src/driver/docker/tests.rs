@@ -88,6 +88,7 @@ fn launch(node: &str, slot: SlotId, image: &str, command: &[&str]) -> Launch {
     }];
     Launch {
         secrets: None,
+        directory: Default::default(),
         slot,
         spec: Arc::new(spec),
         node: node.to_owned(),

@@ -66,6 +66,7 @@ fn launch(name: &str, script: &str, stop_signal: Option<&str>) -> Launch {
     };
     Launch {
         secrets: None,
+        directory: Default::default(),
         slot: SlotId::replica(name, 1),
         spec: Arc::new(spec),
         node: "test".into(),
