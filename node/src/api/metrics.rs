@@ -182,7 +182,11 @@ fn register_discovery(registry: &mut Registry, state: &ApiState) {
         vips.get_or_create(&labels([("service", service), ("vip", &vip.to_string())]))
             .set(1);
     }
-    registry.register("service_vip", "This peer's virtual IP of each service", vips);
+    registry.register(
+        "service_vip",
+        "This peer's virtual IP of each service",
+        vips,
+    );
     let ports = state
         .discovery
         .forwarding
@@ -239,8 +243,7 @@ fn register_forwarding(
         ),
         (
             "rejected",
-            "Client connections refused: the port or the peer was at its connection cap"
-                .to_owned(),
+            "Client connections refused: the port or the peer was at its connection cap".to_owned(),
             Family::default(),
         ),
         (

@@ -79,7 +79,10 @@ pub(super) async fn run(client: &Client, command: ServiceCommand) -> Result<()> 
                         .await?,
                 );
             }
-            println!("{}", serde_json::to_string_pretty(&with_vips(client, specs).await?)?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&with_vips(client, specs).await?)?
+            );
         }
         ServiceCommand::Scale { targets, detach } => {
             let scaled = scale(client, &targets).await?;

@@ -139,7 +139,9 @@ mod tests {
             .labels
             .insert(STACK_LABEL.to_owned(), "app".to_owned());
         let mut wrong = ServiceSpec::docker("other_db", "img");
-        wrong.labels.insert(STACK_LABEL.to_owned(), "app".to_owned());
+        wrong
+            .labels
+            .insert(STACK_LABEL.to_owned(), "app".to_owned());
         [ServiceSpec::docker("api", "img"), stacked, wrong]
             .into_iter()
             .map(|s| (s.name.clone(), s))
@@ -182,7 +184,10 @@ mod tests {
     #[test]
     fn stacks_search_their_own_domain() {
         let specs = specs();
-        assert_eq!(search_domain(&specs["app_api"]).as_deref(), Some("app.knit"));
+        assert_eq!(
+            search_domain(&specs["app_api"]).as_deref(),
+            Some("app.knit")
+        );
         assert_eq!(search_domain(&specs["api"]), None);
         assert_eq!(search_domain(&specs["other_db"]), None);
     }

@@ -172,7 +172,8 @@ impl Vips {
     /// name; returns how many names got none (the range is full).
     pub(crate) fn sync<'a>(&mut self, names: impl IntoIterator<Item = &'a str>) -> usize {
         let wanted: std::collections::BTreeSet<&str> = names.into_iter().collect();
-        self.by_name.retain(|name, _| wanted.contains(name.as_str()));
+        self.by_name
+            .retain(|name, _| wanted.contains(name.as_str()));
         self.taken.retain(|_, name| wanted.contains(name.as_str()));
         let count = self.range.vip_count();
         let mut left_out = 0;
@@ -272,7 +273,10 @@ mod tests {
         assert_eq!(given.len(), 5, "five distinct addresses");
         let expected: std::collections::BTreeSet<Ipv4Addr> =
             (2..7).map(|i| Ipv4Addr::new(10, 213, 0, i)).collect();
-        assert_eq!(given, expected, "never the network, DNS or broadcast address");
+        assert_eq!(
+            given, expected,
+            "never the network, DNS or broadcast address"
+        );
         // Removing one frees its address for a name left out.
         let mut kept: Vec<String> = vips.all().keys().cloned().collect();
         let gone = kept.remove(0);

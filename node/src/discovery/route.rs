@@ -135,12 +135,18 @@ mod tests {
     #[test]
     fn a_range_the_host_uses_clashes_whatever_the_route_type() {
         let range: ServiceRange = "172.17.0.0/24".parse().unwrap();
-        assert!(clash(range, ROUTES).unwrap().starts_with("172.17.0.0/16 dev docker0"));
+        assert!(
+            clash(range, ROUTES)
+                .unwrap()
+                .starts_with("172.17.0.0/16 dev docker0")
+        );
         let range: ServiceRange = "192.0.2.0/30".parse().unwrap();
         assert!(clash(range, ROUTES).unwrap().starts_with("192.0.2.0/24"));
         let range: ServiceRange = "10.213.0.0/24".parse().unwrap();
         assert!(
-            clash(range, ROUTES).unwrap().starts_with("local 10.213.0.0/16"),
+            clash(range, ROUTES)
+                .unwrap()
+                .starts_with("local 10.213.0.0/16"),
             "another range's route is not ours"
         );
         let lan = "10.0.0.0/8 dev eth1 proto kernel scope link src 10.1.2.3\n";

@@ -250,8 +250,7 @@ mod tests {
         let exact_addr: SocketAddr = ([127, 0, 0, 2], port).into();
         let exact = bind(exact_addr).expect("SO_REUSEPORT lets both listen");
         let _client = tokio::net::TcpStream::connect(exact_addr).await.unwrap();
-        let accepted =
-            tokio::time::timeout(Duration::from_secs(5), exact.accept()).await;
+        let accepted = tokio::time::timeout(Duration::from_secs(5), exact.accept()).await;
         assert!(matches!(accepted, Ok(Ok(_))), "{accepted:?}");
         let stray = tokio::time::timeout(Duration::from_millis(100), any.accept()).await;
         assert!(stray.is_err(), "the wildcard listener got it: {stray:?}");

@@ -221,9 +221,17 @@ mod tests {
         );
         let p = port("target=8080").unwrap();
         assert_eq!((p.published_port(), p.target), (None, 8080));
-        assert!(port("published=80").unwrap_err().contains("names no target"));
+        assert!(
+            port("published=80")
+                .unwrap_err()
+                .contains("names no target")
+        );
         assert!(port("target=80,mode=host").unwrap_err().contains("ingress"));
-        assert!(port("target=80,size=3").unwrap_err().contains("unknown key"));
+        assert!(
+            port("target=80,size=3")
+                .unwrap_err()
+                .contains("unknown key")
+        );
         assert!(port("target=0").unwrap_err().contains("outside 1-65535"));
     }
 

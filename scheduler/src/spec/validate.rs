@@ -494,7 +494,10 @@ mod tests {
         });
         assert!(error(&s).contains("1-65535"));
         s.ports = vec!["80:4000".parse().unwrap(), "4000".parse().unwrap()];
-        assert!(s.validate(&Limits::default()).is_ok(), "a target both published and not");
+        assert!(
+            s.validate(&Limits::default()).is_ok(),
+            "a target both published and not"
+        );
         s.ports.push("4000".parse().unwrap());
         assert!(error(&s).contains("4000/tcp is given twice"));
     }

@@ -203,10 +203,7 @@ mod tests {
         assert_eq!(outcome, Outcome::NoData);
         assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
         assert!(reply.answers.is_empty());
-        let (reply, outcome) = local(answer(
-            &question("nope.knit", RecordType::A),
-            &directory(),
-        ));
+        let (reply, outcome) = local(answer(&question("nope.knit", RecordType::A), &directory()));
         assert_eq!(outcome, Outcome::NxDomain);
         assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
     }
@@ -214,7 +211,10 @@ mod tests {
     #[test]
     fn other_names_go_to_the_host_resolvers_and_answers_are_never_answered() {
         let d = directory();
-        assert_eq!(answer(&question("example.com", RecordType::A), &d), Answer::Forward);
+        assert_eq!(
+            answer(&question("example.com", RecordType::A), &d),
+            Answer::Forward
+        );
         assert_eq!(answer(&question("web", RecordType::A), &d), Answer::Forward);
         let (reply, _) = local(answer(&question("api", RecordType::A), &d));
         assert_eq!(answer(&reply.to_vec().unwrap(), &d), Answer::Ignore);
