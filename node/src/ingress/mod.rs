@@ -4,8 +4,11 @@
 //! connect fails, or the replica closes or resets it: stopped by a rolling update, say) is
 //! retried on another replica, with what the client sent so far replayed (up to 64 KiB;
 //! past that, the connection stays with its replica); replicas on nodes that are suspect
-//! or down are skipped at once. With `proxy_protocol` on a port, the client's address is passed on in a PROXY
-//! protocol v2 header.
+//! or down are skipped at once. With `proxy_protocol` on a port, the client's address is
+//! passed on in a PROXY protocol v2 header.
+//!
+//! [`targets`] (where each target port of each service leads) and [`Listeners`] (a set of
+//! forwarding listeners with the caps) serve service discovery's addresses too.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
