@@ -45,6 +45,9 @@ use crate::tasks::Tasks;
 pub(crate) const RESOLV_CONF: &str = "/etc/resolv.conf";
 /// The DNS port.
 const DNS_PORT: u16 = 53;
+/// The least time between two readings of the cluster: a burst of changes to the store (a
+/// round's reports, say) costs one.
+const READ_INTERVAL_MIN: Duration = Duration::from_millis(100);
 
 /// The counters of discovery, for `/metrics`.
 #[derive(Debug, Default)]
@@ -133,6 +136,7 @@ async fn serve(range: ServiceRange, dns: Option<Ipv4Addr>, discovery: &Discovery
     let mut view = discovery.mesh.view();
     let mut left_out = 0;
     loop {
+        let read_at = tokio::time::Instant::now();
         let snapshot = Snapshot::of(&discovery.mesh);
         let specs = snapshot.specs();
         let missing = vips.sync(specs.keys().map(String::as_str));
@@ -157,6 +161,10 @@ async fn serve(range: ServiceRange, dns: Option<Ipv4Addr>, discovery: &Discovery
             _ = view.changed() => {}
             // Retry addresses that could not be bound.
             () = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep_until(read_at + READ_INTERVAL_MIN) => {}
         }
     }
     listeners.close();

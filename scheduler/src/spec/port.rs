@@ -244,6 +244,21 @@ mod tests {
     }
 
     #[test]
+    fn every_form_reads_back_from_its_text() {
+        for text in [
+            "80:4000",
+            "8080",
+            "53/udp",
+            " 9000 ",
+            "target=8080",
+            "published=80,target=4000,protocol=udp,mode=ingress",
+        ] {
+            let read = port(text).unwrap();
+            assert_eq!(port(&read.to_string()).unwrap(), read, "{text}");
+        }
+    }
+
+    #[test]
     fn bad_ports_say_what_to_write() {
         let e = port("0:80").unwrap_err();
         assert!(e.contains("published port 0 is outside 1-65535"), "{e}");
