@@ -793,7 +793,23 @@ impl Drop for Cluster {
 
 #[cfg(test)]
 mod tests {
-    use super::metric_value;
+    use super::{metric_value, service_range};
+
+    #[test]
+    fn every_peer_of_every_cluster_gets_a_range_of_its_own() {
+        assert_eq!(service_range([127, 42, 7], 0), "10.42.7.0/28");
+        assert_eq!(service_range([127, 42, 7], 15), "10.42.7.240/28");
+        assert_eq!(service_range([127, 42, 7], 16), "none");
+        let ranges: std::collections::BTreeSet<String> = (0..16)
+            .flat_map(|i| {
+                [
+                    service_range([127, 42, 7], i),
+                    service_range([127, 42, 8], i),
+                ]
+            })
+            .collect();
+        assert_eq!(ranges.len(), 32);
+    }
 
     #[test]
     fn metrics_are_read_as_integers_or_floats() {
