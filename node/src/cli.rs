@@ -348,6 +348,11 @@ pub(crate) struct UpArgs {
     /// Where published ports listen (the ingress): every interface by default.
     #[arg(long, env = "KNIT_INGRESS_ADDR", default_value = "0.0.0.0")]
     pub(crate) ingress_addr: std::net::IpAddr,
+    /// Service discovery: the range of the services' virtual IPs, whose first address is
+    /// this peer's DNS server (CIDR), or `none` to turn discovery off. Peers that share a
+    /// network namespace (`knit lab`) need ranges of their own. Needs CAP_NET_ADMIN.
+    #[arg(long, env = "KNIT_SERVICE_RANGE", default_value = crate::discovery::range::DEFAULT_RANGE)]
+    pub(crate) service_range: crate::discovery::range::RangeSetting,
     /// Drain this node itself when its data dir's disk is this full (percent).
     #[arg(long, env = "KNIT_DRAIN_DISK_PERCENT", default_value_t = 95.0)]
     pub(crate) drain_disk_percent: f64,

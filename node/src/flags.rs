@@ -400,7 +400,8 @@ pub(crate) struct CreateArgs {
     /// docker (IMAGE [COMMAND] [ARG...]) or process (COMMAND [ARG...]).
     #[arg(long, default_value = "docker")]
     pub(crate) driver: String,
-    /// Publish a port: PUBLISHED:TARGET[/tcp|udp].
+    /// Publish a port: PUBLISHED:TARGET[/tcp|udp]; TARGET alone: reached by the service's
+    /// name only, not published.
     #[arg(short = 'p', long = "publish")]
     pub(crate) publish: Vec<String>,
     /// Mount a volume, a host path or a tmpfs (docker driver):
@@ -494,10 +495,11 @@ pub(crate) struct UpdateArgs {
     /// New command arguments, as one string split at spaces (replace the old ones).
     #[arg(long, allow_hyphen_values = true)]
     pub(crate) args: Option<String>,
-    /// Publish a port: PUBLISHED:TARGET[/tcp|udp].
+    /// Publish a port: PUBLISHED:TARGET[/tcp|udp], or TARGET (reached by name only).
     #[arg(long)]
     pub(crate) publish_add: Vec<String>,
-    /// Stop publishing a port: PUBLISHED[/tcp|udp].
+    /// Stop publishing a port: PUBLISHED[/tcp|udp] (or the TARGET of one reached by name
+    /// only).
     #[arg(long)]
     pub(crate) publish_rm: Vec<String>,
     /// Add or replace a mount (by target): type=bind|volume|tmpfs,source=...,target=/path.
@@ -564,12 +566,16 @@ impl UpdateArgs {
             let port: u16 = port
                 .parse()
                 .with_context(|| format!("--publish-rm {rm:?}: give PUBLISHED[/tcp|udp]"))?;
-            spec.ports
-                .retain(|p| !(p.published == port && p.protocol.to_string() == proto));
+            spec.ports.retain(|p| {
+                let number = p.published_port().unwrap_or(p.target);
+                !(number == port && p.protocol.to_string() == proto)
+            });
         }
         for add in ports("publish-add", &self.publish_add)? {
-            spec.ports
-                .retain(|p| !(p.published == add.published && p.protocol == add.protocol));
+            // A published port replaces the one published there; a target reached by
+            // name only, the same target.
+            let key = |p: &PortSpec| (p.published_port().ok_or(p.target), p.protocol);
+            spec.ports.retain(|p| key(p) != key(&add));
             spec.ports.push(add);
         }
         for target in &self.mount_rm {

@@ -26,6 +26,14 @@ fn addr(i: usize, port: u16) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::new(127, 0, 0, host), port))
 }
 
+/// The service range of peer `i`: the lab's peers share one network namespace, so each
+/// has a /22 of its own in 10.212.0.0/16 (room for 64 peers), and with it its own DNS
+/// address and VIPs. A peer on the same host run by `knit up` keeps the default range.
+fn service_range(i: usize) -> String {
+    let third = u8::try_from(4 * i).unwrap_or(252);
+    format!("10.212.{third}.0/22")
+}
+
 async fn spawn(
     exe: &Path,
     root: &Path,
@@ -44,6 +52,7 @@ async fn spawn(
     cmd.arg("--ingress-addr").arg(listen.ip().to_string());
     cmd.arg("--metrics-addr").arg(metrics.to_string());
     cmd.arg("--enable-process-driver");
+    cmd.arg("--service-range").arg(service_range(i));
     cmd.args(["--name", &name, "--profile", &args.profile.to_string()]);
     if let Some((seed, token_file)) = join {
         cmd.arg("--join")
@@ -62,6 +71,7 @@ async fn spawn(
         "KNIT_JOIN",
         "KNIT_TOKEN",
         "KNIT_NAME",
+        "KNIT_SERVICE_RANGE",
     ] {
         cmd.env_remove(var);
     }
@@ -141,6 +151,21 @@ async fn stop_replicas(peers: &[LabPeer]) -> usize {
     stopped
 }
 
+/// Removes the service ranges' local routes that peers killed before their stop left
+/// (a peer that stops removes its own; a missing route is no error).
+async fn remove_routes(peers: usize) {
+    for i in 0..peers {
+        let range = service_range(i);
+        let removed = Command::new("ip")
+            .args(["route", "del", "local", &range, "dev", "lo"])
+            .kill_on_drop(true)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = tokio::time::timeout(Duration::from_secs(5), removed).await;
+    }
+}
+
 async fn wait_for_file(path: &Path, limit: Duration) -> Result<String> {
     let started = Instant::now();
     loop {
@@ -181,13 +206,14 @@ pub(crate) async fn run(args: LabArgs) -> Result<()> {
         args.profile,
         root.display()
     );
-    for peer in &peers {
+    for (i, peer) in peers.iter().enumerate() {
         println!(
-            "  {:<8} mesh {}  api {}  metrics http://{}/metrics",
+            "  {:<8} mesh {}  api {}  metrics http://{}/metrics  services {}",
             peer.name,
             peer.listen,
             peer.api.display(),
-            peer.metrics
+            peer.metrics,
+            service_range(i)
         );
     }
     let (knit, api) = (exe.display(), peers[0].api.display());
@@ -200,6 +226,9 @@ pub(crate) async fn run(args: LabArgs) -> Result<()> {
         "  {knit} service create --driver process --name web --replicas 3 -p 8080:8080 -- sh -c 'exec python3 -m http.server $PORT'"
     );
     println!("  curl http://{}:8080/", peers[0].listen.ip());
+    println!(
+        "  {knit} service create --name api -p 8080 IMAGE   # reached by name from every replica: http://api:8080/"
+    );
     println!("  kill -9 <pid of a peer> and watch it go down:  watch {knit} node ls");
     println!("\nCtrl-C stops the lab.");
     for peer in &peers {
@@ -231,6 +260,7 @@ pub(crate) async fn run(args: LabArgs) -> Result<()> {
     if stopped > 0 {
         println!("stopped {stopped} replicas the lab's peers ran");
     }
+    remove_routes(peers.len()).await;
     if args.keep || args.data_dir.is_some() {
         println!("data and logs kept in {}", root.display());
     } else {

@@ -225,6 +225,8 @@ pub(crate) async fn up(args: UpArgs, api: Option<&str>, api_insecure: bool) -> R
             .context("--clock-skew-max")?,
     };
     let mesh = Mesh::start(endpoint, creds.clone(), config, tasks.shutdown().clone())?;
+    let (directory_tx, directory) =
+        tokio::sync::watch::channel(Arc::new(crate::discovery::Directory::default()));
     let drivers = Arc::new(
         drivers(
             dir.path(),
@@ -232,6 +234,7 @@ pub(crate) async fn up(args: UpArgs, api: Option<&str>, api_insecure: bool) -> R
             advertise.ip(),
             &tasks,
             &node.to_string(),
+            directory,
         )
         .await?,
     );
@@ -316,6 +319,20 @@ pub(crate) async fn up(args: UpArgs, api: Option<&str>, api_insecure: bool) -> R
             tasks.clone(),
         ),
     );
+    let discovery = Arc::new(crate::discovery::DiscoveryStats::default());
+    tasks.spawn(
+        "discovery",
+        crate::discovery::run(
+            crate::discovery::Discovery {
+                mesh: mesh.clone(),
+                setting: args.service_range,
+                directory: directory_tx,
+                stats: discovery.clone(),
+                resolv_conf: crate::discovery::RESOLV_CONF.into(),
+            },
+            tasks.clone(),
+        ),
+    );
     let (saved_tx, saved) = tokio::sync::watch::channel(crate::persist::Saved::default());
     tasks.spawn(
         "persist",
@@ -326,7 +343,15 @@ pub(crate) async fn up(args: UpArgs, api: Option<&str>, api_insecure: bool) -> R
             tasks.shutdown().clone(),
         ),
     );
-    let state = api::ApiState::new(mesh.clone(), creds, saved, drivers, ingress, &tasks);
+    let state = api::ApiState::new(
+        mesh.clone(),
+        creds,
+        saved,
+        drivers,
+        ingress,
+        discovery,
+        &tasks,
+    );
     if let Some(listener) = metrics_listener {
         let app = api::metrics_router(state.clone(), hosts.clone());
         tasks.spawn(
@@ -364,6 +389,7 @@ async fn drivers(
     publish_ip: std::net::IpAddr,
     tasks: &Tasks,
     node: &str,
+    directory: tokio::sync::watch::Receiver<Arc<crate::discovery::Directory>>,
 ) -> Result<Drivers> {
     let process = ProcessDriver::new(&data_dir.join("processes"), process_user, tasks)?;
     let docker = match DockerDriver::connect(publish_ip, tasks).await {
@@ -378,6 +404,7 @@ async fn drivers(
         process,
         secrets: crate::driver::sealed_files::SealedFiles::secrets_of(node),
         configs: crate::driver::sealed_files::SealedFiles::configs_of(node),
+        directory,
     })
 }
 

@@ -64,6 +64,10 @@ pub(crate) struct ServiceSummary {
     /// for a service peers act on.
     #[serde(default)]
     pub(crate) invalid: Option<String>,
+    /// The service's virtual IP on the answering peer (its name resolves to it there), or
+    /// `None` when that peer serves no service names.
+    #[serde(default)]
+    pub(crate) vip: Option<String>,
 }
 
 /// One task (a slot, or a replica being handed off) as `service ps` shows it.

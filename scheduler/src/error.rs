@@ -8,7 +8,7 @@
 pub enum SpecError {
     /// A port mapping could not be read.
     #[error(
-        "invalid port {input:?}: {why}; write PUBLISHED:TARGET[/tcp|/udp], e.g. 80:4000 or 53:53/udp"
+        "invalid port {input:?}: {why}; write PUBLISHED:TARGET[/tcp|/udp] (e.g. 80:4000 or 53:53/udp), TARGET alone for a port reached by the service's name only (e.g. 8080), or published=80,target=4000[,protocol=udp]"
     )]
     Port {
         /// The text given.

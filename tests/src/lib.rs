@@ -101,6 +101,32 @@ fn unique_block() -> u8 {
     u8::try_from(20 + std::process::id() % 200).unwrap_or(20)
 }
 
+/// Peers of one cluster with a service range of their own; later ones get `none`.
+const SERVICE_RANGES_MAX: usize = 16;
+
+/// The service range of peer `i` of the cluster on loopback block `block`
+/// (`127.A.B.0/24`): `10.A.B.(16 i)/28` (a DNS address and 13 VIPs), so that peers on
+/// one host, and clusters of concurrent test processes, never share one; `none` past
+/// [`SERVICE_RANGES_MAX`] peers.
+pub fn service_range(block: [u8; 3], i: usize) -> String {
+    match u8::try_from(16 * i) {
+        Ok(fourth) if i < SERVICE_RANGES_MAX => format!("10.{}.{}.{fourth}/28", block[1], block[2]),
+        _ => "none".to_owned(),
+    }
+}
+
+/// Removes the local route of a service range (a peer killed by SIGKILL leaves its own);
+/// a missing route, or a test that is not root, is no error.
+pub fn remove_service_route(range: &str) {
+    if range == "none" || !is_root() {
+        return;
+    }
+    let _ = run_bounded(
+        Command::new("ip").args(["route", "del", "local", range, "dev", "lo"]),
+        Duration::from_secs(5),
+    );
+}
+
 fn next_cluster() -> u8 {
     static NEXT: AtomicU32 = AtomicU32::new(1);
     u8::try_from(NEXT.fetch_add(1, Ordering::Relaxed) % 250 + 1).unwrap_or(1)
@@ -125,6 +151,9 @@ pub struct Peer {
     pub env: Vec<(String, String)>,
     /// The network namespace it runs in (see [`netns::Net`]); `None`: the test's own.
     pub netns: Option<String>,
+    /// Its service range (`KNIT_SERVICE_RANGE`): one of its own, as peers on one host
+    /// need (see [`service_range`]), or `none`.
+    pub service_range: String,
     child: Option<Child>,
     log: PathBuf,
 }
@@ -144,6 +173,7 @@ impl Peer {
             process_driver: true,
             env: Vec::new(),
             netns: None,
+            service_range: "none".to_owned(),
             child: None,
         }
     }
@@ -192,6 +222,7 @@ impl Peer {
         cmd.args(extra);
         clear_knit_env(&mut cmd)
             .env("RUST_LOG", "info")
+            .env("KNIT_SERVICE_RANGE", &self.service_range)
             .envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd.stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -597,6 +628,7 @@ impl Cluster {
             let name = format!("p{i}");
             let mut peer = Peer::new(&cluster.root, &name, net.addr(i).octets(), profile);
             peer.netns = Some(net.namespace(i));
+            peer.service_range = service_range(cluster.block, i);
             cluster.peers.push(peer);
         }
         cluster.net = Some(net);
@@ -631,7 +663,8 @@ impl Cluster {
             self.block[2],
             u8::try_from(i + 1).unwrap_or(250),
         ];
-        let peer = Peer::new(&self.root, &format!("p{i}"), ip, &self.profile);
+        let mut peer = Peer::new(&self.root, &format!("p{i}"), ip, &self.profile);
+        peer.service_range = service_range(self.block, i);
         self.peers.push(peer);
         i
     }
@@ -738,6 +771,11 @@ impl Drop for Cluster {
             peer.kill9();
             peer.kill_replicas();
         }
+        // After the replicas: a container must never see its service addresses routed
+        // off the host.
+        for peer in self.peers.iter().filter(|p| p.netns.is_none()) {
+            remove_service_route(&peer.service_range);
+        }
         if std::thread::panicking() {
             for peer in &self.peers {
                 eprintln!("---- log of {} ----\n{}", peer.name, peer.log_tail(40));
@@ -755,7 +793,23 @@ impl Drop for Cluster {
 
 #[cfg(test)]
 mod tests {
-    use super::metric_value;
+    use super::{metric_value, service_range};
+
+    #[test]
+    fn every_peer_of_every_cluster_gets_a_range_of_its_own() {
+        assert_eq!(service_range([127, 42, 7], 0), "10.42.7.0/28");
+        assert_eq!(service_range([127, 42, 7], 15), "10.42.7.240/28");
+        assert_eq!(service_range([127, 42, 7], 16), "none");
+        let ranges: std::collections::BTreeSet<String> = (0..16)
+            .flat_map(|i| {
+                [
+                    service_range([127, 42, 7], i),
+                    service_range([127, 42, 8], i),
+                ]
+            })
+            .collect();
+        assert_eq!(ranges.len(), 32);
+    }
 
     #[test]
     fn metrics_are_read_as_integers_or_floats() {

@@ -7,11 +7,20 @@ use std::time::Duration;
 
 use knit_tests::{cluster_lock, knit_bin, run_bounded, wait_until};
 
-/// Kills the lab (and so its peers) if the test ends early.
+/// Stops the lab if the test ends early: Ctrl-C first, so that it stops its peers, their
+/// replicas and their routes; SIGKILL if it has not ended within 30 s.
 struct Lab(std::process::Child);
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = Command::new("kill")
+                .args(["-INT", &self.0.id().to_string()])
+                .status();
+            let _ = wait_until(Duration::from_secs(30), "the lab to stop", || {
+                self.0.try_wait().ok().flatten()
+            });
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -67,18 +76,67 @@ fn ctrl_c_on_the_lab_leaves_no_replica_running() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Names and addresses: each lab peer serves the service at an address of its own
+    // range (they share the host's one network namespace), and both answer (root only:
+    // the ranges' local routes need it).
+    let discovery = knit_tests::is_root();
+    if discovery {
+        let out = knit(&[
+            "service",
+            "create",
+            "--driver",
+            "process",
+            "--name",
+            "hello",
+            "-p",
+            "8080",
+            "--",
+            "sh",
+            "-c",
+            // Every interface: the other lab peer forwards to its node's address.
+            "exec python3 -m http.server $PORT",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let peer_socket = |peer: &str| root.join(peer).join("knit.sock");
+        let vip_on = |peer: &str| -> Option<String> {
+            let mut cmd = Command::new(knit_bin());
+            knit_tests::clear_knit_env(&mut cmd)
+                .arg("--api")
+                .arg(peer_socket(peer))
+                .args(["service", "ls", "--format", "{{.Name}} {{.VIP}}"]);
+            let out = run_bounded(&mut cmd, Duration::from_secs(20)).ok()?;
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let line = text.lines().find(|l| l.starts_with("hello "))?;
+            line.split_whitespace().nth(1).map(str::to_owned)
+        };
+        for (peer, prefix) in [("lab-1", "10.212.0."), ("lab-2", "10.212.4.")] {
+            let (vip, _) = wait_until(Duration::from_secs(30), "hello's VIP", || vip_on(peer))
+                .expect("each lab peer gives hello a VIP");
+            assert!(vip.starts_with(prefix), "{peer}: {vip}");
+            let addr = format!("{vip}:8080").parse().unwrap();
+            wait_until(Duration::from_secs(30), "hello through the VIP", || {
+                knit_tests::answers(addr, "/").then_some(())
+            })
+            .unwrap_or_else(|e| panic!("{peer}'s VIP {vip}: {e}"));
+        }
+    }
+    let replicas = if discovery { 4 } else { 3 };
     let records = || -> Vec<u32> {
         ["lab-1", "lab-2"]
             .iter()
             .flat_map(|p| knit_tests::replica_pids_in(&root.join(p)))
             .collect()
     };
-    let (pids, _) = wait_until(Duration::from_secs(30), "3 replicas", || {
+    let (pids, _) = wait_until(Duration::from_secs(30), "every replica", || {
         let pids: Vec<u32> = records()
             .into_iter()
             .filter(|p| knit_tests::process_alive(*p))
             .collect();
-        (pids.len() == 3).then_some(pids)
+        (pids.len() == replicas).then_some(pids)
     })
     .expect("the replicas run");
 
@@ -96,7 +154,20 @@ fn ctrl_c_on_the_lab_leaves_no_replica_running() {
     if let Some(mut out) = lab.0.stdout.take() {
         let _ = out.read_to_string(&mut said);
     }
-    assert!(said.contains("stopped 3 replicas"), "{said}");
+    assert!(
+        said.contains(&format!("stopped {replicas} replicas")),
+        "{said}"
+    );
+    let routes = run_bounded(
+        Command::new("ip").args(["route", "show", "table", "local"]),
+        Duration::from_secs(10),
+    )
+    .expect("ip route");
+    let routes = String::from_utf8_lossy(&routes.stdout).into_owned();
+    assert!(
+        !routes.contains("10.212."),
+        "the lab left a service range's route: {routes}"
+    );
     let left: Vec<u32> = pids
         .into_iter()
         .filter(|p| knit_tests::process_alive(*p))

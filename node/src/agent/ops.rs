@@ -184,6 +184,7 @@ impl Op {
             node: self.node.clone(),
             secrets,
             configs,
+            directory: self.drivers.directory.borrow().clone(),
         };
         let replica = driver.start(&launch).await.map_err(|e| (from, e))?;
         tracing::info!(slot = %slot, runtime_id = %replica.runtime_id, version, ports = ?replica.host_ports, "started");

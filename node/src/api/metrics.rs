@@ -130,6 +130,7 @@ pub(super) async fn metrics(State(state): State<ApiState>) -> Response {
         gauge(tombstones),
     );
     register_ingress(&mut registry, &state.ingress);
+    register_discovery(&mut registry, &state);
     let mut body = String::new();
     if encode(&mut body, &registry).is_err() {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
@@ -222,51 +223,106 @@ fn register_traffic(registry: &mut Registry, traffic: &knit_mesh::traffic::Traff
 }
 
 fn register_ingress(registry: &mut Registry, stats: &crate::ingress::IngressStats) {
-    use prometheus_client::metrics::counter::Counter;
-    type Labels = Vec<(String, String)>;
-    let families: [(&str, &str, Family<Labels, Counter>); 6] = [
-        (
-            "ingress_connections",
-            "Client connections to published ports",
-            Family::default(),
-        ),
-        (
-            "ingress_bytes",
-            "Bytes forwarded by the ingress, both ways",
-            Family::default(),
-        ),
-        (
-            "ingress_retries",
-            "Connections retried on another replica",
-            Family::default(),
-        ),
-        (
-            "ingress_failures",
-            "Client connections no replica could take",
-            Family::default(),
-        ),
-        (
-            "ingress_rejected",
-            "Client connections refused: the port or the peer was at its connection cap",
-            Family::default(),
-        ),
-        (
-            "ingress_timeouts",
-            "Client connections closed for silence (nothing said at first, or idle later)",
-            Family::default(),
-        ),
-    ];
     let ports = stats
         .ports
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clone();
-    for (port, s) in ports {
+    let rows = ports.into_iter().map(|(port, s)| {
         let service = s
             .service
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
+        (service, port, s)
+    });
+    register_forwarding(registry, "ingress", "published ports", rows);
+}
+
+/// Service discovery: `knit_service_vip{service,vip}` (this peer's address of each
+/// service), the forwarding counters of the service addresses
+/// (`knit_service_address_*{service,port}`, `port` the target) and the DNS server's
+/// answers (`knit_dns_queries_total{answer}`).
+fn register_discovery(registry: &mut Registry, state: &ApiState) {
+    use prometheus_client::metrics::counter::Counter;
+    let vips = Family::<Labels, Gauge>::default();
+    let directory = state.drivers.directory.borrow().clone();
+    for (service, vip) in &directory.vips {
+        vips.get_or_create(&labels([("service", service), ("vip", &vip.to_string())]))
+            .set(1);
+    }
+    registry.register(
+        "service_vip",
+        "This peer's virtual IP of each service",
+        vips,
+    );
+    let ports = state
+        .discovery
+        .forwarding
+        .ports
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let rows = ports
+        .into_iter()
+        .map(|(target, s)| (target.service, target.port, s));
+    register_forwarding(registry, "service_address", "service addresses", rows);
+    let queries = Family::<Labels, Counter>::default();
+    for (answer, count) in state.discovery.dns.all() {
+        queries
+            .get_or_create(&labels([("answer", answer)]))
+            .inc_by(count);
+    }
+    registry.register(
+        "dns_queries",
+        "Questions to this peer's DNS server, by answer: found, nodata, nxdomain, refused (service names), forwarded, failed (the host's resolvers), dropped (too many in flight)",
+        queries,
+    );
+}
+
+/// The counters of a set of forwarding listeners, `<prefix>_connections_total` and the
+/// others, labelled by service and port.
+fn register_forwarding(
+    registry: &mut Registry,
+    prefix: &str,
+    what: &str,
+    rows: impl Iterator<Item = (String, u16, std::sync::Arc<crate::ingress::PortStats>)>,
+) {
+    use prometheus_client::metrics::counter::Counter;
+    let families: [(&str, String, Family<Labels, Counter>); 6] = [
+        (
+            "connections",
+            format!("Client connections to {what}"),
+            Family::default(),
+        ),
+        (
+            "bytes",
+            format!("Bytes forwarded from {what}, both ways"),
+            Family::default(),
+        ),
+        (
+            "retries",
+            "Connections retried on another replica".to_owned(),
+            Family::default(),
+        ),
+        (
+            "failures",
+            "Client connections no replica could take".to_owned(),
+            Family::default(),
+        ),
+        (
+            "rejected",
+            "Client connections refused: the port or the peer was at its connection cap".to_owned(),
+            Family::default(),
+        ),
+        (
+            "timeouts",
+            "Client connections closed for silence (nothing said at first, or idle later)"
+                .to_owned(),
+            Family::default(),
+        ),
+    ];
+    for (service, port, s) in rows {
         let labels = vec![
             ("service".to_owned(), service),
             ("port".to_owned(), port.to_string()),
@@ -286,7 +342,7 @@ fn register_ingress(registry: &mut Registry, stats: &crate::ingress::IngressStat
         }
     }
     for (name, help, family) in families {
-        registry.register(name, help, family);
+        registry.register(format!("{prefix}_{name}"), help, family);
     }
 }
 

@@ -57,6 +57,8 @@ pub(crate) struct ApiState {
     drivers: Arc<crate::driver::Drivers>,
     /// The ingress's counters and bind errors.
     ingress: Arc<crate::ingress::IngressStats>,
+    /// Service discovery's counters (its addresses are in `drivers.directory`).
+    discovery: Arc<crate::discovery::DiscoveryStats>,
     /// The observer of the cluster's changes, and the event streams it feeds.
     events: Arc<events::Events>,
     /// Where request-scoped tasks (a logs fan-out) are spawned, so that they end with the peer.
@@ -70,6 +72,7 @@ impl ApiState {
         saved: watch::Receiver<crate::persist::Saved>,
         drivers: Arc<crate::driver::Drivers>,
         ingress: Arc<crate::ingress::IngressStats>,
+        discovery: Arc<crate::discovery::DiscoveryStats>,
         tasks: &crate::tasks::Tasks,
     ) -> Self {
         Self {
@@ -80,6 +83,7 @@ impl ApiState {
             saved,
             drivers,
             ingress,
+            discovery,
         }
     }
 

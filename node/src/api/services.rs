@@ -356,7 +356,12 @@ pub(super) async fn remove(
 )]
 pub(super) async fn list(State(state): State<ApiState>) -> Json<Vec<ServiceSummary>> {
     let snapshot = Snapshot::of(&state.mesh);
-    Json(summaries(&snapshot, &snapshot.placement()))
+    let mut rows = summaries(&snapshot, &snapshot.placement());
+    let directory = state.drivers.directory.borrow().clone();
+    for row in &mut rows {
+        row.vip = directory.vips.get(&row.name).map(ToString::to_string);
+    }
+    Json(rows)
 }
 
 /// Every stored service as `service ls` shows it, by name, under `placement` (the one
@@ -390,12 +395,16 @@ pub(super) fn summaries(snapshot: &Snapshot, placement: &Placement) -> Vec<Servi
                 ports: spec
                     .ports
                     .iter()
-                    .map(|p| format!("*:{}->{}/{}", p.published, p.target, p.protocol))
+                    .map(|p| match p.published_port() {
+                        Some(published) => format!("*:{published}->{}/{}", p.target, p.protocol),
+                        None => format!("{}/{}", p.target, p.protocol),
+                    })
                     .collect(),
                 version: spec.version,
                 labels: spec.labels.clone(),
                 name: spec.name,
                 invalid: None,
+                vip: None,
             }
         })
         .collect();
@@ -433,6 +442,7 @@ fn invalid_summary(
         labels: spec.labels.clone(),
         name,
         invalid: Some(bad.reason),
+        vip: None,
     }
 }
 

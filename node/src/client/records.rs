@@ -83,6 +83,7 @@ impl Row for ServiceSummary {
         Field::new("Desired", "DESIRED"),
         Field::new("Version", "VERSION"),
         Field::new("State", "STATE"),
+        Field::new("VIP", "VIP"),
     ];
 
     fn field(&self, name: &str) -> String {
@@ -100,6 +101,7 @@ impl Row for ServiceSummary {
                 .invalid
                 .as_ref()
                 .map_or_else(|| "ok".to_owned(), |why| format!("invalid: {why}")),
+            "VIP" => self.vip.clone().unwrap_or_default(),
             _ => String::new(),
         }
     }
@@ -290,6 +292,7 @@ mod tests {
             version: 4,
             labels: Default::default(),
             invalid: None,
+            vip: None,
         }
     }
 

@@ -79,7 +79,10 @@ pub(super) async fn run(client: &Client, command: ServiceCommand) -> Result<()> 
                         .await?,
                 );
             }
-            println!("{}", serde_json::to_string_pretty(&specs)?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&with_vips(client, specs).await?)?
+            );
         }
         ServiceCommand::Scale { targets, detach } => {
             let scaled = scale(client, &targets).await?;
@@ -154,17 +157,37 @@ async fn limits(client: &Client) -> Limits {
         .unwrap_or(Limits::CEILING)
 }
 
+/// `specs` as JSON, each with `vip`: its virtual IP on the peer asked (`null` when that
+/// peer serves no service names).
+async fn with_vips(client: &Client, specs: Vec<ServiceSpec>) -> Result<Vec<serde_json::Value>> {
+    let rows: Vec<crate::wire::ServiceSummary> = client.get("/v1/services").await?;
+    specs
+        .into_iter()
+        .map(|spec| {
+            let vip = rows
+                .iter()
+                .find(|r| r.name == spec.name)
+                .and_then(|r| r.vip.clone());
+            let mut value = serde_json::to_value(&spec)?;
+            if let Some(object) = value.as_object_mut() {
+                object.insert("vip".to_owned(), vip.into());
+            }
+            Ok(value)
+        })
+        .collect()
+}
+
 /// Says, on stderr, that published UDP ports are not routed by the ingress.
 fn warn_udp(spec: &ServiceSpec) {
     let udp: Vec<String> = spec
         .ports
         .iter()
         .filter(|p| p.protocol == Protocol::Udp)
-        .map(|p| format!("{}/udp", p.published))
+        .map(|p| format!("{}/udp", p.published_port().unwrap_or(p.target)))
         .collect();
     if !udp.is_empty() {
         eprintln!(
-            "warning: {}: the ingress routes TCP only; {} reach each replica only on its own host port (`knit service ps {}` lists them)",
+            "warning: {}: the ingress and the service's address route TCP only; {} reach each replica only on its own host port (`knit service ps {}` lists them)",
             spec.name,
             udp.join(", "),
             spec.name

@@ -549,6 +549,13 @@ fn container_body(launch: &Launch, image: &str, publish_ip: IpAddr) -> Container
         log_config: Some(log_config()),
         mounts: (!spec.mounts.is_empty() || launch.secrets.is_some() || launch.configs.is_some())
             .then(|| mounts(spec, launch.secrets.as_deref(), launch.configs.as_deref())),
+        // Service names resolve through this peer's DNS server, a stack's own first.
+        dns: launch.directory.dns.map(|dns| vec![dns.to_string()]),
+        dns_search: launch
+            .directory
+            .dns
+            .and_then(|_| crate::discovery::directory::search_domain(spec))
+            .map(|domain| vec![domain]),
         ..Default::default()
     };
     ContainerCreateBody {

@@ -34,6 +34,9 @@ pub(crate) struct Launch {
     /// The folder of the replica's configs' files (each at its target's path under it),
     /// when its spec names any.
     pub(crate) configs: Option<std::path::PathBuf>,
+    /// The services' names and addresses as this peer serves them now: the resolver a
+    /// container gets, the variables a process gets (empty when discovery is off).
+    pub(crate) directory: Arc<crate::discovery::Directory>,
 }
 
 /// One replica as its driver sees it.
@@ -92,6 +95,8 @@ pub(crate) struct Drivers {
     pub(crate) secrets: sealed_files::SealedFiles,
     /// Where replicas' configs are written, on memory.
     pub(crate) configs: sealed_files::SealedFiles,
+    /// Service discovery's names and addresses, for the replicas started from now on.
+    pub(crate) directory: tokio::sync::watch::Receiver<Arc<crate::discovery::Directory>>,
 }
 
 impl Drivers {

@@ -264,6 +264,10 @@ impl ProcessDriver {
         if let Some(dir) = &launch.configs {
             env.insert("KNIT_CONFIGS_DIR".into(), dir.display().to_string());
         }
+        // Every service's address: the name service is the host's, not knit's.
+        for (key, vip) in launch.directory.env() {
+            env.entry(key).or_insert(vip);
+        }
         run_as.apply(&mut cmd, &env);
         cmd.stdin(std::process::Stdio::null())
             .stdout(log.try_clone().map_err(failed)?)

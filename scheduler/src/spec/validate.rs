@@ -279,16 +279,28 @@ impl ServiceSpec {
 
     fn validate_ports(&self) -> Result<(), SpecError> {
         let mut seen = BTreeSet::new();
+        let mut internal = BTreeSet::new();
         for p in &self.ports {
-            if p.published == 0 || p.target == 0 {
+            if p.target == 0 {
                 let why = format!("{p}: port numbers must be 1-65535");
                 return Err(SpecError::invalid(&self.name, "ports", why));
             }
-            if !seen.insert((p.published, p.protocol)) {
-                let why = format!(
-                    "{}/{} is published twice; each published port and protocol may appear once",
-                    p.published, p.protocol
-                );
+            let twice = match p.published_port() {
+                Some(published) => !seen.insert((published, p.protocol)),
+                // A target reached by name only: once per target and protocol.
+                None => !internal.insert((p.target, p.protocol)),
+            };
+            if twice {
+                let why = match p.published_port() {
+                    Some(published) => format!(
+                        "{published}/{} is published twice; each published port and protocol may appear once",
+                        p.protocol
+                    ),
+                    None => format!(
+                        "{}/{} is given twice; each target port and protocol may appear once",
+                        p.target, p.protocol
+                    ),
+                };
                 return Err(SpecError::invalid(&self.name, "ports", why));
             }
         }
@@ -524,10 +536,17 @@ mod tests {
         s.ports[1] = "80:4000/udp".parse().unwrap();
         assert!(s.validate(&Limits::default()).is_ok());
         s.ports.push(PortSpec {
-            published: 0,
+            target: 0,
             ..s.ports[0]
         });
         assert!(error(&s).contains("1-65535"));
+        s.ports = vec!["80:4000".parse().unwrap(), "4000".parse().unwrap()];
+        assert!(
+            s.validate(&Limits::default()).is_ok(),
+            "a target both published and not"
+        );
+        s.ports.push("4000".parse().unwrap());
+        assert!(error(&s).contains("4000/tcp is given twice"));
     }
 
     #[test]

@@ -89,6 +89,7 @@ fn launch(node: &str, slot: SlotId, image: &str, command: &[&str]) -> Launch {
     Launch {
         secrets: None,
         configs: None,
+        directory: Default::default(),
         slot,
         spec: Arc::new(spec),
         node: node.to_owned(),
@@ -465,12 +466,40 @@ fn the_container_body_has_labels_ports_env_and_limits() {
         (logs["max-size"].as_str(), logs["max-file"].as_str()),
         ("10240k", "3")
     );
+    assert_eq!(
+        (host.dns, host.dns_search),
+        (None, None),
+        "with discovery off, the host's resolvers"
+    );
     assert_eq!(image_reference("busybox"), "busybox:latest");
     assert_eq!(
         image_reference("localhost:5000/app"),
         "localhost:5000/app:latest"
     );
     assert_eq!(image_reference("app:v2"), "app:v2");
+}
+
+#[test]
+fn containers_resolve_through_the_peer_and_a_stack_searches_its_own_domain() {
+    let mut launch = launch("n1", SlotId::replica("app_api", 1), "img", &[]);
+    let vips = std::collections::BTreeMap::from([(
+        "app_api".to_owned(),
+        std::net::Ipv4Addr::new(10, 213, 0, 9),
+    )]);
+    let specs = std::collections::BTreeMap::new();
+    let dns = std::net::Ipv4Addr::new(10, 213, 0, 1);
+    launch.directory = Arc::new(crate::discovery::Directory::new(Some(dns), &vips, &specs));
+    let body = container_body(&launch, "img", std::net::IpAddr::from([127, 0, 0, 7]));
+    let host = body.host_config.expect("host config");
+    assert_eq!(host.dns, Some(vec!["10.213.0.1".to_owned()]));
+    assert_eq!(host.dns_search, None, "not a stack's");
+    Arc::make_mut(&mut launch.spec).labels.insert(
+        crate::discovery::directory::STACK_LABEL.to_owned(),
+        "app".to_owned(),
+    );
+    let body = container_body(&launch, "img", std::net::IpAddr::from([127, 0, 0, 7]));
+    let host = body.host_config.expect("host config");
+    assert_eq!(host.dns_search, Some(vec!["app.knit".to_owned()]));
 }
 
 #[tokio::test]

@@ -67,6 +67,7 @@ fn launch(name: &str, script: &str, stop_signal: Option<&str>) -> Launch {
     Launch {
         secrets: None,
         configs: None,
+        directory: Default::default(),
         slot: SlotId::replica(name, 1),
         spec: Arc::new(spec),
         node: "test".into(),
@@ -365,4 +366,37 @@ async fn logs_are_tailed_dated_and_followed_in_whole_lines() {
         "every line once, in order: {numbers:?}"
     );
     assert!(numbers.len() >= 8, "{numbers:?}");
+}
+
+#[tokio::test]
+async fn a_replica_finds_every_service_address_in_its_environment() {
+    let scratch = Scratch::new();
+    let marker = scratch.shared().join("addr");
+    let script = format!(
+        "echo \"$KNIT_SERVICE_API_ADDR $KNIT_SERVICE_APP_DB_ADDR\" > {m}.tmp; mv {m}.tmp {m}; sleep 60",
+        m = marker.display()
+    );
+    let mut launch = launch("probe", &script, None);
+    let vips = std::collections::BTreeMap::from([
+        ("api".to_owned(), std::net::Ipv4Addr::new(10, 213, 0, 7)),
+        ("app_db".to_owned(), std::net::Ipv4Addr::new(10, 213, 0, 8)),
+    ]);
+    launch.directory = Arc::new(crate::discovery::Directory::new(
+        None,
+        &vips,
+        &std::collections::BTreeMap::new(),
+    ));
+    scratch.driver.start(&launch).await.expect("start");
+    let started = Instant::now();
+    let seen = loop {
+        if let Ok(text) = std::fs::read_to_string(&marker) {
+            break text;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the replica never wrote its environment"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(seen.trim(), "10.213.0.7 10.213.0.8");
 }
