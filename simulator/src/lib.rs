@@ -3,7 +3,8 @@
 //!
 //! What it is: a discrete-event engine ([`engine`]) over a network model ([`network`]),
 //! hosts that heal by running the scheduler's `place` over the members they see
-//! ([`healing`]), measurements ([`metrics`]) and reports ([`report`], [`html`]), scenarios from TOML
+//! ([`healing`]), measurements ([`metrics`], and [`traffic`]: gossip by kind of message from
+//! the cores' own counters) and reports ([`report`], [`html`]), scenarios from TOML
 //! ([`scenario`]) and capacity planning ([`plan`]). Same scenario and seed, same report.
 //!
 //! With `store = true` in a scenario, every host runs the whole node core of the peer
@@ -31,6 +32,7 @@ pub mod progress;
 pub mod queue;
 pub mod report;
 pub mod scenario;
+pub mod traffic;
 
 pub use engine::{SimError, run};
 pub use report::Report;

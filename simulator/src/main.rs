@@ -82,28 +82,9 @@ enum Command {
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
-    /// Measures simulated seconds per wall second and peak memory on a generated cluster.
-    Bench {
-        /// Hosts.
-        #[arg(long)]
-        hosts: usize,
-        /// Simulated seconds (one host is killed at a third of it).
-        #[arg(long, default_value_t = 60.0)]
-        seconds: f64,
-        /// Slots per host (services of 10 replicas, no reservations).
-        #[arg(long, default_value_t = 10)]
-        slots_per_host: usize,
-        /// How often each host calls `Membership::sync` (ms; the peer does every second).
-        #[arg(long, default_value_t = 1_000)]
-        sync_ms: u64,
-        /// `real` (the membership core on every host) or `model` (calibrated).
-        #[arg(long, default_value = "real")]
-        membership: MembershipKind,
-        /// Runs the whole node core (membership, store, anti-entropy) on every host, and
-        /// writes a spec's worth of bytes at half time (`store = true`).
-        #[arg(long)]
-        store: bool,
-    },
+    /// Measures simulated seconds per wall second and peak memory on a generated cluster,
+    /// and the gossip per host the cores counted after the join.
+    Bench(BenchFlags),
     /// Compares the membership model with the real core on generated clusters.
     Calibrate {
         /// Cluster sizes, comma-separated.
@@ -119,6 +100,35 @@ enum Command {
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
+}
+
+#[derive(clap::Args)]
+struct BenchFlags {
+    /// Hosts.
+    #[arg(long)]
+    hosts: usize,
+    /// Simulated seconds (one host is killed at a third of it, unless --idle).
+    #[arg(long, default_value_t = 60.0)]
+    seconds: f64,
+    /// Seconds for the hosts to join; speed after the join and gossip are measured after it.
+    #[arg(long, default_value_t = 10.0)]
+    warmup: f64,
+    /// Slots per host (services of 10 replicas, no reservations).
+    #[arg(long, default_value_t = 10)]
+    slots_per_host: usize,
+    /// How often each host calls `Membership::sync` (ms; the peer does every second).
+    #[arg(long, default_value_t = 1_000)]
+    sync_ms: u64,
+    /// `real` (the membership core on every host) or `model` (calibrated).
+    #[arg(long, default_value = "real")]
+    membership: MembershipKind,
+    /// Runs the whole node core (membership, store, anti-entropy) on every host, and
+    /// writes a spec's worth of bytes at half time (`store = true`).
+    #[arg(long)]
+    store: bool,
+    /// No kill and no write: the cluster stays idle after the join, for its idle cost.
+    #[arg(long)]
+    idle: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -205,14 +215,7 @@ fn execute(command: Command) -> anyhow::Result<()> {
             };
             emit(&text, None)
         }
-        Command::Bench {
-            hosts,
-            seconds,
-            slots_per_host,
-            sync_ms,
-            membership,
-            store,
-        } => bench(hosts, seconds, slots_per_host, sync_ms, membership, store),
+        Command::Bench(flags) => bench(&flags),
         Command::Calibrate {
             sizes,
             profile,
@@ -361,30 +364,36 @@ fn calibrate(
     Ok(())
 }
 
-fn bench(
-    hosts: usize,
-    seconds: f64,
-    slots_per_host: usize,
-    sync_ms: u64,
-    membership: MembershipKind,
-    store: bool,
-) -> anyhow::Result<()> {
-    let write = if store {
-        format!(
-            "{{ kind = \"write\", at_s = {}, host = 2, key = \"svc/s0\", bytes = 600 }}",
-            (seconds / 2.0).max(10.0)
-        )
-    } else {
-        String::new()
-    };
+fn bench(flags: &BenchFlags) -> anyhow::Result<()> {
+    let BenchFlags {
+        hosts,
+        seconds,
+        warmup,
+        slots_per_host,
+        sync_ms,
+        membership,
+        store,
+        idle,
+    } = *flags;
+    let mut faults = Vec::new();
+    if !idle {
+        let kill = (seconds / 3.0).max(warmup);
+        faults.push(format!("{{ kind = \"kill\", at_s = {kill}, host = 1 }}"));
+        if store {
+            faults.push(format!(
+                "{{ kind = \"write\", at_s = {}, host = 2, key = \"svc/s0\", bytes = 600 }}",
+                (seconds / 2.0).max(warmup)
+            ));
+        }
+    }
     let services = (0..(hosts * slots_per_host).div_ceil(10))
         .map(|i| format!("[[services]]\nname = \"s{i}\"\nreplicas = 10\n"))
         .collect::<String>();
     let text = format!(
-        "name = \"bench-{hosts}\"\nduration_s = {seconds}\nwarmup_s = 10\nstep_budget = 4000000000\nsync_ms = {sync_ms}\nmembership = \"{membership}\"\nstore = {store}\n\
-         faults = [{{ kind = \"kill\", at_s = {kill}, host = 1 }}, {write}]\n\
+        "name = \"bench-{hosts}\"\nduration_s = {seconds}\nwarmup_s = {warmup}\nstep_budget = 4000000000\nsync_ms = {sync_ms}\nmembership = \"{membership}\"\nstore = {store}\n\
+         faults = [{}]\n\
          [hosts]\ncount = {hosts}\ncpu = 8\nmemory = \"32G\"\n{services}",
-        kill = (seconds / 3.0).max(10.0)
+        faults.join(", ")
     );
     let scenario = Scenario::from_toml(&text)?;
     let warm_ms = secs_to_ms(scenario.warmup_s);
@@ -408,7 +417,8 @@ fn bench(
     write_stdout(&format!(
         "hosts {hosts}: whole run {seconds} sim s in {wall:.2} wall s = {:.2} sim s / wall s; \
          join ({} sim s) {join_wall:.2} wall s; after the join {steady_s} sim s in {steady_wall:.2} wall s = {:.2} sim s / wall s; \
-         {} events ({} queued at end); {hwm}; detection {:?} ms, heal {:?} ms; store converged {}\n",
+         {} events ({} queued at end); {hwm}; detection {:?} ms, heal {:?} ms; store converged {}; \
+         views divergent at end {}\n{}",
         seconds / wall,
         scenario.warmup_s,
         steady_s / steady_wall,
@@ -419,5 +429,16 @@ fn bench(
         report
             .store_converged_ms
             .map_or_else(|| "-".to_owned(), |ms| format!("after {ms} ms")),
+        report.divergent_views_at_end,
+        bench_traffic(&report.traffic),
     ))
+}
+
+/// The bench's gossip lines: after the join, per host per second, from the cores' counters.
+fn bench_traffic(traffic: &knit_sim::traffic::TrafficReport) -> String {
+    traffic
+        .rows()
+        .into_iter()
+        .map(|(label, value)| format!("  {label:<22} {value}\n"))
+        .collect()
 }

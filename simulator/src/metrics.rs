@@ -1,9 +1,11 @@
 //! What a run measures while it runs: kills and their detection and heal times, false
-//! positives, gossip traffic, container starts and utilisation.
+//! positives, container starts and utilisation (gossip traffic is the cores' own count, read
+//! by [`crate::traffic`]).
 
 use crate::model::MembershipKind;
 use crate::report::{Distribution, KillSummary, Pending, Point, Report, Utilisation, round4};
 use crate::scenario::Scenario;
+use crate::traffic::TrafficReport;
 
 /// One kill and what followed.
 #[derive(Debug, Clone)]
@@ -36,8 +38,6 @@ pub struct Metrics {
     /// Container starts begun after the warm-up.
     pub starts: u64,
     warm_ms: Option<u64>,
-    messages: u64,
-    bytes: u64,
     false_positives: u64,
     partition_downs: u64,
     util_before: Vec<(usize, f64, f64)>,
@@ -71,6 +71,10 @@ pub struct Ending<'a> {
     /// With `store = true`: how long after the last write or fault every live host held
     /// the same store; `None` if they differ at the end, or run no store.
     pub store_converged_ms: Option<u64>,
+    /// The hosts' gossip over the measured time, from their cores' counters.
+    pub traffic: TrafficReport,
+    /// Membership packets and bytes sent in all over the measured time (0 with the model).
+    pub sent: (u64, u64),
 }
 
 impl Metrics {
@@ -88,14 +92,6 @@ impl Metrics {
             slots_running: round4(served),
             live_hosts,
         });
-    }
-
-    /// A packet of `len` bytes was sent (lost or not).
-    pub fn sent(&mut self, _now_ms: u64, len: usize) {
-        if self.warm_ms.is_some() {
-            self.messages += 1;
-            self.bytes += len as u64;
-        }
     }
 
     /// A live host was declared down by an observer that can (`reachable`) or cannot
@@ -210,8 +206,8 @@ impl Metrics {
             unhealed: self.kills.iter().filter(|k| k.healed_ms.is_none()).count(),
             false_positives: self.false_positives,
             partition_downs: self.partition_downs,
-            messages_per_host_s: round4(self.messages as f64 / host_s),
-            bytes_per_host_s: round4(self.bytes as f64 / host_s),
+            messages_per_host_s: round4(end.sent.0 as f64 / host_s),
+            bytes_per_host_s: round4(end.sent.1 as f64 / host_s),
             moves: self.kills.iter().map(|k| k.moves).sum(),
             moves_optimum: self.kills.iter().map(|k| k.optimum).sum(),
             container_starts: self.starts,
@@ -240,6 +236,7 @@ impl Metrics {
             convergence: self.convergence,
             store: end.scenario.store,
             store_converged_ms: end.store_converged_ms,
+            traffic: end.traffic,
         }
     }
 }

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use crate::model::MembershipKind;
+use crate::traffic::TrafficReport;
 
 /// Everything one run measured.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,9 +50,10 @@ pub struct Report {
     pub false_positives: u64,
     /// A live host declared down by an observer partitioned or cut from it (expected).
     pub partition_downs: u64,
-    /// Membership packets sent per host per second (after the warm-up).
+    /// Membership packets sent per host per second (after the warm-up), over every host of
+    /// the scenario; `traffic` has the figures sent plus received, by kind.
     pub messages_per_host_s: f64,
-    /// Membership bytes sent per host per second (after the warm-up).
+    /// Membership bytes sent per host per second (after the warm-up), likewise.
     pub bytes_per_host_s: f64,
     /// Slots moved by kills (placement over the truly live hosts, before vs after).
     pub moves: usize,
@@ -85,6 +87,11 @@ pub struct Report {
     /// stopped agreeing, absent if they still differ at the end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store_converged_ms: Option<u64>,
+    /// Gossip per host per second over the measured time, sent plus received, by kind of
+    /// message and record, and anti-entropy with the store: counted by the real cores'
+    /// own counters, or not measured (the model).
+    #[serde(default)]
+    pub traffic: TrafficReport,
 }
 
 /// A point of the convergence curve.
@@ -239,13 +246,6 @@ impl Report {
     pub fn table(&self) -> String {
         let modelled = self.membership == MembershipKind::Model;
         let model = |label: &'static str, real: &'static str| if modelled { label } else { real };
-        let gossip = |figure: String| {
-            if modelled {
-                "not modelled".to_owned()
-            } else {
-                figure
-            }
-        };
         let mut rows: Vec<(&str, String)> = vec![
             (
                 "scenario",
@@ -296,14 +296,6 @@ impl Report {
                 },
             ),
             (
-                "gossip msgs/host/s",
-                gossip(format!("{:.2}", self.messages_per_host_s)),
-            ),
-            (
-                "gossip bytes/host/s",
-                gossip(format!("{:.1}", self.bytes_per_host_s)),
-            ),
-            (
                 "moves vs optimum",
                 format!("{} / {}", self.moves, self.moves_optimum),
             ),
@@ -332,6 +324,9 @@ impl Report {
         }
         let mut out = String::new();
         for (k, v) in rows {
+            let _ = writeln!(out, "{k:<22} {v}");
+        }
+        for (k, v) in self.traffic.rows() {
             let _ = writeln!(out, "{k:<22} {v}");
         }
         for p in self.pending.iter().take(10) {

@@ -5,6 +5,7 @@
 use super::{Engine, SlotState};
 use crate::report::Report;
 use crate::scenario::Scenario;
+use crate::traffic::{MODEL_NOT_MEASURED, TrafficReport};
 
 impl Engine {
     /// Checks the invariants over the hosts as they stand and reports.
@@ -57,6 +58,19 @@ impl Engine {
         if std::env::var_os("KNIT_SIM_DEBUG").is_some() {
             self.debug_views(&live);
         }
+        let counts = self.traffic_counts();
+        let window = std::mem::take(&mut self.traffic);
+        let (traffic, sent) = match window.close(self.now_ms, counts, self.store) {
+            Some((counted, sent)) => (TrafficReport::Counted(counted), sent),
+            None if self.model.is_some() => (
+                TrafficReport::NotMeasured(MODEL_NOT_MEASURED.to_owned()),
+                (0, 0),
+            ),
+            None => (
+                TrafficReport::NotMeasured("the run ended before its warm-up did".to_owned()),
+                (0, 0),
+            ),
+        };
         self.metrics.report(crate::metrics::Ending {
             scenario,
             seed: self.seed,
@@ -70,6 +84,8 @@ impl Engine {
             live_hosts,
             divergent_views,
             store_converged_ms: self.stores.converged_ms().filter(|_| self.store),
+            traffic,
+            sent,
         })
     }
 }

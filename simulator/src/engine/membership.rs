@@ -10,6 +10,7 @@ use rand::RngExt;
 
 use super::node::Core;
 use super::{Engine, Event, host_of, peer_of, short};
+use crate::traffic::Counts;
 
 impl Engine {
     /// Hands every output of host `h`'s core to the network, the timer heap and metrics.
@@ -48,10 +49,10 @@ impl Engine {
         }
     }
 
-    /// A gossip packet from host `h` to `to`, through the network model.
+    /// A gossip packet from host `h` to `to`, through the network model. (The core
+    /// counted it as sent, lost or not.)
     pub(super) fn send(&mut self, h: usize, to: &PeerId, packet: Bytes) {
         let to = host_of(to);
-        self.metrics.sent(self.now_ms, packet.len());
         if to < self.hosts.len()
             && let Some(delay) = self.network.delivery(h, to, &mut self.rng)
         {
@@ -62,6 +63,18 @@ impl Engine {
             };
             self.push(self.now_ms + delay, event);
         }
+    }
+
+    /// Each host's traffic counters now (`None` for a host without a core: down, or the
+    /// model).
+    pub(super) fn traffic_counts(&self) -> Vec<Option<Counts>> {
+        self.hosts
+            .iter()
+            .map(|host| {
+                let core = host.core.as_ref().filter(|_| host.up)?;
+                Some(Counts::of(&core.membership().traffic()))
+            })
+            .collect()
     }
 
     /// Observer `h` learnt `record`: count false positives, and check detection.

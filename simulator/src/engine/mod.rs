@@ -214,6 +214,9 @@ pub struct Engine {
     /// Coordinator tables hosts share, by the set of hosts they cover (see
     /// `Engine::coordinated`).
     coordinators: BTreeMap<crate::healing::HostSet, knit_scheduler::agent::Coordinators>,
+    /// The hosts' gossip and anti-entropy over the measured time, from their cores'
+    /// counters.
+    traffic: crate::traffic::Window,
 }
 
 /// The mesh identity of host `h`: its index in the first four bytes of the node id.
@@ -295,6 +298,7 @@ impl Engine {
             slot_stamp: vec![0; slots],
             by_slot: vec![Vec::new(); slots],
             coordinators: BTreeMap::new(),
+            traffic: crate::traffic::Window::default(),
         };
         engine.boot(scenario);
         Ok(engine)
@@ -463,6 +467,10 @@ impl Engine {
             Event::ChurnKill => self.churn_kill(),
             Event::Warm => {
                 self.metrics.warm(self.now_ms, self.utilisation());
+                if self.model.is_none() {
+                    let counts = self.traffic_counts();
+                    self.traffic.open(self.now_ms, counts);
+                }
                 // Agents that only followed joins until now act from the next round.
                 self.hosts.iter_mut().for_each(|host| host.quiet = None);
             }
@@ -519,6 +527,10 @@ impl Engine {
             return;
         }
         let before = self.healing.placement_for(&self.live_set());
+        if let Some(core) = &self.hosts[h].core {
+            let last = crate::traffic::Counts::of(&core.membership().traffic());
+            self.traffic.core_gone(h, self.now_ms, &last);
+        }
         let host = &mut self.hosts[h];
         host.up = false;
         host.disk = host.core.take().and_then(|core| core.store().cloned());
@@ -573,6 +585,9 @@ impl Engine {
         let peer = peer_of(h, epoch);
         let disk = self.hosts[h].disk.take();
         let core = self.model.is_none().then(|| self.new_core(h, peer, disk));
+        if core.is_some() {
+            self.traffic.core_started(h, self.now_ms);
+        }
         let agent = Agent::new(self.healing.name(h).clone(), self.now_ms);
         let host = &mut self.hosts[h];
         host.peer = peer;

@@ -9,10 +9,12 @@
 //! - its timers, and the ends of its pushes and exchanges, come back through the event
 //!   heap;
 //! - a push (a write too big for a rumor) arrives one latency later, and an anti-entropy
-//!   exchange runs in memory ([`sync_pair`]) between the two hosts' cores two round trips
-//!   after it was asked for. Both ride on QUIC streams, which retransmit, so they are not
-//!   subject to loss; but they need the link up both ways and the other host up, else they
-//!   fail after the transport's dial timeout ([`DIAL_TIMEOUT_MS`]);
+//!   exchange runs in memory between the two hosts' cores two round trips after it was
+//!   asked for, with the steps of `knit_mesh::node_core::sync_pair`, its messages' bytes
+//!   counted as the QUIC driver counts them (see [`crate::traffic`]). Both ride on QUIC
+//!   streams, which retransmit, so they are not subject to loss; but they need the link up
+//!   both ways and the other host up, else they fail after the transport's dial timeout
+//!   ([`DIAL_TIMEOUT_MS`]);
 //! - the view the core publishes is compared with the last one member by member, and each
 //!   change reaches the agent and the metrics as the bare core's `Changed` outputs do.
 //!
@@ -37,6 +39,7 @@ use knit_mesh::{Membership, PeerId};
 
 use super::{Engine, Event, host_of, peer_of};
 use crate::keys::{SimSigner, SimVerifier, cert};
+use crate::traffic::SyncBytes;
 
 /// How long a dial to a host that cannot be reached takes to fail, in ms (the transport's
 /// `CONNECT_TIMEOUT`): a push or an exchange over a cut link ends after it.
@@ -123,6 +126,35 @@ impl StoreWatch {
         self.equal_since_ms
             .map(|since| since.saturating_sub(self.disturbed_ms))
     }
+}
+
+/// Runs one anti-entropy exchange between two node cores in memory, step by step as
+/// `knit_mesh::node_core::sync_pair` does (and as the QUIC driver does message by
+/// message), and counts each message's bytes as the driver counts them. The caller tells
+/// the initiator that the exchange ended and drains both cores.
+fn exchange_counted(initiator: &mut NodeCore, responder: &mut NodeCore, now_ms: u64) -> SyncBytes {
+    let mut bytes = SyncBytes {
+        exchanges: 1,
+        ..SyncBytes::default()
+    };
+    let (summary, initiator_fresh) = initiator.summary();
+    bytes.summary(&summary);
+    let (buckets, digest, responder_fresh) = responder.differ(&summary, initiator_fresh);
+    if !buckets.is_empty() {
+        bytes.buckets(&buckets);
+        bytes.digest(&digest);
+        let (for_responder, initiator_digest) =
+            initiator.exchange(&digest, &buckets, responder_fresh);
+        bytes.deltas(&for_responder);
+        bytes.digest(&initiator_digest);
+        responder.handle(Input::Merge(for_responder), now_ms);
+        let for_initiator = responder.missing(&initiator_digest, &buckets);
+        bytes.deltas(&for_initiator);
+        initiator.handle(Input::Merge(for_initiator), now_ms);
+    }
+    initiator.handle(Input::Synced(responder_fresh), now_ms);
+    responder.handle(Input::Synced(initiator_fresh), now_ms);
+    bytes
 }
 
 /// A signature of a store's contents: its bucket summary (every key and stamp) and size.
@@ -252,6 +284,9 @@ impl Engine {
         let inc = self.hosts[h].inc;
         let latency = self.network.latency_ms();
         let ended_after = if self.linked(h, o) {
+            let mut bytes = SyncBytes::default();
+            bytes.deltas(&deltas);
+            self.traffic.synced(&bytes);
             let input = Input::Merge(deltas);
             let event = Event::Node {
                 host: o,
@@ -296,7 +331,8 @@ impl Engine {
         if let (Some(Core::Node(a)), Some(Core::Node(b))) =
             (initiator.as_mut(), self.hosts[o].core.as_mut())
         {
-            knit_mesh::node_core::sync_pair(a, b, now);
+            let bytes = exchange_counted(a, b, now);
+            self.traffic.synced(&bytes);
         }
         self.hosts[from].core = initiator;
         self.drain_node(o);

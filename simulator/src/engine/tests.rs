@@ -282,3 +282,90 @@ constraints = ["node.labels.disk==ssd"]
 fn scenario_error(text: &str) -> String {
     Scenario::from_toml(text).unwrap_err().to_string()
 }
+
+/// The idle scenario at a size a test can run.
+fn idle(hosts: usize) -> Scenario {
+    let mut s = scenario(include_str!("../../scenarios/idle-1000.toml"));
+    s.hosts.count = hosts;
+    s.warmup_s = 10.0;
+    s.duration_s = 40.0;
+    s
+}
+
+#[test]
+fn an_idle_cluster_reports_its_gossip_from_the_cores_counters() {
+    let report = run(&idle(8), None).unwrap();
+    let crate::traffic::TrafficReport::Counted(t) = &report.traffic else {
+        panic!("not counted: {}", report.table());
+    };
+    // Eight hosts up for the whole 30 s window.
+    assert_eq!(t.host_s, 240.0);
+    assert!(t.gossip_bytes_per_host_s > 0.0, "{}", report.table());
+    assert!(t.gossip_packets_per_host_s > 0.0);
+    // Every packet sent is received (no loss, nobody down), but for those in flight at the
+    // window's ends.
+    let ratio = t.received_bytes_per_host_s / t.sent_bytes_per_host_s;
+    assert!((0.95..=1.05).contains(&ratio), "{}", report.table());
+    // Probes and their acks at least, and the kinds add up to the whole.
+    let kinds: Vec<&str> = t.by_kind.iter().map(|k| k.kind.as_str()).collect();
+    assert!(
+        kinds.contains(&"ping") && kinds.contains(&"ack"),
+        "{kinds:?}"
+    );
+    let sum: f64 = t.by_kind.iter().map(|k| k.bytes_out + k.bytes_in).sum();
+    assert!((sum - t.gossip_bytes_per_host_s).abs() < 0.01 * sum);
+    // The sent figure is the one the report has always given, over every host.
+    assert!((t.sent_bytes_per_host_s - report.bytes_per_host_s).abs() < 0.01);
+    // In sync, every exchange is one summary each way (64 buckets of 8 bytes), counted
+    // by both sides.
+    let sync = t
+        .anti_entropy
+        .as_ref()
+        .expect("store = true runs anti-entropy");
+    assert!(sync.exchanges_per_host_s > 0.0);
+    assert!(
+        (sync.summary_bytes_per_host_s - sync.exchanges_per_host_s * 2.0 * 512.0).abs() < 1.0,
+        "{}",
+        report.table()
+    );
+    assert!(report.table().contains("gossip (counted)"));
+    assert!(report.json().contains("\"by_kind\""));
+}
+
+#[test]
+fn a_write_after_a_partition_is_counted_as_anti_entropy_digests_and_deltas() {
+    let s = scenario(include_str!("../../scenarios/store-partition.toml"));
+    let report = run(&s, None).unwrap();
+    let crate::traffic::TrafficReport::Counted(t) = &report.traffic else {
+        panic!("not counted: {}", report.table());
+    };
+    let sync = t
+        .anti_entropy
+        .as_ref()
+        .expect("store = true runs anti-entropy");
+    assert!(sync.digest_bytes_per_host_s > 0.0, "{}", report.table());
+    assert!(sync.delta_bytes_per_host_s > 0.0, "{}", report.table());
+    // The small write rode on gossip as a rumor of its record.
+    assert!(
+        t.rumors
+            .iter()
+            .any(|r| r.record == "svc" && r.direction == "out"),
+        "{:?}",
+        t.rumors
+    );
+}
+
+#[test]
+fn a_model_run_says_its_gossip_was_not_measured() {
+    let mut s = idle(50);
+    s.store = false;
+    s.membership = crate::model::MembershipKind::Model;
+    let report = run(&s, None).unwrap();
+    assert!(
+        matches!(&report.traffic, crate::traffic::TrafficReport::NotMeasured(why) if why.starts_with("n/a (model)")),
+        "{:?}",
+        report.traffic
+    );
+    assert!(report.table().contains("n/a (model)"));
+    assert!(!report.table().contains("B/s/host"));
+}
