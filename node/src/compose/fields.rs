@@ -147,8 +147,9 @@ pub(super) fn env_files(
 }
 
 /// A service's `ports`, short (`"80:8080"`, `"127.0.0.1:80:8080/udp"`, `8080`) and long
-/// (`{target, published, protocol, mode}`) syntax. A port with a target only is refused
-/// for now: knit publishes every port it is given.
+/// (`{target, published, protocol, mode}`) syntax. A port with a target only is an
+/// internal port (`published: 0`): reached by the service's name, not published on the
+/// ingress (Swarm would publish it on a random port; a stack's services meet by name).
 pub(super) fn ports(
     items: &[Value],
     at: &str,
@@ -161,18 +162,39 @@ pub(super) fn ports(
             Value::Object(_) => long_port(item, &at, warnings)?,
             other => short_port(&scalar(other, &at)?, &at)?,
         };
-        let Some(published) = published else {
-            return Err(invalid(
-                &at,
-                format!(
-                    "port {target} has no published port; knit publishes every port it is given on every host: write PUBLISHED:{target} (replicas of a stack reach each other on the target port by service name without publishing)"
-                ),
-            ));
+        let pairs = match published {
+            Some(published) => expand_range(&published, &target, &at)?,
+            None => expand_range(&target, &target, &at)?
+                .into_iter()
+                .map(|(_, target)| (0, target))
+                .collect(),
         };
-        let pairs = expand_range(&published, &target, &at)?;
         for (published, target) in pairs {
             ports.push(PortSpec {
                 published,
+                target,
+                protocol,
+                proxy_protocol: false,
+            });
+        }
+    }
+    Ok(ports)
+}
+
+/// A service's `expose` (`"8080"`, `"9000-9001/tcp"`): internal ports, reached by the
+/// service's name only.
+pub(super) fn expose(items: &[Value], at: &str) -> Result<Vec<PortSpec>, ComposeError> {
+    let mut ports = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let at = format!("{at}[{i}]");
+        let text = scalar(item, &at)?;
+        let (target, protocol) = match text.rsplit_once('/') {
+            Some((target, proto)) => (target.to_owned(), protocol(proto, &at)?),
+            None => (text.clone(), Protocol::Tcp),
+        };
+        for (_, target) in expand_range(&target, &target, &at)? {
+            ports.push(PortSpec {
+                published: 0,
                 target,
                 protocol,
                 proxy_protocol: false,

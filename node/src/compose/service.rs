@@ -163,11 +163,15 @@ pub(super) fn read(
     }
     spec.env = environment(&service, cx)?;
     spec.ports = fields::ports(service.list("ports")?, &service.at_key("ports"), warnings)?;
-    if service.get("expose").is_some() {
-        warnings.push(format!(
-            "{}: knit publishes no port without a published one; replicas of a stack reach each other on any port by service name; ignored",
-            service.at_key("expose")
-        ));
+    for port in fields::expose(service.list("expose")?, &service.at_key("expose"))? {
+        // A port already given in `ports` (published or not) is reachable by name too.
+        if !spec
+            .ports
+            .iter()
+            .any(|p| p.target == port.target && p.protocol == port.protocol)
+        {
+            spec.ports.push(port);
+        }
     }
     spec.mounts = fields::volumes(
         service.list("volumes")?,

@@ -280,7 +280,6 @@ networks:
         "services.web.depends_on",
         "services.web.networks",
         "services.web.restart",
-        "services.web.expose",
         "services.web.frobnicate",
         "services.web.deploy.placement.preferences",
         "services.web.deploy.endpoint_mode",
@@ -292,7 +291,7 @@ networks:
         );
     }
     assert!(!warnings.contains("x-ours"), "{warnings}");
-    assert_eq!(stack.warnings.len(), 9, "{warnings}");
+    assert_eq!(stack.warnings.len(), 8, "{warnings}");
 }
 
 /// The error of a file with `service` as its only service.
@@ -308,14 +307,6 @@ fn what_cannot_be_honoured_safely_is_an_error_that_says_what_to_do() {
         (
             "    image: a\n    user: \"1000\"\n",
             "services.web.user: knit cannot run",
-        ),
-        (
-            "    image: a\n    ports: [\"8080\"]\n",
-            "write PUBLISHED:8080",
-        ),
-        (
-            "    image: a\n    ports: [{target: 80}]\n",
-            "port 80 has no published port",
         ),
         (
             "    image: a\n    ports: [\"127.0.0.1:80:8080\"]\n",
@@ -496,4 +487,23 @@ fn max_replicas_per_node_is_docker_s_cap() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("max_replicas_per_node"), "{err}");
+}
+
+#[test]
+fn target_only_ports_and_expose_are_reached_by_name_only() {
+    let stack = load_text(
+        "services:\n  api:\n    image: a\n    ports: [\"8080\", {target: 9000}, \"80:8000\"]\n    expose: [\"8080\", \"7000-7001\"]\n",
+    )
+    .unwrap();
+    let ports: Vec<(u16, u16)> = service(&stack, "app_api")
+        .ports
+        .iter()
+        .map(|p| (p.published, p.target))
+        .collect();
+    assert_eq!(
+        ports,
+        [(0, 8080), (0, 9000), (80, 8000), (0, 7000), (0, 7001)],
+        "8080 once; 0 is not published"
+    );
+    assert!(stack.warnings.is_empty(), "{:?}", stack.warnings);
 }
