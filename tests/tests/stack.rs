@@ -6,6 +6,7 @@
 //! With Docker (the locally built test image; nothing is pulled); skips with a message
 //! when Docker is missing, unless `KNIT_REQUIRE_DOCKER=1`.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -236,4 +237,200 @@ fn a_stack_deploys_updates_one_service_and_goes() {
         },
     )
     .expect("every container of the stack stops");
+}
+
+/// The front end's CGI: asks `api` by name and passes the query on.
+const FRONT: &str = r#"#!/bin/sh
+printf 'Content-Type: text/plain\r\n\r\n'
+a=$(nslookup api 2>/dev/null | sed -n 's/^Address: \([0-9.]*\)$/\1/p' | head -n 1)
+echo "front -> $(timeout 5 wget -q -O- "http://$a:8080/cgi-bin/api?$QUERY_STRING")"
+"#;
+
+/// The API's CGI: asks `store` by name and passes the query on.
+const API: &str = r#"#!/bin/sh
+printf 'Content-Type: text/plain\r\n\r\n'
+a=$(nslookup store 2>/dev/null | sed -n 's/^Address: \([0-9.]*\)$/\1/p' | head -n 1)
+echo "api -> $(timeout 5 wget -q -O- "http://$a:7000/cgi-bin/kv?$QUERY_STRING")"
+"#;
+
+/// The store's CGI: `?set=VALUE` writes the value to its data folder; every call says
+/// what is there.
+const STORE: &str = r#"#!/bin/sh
+printf 'Content-Type: text/plain\r\n\r\n'
+case "$QUERY_STRING" in
+  set=*) echo "${QUERY_STRING#set=}" > /data/value ;;
+esac
+echo "store has $(cat /data/value 2>/dev/null)"
+"#;
+
+/// A three-tier stack: `web` (published), `api` and `store` (internal ports only), each
+/// a busybox httpd whose CGI script comes as a config (and whose health check reads its
+/// own `/`); `store` keeps its data in a bind mount. `api` runs on p1 only, `web` and `store` anywhere else: every hop crosses hosts.
+fn three_tiers(image: &str, data: &Path, published: u16) -> String {
+    let serve = |script: &str, port: u16| {
+        format!(
+            r#"["sh", "-c", "mkdir -p /www/cgi-bin && echo ok > /www/index.html && cp /cfg/{script} /www/cgi-bin/{script} && chmod 555 /www/cgi-bin/{script} && exec httpd -f -p {port} -h /www"]
+    healthcheck:
+      test: ["CMD", "/bin/wget", "-q", "-O", "/dev/null", "http://127.0.0.1:{port}/"]
+      interval: 1s
+      timeout: 1s
+      retries: 3"#
+        )
+    };
+    format!(
+        r#"services:
+  web:
+    image: {image}
+    command: {web}
+    ports: ["{published}:8000"]
+    configs: [{{source: front, target: /cfg/front}}]
+    deploy:
+      placement: {{constraints: [node.name != p1]}}
+  api:
+    image: {image}
+    command: {api}
+    expose: ["8080"]
+    configs: [{{source: api, target: /cfg/api}}]
+    deploy:
+      placement: {{constraints: [node.name == p1]}}
+  store:
+    image: {image}
+    command: {store}
+    ports: ["7000"]
+    volumes: ["{data}:/data"]
+    configs: [{{source: kv, target: /cfg/kv}}]
+    deploy:
+      placement: {{constraints: [node.name != p1]}}
+configs:
+  front: {{file: ./front.sh}}
+  api: {{file: ./api.sh}}
+  kv: {{file: ./kv.sh}}
+"#,
+        web = serve("front", 8000),
+        api = serve("api", 8080),
+        store = serve("kv", 7000),
+        data = data.display(),
+    )
+}
+
+/// The node id each service of the stack runs on, from `stack ps`.
+fn nodes_of(peer: &Peer) -> std::collections::BTreeMap<String, String> {
+    let rows = peer
+        .cli_ok(&["stack", "ps", "app", "--format", "json"])
+        .unwrap_or_default();
+    rows.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|r| r["desired_state"] == "running" && r["state"] == "running")
+        .filter_map(|r| {
+            let slot = r["slot"].as_str()?;
+            let service = slot.rsplit_once('.').map_or(slot, |(s, _)| s);
+            Some((service.to_owned(), r["node_id"].as_str()?.to_owned()))
+        })
+        .collect()
+}
+
+#[test]
+fn a_three_tier_stack_finds_its_services_by_name_across_hosts_and_keeps_its_data() {
+    if !knit_tests::is_root() {
+        eprintln!("skipping: service discovery adds a local route, which needs root");
+        return;
+    }
+    let Some(image) = images::busybox_image().expect("the test image") else {
+        return;
+    };
+    let _lock = cluster_lock();
+    let mut cluster = Cluster::start(3, "fast").expect("three peers");
+    let ids: Vec<String> = cluster
+        .peers
+        .iter()
+        .map(|p| p.node_id().expect("node id"))
+        .collect();
+    let _cleanup = Cleanup(ids.clone());
+    let dir = cluster.root().join("app");
+    let data = cluster.root().join("store-data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, script) in [("front.sh", FRONT), ("api.sh", API), ("kv.sh", STORE)] {
+        std::fs::write(dir.join(name), script).unwrap();
+    }
+    let published = 18_000 + u16::try_from(std::process::id() % 1_000).unwrap();
+    let file = dir.join("compose.yml");
+    std::fs::write(&file, three_tiers(&image, &data, published)).unwrap();
+    let (out, _) = deploy(&cluster.peers[0], &file);
+    assert!(out.contains("created service app_store"), "{out}");
+
+    // Every hop crosses hosts: api on p1, web and store elsewhere.
+    let (placed, _) = wait_until(Duration::from_secs(90), "the three tiers to run", || {
+        let nodes = nodes_of(&cluster.peers[1]);
+        (nodes.len() == 3).then_some(nodes)
+    })
+    .expect("web, api and store run");
+    assert_eq!(placed["app_api"], ids[1]);
+    assert_ne!(placed["app_web"], ids[1]);
+    assert_ne!(placed["app_store"], ids[1]);
+
+    // The front end, through the ingress of p1, reaches api by name, which reaches store
+    // by name, which writes.
+    let ingress: Vec<SocketAddr> = cluster
+        .peers
+        .iter()
+        .map(|p| SocketAddr::new(p.listen.ip(), published))
+        .collect();
+    let ask = |i: usize, query: &str| {
+        knit_tests::http_get(
+            ingress[i],
+            &format!("/cgi-bin/front?{query}"),
+            Duration::from_secs(15),
+        )
+        .unwrap_or_else(|e| format!("error: {e:#}"))
+    };
+    let last = std::cell::RefCell::new(String::new());
+    wait_until(
+        Duration::from_secs(60),
+        "a write through the three tiers",
+        || {
+            let answer = ask(1, "set=kept-across-hosts");
+            let done = answer.contains("front -> api -> store has kept-across-hosts");
+            *last.borrow_mut() = answer;
+            done.then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("front end -> api -> store by name: {e}; last answer: {last:?}"));
+
+    // The store's host is lost (its peer and its containers): the store comes back on the
+    // other host it may run on, with the data written before.
+    let store_host = ids
+        .iter()
+        .position(|id| *id == placed["app_store"])
+        .expect("the store's host is a peer");
+    cluster.peers[store_host].lose_host();
+    remove_containers(&format!("knit.node={}", ids[store_host]));
+    let survivor = 3 - 1 - store_host; // the other of p0 and p2
+    let (answer, took) = wait_until(
+        Duration::from_secs(120),
+        "the store to run again elsewhere, with its data",
+        || {
+            let nodes = nodes_of(&cluster.peers[1]);
+            if nodes.get("app_store") != Some(&ids[survivor]) {
+                return None;
+            }
+            let answer = ask(1, "");
+            answer
+                .contains("store has kept-across-hosts")
+                .then_some(answer)
+        },
+    )
+    .expect("the store heals on the surviving host and keeps its data");
+    eprintln!(
+        "store back on {} in {:.1} s: {answer}",
+        cluster.peers[survivor].name,
+        took.as_secs_f64()
+    );
+    assert_eq!(
+        std::fs::read_to_string(data.join("value")).unwrap().trim(),
+        "kept-across-hosts"
+    );
+    cluster.peers[1]
+        .cli_ok(&["stack", "rm", "app"])
+        .expect("stack rm");
 }
