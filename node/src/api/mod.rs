@@ -19,6 +19,7 @@ mod openapi;
 mod operators;
 mod picture;
 mod sealed;
+mod registries;
 mod secrets;
 mod services;
 mod shape;
@@ -238,6 +239,9 @@ pub(crate) fn routes() -> Vec<Route> {
         route(Post, "/v1/configs", configs::create),
         route(Get, "/v1/configs/{name}", configs::inspect),
         route(Delete, "/v1/configs/{name}", configs::remove),
+        route(Get, "/v1/registries", registries::list),
+        route(Post, "/v1/registries", registries::login),
+        route(Delete, "/v1/registries/{server}", registries::logout),
         route(Get, "/v1/cluster/limits", cluster::limits),
         route(Post, "/v1/cluster/limits", cluster::set_limits),
         route(Get, "/v1/events", events::stream),

@@ -34,6 +34,9 @@ pub(crate) struct Launch {
     /// The folder of the replica's configs' files (each at its target's path under it),
     /// when its spec names any.
     pub(crate) configs: Option<std::path::PathBuf>,
+    /// The credentials of the image's registry (`knit login`), for a pull; its `Debug`
+    /// hides the password.
+    pub(crate) registry: Option<crate::registry::RegistryAuth>,
 }
 
 /// One replica as its driver sees it.

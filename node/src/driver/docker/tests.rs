@@ -89,6 +89,7 @@ fn launch(node: &str, slot: SlotId, image: &str, command: &[&str]) -> Launch {
     Launch {
         secrets: None,
         configs: None,
+        registry: None,
         slot,
         spec: Arc::new(spec),
         node: node.to_owned(),

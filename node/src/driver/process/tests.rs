@@ -67,6 +67,7 @@ fn launch(name: &str, script: &str, stop_signal: Option<&str>) -> Launch {
     Launch {
         secrets: None,
         configs: None,
+        registry: None,
         slot: SlotId::replica(name, 1),
         spec: Arc::new(spec),
         node: "test".into(),
