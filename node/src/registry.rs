@@ -56,7 +56,11 @@ pub(crate) fn server_name(given: &str) -> Result<String, BadServer> {
         .strip_prefix("https://")
         .or_else(|| trimmed.strip_prefix("http://"))
         .unwrap_or(trimmed);
-    let host = rest.split('/').next().unwrap_or_default().to_ascii_lowercase();
+    let host = rest
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     let allowed = |c: char| c.is_ascii_alphanumeric() || ".-:[]_".contains(c);
     if host.is_empty() || host.len() > SERVER_MAX_BYTES || !host.chars().all(allowed) {
         return Err(bad());
@@ -199,7 +203,10 @@ mod tests {
     #[test]
     fn an_image_pulls_from_the_registry_its_reference_names() {
         for (image, registry) in [
-            ("registry.example.com:5000/app:1", "registry.example.com:5000"),
+            (
+                "registry.example.com:5000/app:1",
+                "registry.example.com:5000",
+            ),
             ("127.0.0.1:5000/app:1", "127.0.0.1:5000"),
             ("ghcr.io/user/app@sha256:00", "ghcr.io"),
             ("localhost/app", "localhost"),
@@ -241,11 +248,18 @@ mod tests {
         let stored = serde_json::to_vec(&record).unwrap();
         let stored_text = String::from_utf8_lossy(&stored);
         assert!(!stored_text.contains(password), "{stored_text}");
-        assert!(!stored_text.contains(&hex::encode(password)), "{stored_text}");
+        assert!(
+            !stored_text.contains(&hex::encode(password)),
+            "{stored_text}"
+        );
         let back: RegistryRecord = serde_json::from_slice(&stored).unwrap();
         let auth = back.open(&creds).expect("opens");
         assert_eq!(
-            (auth.server.as_str(), auth.username.as_str(), auth.password.as_str()),
+            (
+                auth.server.as_str(),
+                auth.username.as_str(),
+                auth.password.as_str()
+            ),
             ("reg.io:5000", "alice", password)
         );
         assert_eq!(auth.server_address(), "reg.io:5000");

@@ -185,7 +185,11 @@ fn basic(user: &str, password: &str) -> String {
     let bytes = format!("{user}:{password}").into_bytes();
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -292,17 +296,25 @@ fn a_login_on_one_peer_lets_another_pull() {
     );
 
     // `service ps` says the pull failed, and what to do.
-    let (failure, _) = wait_until(Duration::from_secs(60), "service ps to show the pull failure", || {
-        let text = p0
-            .cli_ok(&["service", "ps", "private", "--format", "json"])
-            .ok()?;
-        text.contains("cannot be pulled").then_some(text)
-    })
+    let (failure, _) = wait_until(
+        Duration::from_secs(60),
+        "service ps to show the pull failure",
+        || {
+            let text = p0
+                .cli_ok(&["service", "ps", "private", "--format", "json"])
+                .ok()?;
+            text.contains("cannot be pulled").then_some(text)
+        },
+    )
     .expect("service ps shows the pull failure");
     assert!(failure.contains(&image), "{failure}");
-    assert!(failure.contains(&ids[1][..12]), "on the other peer: {failure}");
+    assert!(
+        failure.contains(&ids[1][..12]),
+        "on the other peer: {failure}"
+    );
 
-    p0.cli_ok(&["service", "rm", "private"]).expect("service rm");
+    p0.cli_ok(&["service", "rm", "private"])
+        .expect("service rm");
     for id in &ids {
         knit_tests::remove_containers(&format!("knit.node={id}"));
     }
@@ -310,9 +322,11 @@ fn a_login_on_one_peer_lets_another_pull() {
     // Nowhere in clear text: the state files and the logs.
     for peer in &cluster.peers {
         let state = peer.data_dir.join("state.bin");
-        wait_until(Duration::from_secs(20), "state.bin to hold the login", || {
-            contains(&state, &server).then_some(())
-        })
+        wait_until(
+            Duration::from_secs(20),
+            "state.bin to hold the login",
+            || contains(&state, &server).then_some(()),
+        )
         .expect("the login is saved");
         assert!(
             !contains(&state, PASSWORD),

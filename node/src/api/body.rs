@@ -300,7 +300,10 @@ mod tests {
     #[test]
     fn a_login_is_read_strictly() {
         let read: RegistryLogin = parse(&serde_json::to_vec(&registry_login()).unwrap()).unwrap();
-        assert_eq!((read.username.as_str(), read.password.as_str()), ("alice", "pw"));
+        assert_eq!(
+            (read.username.as_str(), read.password.as_str()),
+            ("alice", "pw")
+        );
         let mut body = json(&registry_login());
         body["passwd"] = "pw".into();
         let message = refusal::<RegistryLogin>(&body);

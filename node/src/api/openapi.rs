@@ -9,9 +9,7 @@ use axum::Json;
 use utoipa::OpenApi;
 use utoipa::openapi::{Components, OpenApi as Document};
 
-use super::{
-    cluster, configs, dashboard, events, nodes, operators, registries, secrets, services,
-};
+use super::{cluster, configs, dashboard, events, nodes, operators, registries, secrets, services};
 use crate::wire::ErrorBody;
 
 /// What the document says of the API as a whole.

@@ -104,8 +104,12 @@ pub(super) async fn run(client: &Client, command: ServiceCommand) -> Result<()> 
             match updated {
                 Some(spec) => {
                     println!("{}", spec.name);
-                    super::registries::check_auth(client, args.registry_auth, spec.image.as_deref())
-                        .await;
+                    super::registries::check_auth(
+                        client,
+                        args.registry_auth,
+                        spec.image.as_deref(),
+                    )
+                    .await;
                     warn_udp(&spec);
                     if !args.detach {
                         progress::converge(client, &spec).await?;
