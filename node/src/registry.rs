@@ -184,6 +184,18 @@ impl RegistryAuth {
     }
 }
 
+impl RegistryAuth {
+    /// These credentials as the engine takes them for a pull.
+    pub(crate) fn docker_credentials(&self) -> bollard::auth::DockerCredentials {
+        bollard::auth::DockerCredentials {
+            username: Some(self.username.clone()),
+            password: Some(self.password.clone()),
+            serveraddress: Some(self.server_address().to_owned()),
+            ..Default::default()
+        }
+    }
+}
+
 impl std::fmt::Debug for RegistryAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RegistryAuth")
@@ -286,5 +298,11 @@ mod tests {
             password: "p".into(),
         };
         assert_eq!(auth.server_address(), DOCKER_HUB_ADDRESS);
+        let engine = auth.docker_credentials();
+        assert_eq!(engine.serveraddress.as_deref(), Some(DOCKER_HUB_ADDRESS));
+        assert_eq!(
+            (engine.username.as_deref(), engine.password.as_deref()),
+            (Some("u"), Some("p"))
+        );
     }
 }

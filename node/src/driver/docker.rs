@@ -395,7 +395,9 @@ impl DockerDriver {
             Err(e) if is_not_found(&e) => {}
             Err(e) => return Err(failed(&format!("inspect image {image}"), &e)),
         }
-        let credentials = auth.map(credentials_of).or_else(registry_credentials);
+        let credentials = auth
+            .map(crate::registry::RegistryAuth::docker_credentials)
+            .or_else(registry_credentials);
         let user = credentials.as_ref().and_then(|c| c.username.clone());
         tracing::info!(image, user, "image not found locally; pulling");
         let options = CreateImageOptionsBuilder::default()
@@ -417,16 +419,6 @@ impl DockerDriver {
                     crate::registry::registry_of(image)
                 ),
             })
-    }
-}
-
-/// `knit login`'s credentials as the engine takes them.
-fn credentials_of(auth: &crate::registry::RegistryAuth) -> DockerCredentials {
-    DockerCredentials {
-        username: Some(auth.username.clone()),
-        password: Some(auth.password.clone()),
-        serveraddress: Some(auth.server_address().to_owned()),
-        ..Default::default()
     }
 }
 
