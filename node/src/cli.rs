@@ -63,6 +63,14 @@ pub(crate) enum Command {
     /// Deploy and manage stacks of services from Compose files.
     #[command(subcommand)]
     Stack(crate::commands::StackCommand),
+    /// Store credentials for a registry, sealed in the cluster's state: every host pulls
+    /// that registry's images with them.
+    Login(crate::commands::LoginArgs),
+    /// Remove the credentials `knit login` stored for a registry.
+    Logout(crate::commands::LogoutArgs),
+    /// List the registries `knit login` stored credentials for.
+    #[command(subcommand)]
+    Registry(crate::commands::RegistryCommand),
     /// Show or change cluster-wide settings.
     #[command(subcommand)]
     Cluster(ClusterCommand),

@@ -1,4 +1,5 @@
-//! The command lines of `knit config` and `knit stack`, and the listing flags every list
+//! The command lines of `knit config`, `knit stack`, `knit login`, `knit logout` and
+//! `knit registry`, and the listing flags every list
 //! shares, kept apart from `cli.rs` (which names them in its `Command`, and imports this
 //! module, never the other way round).
 
@@ -106,6 +107,45 @@ pub(crate) enum StackCommand {
         /// The stacks.
         #[arg(required = true)]
         names: Vec<String>,
+    },
+}
+
+/// `knit login`: Docker's flags. Nothing is prompted for.
+#[derive(Debug, Args)]
+pub(crate) struct LoginArgs {
+    /// The registry server: a host with an optional port (registry.example.com:5000);
+    /// Docker Hub when left out.
+    pub(crate) server: Option<String>,
+    /// The user name.
+    #[arg(short, long)]
+    pub(crate) username: Option<String>,
+    /// The password (it stays in the shell's history: prefer --password-stdin).
+    #[arg(short, long, conflicts_with = "password_stdin")]
+    pub(crate) password: Option<String>,
+    /// Read the password or token from standard input (one line).
+    #[arg(long)]
+    pub(crate) password_stdin: bool,
+}
+
+/// `knit logout`.
+#[derive(Debug, Args)]
+pub(crate) struct LogoutArgs {
+    /// The registry server; Docker Hub when left out.
+    pub(crate) server: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RegistryCommand {
+    /// List the registries the cluster has credentials for (never the passwords).
+    #[command(alias = "list")]
+    Ls {
+        /// Output format: `table`, `json` (one object per line), or a template such as
+        /// '{{.Server}} {{.Username}}'.
+        #[arg(long, default_value = "table", value_name = "table|json|TEMPLATE")]
+        format: Format,
+        /// Print servers only.
+        #[arg(short, long)]
+        quiet: bool,
     },
 }
 

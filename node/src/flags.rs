@@ -429,6 +429,8 @@ pub(crate) struct CreateArgs {
     #[command(flatten)]
     pub(crate) detach: DetachArg,
     #[command(flatten)]
+    pub(crate) registry_auth: RegistryAuthArg,
+    #[command(flatten)]
     pub(crate) spec: SpecFlags,
     /// IMAGE [COMMAND] [ARG...] (docker), or COMMAND [ARG...] (process).
     #[arg(required = true, trailing_var_arg = true)]
@@ -443,6 +445,16 @@ pub(crate) struct DetachArg {
     /// Docker's does), and returns at once when it is a pipe or a file.
     #[arg(short = 'd', long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub(crate) detach: Option<bool>,
+}
+
+/// `--with-registry-auth` of `service create` and `service update`, as Docker's.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub(crate) struct RegistryAuthArg {
+    /// Docker's flag, taken for its scripts: credentials are cluster-wide once given
+    /// with `knit login` (every host pulls with them, with or without this flag). With
+    /// it, the command warns when the cluster has none for the image's registry.
+    #[arg(long)]
+    pub(crate) with_registry_auth: bool,
 }
 
 impl DetachArg {
@@ -545,6 +557,8 @@ pub(crate) struct UpdateArgs {
     /// command shows the rollout's progress until it converges, as Docker's does).
     #[arg(short = 'd', long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub(crate) detach: bool,
+    #[command(flatten)]
+    pub(crate) registry_auth: RegistryAuthArg,
     #[command(flatten)]
     pub(crate) spec: SpecFlags,
 }

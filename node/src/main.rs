@@ -27,6 +27,7 @@ mod notify;
 mod peer;
 mod persist;
 mod records;
+mod registry;
 mod secrets;
 mod tasks;
 mod telemetry;

@@ -10,6 +10,7 @@
 //! | `cluster/limits` | any peer | `Limits` |
 //! | `secret/<name>` | any peer (`secret create/rm`) | `SealedRecord`: the value sealed |
 //! | `config/<name>` | any peer (`config create/rm`) | `SealedRecord`: the content sealed |
+//! | `registry/<server>` | any peer (`login`, `logout`) | `RegistryRecord`: the password sealed |
 //! | `node/<id>/spec` | any peer (`node update`) | `NodeSpec` |
 //! | `owned/<id>/info` | the node | `NodeInfo` |
 //! | `owned/<id>/applied` | the node | `Applied` |

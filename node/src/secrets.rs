@@ -1,4 +1,4 @@
-//! Secrets and configs on their way to a replica: read from the replicated state and
+//! Secrets, configs and registry credentials on their way to a replica: read from the replicated state and
 //! unsealed ([`SecretSource`]), then written as files on memory
 //! ([`crate::driver::sealed_files::SealedFiles`]), never on disk.
 //!
@@ -38,6 +38,11 @@ pub(crate) struct SecretSource {
 impl SecretSource {
     pub(crate) fn new(mesh: Mesh, creds: Arc<Credentials>) -> Self {
         Self { mesh, creds }
+    }
+
+    /// The credentials `knit login` stored for `image`'s registry, unsealed.
+    pub(crate) fn registry_auth(&self, image: &str) -> Option<crate::registry::RegistryAuth> {
+        crate::registry::auth_for(&self.mesh.store().borrow(), &self.creds, image)
     }
 
     /// The value of each secret or config of `kind` that `names` names, in their order.

@@ -209,6 +209,39 @@ pub(crate) struct ConfigDetail {
     pub(crate) data_hex: String,
 }
 
+/// `knit login`: a registry server and the credentials to pull from it with.
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RegistryLogin {
+    /// The server: a host with an optional port (`registry.example.com:5000`), or
+    /// `docker.io` (also `https://index.docker.io/v1/`) for Docker Hub.
+    pub(crate) server: String,
+    /// The user name.
+    pub(crate) username: String,
+    /// The password or access token; stored sealed, never shown again.
+    pub(crate) password: String,
+}
+
+impl std::fmt::Debug for RegistryLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryLogin")
+            .field("server", &self.server)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A registry as `knit registry ls` shows it: never its password.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub(crate) struct RegistrySummary {
+    /// The server (`docker.io` for Docker Hub).
+    pub(crate) server: String,
+    /// The user name pulls use.
+    pub(crate) username: String,
+    /// When `knit login` stored the credentials, in ms since the Unix epoch.
+    pub(crate) created_at_ms: u64,
+}
+
 /// What the API answers with an error status (4xx, 5xx).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub(crate) struct ErrorBody {

@@ -3,7 +3,7 @@
 //! one key per purpose, a random nonce stored before the ciphertext, and the value's name
 //! as associated data, so that a sealed value moved to another name does not open.
 //!
-//! The join secret, service secrets and configs are stored this way: the replicated state, its
+//! The join secret, service secrets, configs and registry passwords are stored this way: the replicated state, its
 //! file and the API's answers never hold them in clear text.
 
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
@@ -22,6 +22,8 @@ pub enum Purpose {
     /// A service config (`knit config create`): not secret, but kept out of the state's
     /// file in clear text all the same.
     Config,
+    /// A registry password (`knit login`), named by its record's server and user.
+    Registry,
 }
 
 impl Purpose {
@@ -30,6 +32,7 @@ impl Purpose {
             Self::JoinSecret => b"knit join secret v1",
             Self::Secret => b"knit service secret v1",
             Self::Config => b"knit service config v1",
+            Self::Registry => b"knit registry credentials v1",
         }
     }
 }

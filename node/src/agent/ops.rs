@@ -178,6 +178,10 @@ impl Op {
         let driver = self.drivers.for_kind(spec.driver).map_err(|e| (from, e))?;
         let secrets = self.secret_files(slot, spec).map_err(|e| (from, e))?;
         let configs = self.config_files(slot, spec).map_err(|e| (from, e))?;
+        let registry = match (spec.driver, spec.image.as_deref()) {
+            (DriverKind::Docker, Some(image)) => self.secrets.registry_auth(image),
+            _ => None,
+        };
         let launch = Launch {
             slot: slot.clone(),
             spec: Arc::new(spec.clone()),
@@ -185,6 +189,7 @@ impl Op {
             secrets,
             configs,
             directory: self.drivers.directory.borrow().clone(),
+            registry,
         };
         let replica = driver.start(&launch).await.map_err(|e| (from, e))?;
         tracing::info!(slot = %slot, runtime_id = %replica.runtime_id, version, ports = ?replica.host_ports, "started");

@@ -50,6 +50,10 @@ impl RequestBody for crate::wire::SecretCreate {
     const WHAT: &'static str = "the secret";
 }
 
+impl RequestBody for crate::wire::RegistryLogin {
+    const WHAT: &'static str = "the login";
+}
+
 impl RequestBody for crate::wire::ConfigCreate {
     const WHAT: &'static str = "the config";
 }
@@ -158,6 +162,7 @@ mod tests {
     use utoipa::ToSchema;
 
     use super::*;
+    use crate::wire::RegistryLogin;
 
     /// A spec with every optional field set, so that its JSON names every field.
     fn full_spec() -> ServiceSpec {
@@ -265,6 +270,7 @@ mod tests {
             (NodeSpec::name(), json(&node_spec())),
             (Limits::name(), json(&Limits::default())),
             (ClientCertRequest::name(), json(&cert_request())),
+            (RegistryLogin::name(), json(&registry_login())),
         ];
         for (name, value) in bodies {
             let Some(utoipa::openapi::RefOr::T(utoipa::openapi::schema::Schema::Object(schema))) =
@@ -281,6 +287,34 @@ mod tests {
                 .collect();
             assert_eq!(documented, written, "{name}");
         }
+    }
+
+    fn registry_login() -> RegistryLogin {
+        RegistryLogin {
+            server: "reg.io:5000".into(),
+            username: "alice".into(),
+            password: "pw".into(),
+        }
+    }
+
+    #[test]
+    fn a_login_is_read_strictly() {
+        let read: RegistryLogin = parse(&serde_json::to_vec(&registry_login()).unwrap()).unwrap();
+        assert_eq!(
+            (read.username.as_str(), read.password.as_str()),
+            ("alice", "pw")
+        );
+        let mut body = json(&registry_login());
+        body["passwd"] = "pw".into();
+        let message = refusal::<RegistryLogin>(&body);
+        assert!(
+            message.starts_with(r#"unknown field "passwd" in the login"#),
+            "{message}"
+        );
+        assert!(
+            !format!("{read:?}").contains("\"pw\""),
+            "a login's Debug hides the password"
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod nodes;
 mod openapi;
 mod operators;
 mod picture;
+mod registries;
 mod sealed;
 mod secrets;
 mod services;
@@ -242,6 +243,9 @@ pub(crate) fn routes() -> Vec<Route> {
         route(Post, "/v1/configs", configs::create),
         route(Get, "/v1/configs/{name}", configs::inspect),
         route(Delete, "/v1/configs/{name}", configs::remove),
+        route(Get, "/v1/registries", registries::list),
+        route(Post, "/v1/registries", registries::login),
+        route(Delete, "/v1/registries/{server}", registries::logout),
         route(Get, "/v1/cluster/limits", cluster::limits),
         route(Post, "/v1/cluster/limits", cluster::set_limits),
         route(Get, "/v1/events", events::stream),

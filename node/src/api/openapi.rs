@@ -9,7 +9,7 @@ use axum::Json;
 use utoipa::OpenApi;
 use utoipa::openapi::{Components, OpenApi as Document};
 
-use super::{cluster, configs, dashboard, events, nodes, operators, secrets, services};
+use super::{cluster, configs, dashboard, events, nodes, operators, registries, secrets, services};
 use crate::wire::ErrorBody;
 
 /// What the document says of the API as a whole.
@@ -44,6 +44,9 @@ field their schema does not are refused with 400; errors are `{\"error\": \"...\
         configs::create,
         configs::inspect,
         configs::remove,
+        registries::list,
+        registries::login,
+        registries::logout,
         cluster::limits,
         cluster::set_limits,
         events::stream,
@@ -58,6 +61,7 @@ field their schema does not are refused with 400; errors are `{\"error\": \"...\
         (name = "services", description = "Service specs, their tasks and logs"),
         (name = "secrets", description = "Secrets, sealed in the cluster's state and given to replicas as files"),
         (name = "configs", description = "Configs: files given to replicas at a path, sealed in the cluster's state"),
+        (name = "registries", description = "Registry credentials (`knit login`), sealed in the cluster's state, that every host pulls images with"),
         (name = "cluster", description = "Cluster-wide settings and the join token"),
         (name = "events", description = "The cluster's changes as they happen, and the dashboard"),
         (name = "operators", description = "Client certificates for the API over TCP"),

@@ -7,6 +7,7 @@ mod logs;
 mod nodes;
 mod progress;
 mod records;
+mod registries;
 mod secrets;
 mod services;
 mod stack;
@@ -152,6 +153,9 @@ pub(crate) async fn run(
         Command::Config(command) => configs::run(&client, command).await,
         Command::Stack(command) => stack::run(&client, command).await,
         Command::Cluster(command) => cluster(&client, command).await,
+        Command::Login(args) => registries::login(&client, args).await,
+        Command::Logout(args) => registries::logout(&client, args).await,
+        Command::Registry(command) => registries::run(&client, command).await,
     }
 }
 

@@ -21,6 +21,7 @@ pub(super) async fn run(client: &Client, command: ServiceCommand) -> Result<()> 
     match command {
         ServiceCommand::Create(args) => {
             let spec = args.to_spec(&limits(client).await)?;
+            super::registries::check_auth(client, args.registry_auth, spec.image.as_deref()).await;
             let created: ServiceSpec = client.post("/v1/services", &spec).await?;
             println!("{}", created.name);
             warn_udp(&created);
@@ -106,6 +107,12 @@ pub(super) async fn run(client: &Client, command: ServiceCommand) -> Result<()> 
             match updated {
                 Some(spec) => {
                     println!("{}", spec.name);
+                    super::registries::check_auth(
+                        client,
+                        args.registry_auth,
+                        spec.image.as_deref(),
+                    )
+                    .await;
                     warn_udp(&spec);
                     if !args.detach {
                         progress::converge(client, &spec).await?;

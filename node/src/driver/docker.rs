@@ -7,8 +7,9 @@
 //! (restart policy `no`): knit's reconcile loop decides. Each target port is published on a
 //! host port Docker picks; the forwarder reads the mapping from [`Replica::host_ports`].
 //!
-//! An image is taken from the local store when present, else pulled (with credentials from
-//! `KNIT_REGISTRY_USER` / `KNIT_REGISTRY_PASSWORD` when set). Every API call is bounded by a
+//! An image is taken from the local store when present, else pulled with the credentials
+//! `knit login` stored for its registry ([`Launch::registry`]), or else those of
+//! `KNIT_REGISTRY_USER` / `KNIT_REGISTRY_PASSWORD` when set. Every API call is bounded by a
 //! timeout. This module does not decide anything: it starts, stops, lists and probes.
 
 use std::collections::{BTreeMap, HashMap};
@@ -188,7 +189,7 @@ impl DockerDriver {
                 launch.spec.name
             ))
         })?;
-        self.ensure_image(image).await?;
+        self.ensure_image(image, launch.registry.as_ref()).await?;
         let options = CreateContainerOptionsBuilder::default()
             .name(&container_name(&launch.slot))
             .build();
@@ -382,20 +383,29 @@ impl DockerDriver {
         }
     }
 
-    /// Makes sure `image` is in the local store: inspects it, else pulls it.
-    async fn ensure_image(&self, image: &str) -> Result<(), DriverError> {
+    /// Makes sure `image` is in the local store: inspects it, else pulls it, with `auth`
+    /// when given.
+    async fn ensure_image(
+        &self,
+        image: &str,
+        auth: Option<&crate::registry::RegistryAuth>,
+    ) -> Result<(), DriverError> {
         match within(CALL_TIMEOUT, self.docker.inspect_image(image)).await {
             Ok(_) => return Ok(()),
             Err(e) if is_not_found(&e) => {}
             Err(e) => return Err(failed(&format!("inspect image {image}"), &e)),
         }
-        tracing::info!(image, "image not found locally; pulling");
+        let credentials = auth
+            .map(crate::registry::RegistryAuth::docker_credentials)
+            .or_else(registry_credentials);
+        let user = credentials.as_ref().and_then(|c| c.username.clone());
+        tracing::info!(image, user, "image not found locally; pulling");
         let options = CreateImageOptionsBuilder::default()
             .from_image(&image_reference(image))
             .build();
         let pull = self
             .docker
-            .create_image(Some(options), None, registry_credentials())
+            .create_image(Some(options), None, credentials)
             .try_for_each(|_progress| async { Ok(()) });
         within(PULL_TIMEOUT, pull)
             .await
@@ -403,14 +413,17 @@ impl DockerDriver {
                 image: image.to_owned(),
                 detail: format!(
                     "not found locally and cannot be pulled: {}; build or load it on this \
-                     host (docker build / docker load)",
-                    reason(&e)
+                     host (docker build / docker load), or for a private registry \
+                     `knit login {}`",
+                    reason(&e),
+                    crate::registry::registry_of(image)
                 ),
             })
     }
 }
 
-/// Credentials for pulls, from `KNIT_REGISTRY_USER` and `KNIT_REGISTRY_PASSWORD`.
+/// Credentials for pulls, from `KNIT_REGISTRY_USER` and `KNIT_REGISTRY_PASSWORD`: the
+/// fallback for an image whose registry `knit login` has none for.
 fn registry_credentials() -> Option<DockerCredentials> {
     let username = std::env::var("KNIT_REGISTRY_USER").ok()?;
     Some(DockerCredentials {

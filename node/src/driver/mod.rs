@@ -37,6 +37,9 @@ pub(crate) struct Launch {
     /// The services' names and addresses as this peer serves them now: the resolver a
     /// container gets, the variables a process gets (empty when discovery is off).
     pub(crate) directory: Arc<crate::discovery::Directory>,
+    /// The credentials of the image's registry (`knit login`), for a pull; its `Debug`
+    /// hides the password.
+    pub(crate) registry: Option<crate::registry::RegistryAuth>,
 }
 
 /// One replica as its driver sees it.

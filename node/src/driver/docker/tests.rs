@@ -90,6 +90,7 @@ fn launch(node: &str, slot: SlotId, image: &str, command: &[&str]) -> Launch {
         secrets: None,
         configs: None,
         directory: Default::default(),
+        registry: None,
         slot,
         spec: Arc::new(spec),
         node: node.to_owned(),

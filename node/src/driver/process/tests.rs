@@ -68,6 +68,7 @@ fn launch(name: &str, script: &str, stop_signal: Option<&str>) -> Launch {
         secrets: None,
         configs: None,
         directory: Default::default(),
+        registry: None,
         slot: SlotId::replica(name, 1),
         spec: Arc::new(spec),
         node: "test".into(),
