@@ -115,41 +115,14 @@ impl FromStr for ConfigRef {
             input: input.to_owned(),
             why,
         };
-        let text = input.trim();
-        let mut source = None;
-        let mut target = None;
-        let (mut uid, mut gid, mut mode) = (0, 0, CONFIG_MODE_DEFAULT);
-        if !text.contains('=') {
-            source = Some(text.to_owned());
-        } else {
-            for field in text.split(',').map(str::trim).filter(|f| !f.is_empty()) {
-                let Some((key, value)) = field.split_once('=') else {
-                    return Err(err(format!("{field:?} needs a value ({field}=...)")));
-                };
-                let number = |radix: u32| {
-                    u32::from_str_radix(value.trim(), radix)
-                        .map_err(|_| err(format!("{key}={value}: not a number")))
-                };
-                match key.trim() {
-                    "source" | "src" => source = Some(value.trim().to_owned()),
-                    "target" => target = Some(value.trim().to_owned()),
-                    "uid" => uid = number(10)?,
-                    "gid" => gid = number(10)?,
-                    "mode" => mode = number(8)?,
-                    other => {
-                        return Err(err(format!(
-                            "unknown key {other:?} (source, target, uid, gid, mode)"
-                        )));
-                    }
-                }
-            }
-        }
-        let source = source.ok_or_else(|| err("no source".to_owned()))?;
-        let mut config = ConfigRef::new(&source);
-        if let Some(target) = target {
+        let fields = super::file_ref::parse(input).map_err(err)?;
+        let mut config = ConfigRef::new(&fields.source);
+        if let Some(target) = fields.target {
             config.target = target;
         }
-        (config.uid, config.gid, config.mode) = (uid, gid, mode);
+        config.uid = fields.uid;
+        config.gid = fields.gid;
+        config.mode = fields.mode.unwrap_or(CONFIG_MODE_DEFAULT);
         match config.problem() {
             Some(why) => Err(err(why)),
             None => Ok(config),

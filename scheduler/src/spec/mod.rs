@@ -5,6 +5,7 @@
 
 mod config;
 mod constraint;
+mod file_ref;
 pub mod limits;
 mod mount;
 mod port;

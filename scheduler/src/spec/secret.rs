@@ -96,42 +96,13 @@ impl FromStr for SecretRef {
             input: input.to_owned(),
             why,
         };
-        let text = input.trim();
-        let mut source = None;
-        let mut target = None;
-        let (mut uid, mut gid, mut mode) = (0, 0, SECRET_MODE_DEFAULT);
-        if !text.contains('=') {
-            source = Some(text.to_owned());
-        } else {
-            for field in text.split(',').map(str::trim).filter(|f| !f.is_empty()) {
-                let Some((key, value)) = field.split_once('=') else {
-                    return Err(err(format!("{field:?} needs a value ({field}=...)")));
-                };
-                let number = |radix: u32| {
-                    u32::from_str_radix(value.trim(), radix)
-                        .map_err(|_| err(format!("{key}={value}: not a number")))
-                };
-                match key.trim() {
-                    "source" | "src" => source = Some(value.trim().to_owned()),
-                    "target" => target = Some(value.trim().to_owned()),
-                    "uid" => uid = number(10)?,
-                    "gid" => gid = number(10)?,
-                    "mode" => mode = number(8)?,
-                    other => {
-                        return Err(err(format!(
-                            "unknown key {other:?} (source, target, uid, gid, mode)"
-                        )));
-                    }
-                }
-            }
-        }
-        let source = source.ok_or_else(|| err("no source".to_owned()))?;
+        let fields = super::file_ref::parse(input).map_err(err)?;
         let secret = SecretRef {
-            target: target.unwrap_or_else(|| source.clone()),
-            source,
-            uid,
-            gid,
-            mode,
+            target: fields.target.unwrap_or_else(|| fields.source.clone()),
+            source: fields.source,
+            uid: fields.uid,
+            gid: fields.gid,
+            mode: fields.mode.unwrap_or(SECRET_MODE_DEFAULT),
         };
         match secret.problem() {
             Some(why) => Err(err(why)),
