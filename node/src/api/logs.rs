@@ -5,6 +5,7 @@
 //! that is down or does not answer within the mesh's open timeout is reported by a line
 //! `error: ...` (the CLI prints those on stderr) and not waited for.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -244,10 +245,14 @@ async fn remote(
         }
     };
     let deadline = (!follow).then(|| tokio::time::Instant::now() + READ_TIMEOUT);
+    let mut view = state.mesh.view();
     loop {
         let next = tokio::select! {
             () = items.closed() => return,
             () = until(deadline) => Err(format!("no end within {READ_TIMEOUT:?}")),
+            // The transport keeps idle connections for minutes and sends no keep-alives:
+            // a host that died is noticed by failure detection, not by the stream.
+            () = seen_gone(&mut view, node) => Err("it is down".to_owned()),
             next = stream.next() => next.map_err(|e| e.to_string()),
         };
         let batch = match next {
@@ -269,6 +274,24 @@ async fn remote(
             if items.send((node, item)).await.is_err() {
                 return;
             }
+        }
+    }
+}
+
+/// Waits until this peer sees `node` down or gone (or the mesh stops).
+async fn seen_gone(
+    view: &mut tokio::sync::watch::Receiver<Arc<knit_mesh::node_core::View>>,
+    node: NodeId,
+) {
+    loop {
+        let gone = view
+            .borrow_and_update()
+            .members
+            .iter()
+            .find(|m| m.peer.node == node)
+            .is_none_or(|m| !m.state.is_active());
+        if gone || view.changed().await.is_err() {
+            return;
         }
     }
 }
