@@ -19,6 +19,7 @@
 
 pub mod codec;
 pub mod id;
+pub mod lifeguard;
 pub mod membership;
 pub mod node_core;
 pub mod profile;
@@ -32,8 +33,9 @@ pub mod trust;
 pub mod quic;
 
 pub use id::{NodeId, PeerId};
-pub use membership::{Connection, MemberRecord, MemberState, Membership, Output};
+pub use membership::{Connection, MemberRecord, MemberState, Membership, MembershipTimer, Output};
 pub use profile::Profile;
 
-/// foca's timer type, which [`Output::Timer`] hands out and drivers hand back.
-pub type Timer = foca::Timer<PeerId>;
+/// The membership core's timer type, which [`Output::Timer`] hands out and drivers hand
+/// back.
+pub type Timer = MembershipTimer;

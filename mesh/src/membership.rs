@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, WireCodec};
 use crate::id::{NodeId, PeerId};
+use crate::lifeguard::{LocalHealth, Suspicion};
 use crate::profile::Profile;
 use crate::rumor::{Rumor, RumorBox};
 use crate::store::Delta;
@@ -85,8 +86,12 @@ pub enum Output {
         /// How long from now.
         after: Duration,
         /// The timer to hand back.
-        timer: Timer<PeerId>,
+        timer: MembershipTimer,
     },
+    /// Check whether anything still listens on that member's port: send it a datagram the
+    /// transport ignores, and call [`Membership::handle_refused`] if its host refuses it
+    /// (ICMP port unreachable). Silence proves nothing and needs no answer.
+    CheckPort(PeerId),
     /// A member's record changed.
     Changed(MemberRecord),
     /// A write to the replicated store arrived as a rumor: merge it.
@@ -94,6 +99,30 @@ pub enum Output {
     /// This node's own identity changed (it rejoined after being declared down); persist
     /// the epoch so the next start is newer still.
     Renewed(PeerId),
+}
+
+/// A timer of the membership core.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MembershipTimer {
+    /// foca's own.
+    Swim(Timer<PeerId>),
+    /// A direct check of a suspect ran out: confirm the suspicion unless it answered.
+    Check {
+        /// The suspect.
+        node: NodeId,
+        /// Which check.
+        check: u32,
+    },
+    /// A suspicion of this member may have reached its deadline.
+    Deadline(NodeId),
+}
+
+/// foca's probe in flight, as seen in the packets: its Ping out, and an Ack back.
+#[derive(Debug, Clone, Copy)]
+struct Probe {
+    target: PeerId,
+    number: foca::ProbeNumber,
+    answered: bool,
 }
 
 /// foca refused an input.
@@ -123,6 +152,22 @@ pub struct Membership {
     revoked: BTreeSet<NodeId>,
     /// How far ahead of local wall time a store write in a rumor may be stamped.
     clock_skew_max_ms: u64,
+    /// The time of the input being handled (caller's clock, ms).
+    now_ms: u64,
+    /// Lifeguard's local health: how far this node stretches its own probing.
+    health: LocalHealth,
+    /// foca's probe in flight.
+    probe: Option<Probe>,
+    /// When foca's next probe is due (caller's clock): a late one is a sign of trouble.
+    probe_due_ms: Option<u64>,
+    /// This node's own incarnation, as its packets carry it: a rise is a refutation.
+    incarnation: Option<(PeerId, foca::Incarnation)>,
+    /// The members suspected here, with their confirmations.
+    suspicions: BTreeMap<NodeId, Suspicion>,
+    /// Members whose port was refused once while alive, and when (caller's clock).
+    refused: BTreeMap<NodeId, u64>,
+    /// Numbers direct checks.
+    checks: u32,
 }
 
 impl std::fmt::Debug for Membership {
@@ -168,6 +213,14 @@ impl Membership {
             sync_buffer: Vec::new(),
             revoked: BTreeSet::new(),
             clock_skew_max_ms: CLOCK_SKEW_MAX_MS_DEFAULT,
+            now_ms,
+            health: LocalHealth::default(),
+            probe: None,
+            probe_due_ms: None,
+            incarnation: None,
+            suspicions: BTreeMap::new(),
+            refused: BTreeMap::new(),
+            checks: 0,
         }
     }
 
@@ -222,6 +275,7 @@ impl Membership {
 
     /// Asks a known member (a seed) to let this node in.
     pub fn announce(&mut self, seed: PeerId, now_ms: u64) -> Result<(), MembershipError> {
+        self.now_ms = now_ms;
         let result = self.foca.announce(seed, &mut self.runtime);
         self.absorb(now_ms);
         Ok(result?)
@@ -229,8 +283,10 @@ impl Membership {
 
     /// Feeds a packet that arrived from the network.
     pub fn handle_packet(&mut self, packet: &[u8], now_ms: u64) -> Result<(), MembershipError> {
+        self.now_ms = now_ms;
         self.rumors.set_clock(now_ms, self.clock_skew_max_ms);
         self.rumors.traffic().packet(Direction::In, packet);
+        self.heard(packet);
         let result = self.foca.handle_data(packet, &mut self.runtime);
         self.absorb(now_ms);
         Ok(result?)
@@ -239,16 +295,35 @@ impl Membership {
     /// Hands back a timer that [`Output::Timer`] asked for, once it is due.
     pub fn handle_timer(
         &mut self,
-        timer: Timer<PeerId>,
+        timer: MembershipTimer,
         now_ms: u64,
     ) -> Result<(), MembershipError> {
-        let result = self.foca.handle_timer(timer, &mut self.runtime);
+        self.now_ms = now_ms;
+        let result = match timer {
+            MembershipTimer::Swim(timer) => {
+                self.before_swim_timer(&timer, now_ms);
+                self.foca.handle_timer(timer, &mut self.runtime)
+            }
+            MembershipTimer::Check { node, check } => self.check_ran_out(node, check, now_ms),
+            MembershipTimer::Deadline(node) => self.deadline(node, now_ms),
+        };
+        self.absorb(now_ms);
+        Ok(result?)
+    }
+
+    /// The transport found `peer`'s port closed: its host refused a datagram (after
+    /// [`Output::CheckPort`]). A suspect's refusal confirms the suspicion; an alive
+    /// member is checked again at once and suspected if refused twice in a row.
+    pub fn handle_refused(&mut self, peer: PeerId, now_ms: u64) -> Result<(), MembershipError> {
+        self.now_ms = now_ms;
+        let result = self.refused(peer, now_ms);
         self.absorb(now_ms);
         Ok(result?)
     }
 
     /// Leaves the cluster: peers see this node `left` at once instead of `down` later.
     pub fn leave(&mut self, now_ms: u64) -> Result<(), MembershipError> {
+        self.now_ms = now_ms;
         let rumor = codec::encode(&Rumor::Leave(*self.identity()))
             .map_err(|e| foca::Error::CustomBroadcast(Box::new(e)))?;
         self.foca.add_broadcast(&rumor)?;
@@ -283,6 +358,7 @@ impl Membership {
     /// Drivers call it periodically, about once a second. One pass over the members, and
     /// a second only when some member is missing from foca's list.
     pub fn sync(&mut self, now_ms: u64) -> Result<(), MembershipError> {
+        self.now_ms = now_ms;
         let mut seen = std::mem::take(&mut self.sync_buffer);
         seen.clear();
         seen.extend(
@@ -319,46 +395,9 @@ impl Membership {
             }
         }
         self.sync_buffer = seen;
-        self.expire_suspicions(now_ms)?;
+        self.sweep_suspicions(now_ms)?;
         self.retune()?;
         self.absorb(now_ms);
-        Ok(())
-    }
-
-    /// Declares down the members that stayed `suspect` here for twice foca's suspicion
-    /// timeout. foca runs the suspect-to-down timer only on the member whose probe failed; a
-    /// suspicion learnt by gossip has no timer here. If that prober then drops its timers
-    /// (it rejoined, say) and the suspect never hears of the suspicion (heavy loss), the
-    /// suspect answers every probe and stays `suspect` everywhere for ever, as a 30% loss
-    /// chaos test showed. As in memberlist, every member that holds a suspicion now ends
-    /// it: a live suspect that hears it is down rejoins at once under a new epoch.
-    fn expire_suspicions(&mut self, now_ms: u64) -> Result<(), MembershipError> {
-        let timeout = self
-            .profile
-            .config(self.configured_size)
-            .suspect_to_down_after;
-        let limit_ms = u64::try_from(timeout.as_millis().saturating_mul(2)).unwrap_or(u64::MAX);
-        let stale: Vec<foca::Member<PeerId>> = self
-            .foca
-            .iter_membership_state()
-            .filter(|m| m.state() == State::Suspect)
-            .filter(|m| {
-                self.members.get(&m.id().node).is_some_and(|r| {
-                    r.peer == *m.id()
-                        && r.state == MemberState::Suspect
-                        && now_ms.saturating_sub(r.since_ms) > limit_ms
-                })
-            })
-            .map(|m| foca::Member::new(*m.id(), m.incarnation(), State::Down))
-            .collect();
-        if stale.is_empty() {
-            return Ok(());
-        }
-        for m in &stale {
-            tracing::info!(node = %m.id().node.short(), "suspicion not refuted in time: down");
-        }
-        self.foca
-            .apply_many(stale.into_iter(), true, &mut self.runtime)?;
         Ok(())
     }
 
@@ -382,19 +421,45 @@ impl Membership {
 
     /// The next thing to do, or `None` when the core is drained. Drain it after every input.
     pub fn poll_output(&mut self) -> Option<Output> {
-        if let Some((to, packet)) = self.runtime.to_send() {
-            self.rumors.traffic().packet(Direction::Out, &packet);
-            return Some(Output::Send { to, packet });
-        }
-        if let Some((after, timer)) = self.runtime.to_schedule() {
-            return Some(Output::Timer { after, timer });
-        }
         self.changes.pop_front()
     }
 
-    /// Applies foca's notifications and the rumors that arrived with the last input.
+    /// Takes what foca asked for with the last input: packets and timers go out (timers
+    /// stretched by local health), then notifications and rumors are applied, and again
+    /// while acting on them asked foca for more.
     fn absorb(&mut self, now_ms: u64) {
+        for _ in 0..4 {
+            self.take_runtime();
+            if !self.absorb_notifications(now_ms) {
+                break;
+            }
+        }
+        self.take_runtime();
+    }
+
+    /// Moves foca's sends and timers to the output queue, noting what Lifeguard reads in
+    /// them (probes, refutations, failed probes).
+    fn take_runtime(&mut self) {
+        while let Some((to, packet)) = self.runtime.to_send() {
+            self.rumors.traffic().packet(Direction::Out, &packet);
+            self.sent(&to, &packet);
+            self.changes.push_back(Output::Send { to, packet });
+        }
+        while let Some((after, timer)) = self.runtime.to_schedule() {
+            let after = self.swim_timer_out(&timer, after);
+            self.changes.push_back(Output::Timer {
+                after,
+                timer: MembershipTimer::Swim(timer),
+            });
+        }
+    }
+
+    /// Applies foca's notifications and the rumors that arrived with the last input.
+    /// Returns whether anything was applied (acting on it may have asked foca for more).
+    fn absorb_notifications(&mut self, now_ms: u64) -> bool {
+        let mut any = false;
         while let Some(notification) = self.runtime.to_notify() {
+            any = true;
             let (peer, state) = match notification {
                 OwnedNotification::MemberUp(peer) | OwnedNotification::Rename(_, peer) => {
                     (peer, MemberState::Alive)
@@ -421,13 +486,20 @@ impl Membership {
             self.observe(peer, state, now_ms);
         }
         for rumor in self.rumors.drain() {
+            any = true;
             match rumor {
                 Rumor::Leave(peer) => {
                     self.observe(peer, MemberState::Left, now_ms);
                 }
                 Rumor::Delta(delta) => self.changes.push_back(Output::Delta(delta)),
+                Rumor::Suspect {
+                    suspect,
+                    incarnation,
+                    by,
+                } => self.heard_suspicion(suspect, incarnation, by, now_ms),
             }
         }
+        any
     }
 
     /// Records what was learnt of `peer`. Knowledge of an older incarnation never
@@ -472,6 +544,7 @@ impl Membership {
             if state.is_active() {
                 self.rumors.forget_leave(&peer.node, peer.epoch);
             }
+            self.suspicion_changed(&record, now_ms);
             self.version += 1;
             self.changes.push_back(Output::Changed(record));
             return record.state.is_active();
@@ -487,6 +560,9 @@ fn from_foca(state: State) -> MemberState {
         State::Down => MemberState::Down,
     }
 }
+
+#[path = "membership_suspicion.rs"]
+mod suspicion;
 
 #[cfg(test)]
 #[path = "membership_tests.rs"]

@@ -6,8 +6,19 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use super::*;
 
 enum Event {
-    Packet { to: NodeId, bytes: Bytes },
-    Timer { node: NodeId, timer: Timer<PeerId> },
+    Packet {
+        to: NodeId,
+        bytes: Bytes,
+    },
+    Timer {
+        node: NodeId,
+        timer: MembershipTimer,
+    },
+    /// `node`'s transport saw `peer`'s port refused.
+    Refused {
+        node: NodeId,
+        peer: PeerId,
+    },
 }
 
 struct Net {
@@ -17,6 +28,10 @@ struct Net {
     seq: u64,
     now_ms: u64,
     dead: BTreeSet<NodeId>,
+    /// Dead nodes whose host stays up: their port refuses datagrams.
+    refusing: BTreeSet<NodeId>,
+    /// Nodes that handle everything this many ms late (a starved CPU).
+    slow: BTreeMap<NodeId, u64>,
     /// Store deltas each node's core handed out, in order.
     deltas: Vec<(NodeId, Delta)>,
 }
@@ -46,6 +61,8 @@ impl Net {
             seq: 0,
             now_ms: 0,
             dead: BTreeSet::new(),
+            refusing: BTreeSet::new(),
+            slow: BTreeMap::new(),
             deltas: Vec::new(),
         }
     }
@@ -64,16 +81,23 @@ impl Net {
         }
         for out in outputs {
             match out {
-                Output::Send { to, packet } => self.push(
-                    self.now_ms + 1,
-                    Event::Packet {
-                        to: to.node,
-                        bytes: packet,
-                    },
-                ),
+                Output::Send { to, packet } => {
+                    let late = self.slow.get(&to.node).copied().unwrap_or(0);
+                    self.push(
+                        self.now_ms + 1 + late,
+                        Event::Packet {
+                            to: to.node,
+                            bytes: packet,
+                        },
+                    );
+                }
                 Output::Timer { after, timer } => {
-                    let at = self.now_ms + u64::try_from(after.as_millis()).unwrap();
+                    let late = self.slow.get(&node).copied().unwrap_or(0);
+                    let at = self.now_ms + u64::try_from(after.as_millis()).unwrap() + late;
                     self.push(at, Event::Timer { node, timer });
+                }
+                Output::CheckPort(peer) if self.refusing.contains(&peer.node) => {
+                    self.push(self.now_ms + 1, Event::Refused { node, peer });
                 }
                 Output::Delta(delta) => self.deltas.push((node, delta)),
                 _ => {}
@@ -91,7 +115,7 @@ impl Net {
             let event = self.events.remove(&seq).unwrap();
             let node = match &event {
                 Event::Packet { to, .. } => *to,
-                Event::Timer { node, .. } => *node,
+                Event::Timer { node, .. } | Event::Refused { node, .. } => *node,
             };
             if self.dead.contains(&node) {
                 continue;
@@ -104,6 +128,9 @@ impl Net {
                 }
                 Event::Timer { timer, .. } => {
                     let _ = core.handle_timer(timer, now);
+                }
+                Event::Refused { peer, .. } => {
+                    let _ = core.handle_refused(peer, now);
                 }
             }
             self.drain(node);
@@ -298,6 +325,100 @@ fn a_signed_replica_report_still_rides_on_gossip() {
                 .any(|(at, d)| *at == other && *d == delta(400)),
             "the rumor reached {}",
             other.short()
+        );
+    }
+}
+
+/// When each observer recorded `subject` down, in ms after `since`, if it did.
+fn down_after(net: &Net, observers: &[u8], subject: u8, since: u64) -> Vec<Option<u64>> {
+    observers
+        .iter()
+        .map(|o| {
+            net.nodes[&peer(*o).node]
+                .member(&peer(subject).node)
+                .filter(|r| r.state == MemberState::Down)
+                .map(|r| r.since_ms - since)
+        })
+        .collect()
+}
+
+#[test]
+fn confirmed_suspicions_end_sooner_than_a_lone_one_could() {
+    // 10 members, one cut off (no refusal: a dead host or a cut link). Every survivor
+    // checks the suspect itself and confirms, so the suspicion ends at the shortest
+    // timeout. Unconfirmed, no member could declare it down before one probe period and
+    // the longest timeout had passed.
+    let mut net = joined(10, Profile::Fast);
+    net.dead.insert(peer(7).node);
+    let killed_at = net.now_ms;
+    net.run_until(killed_at + 10_000);
+    let bounds = Profile::Fast.suspicion_bounds(10);
+    let lone_ms = 500 + u64::try_from(bounds.max.as_millis()).unwrap();
+    let observers = [1, 2, 3, 4, 5, 6, 8, 9, 10];
+    let downs = down_after(&net, &observers, 7, killed_at);
+    for (o, down) in observers.iter().zip(&downs) {
+        let down = down.unwrap_or_else(|| panic!("{o} does not see 7 down"));
+        assert!(
+            down < lone_ms,
+            "{o} saw 7 down after {down} ms (lone: {lone_ms})"
+        );
+    }
+}
+
+#[test]
+fn a_refused_port_is_a_failed_probe_and_a_confirmation() {
+    // The peer process died and its host refuses datagrams: the members that probe or
+    // check it learn at once, so it is down well before silence alone could tell.
+    let run = |refusing: bool| {
+        let mut net = joined(5, Profile::Fast);
+        net.dead.insert(peer(5).node);
+        if refusing {
+            net.refusing.insert(peer(5).node);
+        }
+        let killed_at = net.now_ms;
+        net.run_until(killed_at + 10_000);
+        let downs = down_after(&net, &[1, 2, 3, 4], 5, killed_at);
+        downs.iter().map(|d| d.expect("seen down")).max().unwrap()
+    };
+    let silent = run(false);
+    let refused = run(true);
+    assert!(refused < silent, "refused {refused} ms, silent {silent} ms");
+    let bounds = Profile::Fast.suspicion_bounds(5);
+    let min_ms = u64::try_from(bounds.min.as_millis()).unwrap();
+    assert!(
+        refused < 500 + min_ms + 300,
+        "refused port: down after {refused} ms"
+    );
+}
+
+#[test]
+fn a_starved_member_distrusts_itself_and_accuses_no_healthy_one() {
+    // Member 5 handles everything 400 ms late (longer than the probe timeout): its acks
+    // are late, so it is suspected and refutes, and its own probes time out. Its local
+    // health must fall, and no healthy member may ever be declared down.
+    let mut net = joined(5, Profile::Fast);
+    net.slow.insert(peer(5).node, 400);
+    let start = net.now_ms;
+    let mut worst = 0;
+    for step in 1..=60 {
+        net.run_until(start + step * 1_000);
+        worst = worst.max(net.nodes[&peer(5).node].local_health());
+        for observer in 1..=5 {
+            for subject in 1..=4 {
+                assert_ne!(
+                    net.state_of(observer, subject),
+                    Some(MemberState::Down),
+                    "{observer} declared healthy {subject} down at {step} s"
+                );
+            }
+        }
+    }
+    assert!(worst > 0, "the starved member never distrusted itself");
+    for observer in 1..=4 {
+        assert_eq!(
+            net.nodes[&peer(observer).node].local_health(),
+            0,
+            "{observer}"
         );
     }
 }

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::lifeguard::SuspicionBounds;
+
 /// foca's largest packet. A QUIC datagram holds 1,162 bytes before path-MTU discovery
 /// raises the limit; the transport adds a one-byte envelope.
 pub const MAX_PACKET_BYTES: usize = 1100;
@@ -15,12 +17,15 @@ pub const MAX_PACKET_BYTES: usize = 1100;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Profile {
-    /// foca's LAN preset: probe every 1 s, suspect for `4 * max(1, log10 n)` s.
+    /// foca's LAN preset: probe every 1 s, suspect for 1 to 6 s (see
+    /// [`Profile::suspicion_bounds`]).
     #[default]
     Lan,
-    /// foca's WAN preset: probe every 5 s, suspect for `6 * 5 * max(1, log10 n)` s.
+    /// foca's WAN preset: probe every 5 s, suspect for 10 to 30 s (see
+    /// [`Profile::suspicion_bounds`]).
     Wan,
-    /// For one rack or one host: probe every 500 ms, suspect for `1 * max(1, log10 n)` s.
+    /// For one rack or one host: probe every 500 ms, suspect for 0.5 to 2 s (see
+    /// [`Profile::suspicion_bounds`]).
     /// Measured on loopback with no false positive (see BENCHMARKS.md).
     Fast,
 }
@@ -35,7 +40,33 @@ impl Profile {
         }
     }
 
+    /// How long a suspicion lasts in a cluster of `cluster_size`: from the longest, with
+    /// no other member confirming it, to the shortest, with enough confirmations
+    /// (Lifeguard's dynamic suspicion; see [`crate::lifeguard`]). Both grow with
+    /// `max(1, log10 n)`, as foca's fixed timeout does.
+    ///
+    /// | profile | shortest | longest | foca's fixed timeout before |
+    /// |---|---|---|---|
+    /// | `fast` | 0.5 s | 2 s | 1 s |
+    /// | `lan` | 1 s | 6 s | 4 s |
+    /// | `wan` | 10 s | 30 s | 30 s |
+    pub fn suspicion_bounds(self, cluster_size: usize) -> SuspicionBounds {
+        let (min_ms, max_ms) = match self {
+            Profile::Fast => (500.0, 2_000.0),
+            Profile::Lan => (1_000.0, 6_000.0),
+            Profile::Wan => (10_000.0, 30_000.0),
+        };
+        let scale = log10_at_least_one(cluster_size);
+        SuspicionBounds::new(
+            Duration::from_secs_f64(min_ms * scale / 1_000.0),
+            Duration::from_secs_f64(max_ms * scale / 1_000.0),
+            cluster_size,
+        )
+    }
+
     /// foca's configuration for a cluster of `cluster_size` members under this profile.
+    /// foca's own suspicion timeout (on the member whose probe failed) is the longest of
+    /// [`Self::suspicion_bounds`]; confirmations end a suspicion sooner.
     pub fn config(self, cluster_size: usize) -> foca::Config {
         let size = NonZeroU32::new(u32::try_from(cluster_size.max(1)).unwrap_or(u32::MAX))
             .unwrap_or(NonZeroU32::MIN);
@@ -54,8 +85,6 @@ impl Profile {
                 let mut config = foca::Config::new_lan(size);
                 config.probe_period = Duration::from_millis(500);
                 config.probe_rtt = Duration::from_millis(200);
-                config.suspect_to_down_after =
-                    Duration::from_secs_f64(log10_at_least_one(cluster_size));
                 if let Some(gossip) = config.periodic_gossip.as_mut() {
                     gossip.frequency = Duration::from_millis(100);
                 }
@@ -76,6 +105,7 @@ impl Profile {
         });
         // Down members are forgotten by foca after an hour; `node ls` keeps them as `down`.
         config.remove_down_after = Some(Duration::from_secs(3600));
+        config.suspect_to_down_after = self.suspicion_bounds(cluster_size).max;
         config
     }
 

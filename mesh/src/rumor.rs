@@ -17,6 +17,16 @@ pub enum Rumor {
     Leave(PeerId),
     /// A write to the replicated store, small enough to ride along.
     Delta(Delta),
+    /// `by` found `suspect` (at foca's `incarnation` of it) silent on its own: its probe
+    /// or its direct check went unanswered. Lifeguard counts such confirmations.
+    Suspect {
+        /// The member under suspicion.
+        suspect: PeerId,
+        /// foca's incarnation of it when suspected; a refutation raises it.
+        incarnation: u16,
+        /// The member that vouches for the suspicion.
+        by: NodeId,
+    },
 }
 
 /// What identifies a rumor for foca, so that a newer one replaces an older one in flight.
@@ -26,6 +36,8 @@ pub enum RumorKey {
     Leave(NodeId, u64),
     /// A write of this key with this stamp.
     Delta(String, Stamp),
+    /// A confirmation of a suspicion: suspect, its epoch and incarnation, confirmer.
+    Suspect(NodeId, u64, u16, NodeId),
 }
 
 impl foca::Invalidates for RumorKey {
@@ -37,6 +49,10 @@ impl foca::Invalidates for RumorKey {
             (RumorKey::Delta(a, stamp_a), RumorKey::Delta(b, stamp_b)) => {
                 a == b && stamp_a >= stamp_b
             }
+            (
+                RumorKey::Suspect(a, epoch_a, inc_a, by_a),
+                RumorKey::Suspect(b, epoch_b, inc_b, by_b),
+            ) => a == b && by_a == by_b && (epoch_a, inc_a) >= (epoch_b, inc_b),
             _ => false,
         }
     }
@@ -58,6 +74,8 @@ pub struct RumorBox {
 pub const SEEN_MAX: usize = 16_384;
 /// Nodes remembered at most in [`Rumors::left`].
 pub const LEFT_MAX: usize = 4_096;
+/// Confirmations remembered at most in [`Rumors::confirmed`].
+pub const CONFIRMED_MAX: usize = 4_096;
 
 /// A map that keeps the `max` most recently inserted keys.
 #[derive(Debug)]
@@ -114,6 +132,8 @@ struct Rumors {
     left: Recent<NodeId, u64>,
     /// The newest stamp seen in a rumor for each key: older writes are not news.
     seen: Recent<String, Stamp>,
+    /// The newest (epoch, incarnation) of each suspect each confirmer vouched for.
+    confirmed: Recent<(NodeId, NodeId), (u64, u16)>,
     /// Rumors received since the core last drained them.
     fresh: Vec<Rumor>,
     /// Local wall time when the packet being read arrived, in ms (0: unknown).
@@ -128,6 +148,7 @@ impl Default for Rumors {
         Self {
             left: Recent::new(LEFT_MAX),
             seen: Recent::new(SEEN_MAX),
+            confirmed: Recent::new(CONFIRMED_MAX),
             fresh: Vec::new(),
             now_ms: 0,
             skew_max_ms: 0,
@@ -186,6 +207,7 @@ impl foca::BroadcastHandler<PeerId> for RumorBox {
         let key = match &rumor {
             Rumor::Leave(_) => "leave".to_owned(),
             Rumor::Delta(delta) => delta.key.clone(),
+            Rumor::Suspect { .. } => "suspect".to_owned(),
         };
         let news = self.with(|r| match rumor {
             Rumor::Leave(peer) => {
@@ -218,6 +240,29 @@ impl foca::BroadcastHandler<PeerId> for RumorBox {
                     r.fresh.push(rumor);
                 }
                 Some(key)
+            }
+            Rumor::Suspect {
+                suspect,
+                incarnation,
+                by,
+            } => {
+                let version = (suspect.epoch, incarnation);
+                if r.confirmed
+                    .get(&(suspect.node, by))
+                    .is_some_and(|seen| seen >= version)
+                {
+                    return None;
+                }
+                r.confirmed.insert((suspect.node, by), version);
+                if r.fresh.len() < FRESH_MAX {
+                    r.fresh.push(rumor);
+                }
+                Some(RumorKey::Suspect(
+                    suspect.node,
+                    suspect.epoch,
+                    incarnation,
+                    by,
+                ))
             }
         });
         self.traffic

@@ -9,9 +9,12 @@
 //! - the first suspicion: some prober's probe of the dead member times out at the end of
 //!   its probe period, `probe_period * (1 + X)` after `t0`, with `X` exponential of mean
 //!   [`Calibration::first_probe`] (about one prober per period reaches any given member);
-//! - every host that learns the suspicion declares the member down `suspect_to_down_after`
-//!   later, so a host's detection is the first suspicion, plus that, plus the time the
-//!   suspicion takes to reach it;
+//! - every host that learns the suspicion checks the member itself and confirms it
+//!   (Lifeguard, [`knit_mesh::lifeguard`]), so with enough hosts to confirm it, each host
+//!   declares the member down at the shortest suspicion timeout
+//!   ([`Profile::suspicion_bounds`]), or one probe timeout and two gossip rounds if those
+//!   take longer; with too few (two hosts), at the longest. A host's detection is the
+//!   first suspicion, plus that, plus the time the suspicion takes to reach it;
 //! - that spread is a push epidemic: in rounds of the periodic gossip frequency, each host
 //!   that knows sends it to `num_members` random live hosts, at most `max_transmissions`
 //!   times, with [`Calibration::fanout`] as a multiplier for the probes and acks that
@@ -99,9 +102,15 @@ impl Model {
             .map_or((config.probe_period, 1), |g| {
                 (g.frequency, g.num_members.get())
             });
+        let bounds = profile.suspicion_bounds(hosts);
+        let suspect_to_down_ms = if bounds.k == 0 {
+            duration_ms(bounds.max)
+        } else {
+            duration_ms(bounds.min).max(duration_ms(config.probe_rtt) + 2 * duration_ms(gossip))
+        };
         Self {
             probe_ms: duration_ms(config.probe_period) as f64,
-            suspect_to_down_ms: duration_ms(config.suspect_to_down_after),
+            suspect_to_down_ms,
             gossip_ms: duration_ms(gossip).max(1),
             fanout: fanout as f64 * calibration.fanout,
             max_transmissions: u32::from(config.max_transmissions.get()),

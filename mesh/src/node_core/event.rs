@@ -57,13 +57,16 @@ pub enum Input {
     Leave,
     /// A timer from [`Output::Timer`] fell due.
     Timer(Timer),
+    /// The port of that member refused a datagram sent after [`Output::CheckPort`]: no
+    /// process listens there any more.
+    Refused(PeerId),
 }
 
 /// What the core wants done in time; the driver hands it back as [`Input::Timer`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Timer {
-    /// foca's own timer.
-    Membership(foca::Timer<PeerId>),
+    /// The membership core's timer (foca's, or Lifeguard's).
+    Membership(crate::membership::MembershipTimer),
     /// Re-derive member states from foca.
     MemberSync,
     /// Start anti-entropy with one member.
@@ -86,6 +89,10 @@ pub enum Output {
         /// foca's packet.
         packet: Bytes,
     },
+    /// Check whether anything still listens on that member's port: send one datagram
+    /// the peer ignores and answer [`Input::Refused`] if its host refuses it (ICMP port
+    /// unreachable). Silence needs no answer.
+    CheckPort(PeerId),
     /// Hand this timer back after the delay.
     Timer {
         /// How long from now.

@@ -311,6 +311,11 @@ impl NodeCore {
                 }
             }
             Input::Timer(timer) => self.fire(timer, now_ms),
+            Input::Refused(peer) => {
+                if let Err(e) = self.membership.handle_refused(peer, now_ms) {
+                    tracing::debug!(error = %e, "port refused");
+                }
+            }
         }
         self.absorb_membership(now_ms);
         self.settle();
@@ -489,6 +494,9 @@ impl NodeCore {
                 }
                 membership::Output::Timer { after, timer } => {
                     self.arm(after, Timer::Membership(timer));
+                }
+                membership::Output::CheckPort(peer) => {
+                    self.outputs.push_back(Output::CheckPort(peer));
                 }
                 membership::Output::Changed(record) => {
                     tracing::info!(node = %record.peer.node.short(), addr = %record.peer.addr,

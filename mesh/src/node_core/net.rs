@@ -154,7 +154,8 @@ impl Net {
                 Output::Written(_)
                 | Output::View(_)
                 | Output::StoreChanged
-                | Output::Revoked(_) => {}
+                | Output::Revoked(_)
+                | Output::CheckPort(_) => {}
             }
         }
     }

@@ -198,6 +198,7 @@ impl Mesh {
             view_tx,
             store_tx,
             put_reply: None,
+            port_checks: super::port_check::PortChecks::new(core.clone()),
         };
         tokio::spawn(task.run(commands, shutdown.clone()));
         tokio::spawn(links.clone().accept());
@@ -351,6 +352,7 @@ struct CoreTask {
     store_tx: watch::Sender<Arc<Store>>,
     /// Where the stamp of the write being handled goes.
     put_reply: Option<oneshot::Sender<Stamp>>,
+    port_checks: super::port_check::PortChecks,
 }
 
 impl CoreTask {
@@ -440,6 +442,7 @@ impl CoreTask {
                         .send_replace(Arc::new(self.core.store().clone()));
                 }
                 Output::Revoked(nodes) => self.links.revoke(&nodes),
+                Output::CheckPort(peer) => self.port_checks.check(peer),
             }
         }
         self.links.metrics.record(&self.core.stats());

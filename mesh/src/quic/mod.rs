@@ -13,6 +13,7 @@ pub mod links;
 pub mod mesh;
 pub mod metrics;
 pub mod operator;
+pub mod port_check;
 pub mod reach;
 pub mod sealed;
 pub mod sync;

@@ -44,7 +44,8 @@ impl Engine {
                     self.track(h, &record);
                     self.changed(h, record);
                 }
-                Output::Delta(_) | Output::Renewed(_) => {}
+                // A lost host here is the whole machine: nothing refuses a datagram.
+                Output::Delta(_) | Output::Renewed(_) | Output::CheckPort(_) => {}
             }
         }
     }

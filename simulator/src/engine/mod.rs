@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
-use foca::Timer;
+use knit_mesh::Timer;
 use knit_mesh::node_core::Input;
 use knit_mesh::store::Store;
 use knit_mesh::{MemberState, NodeId, PeerId, Profile};
@@ -64,7 +64,7 @@ enum Event {
     Timer {
         host: usize,
         inc: u64,
-        timer: Timer<PeerId>,
+        timer: Timer,
     },
     /// `Membership::sync`, every `sync_ms`.
     Sync {

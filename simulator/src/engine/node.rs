@@ -263,7 +263,8 @@ impl Engine {
                 Output::Push { to, deltas } => self.push_deltas(h, &to, deltas),
                 Output::View(view) => self.absorb_view(h, &view),
                 Output::StoreChanged => self.store_changed(h),
-                Output::Written(_) | Output::Revoked(_) => {}
+                // A lost host here is the whole machine: nothing refuses a datagram.
+                Output::Written(_) | Output::Revoked(_) | Output::CheckPort(_) => {}
             }
         }
     }
