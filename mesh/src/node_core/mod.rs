@@ -92,6 +92,10 @@ pub struct CoreStats {
     pub pending: usize,
     /// Deltas waiting for the gate now.
     pub backlog: usize,
+    /// Lifeguard's local health score now (0 when healthy; see [`crate::lifeguard`]).
+    pub local_health: u32,
+    /// Members under suspicion here now.
+    pub suspicions: usize,
 }
 
 /// One node's mesh decisions: see the module doc.
@@ -260,6 +264,8 @@ impl NodeCore {
             tally,
             pending: self.gate.pending(),
             backlog: self.backlog.len(),
+            local_health: self.membership.local_health(),
+            suspicions: self.membership.suspicions().count(),
         }
     }
 

@@ -57,6 +57,11 @@ pub struct MeshMetrics {
     pub deltas_dropped_unverified: AtomicU64,
     /// Store writes parked now (a gauge).
     pub deltas_pending: AtomicU64,
+    /// Lifeguard's local health score now (a gauge): 0 healthy, up to 8 when this peer
+    /// misses acks, fires its timers late or refutes suspicions of itself.
+    pub local_health: AtomicU64,
+    /// Members under suspicion here now (a gauge).
+    pub suspicions: AtomicU64,
 }
 
 impl MeshMetrics {
@@ -73,6 +78,8 @@ impl MeshMetrics {
         set(&self.deltas_dropped_unverified, tally.dropped_unverified);
         set(&self.deltas_pending, stats.pending as u64);
         set(&self.backlog_deltas, stats.backlog as u64);
+        set(&self.local_health, u64::from(stats.local_health));
+        set(&self.suspicions, stats.suspicions as u64);
     }
 }
 

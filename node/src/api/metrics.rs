@@ -113,6 +113,19 @@ pub(super) async fn metrics(State(state): State<ApiState>) -> Response {
         "State writes waiting for their writer's certificate now",
         gauge(usize::try_from(m.deltas_pending.load(Ordering::Relaxed)).unwrap_or(usize::MAX)),
     );
+    let load = |counter: &std::sync::atomic::AtomicU64| {
+        usize::try_from(counter.load(Ordering::Relaxed)).unwrap_or(usize::MAX)
+    };
+    registry.register(
+        "local_health",
+        "Failure detection's local health score (0 healthy, up to 8): how far this peer stretches its own probes because it misses acks, fires timers late or has to refute suspicions of itself",
+        gauge(load(&m.local_health)),
+    );
+    registry.register(
+        "members_suspected",
+        "Members this peer holds under suspicion now",
+        gauge(load(&m.suspicions)),
+    );
     register_cluster(&mut registry, &state);
     let (entries, tombstones) = {
         let store = state.mesh.store();
