@@ -35,6 +35,13 @@ impl Tracker {
                 .is_none_or(|t| now.duration_since(t) >= Duration::from_millis(check.interval_ms))
     }
 
+    /// When the next probe falls due (now, if none ran yet).
+    pub(crate) fn next_due(&self, check: &HealthCheck) -> Instant {
+        self.last_probe.map_or_else(Instant::now, |t| {
+            t + Duration::from_millis(check.interval_ms)
+        })
+    }
+
     pub(crate) fn record(&mut self, outcome: Outcome) {
         self.probing = false;
         self.last_probe = Some(Instant::now());
@@ -134,6 +141,22 @@ mod tests {
             "start period"
         );
         assert_eq!(t.health(&check, Duration::from_secs(5)), Health::Unhealthy);
+    }
+
+    #[test]
+    fn the_next_probe_is_due_one_interval_after_the_last() {
+        let mut check = HealthCheck::new(Probe::Command(vec!["true".into()]));
+        check.interval_ms = 250;
+        let mut t = Tracker::default();
+        assert!(
+            t.next_due(&check) <= Instant::now(),
+            "never probed: due now"
+        );
+        t.record(Outcome::Fail);
+        let last = t.last_probe.unwrap();
+        assert_eq!(t.next_due(&check), last + Duration::from_millis(250));
+        assert!(!t.due(&check, last + Duration::from_millis(249)));
+        assert!(t.due(&check, last + Duration::from_millis(250)));
     }
 
     #[test]

@@ -112,6 +112,10 @@ pub(crate) struct Agent {
     history_dirty: BTreeSet<String>,
     /// The stamp of this node's node spec last acknowledged (see [`crate::records::applied_key`]).
     applied_spec: Option<knit_mesh::store::Stamp>,
+    /// When the next health probe falls due: the loop wakes for it rather than waiting
+    /// for the next round (a replica whose first probe came too early is seen healthy one
+    /// interval later, not one round later).
+    next_probe: Option<Instant>,
     /// Where operations and probes are spawned, and the signal that ends the rounds.
     tasks: Tasks,
     /// The secrets replicas are started with.
@@ -145,6 +149,7 @@ impl Agent {
             history: BTreeMap::new(),
             history_dirty: BTreeSet::new(),
             applied_spec: None,
+            next_probe: None,
             tasks: tasks.clone(),
             secrets,
         };
@@ -162,7 +167,10 @@ impl Agent {
         // A replica that dies or turns unhealthy is seen at once where the driver tells.
         let replicas_changed = self.drivers.changed().unwrap_or_default();
         loop {
-            let wait = ROUND_EVERY.saturating_sub(last_round.elapsed());
+            let mut wait = ROUND_EVERY.saturating_sub(last_round.elapsed());
+            if let Some(due) = self.next_probe {
+                wait = wait.min(due.saturating_duration_since(Instant::now()));
+            }
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(wait) => {}
@@ -410,6 +418,7 @@ impl Agent {
     /// Starts the health probes that are due.
     fn probe(&mut self, specs: &BTreeMap<String, ServiceSpec>) {
         let now = Instant::now();
+        self.next_probe = None;
         for (id, t) in &mut self.replicas {
             let Some(check) = specs
                 .get(&t.replica.slot.service)
@@ -417,7 +426,12 @@ impl Agent {
             else {
                 continue;
             };
-            if t.replica.state != ReplicaState::Running || !t.health.due(&check, now) {
+            if t.replica.state != ReplicaState::Running || t.health.probing {
+                continue;
+            }
+            if !t.health.due(&check, now) {
+                let due = t.health.next_due(&check);
+                self.next_probe = Some(self.next_probe.map_or(due, |n| n.min(due)));
                 continue;
             }
             t.health.probing = true;
