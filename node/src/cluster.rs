@@ -505,6 +505,22 @@ impl Snapshot {
             .unwrap_or_default()
     }
 
+    /// The placement if the members now under suspicion were declared down: where their
+    /// replicas would start. `None` when no member is suspect.
+    pub(crate) fn placement_if_suspects_down(&self) -> Option<Placement> {
+        if !self
+            .view
+            .members
+            .iter()
+            .any(|m| m.state == MemberState::Suspect)
+        {
+            return None;
+        }
+        let specs: Vec<ServiceSpec> = self.specs().into_values().map(placeable).collect();
+        let alive = self.views_of(|state| state == MemberState::Alive);
+        Some(self.place(&alive, &specs))
+    }
+
     /// The placement if the nodes in `drained` were drained too.
     pub(crate) fn placement_without(
         &self,

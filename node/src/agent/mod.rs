@@ -9,6 +9,7 @@ mod health;
 mod ops;
 pub(crate) mod prevention;
 mod published;
+mod warm;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -116,6 +117,8 @@ pub(crate) struct Agent {
     /// for the next round (a replica whose first probe came too early is seen healthy one
     /// interval later, not one round later).
     next_probe: Option<Instant>,
+    /// Pulls ahead the images of the replicas a suspect's loss would bring here.
+    warmer: warm::Warmer,
     /// Where operations and probes are spawned, and the signal that ends the rounds.
     tasks: Tasks,
     /// The secrets replicas are started with.
@@ -150,6 +153,7 @@ impl Agent {
             history_dirty: BTreeSet::new(),
             applied_spec: None,
             next_probe: None,
+            warmer: warm::Warmer::default(),
             tasks: tasks.clone(),
             secrets,
         };
@@ -540,6 +544,11 @@ impl Agent {
         ignored: &BTreeSet<String>,
     ) {
         let placement = snapshot.placement();
+        if let Some(if_down) = snapshot.placement_if_suspects_down() {
+            let slots = warm::takeovers(&placement, &if_down, &self.node);
+            self.warmer
+                .warm(&slots, &specs, &self.drivers, &self.secrets, &self.tasks);
+        }
         let observed = acted_on(snapshot, &self.node, reports, ignored);
         let members = members(snapshot, self.me);
         let plan = {

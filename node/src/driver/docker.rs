@@ -385,6 +385,16 @@ impl DockerDriver {
 
     /// Makes sure `image` is in the local store: inspects it, else pulls it, with `auth`
     /// when given.
+    /// Makes sure `image` is on this host, pulling it if not: ahead of a start this node
+    /// may soon have to make (a member under suspicion holds the replica now).
+    pub(crate) async fn warm(
+        &self,
+        image: &str,
+        auth: Option<&crate::registry::RegistryAuth>,
+    ) -> Result<(), DriverError> {
+        self.ensure_image(image, auth).await
+    }
+
     async fn ensure_image(
         &self,
         image: &str,

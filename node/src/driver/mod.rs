@@ -189,6 +189,19 @@ impl Driver<'_> {
         }
     }
 
+    /// Makes sure a replica of `spec` could start here without a pull (the docker
+    /// driver's image; the process driver needs nothing).
+    pub(crate) async fn warm(
+        &self,
+        spec: &knit_scheduler::ServiceSpec,
+        auth: Option<&crate::registry::RegistryAuth>,
+    ) -> Result<(), DriverError> {
+        match (self, spec.image.as_deref()) {
+            (Driver::Docker(d), Some(image)) => d.warm(image, auth).await,
+            _ => Ok(()),
+        }
+    }
+
     /// The CPU time a replica has used so far, in nanoseconds, when the driver can tell.
     pub(crate) async fn cpu_time_ns(&self, runtime_id: &str) -> Option<u64> {
         match self {
