@@ -177,11 +177,15 @@ impl Membership {
     /// deadline forward.
     fn confirm(&mut self, node: &NodeId, now_ms: u64) {
         let me = self.identity().node;
+        let k = self.bounds().k;
         let Some(suspicion) = self.suspicions.get_mut(node) else {
             return;
         };
         suspicion.checking = None;
-        if suspicion.by.insert(me) {
+        // Past `k` confirmations more change no deadline: keep this one to itself, so
+        // that a large cluster does not spread one confirmation per member.
+        let enough = suspicion.by.len() > k;
+        if suspicion.by.insert(me) && !enough {
             let rumor = Rumor::Suspect {
                 suspect: suspicion.peer,
                 incarnation: suspicion.incarnation,
@@ -419,7 +423,9 @@ impl Membership {
         }
         suspicion.by.insert(by);
         let mine = suspicion.by.contains(&me.node);
-        if fresh && !mine {
+        let enough =
+            suspicion.by.len() > self.profile.suspicion_bounds(self.foca.num_members() + 1).k;
+        if fresh && !mine && !enough {
             self.start_check(&suspect.node);
         }
         self.arm_deadline(&suspect.node, now_ms);
