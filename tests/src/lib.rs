@@ -747,7 +747,7 @@ impl Cluster {
             .filter(|&i| self.peers[i].is_running())
             .collect();
         let peers = &self.peers;
-        let (_, took) = wait_until(
+        let waited = wait_until(
             limit,
             &format!("{subject} to be {state} everywhere"),
             || {
@@ -760,8 +760,25 @@ impl Cluster {
                     })
                     .then_some(())
             },
-        )?;
-        Ok(took)
+        );
+        match waited {
+            Ok((_, took)) => Ok(took),
+            Err(e) => {
+                // Say what each observer saw instead.
+                let seen: Vec<String> = observers
+                    .iter()
+                    .map(|&i| {
+                        let state = peers[i].nodes().ok().and_then(|rows| {
+                            rows.into_iter()
+                                .find(|r| r.id == subject)
+                                .map(|r| r.state)
+                        });
+                        format!("p{i}: {}", state.as_deref().unwrap_or("not listed"))
+                    })
+                    .collect();
+                Err(e.context(format!("seen as: {}", seen.join(", "))))
+            }
+        }
     }
 }
 
