@@ -91,9 +91,10 @@ and per profile one knit run and one Swarm run, back to back on this machine.
 - Victim: knit loses the peer with the most replicas; Swarm a node with replicas other
   than the Raft leader (a worker; one manager), rotating. Replicas lost are in the other
   table (knit) and in the notes (Swarm).
-- Times run from the failure; knit's detect is the last survivor's `down` stamp, Swarm's
-  the first poll where the manager lists the node `Down`. knit's replicas restart after
-  200 ms; `fast` probes every 500 ms.";
+- Times run from the failure (knit's netcut: from before the first of its iptables rules,
+  all in place within about 0.1 s); knit's detect is the last survivor's `down` stamp,
+  Swarm's the first poll where the manager lists the node `Down`. knit's service has
+  `--restart-delay 200ms`; `fast` probes every 500 ms, `lan` every 1 s.";
 
 /// The side-by-side table: knit's heal beside Swarm's, per profile and failure.
 pub(crate) fn print_side_by_side(
