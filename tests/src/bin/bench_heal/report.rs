@@ -1,6 +1,6 @@
 //! The table the benchmark prints, and its notes.
 
-use knit_tests::report::{Cell, Notes, Report, Samples, Table};
+use knit_tests::report::{Cell, Format, Notes, Report, Samples, Table};
 use serde_json::{Map, json};
 
 use crate::scenario::{Figures, Setup};
@@ -103,7 +103,12 @@ pub(crate) fn print_side_by_side(
     swarm: &[(String, SwarmFigures)],
     skipped: Option<&str>,
 ) {
-    out.text(&format!("\n{SIDE_BY_SIDE_HEADER}\n"));
+    // JSON gives one note per line: one per paragraph or list item there.
+    let header = match out.format() {
+        Format::Table => SIDE_BY_SIDE_HEADER.to_owned(),
+        Format::Json => unwrapped(SIDE_BY_SIDE_HEADER),
+    };
+    out.text(&format!("\n{header}\n"));
     let mut table = Table::new(&[
         "profile",
         "failure",
@@ -222,4 +227,36 @@ fn secs_or_na(ms: Option<u64>) -> String {
         || "NA".to_owned(),
         |ms| format!("{} s", Cell::secs(Some(ms)).shown()),
     )
+}
+
+/// `text` with each paragraph and list item (`- `) on one line.
+fn unwrapped(text: &str) -> String {
+    let mut out = String::new();
+    for line in text.lines().map(str::trim) {
+        let continues = !line.is_empty() && !line.starts_with("- ") && !out.ends_with('\n');
+        if continues && !out.is_empty() {
+            out.push(' ');
+        } else if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push_str(line);
+        if line.is_empty() {
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unwrapped;
+
+    #[test]
+    fn paragraphs_and_list_items_become_one_line_each() {
+        let text = "First para\ngoes on.\n\n- one item\n  wrapped\n- two";
+        assert_eq!(
+            unwrapped(text),
+            "First para goes on.\n\n- one item wrapped\n- two"
+        );
+    }
 }
