@@ -252,6 +252,60 @@ pub fn wait_converged(
     }
 }
 
+/// Waits until every running peer sees `service` converged on one placement (`wanted`,
+/// when given); returns it. After a cut heals, the peer that was cut off answers from a
+/// view of its own until it has caught up, so one peer's answer is not enough.
+pub fn wait_converged_everywhere(
+    cluster: &mut Cluster,
+    service: &Service,
+    wanted: Option<&BTreeMap<String, String>>,
+    limit: Duration,
+) -> Result<BTreeMap<String, String>> {
+    let started = Instant::now();
+    let mut last = String::from("no answer");
+    loop {
+        let running: Vec<usize> = (0..cluster.peers.len())
+            .filter(|&i| cluster.peers[i].is_running())
+            .collect();
+        let mut seen: Option<BTreeMap<String, String>> = None;
+        let mut agree = !running.is_empty();
+        for &i in &running {
+            let peer = &cluster.peers[i];
+            let placement = match tasks(peer, service.name) {
+                Ok(tasks) => {
+                    let placement = converged(&tasks, service.replicas, service.serving);
+                    if placement.is_none() {
+                        last = format!("{}: {}", peer.name, summary(&tasks));
+                    }
+                    placement
+                }
+                Err(e) => {
+                    last = format!("{}: {e:#}", peer.name);
+                    None
+                }
+            };
+            let fits = placement.as_ref().is_some_and(|p| {
+                wanted.is_none_or(|w| w == p) && seen.as_ref().is_none_or(|s| s == p)
+            });
+            if !fits {
+                if placement.is_some() {
+                    last = format!("{} sees another placement", peer.name);
+                }
+                agree = false;
+                break;
+            }
+            seen = placement;
+        }
+        if agree && let Some(placement) = seen {
+            return Ok(placement);
+        }
+        if started.elapsed() > limit {
+            bail!("not converged on every peer within {limit:?}; last seen: {last}");
+        }
+        std::thread::sleep(WAIT_POLL);
+    }
+}
+
 /// Counts of task (desired, state, health), for a failure message.
 fn summary(tasks: &[Task]) -> String {
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();

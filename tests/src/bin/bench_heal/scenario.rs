@@ -1,12 +1,13 @@
 //! One benchmark configuration: a cluster of `peers` peers under `profile` running one
-//! service, healed after host losses trial after trial.
+//! service, healed after host losses trial after trial. A host is lost in one of two ways
+//! ([`Failure`]): killed, or cut off the network while everything on it keeps running.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use knit_tests::Cluster;
 use knit_tests::heal::{self, Serving};
+use knit_tests::{Cluster, Partition};
 
 use crate::service::{self, Workload};
 
@@ -22,6 +23,39 @@ const RECOVER_LIMIT: Duration = Duration::from_secs(60);
 /// Quiet time after a convergence before the next host loss.
 const SETTLE: Duration = Duration::from_secs(2);
 
+/// How a host is lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// SIGKILL of the host's peer and of its replicas (process groups, containers).
+    Kill,
+    /// The host's peer becomes unreachable: `iptables` drops every packet between its
+    /// address and the other peers' (both ways), while the peer and its replicas keep
+    /// running. The rules go when the trial ends (or the program does).
+    Netcut,
+}
+
+impl Failure {
+    /// The names `--failures` takes, which are also `swarm-heal.sh`'s.
+    pub(crate) const NAMES: [&'static str; 2] = ["kill", "netcut"];
+
+    /// The failure named `name` (one of [`Failure::NAMES`]).
+    pub(crate) fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "kill" => Some(Self::Kill),
+            "netcut" => Some(Self::Netcut),
+            _ => None,
+        }
+    }
+
+    /// Its name.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Kill => "kill",
+            Self::Netcut => "netcut",
+        }
+    }
+}
+
 /// What to measure for one configuration.
 #[derive(Debug, Clone)]
 pub(crate) struct Setup {
@@ -30,6 +64,7 @@ pub(crate) struct Setup {
     pub(crate) profile: String,
     /// Host-loss rounds.
     pub(crate) trials: usize,
+    pub(crate) failure: Failure,
 }
 
 /// One trial that healed, in ms from the kill.
@@ -51,7 +86,8 @@ pub(crate) struct Figures {
     /// Time from creating the service to all replicas running healthy.
     pub(crate) first_ms: Option<u64>,
     pub(crate) heals: Vec<Heal>,
-    /// Per trial that restored: restart of the victim to the placement being back, ms.
+    /// Per trial that restored: the victim's return (restart, or the cut healed) to the
+    /// placement being back, ms.
     pub(crate) restore_ms: Vec<u64>,
     /// Trials or phases that failed, with why.
     pub(crate) failures: Vec<String>,
@@ -158,7 +194,12 @@ fn one_trial(
         .collect();
     let watched = watched(setup, service);
     let kill_ms = knit_tests::wall_ms();
-    cluster.peers[victim].lose_host();
+    let cut = lose(cluster, victim, setup.failure)?;
+    if cut.is_some() {
+        // The time is counted from before the first rule: this is how late the last came.
+        let ms = knit_tests::wall_ms().saturating_sub(kill_ms);
+        eprintln!("  trial {trial}: {name} cut off in {ms} ms");
+    }
     match heal::watch_heal(
         cluster, &survivors, &watched, &victim_id, kill_ms, HEAL_LIMIT,
     ) {
@@ -196,11 +237,11 @@ fn one_trial(
         }
     }
     let restart = Instant::now();
-    cluster.peers[victim].start(None, None)?;
-    match heal::wait_converged(cluster, &watched, Some(placement), RESTORE_LIMIT) {
+    let back = bring_back(cluster, victim, cut, &watched, placement)?;
+    match back {
         Ok(back) => {
             let ms = knit_tests::millis(restart.elapsed());
-            eprintln!("; placement back {ms} ms after restart");
+            eprintln!("; placement back {ms} ms after the host returned");
             figures.restore_ms.push(ms);
             Ok(back)
         }
@@ -213,4 +254,49 @@ fn one_trial(
                 .with_context(|| format!("no healthy placement after trial {trial}"))
         }
     }
+}
+
+/// Loses peer `victim` by `failure`; a cut is returned, to be healed (dropping it heals
+/// it too).
+fn lose(cluster: &mut Cluster, victim: usize, failure: Failure) -> Result<Option<Partition>> {
+    match failure {
+        Failure::Kill => {
+            cluster.peers[victim].lose_host();
+            Ok(None)
+        }
+        Failure::Netcut => {
+            let others: Vec<std::net::IpAddr> = (0..cluster.peers.len())
+                .filter(|&i| i != victim)
+                .map(|i| cluster.peers[i].listen.ip())
+                .collect();
+            let cut = Partition::new(&[cluster.peers[victim].listen.ip()], &others)
+                .context("cutting the host off")?;
+            Ok(Some(cut))
+        }
+    }
+}
+
+/// Brings the lost host back (restarts it, or heals its cut) and waits for the placement
+/// to return to `placement`. Fails early only when the peer cannot be started.
+fn bring_back(
+    cluster: &mut Cluster,
+    victim: usize,
+    cut: Option<Partition>,
+    watched: &heal::Service,
+    placement: &BTreeMap<String, String>,
+) -> Result<Result<BTreeMap<String, String>>> {
+    Ok(match cut {
+        Some(cut) => {
+            cut.heal();
+            // The peer that was cut off answers from its own view until it has caught
+            // up: wait for every peer to see every peer, and the placement everywhere.
+            cluster.wait_all_alive(RESTORE_LIMIT).and_then(|_| {
+                heal::wait_converged_everywhere(cluster, watched, Some(placement), RESTORE_LIMIT)
+            })
+        }
+        None => {
+            cluster.peers[victim].start(None, None)?;
+            heal::wait_converged(cluster, watched, Some(placement), RESTORE_LIMIT)
+        }
+    })
 }
