@@ -164,8 +164,9 @@ pub struct Membership {
     incarnation: Option<(PeerId, foca::Incarnation)>,
     /// The members suspected here, with their confirmations.
     suspicions: BTreeMap<NodeId, Suspicion>,
-    /// Members whose port was refused once while alive, and when (caller's clock).
-    refused: BTreeMap<NodeId, u64>,
+    /// Members whose port was refused while alive, with the direct check sent then: if
+    /// that check goes unanswered too, the member is suspected.
+    refused: BTreeMap<NodeId, u32>,
     /// Numbers direct checks.
     checks: u32,
 }
@@ -312,8 +313,9 @@ impl Membership {
     }
 
     /// The transport found `peer`'s port closed: its host refused a datagram (after
-    /// [`Output::CheckPort`]). A suspect's refusal confirms the suspicion; an alive
-    /// member is checked again at once and suspected if refused twice in a row.
+    /// [`Output::CheckPort`]). A suspect's refusal confirms the suspicion unless the
+    /// suspect is heard from; an alive member is pinged again at once and suspected if
+    /// that ping goes unanswered too.
     pub fn handle_refused(&mut self, peer: PeerId, now_ms: u64) -> Result<(), MembershipError> {
         self.now_ms = now_ms;
         let result = self.refused(peer, now_ms);

@@ -56,7 +56,10 @@ impl Membership {
         if let Some(suspicion) = self.suspicions.get_mut(&src.node)
             && suspicion.peer.epoch <= src.epoch
         {
+            // Alive after all: whatever refused a datagram was not the suspect's peer (a
+            // firewall that rejects strangers' ports, say).
             suspicion.checking = None;
+            suspicion.refused = false;
         }
         self.refused.remove(&src.node);
         if let Some(probe) = self.probe.as_mut() {
@@ -128,10 +131,10 @@ impl Membership {
                     .is_some_and(|due| now_ms > due.saturating_add(period / 2));
                 let answered = self.probe.take().map(|probe| probe.answered);
                 // A late timer outweighs an answered probe: a starved peer's acks arrive
-                // as late as its timers fire.
+                // as late as its timers fire. With nobody to probe, health recovers.
                 if late || answered == Some(false) {
                     self.health.worse();
-                } else if answered == Some(true) {
+                } else {
                     self.health.better();
                 }
             }
@@ -273,6 +276,10 @@ impl Membership {
         check: u32,
         now_ms: u64,
     ) -> Result<(), foca::Error> {
+        if self.refused.get(&node) == Some(&check) {
+            self.refused.remove(&node);
+            return self.suspect_refused(node, now_ms);
+        }
         let Some(suspicion) = self.suspicions.get(&node) else {
             return Ok(());
         };
@@ -338,26 +345,39 @@ impl Membership {
             self.confirm(&node, now_ms);
             return Ok(());
         }
-        let Some((known, incarnation, state)) = self.foca_member(&node) else {
+        if self.refused.contains_key(&node) {
+            return Ok(());
+        }
+        let Some((known, _, state)) = self.foca_member(&node) else {
             return Ok(());
         };
         if known != peer || state != State::Alive {
             return Ok(());
         }
-        let period = millis(self.profile.config(self.configured_size).probe_period);
-        let again = self
-            .refused
-            .get(&node)
-            .is_some_and(|first| now_ms.saturating_sub(*first) <= 2 * period);
-        if !again {
-            // A failed probe: probe again at once, and suspect on a second failure.
-            self.refused.insert(node, now_ms);
-            self.ping(peer, None);
-            self.changes.push_back(Output::CheckPort(peer));
+        // A failed probe: probe again at once, and suspect if that fails too (no answer
+        // within the probe timeout; any packet from it in the meantime clears this).
+        self.checks = self.checks.wrapping_add(1);
+        let check = self.checks;
+        self.refused.insert(node, check);
+        self.ping(peer, None);
+        let rtt = self.profile.config(self.configured_size).probe_rtt;
+        self.changes.push_back(Output::Timer {
+            after: self.health.scale(rtt),
+            timer: MembershipTimer::Check { node, check },
+        });
+        Ok(())
+    }
+
+    /// An alive member's port was refused and it did not answer the ping after: suspect it
+    /// now rather than at the end of the probe period.
+    fn suspect_refused(&mut self, node: NodeId, now_ms: u64) -> Result<(), foca::Error> {
+        let Some((peer, incarnation, state)) = self.foca_member(&node) else {
+            return Ok(());
+        };
+        if state != State::Alive {
             return Ok(());
         }
-        self.refused.remove(&node);
-        tracing::debug!(node = %node.short(), "port refused twice: suspect");
+        tracing::debug!(node = %node.short(), "port refused and ping unanswered: suspect");
         self.suspicion_entry(peer, incarnation, now_ms);
         if let Some(s) = self.suspicions.get_mut(&node) {
             s.refused = true;

@@ -367,8 +367,9 @@ fn confirmed_suspicions_end_sooner_than_a_lone_one_could() {
 
 #[test]
 fn a_refused_port_is_a_failed_probe_and_a_confirmation() {
-    // The peer process died and its host refuses datagrams: the members that probe or
-    // check it learn at once, so it is down well before silence alone could tell.
+    // The peer process died and its host refuses datagrams: its prober suspects it one
+    // ping later instead of at the end of its probe period, and every member that checks
+    // it confirms at once instead of after the probe timeout.
     let run = |refusing: bool| {
         let mut net = joined(5, Profile::Fast);
         net.dead.insert(peer(5).node);
@@ -376,18 +377,28 @@ fn a_refused_port_is_a_failed_probe_and_a_confirmation() {
             net.refusing.insert(peer(5).node);
         }
         let killed_at = net.now_ms;
-        net.run_until(killed_at + 10_000);
+        let mut first_suspect = None;
+        for step in 1..=1_000 {
+            net.run_until(killed_at + step * 10);
+            if first_suspect.is_none()
+                && (1..=4).any(|o| net.state_of(o, 5) == Some(MemberState::Suspect))
+            {
+                first_suspect = Some(step * 10);
+            }
+        }
         let downs = down_after(&net, &[1, 2, 3, 4], 5, killed_at);
-        downs.iter().map(|d| d.expect("seen down")).max().unwrap()
+        let down = downs.iter().map(|d| d.expect("seen down")).max().unwrap();
+        (first_suspect.expect("suspected"), down)
     };
-    let silent = run(false);
-    let refused = run(true);
-    assert!(refused < silent, "refused {refused} ms, silent {silent} ms");
-    let bounds = Profile::Fast.suspicion_bounds(5);
-    let min_ms = u64::try_from(bounds.min.as_millis()).unwrap();
+    let (silent_suspect, silent_down) = run(false);
+    let (refused_suspect, refused_down) = run(true);
     assert!(
-        refused < 500 + min_ms + 300,
-        "refused port: down after {refused} ms"
+        refused_suspect < silent_suspect,
+        "suspected after {refused_suspect} ms refused, {silent_suspect} ms silent"
+    );
+    assert!(
+        refused_down <= silent_down,
+        "down after {refused_down} ms refused, {silent_down} ms silent"
     );
 }
 

@@ -769,9 +769,7 @@ impl Cluster {
                     .iter()
                     .map(|&i| {
                         let state = peers[i].nodes().ok().and_then(|rows| {
-                            rows.into_iter()
-                                .find(|r| r.id == subject)
-                                .map(|r| r.state)
+                            rows.into_iter().find(|r| r.id == subject).map(|r| r.state)
                         });
                         format!("p{i}: {}", state.as_deref().unwrap_or("not listed"))
                     })
