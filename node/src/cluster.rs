@@ -143,9 +143,12 @@ impl Quorum {
             .filter(|(id, state)| **state == MemberState::Down && !absent.contains(id))
             .map(|(id, _)| *id)
             .collect();
-        let confirmed = down.is_empty() || reach.down == down;
+        let answered = reach.answered_for(&down);
+        let confirmed = down.is_empty() || answered.is_some();
         let seen = |id: &NodeId, state: MemberState| {
-            *id == me || (state.is_active() && (down.is_empty() || reach.reachable.contains(id)))
+            *id == me
+                || (state.is_active()
+                    && (down.is_empty() || answered.is_some_and(|a| a.contains(id))))
         };
         let sees = if confirmed {
             known.iter().filter(|(id, state)| seen(id, **state)).count()

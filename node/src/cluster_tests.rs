@@ -18,6 +18,7 @@ fn quorum(me: u8, states: &[(u8, MemberState)], answered: Option<&[u8]>) -> Quor
         Some(ids) => Reachability {
             down,
             reachable: ids.iter().map(|&b| node(b)).collect(),
+            ahead: None,
         },
         None => Reachability::default(),
     };
@@ -27,6 +28,39 @@ fn quorum(me: u8, states: &[(u8, MemberState)], answered: Option<&[u8]>) -> Quor
         &reach,
         &BTreeSet::new(),
     )
+}
+
+#[test]
+fn a_check_made_ahead_for_the_suspects_stands_once_they_are_down() {
+    use MemberState::{Alive, Down};
+    let states = [(1, Alive), (2, Alive), (3, Alive), (4, Down), (5, Down)];
+    let down: BTreeSet<NodeId> = [node(4), node(5)].into();
+    // The last check was for 4 alone; while 5 was suspect, 2 and 3 answered a check ahead.
+    let reach = Reachability {
+        down: [node(4)].into(),
+        reachable: [node(2), node(3), node(5)].into(),
+        ahead: Some((down.clone(), [node(2), node(3)].into())),
+    };
+    let q = Quorum::of(
+        node(1),
+        states.iter().map(|&(b, s)| (node(b), s)),
+        &reach,
+        &BTreeSet::new(),
+    );
+    assert!(q.confirmed && q.majority, "{q:?}");
+    assert_eq!(q.sees, 3);
+    // A check ahead for another set stands for nothing.
+    let other = Reachability {
+        ahead: Some(([node(5)].into(), [node(2), node(3)].into())),
+        ..reach
+    };
+    let q = Quorum::of(
+        node(1),
+        states.iter().map(|&(b, s)| (node(b), s)),
+        &other,
+        &BTreeSet::new(),
+    );
+    assert!(!q.confirmed, "{q:?}");
 }
 
 #[test]

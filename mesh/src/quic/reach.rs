@@ -10,6 +10,11 @@
 //! rule counts only those. A handshake takes a round trip where the path works; where it
 //! does not, the check gives up after [`DIAL_TIMEOUT`], and until then the node treats
 //! itself as not confirmed (it reclaims nothing).
+//!
+//! While members are only suspect, the node checks ahead: it dials the members that are
+//! neither down nor suspect, for the down set the suspects would make. When they are
+//! declared down, that check already stands and the node reclaims at once instead of
+//! after a round of handshakes; a suspect that refutes leaves it unused.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -26,6 +31,9 @@ use crate::node_core::View;
 
 /// How long a dial to a member may take before it counts as unreachable.
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(1);
+/// Checks ahead start at most this often: under a storm of false suspicions they would
+/// otherwise dial every member again and again.
+pub const AHEAD_EVERY: Duration = Duration::from_secs(5);
 
 /// The members that answered, for one set of members seen down.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -34,6 +42,36 @@ pub struct Reachability {
     pub down: BTreeSet<NodeId>,
     /// The members that answered a dial then (this node not included).
     pub reachable: BTreeSet<NodeId>,
+    /// A check made ahead, while members were suspect: for the down set they would make
+    /// (those down then and the suspects), the members that answered.
+    pub ahead: Option<(BTreeSet<NodeId>, BTreeSet<NodeId>)>,
+}
+
+impl Reachability {
+    /// The members that answered a check made for exactly this down set, if one was.
+    pub fn answered_for(&self, down: &BTreeSet<NodeId>) -> Option<&BTreeSet<NodeId>> {
+        if self.down == *down {
+            return Some(&self.reachable);
+        }
+        self.ahead
+            .as_ref()
+            .filter(|(ahead, _)| ahead == down)
+            .map(|(_, reachable)| reachable)
+    }
+}
+
+/// The down set the suspects of `view` would make, if any member is suspect.
+fn ahead_set(view: &View) -> Option<BTreeSet<NodeId>> {
+    view.members
+        .iter()
+        .any(|m| m.state == MemberState::Suspect)
+        .then(|| {
+            view.members
+                .iter()
+                .filter(|m| matches!(m.state, MemberState::Down | MemberState::Suspect))
+                .map(|m| m.peer.node)
+                .collect()
+        })
 }
 
 fn down_set(view: &View) -> BTreeSet<NodeId> {
@@ -63,17 +101,18 @@ async fn answers(endpoint: &quinn::Endpoint, client: quinn::ClientConfig, peer: 
     }
 }
 
-/// Checks the members of `view` that are alive or suspect.
+/// Checks the members of `view` in the states `dial` passes.
 async fn check(
     endpoint: &quinn::Endpoint,
     client: &quinn::ClientConfig,
     view: &View,
+    dial: fn(MemberState) -> bool,
 ) -> BTreeSet<NodeId> {
     let me = view.me.node;
     let dials = view
         .members
         .iter()
-        .filter(|m| m.peer.node != me && m.state.is_active())
+        .filter(|m| m.peer.node != me && dial(m.state))
         .map(|m| {
             let (endpoint, client, peer) = (endpoint.clone(), client.clone(), m.peer);
             async move { answers(&endpoint, client, peer).await.then_some(peer.node) }
@@ -119,16 +158,37 @@ pub(crate) async fn run(
             return;
         }
     };
+    let mut last_ahead = None;
     loop {
         let current = view.borrow_and_update().clone();
         let down = down_set(&current);
-        if !down.is_empty() && publish.borrow().down != down {
+        let last = publish.borrow().clone();
+        if !down.is_empty() && last.answered_for(&down).is_none() {
             let reachable = tokio::select! {
                 () = shutdown.cancelled() => return,
-                reachable = check(&endpoint, &client, &current) => reachable,
+                reachable = check(&endpoint, &client, &current, MemberState::is_active) => reachable,
             };
             // Published even if the down set moved meanwhile: the next turn checks again.
-            publish.send_replace(Arc::new(Reachability { down, reachable }));
+            publish.send_replace(Arc::new(Reachability {
+                down,
+                reachable,
+                ahead: last.ahead.clone(),
+            }));
+            continue;
+        }
+        if let Some(ahead) = ahead_set(&current)
+            && last.ahead.as_ref().is_none_or(|(set, _)| *set != ahead)
+            && last_ahead.is_none_or(|t: tokio::time::Instant| t.elapsed() >= AHEAD_EVERY)
+        {
+            last_ahead = Some(tokio::time::Instant::now());
+            let reachable = tokio::select! {
+                () = shutdown.cancelled() => return,
+                reachable = check(&endpoint, &client, &current, |s| s == MemberState::Alive) => reachable,
+            };
+            publish.send_replace(Arc::new(Reachability {
+                ahead: Some((ahead, reachable)),
+                ..(*last).clone()
+            }));
             continue;
         }
         tokio::select! {
