@@ -26,20 +26,40 @@ pub(crate) struct Tracker {
     pub(crate) probing: bool,
 }
 
+/// Until a replica's first probe passes, an HTTP probe runs at least this often: a replica
+/// started to heal a lost host counts from its first passing probe, and one probe a whole
+/// interval (30 s by default) after a start that came too early would hold the heal up.
+/// Docker's `--health-start-interval` serves the same end.
+pub(crate) const START_INTERVAL_HTTP: Duration = Duration::from_millis(100);
+/// The same for a command probe, which costs the engine an exec each time.
+pub(crate) const START_INTERVAL_COMMAND: Duration = Duration::from_secs(1);
+
 impl Tracker {
+    /// Time between probes now: the check's interval, shorter until the first pass.
+    fn interval(&self, check: &HealthCheck) -> Duration {
+        let interval = Duration::from_millis(check.interval_ms);
+        if self.passed_once {
+            return interval;
+        }
+        let start = match check.probe {
+            Probe::Http { .. } => START_INTERVAL_HTTP,
+            Probe::Command(_) => START_INTERVAL_COMMAND,
+        };
+        interval.min(start)
+    }
+
     /// Whether a probe is due.
     pub(crate) fn due(&self, check: &HealthCheck, now: Instant) -> bool {
         !self.probing
             && self
                 .last_probe
-                .is_none_or(|t| now.duration_since(t) >= Duration::from_millis(check.interval_ms))
+                .is_none_or(|t| now.duration_since(t) >= self.interval(check))
     }
 
     /// When the next probe falls due (now, if none ran yet).
     pub(crate) fn next_due(&self, check: &HealthCheck) -> Instant {
-        self.last_probe.map_or_else(Instant::now, |t| {
-            t + Duration::from_millis(check.interval_ms)
-        })
+        self.last_probe
+            .map_or_else(Instant::now, |t| t + self.interval(check))
     }
 
     pub(crate) fn record(&mut self, outcome: Outcome) {
@@ -57,7 +77,12 @@ impl Tracker {
     /// The health to report for a replica running for `age`.
     pub(crate) fn health(&self, check: &HealthCheck, age: Duration) -> Health {
         let in_start_period = age < Duration::from_millis(check.start_period_ms);
-        if self.failures_in_a_row >= check.retries.max(1) && !in_start_period {
+        // Probes before the first pass come faster than the interval; the failures they
+        // count must not make a replica unhealthy sooner than probes at the interval would.
+        let retries = check.retries.max(1);
+        let too_young = !self.passed_once
+            && age < Duration::from_millis(check.interval_ms.saturating_mul(u64::from(retries)));
+        if self.failures_in_a_row >= retries && !in_start_period && !too_young {
             Health::Unhealthy
         } else if self.failures_in_a_row == 0 && self.passed_once {
             Health::Healthy
@@ -144,19 +169,50 @@ mod tests {
     }
 
     #[test]
-    fn the_next_probe_is_due_one_interval_after_the_last() {
-        let mut check = HealthCheck::new(Probe::Command(vec!["true".into()]));
-        check.interval_ms = 250;
+    fn probes_run_often_until_the_first_pass_then_at_the_interval() {
+        let mut check = HealthCheck::new(Probe::Http {
+            path: "/".into(),
+            port: None,
+        });
+        check.interval_ms = 30_000;
         let mut t = Tracker::default();
         assert!(
             t.next_due(&check) <= Instant::now(),
             "never probed: due now"
         );
+        // Before the first pass: every 100 ms, not every 30 s.
         t.record(Outcome::Fail);
         let last = t.last_probe.unwrap();
-        assert_eq!(t.next_due(&check), last + Duration::from_millis(250));
-        assert!(!t.due(&check, last + Duration::from_millis(249)));
-        assert!(t.due(&check, last + Duration::from_millis(250)));
+        assert_eq!(t.next_due(&check), last + START_INTERVAL_HTTP);
+        assert!(!t.due(&check, last + Duration::from_millis(99)));
+        assert!(t.due(&check, last + START_INTERVAL_HTTP));
+        // After it: the check's own interval.
+        t.record(Outcome::Pass);
+        let last = t.last_probe.unwrap();
+        assert_eq!(t.next_due(&check), last + Duration::from_secs(30));
+        assert!(!t.due(&check, last + Duration::from_secs(29)));
+        // Fast failures before the first pass do not make it unhealthy before three
+        // intervals have passed, as probes at the interval could not have.
+        let mut young = Tracker::default();
+        for _ in 0..5 {
+            young.record(Outcome::Fail);
+        }
+        assert_eq!(
+            young.health(&check, Duration::from_secs(1)),
+            Health::Starting
+        );
+        assert_eq!(
+            young.health(&check, Duration::from_secs(90)),
+            Health::Unhealthy
+        );
+        // A command probe starts at most every second.
+        let command = HealthCheck::new(Probe::Command(vec!["true".into()]));
+        let mut t = Tracker::default();
+        t.record(Outcome::Fail);
+        assert_eq!(
+            t.next_due(&command),
+            t.last_probe.unwrap() + START_INTERVAL_COMMAND
+        );
     }
 
     #[test]
