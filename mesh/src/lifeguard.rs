@@ -22,6 +22,39 @@ use crate::id::{NodeId, PeerId};
 /// The highest local health score: probe periods and timeouts stretch at most 9-fold.
 pub const HEALTH_MAX: u32 = 8;
 
+/// How many members check a suspect directly, whatever the size of the cluster: enough
+/// for `k` confirmations with one to spare, few enough that a suspicion in a large cluster
+/// (or many during a formation storm) does not set every member pinging.
+pub const CHECKERS: usize = 4;
+
+/// A member's rank for checking `suspect` (lower checks): FNV-1a over both node ids, the
+/// same on every peer, different for every suspect.
+pub fn checker_rank(suspect: &NodeId, member: &NodeId) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in suspect.as_bytes().iter().chain(member.as_bytes()) {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+/// Whether `me` is among the [`CHECKERS`] members of lowest rank for `suspect`, out of
+/// `me` and `others` (the alive members it knows, the suspect not among them).
+pub fn is_checker<'a>(
+    suspect: &NodeId,
+    me: &NodeId,
+    others: impl IntoIterator<Item = &'a NodeId>,
+) -> bool {
+    let mine = checker_rank(suspect, me);
+    others
+        .into_iter()
+        .filter(|other| *other != me && *other != suspect)
+        .filter(|other| checker_rank(suspect, other) < mine)
+        .take(CHECKERS)
+        .count()
+        < CHECKERS
+}
+
 /// How much a peer distrusts its own judgement: 0 when healthy.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LocalHealth {
@@ -147,6 +180,30 @@ mod tests {
             addr: "127.0.0.7:7946".parse().unwrap(),
             epoch: 1,
         }
+    }
+
+    #[test]
+    fn a_few_members_check_each_suspect_and_not_always_the_same() {
+        let members: Vec<NodeId> = (0..100u8).map(|i| NodeId::from_bytes([i; 16])).collect();
+        let mut checked_by: BTreeSet<&NodeId> = BTreeSet::new();
+        for suspect in &members[..20] {
+            let others: Vec<&NodeId> = members.iter().filter(|m| *m != suspect).collect();
+            let checkers: Vec<&NodeId> = others
+                .iter()
+                .copied()
+                .filter(|me| is_checker(suspect, me, others.iter().copied()))
+                .collect();
+            assert_eq!(checkers.len(), CHECKERS, "suspect {suspect:?}");
+            checked_by.extend(checkers);
+        }
+        assert!(checked_by.len() > 2 * CHECKERS, "the work is spread");
+        // With fewer members than checkers, every member checks.
+        let few = &members[..3];
+        assert!(
+            few[1..]
+                .iter()
+                .all(|me| is_checker(&few[0], me, few.iter()))
+        );
     }
 
     #[test]

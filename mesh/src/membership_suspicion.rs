@@ -14,7 +14,7 @@ use foca::{Codec, Message, State, Timer};
 
 use super::{MemberState, Membership, MembershipTimer, Output, Probe, WireCodec, codec, from_foca};
 use crate::id::{NodeId, PeerId};
-use crate::lifeguard::{Suspicion, SuspicionBounds};
+use crate::lifeguard::{self, Suspicion, SuspicionBounds};
 use crate::rumor::Rumor;
 use crate::traffic::Direction;
 
@@ -32,6 +32,18 @@ impl Membership {
     /// The members under suspicion here, with their confirmations.
     pub fn suspicions(&self) -> impl Iterator<Item = &Suspicion> {
         self.suspicions.values()
+    }
+
+    /// Whether this node is one of the few that check `suspect` directly.
+    fn checks(&self, suspect: &NodeId) -> bool {
+        let me = self.identity().node;
+        let alive: Vec<NodeId> = self
+            .foca
+            .iter_membership_state()
+            .filter(|m| m.state() == State::Alive)
+            .map(|m| m.id().node)
+            .collect();
+        lifeguard::is_checker(suspect, &me, alive.iter())
     }
 
     fn bounds(&self) -> SuspicionBounds {
@@ -445,7 +457,7 @@ impl Membership {
         let mine = suspicion.by.contains(&me.node);
         let enough =
             suspicion.by.len() > self.profile.suspicion_bounds(self.foca.num_members() + 1).k;
-        if fresh && !mine && !enough {
+        if fresh && !mine && !enough && self.checks(&suspect.node) {
             self.start_check(&suspect.node);
         }
         self.arm_deadline(&suspect.node, now_ms);
@@ -476,7 +488,9 @@ impl Membership {
             return;
         }
         if self.suspicion_entry(peer, incarnation, now_ms) {
-            self.start_check(&node);
+            if self.checks(&node) {
+                self.start_check(&node);
+            }
             self.arm_deadline(&node, now_ms);
         }
     }
