@@ -34,6 +34,10 @@ pub const DIAL_TIMEOUT: Duration = Duration::from_secs(1);
 /// Checks ahead start at most this often: under a storm of false suspicions they would
 /// otherwise dial every member again and again.
 pub const AHEAD_EVERY: Duration = Duration::from_secs(5);
+/// Checks ahead run in clusters of at most this many members. A check dials every member,
+/// so each suspicion would cost the cluster a handshake per pair of members; a 100-peer
+/// soak on 2 cores showed the checks after each `down` alone drive the load past 100.
+pub const AHEAD_MEMBERS_MAX: usize = 32;
 
 /// The members that answered, for one set of members seen down.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -60,11 +64,11 @@ impl Reachability {
     }
 }
 
-/// The down set the suspects of `view` would make, if any member is suspect.
+/// The down set the suspects of `view` would make, if any member is suspect (and the
+/// cluster is small enough for a check ahead).
 fn ahead_set(view: &View) -> Option<BTreeSet<NodeId>> {
-    view.members
-        .iter()
-        .any(|m| m.state == MemberState::Suspect)
+    let active = view.members.iter().filter(|m| m.state.is_active()).count();
+    (active <= AHEAD_MEMBERS_MAX && view.members.iter().any(|m| m.state == MemberState::Suspect))
         .then(|| {
             view.members
                 .iter()
