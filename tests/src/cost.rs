@@ -15,21 +15,46 @@ pub const PEER_START_LIMIT: Duration = Duration::from_secs(60);
 /// The kernel's clock ticks per second for `/proc/<pid>/stat` (USER_HZ, 100 on Linux).
 const TICKS_PER_S: f64 = 100.0;
 
-/// Adds and starts `size` peers to `cluster`, each once the one before has its node id,
-/// so that a hundred peers starting at once on two cores do not time each other out.
-pub fn start_paced(cluster: &mut Cluster, size: usize) -> Result<()> {
+/// When [`start_paced`] starts the next peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// Once the one before has its node id (it has started, it may not have joined).
+    NodeId,
+    /// Once the seed (`p0`) lists the one before alive: joins one at a time, so that the
+    /// members' handshakes with each joiner do not pile up on two cores.
+    Admitted,
+}
+
+/// Adds and starts `size` peers to `cluster`, each once the one before is as far as
+/// `pace` says, so that a hundred peers starting at once on two cores do not time each
+/// other out.
+pub fn start_paced(cluster: &mut Cluster, size: usize, pace: Pace) -> Result<()> {
     for _ in 0..size {
         let i = cluster.add_peer()?;
-        let peer = &cluster.peers[i];
-        wait_until(PEER_START_LIMIT, "a peer's node id", || peer.node_id().ok()).with_context(
-            || {
-                format!(
-                    "peer {i} of {size} (load average {}); its log:\n{}",
-                    load_text(),
-                    peer.log_tail(15)
-                )
-            },
-        )?;
+        let (seed, peer) = (&cluster.peers[0], &cluster.peers[i]);
+        let context = || {
+            format!(
+                "peer {i} of {size} (load average {}); its log:\n{}",
+                load_text(),
+                peer.log_tail(15)
+            )
+        };
+        let (id, _) = wait_until(PEER_START_LIMIT, "a peer's node id", || peer.node_id().ok())
+            .with_context(context)?;
+        if pace == Pace::Admitted && i > 0 {
+            wait_until(
+                PEER_START_LIMIT,
+                "the seed to list a new peer alive",
+                || {
+                    seed.nodes_http()
+                        .ok()?
+                        .iter()
+                        .any(|r| r.id == id && r.state == "alive")
+                        .then_some(())
+                },
+            )
+            .with_context(context)?;
+        }
     }
     Ok(())
 }

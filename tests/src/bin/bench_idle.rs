@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use knit_tests::Cluster;
-use knit_tests::cost::{self, CpuWindow, Series, label, read_series};
+use knit_tests::cost::{self, CpuWindow, Pace, Series, label, read_series};
 use knit_tests::options::{self, Flags};
 use knit_tests::report::{Cell, Format, Notes, Report, Table};
 
@@ -105,7 +105,7 @@ fn measure(options: &Options, size: usize) -> Figures {
 fn measure_into(options: &Options, size: usize, figures: &mut Figures) -> Result<()> {
     let started = Instant::now();
     let mut cluster = Cluster::new(&options.profile)?;
-    cost::start_paced(&mut cluster, size)?;
+    cost::start_paced(&mut cluster, size, Pace::NodeId)?;
     cluster
         .wait_all_alive(cost::forming_limit(size))
         .context("forming the cluster")?;

@@ -1,13 +1,14 @@
-//! `bench-soak`: a large cluster over a long run. It starts real `knit` peers on loopback
-//! (paced, as `bench-idle` does), waits until a few fixed observers see every peer alive,
-//! measures each peer's idle CPU and memory over a quiet window, then for the rest of the
-//! run SIGKILLs a random peer (never the seed, never an observer) every few seconds, times
-//! how long each observer takes to list it `down` (by the observer's own stamp), restarts
-//! it on its data dir and waits for the observers to list it `alive` again. Between kills
-//! it samples the observers and a rotating few other peers for false alarms: a member not
-//! killed in that window listed `suspect`, `down` or `left`, and the observers'
-//! `knit_members_suspected` while nobody is down. It prints the run header and three
-//! tables (markdown, or JSON rows with `--format json`). It asserts nothing.
+//! `bench-soak`: a large cluster over a long run. It starts real `knit` peers on loopback,
+//! one at a time (each once the seed lists the one before alive), waits until a few fixed
+//! observers see every peer alive, measures each peer's idle CPU and memory over a quiet
+//! window, then for the rest of the run SIGKILLs a random peer (never the seed, never an
+//! observer) every few seconds, times how long each observer takes to list it `down` (by
+//! the observer's own stamp), restarts it on its data dir and waits for the observers to
+//! list it `alive` again. Between kills it samples the observers and a rotating few other
+//! peers for false alarms: a member not killed in that window listed `suspect`, `down` or
+//! `left`, and the observers' `knit_members_suspected` while nobody is down. It prints the
+//! run header and three tables (markdown, or JSON rows with `--format json`). It asserts
+//! nothing.
 //!
 //! ```text
 //! cargo run --release -p knit-tests --bin bench-soak -- [--peers 100] [--minutes 10] [--kill-every 60]

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use knit_tests::cost::{self, CpuWindow, Usage};
+use knit_tests::cost::{self, CpuWindow, Pace, Usage};
 use knit_tests::{Cluster, wall_ms};
 
 use crate::watch::{self, Alarms, Detector, Row};
@@ -149,7 +149,7 @@ impl<'a> Soak<'a> {
     fn form(setup: &'a Setup, figures: &mut Figures) -> Result<Self> {
         let started = Instant::now();
         let mut cluster = Cluster::new(&setup.profile)?;
-        cost::start_paced(&mut cluster, setup.peers)?;
+        cost::start_paced(&mut cluster, setup.peers, Pace::Admitted)?;
         eprintln!(
             "  {} peers started in {:.1} s (load {}); waiting for the observers to see them all",
             setup.peers,
