@@ -15,6 +15,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub mod browser;
+pub mod cost;
 pub mod heal;
 mod http;
 pub mod images;

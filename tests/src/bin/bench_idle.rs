@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use knit_tests::Cluster;
+use knit_tests::cost::{self, CpuWindow, Pace, Series, label, read_series};
 use knit_tests::options::{self, Flags};
 use knit_tests::report::{Cell, Format, Notes, Report, Table};
 
@@ -29,12 +30,8 @@ const USAGE: &str = "usage: bench-idle [--sizes 5,20,40,60,100,150] [--profile P
 
 Uses $KNIT_BIN if set, else builds the release knit first.";
 
-/// How long one peer may take to start and have its node id.
-const PEER_START_LIMIT: Duration = Duration::from_secs(60);
 /// How long one `/metrics` read may take.
 const READ_LIMIT: Duration = Duration::from_secs(10);
-/// The kernel's clock ticks per second for `/proc/<pid>/stat` (USER_HZ, 100 on Linux).
-const TICKS_PER_S: f64 = 100.0;
 
 #[derive(Debug, Clone)]
 struct Options {
@@ -73,37 +70,6 @@ impl Options {
     }
 }
 
-/// One `/metrics` read: every series by its full name with labels, e.g.
-/// `knit_gossip_message_bytes_total{kind="ping",direction="out"}`.
-type Series = BTreeMap<String, f64>;
-
-fn read_series(text: &str) -> Series {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            Some((name.to_owned(), value.parse().ok()?))
-        })
-        .collect()
-}
-
-/// The value of label `label` in a series name.
-fn label<'a>(series: &'a str, label: &str) -> Option<&'a str> {
-    let start = series.find(&format!("{label}=\""))? + label.len() + 2;
-    let end = series[start..].find('"')? + start;
-    Some(&series[start..end])
-}
-
-/// A peer's CPU time so far (user + system), in seconds.
-fn cpu_s(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The fields after the command name, which may hold spaces, in parentheses.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / TICKS_PER_S)
-}
-
 /// What one cluster size cost.
 #[derive(Debug, Default)]
 struct Figures {
@@ -139,17 +105,9 @@ fn measure(options: &Options, size: usize) -> Figures {
 fn measure_into(options: &Options, size: usize, figures: &mut Figures) -> Result<()> {
     let started = Instant::now();
     let mut cluster = Cluster::new(&options.profile)?;
-    for _ in 0..size {
-        let i = cluster.add_peer()?;
-        // Paced: each peer has its identity before the next starts, so that a hundred
-        // peers starting at once on two cores do not time each other out.
-        let peer = &cluster.peers[i];
-        knit_tests::wait_until(PEER_START_LIMIT, "a peer's node id", || peer.node_id().ok())
-            .with_context(|| format!("peer {i} of {size}; its log:\n{}", peer.log_tail(15)))?;
-    }
-    let limit = Duration::from_secs(60 + 3 * u64::try_from(size)?);
+    cost::start_paced(&mut cluster, size, Pace::NodeId)?;
     cluster
-        .wait_all_alive(limit)
+        .wait_all_alive(cost::forming_limit(size))
         .context("forming the cluster")?;
     figures.formed_s = Some(started.elapsed().as_secs_f64());
     eprintln!(
@@ -166,24 +124,15 @@ fn measure_into(options: &Options, size: usize, figures: &mut Figures) -> Result
             .map(|&i| Ok(read_series(&cluster.peers[i].metrics_text(READ_LIMIT)?)))
             .collect()
     };
-    let pids: Vec<u32> = cluster.peers.iter().filter_map(|p| p.pid()).collect();
-    let cpu = |pids: &[u32]| -> f64 { pids.iter().filter_map(|&p| cpu_s(p)).sum() };
-    let (before, cpu_before, window_start) = (read(&cluster)?, cpu(&pids), Instant::now());
+    let (before, window) = (read(&cluster)?, CpuWindow::open(&cluster));
     std::thread::sleep(options.window);
-    let (after, cpu_after) = (read(&cluster)?, cpu(&pids));
-    let secs = window_start.elapsed().as_secs_f64();
+    let after = read(&cluster)?;
+    let secs = window.elapsed().as_secs_f64();
+    let usage = window.close(&cluster);
     rates(figures, &before, &after, secs * sampled.len() as f64);
-    figures.cpu_percent = Some((cpu_after - cpu_before) / secs / pids.len() as f64 * 100.0);
-    let rss: Vec<f64> = cluster
-        .peers
-        .iter()
-        .filter_map(|p| p.rss_kib())
-        .map(|k| k as f64 / 1024.0)
-        .collect();
-    if !rss.is_empty() {
-        figures.rss_mean_mib = Some(rss.iter().sum::<f64>() / rss.len() as f64);
-        figures.rss_max_mib = rss.iter().copied().reduce(f64::max);
-    }
+    figures.cpu_percent = Some(usage.cpu_percent);
+    figures.rss_mean_mib = usage.rss_mean_mib;
+    figures.rss_max_mib = usage.rss_max_mib;
     Ok(())
 }
 
