@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bollard::auth::DockerCredentials;
 use bollard::errors::Error as DockerError;
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{
@@ -29,8 +28,8 @@ use bollard::models::{
     MountType, MountVolumeOptions, PortBinding, PortMap, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
-    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
 };
 use bollard::{API_DEFAULT_VERSION, Docker};
 use futures_util::{StreamExt, TryStreamExt};
@@ -45,7 +44,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// The limit on one ordinary API call (create, start, inspect, list, remove, exec).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// The limit on pulling one image.
-const PULL_TIMEOUT: Duration = Duration::from_secs(600);
+pub(super) const PULL_TIMEOUT: Duration = Duration::from_secs(600);
 /// Containers inspected at once by [`DockerDriver::list`].
 const INSPECTS_IN_FLIGHT_MAX: usize = 8;
 
@@ -381,76 +380,6 @@ impl DockerDriver {
             Ok(Ok(inspect)) => Ok(inspect.exit_code == Some(0)),
             Ok(Err(e)) => Err(failed(&format!("exec in {runtime_id}"), &e)),
         }
-    }
-
-    /// Makes sure `image` is in the local store: inspects it, else pulls it, with `auth`
-    /// when given.
-    /// Makes sure `image` is on this host, pulling it if not: ahead of a start this node
-    /// may soon have to make (a member under suspicion holds the replica now).
-    pub(crate) async fn warm(
-        &self,
-        image: &str,
-        auth: Option<&crate::registry::RegistryAuth>,
-    ) -> Result<(), DriverError> {
-        self.ensure_image(image, auth).await
-    }
-
-    async fn ensure_image(
-        &self,
-        image: &str,
-        auth: Option<&crate::registry::RegistryAuth>,
-    ) -> Result<(), DriverError> {
-        match within(CALL_TIMEOUT, self.docker.inspect_image(image)).await {
-            Ok(_) => return Ok(()),
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(failed(&format!("inspect image {image}"), &e)),
-        }
-        let credentials = auth
-            .map(crate::registry::RegistryAuth::docker_credentials)
-            .or_else(registry_credentials);
-        let user = credentials.as_ref().and_then(|c| c.username.clone());
-        tracing::info!(image, user, "image not found locally; pulling");
-        let options = CreateImageOptionsBuilder::default()
-            .from_image(&image_reference(image))
-            .build();
-        let pull = self
-            .docker
-            .create_image(Some(options), None, credentials)
-            .try_for_each(|_progress| async { Ok(()) });
-        within(PULL_TIMEOUT, pull)
-            .await
-            .map_err(|e| DriverError::Image {
-                image: image.to_owned(),
-                detail: format!(
-                    "not found locally and cannot be pulled: {}; build or load it on this \
-                     host (docker build / docker load), or for a private registry \
-                     `knit login {}`",
-                    reason(&e),
-                    crate::registry::registry_of(image)
-                ),
-            })
-    }
-}
-
-/// Credentials for pulls, from `KNIT_REGISTRY_USER` and `KNIT_REGISTRY_PASSWORD`: the
-/// fallback for an image whose registry `knit login` has none for.
-fn registry_credentials() -> Option<DockerCredentials> {
-    let username = std::env::var("KNIT_REGISTRY_USER").ok()?;
-    Some(DockerCredentials {
-        username: Some(username),
-        password: std::env::var("KNIT_REGISTRY_PASSWORD").ok(),
-        ..Default::default()
-    })
-}
-
-/// `image` with `:latest` when it names neither a tag nor a digest: a pull without a tag
-/// would fetch every tag of the repository.
-fn image_reference(image: &str) -> String {
-    let last = image.rsplit('/').next().unwrap_or(image);
-    if image.contains('@') || last.contains(':') {
-        image.to_owned()
-    } else {
-        format!("{image}:latest")
     }
 }
 
@@ -803,8 +732,12 @@ pub(crate) fn rfc3339_ms(text: &str) -> Option<u64> {
     u64::try_from(total * 1000 + ms).ok()
 }
 
+mod image;
 mod logs;
 mod watch;
+
+#[cfg(test)]
+use image::image_reference;
 
 #[cfg(test)]
 mod tests;
