@@ -144,26 +144,29 @@ impl Quorum {
             .map(|(id, _)| *id)
             .collect();
         let answered = reach.answered_for(&down);
-        let confirmed = down.is_empty() || answered.is_some();
         let seen = |id: &NodeId, state: MemberState| {
             *id == me
                 || (state.is_active()
-                    && (down.is_empty() || answered.is_some_and(|a| a.contains(id))))
+                    && (down.is_empty() || answered.is_some_and(|a| a.reachable.contains(id))))
         };
-        let sees = if confirmed {
-            known.iter().filter(|(id, state)| seen(id, **state)).count()
+        let counted = known.iter().filter(|(id, state)| seen(id, **state)).count();
+        let lowest_seen = known
+            .iter()
+            .next()
+            .is_some_and(|(id, state)| seen(id, *state));
+        let majority = 2 * counted > known.len() || (2 * counted == known.len() && lowest_seen);
+        // A check that stopped at a majority of the members it knew stands only while
+        // they remain one; past that the mesh checks again.
+        let confirmed = down.is_empty() || answered.is_some_and(|a| a.complete || majority);
+        let (sees, majority) = if confirmed {
+            (counted, majority)
         } else {
-            1
+            (1, false)
         };
-        let lowest_seen = confirmed
-            && known
-                .iter()
-                .next()
-                .is_some_and(|(id, state)| seen(id, *state));
         Self {
             sees,
             known: known.len(),
-            majority: 2 * sees > known.len() || (2 * sees == known.len() && lowest_seen),
+            majority,
             confirmed,
         }
     }

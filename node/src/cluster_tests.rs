@@ -1,6 +1,7 @@
 //! Quorum counting and the view of a restarted peer.
 
 use super::*;
+use knit_mesh::quic::reach::Answered;
 
 fn node(b: u8) -> NodeId {
     NodeId::from_bytes([b; 16])
@@ -16,8 +17,7 @@ fn quorum(me: u8, states: &[(u8, MemberState)], answered: Option<&[u8]>) -> Quor
         .collect();
     let reach = match answered {
         Some(ids) => Reachability {
-            down,
-            reachable: ids.iter().map(|&b| node(b)).collect(),
+            last: check(down, ids, true),
             ahead: None,
         },
         None => Reachability::default(),
@@ -30,6 +30,46 @@ fn quorum(me: u8, states: &[(u8, MemberState)], answered: Option<&[u8]>) -> Quor
     )
 }
 
+fn check(down: BTreeSet<NodeId>, ids: &[u8], complete: bool) -> Answered {
+    Answered {
+        down,
+        reachable: ids.iter().map(|&b| node(b)).collect(),
+        complete,
+    }
+}
+
+#[test]
+fn a_check_that_stopped_at_a_majority_stands_only_while_it_is_one() {
+    use MemberState::{Alive, Down};
+    let mut states = vec![(1, Alive), (2, Alive), (3, Alive), (4, Alive), (5, Down)];
+    let down: BTreeSet<NodeId> = [node(5)].into();
+    // 2 and 3 answered, and the check stopped there: 3 of 5 is a majority.
+    let reach = Reachability {
+        last: check(down, &[2, 3], false),
+        ahead: None,
+    };
+    let of = |states: &[(u8, MemberState)]| {
+        Quorum::of(
+            node(1),
+            states.iter().map(|&(b, s)| (node(b), s)),
+            &reach,
+            &BTreeSet::new(),
+        )
+    };
+    let q = of(&states);
+    assert!(q.confirmed && q.majority, "{q:?}");
+    assert_eq!((q.sees, q.known), (3, 5));
+    // Two members join: 3 of 7 is not a majority, and since 4, 6 and 7 were not checked,
+    // nothing stands until the mesh checks again.
+    states.extend([(6, Alive), (7, Alive)]);
+    let q = of(&states);
+    assert!(!q.confirmed && !q.majority, "{q:?}");
+    assert!(
+        q.minority().is_some_and(|m| m.contains("checking")),
+        "{q:?}"
+    );
+}
+
 #[test]
 fn a_check_made_ahead_for_the_suspects_stands_once_they_are_down() {
     use MemberState::{Alive, Down};
@@ -37,9 +77,8 @@ fn a_check_made_ahead_for_the_suspects_stands_once_they_are_down() {
     let down: BTreeSet<NodeId> = [node(4), node(5)].into();
     // The last check was for 4 alone; while 5 was suspect, 2 and 3 answered a check ahead.
     let reach = Reachability {
-        down: [node(4)].into(),
-        reachable: [node(2), node(3), node(5)].into(),
-        ahead: Some((down.clone(), [node(2), node(3)].into())),
+        last: check([node(4)].into(), &[2, 3, 5], true),
+        ahead: Some(check(down.clone(), &[2, 3], true)),
     };
     let q = Quorum::of(
         node(1),
@@ -51,7 +90,7 @@ fn a_check_made_ahead_for_the_suspects_stands_once_they_are_down() {
     assert_eq!(q.sees, 3);
     // A check ahead for another set stands for nothing.
     let other = Reachability {
-        ahead: Some(([node(5)].into(), [node(2), node(3)].into())),
+        ahead: Some(check([node(5)].into(), &[2, 3], true)),
         ..reach
     };
     let q = Quorum::of(

@@ -69,6 +69,8 @@ pub(crate) struct Links {
     pub(crate) metrics: Arc<MeshMetrics>,
     pub(crate) shutdown: CancellationToken,
     links: Mutex<HashMap<NodeId, Link>>,
+    /// When a packet last came from each member, for reachability checks.
+    pub(crate) heard: Arc<super::reach::Heard>,
     /// Members' stream exchanges.
     streams: Arc<Semaphore>,
     /// Application streams (see [`app`]), in a pool of their own.
@@ -116,6 +118,7 @@ impl Links {
             metrics,
             shutdown,
             links: Mutex::new(HashMap::new()),
+            heard: Arc::default(),
             streams: Arc::new(Semaphore::new(STREAMS_MAX)),
             app: app::Service::new(),
             join_connections: Arc::new(Semaphore::new(JOIN_CONNECTIONS_MAX)),
@@ -420,6 +423,9 @@ impl Links {
                     if !self.check_source(&conn, &packet, &mut known, cert.as_deref()) {
                         bump(&self.metrics.packets_rejected, 1);
                         continue;
+                    }
+                    if let Some(node) = known {
+                        self.heard.note(node);
                     }
                     let len = packet.len() as u64;
                     if self.core.try_send(Command::Core(Input::Packet(packet))).is_ok() {

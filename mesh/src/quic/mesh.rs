@@ -208,7 +208,9 @@ impl Mesh {
         tokio::spawn(super::reach::run(
             endpoint.clone(),
             (*mesh_creds).clone(),
+            links_handle.heard.clone(),
             view.clone(),
+            store_rx.clone(),
             reach_tx,
             shutdown.clone(),
         ));

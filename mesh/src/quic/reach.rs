@@ -4,64 +4,129 @@
 //! Failure detection marks members down one at a time: a host cut off from two others
 //! sees the first go down while the second still looks alive, and counting that one as
 //! seen would give it a majority it does not have. So a node that is about to reclaim the
-//! slots of members it sees down first dials every member it still sees (a QUIC handshake
-//! on the join service, with its member certificate; the handshake alone proves the path)
-//! and publishes those that answered, with the down set it was checked for. The quorum
-//! rule counts only those. A handshake takes a round trip where the path works; where it
-//! does not, the check gives up after [`DIAL_TIMEOUT`], and until then the node treats
-//! itself as not confirmed (it reclaims nothing).
+//! slots of members it sees down first checks the members it still sees and publishes
+//! those that answered, with the down set it was checked for. The quorum rule counts only
+//! those. Until the check answers, the node treats itself as not confirmed (it reclaims
+//! nothing).
 //!
-//! While members are only suspect, the node checks ahead: it dials the members that are
+//! A member answers if a packet came from it since the check started ([`Heard`]: gossip
+//! is busy right after a `down`), or else if it completes a QUIC handshake on the join
+//! service, with this node's member certificate (the handshake alone proves the path).
+//! Dials run at most [`DIALS_AT_ONCE`] at a time, in an order of this node's own, and the
+//! check stops as soon as a majority of the members known have answered: that is all the
+//! quorum rule needs, and dialing every member from every member would cost a cluster of
+//! `n` members `n²` handshakes per `down`. A dial gives up after [`DIAL_TIMEOUT`].
+//!
+//! While members are only suspect, the node checks ahead: it checks the members that are
 //! neither down nor suspect, for the down set the suspects would make. When they are
 //! declared down, that check already stands and the node reclaims at once instead of
 //! after a round of handshakes; a suspect that refutes leaves it unused.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::credentials::Credentials;
 use super::tls::{ANY_MEMBER_NAME, JOIN_ALPN};
 use crate::id::{NodeId, PeerId};
+use crate::lifeguard::checker_rank;
 use crate::membership::MemberState;
 use crate::node_core::View;
+use crate::store::Store;
 
 /// How long a dial to a member may take before it counts as unreachable.
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(1);
+/// Dials in flight at once, per check.
+pub const DIALS_AT_ONCE: usize = 8;
 /// Checks ahead start at most this often: under a storm of false suspicions they would
-/// otherwise dial every member again and again.
+/// otherwise check the cluster again and again.
 pub const AHEAD_EVERY: Duration = Duration::from_secs(5);
-/// Checks ahead run in clusters of at most this many members. A check dials every member,
-/// so each suspicion would cost the cluster a handshake per pair of members; a 100-peer
-/// soak on 2 cores showed the checks after each `down` alone drive the load past 100.
+/// Checks ahead run in clusters of at most this many members: each suspicion would
+/// otherwise cost every member a check, and a 100-peer soak on 2 cores showed checks
+/// alone drive the load past 100.
 pub const AHEAD_MEMBERS_MAX: usize = 32;
+
+/// The members that answered one check.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Answered {
+    /// The members seen down (or, ahead, down and suspect) when the check started.
+    pub down: BTreeSet<NodeId>,
+    /// The members that answered (this node not included).
+    pub reachable: BTreeSet<NodeId>,
+    /// Whether every member was checked. A check that stopped at a majority of the
+    /// members known stands only while they remain a majority.
+    pub complete: bool,
+}
 
 /// The members that answered, for one set of members seen down.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reachability {
-    /// The members seen down when the check started.
-    pub down: BTreeSet<NodeId>,
-    /// The members that answered a dial then (this node not included).
-    pub reachable: BTreeSet<NodeId>,
+    /// The check for the members seen down.
+    pub last: Answered,
     /// A check made ahead, while members were suspect: for the down set they would make
-    /// (those down then and the suspects), the members that answered.
-    pub ahead: Option<(BTreeSet<NodeId>, BTreeSet<NodeId>)>,
+    /// (those down then and the suspects).
+    pub ahead: Option<Answered>,
 }
 
 impl Reachability {
-    /// The members that answered a check made for exactly this down set, if one was.
-    pub fn answered_for(&self, down: &BTreeSet<NodeId>) -> Option<&BTreeSet<NodeId>> {
-        if self.down == *down {
-            return Some(&self.reachable);
+    /// The check made for exactly this down set, if one was.
+    pub fn answered_for(&self, down: &BTreeSet<NodeId>) -> Option<&Answered> {
+        if self.last.down == *down {
+            return Some(&self.last);
         }
-        self.ahead
-            .as_ref()
-            .filter(|(ahead, _)| ahead == down)
-            .map(|(_, reachable)| reachable)
+        self.ahead.as_ref().filter(|ahead| ahead.down == *down)
     }
+}
+
+impl Answered {
+    /// Whether this check settles the quorum among `known` members: it checked every
+    /// member, or those that answered (and this node) are a majority of them.
+    fn settles(&self, known: usize) -> bool {
+        self.complete || self.reachable.len() >= answers_needed(known)
+    }
+}
+
+/// How many others must answer for this node and them to be a majority of `known`.
+pub fn answers_needed(known: usize) -> usize {
+    known / 2
+}
+
+/// When a packet last came from each member (on its gossip connection, its source
+/// checked).
+#[derive(Debug, Default)]
+pub(crate) struct Heard(Mutex<HashMap<NodeId, Instant>>);
+
+impl Heard {
+    pub(crate) fn note(&self, node: NodeId) {
+        self.lock().insert(node, Instant::now());
+    }
+
+    fn since(&self, node: &NodeId, start: Instant) -> bool {
+        self.lock().get(node).is_some_and(|at| *at >= start)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, Instant>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The members the quorum rule counts, as far as the mesh can tell: those in `view` not
+/// `left`, and those with records of their own in `store` (a restarted node's members
+/// not heard from yet). It may count more than the quorum rule does, never fewer, so a
+/// check that stops at a majority of these is a majority there too.
+fn known_members(view: &View, store: &Store) -> usize {
+    let in_view: BTreeSet<NodeId> = view.members.iter().map(|m| m.peer.node).collect();
+    let active = view
+        .members
+        .iter()
+        .filter(|m| m.state != MemberState::Left)
+        .count();
+    active + store.owners().difference(&in_view).count()
 }
 
 /// The down set the suspects of `view` would make, if any member is suspect (and the
@@ -87,7 +152,7 @@ fn down_set(view: &View) -> BTreeSet<NodeId> {
 }
 
 /// Whether the member at `peer` completes a handshake within [`DIAL_TIMEOUT`].
-async fn answers(endpoint: &quinn::Endpoint, client: quinn::ClientConfig, peer: PeerId) -> bool {
+async fn answers(endpoint: quinn::Endpoint, client: quinn::ClientConfig, peer: PeerId) -> bool {
     let Ok(connecting) = endpoint.connect_with(client, peer.addr, ANY_MEMBER_NAME) else {
         return false;
     };
@@ -105,47 +170,84 @@ async fn answers(endpoint: &quinn::Endpoint, client: quinn::ClientConfig, peer: 
     }
 }
 
-/// Checks the members of `view` in the states `dial` passes.
-async fn check(
-    endpoint: &quinn::Endpoint,
-    client: &quinn::ClientConfig,
-    view: &View,
-    dial: fn(MemberState) -> bool,
-) -> BTreeSet<NodeId> {
-    let me = view.me.node;
-    let dials = view
-        .members
-        .iter()
-        .filter(|m| m.peer.node != me && dial(m.state))
-        .map(|m| {
-            let (endpoint, client, peer) = (endpoint.clone(), client.clone(), m.peer);
-            async move { answers(&endpoint, client, peer).await.then_some(peer.node) }
-        });
-    futures_join(dials).await.into_iter().flatten().collect()
+/// What one check needs.
+struct Checker {
+    endpoint: quinn::Endpoint,
+    client: quinn::ClientConfig,
+    heard: Arc<Heard>,
 }
 
-/// Runs every future to its end, concurrently.
-async fn futures_join<F>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
-where
-    F: std::future::Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
-    let mut out = Vec::with_capacity(handles.len());
-    for handle in handles {
-        if let Ok(value) = handle.await {
-            out.push(value);
+impl Checker {
+    /// Checks the members of `view` in the states `dial` passes, for `down`, until
+    /// [`answers_needed`] of `known` members have answered or every one was checked.
+    async fn check(
+        &self,
+        view: &View,
+        down: BTreeSet<NodeId>,
+        known: usize,
+        dial: fn(MemberState) -> bool,
+    ) -> Answered {
+        let start = Instant::now();
+        let me = view.me.node;
+        let mut members: Vec<PeerId> = view
+            .members
+            .iter()
+            .filter(|m| m.peer.node != me && dial(m.state))
+            .map(|m| m.peer)
+            .collect();
+        // Each member dials in its own order, so that no member takes every dial.
+        members.sort_by_key(|peer| checker_rank(&me, &peer.node));
+        let mut members = members.into_iter();
+        let mut reachable = BTreeSet::new();
+        let mut dials = JoinSet::new();
+        let needed = answers_needed(known);
+        loop {
+            while reachable.len() < needed && dials.len() < DIALS_AT_ONCE {
+                let Some(peer) = members.next() else { break };
+                if self.heard.since(&peer.node, start) {
+                    reachable.insert(peer.node);
+                    continue;
+                }
+                let (endpoint, client) = (self.endpoint.clone(), self.client.clone());
+                dials.spawn(
+                    async move { answers(endpoint, client, peer).await.then_some(peer.node) },
+                );
+            }
+            if reachable.len() >= needed {
+                // Dials still in flight are dropped with the set.
+                let complete = dials.is_empty() && members.len() == 0;
+                return Answered {
+                    down,
+                    reachable,
+                    complete,
+                };
+            }
+            match dials.join_next().await {
+                Some(Ok(Some(node))) => {
+                    reachable.insert(node);
+                }
+                Some(_) => {}
+                None => {
+                    return Answered {
+                        down,
+                        reachable,
+                        complete: true,
+                    };
+                }
+            }
         }
     }
-    out
 }
 
-/// Watches the view and publishes a fresh [`Reachability`] whenever the down set changes;
-/// runs until `shutdown`.
+/// Watches the view and publishes a fresh [`Reachability`] whenever the down set changes
+/// (or the members known grow past what a check that stopped early settles); runs until
+/// `shutdown`.
 pub(crate) async fn run(
     endpoint: quinn::Endpoint,
     creds: Credentials,
+    heard: Arc<Heard>,
     mut view: watch::Receiver<Arc<View>>,
+    mut store: watch::Receiver<Arc<Store>>,
     publish: watch::Sender<Arc<Reachability>>,
     shutdown: CancellationToken,
 ) {
@@ -162,35 +264,47 @@ pub(crate) async fn run(
             return;
         }
     };
+    let checker = Checker {
+        endpoint,
+        client,
+        heard,
+    };
     let mut last_ahead = None;
     loop {
         let current = view.borrow_and_update().clone();
+        let known = known_members(&current, &store.borrow_and_update());
         let down = down_set(&current);
         let last = publish.borrow().clone();
-        if !down.is_empty() && last.answered_for(&down).is_none() {
-            let reachable = tokio::select! {
+        if !down.is_empty()
+            && last
+                .answered_for(&down)
+                .is_none_or(|answered| !answered.settles(known))
+        {
+            let answered = tokio::select! {
                 () = shutdown.cancelled() => return,
-                reachable = check(&endpoint, &client, &current, MemberState::is_active) => reachable,
+                answered = checker.check(&current, down, known, MemberState::is_active) => answered,
             };
             // Published even if the down set moved meanwhile: the next turn checks again.
             publish.send_replace(Arc::new(Reachability {
-                down,
-                reachable,
+                last: answered,
                 ahead: last.ahead.clone(),
             }));
             continue;
         }
         if let Some(ahead) = ahead_set(&current)
-            && last.ahead.as_ref().is_none_or(|(set, _)| *set != ahead)
-            && last_ahead.is_none_or(|t: tokio::time::Instant| t.elapsed() >= AHEAD_EVERY)
+            && last
+                .ahead
+                .as_ref()
+                .is_none_or(|answered| answered.down != ahead)
+            && last_ahead.is_none_or(|t: Instant| t.elapsed() >= AHEAD_EVERY)
         {
-            last_ahead = Some(tokio::time::Instant::now());
-            let reachable = tokio::select! {
+            last_ahead = Some(Instant::now());
+            let answered = tokio::select! {
                 () = shutdown.cancelled() => return,
-                reachable = check(&endpoint, &client, &current, |s| s == MemberState::Alive) => reachable,
+                answered = checker.check(&current, ahead, known, |s| s == MemberState::Alive) => answered,
             };
             publish.send_replace(Arc::new(Reachability {
-                ahead: Some((ahead, reachable)),
+                ahead: Some(answered),
                 ..(*last).clone()
             }));
             continue;
@@ -198,6 +312,7 @@ pub(crate) async fn run(
         tokio::select! {
             () = shutdown.cancelled() => return,
             changed = view.changed() => if changed.is_err() { return },
+            changed = store.changed() => if changed.is_err() { return },
         }
     }
 }

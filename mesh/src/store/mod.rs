@@ -276,6 +276,28 @@ impl Store {
             || self.entries.contains_key(&revoked_key(node))
     }
 
+    /// The nodes with records of their own here (tombstones included). One step per
+    /// node, not per record.
+    pub fn owners(&self) -> BTreeSet<NodeId> {
+        let mut owners = BTreeSet::new();
+        let mut from = OWNED_PREFIX.to_owned();
+        while let Some((key, _)) = self.entries.range(from.clone()..).next() {
+            let Some(rest) = key.strip_prefix(OWNED_PREFIX) else {
+                break;
+            };
+            let Some((id, _)) = rest.split_once('/') else {
+                from = format!("{key}\0");
+                continue;
+            };
+            if let Ok(node) = id.parse() {
+                owners.insert(node);
+            }
+            // '0' follows '/': the first key past every record of this owner.
+            from = format!("{OWNED_PREFIX}{id}0");
+        }
+        owners
+    }
+
     /// The stamp of `node`'s revocation, if it is revoked: its writes stamped later are
     /// refused, the ones before stay.
     pub fn revoked_at(&self, node: &NodeId) -> Option<Stamp> {
@@ -474,6 +496,33 @@ mod tests {
             Err(MergeError::NotOwner { .. })
         ));
         assert_eq!(key_owner(&owned_key(&node(3), "x")), Some(node(3)));
+    }
+
+    #[test]
+    fn owners_are_listed_once_each_whatever_their_records() {
+        let mut a = Store::new(node(1));
+        for name in ["info", "applied", "replicas/x"] {
+            a.put(
+                &owned_key(&node(1), name),
+                Some(vec![1]),
+                5,
+                &FakeSigner(node(1)),
+            );
+        }
+        a.put(&owned_key(&node(1), "gone"), None, 6, &FakeSigner(node(1)));
+        a.put("svc/web", Some(vec![2]), 7, &FakeSigner(node(1)));
+        for n in [2, 3] {
+            let mut other = Store::new(node(n));
+            let delta = other.put(
+                &owned_key(&node(n), "info"),
+                Some(vec![n]),
+                5,
+                &FakeSigner(node(n)),
+            );
+            a.merge(delta, NOW_MS, SKEW_MS).unwrap();
+        }
+        assert_eq!(a.owners(), [node(1), node(2), node(3)].into());
+        assert!(Store::new(node(4)).owners().is_empty());
     }
 
     #[test]

@@ -1,0 +1,83 @@
+//! The reachability check between real meshes on 127.0.0.1: after a `down`, a member
+//! checks only as many others as a majority needs, not every one.
+#![cfg(feature = "quic")]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use knit_mesh::quic::reach::answers_needed;
+use knit_mesh::quic::{Credentials, Mesh, bind};
+use knit_mesh::store::Store;
+use knit_mesh::{MemberState, NodeId};
+use tokio_util::sync::CancellationToken;
+
+/// Polls `check` every 20 ms until it holds, or panics after `wait` naming `what`.
+async fn wait_until(what: &str, wait: Duration, mut check: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !check() {
+        assert!(started.elapsed() < wait, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn states(mesh: &Mesh) -> Vec<MemberState> {
+    mesh.view()
+        .borrow()
+        .members
+        .iter()
+        .map(|m| m.state)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_down_a_member_checks_a_majority_and_stops() {
+    const MEMBERS: usize = 7;
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let node = NodeId::random(&mut rand::rng());
+    let creds = Credentials::create_cluster(&node, [7; 16]).unwrap();
+    let endpoint = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = endpoint.local_addr().unwrap();
+    let seed = common::start_mesh(
+        endpoint,
+        node,
+        &creds,
+        Store::new(node),
+        Vec::new(),
+        &shutdown,
+    );
+    let mut others = Vec::new();
+    for _ in 1..MEMBERS {
+        // Each with a token of its own, so that one can be stopped alone.
+        let own = shutdown.child_token();
+        others.push((common::join_second(&seed, addr, &own).await, own));
+    }
+    wait_until("every member alive", Duration::from_secs(20), || {
+        let s = states(&seed);
+        s.len() == MEMBERS && s.iter().all(|s| *s == MemberState::Alive)
+    })
+    .await;
+
+    // One member stops without a word: the others suspect it, see it down, and check
+    // the rest.
+    let (gone, stop) = others.pop().unwrap();
+    let gone = gone.view().borrow().me.node;
+    stop.cancel();
+    let mut reach = seed.reachability();
+    let down = [gone].into();
+    // The check made ahead while it was suspect, or the one made once it was down.
+    wait_until(
+        "the seed's check for the member gone",
+        Duration::from_secs(20),
+        || reach.borrow_and_update().answered_for(&down).is_some(),
+    )
+    .await;
+    let last = reach.borrow().answered_for(&down).cloned().unwrap();
+    // Seven known: this member and three others are a majority; the other two are left
+    // unchecked.
+    assert_eq!(answers_needed(MEMBERS), 3);
+    assert_eq!(last.reachable.len(), 3, "{last:?}");
+    assert!(!last.complete, "{last:?}");
+    assert!(!last.reachable.contains(&gone), "{last:?}");
+}
