@@ -217,7 +217,11 @@ impl Agent {
                 outcome,
             } => {
                 if let Some(t) = self.replicas.get_mut(&runtime_id) {
+                    let first = !t.health.passed_once;
                     t.health.record(outcome);
+                    if first && t.health.passed_once {
+                        tracing::info!(slot = %t.replica.slot, runtime_id = %runtime_id, "first health check passed");
+                    }
                 }
             }
         }

@@ -24,6 +24,8 @@
 //! It builds and runs the release `knit` (or `$KNIT_BIN` when set). The `docker` driver is
 //! skipped, with a message, where Docker or the test image cannot be had.
 
+#[path = "bench_heal/phases.rs"]
+mod phases;
 #[path = "bench_heal/report.rs"]
 mod report;
 #[path = "bench_heal/scenario.rs"]

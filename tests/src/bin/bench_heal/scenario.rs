@@ -78,6 +78,8 @@ pub(crate) struct Heal {
     pub(crate) detect_last_ms: u64,
     /// Replicas the victim ran.
     pub(crate) lost: usize,
+    /// When the lost slots' new replicas started and first passed their check.
+    pub(crate) phases: crate::phases::Phases,
 }
 
 /// What one configuration measured. Failures are kept as messages, never panics.
@@ -204,15 +206,28 @@ fn one_trial(
         cluster, &survivors, &watched, &victim_id, kill_ms, HEAL_LIMIT,
     ) {
         Ok((times, ports)) => {
+            let lost_slots = placement
+                .iter()
+                .filter(|(_, node)| **node == victim_id)
+                .map(|(slot, _)| slot.clone())
+                .collect();
+            let logs: Vec<&knit_tests::Peer> =
+                survivors.iter().map(|&i| &cluster.peers[i]).collect();
             let heal = Heal {
                 heal_ms: times.heal_ms,
                 detect_first_ms: times.detect_first_ms,
                 detect_last_ms: times.detect_last_ms,
                 lost,
+                phases: crate::phases::read(&logs, &lost_slots, kill_ms),
             };
+            let shown = |ms: Option<u64>| ms.map_or_else(|| "?".to_owned(), |ms| ms.to_string());
             eprint!(
-                "  trial {trial}: lost {name} ({lost} replicas): down after {}-{} ms, healed after {} ms",
-                heal.detect_first_ms, heal.detect_last_ms, heal.heal_ms
+                "  trial {trial}: lost {name} ({lost} replicas): down after {}-{} ms, started after {} ms, first check passed after {} ms, healed after {} ms",
+                heal.detect_first_ms,
+                heal.detect_last_ms,
+                shown(heal.phases.started_ms),
+                shown(heal.phases.healthy_ms),
+                heal.heal_ms
             );
             figures.heals.push(heal);
             let ips: Vec<std::net::IpAddr> = std::iter::once([127, 0, 0, 1].into())
