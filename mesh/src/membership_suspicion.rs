@@ -251,6 +251,15 @@ impl Membership {
         });
     }
 
+    /// Sends `to` a ping of foca's own format that asks nothing of this node's own
+    /// probing: a live member acks it, and the ack (like any packet from it) is noted by
+    /// whoever waits for signs of life. A member not in the view is not pinged.
+    pub fn poke(&mut self, to: PeerId) {
+        if self.foca_member(&to.node).is_some_and(|(peer, _, _)| peer == to) {
+            self.ping(to, None);
+        }
+    }
+
     /// Sends `to` a ping of foca's own format (its ack proves it alive), carrying
     /// `update` if given.
     fn ping(&mut self, to: PeerId, update: Option<foca::Member<PeerId>>) {

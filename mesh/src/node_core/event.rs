@@ -60,6 +60,9 @@ pub enum Input {
     /// The port of that member refused a datagram sent after [`Output::CheckPort`]: no
     /// process listens there any more.
     Refused(PeerId),
+    /// Ask these members for an answer now: a ping in foca's format, which a live member
+    /// acks (the reachability check's question; any packet back is the answer).
+    Poke(Vec<PeerId>),
 }
 
 /// What the core wants done in time; the driver hands it back as [`Input::Timer`].

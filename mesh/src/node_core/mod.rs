@@ -322,6 +322,11 @@ impl NodeCore {
                     tracing::debug!(error = %e, "port refused");
                 }
             }
+            Input::Poke(peers) => {
+                for peer in peers {
+                    self.membership.poke(peer);
+                }
+            }
         }
         self.absorb_membership(now_ms);
         self.settle();

@@ -206,8 +206,7 @@ impl Mesh {
         tokio::spawn(seed(links, config.seeds));
         let (reach_tx, reachability) = watch::channel(Arc::default());
         tokio::spawn(super::reach::run(
-            endpoint.clone(),
-            (*mesh_creds).clone(),
+            core.clone(),
             links_handle.heard.clone(),
             view.clone(),
             store_rx.clone(),

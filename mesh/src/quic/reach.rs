@@ -9,40 +9,42 @@
 //! those. Until the check answers, the node treats itself as not confirmed (it reclaims
 //! nothing).
 //!
-//! A member answers if a packet came from it since the check started ([`Heard`]: gossip
-//! is busy right after a `down`), or else if it completes a QUIC handshake on the join
-//! service, with this node's member certificate (the handshake alone proves the path).
-//! Dials run at most [`DIALS_AT_ONCE`] at a time, in an order of this node's own, and the
-//! check stops as soon as a majority of the members known have answered: that is all the
-//! quorum rule needs, and dialing every member from every member would cost a cluster of
-//! `n` members `n²` handshakes per `down`. A dial gives up after [`DIAL_TIMEOUT`].
+//! A member answers if a packet comes from it after the check started ([`Heard`]: gossip
+//! is busy right after a `down`). Members not heard from are asked: a ping in foca's
+//! format ([`Input::Poke`]), which a live member acks over the connection the members
+//! already hold (a QUIC handshake only where none is open). Questions go out in an order
+//! of this node's own, as many at a time as answers are still needed (and a few more),
+//! and the check stops as soon as a majority of the members known have answered: that is
+//! all the quorum rule needs. Asking every member from every member with a new handshake
+//! each, as the check first did, cost a cluster of `n` members `n²` handshakes per `down`,
+//! which a 100-peer cluster on two cores did not survive. A member silent for
+//! [`ANSWER_TIMEOUT`] did not answer.
 //!
 //! While members are only suspect, the node checks ahead: it checks the members that are
 //! neither down nor suspect, for the down set the suspects would make. When they are
 //! declared down, that check already stands and the node reclaims at once instead of
-//! after a round of handshakes; a suspect that refutes leaves it unused.
+//! after a round of questions; a suspect that refutes leaves it unused.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::credentials::Credentials;
-use super::tls::{ANY_MEMBER_NAME, JOIN_ALPN};
+use super::command::Command;
 use crate::id::{NodeId, PeerId};
 use crate::lifeguard::checker_rank;
 use crate::membership::MemberState;
-use crate::node_core::View;
+use crate::node_core::{Input, View};
 use crate::store::Store;
 
-/// How long a dial to a member may take before it counts as unreachable.
-pub const DIAL_TIMEOUT: Duration = Duration::from_secs(1);
-/// Dials in flight at once, per check.
-pub const DIALS_AT_ONCE: usize = 8;
+/// How long an asked member may stay silent before it counts as unreachable.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
+/// Members asked beyond the answers still needed, so that a silent few do not hold a
+/// check up for [`ANSWER_TIMEOUT`].
+pub const SPARE_QUESTIONS: usize = 4;
 /// Checks ahead start at most this often: under a storm of false suspicions they would
 /// otherwise check the cluster again and again.
 pub const AHEAD_EVERY: Duration = Duration::from_secs(5);
@@ -97,13 +99,17 @@ pub fn answers_needed(known: usize) -> usize {
 }
 
 /// When a packet last came from each member (on its gossip connection, its source
-/// checked).
+/// checked), and a signal for each one that comes.
 #[derive(Debug, Default)]
-pub(crate) struct Heard(Mutex<HashMap<NodeId, Instant>>);
+pub(crate) struct Heard {
+    at: Mutex<HashMap<NodeId, Instant>>,
+    news: Notify,
+}
 
 impl Heard {
     pub(crate) fn note(&self, node: NodeId) {
         self.lock().insert(node, Instant::now());
+        self.news.notify_waiters();
     }
 
     fn since(&self, node: &NodeId, start: Instant) -> bool {
@@ -111,7 +117,7 @@ impl Heard {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, Instant>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.at.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -151,89 +157,79 @@ fn down_set(view: &View) -> BTreeSet<NodeId> {
         .collect()
 }
 
-/// Whether the member at `peer` completes a handshake within [`DIAL_TIMEOUT`].
-async fn answers(endpoint: quinn::Endpoint, client: quinn::ClientConfig, peer: PeerId) -> bool {
-    let Ok(connecting) = endpoint.connect_with(client, peer.addr, ANY_MEMBER_NAME) else {
-        return false;
-    };
-    match tokio::time::timeout(DIAL_TIMEOUT, connecting).await {
-        Ok(Ok(conn)) => {
-            conn.close(0u32.into(), b"reach");
-            true
-        }
-        // A refusal by the peer's TLS or application is an answer, too: the path works.
-        Ok(Err(
-            quinn::ConnectionError::ApplicationClosed(_)
-            | quinn::ConnectionError::ConnectionClosed(_),
-        )) => true,
-        Ok(Err(_)) | Err(_) => false,
-    }
-}
-
 /// What one check needs.
 struct Checker {
-    endpoint: quinn::Endpoint,
-    client: quinn::ClientConfig,
+    /// The core task, which sends the questions.
+    core: mpsc::Sender<Command>,
     heard: Arc<Heard>,
 }
 
 impl Checker {
-    /// Checks the members of `view` in the states `dial` passes, for `down`, until
-    /// [`answers_needed`] of `known` members have answered or every one was checked.
+    /// Checks the members of `view` in the states `ask` passes, for `down`, until
+    /// [`answers_needed`] of `known` members have answered or every one was asked.
+    ///
+    /// A member answers if any packet comes from it after the check started. Members not
+    /// heard from yet are asked (a ping through the core, [`Input::Poke`]), as many at a
+    /// time as answers are still needed plus [`SPARE_QUESTIONS`], in an order of this
+    /// node's own; one that stays silent for [`ANSWER_TIMEOUT`] did not answer.
     async fn check(
         &self,
         view: &View,
         down: BTreeSet<NodeId>,
         known: usize,
-        dial: fn(MemberState) -> bool,
+        ask: fn(MemberState) -> bool,
     ) -> Answered {
         let start = Instant::now();
         let me = view.me.node;
         let mut members: Vec<PeerId> = view
             .members
             .iter()
-            .filter(|m| m.peer.node != me && dial(m.state))
+            .filter(|m| m.peer.node != me && ask(m.state))
             .map(|m| m.peer)
             .collect();
-        // Each member dials in its own order, so that no member takes every dial.
+        // Each member asks in its own order, so that no member takes every question.
         members.sort_by_key(|peer| checker_rank(&me, &peer.node));
-        let mut members = members.into_iter();
+        let mut unasked: VecDeque<PeerId> = members.into();
+        let mut asked: Vec<(PeerId, Instant)> = Vec::new();
         let mut reachable = BTreeSet::new();
-        let mut dials = JoinSet::new();
         let needed = answers_needed(known);
         loop {
-            while reachable.len() < needed && dials.len() < DIALS_AT_ONCE {
-                let Some(peer) = members.next() else { break };
-                if self.heard.since(&peer.node, start) {
-                    reachable.insert(peer.node);
-                    continue;
-                }
-                let (endpoint, client) = (self.endpoint.clone(), self.client.clone());
-                dials.spawn(
-                    async move { answers(endpoint, client, peer).await.then_some(peer.node) },
-                );
-            }
-            if reachable.len() >= needed {
-                // Dials still in flight are dropped with the set.
-                let complete = dials.is_empty() && members.len() == 0;
+            // Armed before looking, so that a packet between the look and the wait wakes it.
+            let news = self.heard.news.notified();
+            tokio::pin!(news);
+            news.as_mut().enable();
+            let now = Instant::now();
+            let heard = |peer: &PeerId| self.heard.since(&peer.node, start);
+            reachable.extend(unasked.iter().filter(|p| heard(p)).map(|p| p.node));
+            reachable.extend(asked.iter().filter(|(p, _)| heard(p)).map(|(p, _)| p.node));
+            unasked.retain(|p| !reachable.contains(&p.node));
+            asked.retain(|(p, at)| {
+                !reachable.contains(&p.node) && now.duration_since(*at) < ANSWER_TIMEOUT
+            });
+            if reachable.len() >= needed || (unasked.is_empty() && asked.is_empty()) {
+                let complete = unasked.is_empty() && asked.is_empty();
                 return Answered {
                     down,
                     reachable,
                     complete,
                 };
             }
-            match dials.join_next().await {
-                Some(Ok(Some(node))) => {
-                    reachable.insert(node);
-                }
-                Some(_) => {}
-                None => {
-                    return Answered {
-                        down,
-                        reachable,
-                        complete: true,
-                    };
-                }
+            let wanted = needed - reachable.len() + SPARE_QUESTIONS;
+            let more = wanted.saturating_sub(asked.len()).min(unasked.len());
+            let batch: Vec<PeerId> = unasked.drain(..more).collect();
+            if !batch.is_empty() {
+                asked.extend(batch.iter().map(|p| (*p, now)));
+                let question = self.core.send(Command::Core(Input::Poke(batch)));
+                // A core too busy to take the question within the timeout: those asked
+                // count as silent.
+                let _ = tokio::time::timeout(ANSWER_TIMEOUT, question).await;
+            }
+            let Some(first_due) = asked.iter().map(|(_, at)| *at + ANSWER_TIMEOUT).min() else {
+                continue;
+            };
+            tokio::select! {
+                () = news => {}
+                () = tokio::time::sleep_until(first_due) => {}
             }
         }
     }
@@ -243,32 +239,14 @@ impl Checker {
 /// (or the members known grow past what a check that stopped early settles); runs until
 /// `shutdown`.
 pub(crate) async fn run(
-    endpoint: quinn::Endpoint,
-    creds: Credentials,
+    core: mpsc::Sender<Command>,
     heard: Arc<Heard>,
     mut view: watch::Receiver<Arc<View>>,
     mut store: watch::Receiver<Arc<Store>>,
     publish: watch::Sender<Arc<Reachability>>,
     shutdown: CancellationToken,
 ) {
-    let client = match creds.member_tls().client_config(JOIN_ALPN) {
-        Ok(config) => match quinn::crypto::rustls::QuicClientConfig::try_from(config) {
-            Ok(crypto) => quinn::ClientConfig::new(Arc::new(crypto)),
-            Err(e) => {
-                tracing::error!(error = %e, "reachability checks cannot run");
-                return;
-            }
-        },
-        Err(e) => {
-            tracing::error!(error = %e, "reachability checks cannot run");
-            return;
-        }
-    };
-    let checker = Checker {
-        endpoint,
-        client,
-        heard,
-    };
+    let checker = Checker { core, heard };
     let mut last_ahead = None;
     loop {
         let current = view.borrow_and_update().clone();
