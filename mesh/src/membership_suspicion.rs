@@ -255,7 +255,10 @@ impl Membership {
     /// probing: a live member acks it, and the ack (like any packet from it) is noted by
     /// whoever waits for signs of life. A member not in the view is not pinged.
     pub fn poke(&mut self, to: PeerId) {
-        if self.foca_member(&to.node).is_some_and(|(peer, _, _)| peer == to) {
+        if self
+            .foca_member(&to.node)
+            .is_some_and(|(peer, _, _)| peer == to)
+        {
             self.ping(to, None);
         }
     }

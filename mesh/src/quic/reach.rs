@@ -294,3 +294,117 @@ pub(crate) async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::membership::{Connection, MemberRecord};
+    use crate::profile::Profile;
+
+    fn peer(b: u8) -> PeerId {
+        PeerId {
+            node: NodeId::from_bytes([b; 16]),
+            addr: ([127, 0, 0, b], 7946).into(),
+            epoch: 1,
+        }
+    }
+
+    /// A view of member 1 with members 2..=n alive and `down` down.
+    fn view(n: u8, down: u8) -> View {
+        let members = (1..=n)
+            .map(|b| MemberRecord {
+                peer: peer(b),
+                state: if b == down {
+                    MemberState::Down
+                } else {
+                    MemberState::Alive
+                },
+                since_ms: 0,
+            })
+            .collect();
+        View {
+            me: peer(1),
+            connection: Connection::Active,
+            profile: Profile::Lan,
+            members,
+        }
+    }
+
+    /// The members of the next question the core is sent.
+    async fn question(core: &mut mpsc::Receiver<Command>) -> Vec<PeerId> {
+        let command = tokio::time::timeout(Duration::from_secs(5), core.recv()).await;
+        match command {
+            Ok(Some(Command::Core(Input::Poke(peers)))) => peers,
+            _ => panic!("no question was asked"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_check_asks_what_a_majority_needs_and_stops_when_it_answered() {
+        let (core, mut questions) = mpsc::channel(8);
+        let heard = Arc::new(Heard::default());
+        let checker = Checker {
+            core,
+            heard: heard.clone(),
+        };
+        // 20 members, one down: 10 answers make a majority with this one.
+        let view = view(20, 20);
+        let down: BTreeSet<NodeId> = [peer(20).node].into();
+        let check =
+            tokio::spawn(
+                async move { checker.check(&view, down, 20, MemberState::is_active).await },
+            );
+        let asked = question(&mut questions).await;
+        assert_eq!(asked.len(), answers_needed(20) + SPARE_QUESTIONS);
+        assert!(
+            !asked.contains(&peer(1)) && !asked.contains(&peer(20)),
+            "{asked:?}"
+        );
+        // Nine answer: not yet.
+        for p in &asked[..9] {
+            heard.note(p.node);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!check.is_finished());
+        // The tenth: a majority, and the five members never asked stay unasked.
+        heard.note(asked[9].node);
+        let answered = tokio::time::timeout(Duration::from_secs(5), check)
+            .await
+            .expect("the check ends")
+            .expect("the check ran");
+        assert_eq!(answered.reachable.len(), 10);
+        assert!(!answered.complete);
+        assert!(questions.try_recv().is_err(), "nothing more was asked");
+    }
+
+    #[tokio::test]
+    async fn a_check_that_too_few_answer_ends_complete_once_the_silent_time_out() {
+        let (core, mut questions) = mpsc::channel(8);
+        let heard = Arc::new(Heard::default());
+        let checker = Checker {
+            core,
+            heard: heard.clone(),
+        };
+        // 9 members, one down: 4 answers needed, 7 others to ask, and only 2 answer.
+        let view = view(9, 9);
+        let down: BTreeSet<NodeId> = [peer(9).node].into();
+        let check =
+            tokio::spawn(
+                async move { checker.check(&view, down, 9, MemberState::is_active).await },
+            );
+        let asked = question(&mut questions).await;
+        assert_eq!(
+            asked.len(),
+            7,
+            "fewer than needed plus spare: every member at once"
+        );
+        heard.note(asked[0].node);
+        heard.note(asked[3].node);
+        let answered = tokio::time::timeout(ANSWER_TIMEOUT * 3, check)
+            .await
+            .expect("the check ends once the silent ones time out")
+            .expect("the check ran");
+        assert_eq!(answered.reachable, [asked[0].node, asked[3].node].into());
+        assert!(answered.complete, "every member was asked");
+    }
+}
