@@ -339,21 +339,36 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_check_asks_what_a_majority_needs_and_stops_when_it_answered() {
-        let (core, mut questions) = mpsc::channel(8);
+    /// A check by member 1 of `n` members, the last of them down, with `n` known: the
+    /// running check, the questions it sends the core, and where answers are noted.
+    fn start_check(
+        n: u8,
+    ) -> (
+        tokio::task::JoinHandle<Answered>,
+        mpsc::Receiver<Command>,
+        Arc<Heard>,
+    ) {
+        let (core, questions) = mpsc::channel(8);
         let heard = Arc::new(Heard::default());
         let checker = Checker {
             core,
             heard: heard.clone(),
         };
+        let view = view(n, n);
+        let down: BTreeSet<NodeId> = [peer(n).node].into();
+        let known = usize::from(n);
+        let check = tokio::spawn(async move {
+            checker
+                .check(&view, down, known, MemberState::is_active)
+                .await
+        });
+        (check, questions, heard)
+    }
+
+    #[tokio::test]
+    async fn a_check_asks_what_a_majority_needs_and_stops_when_it_answered() {
         // 20 members, one down: 10 answers make a majority with this one.
-        let view = view(20, 20);
-        let down: BTreeSet<NodeId> = [peer(20).node].into();
-        let check =
-            tokio::spawn(
-                async move { checker.check(&view, down, 20, MemberState::is_active).await },
-            );
+        let (check, mut questions, heard) = start_check(20);
         let asked = question(&mut questions).await;
         assert_eq!(asked.len(), answers_needed(20) + SPARE_QUESTIONS);
         assert!(
@@ -379,19 +394,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_check_that_too_few_answer_ends_complete_once_the_silent_time_out() {
-        let (core, mut questions) = mpsc::channel(8);
-        let heard = Arc::new(Heard::default());
-        let checker = Checker {
-            core,
-            heard: heard.clone(),
-        };
         // 9 members, one down: 4 answers needed, 7 others to ask, and only 2 answer.
-        let view = view(9, 9);
-        let down: BTreeSet<NodeId> = [peer(9).node].into();
-        let check =
-            tokio::spawn(
-                async move { checker.check(&view, down, 9, MemberState::is_active).await },
-            );
+        let (check, mut questions, heard) = start_check(9);
         let asked = question(&mut questions).await;
         assert_eq!(
             asked.len(),
