@@ -86,10 +86,11 @@ impl Reachability {
 }
 
 impl Answered {
-    /// Whether this check settles the quorum among `known` members: it checked every
-    /// member, or those that answered (and this node) are a majority of them.
-    fn settles(&self, known: usize) -> bool {
-        self.complete || self.reachable.len() >= answers_needed(known)
+    /// Whether this check settles the quorum among the members known (counted by `known`
+    /// only if it must be): it checked every member, or those that answered (and this
+    /// node) are a majority of them.
+    fn settles(&self, known: impl FnOnce() -> usize) -> bool {
+        self.complete || self.reachable.len() >= answers_needed(known())
     }
 }
 
@@ -250,14 +251,18 @@ pub(crate) async fn run(
     let mut last_ahead = None;
     loop {
         let current = view.borrow_and_update().clone();
-        let known = known_members(&current, &store.borrow_and_update());
         let down = down_set(&current);
         let last = publish.borrow().clone();
+        // Counted only when a check needs it: the store changes far more often than the
+        // members seen down.
+        store.borrow_and_update();
+        let known = || known_members(&current, &store.borrow());
         if !down.is_empty()
             && last
                 .answered_for(&down)
                 .is_none_or(|answered| !answered.settles(known))
         {
+            let known = known();
             let answered = tokio::select! {
                 () = shutdown.cancelled() => return,
                 answered = checker.check(&current, down, known, MemberState::is_active) => answered,
@@ -277,6 +282,7 @@ pub(crate) async fn run(
             && last_ahead.is_none_or(|t: Instant| t.elapsed() >= AHEAD_EVERY)
         {
             last_ahead = Some(Instant::now());
+            let known = known();
             let answered = tokio::select! {
                 () = shutdown.cancelled() => return,
                 answered = checker.check(&current, ahead, known, |s| s == MemberState::Alive) => answered,

@@ -75,26 +75,12 @@ impl Drop for Starved {
     }
 }
 
-/// Lines of a peer's log that report `state` for a member, after ANSI colours are removed.
+/// Lines of a peer's log (plain text: the peer writes no colours to a file) that report
+/// `state` for a member.
 fn count(log: &str, state: &str) -> usize {
+    let state = format!("state={state}");
     log.lines()
-        .map(|l| {
-            let mut plain = String::with_capacity(l.len());
-            let mut chars = l.chars();
-            while let Some(c) = chars.next() {
-                if c == '\u{1b}' {
-                    for c in chars.by_ref() {
-                        if c == 'm' {
-                            break;
-                        }
-                    }
-                } else {
-                    plain.push(c);
-                }
-            }
-            plain
-        })
-        .filter(|l| l.contains(" member ") && l.contains(&format!("state={state}")))
+        .filter(|l| l.contains(" member ") && l.contains(&state))
         .count()
 }
 
