@@ -38,6 +38,8 @@ pub fn chromium() -> Option<PathBuf> {
 /// A headless Chromium with one page open.
 pub struct Browser {
     child: Child,
+    /// Where the browser's standard error goes.
+    log: PathBuf,
     to_browser: File,
     from_browser: mpsc::Receiver<Vec<u8>>,
     next_id: u64,
@@ -47,7 +49,21 @@ pub struct Browser {
 
 impl Browser {
     /// Starts `chromium` with its profile and pipes in `dir`, and opens `url`.
+    ///
+    /// A browser that exits before it opens the page (Chromium on a machine where it has
+    /// never run sometimes does, while it sets up its caches) is started once more, with a
+    /// new profile; its log is printed first.
     pub fn open(chromium: &Path, dir: &Path, url: &str) -> Result<Self> {
+        match Self::start(chromium, &dir.join("first"), url) {
+            Err(first) if first.is::<Exited>() => {
+                eprintln!("{first:#}; starting it once more");
+                Self::start(chromium, &dir.join("second"), url)
+            }
+            started => started,
+        }
+    }
+
+    fn start(chromium: &Path, dir: &Path, url: &str) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
         let (to, from) = (dir.join("devtools-in"), dir.join("devtools-out"));
         for fifo in [&to, &from] {
@@ -81,6 +97,7 @@ impl Browser {
         std::thread::spawn(move || read_messages(reader, &tx));
         let mut browser = Self {
             child,
+            log: dir.join("chromium.log"),
             to_browser,
             from_browser,
             next_id: 0,
@@ -112,16 +129,21 @@ impl Browser {
         }
         let mut bytes = serde_json::to_vec(&message)?;
         bytes.push(0);
-        self.to_browser
-            .write_all(&bytes)
-            .with_context(|| format!("the browser went away (sending {method})"))?;
+        if self.to_browser.write_all(&bytes).is_err() {
+            return Err(self.exited(method).into());
+        }
         let started = Instant::now();
         loop {
             let left = COMMAND_TIMEOUT.saturating_sub(started.elapsed());
-            let raw = self
-                .from_browser
-                .recv_timeout(left)
-                .map_err(|_| anyhow!("no answer to {method} within {COMMAND_TIMEOUT:?}"))?;
+            let raw = match self.from_browser.recv_timeout(left) {
+                Ok(raw) => raw,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    bail!("no answer to {method} within {COMMAND_TIMEOUT:?}")
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(self.exited(method).into());
+                }
+            };
             let answer: Value = serde_json::from_slice(&raw)?;
             if answer["id"].as_u64() != Some(id) {
                 // An event, or an answer to an earlier command given up on.
@@ -157,6 +179,44 @@ impl Browser {
         }
         std::fs::write(path, base64_decode(data)?)?;
         Ok(())
+    }
+}
+
+/// The browser closed its end of the pipe: it exited, or is about to.
+#[derive(Debug)]
+struct Exited(String);
+
+impl std::fmt::Display for Exited {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Exited {}
+
+impl Browser {
+    /// What to say when the browser went away while `method` waited: its exit status and
+    /// the end of its log.
+    fn exited(&mut self, method: &str) -> Exited {
+        let started = Instant::now();
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => break status.to_string(),
+                Ok(None) if started.elapsed() < Duration::from_secs(2) => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Ok(None) => break "still running, with its pipe closed".to_owned(),
+                Err(e) => break format!("unknown ({e})"),
+            }
+        };
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(20).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        Exited(format!(
+            "the browser went away before it answered {method} (exit: {status}); the end of {}:\n{}",
+            self.log.display(),
+            tail.join("\n")
+        ))
     }
 }
 
