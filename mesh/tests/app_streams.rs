@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 async fn pair(shutdown: &CancellationToken) -> (Mesh, Mesh) {
     let node = NodeId::random(&mut rand::rng());
     let creds = Credentials::create_cluster(&node, [9; 16]).unwrap();
-    let endpoint = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let endpoint = bind("127.0.0.1:0".parse().unwrap(), &rand::random()).unwrap();
     let addr = endpoint.local_addr().unwrap();
     let a = common::start_mesh(endpoint, node, &creds, Store::new(node), vec![], shutdown);
     let b = common::join_second(&a, addr, shutdown).await;

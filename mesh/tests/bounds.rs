@@ -58,7 +58,7 @@ async fn pair(state_mb: usize, shutdown: &CancellationToken) -> (Mesh, Mesh, Soc
         bytes.len() >> 20
     );
     assert_eq!(loaded.summary(), store.summary());
-    let endpoint = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let endpoint = bind("127.0.0.1:0".parse().unwrap(), &rand::random()).unwrap();
     let addr = endpoint.local_addr().unwrap();
     let a = common::start_mesh(endpoint, node, &creds, loaded, Vec::new(), shutdown);
     let b = common::join_second(&a, addr, shutdown).await;
@@ -140,7 +140,7 @@ async fn a_flood_of_join_streams_does_not_slow_state_sync() {
     let client = quinn::ClientConfig::new(Arc::new(
         quinn::crypto::rustls::QuicClientConfig::try_from(crypto).unwrap(),
     ));
-    let flooder = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let flooder = bind("127.0.0.1:0".parse().unwrap(), &rand::random()).unwrap();
     let mut held = Vec::new();
     for _ in 0..40 {
         if let Some(stream) = hold_join_stream(&flooder, &client, b_addr).await {

@@ -37,7 +37,7 @@ async fn after_a_down_a_member_checks_a_majority_and_stops() {
     let _stop = shutdown.clone().drop_guard();
     let node = NodeId::random(&mut rand::rng());
     let creds = Credentials::create_cluster(&node, [7; 16]).unwrap();
-    let endpoint = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let endpoint = bind("127.0.0.1:0".parse().unwrap(), &rand::random()).unwrap();
     let addr = endpoint.local_addr().unwrap();
     let seed = common::start_mesh(
         endpoint,

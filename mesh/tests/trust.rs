@@ -66,7 +66,7 @@ fn start(
 fn first(shutdown: &CancellationToken) -> Peer {
     let node = NodeId::random(&mut rand::rng());
     let creds = Credentials::create_cluster(&node, [7; 16]).unwrap();
-    let endpoint = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let endpoint = bind("127.0.0.1:0".parse().unwrap(), &rand::random()).unwrap();
     start(
         endpoint,
         node,
@@ -83,7 +83,7 @@ async fn joined(
     shutdown: &CancellationToken,
     forge: impl FnOnce(&mut Store, &Credentials),
 ) -> Peer {
-    let endpoint = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let endpoint = bind("127.0.0.1:0".parse().unwrap(), &rand::random()).unwrap();
     let token = seed.mesh.token();
     let (node, creds, _) = tokio::time::timeout(WAIT, join::join(&endpoint, seed.addr, &token))
         .await
@@ -167,7 +167,7 @@ async fn forged_writes_in_a_members_store_never_reach_the_others() {
 }
 
 async fn try_join(through: &Peer, token: &JoinToken) -> Result<(NodeId, Credentials), JoinError> {
-    let endpoint = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let endpoint = bind("127.0.0.1:0".parse().unwrap(), &rand::random()).unwrap();
     let result = tokio::time::timeout(WAIT, join::join(&endpoint, through.addr, token))
         .await
         .unwrap();

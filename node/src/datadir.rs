@@ -107,6 +107,36 @@ impl DataDir {
         )?)
     }
 
+    /// The secret this node's QUIC stateless resets are made from (see
+    /// [`knit_mesh::quic::bind`]): made once, at the first start, and kept (`reset-key`,
+    /// readable by root only, like the node's key).
+    pub(crate) fn reset_key(&self) -> Result<knit_mesh::quic::ResetKey> {
+        let path = self.path.join("reset-key");
+        match fs::read(&path) {
+            Ok(bytes) => {
+                let text = String::from_utf8_lossy(&bytes);
+                let mut key = [0_u8; 32];
+                hex::decode_to_slice(text.trim(), &mut key).with_context(|| {
+                    format!(
+                        "{} is corrupt; remove it (a new one is made at the next start)",
+                        path.display()
+                    )
+                })?;
+                Ok(key)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key: knit_mesh::quic::ResetKey = rand::random();
+                write_atomic(
+                    &self.path,
+                    "reset-key",
+                    format!("{}\n", hex::encode(key)).as_bytes(),
+                )?;
+                Ok(key)
+            }
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+
     /// The epoch for this start: one more than any epoch used before, recorded at once.
     pub(crate) fn next_epoch(&self) -> Result<u64> {
         let epoch = self.stored_epoch()? + 1;
@@ -177,7 +207,30 @@ impl DataDir {
 
 #[cfg(test)]
 mod group_tests {
-    use super::group_id;
+    use super::{DataDir, group_id};
+
+    #[test]
+    fn the_reset_key_is_made_once_and_kept() {
+        let scratch = |name: &str| {
+            let dir = std::env::temp_dir().join(format!("knit-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            dir
+        };
+        let (one, two) = (scratch("reset-key-one"), scratch("reset-key-two"));
+        let first = DataDir::open(&one).unwrap().reset_key().unwrap();
+        let again = DataDir::open(&one).unwrap().reset_key().unwrap();
+        assert_eq!(first, again);
+        assert_ne!(first, DataDir::open(&two).unwrap().reset_key().unwrap());
+        std::fs::write(one.join("reset-key"), "not hex\n").unwrap();
+        let error = DataDir::open(&one).unwrap().reset_key().unwrap_err();
+        assert!(
+            format!("{error:#}").contains("is corrupt; remove it"),
+            "{error:#}"
+        );
+        for dir in [one, two] {
+            std::fs::remove_dir_all(dir).unwrap();
+        }
+    }
 
     #[test]
     fn the_group_id_is_read_from_the_group_file() {

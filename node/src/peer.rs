@@ -184,7 +184,7 @@ pub(crate) async fn up(args: UpArgs, api: Option<&str>, api_insecure: bool) -> R
         args.process_user.as_deref(),
     )?;
     let dir = DataDir::open(&args.data_dir)?;
-    let endpoint = knit_mesh::quic::bind(args.listen)?;
+    let endpoint = knit_mesh::quic::bind(args.listen, &dir.reset_key()?)?;
     let bound = endpoint
         .local_addr()
         .context("cannot read the bound address")?;

@@ -44,6 +44,9 @@ const JOIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 const BUSY_CODE: u32 = 4;
 /// After a failed dial, packets to that peer are dropped for this long.
 const REDIAL_AFTER: Duration = Duration::from_millis(250);
+/// How long a connection kept across a member's new epoch may go without a packet of that
+/// epoch before it is given up and the member dialed (see [`Links::send`]).
+const CONFIRM_WITHIN: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 struct Link {
@@ -54,6 +57,10 @@ struct Link {
     pending: VecDeque<Bytes>,
     dialing: bool,
     retry_at: Option<tokio::time::Instant>,
+    /// Set while the connection was made for an older epoch of the member: since when,
+    /// and what was sent on it since (at most [`PENDING_MAX`]), sent again on a new
+    /// connection if this one turns out to lead to a process that is gone.
+    unconfirmed: Option<(tokio::time::Instant, VecDeque<Bytes>)>,
 }
 
 /// What every transport task shares.
@@ -182,20 +189,58 @@ impl Links {
     }
 
     /// Sends a gossip packet to `to` without waiting; dials if needed.
+    ///
+    /// A member at a new epoch is often the same process: one declared down that came
+    /// back (SWIM's refutation by a new incarnation). Its connection is kept, rather than
+    /// each member dialing it again (a handshake per member per false `down`, which is
+    /// what turned a few false alarms into a storm at 100 peers). The connection is then
+    /// unconfirmed until a packet of the new epoch comes on it ([`Links::adopt`]); if the
+    /// process was replaced, its stateless reset closes the connection on the first packet
+    /// (the key is the node's, see [`super::mesh::bind`]) and what was sent on it goes out
+    /// again on a new one; if nothing confirms it within [`CONFIRM_WITHIN`], it is dropped.
     pub(crate) fn send(self: &Arc<Self>, to: PeerId, packet: Bytes) {
         if self.is_revoked(&to.node) {
             bump(&self.metrics.packets_dropped, 1);
             return;
         }
         let len = packet.len() as u64;
+        let now = tokio::time::Instant::now();
         let dial = self.with(|links| {
             let link = links.entry(to.node).or_default();
-            if link.addr != Some(to.addr) || link.epoch < to.epoch {
+            if link.addr != Some(to.addr) {
                 link.addr = Some(to.addr);
                 link.epoch = to.epoch;
                 link.conn = None;
+                link.unconfirmed = None;
+            } else if link.epoch < to.epoch {
+                link.epoch = to.epoch;
+                if link
+                    .conn
+                    .as_ref()
+                    .is_some_and(|c| c.close_reason().is_none())
+                {
+                    link.unconfirmed.get_or_insert_with(|| {
+                        bump(&self.metrics.kept_across_epoch, 1);
+                        (now, VecDeque::new())
+                    });
+                }
+            }
+            if link
+                .unconfirmed
+                .as_ref()
+                .is_some_and(|(since, _)| now.duration_since(*since) > CONFIRM_WITHIN)
+            {
+                bump(&self.metrics.kept_but_gone, 1);
+                link.conn = None;
+                link.unconfirmed = None;
             }
             if let Some(conn) = link.conn.as_ref().filter(|c| c.close_reason().is_none()) {
+                if let Some((_, sent)) = link.unconfirmed.as_mut() {
+                    if sent.len() >= PENDING_MAX {
+                        sent.pop_front();
+                    }
+                    sent.push_back(packet.clone());
+                }
                 if conn.send_datagram(packet).is_ok() {
                     bump(&self.metrics.packets_out, 1);
                     bump(&self.metrics.bytes_out, len);
@@ -205,6 +250,7 @@ impl Links {
                 return false;
             }
             link.conn = None;
+            link.unconfirmed = None;
             if link
                 .retry_at
                 .is_some_and(|t| t > tokio::time::Instant::now())
@@ -243,6 +289,7 @@ impl Links {
     }
 
     async fn connect(self: &Arc<Self>, peer: PeerId) -> Option<quinn::Connection> {
+        bump(&self.metrics.dials, 1);
         let name = tls::node_name(&peer.node);
         let connecting = self
             .endpoint
@@ -276,6 +323,7 @@ impl Links {
                     link.epoch = peer.epoch;
                     link.conn = Some(conn.clone());
                     link.retry_at = None;
+                    link.unconfirmed = None;
                     std::mem::take(&mut link.pending)
                 }
                 _ => {
@@ -306,8 +354,39 @@ impl Links {
                 link.epoch = peer.epoch;
                 link.conn = Some(conn);
                 link.retry_at = None;
+                link.unconfirmed = None;
             }
         });
+    }
+
+    /// `conn`, a connection to `node`, closed: if it was kept unconfirmed across a new
+    /// epoch (see [`Links::send`]), what was sent on it goes out again, on a new one.
+    fn closed(self: &Arc<Self>, node: NodeId, conn: &quinn::Connection) {
+        let resend = self.with(|links| {
+            let link = links.get_mut(&node)?;
+            let ours = link
+                .conn
+                .as_ref()
+                .is_some_and(|c| c.stable_id() == conn.stable_id());
+            if !ours {
+                return None;
+            }
+            link.conn = None;
+            let (_, sent) = link.unconfirmed.take()?;
+            bump(&self.metrics.kept_but_gone, 1);
+            let peer = PeerId {
+                node,
+                addr: link.addr?,
+                epoch: link.epoch,
+            };
+            Some((peer, sent))
+        });
+        if let Some((peer, sent)) = resend {
+            tracing::debug!(peer = ?peer, packets = sent.len(), "a connection kept across a new epoch was reset; dialing");
+            for packet in sent {
+                self.send(peer, packet);
+            }
+        }
     }
 
     /// Accepts connections until shutdown.
@@ -409,6 +488,8 @@ impl Links {
             self.offer_cert(node, cert);
         }
         let app_streams = Arc::new(Semaphore::new(app::STREAMS_PER_CONNECTION_MAX));
+        // The newest epoch of the member seen on this connection.
+        let mut epoch = None;
         loop {
             tokio::select! {
                 () = self.shutdown.cancelled() => return,
@@ -417,12 +498,22 @@ impl Links {
                         Ok(packet) => packet,
                         Err(e) => {
                             self.note_refusal(&e);
+                            if let Some(node) = known {
+                                self.closed(node, &conn);
+                            }
                             return;
                         }
                     };
-                    if !self.check_source(&conn, &packet, &mut known, cert.as_deref()) {
+                    let Some(source) = self.check_source(&packet, &mut known, cert.as_deref()) else {
                         bump(&self.metrics.packets_rejected, 1);
                         continue;
+                    };
+                    // The first packet, and any of a newer epoch, prove which process
+                    // this connection leads to: it becomes the member's link (confirming
+                    // one kept across the epoch, see `send`).
+                    if epoch.is_none_or(|seen| source.epoch > seen) {
+                        epoch = Some(source.epoch);
+                        self.adopt(source, conn.clone());
                     }
                     if let Some(node) = known {
                         self.heard.note(node);
@@ -470,30 +561,29 @@ impl Links {
         }));
     }
 
+    /// The sender of `packet` on `conn`, if it may send on it: a member not removed, the
+    /// one dialed, or for an accepted connection the one its certificate names (learnt
+    /// into `known` with the first packet).
     fn check_source(
         &self,
-        conn: &quinn::Connection,
         packet: &[u8],
         known: &mut Option<NodeId>,
         cert: Option<&[u8]>,
-    ) -> bool {
-        let Ok(source) = codec::packet_source(packet) else {
-            return false;
-        };
+    ) -> Option<PeerId> {
+        let source = codec::packet_source(packet).ok()?;
         if self.is_revoked(&source.node) {
-            return false;
+            return None;
         }
         match known {
-            Some(node) => *node == source.node,
+            Some(node) => (*node == source.node).then_some(source),
             None => {
-                let Some(cert) = cert else { return false };
+                let cert = cert?;
                 if !tls::cert_names_node(cert, &source.node) {
-                    return false;
+                    return None;
                 }
                 *known = Some(source.node);
-                self.adopt(source, conn.clone());
                 self.offer_cert(source.node, cert);
-                true
+                Some(source)
             }
         }
     }

@@ -70,9 +70,34 @@ pub enum MeshError {
     Tls(#[from] TlsError),
 }
 
+/// The secret a node's stateless resets are made from ([`bind`]): kept in its data dir,
+/// the same for every process of the node.
+pub type ResetKey = [u8; 32];
+
 /// Binds the mesh's QUIC endpoint, client-only until [`Mesh::start`] makes it a server.
-pub fn bind(addr: SocketAddr) -> Result<quinn::Endpoint, MeshError> {
-    quinn::Endpoint::client(addr).map_err(|source| MeshError::Bind { addr, source })
+///
+/// Its stateless resets come from `reset_key`, the same for every process of this node
+/// (RFC 9000, 10.3.2, a static key), and so do its connection ids: a member still holding a connection to the process
+/// before a restart gets a reset on its first packet and dials the new one at once, where
+/// with a random key the old connection would carry packets into the void until it timed
+/// out. It is what lets members keep a connection across an epoch of the same process
+/// (see `Links::send`).
+pub fn bind(addr: SocketAddr, reset_key: &ResetKey) -> Result<quinn::Endpoint, MeshError> {
+    let bind_error = |source| MeshError::Bind { addr, source };
+    let socket = std::net::UdpSocket::bind(addr).map_err(bind_error)?;
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, reset_key);
+    // A new process answers a packet for an unknown connection with a reset only if it
+    // takes the connection id for one it could have issued: the ids' key comes from the
+    // same secret.
+    let tag = ring::hmac::sign(&key, b"knit connection ids");
+    let mut cid_key = [0_u8; 8];
+    cid_key.copy_from_slice(&tag.as_ref()[..8]);
+    let cid_key = u64::from_le_bytes(cid_key);
+    let mut config = quinn::EndpointConfig::new(Arc::new(key));
+    config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
+    quinn::Endpoint::new(config, None, socket, Arc::new(quinn::TokioRuntime)).map_err(bind_error)
 }
 
 /// A handle on the running mesh; cheap to clone.

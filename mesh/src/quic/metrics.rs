@@ -20,6 +20,14 @@ pub struct MeshMetrics {
     pub packets_dropped: AtomicU64,
     /// Packets whose claimed sender did not match the connection's certificate.
     pub packets_rejected: AtomicU64,
+    /// Connections to members dialed (a QUIC handshake each).
+    pub dials: AtomicU64,
+    /// Connections kept when their member came back at a new epoch, where one would have
+    /// been dialed (see `Links::send`).
+    pub kept_across_epoch: AtomicU64,
+    /// Of those, connections that turned out to lead to a process gone (reset, or not
+    /// confirmed in time): their member was dialed.
+    pub kept_but_gone: AtomicU64,
     /// Anti-entropy exchanges completed (as initiator).
     pub sync_rounds: AtomicU64,
     /// Store deltas received through anti-entropy.

@@ -22,7 +22,7 @@ pub mod tls;
 pub use crate::node_core::View;
 pub use credentials::Credentials;
 pub use mesh::{
-    CLOCK_SKEW_MAX_MS_DEFAULT, Mesh, MeshConfig, MeshError, PutError, RotateError, Stopped,
-    WRITE_MAX_BYTES, bind,
+    CLOCK_SKEW_MAX_MS_DEFAULT, Mesh, MeshConfig, MeshError, PutError, ResetKey, RotateError,
+    Stopped, WRITE_MAX_BYTES, bind,
 };
 pub use quinn::Endpoint;

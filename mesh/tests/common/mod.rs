@@ -42,8 +42,9 @@ pub(crate) async fn join_second(
     addr: SocketAddr,
     shutdown: &CancellationToken,
 ) -> Mesh {
-    let endpoint = knit_mesh::quic::bind("127.0.0.1:0".parse().expect("an address"))
-        .expect("a loopback endpoint");
+    let endpoint =
+        knit_mesh::quic::bind("127.0.0.1:0".parse().expect("an address"), &rand::random())
+            .expect("a loopback endpoint");
     let (node, creds, _) = knit_mesh::quic::join::join(&endpoint, addr, &seed.token())
         .await
         .expect("joined");

@@ -59,6 +59,21 @@ pub(super) async fn metrics(State(state): State<ApiState>) -> Response {
             &m.packets_rejected,
         ),
         (
+            "member_dials",
+            "Connections to members dialed (a QUIC handshake each)",
+            &m.dials,
+        ),
+        (
+            "member_connections_kept_across_epoch",
+            "Connections kept when their member came back at a new epoch",
+            &m.kept_across_epoch,
+        ),
+        (
+            "member_connections_kept_but_gone",
+            "Connections kept across a new epoch that led to a process gone",
+            &m.kept_but_gone,
+        ),
+        (
             "state_sync_rounds",
             "Anti-entropy rounds completed",
             &m.sync_rounds,
