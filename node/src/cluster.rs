@@ -81,7 +81,7 @@ pub(crate) fn known_members(store: &Store) -> impl Iterator<Item = (NodeId, Node
         .filter(|(key, _, _)| key.ends_with("/info"))
         .filter_map(|(key, value, stamp)| {
             let node = knit_mesh::store::key_owner(key)?;
-            let info = serde_json::from_slice::<NodeInfo>(value).ok()?;
+            let info = crate::decoded::decode::<NodeInfo>(key, value).ok()?;
             Some((node, info, stamp))
         })
         .filter(|(node, _, _)| store.revoked_at(node).is_none())
@@ -336,9 +336,12 @@ impl Snapshot {
             .collect()
     }
 
-    fn decode<T: serde::de::DeserializeOwned>(&self, key: &str) -> Option<T> {
+    fn decode<T>(&self, key: &str) -> Option<T>
+    where
+        T: serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
+    {
         let bytes = self.store.get(key)?;
-        match serde_json::from_slice(bytes) {
+        match crate::decoded::decode(key, bytes) {
             Ok(value) => Some(value),
             Err(e) => {
                 warn_once(
@@ -387,7 +390,7 @@ impl Snapshot {
         let mut services = Services::default();
         for (key, bytes, _) in self.store.scan(SERVICE_PREFIX) {
             let name = key.strip_prefix(SERVICE_PREFIX).unwrap_or(key).to_owned();
-            match read_spec(&name, bytes, &limits) {
+            match read_spec(key, &name, bytes, &limits) {
                 Ok(spec) => {
                     services.valid.insert(name, spec);
                 }
@@ -655,7 +658,7 @@ impl Snapshot {
 }
 
 /// The spec stored under `svc/<name>`, if it is one peers may act on.
-fn read_spec(name: &str, bytes: &[u8], limits: &Limits) -> Result<ServiceSpec, Invalid> {
+fn read_spec(key: &str, name: &str, bytes: &[u8], limits: &Limits) -> Result<ServiceSpec, Invalid> {
     if bytes.len() > SPEC_RECORD_MAX_BYTES {
         return Err(Invalid {
             spec: None,
@@ -665,7 +668,7 @@ fn read_spec(name: &str, bytes: &[u8], limits: &Limits) -> Result<ServiceSpec, I
             ),
         });
     }
-    let spec: ServiceSpec = serde_json::from_slice(bytes).map_err(|e| Invalid {
+    let spec: ServiceSpec = crate::decoded::decode(key, bytes).map_err(|e| Invalid {
         spec: None,
         reason: format!("its record does not decode as a service spec: {e}"),
     })?;

@@ -15,6 +15,7 @@ mod commands;
 mod completion;
 mod compose;
 mod datadir;
+mod decoded;
 mod discovery;
 mod driver;
 mod flags;
