@@ -8,19 +8,12 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use common::wait_until;
+
 use knit_mesh::quic::{Credentials, Mesh, bind};
 use knit_mesh::store::Store;
 use knit_mesh::{MemberState, NodeId};
 use tokio_util::sync::CancellationToken;
-
-/// Polls `check` every 20 ms until it holds, or panics after `wait` naming `what`.
-async fn wait_until(what: &str, wait: Duration, mut check: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !check() {
-        assert!(started.elapsed() < wait, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// `node`'s state and epoch in `mesh`'s view.
 fn seen(mesh: &Mesh, node: NodeId) -> Option<(MemberState, u64)> {

@@ -4,22 +4,15 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use common::wait_until;
 
 use knit_mesh::quic::reach::answers_needed;
 use knit_mesh::quic::{Credentials, Mesh, bind};
 use knit_mesh::store::Store;
 use knit_mesh::{MemberState, NodeId};
 use tokio_util::sync::CancellationToken;
-
-/// Polls `check` every 20 ms until it holds, or panics after `wait` naming `what`.
-async fn wait_until(what: &str, wait: Duration, mut check: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !check() {
-        assert!(started.elapsed() < wait, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 fn states(mesh: &Mesh) -> Vec<MemberState> {
     mesh.view()

@@ -1,7 +1,7 @@
 //! What the in-process mesh tests share: a real mesh on a loopback endpoint.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use knit_mesh::quic::{CLOCK_SKEW_MAX_MS_DEFAULT, Credentials, Mesh, MeshConfig};
 use knit_mesh::store::Store;
@@ -56,4 +56,14 @@ pub(crate) async fn join_second(
         vec![addr],
         shutdown,
     )
+}
+
+/// Polls `check` every 20 ms until it holds, or panics after `wait` naming `what`.
+#[allow(dead_code)] // Not every test file waits this way.
+pub(crate) async fn wait_until(what: &str, wait: Duration, mut check: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !check() {
+        assert!(started.elapsed() < wait, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
