@@ -20,13 +20,15 @@ use knit_tests::cost::{self, CpuWindow, Pace, Series, label, read_series};
 use knit_tests::options::{self, Flags};
 use knit_tests::report::{Cell, Format, Notes, Report, Table};
 
-const USAGE: &str = "usage: bench-idle [--sizes 5,20,40,60,100,150] [--profile P] [--settle-secs S] [--window-secs S] [--sampled N]
+const USAGE: &str = "usage: bench-idle [--sizes 5,20,40,60,100,150] [--profile P] [--settle-secs S] [--window-secs S] [--sampled N] [--pace node-id|admitted]
 
   --sizes LIST     cluster sizes, comma-separated (default 5,20,40,60,100,150)
   --profile P      timing profile of every peer (default lan)
   --settle-secs S  wait after every peer sees every peer alive (default 60)
   --window-secs S  the measured window (default 30)
   --sampled N      peers whose /metrics are read (default 3)
+  --pace P         start each peer once the one before has its node id (node-id, the
+                   default) or once the seed lists it alive (admitted: slower, gentler)
 
 Uses $KNIT_BIN if set, else builds the release knit first.";
 
@@ -40,6 +42,7 @@ struct Options {
     settle: Duration,
     window: Duration,
     sampled: usize,
+    pace: Pace,
     format: Format,
 }
 
@@ -51,6 +54,7 @@ impl Options {
             "--settle-secs",
             "--window-secs",
             "--sampled",
+            "--pace",
         ];
         let Some(flags) = Flags::parse(args, &known, USAGE)? else {
             return Ok(None);
@@ -65,6 +69,13 @@ impl Options {
             settle: secs("--settle-secs", 60)?,
             window: secs("--window-secs", 30)?.max(Duration::from_secs(1)),
             sampled: flags.number("--sampled", 3, 1..=250)?,
+            pace: match flags
+                .choice("--pace", "node-id", &["node-id", "admitted"])?
+                .as_str()
+            {
+                "admitted" => Pace::Admitted,
+                _ => Pace::NodeId,
+            },
             format: flags.format()?,
         }))
     }
@@ -105,7 +116,7 @@ fn measure(options: &Options, size: usize) -> Figures {
 fn measure_into(options: &Options, size: usize, figures: &mut Figures) -> Result<()> {
     let started = Instant::now();
     let mut cluster = Cluster::new(&options.profile)?;
-    cost::start_paced(&mut cluster, size, Pace::NodeId)?;
+    cost::start_paced(&mut cluster, size, options.pace)?;
     cluster
         .wait_all_alive(cost::forming_limit(size))
         .context("forming the cluster")?;
@@ -233,8 +244,12 @@ fn print(out: &Report, options: &Options, results: &[Figures]) {
     out.table("idle cost", &table);
     let mut notes = Notes::new();
     notes.add(format!(
-        "profile {}, {} s to settle, {} s window, gossip from {} peers' /metrics (sent + received), CPU and RSS of every peer",
+        "profile {}, peers started {}, {} s to settle, {} s window, gossip from {} peers' /metrics (sent + received), CPU and RSS of every peer",
         options.profile,
+        match options.pace {
+            Pace::NodeId => "once the one before has its node id",
+            Pace::Admitted => "once the seed lists the one before alive",
+        },
         options.settle.as_secs(),
         options.window.as_secs(),
         options.sampled
