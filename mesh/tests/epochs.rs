@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::wait_until;
 
-use knit_mesh::quic::{Credentials, Mesh, bind};
+use knit_mesh::quic::{Mesh, bind};
 use knit_mesh::store::Store;
 use knit_mesh::{MemberState, NodeId};
 use tokio_util::sync::CancellationToken;
@@ -29,18 +29,7 @@ fn seen(mesh: &Mesh, node: NodeId) -> Option<(MemberState, u64)> {
 async fn a_member_back_from_a_false_down_keeps_its_connections() {
     let shutdown = CancellationToken::new();
     let _stop = shutdown.clone().drop_guard();
-    let node = NodeId::random(&mut rand::rng());
-    let creds = Credentials::create_cluster(&node, [5; 16]).unwrap();
-    let endpoint = bind("127.0.0.1:0".parse().unwrap(), &rand::random()).unwrap();
-    let addr = endpoint.local_addr().unwrap();
-    let seed = common::start_mesh(
-        endpoint,
-        node,
-        &creds,
-        Store::new(node),
-        Vec::new(),
-        &shutdown,
-    );
+    let (seed, addr) = common::start_seed(&shutdown);
     let other = common::join_second(&seed, addr, &shutdown).await;
 
     // The member to freeze runs on a runtime of its own, on one thread: blocking that

@@ -8,10 +8,9 @@ use std::time::Duration;
 
 use common::wait_until;
 
+use knit_mesh::MemberState;
+use knit_mesh::quic::Mesh;
 use knit_mesh::quic::reach::answers_needed;
-use knit_mesh::quic::{Credentials, Mesh, bind};
-use knit_mesh::store::Store;
-use knit_mesh::{MemberState, NodeId};
 use tokio_util::sync::CancellationToken;
 
 fn states(mesh: &Mesh) -> Vec<MemberState> {
@@ -28,18 +27,7 @@ async fn after_a_down_a_member_checks_a_majority_and_stops() {
     const MEMBERS: usize = 7;
     let shutdown = CancellationToken::new();
     let _stop = shutdown.clone().drop_guard();
-    let node = NodeId::random(&mut rand::rng());
-    let creds = Credentials::create_cluster(&node, [7; 16]).unwrap();
-    let endpoint = bind("127.0.0.1:0".parse().unwrap(), &rand::random()).unwrap();
-    let addr = endpoint.local_addr().unwrap();
-    let seed = common::start_mesh(
-        endpoint,
-        node,
-        &creds,
-        Store::new(node),
-        Vec::new(),
-        &shutdown,
-    );
+    let (seed, addr) = common::start_seed(&shutdown);
     let mut others = Vec::new();
     for _ in 1..MEMBERS {
         // Each with a token of its own, so that one can be stopped alone.

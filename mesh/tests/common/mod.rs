@@ -67,3 +67,23 @@ pub(crate) async fn wait_until(what: &str, wait: Duration, mut check: impl FnMut
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A new cluster's first member on a loopback endpoint, and its address.
+#[allow(dead_code)] // Not every test file starts its own cluster.
+pub(crate) fn start_seed(shutdown: &CancellationToken) -> (Mesh, SocketAddr) {
+    let node = NodeId::random(&mut rand::rng());
+    let creds = Credentials::create_cluster(&node, [7; 16]).expect("a cluster's credentials");
+    let endpoint =
+        knit_mesh::quic::bind("127.0.0.1:0".parse().expect("an address"), &rand::random())
+            .expect("a loopback endpoint");
+    let addr = endpoint.local_addr().expect("a bound endpoint");
+    let seed = start_mesh(
+        endpoint,
+        node,
+        &creds,
+        Store::new(node),
+        Vec::new(),
+        shutdown,
+    );
+    (seed, addr)
+}
