@@ -210,8 +210,8 @@ impl Browser {
             }
         };
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let tail: Vec<&str> = log.lines().rev().take(20).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(20)..];
         Exited(format!(
             "the browser went away before it answered {method} (exit: {status}); the end of {}:\n{}",
             self.log.display(),

@@ -76,12 +76,12 @@ pub type ResetKey = [u8; 32];
 
 /// Binds the mesh's QUIC endpoint, client-only until [`Mesh::start`] makes it a server.
 ///
-/// Its stateless resets come from `reset_key`, the same for every process of this node
-/// (RFC 9000, 10.3.2, a static key), and so do its connection ids: a member still holding a connection to the process
-/// before a restart gets a reset on its first packet and dials the new one at once, where
-/// with a random key the old connection would carry packets into the void until it timed
-/// out. It is what lets members keep a connection across an epoch of the same process
-/// (see `Links::send`).
+/// Its stateless resets, and its connection ids, come from `reset_key`, the same for
+/// every process of this node (RFC 9000, 10.3.2, a static key): a member still holding a
+/// connection to the process before a restart gets a reset on its first packet and dials
+/// the new one at once, where with a random key the old connection would carry packets
+/// into the void until it timed out. It is what lets members keep a connection across an
+/// epoch of the same process (see `Links::send`).
 pub fn bind(addr: SocketAddr, reset_key: &ResetKey) -> Result<quinn::Endpoint, MeshError> {
     let bind_error = |source| MeshError::Bind { addr, source };
     let socket = std::net::UdpSocket::bind(addr).map_err(bind_error)?;
