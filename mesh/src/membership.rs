@@ -355,6 +355,16 @@ impl Membership {
         added
     }
 
+    /// Sends what waits to be gossiped to a few active members now, rather than at the
+    /// next periodic gossip (foca's `gossip`). Each rumor still goes out at most foca's
+    /// `max_transmissions` times in all, so this sends it sooner, not more often.
+    pub fn gossip_now(&mut self, now_ms: u64) -> Result<(), MembershipError> {
+        self.now_ms = now_ms;
+        let result = self.foca.gossip(&mut self.runtime);
+        self.absorb(now_ms);
+        Ok(result?)
+    }
+
     /// Re-derives every member's state from foca's full membership (so a missed
     /// notification cannot leave a stale record) and re-tunes foca for the cluster's size.
     /// Drivers call it periodically, about once a second. One pass over the members, and

@@ -40,6 +40,13 @@ impl Profile {
         }
     }
 
+    /// The time between two periodic gossips (ms), whatever the cluster's size.
+    pub fn gossip_period_ms(self) -> u64 {
+        self.config(1).periodic_gossip.map_or(1_000, |g| {
+            u64::try_from(g.frequency.as_millis()).unwrap_or(u64::MAX)
+        })
+    }
+
     /// How long a suspicion lasts in a cluster of `cluster_size`: from the longest, with
     /// no other member confirming it, to the shortest, with enough confirmations
     /// (Lifeguard's dynamic suspicion; see [`crate::lifeguard`]). Both grow with

@@ -223,8 +223,11 @@ impl Peer {
             cmd.args(["--token", token]);
         }
         cmd.args(extra);
+        // `KNIT_PEER_LOG` (a `RUST_LOG` filter) turns on more of the peers' logs for a
+        // benchmark's or a test's reading; `info` otherwise, whatever the caller's `RUST_LOG`.
+        let filter = std::env::var("KNIT_PEER_LOG").unwrap_or_else(|_| "info".to_owned());
         clear_knit_env(&mut cmd)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", filter)
             .env("KNIT_SERVICE_RANGE", &self.service_range)
             .envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd.stdin(Stdio::null())

@@ -212,3 +212,71 @@ fn deltas_from_peers_are_admitted_a_chunk_per_turn_certificates_first() {
     assert_eq!(core.stats().tally.applied, total as u64);
     assert_eq!(core.stats().backlog, 0);
 }
+
+#[test]
+fn a_write_reaches_every_member_in_a_few_ms_not_a_gossip_period() {
+    // The writer's spread and a relay's, 5 ms each, and a packet's 1 ms each: far less
+    // than the `fast` profile's 100 ms between periodic gossips. Gossip is random: a
+    // rumor's few transmissions (3 per node at 5 members) can all miss a member, which
+    // anti-entropy then repairs (none runs here); without the spreads, a write took a
+    // periodic gossip (103 ms) to reach all four in 9 of these 20 runs.
+    let within_ms = 2 * SPREAD_BATCH_MS + 5;
+    let mut reached_all = 0;
+    for seed in 1..=20 {
+        let mut net = joined(5, seed, NO_SYNC_MS);
+        net.put(1, "svc/web", b"v1");
+        net.run_for(within_ms);
+        let reached = (2..=5).filter(|i| has(&net, *i, "svc/web", b"v1")).count();
+        assert!(
+            reached >= 3,
+            "seed {seed}: {reached} of 4 within {within_ms} ms"
+        );
+        reached_all += usize::from(reached == 4);
+    }
+    assert!(
+        reached_all >= 16,
+        "all four within {within_ms} ms in {reached_all} of 20 runs"
+    );
+}
+
+/// Hands `input` to `core` at `at_ms` after the start; the spread timers it armed.
+fn spreads_armed(core: &mut NodeCore, input: Input, at_ms: u64) -> usize {
+    core.handle(input, START_MS + at_ms);
+    std::iter::from_fn(|| core.poll_output())
+        .filter(|o| {
+            matches!(
+                o,
+                Output::Timer {
+                    timer: Timer::Spread,
+                    ..
+                }
+            )
+        })
+        .count()
+}
+
+#[test]
+fn writes_close_together_share_one_spread_and_one_per_gossip_period() {
+    let mut core = core(1, 7, NO_SYNC_MS, START_MS);
+    while core.poll_output().is_some() {}
+    let put = |key: &str| Input::Put {
+        key: key.to_owned(),
+        value: Some(b"1".to_vec()),
+    };
+    assert_eq!(spreads_armed(&mut core, put("svc/a"), 0), 1);
+    let armed = "the spread armed carries it";
+    assert_eq!(spreads_armed(&mut core, put("svc/b"), 1), 0, "{armed}");
+    let fired = Input::Timer(Timer::Spread);
+    assert_eq!(spreads_armed(&mut core, fired, SPREAD_BATCH_MS), 0);
+    let periodic = "the periodic gossip carries it";
+    let soon = SPREAD_BATCH_MS + 1;
+    assert_eq!(
+        spreads_armed(&mut core, put("svc/c"), soon),
+        0,
+        "{periodic}"
+    );
+    let period = Profile::Fast.gossip_period_ms();
+    assert_eq!(period, 100);
+    let again = "a period later, a write spreads at once again";
+    assert_eq!(spreads_armed(&mut core, put("svc/d"), period), 1, "{again}");
+}

@@ -65,6 +65,8 @@ pub(crate) enum Event {
     Done {
         slot: SlotId,
         failed_start: Option<(SpecRef, String)>,
+        /// The replica it started, if it started one.
+        started: Option<Box<ops::Started>>,
     },
     /// A health probe of this replica ended.
     Probed {
@@ -117,6 +119,8 @@ pub(crate) struct Agent {
     /// for the next round (a replica whose first probe came too early is seen healthy one
     /// interval later, not one round later).
     next_probe: Option<Instant>,
+    /// A replica passed its first check since the reports were last published.
+    passed_first: bool,
     /// Pulls ahead the images of the replicas a suspect's loss would bring here.
     warmer: warm::Warmer,
     /// Where operations and probes are spawned, and the signal that ends the rounds.
@@ -153,6 +157,7 @@ impl Agent {
             history_dirty: BTreeSet::new(),
             applied_spec: None,
             next_probe: None,
+            passed_first: false,
             warmer: warm::Warmer::default(),
             tasks: tasks.clone(),
             secrets,
@@ -187,6 +192,9 @@ impl Agent {
             while let Ok(event) = events.try_recv() {
                 self.absorb(event);
             }
+            if std::mem::take(&mut self.passed_first) {
+                self.publish_now().await;
+            }
             let since = last_round.elapsed();
             if since < ROUND_MIN {
                 tokio::time::sleep(ROUND_MIN - since).await;
@@ -198,7 +206,14 @@ impl Agent {
 
     fn absorb(&mut self, event: Event) {
         match event {
-            Event::Done { slot, failed_start } => {
+            Event::Done {
+                slot,
+                failed_start,
+                started,
+            } => {
+                if let Some(started) = started {
+                    self.track_started(*started);
+                }
                 let done = match failed_start {
                     Some((from, error)) => {
                         tracing::warn!(slot = %slot, error = %error, "start failed");
@@ -221,14 +236,46 @@ impl Agent {
                     t.health.record(outcome);
                     if first && t.health.passed_once {
                         tracing::info!(slot = %t.replica.slot, runtime_id = %runtime_id, "first health check passed");
+                        self.passed_first = true;
                     }
                 }
             }
         }
     }
 
+    /// Tracks a replica an operation just started and probes it at once when it has a
+    /// check: its first passing probe need not wait for the next listing and round (the
+    /// part of a heal between the start and the replica seen healthy).
+    fn track_started(&mut self, started: ops::Started) {
+        let ops::Started {
+            replica,
+            kind,
+            check,
+            probing,
+        } = started;
+        let id = replica.runtime_id.clone();
+        let t = self.replicas.entry(id.clone()).or_insert_with(|| Tracked {
+            replica,
+            kind,
+            health: health::Tracker::default(),
+            stopped_at: None,
+            cpu: None,
+            cpu_millis: None,
+        });
+        if probing {
+            t.health.probing = true;
+        } else if let Some(check) = check
+            && t.replica.state == ReplicaState::Running
+            && t.health.due(&check, Instant::now())
+        {
+            spawn_probe(&self.tasks, &self.drivers, &self.events, &id, t, check);
+        }
+    }
+
     async fn round(&mut self) {
+        let began = Instant::now();
         self.observe().await;
+        let observed = began.elapsed();
         let mut snapshot = Snapshot::of(&self.mesh);
         let mut services = snapshot.services();
         self.measure_cpu(&services.valid).await;
@@ -241,8 +288,26 @@ impl Agent {
             services = snapshot.services();
         }
         self.check_condition(&snapshot).await;
+        let published = began.elapsed();
         let ignored = services.invalid.into_keys().collect();
-        self.act(&snapshot, services.valid, reports, &ignored).await;
+        let ops = self.act(&snapshot, services.valid, reports, &ignored).await;
+        tracing::debug!(
+            observe_ms = observed.as_millis() as u64,
+            publish_ms = (published - observed).as_millis() as u64,
+            act_ms = (began.elapsed() - published).as_millis() as u64,
+            ops,
+            "round"
+        );
+    }
+
+    /// Publishes the reports as they stand, ahead of the round: a replica that just
+    /// passed its first check is healthy for every peer without waiting for the round's
+    /// listing (the end of a heal).
+    async fn publish_now(&mut self) {
+        let snapshot = Snapshot::of(&self.mesh);
+        let specs = snapshot.services().valid;
+        let reports = self.reports(&specs);
+        self.publish(&snapshot, &reports).await;
     }
 
     /// Acknowledges a node spec this node has not acknowledged yet (see
@@ -442,16 +507,7 @@ impl Agent {
                 self.next_probe = Some(self.next_probe.map_or(due, |n| n.min(due)));
                 continue;
             }
-            t.health.probing = true;
-            let task = ops::ProbeTask {
-                drivers: self.drivers.clone(),
-                kind: t.kind,
-                runtime_id: id.clone(),
-                host_ports: t.replica.host_ports.clone(),
-                check,
-                events: self.events.clone(),
-            };
-            self.tasks.spawn("health probe", task.run());
+            spawn_probe(&self.tasks, &self.drivers, &self.events, id, t, check);
         }
     }
 
@@ -546,13 +602,34 @@ impl Agent {
         specs: BTreeMap<String, ServiceSpec>,
         reports: Vec<ReplicaReport>,
         ignored: &BTreeSet<String>,
-    ) {
-        let placement = snapshot.placement();
-        if let Some(if_down) = snapshot.placement_if_suspects_down() {
-            let slots = warm::takeovers(&placement, &if_down, &self.node);
-            self.warmer
-                .warm(&slots, &specs, &self.drivers, &self.secrets, &self.tasks);
+    ) -> usize {
+        if let Some(why) = snapshot.quorum().minority() {
+            tracing::debug!(%why, "not reclaiming");
         }
+        let placement = snapshot.placement();
+        let takeovers = snapshot
+            .placement_if_suspects_down()
+            .map(|if_down| warm::takeovers(&placement, &if_down, &self.node))
+            .unwrap_or_default();
+        let node = self.me.to_string();
+        let (drivers, secrets, tasks) = (&self.drivers, &self.secrets, &self.tasks);
+        self.warmer
+            .warm(&takeovers, &specs, drivers, secrets, tasks, &node);
+        // Prepared containers are kept for the slots that may come here, and for those
+        // assigned here that do not run yet (their start takes them).
+        let live: BTreeSet<&SlotId> = self
+            .replicas
+            .values()
+            .filter(|t| t.replica.state.is_live())
+            .map(|t| &t.replica.slot)
+            .collect();
+        let mut keep = takeovers;
+        keep.extend(
+            placement
+                .assigned_to(&self.node)
+                .filter(|slot| !live.contains(slot)),
+        );
+        self.warmer.discard(&keep, drivers, tasks);
         let observed = acted_on(snapshot, &self.node, reports, ignored);
         let members = members(snapshot, self.me);
         let plan = {
@@ -574,6 +651,7 @@ impl Agent {
             self.write(write).await;
         }
         let specs = Arc::new(specs);
+        let ops = plan.ops.len();
         for op in plan.ops {
             let slot = op.action.slot().clone();
             let old: Vec<(String, DriverKind)> = self
@@ -598,8 +676,10 @@ impl Agent {
                 shutdown: self.tasks.shutdown().clone(),
                 secrets: self.secrets.clone(),
             };
+            tracing::debug!(slot = %slot, action = ?op.action, "operation begins");
             self.tasks.spawn("replica operation", op.run());
         }
+        ops
     }
 
     /// Writes a record the round asked for.
@@ -622,6 +702,28 @@ impl Agent {
             }
         }
     }
+}
+
+/// Starts one health probe of `t`; its outcome comes back as [`Event::Probed`].
+fn spawn_probe(
+    tasks: &Tasks,
+    drivers: &Arc<Drivers>,
+    events: &mpsc::Sender<Event>,
+    id: &str,
+    t: &mut Tracked,
+    check: knit_scheduler::spec::HealthCheck,
+) {
+    t.health.probing = true;
+    let task = ops::ProbeTask {
+        drivers: drivers.clone(),
+        kind: t.kind,
+        runtime_id: id.to_owned(),
+        host_ports: t.replica.host_ports.clone(),
+        check,
+        events: events.clone(),
+        eager: false,
+    };
+    tasks.spawn("health probe", task.run());
 }
 
 /// The members `snapshot` shows, as the round's core reads them.

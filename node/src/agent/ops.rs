@@ -15,6 +15,16 @@ use crate::driver::sealed_files::{FileEntry, Owner};
 use crate::driver::{DriverError, Drivers, Launch};
 use crate::records::SealedKind;
 
+/// A replica an operation started, with what its first health probes need: the agent
+/// tracks and probes it at once rather than after its next listing.
+pub(crate) struct Started {
+    pub(crate) replica: crate::driver::Replica,
+    pub(crate) kind: DriverKind,
+    pub(crate) check: Option<HealthCheck>,
+    /// Whether the operation probes it itself now (its outcome comes as a probe's).
+    pub(crate) probing: bool,
+}
+
 /// One action, with what it needs.
 pub(crate) struct Op {
     pub(crate) action: Action,
@@ -37,14 +47,46 @@ pub(crate) struct Op {
 impl Op {
     pub(crate) async fn run(self) {
         let slot = self.action.slot().clone();
-        let failed_start = match self.execute().await {
-            Ok(()) => None,
-            Err((from, e)) => Some((from, e.to_string())),
+        let (failed_start, started) = match self.execute().await {
+            Ok(started) => (None, started),
+            Err((from, e)) => (Some((from, e.to_string())), None),
         };
-        let _ = self.events.send(Event::Done { slot, failed_start }).await;
+        // A replica with an HTTP check is probed from here on, right after its start,
+        // until it first passes: the agent hears of the pass without waiting for its
+        // next listing and round.
+        let eager = started.as_ref().and_then(|s| self.eager_probe(s));
+        let started = started.map(|s| Started {
+            probing: eager.is_some(),
+            ..s
+        });
+        let done = Event::Done {
+            slot,
+            failed_start,
+            started: started.map(Box::new),
+        };
+        let _ = self.events.send(done).await;
+        if let Some(task) = eager {
+            task.run().await;
+        }
     }
 
-    async fn execute(&self) -> Result<(), (SpecRef, DriverError)> {
+    /// The first probes of a replica just started, when its check is an HTTP one.
+    fn eager_probe(&self, started: &Started) -> Option<ProbeTask> {
+        let check = started.check.as_ref()?;
+        let running = started.replica.state == knit_scheduler::ReplicaState::Running;
+        (running && matches!(check.probe, Probe::Http { .. })).then(|| ProbeTask {
+            drivers: self.drivers.clone(),
+            kind: started.kind,
+            runtime_id: started.replica.runtime_id.clone(),
+            host_ports: started.replica.host_ports.clone(),
+            check: check.clone(),
+            events: self.events.clone(),
+            eager: true,
+        })
+    }
+
+    /// Carries the action out; what it started, if it started a replica.
+    async fn execute(&self) -> Result<Option<Started>, (SpecRef, DriverError)> {
         match &self.action {
             Action::Start {
                 slot,
@@ -57,7 +99,7 @@ impl Op {
                     tracing::info!(slot = %slot, attempt, delay_ms = delay.as_millis() as u64, "restarting");
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
-                        () = self.shutdown.cancelled() => return Ok(()),
+                        () = self.shutdown.cancelled() => return Ok(None),
                     }
                     self.stop_all().await;
                 }
@@ -70,7 +112,7 @@ impl Op {
             } => {
                 tracing::info!(slot = %slot, runtime_id = %runtime_id, reason = ?reason, "stopping");
                 self.stop(runtime_id).await;
-                Ok(())
+                Ok(None)
             }
             Action::Replace {
                 slot,
@@ -85,13 +127,13 @@ impl Op {
                     .get(&slot.service)
                     .map_or(UpdateOrder::StopFirst, |s| s.update.order);
                 if order == UpdateOrder::StartFirst {
-                    self.start(slot, *to_version).await?;
+                    let started = self.start(slot, *to_version).await?;
                     self.stop(runtime_id).await;
+                    Ok(started)
                 } else {
                     self.stop(runtime_id).await;
-                    self.start(slot, *to_version).await?;
+                    self.start(slot, *to_version).await
                 }
-                Ok(())
             }
         }
     }
@@ -163,13 +205,17 @@ impl Op {
             .map(Some)
     }
 
-    async fn start(&self, slot: &SlotId, version: u64) -> Result<(), (SpecRef, DriverError)> {
+    async fn start(
+        &self,
+        slot: &SlotId,
+        version: u64,
+    ) -> Result<Option<Started>, (SpecRef, DriverError)> {
         let Some(spec) = self
             .specs
             .get(&slot.service)
             .filter(|s| s.version == version)
         else {
-            return Ok(());
+            return Ok(None);
         };
         let from = SpecRef {
             version,
@@ -193,7 +239,12 @@ impl Op {
         };
         let replica = driver.start(&launch).await.map_err(|e| (from, e))?;
         tracing::info!(slot = %slot, runtime_id = %replica.runtime_id, version, ports = ?replica.host_ports, "started");
-        Ok(())
+        Ok(Some(Started {
+            replica,
+            kind: spec.driver,
+            check: spec.health.clone(),
+            probing: false,
+        }))
     }
 
     async fn stop(&self, runtime_id: &str) {
@@ -224,11 +275,34 @@ pub(crate) struct ProbeTask {
     pub(crate) host_ports: BTreeMap<u16, u16>,
     pub(crate) check: HealthCheck,
     pub(crate) events: mpsc::Sender<Event>,
+    /// The first probes after a start: probe again every [`EAGER_EVERY`] until one
+    /// passes or [`EAGER_WITHIN`] has gone by, and report that one.
+    pub(crate) eager: bool,
 }
+
+/// How often the first probes after a start come, and for how long.
+const EAGER_EVERY: Duration = Duration::from_millis(20);
+const EAGER_WITHIN: Duration = Duration::from_secs(1);
 
 impl ProbeTask {
     pub(crate) async fn run(self) {
-        let outcome = match &self.check.probe {
+        let began = Instant::now();
+        let mut outcome = self.once().await;
+        while self.eager && outcome == Outcome::Fail && began.elapsed() < EAGER_WITHIN {
+            tokio::time::sleep(EAGER_EVERY).await;
+            outcome = self.once().await;
+        }
+        let _ = self
+            .events
+            .send(Event::Probed {
+                runtime_id: self.runtime_id,
+                outcome,
+            })
+            .await;
+    }
+
+    async fn once(&self) -> Outcome {
+        match &self.check.probe {
             Probe::Http { path, .. } => match health::probe_port(&self.check, &self.host_ports) {
                 Some(port) => {
                     let (path, check) = (path.clone(), self.check.clone());
@@ -258,13 +332,6 @@ impl ProbeTask {
                     Outcome::Fail
                 }
             }
-        };
-        let _ = self
-            .events
-            .send(Event::Probed {
-                runtime_id: self.runtime_id,
-                outcome,
-            })
-            .await;
+        }
     }
 }

@@ -60,6 +60,8 @@ pub(crate) struct DockerDriver {
     /// at, and the ingress forwards to, never every interface, so the ingress cannot be
     /// bypassed from outside.
     publish_ip: IpAddr,
+    /// Containers made ahead of a takeover (see [`prepared`]).
+    prepared: prepared::Registry,
 }
 
 /// Runs `call`, turning a timeout into bollard's own timeout error.
@@ -144,6 +146,7 @@ impl DockerDriver {
             watch: watch::Watch::new(tasks),
             inspects: AtomicU64::new(0),
             publish_ip,
+            prepared: prepared::Registry::default(),
         })
     }
 
@@ -188,6 +191,12 @@ impl DockerDriver {
                 launch.spec.name
             ))
         })?;
+        if let Some(id) = self.take_prepared(launch).await
+            && let Some(replica) = self.start_prepared(&id, launch).await
+        {
+            self.watch.started(&launch.node, &replica);
+            return Ok(replica);
+        }
         self.ensure_image(image, launch.registry.as_ref()).await?;
         let options = CreateContainerOptionsBuilder::default()
             .name(&container_name(&launch.slot))
@@ -287,6 +296,7 @@ impl DockerDriver {
                     self.watch.mark(&id);
                     failure = Some(failed(&format!("inspect {id}"), &e));
                 }
+                Ok(inspect) if prepared::unstarted(&inspect) => self.watch.inspected(&id, None),
                 Ok(inspect) => match replica_from(&inspect) {
                     Ok(replica) => self.watch.inspected(&id, Some(replica)),
                     Err(why) => {
@@ -321,6 +331,14 @@ impl DockerDriver {
                 // Removed between the list and the inspect.
                 Err(e) if is_not_found(&e) => {}
                 Err(e) => return Err(failed(&format!("inspect {id}"), &e)),
+                Ok(inspect) if prepared::unstarted(&inspect) => {
+                    let name = inspect.name.as_deref().unwrap_or_default();
+                    if !self.prepared.knows(name) {
+                        // Left by an earlier run of this peer.
+                        tracing::info!(container = %id, "removing a container prepared by an earlier run");
+                        self.remove(&id).await.ok();
+                    }
+                }
                 Ok(inspect) => match replica_from(&inspect) {
                     Ok(replica) => replicas.push(replica),
                     Err(why) => tracing::warn!(container = %id, %why, "skipping container"),
@@ -734,6 +752,7 @@ pub(crate) fn rfc3339_ms(text: &str) -> Option<u64> {
 
 mod image;
 mod logs;
+pub(crate) mod prepared;
 mod watch;
 
 #[cfg(test)]

@@ -783,3 +783,6 @@ async fn logs_are_read_with_tail_and_followed_until_the_reader_goes() {
         .expect("the follow task")
         .expect("the follow");
 }
+
+#[path = "prepared_tests.rs"]
+mod prepared_tests;
