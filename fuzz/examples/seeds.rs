@@ -100,7 +100,7 @@ fn gossip() -> BTreeMap<PeerId, Vec<Vec<u8>>> {
         };
         let core = cores.get_mut(&me).unwrap();
         if me == peer(3) && now_ms > NOW_MS + 3_000 && now_ms < NOW_MS + 3_500 {
-            core.spread(&delta);
+            core.spread(&delta, now_ms);
         }
         if me == peer(3)
             && now_ms > NOW_MS + 6_000

@@ -115,7 +115,13 @@ pub enum MembershipTimer {
     },
     /// A suspicion of this member may have reached its deadline.
     Deadline(NodeId),
+    /// Gossip what waits to spread now rather than at the next periodic gossip.
+    Spread,
 }
+
+/// How long after a change it is gossiped ([`MembershipTimer::Spread`]): the changes of
+/// those ms (one agent round's writes) go out in the same packets.
+pub const SPREAD_BATCH_MS: u64 = 5;
 
 /// foca's probe in flight, as seen in the packets: its Ping out, and an Ack back.
 #[derive(Debug, Clone, Copy)]
@@ -148,6 +154,10 @@ pub struct Membership {
     version: u64,
     /// Reused by `sync` for foca's member list.
     sync_buffer: Vec<(PeerId, MemberState)>,
+    /// Whether a [`MembershipTimer::Spread`] is out (one at most), and when the last was
+    /// armed (ms).
+    spread_armed: bool,
+    spread_at_ms: Option<u64>,
     /// Nodes removed from the cluster: never members again (see [`Membership::revoke`]).
     revoked: BTreeSet<NodeId>,
     /// How far ahead of local wall time a store write in a rumor may be stamped.
@@ -212,6 +222,8 @@ impl Membership {
             connection: Connection::Idle,
             version: 0,
             sync_buffer: Vec::new(),
+            spread_armed: false,
+            spread_at_ms: None,
             revoked: BTreeSet::new(),
             clock_skew_max_ms: CLOCK_SKEW_MAX_MS_DEFAULT,
             now_ms,
@@ -307,6 +319,10 @@ impl Membership {
             }
             MembershipTimer::Check { node, check } => self.check_ran_out(node, check, now_ms),
             MembershipTimer::Deadline(node) => self.deadline(node, now_ms),
+            MembershipTimer::Spread => {
+                self.spread_armed = false;
+                self.foca.gossip(&mut self.runtime)
+            }
         };
         self.absorb(now_ms);
         Ok(result?)
@@ -339,7 +355,8 @@ impl Membership {
 
     /// Spreads a store write by piggybacking it on membership traffic. Returns `false`
     /// (and spreads nothing) when it is too big to ride along: anti-entropy carries it.
-    pub fn spread(&mut self, delta: &Delta) -> bool {
+    pub fn spread(&mut self, delta: &Delta, now_ms: u64) -> bool {
+        self.now_ms = now_ms;
         let Ok(rumor) = codec::encode(&Rumor::Delta(delta.clone())) else {
             return false;
         };
@@ -351,18 +368,31 @@ impl Membership {
             self.rumors
                 .traffic()
                 .rumor(Direction::Out, &delta.key, rumor.len(), false);
+            self.spread_soon();
         }
         added
     }
 
-    /// Sends what waits to be gossiped to a few active members now, rather than at the
-    /// next periodic gossip (foca's `gossip`). Each rumor still goes out at most foca's
-    /// `max_transmissions` times in all, so this sends it sooner, not more often.
-    pub fn gossip_now(&mut self, now_ms: u64) -> Result<(), MembershipError> {
-        self.now_ms = now_ms;
-        let result = self.foca.gossip(&mut self.runtime);
-        self.absorb(now_ms);
-        Ok(result?)
+    /// Gossips what waits to spread in [`SPREAD_BATCH_MS`] (foca's `gossip`), not at the
+    /// next periodic gossip: a local write, a rumor heard for the first time (relayed at
+    /// once, so that it reaches every member in a few hops of a few ms each, not of a
+    /// gossip period each), a member's new state. Each rumor still goes out at most foca's
+    /// `max_transmissions` times, so this sends it sooner, not more often; and at most
+    /// one such gossip per gossip period, so that in a storm of changes (many members
+    /// joining) the periodic gossips carry the rest, packed together as before.
+    fn spread_soon(&mut self) {
+        let now_ms = self.now_ms;
+        let recent = self
+            .spread_at_ms
+            .is_some_and(|at| now_ms.saturating_sub(at) < self.profile.gossip_period_ms());
+        if !self.spread_armed && !recent {
+            self.spread_armed = true;
+            self.spread_at_ms = Some(now_ms);
+            self.changes.push_back(Output::Timer {
+                after: std::time::Duration::from_millis(SPREAD_BATCH_MS),
+                timer: MembershipTimer::Spread,
+            });
+        }
     }
 
     /// Re-derives every member's state from foca's full membership (so a missed
@@ -499,6 +529,7 @@ impl Membership {
         }
         for rumor in self.rumors.drain() {
             any = true;
+            self.spread_soon();
             match rumor {
                 Rumor::Leave(peer) => {
                     self.observe(peer, MemberState::Left, now_ms);
@@ -559,6 +590,7 @@ impl Membership {
             self.suspicion_changed(&record, now_ms);
             self.version += 1;
             self.changes.push_back(Output::Changed(record));
+            self.spread_soon();
             return record.state.is_active();
         }
         record.state.is_active()

@@ -311,11 +311,11 @@ fn a_signed_replica_report_still_rides_on_gossip() {
     };
     let core = net.nodes.get_mut(&writer).unwrap();
     assert!(
-        !core.spread(&delta(RUMOR_MAX_BYTES)),
+        !core.spread(&delta(RUMOR_MAX_BYTES), now),
         "too big: the mesh pushes it"
     );
     // A replica report is about 250 bytes of JSON; 400, signed, still fits.
-    assert!(core.spread(&delta(400)));
+    assert!(core.spread(&delta(400), now));
     net.drain(writer);
     net.run_until(now + 3_000);
     for other in [peer(2).node, peer(3).node] {

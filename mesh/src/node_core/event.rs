@@ -80,9 +80,6 @@ pub enum Timer {
     Admit,
     /// Fill the store from a seed this node announced to.
     FillFrom(PeerId),
-    /// Gossip the rumors of this node's latest writes now rather than at the next
-    /// periodic gossip.
-    Spread,
 }
 
 /// Something the core wants its driver to do or know; drain them after every input.

@@ -58,9 +58,6 @@ pub const PUSHES_MAX: usize = 64;
 /// How long after announcing to a seed the store is filled from it, in ms: the announce
 /// lands first, so the seed knows this node.
 pub const FILL_DELAY_MS: u64 = 100;
-/// How long after a write its rumor is gossiped at once ([`Timer::Spread`]): writes this
-/// close together (one agent round's reports) go out in the same packets.
-pub const SPREAD_BATCH_MS: u64 = 5;
 /// Refused store writes are logged at most this often, in ms (counted every time).
 pub const REFUSAL_LOG_PERIOD_MS: u64 = 60_000;
 
@@ -131,11 +128,6 @@ pub struct NodeCore {
     exchanging: Option<PeerId>,
     /// Pushes started and not ended.
     pushes: usize,
-    /// Whether a [`Timer::Spread`] is out, so that one is out at most; when the last
-    /// was armed (ms), and the profile's time between periodic gossips (ms).
-    spread_armed: bool,
-    spread_at_ms: Option<u64>,
-    gossip_period_ms: u64,
     /// How often to run anti-entropy.
     sync_period: Duration,
     /// The nodes removed so far, and the store version they were read at.
@@ -191,9 +183,6 @@ impl NodeCore {
             exchanged: false,
             exchanging: None,
             pushes: 0,
-            spread_armed: false,
-            spread_at_ms: None,
-            gossip_period_ms: config.profile.gossip_period_ms(),
             sync_period: Duration::from_millis(config.sync_period_ms),
             revoked: BTreeSet::new(),
             revoked_read_at: None,
@@ -381,12 +370,6 @@ impl NodeCore {
                 self.admit(deltas, now_ms);
                 self.arm_admit();
             }
-            Timer::Spread => {
-                self.spread_armed = false;
-                if let Err(e) = self.membership.gossip_now(now_ms) {
-                    tracing::debug!(error = %e, "gossip");
-                }
-            }
             Timer::FillFrom(seed) => {
                 if self.exchanging.is_none() {
                     self.exchanging = Some(seed);
@@ -400,28 +383,8 @@ impl NodeCore {
     fn put(&mut self, key: &str, value: Option<Vec<u8>>, now_ms: u64) {
         let delta = self.store.put(key, value, now_ms, &*self.signer);
         self.outputs.push_back(Output::Written(delta.stamp));
-        if self.membership.spread(&delta) {
-            self.spread_soon(now_ms);
-        } else {
+        if !self.membership.spread(&delta, now_ms) {
             self.push_to_all(&delta);
-        }
-    }
-
-    /// Gossips what waits to spread in [`SPREAD_BATCH_MS`], not at the next periodic
-    /// gossip: a write, a rumor heard for the first time (relayed at once, so that it
-    /// reaches every member in a few hops of a few ms each, not of a gossip period each),
-    /// a member's new state. What comes within those ms rides along.
-    ///
-    /// At most one such gossip per gossip period: in a storm of changes (many members
-    /// joining) the periodic gossips carry the rest, packed together as before.
-    fn spread_soon(&mut self, now_ms: u64) {
-        let recent = self
-            .spread_at_ms
-            .is_some_and(|at| now_ms.saturating_sub(at) < self.gossip_period_ms);
-        if !self.spread_armed && !recent {
-            self.spread_armed = true;
-            self.spread_at_ms = Some(now_ms);
-            self.arm(Duration::from_millis(SPREAD_BATCH_MS), Timer::Spread);
         }
     }
 
@@ -549,12 +512,8 @@ impl NodeCore {
                 membership::Output::Changed(record) => {
                     tracing::info!(node = %record.peer.node.short(), addr = %record.peer.addr,
                         epoch = record.peer.epoch, state = ?record.state, "member");
-                    self.spread_soon(now_ms);
                 }
-                membership::Output::Delta(delta) => {
-                    self.admit(vec![delta], now_ms);
-                    self.spread_soon(now_ms);
-                }
+                membership::Output::Delta(delta) => self.admit(vec![delta], now_ms),
                 membership::Output::Renewed(peer) => {
                     tracing::warn!(epoch = peer.epoch, "rejoined after being declared down");
                 }

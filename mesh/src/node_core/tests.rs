@@ -2,7 +2,7 @@
 
 use super::net::{Net, START_MS, core, peer};
 use super::*;
-use crate::membership::RUMOR_MAX_BYTES;
+use crate::membership::{MembershipTimer, RUMOR_MAX_BYTES, SPREAD_BATCH_MS};
 use crate::store::revoked_key;
 
 /// Anti-entropy so rare that it never runs within a test: what arrives came by gossip.
@@ -247,7 +247,7 @@ fn spreads_armed(core: &mut NodeCore, input: Input, at_ms: u64) -> usize {
             matches!(
                 o,
                 Output::Timer {
-                    timer: Timer::Spread,
+                    timer: Timer::Membership(MembershipTimer::Spread),
                     ..
                 }
             )
@@ -266,7 +266,7 @@ fn writes_close_together_share_one_spread_and_one_per_gossip_period() {
     assert_eq!(spreads_armed(&mut core, put("svc/a"), 0), 1);
     let armed = "the spread armed carries it";
     assert_eq!(spreads_armed(&mut core, put("svc/b"), 1), 0, "{armed}");
-    let fired = Input::Timer(Timer::Spread);
+    let fired = Input::Timer(Timer::Membership(MembershipTimer::Spread));
     assert_eq!(spreads_armed(&mut core, fired, SPREAD_BATCH_MS), 0);
     let periodic = "the periodic gossip carries it";
     let soon = SPREAD_BATCH_MS + 1;
