@@ -86,8 +86,9 @@ impl Membership {
         }
     }
 
-    /// foca sends a packet: note its probes and this node's own incarnation (a rise is a
-    /// refutation of a suspicion of this node: a sign it is slow).
+    /// foca sends a packet: note its probes (and have the transport check the probed
+    /// member's port) and this node's own incarnation (a rise is a refutation of a
+    /// suspicion of this node: a sign it is slow).
     pub(super) fn sent(&mut self, to: &PeerId, packet: &[u8]) {
         let Ok(header) = WireCodec.decode_header(packet) else {
             return;
@@ -98,6 +99,9 @@ impl Membership {
                 number,
                 answered: false,
             });
+            // The port is checked with the probe, not after its timeout: a refusal comes
+            // back within a round trip, and the member is pinged again at once.
+            self.changes.push_back(Output::CheckPort(*to));
         }
         if let Some((id, incarnation)) = self.incarnation
             && id == header.src
@@ -131,33 +135,22 @@ impl Membership {
     }
 
     /// One of foca's timers fell due: a late probe timer and an unanswered probe make
-    /// local health worse, an answered one better; a ping unanswered by the time foca
-    /// asks others to probe indirectly has the transport check the member's port.
+    /// local health worse, an answered one better.
     pub(super) fn before_swim_timer(&mut self, timer: &Timer<PeerId>, now_ms: u64) {
-        match timer {
-            Timer::ProbeRandomMember(_) => {
-                let period = millis(self.profile.config(self.configured_size).probe_period);
-                let late = self
-                    .probe_due_ms
-                    .take()
-                    .is_some_and(|due| now_ms > due.saturating_add(period / 2));
-                let answered = self.probe.take().map(|probe| probe.answered);
-                // A late timer outweighs an answered probe: a starved peer's acks arrive
-                // as late as its timers fire. With nobody to probe, health recovers.
-                if late || answered == Some(false) {
-                    self.health.worse();
-                } else {
-                    self.health.better();
-                }
+        if let Timer::ProbeRandomMember(_) = timer {
+            let period = millis(self.profile.config(self.configured_size).probe_period);
+            let late = self
+                .probe_due_ms
+                .take()
+                .is_some_and(|due| now_ms > due.saturating_add(period / 2));
+            let answered = self.probe.take().map(|probe| probe.answered);
+            // A late timer outweighs an answered probe: a starved peer's acks arrive as
+            // late as its timers fire. With nobody to probe, health recovers.
+            if late || answered == Some(false) {
+                self.health.worse();
+            } else {
+                self.health.better();
             }
-            Timer::SendIndirectProbe { probed_id, .. }
-                if self
-                    .probe
-                    .is_some_and(|p| p.target == *probed_id && !p.answered) =>
-            {
-                self.changes.push_back(Output::CheckPort(*probed_id));
-            }
-            _ => {}
         }
     }
 

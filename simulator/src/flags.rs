@@ -231,7 +231,11 @@ fn faults(run: &RunFlags, hosts: usize, warmup_s: f64) -> Result<Vec<Fault>, Fla
             )));
         }
         for host in (0..k).map(|i| i * hosts / k) {
-            faults.push(Fault::Kill { at_s, host });
+            faults.push(Fault::Kill {
+                at_s,
+                host,
+                refuses: false,
+            });
             if let Some(back_s) = back_s {
                 faults.push(Fault::Restart { at_s: back_s, host });
             }

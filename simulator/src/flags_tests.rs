@@ -33,7 +33,7 @@ fn kills(s: &Scenario) -> Vec<(f64, usize)> {
     s.faults
         .iter()
         .filter_map(|f| match f {
-            Fault::Kill { at_s, host } => Some((*at_s, *host)),
+            Fault::Kill { at_s, host, .. } => Some((*at_s, *host)),
             _ => None,
         })
         .collect()

@@ -224,7 +224,11 @@ fn simulate(
         }
         scenario.faults = dead
             .iter()
-            .map(|&host| Fault::Kill { at_s: 15.0, host })
+            .map(|&host| Fault::Kill {
+                at_s: 15.0,
+                host,
+                refuses: false,
+            })
             .collect();
         let bound = request.profile.detection_bound(hosts).as_secs_f64();
         scenario.duration_s = 15.0 + bound * 2.0 + 30.0;

@@ -212,6 +212,12 @@ pub enum Fault {
         at_s: f64,
         /// Host index, from 0.
         host: usize,
+        /// Only the peer process dies; the machine stays up and refuses datagrams to the
+        /// peer's port (ICMP port unreachable), which the other peers' port checks notice,
+        /// as when a peer is killed with SIGKILL on a live host. Off by default: the whole
+        /// machine is lost and says nothing.
+        #[serde(default)]
+        refuses: bool,
     },
     /// The host starts again with a higher epoch and announces itself to a live host.
     Restart {
@@ -404,6 +410,15 @@ impl Scenario {
                     "the membership model covers kills, restarts and churn only; run partitions, cuts and packet loss with membership = \"real\"".into(),
                 );
             }
+            if self
+                .faults
+                .iter()
+                .any(|f| matches!(f, Fault::Kill { refuses: true, .. }))
+            {
+                return bad(
+                    "the membership model loses whole machines only; run kills with refuses = true with membership = \"real\"".into(),
+                );
+            }
         }
         if self.store && self.membership == MembershipKind::Model {
             return bad(
@@ -509,7 +524,7 @@ impl Scenario {
             .iter()
             .filter(|f| f.at_s() < at_s)
             .filter_map(|f| match f {
-                Fault::Kill { host: h, at_s } if *h == host => Some((*at_s, true)),
+                Fault::Kill { host: h, at_s, .. } if *h == host => Some((*at_s, true)),
                 Fault::Restart { host: h, at_s } if *h == host => Some((*at_s, false)),
                 _ => None,
             })

@@ -44,9 +44,44 @@ impl Engine {
                     self.track(h, &record);
                     self.changed(h, record);
                 }
-                // A lost host here is the whole machine: nothing refuses a datagram.
-                Output::Delta(_) | Output::Renewed(_) | Output::CheckPort(_) => {}
+                Output::CheckPort(peer) => self.check_port(h, inc, &peer),
+                Output::Delta(_) | Output::Renewed(_) => {}
             }
+        }
+    }
+
+    /// Host `h` (incarnation `inc`) checks `peer`'s port: a killed peer whose machine
+    /// stays up (`Fault::Kill`'s `refuses`) answers with a refusal a round trip later;
+    /// a lost machine, a cut link or a live peer say nothing.
+    pub(super) fn check_port(&mut self, h: usize, inc: u64, peer: &PeerId) {
+        let to = host_of(peer);
+        let Some(target) = self.hosts.get(to) else {
+            return;
+        };
+        if !target.up
+            && target.refuses
+            && self.network.reachable(h, to)
+            && self.network.reachable(to, h)
+        {
+            let at = self.now_ms + 2 * self.network.latency_ms();
+            let peer = *peer;
+            self.push(at, Event::Refused { host: h, inc, peer });
+        }
+    }
+
+    /// Host `h`'s port check of `peer` was refused: its core hears of it.
+    pub(super) fn refused(&mut self, h: usize, inc: u64, peer: PeerId) {
+        if self.hosts[h].inc != inc {
+            return;
+        }
+        let now = self.now_ms;
+        match self.hosts[h].core.as_mut() {
+            Some(Core::Membership(core)) => {
+                let _ = core.handle_refused(peer, now);
+                self.drain(h);
+            }
+            Some(Core::Node(_)) => self.node_input(h, Input::Refused(peer)),
+            None => {}
         }
     }
 

@@ -102,6 +102,12 @@ enum Event {
         inc: u64,
         slot: u32,
     },
+    /// Host `host`'s port check of `peer` was refused.
+    Refused {
+        host: usize,
+        inc: u64,
+        peer: PeerId,
+    },
     Fault(Fault),
     ChurnKill,
     Warm,
@@ -121,6 +127,8 @@ struct Host {
     up: bool,
     /// Removed from the cluster (a `remove` fault): it never restarts.
     removed: bool,
+    /// Killed, and its machine refuses datagrams to its port (see `Fault::Kill`).
+    refuses: bool,
     /// The real membership core, or the whole node core; `None` while the host is down,
     /// and with the model.
     core: Option<Core>,
@@ -317,6 +325,7 @@ impl Engine {
                 peer,
                 up: true,
                 removed: false,
+                refuses: false,
                 core,
                 certs_from: BTreeSet::new(),
                 seen: if self.store {
@@ -452,6 +461,7 @@ impl Engine {
                     self.node_input(host, input);
                 }
             }
+            Event::Refused { host, inc, peer } => self.refused(host, inc, peer),
             Event::Exchange { from, inc, to } => self.exchange(from, inc, to),
             Event::Sync { host, inc } => self.sync(host, inc),
             Event::Learn {
@@ -498,7 +508,10 @@ impl Engine {
             self.stores.disturbed(self.now_ms);
         }
         match fault {
-            Fault::Kill { host, .. } => self.kill(host),
+            Fault::Kill { host, refuses, .. } => {
+                self.kill(host);
+                self.hosts[host].refuses = refuses;
+            }
             Fault::Restart { host, .. } => self.restart(host),
             Fault::Partition { groups, .. } => self.network.partition(&groups),
             Fault::Heal { .. } => self.network.heal(),
@@ -592,6 +605,7 @@ impl Engine {
         let host = &mut self.hosts[h];
         host.peer = peer;
         host.up = true;
+        host.refuses = false;
         host.core = core;
         host.certs_from.clear();
         host.seen.fill(None);

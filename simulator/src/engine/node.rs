@@ -263,8 +263,8 @@ impl Engine {
                 Output::Push { to, deltas } => self.push_deltas(h, &to, deltas),
                 Output::View(view) => self.absorb_view(h, &view),
                 Output::StoreChanged => self.store_changed(h),
-                // A lost host here is the whole machine: nothing refuses a datagram.
-                Output::Written(_) | Output::Revoked(_) | Output::CheckPort(_) => {}
+                Output::CheckPort(peer) => self.check_port(h, inc, &peer),
+                Output::Written(_) | Output::Revoked(_) => {}
             }
         }
     }

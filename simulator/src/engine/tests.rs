@@ -51,6 +51,39 @@ fn a_kill_is_detected_and_healed_within_the_profile_bound() {
 }
 
 #[test]
+fn a_killed_peer_whose_machine_refuses_its_port_is_found_sooner() {
+    // The same kill, with the machine lost (silent) and with only the peer process dead
+    // (its machine refuses the port): the prober's port check turns a 500 ms probe period
+    // into a 200 ms probe timeout, seed by seed.
+    let silent = kill_one();
+    let refusing = scenario(
+        &include_str!("../../scenarios/kill-one.toml")
+            .replace("at_s = 20\nhost = 2\n", "at_s = 20\nhost = 2\nrefuses = true\n"),
+    );
+    assert!(matches!(
+        refusing.faults[0],
+        Fault::Kill { refuses: true, .. }
+    ));
+    for seed in 1..=5 {
+        let silent = run(&silent, Some(seed)).unwrap();
+        let refused = run(&refusing, Some(seed)).unwrap();
+        assert_eq!(refused.detection_ms.count, 1, "{}", refused.table());
+        assert!(
+            refused.detection_ms.max + 200 <= silent.detection_ms.max,
+            "seed {seed}: detection {} ms refused, {} ms silent",
+            refused.detection_ms.max,
+            silent.detection_ms.max
+        );
+        assert_eq!(refused.false_positives, 0);
+    }
+    let model = include_str!("../../scenarios/kill-one.toml")
+        .replace("at_s = 20\nhost = 2\n", "at_s = 20\nhost = 2\nrefuses = true\n")
+        .replace("profile = \"fast\"", "profile = \"fast\"\nmembership = \"model\"");
+    let err = Scenario::from_toml(&model).unwrap_err().to_string();
+    assert!(err.contains("refuses"), "{err}");
+}
+
+#[test]
 fn partitions_heal_and_every_slot_runs_once() {
     let s = scenario(include_str!("../../scenarios/partition.toml"));
     let report = run(&s, None).unwrap();

@@ -100,7 +100,8 @@ pub(crate) struct SimFigures {
 
 /// The scenario for `seed`: `hosts` hosts under `profile`, one service of `replicas`
 /// replicas, host `1 + seed % (hosts - 1)` killed (never the seed host, as in the real
-/// runs), no restart.
+/// runs) with its machine refusing its port (as the real runs' SIGKILL of a peer process
+/// leaves it), no restart.
 pub(crate) fn scenario_toml(
     profile: &str,
     hosts: usize,
@@ -139,6 +140,8 @@ start_max_ms = {max}
 kind = "kill"
 at_s = {KILL_AT_S}
 host = {victim}
+# The real runs SIGKILL a peer process on a live host, which refuses its port.
+refuses = true
 "#,
         duration = KILL_AT_S + AFTER_KILL_S,
         min = start.start_min_ms,
