@@ -117,6 +117,8 @@ pub enum MembershipTimer {
     Deadline(NodeId),
     /// Gossip what waits to spread now rather than at the next periodic gossip.
     Spread,
+    /// Check the next member's port ([`Profile::port_sweep_ms`]).
+    Sweep,
 }
 
 /// How long after a change it is gossiped ([`MembershipTimer::Spread`]): the changes of
@@ -179,6 +181,10 @@ pub struct Membership {
     refused: BTreeMap<NodeId, u32>,
     /// Numbers direct checks.
     checks: u32,
+    /// Whether a [`MembershipTimer::Sweep`] is out (one at most), and the member whose
+    /// port it checked last.
+    sweep_armed: bool,
+    sweep_cursor: Option<NodeId>,
 }
 
 impl std::fmt::Debug for Membership {
@@ -234,6 +240,8 @@ impl Membership {
             suspicions: BTreeMap::new(),
             refused: BTreeMap::new(),
             checks: 0,
+            sweep_armed: false,
+            sweep_cursor: None,
         }
     }
 
@@ -322,6 +330,10 @@ impl Membership {
             MembershipTimer::Spread => {
                 self.spread_armed = false;
                 self.foca.gossip(&mut self.runtime)
+            }
+            MembershipTimer::Sweep => {
+                self.sweep();
+                Ok(())
             }
         };
         self.absorb(now_ms);
@@ -477,6 +489,7 @@ impl Membership {
             }
         }
         self.take_runtime();
+        self.arm_sweep();
     }
 
     /// Moves foca's sends and timers to the output queue, noting what Lifeguard reads in

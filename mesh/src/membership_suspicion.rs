@@ -385,6 +385,43 @@ impl Membership {
         Ok(())
     }
 
+    /// Arms the port sweep ([`MembershipTimer::Sweep`]) unless it is out or there is no
+    /// other member.
+    pub(super) fn arm_sweep(&mut self) {
+        if self.sweep_armed || self.foca.num_members() == 0 {
+            return;
+        }
+        self.sweep_armed = true;
+        self.changes.push_back(Output::Timer {
+            after: Duration::from_millis(self.profile.port_sweep_ms()),
+            timer: MembershipTimer::Sweep,
+        });
+    }
+
+    /// The sweep's turn: the transport checks the port of the next alive member in node
+    /// id order after the one checked last (each node starts after its own id, so the
+    /// members' sweeps are out of step). A peer process that died on a live host is then
+    /// found within one sweep period in a quiet cluster (every member checks one member
+    /// per period), where waiting for its first probe takes up to a few probe periods.
+    pub(super) fn sweep(&mut self) {
+        use std::ops::Bound::{Excluded, Unbounded};
+        self.sweep_armed = false;
+        let me = self.identity().node;
+        let cursor = self.sweep_cursor.unwrap_or(me);
+        let alive = |r: &&crate::MemberRecord| r.state == MemberState::Alive && r.peer.node != me;
+        let next = self
+            .members
+            .range((Excluded(cursor), Unbounded))
+            .map(|(_, r)| r)
+            .find(alive)
+            .or_else(|| self.members.values().find(alive))
+            .map(|r| r.peer);
+        if let Some(peer) = next {
+            self.sweep_cursor = Some(peer.node);
+            self.changes.push_back(Output::CheckPort(peer));
+        }
+    }
+
     /// An alive member's port was refused and it did not answer the ping after: suspect it
     /// now rather than at the end of the probe period.
     fn suspect_refused(&mut self, node: NodeId, now_ms: u64) -> Result<(), foca::Error> {

@@ -393,7 +393,9 @@ fn a_refused_port_is_a_failed_probe_and_a_confirmation() {
     };
     let (silent_suspect, silent_down) = run(false);
     let (refused_suspect, refused_down) = run(true);
-    eprintln!("suspect after {silent_suspect} ms silent, {refused_suspect} ms refused; down after {silent_down} ms, {refused_down} ms");
+    eprintln!(
+        "suspect after {silent_suspect} ms silent, {refused_suspect} ms refused; down after {silent_down} ms, {refused_down} ms"
+    );
     // The port is checked with the probe itself: the suspicion comes one probe timeout
     // (200 ms) after the ping, not at the end of the probe period (500 ms).
     let rtt = u64::try_from(Profile::Fast.config(5).probe_rtt.as_millis()).unwrap();
@@ -404,6 +406,40 @@ fn a_refused_port_is_a_failed_probe_and_a_confirmation() {
     assert!(
         refused_down + rtt <= silent_down,
         "down after {refused_down} ms refused, {silent_down} ms silent"
+    );
+}
+
+#[test]
+fn a_dead_peer_process_is_found_by_the_sweep_wherever_the_kill_falls() {
+    // Wherever the kill falls in the members' probe cycles, a survivor checks the dead
+    // member's port within about one sweep period (each checks one member per period, out
+    // of step with the others), pings it, and suspects it one probe timeout later, without
+    // waiting for its turn to be probed (up to a few probe periods).
+    let profile = Profile::Fast;
+    let sweep = profile.port_sweep_ms();
+    let rtt = u64::try_from(profile.config(5).probe_rtt.as_millis()).unwrap();
+    let mut firsts = Vec::new();
+    for offset in (0..20).map(|i| i * 53) {
+        let mut net = joined(5, profile);
+        let killed_at = 5_000 + offset;
+        net.run_until(killed_at);
+        net.dead.insert(peer(5).node);
+        net.refusing.insert(peer(5).node);
+        let mut first = None;
+        for step in 1..=600 {
+            net.run_until(killed_at + step * 5);
+            if (1..=4).any(|o| net.state_of(o, 5) == Some(MemberState::Suspect)) {
+                first = Some(step * 5);
+                break;
+            }
+        }
+        firsts.push(first.unwrap_or_else(|| panic!("kill at +{offset} ms: never suspected")));
+    }
+    firsts.sort_unstable();
+    let (median, worst) = (firsts[firsts.len() / 2], firsts[firsts.len() - 1]);
+    assert!(
+        median <= sweep + rtt + 10 && worst <= 4 * sweep + rtt + 10,
+        "first suspicion after {firsts:?} ms (sweep {sweep} ms, probe timeout {rtt} ms)"
     );
 }
 

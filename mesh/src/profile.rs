@@ -40,6 +40,16 @@ impl Profile {
         }
     }
 
+    /// How often a peer has the transport check one member's port (ms): a quarter of the
+    /// probe period (`fast` 125 ms, `lan` 250 ms, `wan` 1.25 s), one datagram of a byte
+    /// each time, whatever the cluster's size.
+    pub fn port_sweep_ms(self) -> u64 {
+        let period = self.config(1).probe_period;
+        u64::try_from(period.as_millis() / 4)
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
     /// The time between two periodic gossips (ms), whatever the cluster's size.
     pub fn gossip_period_ms(self) -> u64 {
         self.config(1).periodic_gossip.map_or(1_000, |g| {

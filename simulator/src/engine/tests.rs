@@ -56,10 +56,10 @@ fn a_killed_peer_whose_machine_refuses_its_port_is_found_sooner() {
     // (its machine refuses the port): the prober's port check turns a 500 ms probe period
     // into a 200 ms probe timeout, seed by seed.
     let silent = kill_one();
-    let refusing = scenario(
-        &include_str!("../../scenarios/kill-one.toml")
-            .replace("at_s = 20\nhost = 2\n", "at_s = 20\nhost = 2\nrefuses = true\n"),
-    );
+    let refusing = scenario(&include_str!("../../scenarios/kill-one.toml").replace(
+        "at_s = 20\nhost = 2\n",
+        "at_s = 20\nhost = 2\nrefuses = true\n",
+    ));
     assert!(matches!(
         refusing.faults[0],
         Fault::Kill { refuses: true, .. }
@@ -77,8 +77,14 @@ fn a_killed_peer_whose_machine_refuses_its_port_is_found_sooner() {
         assert_eq!(refused.false_positives, 0);
     }
     let model = include_str!("../../scenarios/kill-one.toml")
-        .replace("at_s = 20\nhost = 2\n", "at_s = 20\nhost = 2\nrefuses = true\n")
-        .replace("profile = \"fast\"", "profile = \"fast\"\nmembership = \"model\"");
+        .replace(
+            "at_s = 20\nhost = 2\n",
+            "at_s = 20\nhost = 2\nrefuses = true\n",
+        )
+        .replace(
+            "profile = \"fast\"",
+            "profile = \"fast\"\nmembership = \"model\"",
+        );
     let err = Scenario::from_toml(&model).unwrap_err().to_string();
     assert!(err.contains("refuses"), "{err}");
 }
