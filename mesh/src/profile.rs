@@ -190,6 +190,8 @@ mod tests {
             Duration::from_millis(500)
         );
         assert!(Profile::Fast.detection_bound(5) < Profile::Lan.detection_bound(5));
+        assert_eq!(Profile::Fast.port_sweep_ms(), 125);
+        assert_eq!(Profile::Lan.port_sweep_ms(), 250);
         let announce = |p: Profile| p.config(50).periodic_announce.map(|a| a.frequency);
         assert_eq!(announce(Profile::Lan), Some(Duration::from_secs(5)));
         assert_eq!(announce(Profile::Fast), Some(Duration::from_secs(2)));

@@ -223,7 +223,7 @@ impl Mesh {
             view_tx,
             store_tx,
             put_reply: None,
-            port_checks: super::port_check::PortChecks::new(core.clone()),
+            port_checks: super::port_check::PortChecks::new(core.clone(), &shutdown),
         };
         tokio::spawn(task.run(commands, shutdown.clone()));
         tokio::spawn(links.clone().accept());
