@@ -29,7 +29,8 @@ use super::command::Command;
 use crate::id::PeerId;
 use crate::node_core::Input;
 
-/// Checks awaiting an answer at most; beyond it the oldest are forgotten (silence).
+/// Checks awaiting an answer at most: past it, those older than [`CHECK_WAIT`] are
+/// forgotten, and a check that still finds no room is skipped (silence).
 pub const CHECKS_MAX: usize = 1024;
 /// How long a check waits for a refusal. ICMP comes back within a round trip.
 pub const CHECK_WAIT: Duration = Duration::from_millis(500);
@@ -98,9 +99,14 @@ impl PortChecks {
             }
             pending.insert(peer.addr, (peer, now));
         }
-        // An error here is an earlier check's refusal, also queued with its address (read
-        // by the reader), or a full send buffer: either way this check is silence.
-        let _ = socket.try_send_to(&[0], peer.addr);
+        // A refusal also sets the socket's pending error, which fails the next send (the
+        // refusal itself is queued with its address for the reader): send again then. Any
+        // other error (a full send buffer) makes this check silence.
+        if let Err(e) = socket.try_send_to(&[0], peer.addr)
+            && e.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            let _ = socket.try_send_to(&[0], peer.addr);
+        }
     }
 }
 
@@ -266,6 +272,21 @@ mod tests {
         // Again, and after a bound port's silence: each check is answered on its own.
         assert!(refusals(&checks, &mut rx, closed).await);
         assert!(!refusals(&checks, &mut rx, open_addr).await);
+        // Two dead ports checked back to back: the first refusal fails the second send
+        // (the socket's pending error), which is sent again.
+        let (a, b) = (closed_port("127.0.0.1"), closed_port("127.0.0.1"));
+        checks.check(peer_at(a));
+        checks.check(peer_at(b));
+        let mut refused = Vec::new();
+        while let Ok(Some(Command::Core(Input::Refused(peer)))) =
+            tokio::time::timeout(Duration::from_millis(400), rx.recv()).await
+        {
+            refused.push(peer.addr);
+        }
+        refused.sort();
+        let mut both = vec![a, b];
+        both.sort();
+        assert_eq!(refused, both);
         // IPv6 where the machine has it.
         if std::net::UdpSocket::bind("[::1]:0").is_ok() {
             assert!(refusals(&checks, &mut rx, closed_port("::1")).await);
