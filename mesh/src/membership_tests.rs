@@ -393,9 +393,6 @@ fn a_refused_port_is_a_failed_probe_and_a_confirmation() {
     };
     let (silent_suspect, silent_down) = run(false);
     let (refused_suspect, refused_down) = run(true);
-    eprintln!(
-        "suspect after {silent_suspect} ms silent, {refused_suspect} ms refused; down after {silent_down} ms, {refused_down} ms"
-    );
     // The port is checked with the probe itself: the suspicion comes one probe timeout
     // (200 ms) after the ping, not at the end of the probe period (500 ms).
     let rtt = u64::try_from(Profile::Fast.config(5).probe_rtt.as_millis()).unwrap();

@@ -7,8 +7,8 @@
 //! The checks go out from one long-lived socket per address family with `IP_RECVERR`
 //! (`IPV6_RECVERR`): the kernel queues each ICMP error with the destination of the datagram
 //! that caused it, and one task reads that queue. A check is then one `sendto`: no socket,
-//! no task and no timer of its own, and nothing at all wakes up for a live member, which is
-//! what lets every peer sweep its members' ports several times a second at no idle cost.
+//! no task and no timer of its own. What it still costs is the receiver's wake-up, since a
+//! live member's QUIC endpoint reads and drops the byte (see `Profile::port_sweep_ms`).
 
 use std::collections::HashMap;
 use std::io::IoSliceMut;
