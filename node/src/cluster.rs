@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use knit_mesh::membership::MemberRecord;
 use knit_mesh::quic::reach::Reachability;
@@ -247,6 +247,16 @@ pub(crate) fn host_capacity() -> Resources {
     }
 }
 
+/// Whether `me` started less than [`RESTART_GRACE_MS`] ago, by its record in `store`.
+fn started_in_grace(store: &Store, me: &NodeId) -> bool {
+    store
+        .get(&info_key(me))
+        .and_then(|bytes| crate::decoded::decode::<NodeInfo>(&info_key(me), bytes).ok())
+        .is_some_and(|info| {
+            crate::clock::now_ms().saturating_sub(info.started_at_ms) < RESTART_GRACE_MS
+        })
+}
+
 /// How long after its start a peer keeps the slots of members it knew (from its store) but
 /// has not heard from yet as theirs, so that after a full-cluster restart the first peers
 /// up do not start everything before the others had a chance to come back (ms).
@@ -264,15 +274,53 @@ pub(crate) struct Snapshot {
     /// Members with a record in the store (not removed) that the failure detector has not
     /// heard of since this peer started: after a restart, those not back yet.
     pub(crate) absent: Arc<BTreeSet<NodeId>>,
+    /// The placement of this reading, computed on first use and shared by its clones.
+    placed: Arc<OnceLock<Placement>>,
 }
 
+/// The last reading [`Snapshot::of`] made, with what it was made from: the mesh's
+/// published view, store and reachability (held, so no other value can take their
+/// addresses) and whether this peer was in its restart grace.
+struct Reading {
+    view: Arc<View>,
+    store: Arc<Store>,
+    reach: Arc<Reachability>,
+    in_grace: bool,
+    snapshot: Snapshot,
+}
+
+/// Readings are made far more often than the cluster changes: the agent twice a second,
+/// discovery, the ingress, the event stream and the API on every change. Each reading
+/// builds every member's scheduler view and places every service; at 100 members that was
+/// a fifth of an idle peer's CPU. A reading of the same published values is the same.
+static LAST_READING: Mutex<Option<Reading>> = Mutex::new(None);
+
 impl Snapshot {
+    /// The mesh's view and store as published now; the same reading as the last one (and
+    /// its placement, once computed) when neither has changed since.
     pub(crate) fn of(mesh: &Mesh) -> Self {
-        Self::new(
-            mesh.view().borrow().clone(),
-            mesh.store().borrow().clone(),
-            mesh.reachability().borrow().clone(),
-        )
+        let view = mesh.view().borrow().clone();
+        let store = mesh.store().borrow().clone();
+        let reach = mesh.reachability().borrow().clone();
+        let in_grace = started_in_grace(&store, &view.me.node);
+        let mut last = LAST_READING.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(reading) = last.as_ref().filter(|r| {
+            Arc::ptr_eq(&r.view, &view)
+                && Arc::ptr_eq(&r.store, &store)
+                && Arc::ptr_eq(&r.reach, &reach)
+                && r.in_grace == in_grace
+        }) {
+            return reading.snapshot.clone();
+        }
+        let snapshot = Self::new(view.clone(), store.clone(), reach.clone());
+        *last = Some(Reading {
+            view,
+            store,
+            reach,
+            in_grace,
+            snapshot: snapshot.clone(),
+        });
+        snapshot
     }
 
     /// A reading of `view` and `store`, with the members the store knows and the view
@@ -297,6 +345,7 @@ impl Snapshot {
                 store,
                 reach,
                 absent: Arc::default(),
+                placed: Arc::default(),
             };
         }
         let ids = absent.iter().map(|m| m.peer.node).collect();
@@ -311,14 +360,13 @@ impl Snapshot {
             store,
             reach,
             absent: Arc::new(ids),
+            placed: Arc::default(),
         }
     }
 
     /// Whether this peer started less than [`RESTART_GRACE_MS`] ago (by its own record).
     fn in_restart_grace(&self) -> bool {
-        self.info(&self.view.me.node).is_some_and(|info| {
-            crate::clock::now_ms().saturating_sub(info.started_at_ms) < RESTART_GRACE_MS
-        })
+        started_in_grace(&self.store, &self.view.me.node)
     }
 
     /// The scheduler's view of the absent members, while this peer is in its restart grace.
@@ -596,6 +644,10 @@ impl Snapshot {
     /// the members it sees, as every side does with them. For [`RESTART_GRACE_MS`] after
     /// this peer starts, members it knew and has not heard from yet keep their slots.
     pub(crate) fn placement(&self) -> Placement {
+        self.placed.get_or_init(|| self.place_all()).clone()
+    }
+
+    fn place_all(&self) -> Placement {
         let specs: Vec<ServiceSpec> = self.specs().into_values().map(placeable).collect();
         let mut seen = self.node_views();
         seen.extend(self.absent_in_grace());

@@ -95,6 +95,7 @@ impl Store {
                 version: 0,
                 horizon_ms: file.horizon_ms,
                 synced_ms: file.synced_ms,
+                summarised: super::SummaryMemo::default(),
             });
         }
         let (me, entries, clock) = match bytes.strip_prefix(&MAGIC_2[..]) {
@@ -127,6 +128,7 @@ impl Store {
             version: 0,
             horizon_ms: 0,
             synced_ms: clock >> 16,
+            summarised: super::SummaryMemo::default(),
         })
     }
 

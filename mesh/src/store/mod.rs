@@ -166,6 +166,40 @@ pub struct Store {
     /// holds: raised by anti-entropy with a member that is itself up to date. Gates
     /// collection, and tells a store that was away longer than a peer's horizon to rebase.
     synced_ms: u64,
+    /// The last summary computed and the version it holds for: anti-entropy asks for the
+    /// summary on every exchange, and at rest the store has not changed in between.
+    summarised: SummaryMemo,
+}
+
+/// A summary and the store version it was computed at.
+#[derive(Debug, Default)]
+struct SummaryMemo(std::sync::Mutex<Option<(u64, Summary)>>);
+
+impl SummaryMemo {
+    fn get(&self, version: u64, compute: impl FnOnce() -> Summary) -> Summary {
+        let mut memo = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match memo.as_ref() {
+            Some((at, summary)) if *at == version => summary.clone(),
+            _ => {
+                let summary = compute();
+                *memo = Some((version, summary.clone()));
+                summary
+            }
+        }
+    }
+}
+
+impl Clone for SummaryMemo {
+    fn clone(&self) -> Self {
+        let memo = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Self(std::sync::Mutex::new(memo.clone()))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -187,6 +221,7 @@ impl Store {
             version: 0,
             horizon_ms: 0,
             synced_ms: 0,
+            summarised: SummaryMemo::default(),
         }
     }
 
@@ -402,6 +437,10 @@ impl Store {
 
     /// One hash per bucket of every key and stamp held.
     pub fn summary(&self) -> Summary {
+        self.summarised.get(self.version, || self.compute_summary())
+    }
+
+    fn compute_summary(&self) -> Summary {
         let mut summary = vec![0u64; BUCKETS as usize];
         for (key, entry) in &self.entries {
             let stamp = entry
@@ -644,7 +683,13 @@ mod tests {
             }
             let mut forward = Store::new(node(9));
             let mut backward = Store::new(node(9));
-            for d in deltas.iter().cloned() { forward.merge(d, NOW_MS, SKEW_MS).unwrap(); }
+            for d in deltas.iter().cloned() {
+                let before = forward.summary();
+                let changed = forward.merge(d, NOW_MS, SKEW_MS).unwrap();
+                // The summary kept between changes is the summary of what is held now.
+                prop_assert_eq!(forward.summary(), forward.compute_summary());
+                if !changed { prop_assert_eq!(forward.summary(), before); }
+            }
             for d in deltas.iter().rev().cloned() { backward.merge(d, NOW_MS, SKEW_MS).unwrap(); }
             prop_assert_eq!(forward.digest(None), backward.digest(None));
             prop_assert_eq!(forward.summary(), backward.summary());
