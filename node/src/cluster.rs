@@ -76,15 +76,26 @@ pub(crate) struct Applied {
 /// Every member with an `info` record in `store` that was not removed (`knit node rm`):
 /// its id, record and the record's stamp.
 pub(crate) fn known_members(store: &Store) -> impl Iterator<Item = (NodeId, NodeInfo, Stamp)> {
+    static NONE: BTreeSet<NodeId> = BTreeSet::new();
+    known_members_except(store, &NONE)
+}
+
+/// [`known_members`] but those in `except`, whose records are not decoded.
+fn known_members_except<'a>(
+    store: &'a Store,
+    except: &'a BTreeSet<NodeId>,
+) -> impl Iterator<Item = (NodeId, NodeInfo, Stamp)> + 'a {
     store
         .scan("owned/")
         .filter(|(key, _, _)| key.ends_with("/info"))
         .filter_map(|(key, value, stamp)| {
             let node = knit_mesh::store::key_owner(key)?;
+            if except.contains(&node) || store.revoked_at(&node).is_some() {
+                return None;
+            }
             let info = crate::decoded::decode::<NodeInfo>(key, value).ok()?;
             Some((node, info, stamp))
         })
-        .filter(|(node, _, _)| store.revoked_at(node).is_none())
 }
 
 /// A replica that ended, as `service ps` lists it under its slot.
@@ -276,6 +287,8 @@ pub(crate) struct Snapshot {
     pub(crate) absent: Arc<BTreeSet<NodeId>>,
     /// The placement of this reading, computed on first use and shared by its clones.
     placed: Arc<OnceLock<Placement>>,
+    /// The same, if the suspects were down (see [`Snapshot::placement_if_suspects_down`]).
+    placed_if_down: Arc<OnceLock<Option<Placement>>>,
 }
 
 /// The last reading [`Snapshot::of`] made, with what it was made from: the mesh's
@@ -327,8 +340,7 @@ impl Snapshot {
     /// lacks added to the view as `down`.
     pub(crate) fn new(view: Arc<View>, store: Arc<Store>, reach: Arc<Reachability>) -> Self {
         let in_view: BTreeSet<NodeId> = view.members.iter().map(|m| m.peer.node).collect();
-        let absent: Vec<MemberRecord> = known_members(&store)
-            .filter(|(node, _, _)| !in_view.contains(node))
+        let absent: Vec<MemberRecord> = known_members_except(&store, &in_view)
             .map(|(node, info, stamp)| MemberRecord {
                 peer: PeerId {
                     node,
@@ -346,6 +358,7 @@ impl Snapshot {
                 reach,
                 absent: Arc::default(),
                 placed: Arc::default(),
+                placed_if_down: Arc::default(),
             };
         }
         let ids = absent.iter().map(|m| m.peer.node).collect();
@@ -361,6 +374,7 @@ impl Snapshot {
             reach,
             absent: Arc::new(ids),
             placed: Arc::default(),
+            placed_if_down: Arc::default(),
         }
     }
 
@@ -565,6 +579,12 @@ impl Snapshot {
     /// The placement if the members now under suspicion were declared down: where their
     /// replicas would start. `None` when no member is suspect.
     pub(crate) fn placement_if_suspects_down(&self) -> Option<Placement> {
+        self.placed_if_down
+            .get_or_init(|| self.place_if_suspects_down())
+            .clone()
+    }
+
+    fn place_if_suspects_down(&self) -> Option<Placement> {
         if !self
             .view
             .members
@@ -574,6 +594,9 @@ impl Snapshot {
             return None;
         }
         let specs: Vec<ServiceSpec> = self.specs().into_values().map(placeable).collect();
+        if specs.is_empty() {
+            return Some(Placement::default());
+        }
         let alive = self.views_of(|state| state == MemberState::Alive);
         Some(self.place(&alive, &specs))
     }
@@ -614,26 +637,7 @@ impl Snapshot {
             .members
             .iter()
             .filter(|m| keep(m.state))
-            .filter_map(|m| {
-                let id = knit_scheduler::NodeId::new(m.peer.node.to_string()).ok()?;
-                let info = self.info(&m.peer.node);
-                let mut labels = self.labels(&m.peer.node);
-                for (driver, label) in [("docker", DOCKER_LABEL), ("process", PROCESS_LABEL)] {
-                    if info
-                        .as_ref()
-                        .is_some_and(|i| i.drivers.iter().any(|d| d == driver))
-                    {
-                        labels.insert(label.to_owned(), "true".to_owned());
-                    }
-                }
-                Some(NodeView {
-                    id,
-                    name: info.as_ref().map(|i| i.name.clone()).unwrap_or_default(),
-                    availability: self.availability(&m.peer.node),
-                    labels,
-                    capacity: info.map(|i| i.capacity).unwrap_or_default(),
-                })
-            })
+            .filter_map(|m| crate::node_views::view_of(self, &m.peer.node))
             .collect()
     }
 
@@ -649,6 +653,10 @@ impl Snapshot {
 
     fn place_all(&self) -> Placement {
         let specs: Vec<ServiceSpec> = self.specs().into_values().map(placeable).collect();
+        if specs.is_empty() {
+            // Nothing to place: no member's view is needed.
+            return Placement::default();
+        }
         let mut seen = self.node_views();
         seen.extend(self.absent_in_grace());
         if self.quorum().majority {

@@ -24,6 +24,7 @@ mod ingress;
 mod lab;
 mod logging;
 mod manpage;
+mod node_views;
 mod notify;
 mod peer;
 mod persist;

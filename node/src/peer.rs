@@ -107,21 +107,44 @@ async fn credentials(
         return Ok((node, creds, true));
     }
     let token: JoinToken = join_token(args)?.parse()?;
-    let mut errors = Vec::new();
-    for seed in &args.join {
-        match join::join(endpoint, *seed, &token).await {
-            Ok((node, creds, seed_peer)) => {
-                tracing::info!(seed = ?seed_peer, "admitted to the cluster");
-                dir.store_node_id(&node)?;
-                creds.store(dir.path())?;
-                return Ok((node, creds, false));
+    let began = std::time::Instant::now();
+    let mut pause = JOIN_RETRY_FIRST;
+    loop {
+        let (mut errors, mut busy) = (Vec::new(), false);
+        for seed in &args.join {
+            match join::join(endpoint, *seed, &token).await {
+                Ok((node, creds, seed_peer)) => {
+                    tracing::info!(seed = ?seed_peer, "admitted to the cluster");
+                    dir.store_node_id(&node)?;
+                    creds.store(dir.path())?;
+                    return Ok((node, creds, false));
+                }
+                Err(e @ join::JoinError::Refused { .. }) => bail!(e),
+                Err(e) => {
+                    busy |= matches!(
+                        e,
+                        join::JoinError::Unreachable { .. } | join::JoinError::Exchange { .. }
+                    );
+                    errors.push(e.to_string());
+                }
             }
-            Err(e @ join::JoinError::Refused { .. }) => bail!(e),
-            Err(e) => errors.push(e.to_string()),
         }
+        // A seed that did not answer, or broke off, may be busy (many hosts joining at
+        // once) or restarting: try again for a while. A failed handshake will fail again.
+        if !busy || began.elapsed() + pause >= JOIN_PATIENCE {
+            bail!("could not join: {}", errors.join("; "));
+        }
+        tracing::warn!(error = %errors.join("; "), retry_in = ?pause, "no seed admitted this node yet; trying again");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(JOIN_RETRY_MAX);
     }
-    bail!("could not join: {}", errors.join("; "))
 }
+
+/// How long `knit up --join` keeps trying seeds that do not answer before it gives up.
+const JOIN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(15);
+/// The pause before the first retry; it doubles up to [`JOIN_RETRY_MAX`].
+const JOIN_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(500);
+const JOIN_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(4);
 
 /// The join token from `--token` or `--token-file`.
 fn join_token(args: &UpArgs) -> Result<String> {

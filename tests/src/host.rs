@@ -75,28 +75,56 @@ pub fn remove_containers(label: &str) {
     }
 }
 
-/// Runs a command with a time limit; kills it past the limit.
+/// Runs a command with a time limit; kills it past the limit. Its output is read while it
+/// runs: a command that writes more than a pipe holds (`node ls` of 150 members) would
+/// otherwise wait for a reader until it is killed.
 pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Result<Output> {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
     let started = Instant::now();
-    loop {
-        if child.try_wait()?.is_some() {
-            return Ok(child.wait_with_output()?);
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
         }
         if started.elapsed() > limit {
             let _ = child.kill();
-            let out = child.wait_with_output()?;
-            bail!(
-                "command timed out after {limit:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let _ = child.wait();
+            break None;
         }
         std::thread::sleep(Duration::from_millis(10));
+    };
+    let (stdout, stderr) = (collect(stdout), collect(stderr));
+    match status {
+        Some(status) => Ok(Output {
+            status,
+            stdout,
+            stderr,
+        }),
+        None => bail!(
+            "command timed out after {limit:?}: {}",
+            String::from_utf8_lossy(&stderr)
+        ),
     }
+}
+
+/// Reads a child's pipe to its end on a thread of its own.
+fn drain(pipe: Option<impl std::io::Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut bytes);
+        }
+        bytes
+    })
+}
+
+fn collect(reader: std::thread::JoinHandle<Vec<u8>>) -> Vec<u8> {
+    reader.join().unwrap_or_default()
 }
 
 /// For benchmark programs: builds the release `knit` (into `$CARGO_TARGET_DIR`, else the

@@ -104,13 +104,14 @@ fn a_wrong_token_is_refused_and_nothing_is_written() {
     .unwrap();
     assert!(cluster.peers[bad].log_tail(5).contains("KNIT-1-"));
 
-    // No seed at that address: a clear error, in bounded time.
+    // No seed at that address: a clear error, in bounded time (the joiner tries again for
+    // 15 s, in case the seed is busy).
     bad = cluster.add_unstarted();
     let nowhere = std::net::SocketAddr::from(([127, 0, 0, 1], 9));
     cluster.peers[bad]
         .start(Some(nowhere), Some(&token))
         .unwrap();
-    wait_until(Duration::from_secs(20), "the joiner to exit", || {
+    wait_until(Duration::from_secs(45), "the joiner to exit", || {
         (!cluster.peers[bad].is_running()).then_some(())
     })
     .unwrap();
@@ -122,6 +123,35 @@ fn a_wrong_token_is_refused_and_nothing_is_written() {
         cluster.peers[bad].log_tail(5)
     );
     assert_eq!(cluster.peers[0].nodes().unwrap().len(), 1);
+}
+
+#[test]
+fn a_joiner_waits_for_a_seed_that_is_restarting() {
+    let _lock = cluster_lock();
+    let mut cluster = Cluster::start(1, "fast").expect("a seed");
+    let seed = cluster.peers[0].node_id().unwrap();
+    cluster.peers[0].kill9();
+    let joiner = cluster.add_unstarted();
+    cluster.start_peer(joiner).unwrap();
+    // The seed is away for longer than one dial's wait.
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        cluster.peers[joiner].is_running(),
+        "the joiner gave up at once: {}",
+        cluster.peers[joiner].log_tail(5)
+    );
+    cluster.peers[0].start(None, None).unwrap();
+    cluster.wait_all_alive(Duration::from_secs(40)).unwrap();
+    let rows = cluster.peers[joiner].nodes().unwrap();
+    assert!(
+        rows.iter().any(|r| r.id == seed && r.state == "alive"),
+        "{rows:?}"
+    );
+    assert!(
+        cluster.peers[joiner].log_tail(200).contains("trying again"),
+        "{}",
+        cluster.peers[joiner].log_tail(20)
+    );
 }
 
 #[test]
