@@ -289,6 +289,8 @@ pub(crate) struct Snapshot {
     placed: Arc<OnceLock<Placement>>,
     /// The same, if the suspects were down (see [`Snapshot::placement_if_suspects_down`]).
     placed_if_down: Arc<OnceLock<Option<Placement>>>,
+    /// Every member's reports (see [`Snapshot::observed`]).
+    observed: Arc<OnceLock<BTreeMap<knit_scheduler::NodeId, Vec<ReplicaReport>>>>,
 }
 
 /// The last reading [`Snapshot::of`] made, with what it was made from: the mesh's
@@ -305,12 +307,12 @@ struct Reading {
 /// Readings are made far more often than the cluster changes: the agent twice a second,
 /// discovery, the ingress, the event stream and the API on every change. Each reading
 /// builds every member's scheduler view and places every service; at 100 members that was
-/// a fifth of an idle peer's CPU. A reading of the same published values is the same.
+/// a sixth of an idle peer's CPU. A reading of the same published values is the same.
 static LAST_READING: Mutex<Option<Reading>> = Mutex::new(None);
 
 impl Snapshot {
-    /// The mesh's view and store as published now; the same reading as the last one (and
-    /// its placement, once computed) when neither has changed since.
+    /// The mesh's view, store and reachability as published now; the same reading as the
+    /// last one (and its placements, once computed) when none of them has changed since.
     pub(crate) fn of(mesh: &Mesh) -> Self {
         let view = mesh.view().borrow().clone();
         let store = mesh.store().borrow().clone();
@@ -359,6 +361,7 @@ impl Snapshot {
                 absent: Arc::default(),
                 placed: Arc::default(),
                 placed_if_down: Arc::default(),
+                observed: Arc::default(),
             };
         }
         let ids = absent.iter().map(|m| m.peer.node).collect();
@@ -375,6 +378,7 @@ impl Snapshot {
             absent: Arc::new(ids),
             placed: Arc::default(),
             placed_if_down: Arc::default(),
+            observed: Arc::default(),
         }
     }
 
@@ -705,6 +709,10 @@ impl Snapshot {
 
     /// Each active member's replica reports, by scheduler node id.
     pub(crate) fn observed(&self) -> BTreeMap<knit_scheduler::NodeId, Vec<ReplicaReport>> {
+        self.observed.get_or_init(|| self.observe()).clone()
+    }
+
+    fn observe(&self) -> BTreeMap<knit_scheduler::NodeId, Vec<ReplicaReport>> {
         self.view
             .members
             .iter()

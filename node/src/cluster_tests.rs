@@ -244,3 +244,90 @@ fn a_restarted_peer_counts_the_members_it_knew_before_hearing_from_them() {
     assert_eq!(slots_on(&later, 3), 0);
     assert_eq!(slots_on(&later, 1) + slots_on(&later, 2), 6);
 }
+
+/// A reading of one member, node 77 (alive), from `store`.
+fn reading_of(store: &Store) -> Snapshot {
+    let now = crate::clock::now_ms();
+    let me = PeerId {
+        node: node(77),
+        addr: "127.0.0.77:7946".parse().unwrap(),
+        epoch: 1,
+    };
+    let view = View {
+        me,
+        connection: knit_mesh::Connection::Active,
+        profile: knit_mesh::Profile::Fast,
+        members: vec![MemberRecord {
+            peer: me,
+            state: MemberState::Alive,
+            since_ms: now,
+        }],
+    };
+    Snapshot::new(Arc::new(view), Arc::new(store.clone()), Arc::default())
+}
+
+#[test]
+fn a_members_view_follows_its_records_and_never_another_stores() {
+    let now = crate::clock::now_ms();
+    let member = node(77);
+    let mut store = Store::new(member);
+    let info = NodeInfo {
+        name: "n77".into(),
+        addr: "127.0.0.77:7946".parse().unwrap(),
+        labels: BTreeMap::from([("zone".to_owned(), "a".to_owned())]),
+        version: "test".into(),
+        started_at_ms: 0,
+        capacity: Resources::default(),
+        drivers: vec!["process".into()],
+    };
+    store.put(
+        &info_key(&member),
+        Some(serde_json::to_vec(&info).unwrap()),
+        now,
+        &Unsigned,
+    );
+    let first = reading_of(&store);
+    let view = |s: &Snapshot| s.node_views().into_iter().next().unwrap();
+    let before = view(&first);
+    assert_eq!(before.labels.get("zone").map(String::as_str), Some("a"));
+    assert_eq!(
+        before.labels.get(PROCESS_LABEL).map(String::as_str),
+        Some("true")
+    );
+    assert_eq!(before.availability, Availability::Active);
+
+    // An operator relabels and pauses the node: the labels change at once, the pause once
+    // the node has applied it.
+    let spec = NodeSpec {
+        availability: Availability::Pause,
+        labels: Some(BTreeMap::from([("zone".to_owned(), "b".to_owned())])),
+        auto_drained: false,
+    };
+    store.put(
+        &node_spec_key(&member),
+        Some(serde_json::to_vec(&spec).unwrap()),
+        now + 1,
+        &Unsigned,
+    );
+    let relabelled = view(&reading_of(&store));
+    assert_eq!(relabelled.labels.get("zone").map(String::as_str), Some("b"));
+    assert_eq!(
+        relabelled.availability,
+        Availability::Active,
+        "not applied yet"
+    );
+    let applied = Applied {
+        spec: store.stamp(&node_spec_key(&member)).unwrap(),
+        kept: Vec::new(),
+    };
+    store.put(
+        &applied_key(&member),
+        Some(serde_json::to_vec(&applied).unwrap()),
+        now + 2,
+        &Unsigned,
+    );
+    assert_eq!(view(&reading_of(&store)).availability, Availability::Pause);
+
+    // The first reading's store still holds the first records: its view is theirs.
+    assert_eq!(view(&first), before);
+}

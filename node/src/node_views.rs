@@ -5,14 +5,16 @@
 //! availability, read from three of its records (`info`, its node spec, what it applied).
 //! Building them anew decoded and cloned those records four times per member per reading;
 //! while a cluster forms, readings change several times a second on every peer, and at
-//! 140 members that was a fifth of the machine. A member's view is kept with the stamps of
-//! the records it was built from, and built again only when one of them changes.
+//! 140 members that was a fifth of the machine. A member's view is kept with the records
+//! it was built from (their bytes, and the node spec's stamp, which the applied record
+//! answers), and built again only when one of them changes. Bytes, not stamps alone, so
+//! that two stores in one process (tests) never share a view they would build apart.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
 use knit_mesh::NodeId;
-use knit_mesh::store::Stamp;
+use knit_mesh::store::{Stamp, Store};
 use knit_scheduler::NodeView;
 
 use crate::cluster::{DOCKER_LABEL, PROCESS_LABEL, Snapshot};
@@ -21,14 +23,24 @@ use crate::records::{applied_key, info_key, node_spec_key};
 /// Past this many members kept, the memory starts again (a cluster has far fewer).
 const KEPT_MAX: usize = 4_096;
 
-/// The stamps of a member's `info`, node spec and applied records.
-type Stamps = [Option<Stamp>; 3];
-
-/// A member's view, the stamps it was built at, and the keys of its three records.
+/// A member's view, the records it was built from, and their keys.
 struct Kept {
     keys: [String; 3],
-    stamps: Stamps,
+    records: [Option<Box<[u8]>>; 3],
+    spec_stamp: Option<Stamp>,
     view: NodeView,
+}
+
+impl Kept {
+    /// Whether `store` holds the records this view was built from.
+    fn holds(&self, store: &Store) -> bool {
+        store.stamp(&self.keys[1]) == self.spec_stamp
+            && self
+                .keys
+                .iter()
+                .zip(&self.records)
+                .all(|(key, kept)| store.get(key) == kept.as_deref())
+    }
 }
 
 static KEPT: Mutex<Option<HashMap<NodeId, Kept>>> = Mutex::new(None);
@@ -36,16 +48,16 @@ static KEPT: Mutex<Option<HashMap<NodeId, Kept>>> = Mutex::new(None);
 /// `node`'s view in `snapshot`; `None` if its id is not one the scheduler takes.
 pub(crate) fn view_of(snapshot: &Snapshot, node: &NodeId) -> Option<NodeView> {
     let store = &snapshot.store;
-    let stamps_of = |keys: &[String; 3]| keys.each_ref().map(|k| store.stamp(k));
     let keys = {
         let kept = KEPT.lock().unwrap_or_else(PoisonError::into_inner);
         match kept.as_ref().and_then(|k| k.get(node)) {
-            Some(kept) if stamps_of(&kept.keys) == kept.stamps => return Some(kept.view.clone()),
+            Some(kept) if kept.holds(store) => return Some(kept.view.clone()),
             Some(kept) => kept.keys.clone(),
             None => [info_key(node), node_spec_key(node), applied_key(node)],
         }
     };
-    let stamps = stamps_of(&keys);
+    let records = keys.each_ref().map(|k| store.get(k).map(Box::from));
+    let spec_stamp = store.stamp(&keys[1]);
     let view = build(snapshot, node)?;
     let mut kept = KEPT.lock().unwrap_or_else(PoisonError::into_inner);
     let kept = kept.get_or_insert_with(HashMap::new);
@@ -56,7 +68,8 @@ pub(crate) fn view_of(snapshot: &Snapshot, node: &NodeId) -> Option<NodeView> {
         *node,
         Kept {
             keys,
-            stamps,
+            records,
+            spec_stamp,
             view: view.clone(),
         },
     );

@@ -71,7 +71,7 @@ fn docker_replicas_heal_after_a_host_loss_and_restart_after_a_crash() {
     let mut cluster = Cluster::start(5, "fast").unwrap();
     // Containers of a previous run of this service name would confuse the count.
     remove_containers("knit.service=site");
-    let _cleanup = Guard;
+    let _cleanup = Guard("site");
     cluster.peers[0]
         .cli_ok(&[
             "service",
@@ -167,11 +167,72 @@ fn docker_replicas_heal_after_a_host_loss_and_restart_after_a_crash() {
     assert_eq!(containers("knit.service=site"), 10);
 }
 
-/// Removes the test's containers however the test ends.
-struct Guard;
+/// Removes the containers of a test's service however the test ends.
+struct Guard(&'static str);
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        remove_containers("knit.service=site");
+        remove_containers(&format!("knit.service={}", self.0));
+    }
+}
+
+#[test]
+fn a_container_knit_stops_reads_as_shut_down_though_it_exits_137() {
+    let Some(image) = images::busybox_image().unwrap() else {
+        return;
+    };
+    let _lock = cluster_lock();
+    let cluster = Cluster::start(2, "fast").unwrap();
+    remove_containers("knit.service=stub");
+    let _cleanup = Guard("stub");
+    // The image's server runs as PID 1 and ignores SIGTERM: a stop ends it with SIGKILL at
+    // the end of the grace, exit code 137.
+    cluster.peers[0]
+        .cli_ok(&[
+            "service",
+            "create",
+            "--name",
+            "stub",
+            "--replicas",
+            "2",
+            "--stop-grace-period",
+            "1s",
+            &image,
+        ])
+        .unwrap();
+    let running_at = |version: u64| {
+        move |cluster: &Cluster| {
+            let tasks: Vec<Value> = cluster.peers[0].cli_json(&["service", "ps", "stub"]).ok()?;
+            let up = tasks
+                .iter()
+                .filter(|t| t["state"] == "running" && t["spec_version"] == version)
+                .count();
+            (up == 2 && tasks.len() == 2).then_some(())
+        }
+    };
+    wait_until(Duration::from_secs(120), "2 containers", || {
+        running_at(1)(&cluster)
+    })
+    .unwrap();
+    cluster.peers[1]
+        .cli_ok(&["service", "update", "--env-add", "WAVE=2", "stub"])
+        .unwrap();
+    wait_until(
+        Duration::from_secs(120),
+        "2 containers of version 2",
+        || running_at(2)(&cluster),
+    )
+    .unwrap();
+    let history: Vec<Value> = cluster.peers[0]
+        .cli_json(&["service", "ps", "stub", "--history"])
+        .unwrap();
+    let ended: Vec<&Value> = history
+        .iter()
+        .filter(|t| t["desired_state"] == "shutdown")
+        .collect();
+    assert_eq!(ended.len(), 2, "the two replaced containers: {history:#?}");
+    for task in ended {
+        assert_eq!(task["state"], "shutdown", "stopped by knit: {task:#}");
+        assert!(task["error"].is_null(), "no error: {task:#}");
     }
 }

@@ -19,7 +19,9 @@ use knit_mesh::quic::Mesh;
 use knit_scheduler::agent::{self as core, Done, Members, Note, Write};
 use knit_scheduler::reconcile::pace;
 use knit_scheduler::spec::Driver as DriverKind;
-use knit_scheduler::{Availability, Health, ReplicaReport, ReplicaState, ServiceSpec, SlotId};
+use knit_scheduler::{
+    Action, Availability, Health, ReplicaReport, ReplicaState, ServiceSpec, SlotId,
+};
 use tokio::sync::mpsc;
 
 use crate::cluster::Snapshot;
@@ -127,6 +129,11 @@ pub(crate) struct Agent {
     tasks: Tasks,
     /// The secrets replicas are started with.
     secrets: crate::secrets::SecretSource,
+    /// Replicas (runtime id, slot) an operation of this agent is stopping: once they end,
+    /// and until the operation is done, they read as stopping, then shut down in the slot's
+    /// history, whatever their exit code (a process that ignores SIGTERM is killed at the
+    /// end of its grace and exits 137; it did not fail).
+    stopping: BTreeMap<String, SlotId>,
 }
 
 impl Agent {
@@ -161,6 +168,7 @@ impl Agent {
             warmer: warm::Warmer::default(),
             tasks: tasks.clone(),
             secrets,
+            stopping: BTreeMap::new(),
         };
         Ok((agent, rx))
     }
@@ -211,6 +219,9 @@ impl Agent {
                 failed_start,
                 started,
             } => {
+                // What the operation stopped is gone, or (if the engine would not remove
+                // it) is what it is again.
+                self.stopping.retain(|_, s| *s != slot);
                 if let Some(started) = started {
                     self.track_started(*started);
                 }
@@ -403,7 +414,12 @@ impl Agent {
         let silent = &self.silent;
         self.replicas
             .retain(|id, t| ids.contains(id) || silent.contains(&t.kind));
-        for (replica, kind) in listed {
+        self.stopping.retain(|id, _| ids.contains(id));
+        for (mut replica, kind) in listed {
+            if !replica.state.is_live() && self.stopping.contains_key(&replica.runtime_id) {
+                replica.state = ReplicaState::Stopping;
+                replica.error = None;
+            }
             let live = replica.state.is_live();
             let tracked = self
                 .replicas
@@ -654,6 +670,10 @@ impl Agent {
         let ops = plan.ops.len();
         for op in plan.ops {
             let slot = op.action.slot().clone();
+            if let Action::Stop { runtime_id, .. } | Action::Replace { runtime_id, .. } = &op.action
+            {
+                self.stopping.insert(runtime_id.clone(), slot.clone());
+            }
             let old: Vec<(String, DriverKind)> = self
                 .replicas
                 .values()
